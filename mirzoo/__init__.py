@@ -1,0 +1,73 @@
+"""mirzoo: a Keras 3 model zoo for music information retrieval.
+
+>>> import mirzoo
+>>> mirzoo.list_models()                                 # doctest: +SKIP
+>>> m = mirzoo.load("crnn-tagging")                      # doctest: +SKIP
+>>> e = m.extract("song.wav")                            # doctest: +SKIP
+>>> e.embeddings.shape, e.timestamps[:3]                 # doctest: +SKIP
+
+Nothing heavy happens at import: Keras and the backend are imported when a
+model is first built or loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mirzoo.errors import (
+    AudioError,
+    AudioFileError,
+    ManifestError,
+    MirzooError,
+    ParameterError,
+    UnknownLayerError,
+    UnknownModelError,
+    WeightsError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "load",
+    "list_models",
+    "model_info",
+    "example_audio",
+    "Embeddings",
+    "Extractor",
+    "MirzooError",
+    "ParameterError",
+    "AudioError",
+    "AudioFileError",
+    "UnknownModelError",
+    "UnknownLayerError",
+    "WeightsError",
+    "ManifestError",
+]
+
+
+def example_audio() -> str:
+    """Path of the example clip shipped with mirzoo (12 s, 16 kHz mono FLAC).
+
+    Bach, chorale BWV 7.7 (music21 corpus ``bach/bwv7.7``, public-domain score), pickup and
+    first four measures, all parts on piano, rendered with FluidSynth and the FluidR3_GM
+    soundfont; see ``tools/make_example.py``.
+    """
+    return str(Path(__file__).resolve().parent / "data" / "example.flac")
+
+
+def __getattr__(name):
+    # Lazy attributes: importing mirzoo stays cheap and free of backend side effects.
+    if name == "load":
+        from mirzoo.loader import load
+
+        return load
+    if name in ("list_models", "model_info"):
+        from mirzoo import registry
+
+        return getattr(registry, name)
+    if name in ("Embeddings", "Extractor"):
+        from mirzoo import extractor
+
+        return getattr(extractor, name)
+    raise AttributeError(f"module 'mirzoo' has no attribute {name!r}")

@@ -1,0 +1,59 @@
+"""Exception hierarchy of mirzoo.
+
+Every error raised on purpose by mirzoo derives from :class:`MirzooError`, so
+``except mirzoo.MirzooError`` catches them all.  Errors about a bad argument
+also derive from :class:`ValueError` (or :class:`FileNotFoundError` for
+missing files) so that generic code keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "MirzooError",
+    "ParameterError",
+    "AudioError",
+    "AudioFileError",
+    "UnknownModelError",
+    "UnknownLayerError",
+    "WeightsError",
+    "ManifestError",
+]
+
+
+class MirzooError(Exception):
+    """Base class of every error raised by mirzoo."""
+
+
+class ParameterError(MirzooError, ValueError):
+    """A parameter has a bad value, type or shape."""
+
+
+class AudioError(ParameterError):
+    """Audio content is unusable (empty, not finite, wrong shape or dtype)."""
+
+
+class AudioFileError(MirzooError, OSError):
+    """An audio file is missing, unreadable or cannot be decoded."""
+
+
+class UnknownModelError(MirzooError, KeyError):
+    """A model name is not in the registry.
+
+    ``str()`` of a plain :class:`KeyError` adds quotes around the message;
+    this class keeps the message readable.
+    """
+
+    def __str__(self) -> str:  # pragma: no cover - trivial
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownLayerError(ParameterError):
+    """A layer name is not one of the model's embedding layers."""
+
+
+class WeightsError(MirzooError):
+    """Weights are missing, do not match their sha256, or do not fit the model."""
+
+
+class ManifestError(MirzooError):
+    """The weights manifest is malformed or inconsistent."""

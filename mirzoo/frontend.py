@@ -1,0 +1,479 @@
+"""Audio front-ends as Keras layers: waveform in, time-frequency representation out.
+
+Every front-end is a :class:`keras.layers.Layer` that sits inside the model,
+so a saved or exported mirzoo model takes raw waveforms.  All of them are
+built from plain ``keras.ops`` (a strided 1-D convolution with fixed Fourier
+or constant-Q kernels, a matrix product with a filterbank, elementwise ops),
+which means that they
+
+* run on every Keras backend (tensorflow, jax, torch) with the same numbers,
+* export to SavedModel, TFLite builtins and ONNX (no RFFT / complex ops), and
+* are computed **per example**: nothing is reduced over the batch axis, so a
+  clip's representation never depends on the other clips in its batch
+  (``keras.layers.MelSpectrogram`` clips ``top_db`` against the batch max).
+
+The fixed kernels are computed from the layer config with numpy/librosa when
+the layer is built; they are constants, not weights, so they are neither
+trained nor stored in weight files.
+
+Representations (``kind`` of :func:`build_frontend`):
+
+``"mel"``
+    Mel spectrogram, identical in definition to
+    ``librosa.feature.melspectrogram(htk=True, norm=None, center=True, pad_mode="reflect")``.
+``"stft"``
+    Linear-frequency STFT magnitude (``power=1``) or power.
+``"cqt"``
+    Constant-Q transform by direct convolution with librosa's constant-Q
+    wavelets (``librosa.filters.wavelet``), scaled like ``librosa.cqt(scale=True)``.
+``"chroma"``
+    Chroma from the STFT power, as ``librosa.feature.chroma_stft(tuning=0)``.
+
+Compression (seed section 5.1): ``"db"`` (``librosa.power_to_db`` with
+``ref=1``, per-example ``top_db``), ``"log1p"`` (``log(1 + gain * x)``) or
+``None``.  Normalisation: ``"whiten"`` standardises each frequency band over
+time, per example (spectral whitening); ``None`` leaves it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import keras
+import numpy as np
+from keras import ops
+
+from mirzoo.errors import ParameterError
+
+__all__ = [
+    "SpectralFrontend",
+    "MelSpectrogram",
+    "STFTMagnitude",
+    "ConstantQ",
+    "Chroma",
+    "build_frontend",
+    "FRONTENDS",
+]
+
+_COMPRESSIONS = (None, "db", "log1p")
+_NORMALIZATIONS = (None, "whiten")
+_PAD_MODES = ("reflect", "constant")
+
+
+def _hann(n: int) -> np.ndarray:
+    """Periodic Hann window, as ``scipy.signal.get_window('hann', n, fftbins=True)``."""
+    return (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)).astype(np.float64)
+
+
+def _check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ParameterError(f"{name}={value!r} must be a positive integer")
+    return int(value)
+
+
+class SpectralFrontend(keras.layers.Layer):
+    """Base class: framing by strided convolution with fixed kernels, then a projection.
+
+    Subclasses implement :meth:`_kernels` (returning the real/imaginary
+    convolution kernels, a dense projection applied to the power or
+    magnitude, and the kernel length) and may override :meth:`_post`.
+
+    Parameters
+    ----------
+    sample_rate : int > 0
+        Sample rate of the input waveform in Hz.
+    hop_length : int > 0
+        Samples between successive frames.
+    power : float in {1, 2}
+        Exponent of the magnitude before projection (2: power, 1: magnitude).
+    center : bool
+        Pad the signal by half the kernel length on both sides, so frame
+        ``t`` is centred on sample ``t * hop_length`` (librosa's ``center=True``).
+    pad_mode : {"reflect", "constant"}
+        Padding used when ``center`` is true.
+    compression : {"db", "log1p", None}
+        Log compression of the output.
+    top_db : float > 0 or None
+        With ``compression="db"``: floor at ``max - top_db`` where ``max`` is
+        taken over each example separately.
+    amin : float > 0
+        With ``compression="db"``: the floor applied before the logarithm.
+    log_gain : float > 0
+        With ``compression="log1p"``: ``log(1 + log_gain * x)``.
+    normalization : {None, "whiten"}
+        ``"whiten"``: zero mean, unit variance per band over time, per example.
+
+    Input shape: ``(batch, samples)``; output shape: ``(batch, frames, bins)``
+    with ``frames = 1 + samples // hop_length`` when ``center`` is true.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        hop_length: int = 256,
+        power: float = 2.0,
+        center: bool = True,
+        pad_mode: str = "reflect",
+        compression: Optional[str] = "db",
+        top_db: Optional[float] = 80.0,
+        amin: float = 1e-10,
+        log_gain: float = 1.0,
+        normalization: Optional[str] = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.sample_rate = _check_positive_int("sample_rate", sample_rate)
+        self.hop_length = _check_positive_int("hop_length", hop_length)
+        if power not in (1, 2, 1.0, 2.0):
+            raise ParameterError(f"power={power!r} must be 1 (magnitude) or 2 (power)")
+        self.power = float(power)
+        self.center = bool(center)
+        if pad_mode not in _PAD_MODES:
+            raise ParameterError(f"pad_mode={pad_mode!r} must be one of {_PAD_MODES}")
+        self.pad_mode = pad_mode
+        if compression not in _COMPRESSIONS:
+            raise ParameterError(f"compression={compression!r} must be one of {_COMPRESSIONS}")
+        self.compression = compression
+        if top_db is not None and not top_db > 0:
+            raise ParameterError(f"top_db={top_db!r} must be positive or None")
+        self.top_db = None if top_db is None else float(top_db)
+        if not amin > 0:
+            raise ParameterError(f"amin={amin!r} must be positive")
+        self.amin = float(amin)
+        if not log_gain > 0:
+            raise ParameterError(f"log_gain={log_gain!r} must be positive")
+        self.log_gain = float(log_gain)
+        if normalization not in _NORMALIZATIONS:
+            raise ParameterError(f"normalization={normalization!r} must be one of {_NORMALIZATIONS}")
+        self.normalization = normalization
+        self._real, self._imag, self._projection, self.kernel_length = self._kernels()
+        # One convolution computes real and imaginary parts together.
+        kernel = self._real if self._imag is None else np.concatenate([self._real, self._imag], axis=1)
+        self._conv_kernel = kernel[:, None, :].astype(np.float32)  # (length, 1, channels)
+        self._proj = None if self._projection is None else self._projection.astype(np.float32)
+
+    # -- to implement -------------------------------------------------------------------------
+    def _kernels(self):  # pragma: no cover - abstract
+        """Return ``(real [L, B], imag [L, B] or None, projection [B, out] or None, L)``."""
+        raise NotImplementedError
+
+    @property
+    def n_bins(self) -> int:
+        """Number of output bins (frequency or pitch axis)."""
+        if self._proj is not None:
+            return int(self._proj.shape[1])
+        return int(self._real.shape[1])
+
+    def _post(self, x):
+        """Representation-specific step after projection (before compression)."""
+        return x
+
+    # -- framing helpers ----------------------------------------------------------------------
+    def n_frames(self, n_samples: int) -> int:
+        """Frames produced for ``n_samples`` input samples."""
+        if self.center:
+            return 1 + n_samples // self.hop_length
+        return 1 + (n_samples - self.kernel_length) // self.hop_length
+
+    def min_samples(self) -> int:
+        """Shortest input the layer accepts (reflect padding needs more samples than it pads)."""
+        if self.center:
+            return self.kernel_length // 2 + 1 if self.pad_mode == "reflect" else 1
+        return self.kernel_length
+
+    # -- keras --------------------------------------------------------------------------------
+    def compute_output_shape(self, input_shape):
+        n = input_shape[-1]
+        frames = None if n is None else self.n_frames(int(n))
+        return (input_shape[0], frames, self.n_bins)
+
+    def call(self, inputs):
+        x = ops.cast(inputs, "float32")
+        x = ops.expand_dims(x, -1)  # (batch, samples, 1)
+        if self.center:
+            pad = self.kernel_length // 2
+            x = ops.pad(x, [[0, 0], [pad, pad], [0, 0]], mode=self.pad_mode)
+        y = ops.conv(x, ops.convert_to_tensor(self._conv_kernel), strides=self.hop_length, padding="valid")
+        if self._imag is not None:
+            half = self._real.shape[1]
+            re, im = y[..., :half], y[..., half:]
+            mag2 = re * re + im * im
+            if self.power == 2.0:
+                s = mag2
+            else:
+                s = ops.sqrt(mag2 + 1e-20)
+        else:
+            s = ops.square(y) if self.power == 2.0 else ops.abs(y)
+        if self._proj is not None:
+            s = ops.matmul(s, ops.convert_to_tensor(self._proj))
+        s = self._post(s)
+        s = self._compress(s)
+        if self.normalization == "whiten":
+            mean = ops.mean(s, axis=1, keepdims=True)
+            std = ops.std(s, axis=1, keepdims=True)
+            s = (s - mean) / (std + 1e-5)
+        return s
+
+    def _compress(self, s):
+        if self.compression == "db":
+            # librosa.power_to_db(ref=1.0); amplitude (power=1) input uses 20 log10, i.e. amplitude_to_db
+            factor = 10.0 if self.power == 2.0 else 20.0
+            amin = self.amin if self.power == 2.0 else math.sqrt(self.amin)
+            db = factor * ops.log(ops.maximum(s, amin)) / math.log(10.0)
+            if self.top_db is not None:
+                # per example: max over frames and bins only, never over the batch
+                peak = ops.max(db, axis=(1, 2), keepdims=True)
+                db = ops.maximum(db, peak - self.top_db)
+            return db
+        if self.compression == "log1p":
+            return ops.log1p(self.log_gain * s)
+        return s
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            sample_rate=self.sample_rate,
+            hop_length=self.hop_length,
+            power=self.power,
+            center=self.center,
+            pad_mode=self.pad_mode,
+            compression=self.compression,
+            top_db=self.top_db,
+            amin=self.amin,
+            log_gain=self.log_gain,
+            normalization=self.normalization,
+        )
+        return config
+
+
+def _dft_kernels(n_fft: int, win_length: int, n_bins: int):
+    """Windowed DFT kernels for bins ``0..n_bins-1`` (window centred in the frame, as librosa)."""
+    window = np.zeros(n_fft)
+    offset = (n_fft - win_length) // 2
+    window[offset : offset + win_length] = _hann(win_length)
+    n = np.arange(n_fft)[:, None]
+    k = np.arange(n_bins)[None, :]
+    phase = 2.0 * np.pi * ((n * k) % n_fft) / n_fft  # modulo keeps the phase exact in float64
+    real = window[:, None] * np.cos(phase)
+    imag = -window[:, None] * np.sin(phase)
+    return real, imag
+
+
+@keras.saving.register_keras_serializable(package="mirzoo")
+class STFTMagnitude(SpectralFrontend):
+    """Linear-frequency STFT magnitude (``power=1``) or power (``power=2``).
+
+    Parameters
+    ----------
+    n_fft : int > 0
+        FFT size; ``n_fft // 2 + 1`` bins unless ``fmax`` truncates them.
+    win_length : int > 0 or None
+        Hann window length (centred and zero-padded to ``n_fft``); default ``n_fft``.
+    fmax : float or None
+        Keep only bins up to this frequency (saves computation).
+    """
+
+    def __init__(self, n_fft: int = 2048, win_length: Optional[int] = None, fmax: Optional[float] = None, **kwargs):
+        self.n_fft = _check_positive_int("n_fft", n_fft)
+        self.win_length = self.n_fft if win_length is None else _check_positive_int("win_length", win_length)
+        if self.win_length > self.n_fft:
+            raise ParameterError(f"win_length={win_length} must not exceed n_fft={n_fft}")
+        self.fmax = None if fmax is None else float(fmax)
+        kwargs.setdefault("power", 1.0)
+        super().__init__(**kwargs)
+
+    def _kernels(self):
+        n_bins = self.n_fft // 2 + 1
+        if self.fmax is not None:
+            n_bins = min(n_bins, int(math.floor(self.fmax * self.n_fft / self.sample_rate)) + 1)
+        real, imag = _dft_kernels(self.n_fft, self.win_length, n_bins)
+        return real, imag, None, self.n_fft
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(n_fft=self.n_fft, win_length=self.win_length, fmax=self.fmax)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="mirzoo")
+class MelSpectrogram(STFTMagnitude):
+    """Log-mel spectrogram matching librosa, per example.
+
+    Equivalent to::
+
+        S = librosa.feature.melspectrogram(y=y, sr=sample_rate, n_fft=n_fft, hop_length=hop_length,
+                                           n_mels=n_mels, fmin=fmin, fmax=fmax, htk=True, norm=None,
+                                           center=True, pad_mode="reflect", power=2.0)
+        librosa.power_to_db(S, ref=1.0, amin=amin, top_db=top_db)
+
+    but computed for each example of the batch separately, in-graph.
+    Only the DFT bins that some mel filter touches are computed.
+
+    Parameters
+    ----------
+    n_mels : int > 0
+        Number of mel bands.
+    fmin, fmax : float
+        Band edges in Hz; ``fmax=None`` means ``sample_rate / 2``.
+    """
+
+    def __init__(self, n_mels: int = 96, fmin: float = 0.0, fmax: Optional[float] = None, **kwargs):
+        self.n_mels = _check_positive_int("n_mels", n_mels)
+        self.fmin = float(fmin)
+        self.mel_fmax = None if fmax is None else float(fmax)
+        kwargs.setdefault("power", 2.0)
+        super().__init__(fmax=None, **kwargs)
+
+    def _kernels(self):
+        import librosa
+
+        fmax = self.sample_rate / 2.0 if self.mel_fmax is None else self.mel_fmax
+        if not 0 <= self.fmin < fmax <= self.sample_rate / 2.0:
+            raise ParameterError(
+                f"mel band edges fmin={self.fmin}, fmax={fmax} must satisfy 0 <= fmin < fmax <= "
+                f"sample_rate/2 = {self.sample_rate / 2}"
+            )
+        mel = librosa.filters.mel(
+            sr=self.sample_rate, n_fft=self.n_fft, n_mels=self.n_mels, fmin=self.fmin, fmax=fmax,
+            htk=True, norm=None, dtype=np.float64,
+        )  # (n_mels, 1 + n_fft // 2)
+        used = np.nonzero(mel.any(axis=0))[0]
+        last = int(used[-1]) + 1 if used.size else 1
+        real, imag = _dft_kernels(self.n_fft, self.win_length, last)
+        return real, imag, mel[:, :last].T, self.n_fft
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("fmax", None)
+        config.update(n_mels=self.n_mels, fmin=self.fmin, fmax=self.mel_fmax)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="mirzoo")
+class Chroma(STFTMagnitude):
+    """Chroma from the STFT power, as ``librosa.feature.chroma_stft(tuning=0)``.
+
+    Each frame is divided by its maximum over the ``n_chroma`` bins (librosa's
+    ``norm=np.inf``); near-silent frames (max below ``1e-30``) are left as is.
+    Defaults follow librosa: constant padding and no compression.
+    """
+
+    def __init__(self, n_chroma: int = 12, tuning: float = 0.0, normalize: bool = True, **kwargs):
+        self.n_chroma = _check_positive_int("n_chroma", n_chroma)
+        self.tuning = float(tuning)
+        self.normalize_frames = bool(normalize)
+        kwargs.setdefault("power", 2.0)
+        kwargs.setdefault("pad_mode", "constant")
+        kwargs.setdefault("compression", None)
+        super().__init__(fmax=None, **kwargs)
+
+    def _kernels(self):
+        import librosa
+
+        fb = librosa.filters.chroma(
+            sr=self.sample_rate, n_fft=self.n_fft, n_chroma=self.n_chroma, tuning=self.tuning, dtype=np.float64
+        )  # (n_chroma, 1 + n_fft // 2)
+        real, imag = _dft_kernels(self.n_fft, self.win_length, self.n_fft // 2 + 1)
+        return real, imag, fb.T, self.n_fft
+
+    def _post(self, x):
+        if not self.normalize_frames:
+            return x
+        peak = ops.max(ops.abs(x), axis=-1, keepdims=True)
+        peak = ops.where(peak < 1e-30, ops.ones_like(peak), peak)
+        return x / peak
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("fmax", None)
+        config.update(n_chroma=self.n_chroma, tuning=self.tuning, normalize=self.normalize_frames)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="mirzoo")
+class ConstantQ(SpectralFrontend):
+    """Constant-Q transform by direct convolution with constant-Q wavelets.
+
+    The kernels are ``librosa.filters.wavelet`` (Hann-windowed complex
+    exponentials, L1-normalised) centred in a common length; each bin is then
+    multiplied by the square root of its filter length as ``librosa.cqt(scale=True)`` does,
+    so the result approximates ``librosa.cqt`` (which computes the same
+    transform by recursive downsampling and sparsified FFT kernels).
+
+    Parameters
+    ----------
+    fmin : float > 0
+        Centre frequency of the lowest bin in Hz (default C1, 32.70 Hz).
+    n_bins : int > 0
+        Number of bins.
+    bins_per_octave : int > 0
+        Bins per octave.
+    filter_scale : float > 0
+        Scales the filter lengths (and hence the Q factor).
+    """
+
+    def __init__(
+        self,
+        fmin: float = 32.703195662574764,
+        n_bins: int = 84,
+        bins_per_octave: int = 12,
+        filter_scale: float = 1.0,
+        **kwargs,
+    ):
+        self.fmin = float(fmin)
+        self.n_cq_bins = _check_positive_int("n_bins", n_bins)
+        self.bins_per_octave = _check_positive_int("bins_per_octave", bins_per_octave)
+        self.filter_scale = float(filter_scale)
+        kwargs.setdefault("power", 1.0)
+        kwargs.setdefault("pad_mode", "constant")
+        super().__init__(**kwargs)
+
+    def _kernels(self):
+        import librosa
+
+        freqs = self.fmin * 2.0 ** (np.arange(self.n_cq_bins) / self.bins_per_octave)
+        if freqs[-1] >= self.sample_rate / 2:
+            raise ParameterError(
+                f"the top CQT bin ({freqs[-1]:.1f} Hz, from fmin={self.fmin}, n_bins={self.n_cq_bins}, "
+                f"bins_per_octave={self.bins_per_octave}) must be below Nyquist ({self.sample_rate / 2} Hz)"
+            )
+        filters, lengths = librosa.filters.wavelet(
+            freqs=freqs, sr=self.sample_rate, window="hann", filter_scale=self.filter_scale,
+            pad_fft=False, norm=1, dtype=np.complex128,
+        )
+        length = filters.shape[1]
+        # keras' conv is a cross-correlation, which is what the CQT inner product is; for a real
+        # input only the magnitude is kept, so conjugation does not matter.  librosa.cqt scales its
+        # L1-normalised filters by their length and then (scale=True) divides by the square root
+        # of the length: sqrt(length) in all.
+        scale = np.sqrt(lengths)[None, :]
+        kernel = filters.T  # (length, n_bins)
+        real = np.real(kernel) * scale
+        imag = np.imag(kernel) * scale
+        return real, imag, None, length
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            fmin=self.fmin, n_bins=self.n_cq_bins, bins_per_octave=self.bins_per_octave,
+            filter_scale=self.filter_scale,
+        )
+        return config
+
+
+FRONTENDS = {"mel": MelSpectrogram, "stft": STFTMagnitude, "cqt": ConstantQ, "chroma": Chroma}
+
+
+def build_frontend(config: dict[str, Any], name: str = "frontend") -> SpectralFrontend:
+    """Build a front-end layer from a manifest-style config ``{"kind": "mel", ...}``."""
+    if not isinstance(config, dict) or "kind" not in config:
+        raise ParameterError(f"front-end config must be a dict with a 'kind' key, got {config!r}")
+    kwargs = dict(config)
+    kind = kwargs.pop("kind")
+    if kind not in FRONTENDS:
+        raise ParameterError(f"front-end kind={kind!r} is not one of {sorted(FRONTENDS)}")
+    try:
+        return FRONTENDS[kind](name=name, **kwargs)
+    except TypeError as exc:
+        raise ParameterError(f"bad front-end option for kind={kind!r}: {exc}") from exc

@@ -1,0 +1,106 @@
+"""``mirzoo.load``: resolve a model reference to a ready :class:`~mirzoo.extractor.Extractor`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Union
+
+from mirzoo.errors import ParameterError, UnknownModelError, WeightsError
+from mirzoo.extractor import Extractor
+from mirzoo.manifest import file_sha256, validate_entry
+from mirzoo.registry import build_model, get_entry
+
+__all__ = ["load", "load_directory"]
+
+# Built models are cached per (reference, backend): loading the same model twice
+# returns extractors sharing one graph instead of rebuilding it.
+_CACHE: dict = {}
+
+
+def load_directory(directory: Union[str, os.PathLike]) -> Extractor:
+    """Load a model saved by :meth:`Extractor.save` (or a hub snapshot in the same layout)."""
+    import keras
+
+    import mirzoo.frontend  # noqa: F401  (registers custom layers for deserialisation)
+    import mirzoo.models  # noqa: F401
+
+    d = Path(directory)
+    meta_path = d / "mirzoo.json"
+    if not meta_path.exists():
+        raise ParameterError(
+            f"'{d}' is not a mirzoo model directory: it has no mirzoo.json (expected the layout written by "
+            f"Extractor.save: config.json, metadata.json, model.weights.h5, mirzoo.json)"
+        )
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        entry = meta["entry"]
+        name = meta.get("name", d.name)
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ParameterError(f"'{meta_path}' is not a valid mirzoo.json: {exc}") from exc
+    validate_entry(name, entry)
+    weights = d / entry["weights"]["file"]
+    if not weights.exists():
+        raise WeightsError(f"weight file '{weights}' named in '{meta_path}' is missing")
+    actual = file_sha256(weights)
+    if actual != entry["weights"]["sha256"]:
+        raise WeightsError(
+            f"weight file '{weights}' fails its sha256 check: expected {entry['weights']['sha256']} "
+            f"(from '{meta_path}'), got {actual}. The file is corrupt or was modified; save the model again."
+        )
+    model = keras.saving.load_model(str(d))
+    entry["name"] = name
+    return Extractor(model, entry, source=str(d))
+
+
+def load(model: Union[str, os.PathLike]) -> Extractor:
+    """Load a model by zoo name or from a directory saved by mirzoo.
+
+    Parameters
+    ----------
+    model : str or path
+        A zoo name from :func:`mirzoo.list_models` (``"crnn-tagging"``) or a
+        directory written by :meth:`Extractor.save`.
+
+    Returns
+    -------
+    Extractor
+        Weights verified against their sha256 (or, for seeded models, the hash
+        of the generated weights).
+
+    Raises
+    ------
+    UnknownModelError
+        The name is neither a zoo model nor a directory; the message lists close matches.
+    WeightsError
+        A weight file is missing or fails its sha256 check.
+
+    Examples
+    --------
+    >>> import mirzoo
+    >>> mirzoo.load("random-cnn").sample_rate
+    16000
+    """
+    import keras
+
+    if isinstance(model, os.PathLike) or (isinstance(model, str) and os.path.isdir(model)):
+        if not os.path.isdir(model):
+            raise ParameterError(f"model directory '{model}' does not exist")
+        return load_directory(model)
+    if not isinstance(model, str):
+        raise UnknownModelError(f"model must be a name or a directory path, got {type(model).__name__}: {model!r}")
+    if model.startswith("hf://") or "@" in model:
+        from mirzoo import hub
+
+        if hasattr(hub, "load_reference"):
+            return hub.load_reference(model)
+        raise UnknownModelError(
+            f"model reference {model!r}: loading from the Hugging Face Hub by 'hf://owner/repo@revision' or "
+            f"'name@revision' is not available in this version; use a zoo name or a local directory"
+        )
+    entry = get_entry(model)
+    key = (model, keras.backend.backend(), json.dumps(entry, sort_keys=True))
+    if key not in _CACHE:
+        _CACHE[key] = build_model(model, entry=entry)
+    return Extractor(_CACHE[key], entry, source="bundled")

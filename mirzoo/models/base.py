@@ -1,0 +1,158 @@
+"""Shared pieces of the model families: family registry, building blocks, seeded weights.
+
+A *family* is a module in :mod:`mirzoo.models` that registers a builder with
+:func:`register_family`.  A builder takes the ``config`` of a manifest entry
+and returns a functional :class:`keras.Model` whose input is a batch of
+waveforms ``(batch, samples)`` and whose embedding layers carry the names
+listed in the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Callable
+
+import keras
+import numpy as np
+
+from mirzoo.errors import ManifestError, ParameterError, WeightsError
+
+__all__ = [
+    "register_family",
+    "get_family",
+    "FAMILIES",
+    "conv_block",
+    "FrequencyMax",
+    "global_pool",
+    "seeded_weights",
+    "apply_seeded_weights",
+    "weights_sha256",
+]
+
+FAMILIES: dict[str, Callable[..., keras.Model]] = {}
+
+
+def register_family(name: str):
+    """Decorator: register ``builder(config: dict, name: str) -> keras.Model`` under ``name``."""
+
+    def wrap(builder):
+        if name in FAMILIES and FAMILIES[name] is not builder:
+            raise ManifestError(f"model family {name!r} is registered twice")
+        FAMILIES[name] = builder
+        return builder
+
+    return wrap
+
+
+def get_family(name: str) -> Callable[..., keras.Model]:
+    if name not in FAMILIES:
+        raise ManifestError(f"unknown model family {name!r}; registered families: {sorted(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def conv_block(x, filters: int, pool, *, name: str, kernel=(3, 3), batch_norm: bool = True):
+    """3x3 conv, batch norm, ELU, max-pool: the block of Choi et al. 2016/2017."""
+    x = keras.layers.Conv2D(filters, kernel, padding="same", use_bias=not batch_norm, name=f"{name}_conv")(x)
+    if batch_norm:
+        x = keras.layers.BatchNormalization(axis=-1, name=f"{name}_bn")(x)
+    x = keras.layers.Activation("elu", name=f"{name}_elu")(x)
+    if pool is not None and tuple(pool) != (1, 1):
+        x = keras.layers.MaxPooling2D(pool_size=tuple(pool), padding="valid", name=f"{name}_pool")(x)
+    return x
+
+
+def global_pool(x, *, name: str, mode: str = "mean"):
+    """Pool a (batch, time, freq, channels) or (batch, time, channels) map to (batch, channels[*2])."""
+    rank = len(x.shape)
+    mean_layer = keras.layers.GlobalAveragePooling2D if rank == 4 else keras.layers.GlobalAveragePooling1D
+    max_layer = keras.layers.GlobalMaxPooling2D if rank == 4 else keras.layers.GlobalMaxPooling1D
+    if mode == "mean":
+        return mean_layer(name=name)(x)
+    if mode == "max":
+        return max_layer(name=name)(x)
+    if mode == "mean+max":
+        a = mean_layer(name=f"{name}_mean")(x)
+        b = max_layer(name=f"{name}_max")(x)
+        return keras.layers.Concatenate(name=name)([a, b])
+    raise ParameterError(f"pool mode {mode!r} must be 'mean', 'max' or 'mean+max'")
+
+
+@keras.saving.register_keras_serializable(package="mirzoo")
+class FrequencyMax(keras.layers.Layer):
+    """Max over the frequency axis: (batch, time, freq, channels) -> (batch, time, channels)."""
+
+    def call(self, inputs):
+        return keras.ops.max(inputs, axis=2)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[1], input_shape[3])
+
+
+# -- deterministic weights -------------------------------------------------------------------
+
+
+def _relative_path(path: str) -> str:
+    """Weight path without the model's own name, so it does not depend on what the model is called."""
+    return path.split("/", 1)[1] if "/" in path else path
+
+
+def _draw(rng: np.random.Generator, path: str, shape: tuple[int, ...], init: str) -> np.ndarray:
+    leaf = path.rsplit("/", 1)[-1]
+    if leaf in ("bias", "beta", "moving_mean"):
+        return np.zeros(shape)
+    if leaf in ("gamma", "moving_variance"):
+        return np.ones(shape)
+    if leaf == "recurrent_kernel":
+        # one orthogonal matrix per gate, as keras' default "orthogonal" initialiser
+        units, total = shape
+        blocks = []
+        for _ in range(total // units):
+            q, r = np.linalg.qr(rng.standard_normal((units, units)))
+            blocks.append(q * np.sign(np.diag(r))[None, :])
+        return np.concatenate(blocks, axis=1)
+    if len(shape) >= 2:
+        fan_in = int(np.prod(shape[:-1]))
+        fan_out = int(shape[-1]) * (int(np.prod(shape[:-2])) if len(shape) > 2 else 1)
+        if init == "he_normal":
+            return rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+        if init == "glorot_uniform":
+            limit = np.sqrt(6.0 / (fan_in + fan_out))
+            return rng.uniform(-limit, limit, shape)
+        limit = np.sqrt(6.0 / fan_in)  # he_uniform
+        return rng.uniform(-limit, limit, shape)
+    raise WeightsError(f"no seeded initialiser for weight {path!r} of shape {shape}")
+
+
+def seeded_weights(model: keras.Model, seed: int, init: str = "he_uniform") -> list[np.ndarray]:
+    """Weights for ``model`` drawn with ``numpy.random.default_rng(seed)``, in ``model.weights`` order.
+
+    The draw depends only on the seed and the weights' shapes and names, never on the
+    Keras backend or the machine, so every backend gets bit-identical networks.
+    Kernels: He (uniform or normal) or Glorot; recurrent kernels: orthogonal per gate;
+    biases and batch-norm shifts/means: 0; batch-norm scales/variances: 1.
+    """
+    if init not in ("he_uniform", "he_normal", "glorot_uniform"):
+        raise ParameterError(f"init={init!r} must be 'he_uniform', 'he_normal' or 'glorot_uniform'")
+    rng = np.random.default_rng(seed)
+    out = []
+    for w in model.weights:
+        shape = tuple(int(d) for d in w.shape)
+        out.append(np.asarray(_draw(rng, _relative_path(w.path), shape, init), dtype=np.float32))
+    return out
+
+
+def apply_seeded_weights(model: keras.Model, seed: int, init: str = "he_uniform") -> None:
+    """Set every weight of ``model`` from :func:`seeded_weights`."""
+    for w, value in zip(model.weights, seeded_weights(model, seed, init)):
+        w.assign(value)
+
+
+def weights_sha256(model: keras.Model) -> str:
+    """sha256 over the model's weights: names, shapes and little-endian float32 bytes, in order."""
+    h = hashlib.sha256()
+    for w in model.weights:
+        value = np.ascontiguousarray(keras.ops.convert_to_numpy(w), dtype="<f4")
+        h.update(_relative_path(w.path).encode())
+        h.update(repr(tuple(value.shape)).encode())
+        h.update(value.tobytes())
+    return h.hexdigest()

@@ -1,0 +1,132 @@
+"""Front-end layers against librosa references, per-example behaviour, options and errors."""
+
+import keras
+import librosa
+import numpy as np
+import pytest
+
+import mirzoo
+from mirzoo.frontend import Chroma, ConstantQ, MelSpectrogram, STFTMagnitude, build_frontend
+
+from conftest import tone_mix
+
+SR = 16000
+
+
+def _librosa_logmel(y, sr, n_fft, hop, n_mels, fmin=0.0, fmax=None, top_db=80.0):
+    S = librosa.feature.melspectrogram(
+        y=y, sr=sr, n_fft=n_fft, hop_length=hop, n_mels=n_mels, fmin=fmin, fmax=fmax,
+        htk=True, norm=None, center=True, pad_mode="reflect", power=2.0,
+    )
+    return librosa.power_to_db(S, ref=1.0, amin=1e-10, top_db=top_db).T
+
+
+@pytest.mark.parametrize(
+    "sr,n_fft,hop,n_mels,fmin,fmax",
+    [(16000, 512, 256, 96, 0.0, None), (22050, 1024, 512, 128, 30.0, 8000.0), (16000, 2048, 320, 64, 50.0, 7600.0)],
+)
+def test_logmel_matches_librosa_within_0p1_db(sr, n_fft, hop, n_mels, fmin, fmax):
+    rng = np.random.default_rng(0)
+    signals = [tone_mix(2.0, sr=sr, seed=1), (0.2 * rng.standard_normal(sr * 2)).astype(np.float32)]
+    layer = MelSpectrogram(sample_rate=sr, n_fft=n_fft, hop_length=hop, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    for y in signals:
+        ours = np.asarray(layer(y[None]))[0]
+        ref = _librosa_logmel(y, sr, n_fft, hop, n_mels, fmin, fmax)
+        assert ours.shape == ref.shape == (layer.n_frames(y.size), n_mels)
+        assert np.max(np.abs(ours - ref)) < 0.1
+
+
+def test_logmel_top_db_is_per_example_not_per_batch():
+    loud = tone_mix(1.0, seed=1)
+    quiet = 1e-3 * tone_mix(1.0, seed=2)
+    layer = MelSpectrogram(sample_rate=SR, n_fft=512, hop_length=256, n_mels=64, top_db=60.0)
+    alone = np.asarray(layer(quiet[None]))[0]
+    batched = np.asarray(layer(np.stack([loud, quiet])))[1]
+    np.testing.assert_allclose(batched, alone, atol=1e-4)
+    # and the clipping really happened relative to the quiet clip's own max
+    assert alone.min() == pytest.approx(alone.max() - 60.0, abs=1e-3)
+    # a batch-max clip (keras.layers.MelSpectrogram's behaviour) would have clipped far higher
+    assert alone.max() < np.asarray(layer(loud[None])).max() - 40
+
+
+def test_stft_magnitude_matches_librosa():
+    y = tone_mix(1.5, seed=4)
+    layer = STFTMagnitude(sample_rate=SR, n_fft=1024, hop_length=256, pad_mode="reflect", compression=None)
+    ours = np.asarray(layer(y[None]))[0]
+    ref = np.abs(librosa.stft(y, n_fft=1024, hop_length=256, center=True, pad_mode="reflect")).T
+    assert ours.shape == ref.shape
+    np.testing.assert_allclose(ours, ref, atol=2e-4 * ref.max())
+
+
+def test_stft_fmax_truncates_bins():
+    layer = STFTMagnitude(sample_rate=SR, n_fft=1024, hop_length=256, fmax=2000.0)
+    assert layer.n_bins == int(2000 * 1024 / SR) + 1
+
+
+def test_chroma_matches_librosa_chroma_stft():
+    y = tone_mix(2.0, seed=5, freqs=(261.63, 329.63, 392.0))
+    layer = Chroma(sample_rate=SR, n_fft=2048, hop_length=512)
+    ours = np.asarray(layer(y[None]))[0]
+    ref = librosa.feature.chroma_stft(y=y, sr=SR, n_fft=2048, hop_length=512, tuning=0.0).T
+    assert ours.shape == ref.shape
+    np.testing.assert_allclose(ours, ref, atol=1e-4)
+    # C, E and G dominate a C-major triad
+    assert set(np.argsort(ours.mean(axis=0))[-3:]) == {0, 4, 7}
+
+
+def test_cqt_approximates_librosa_cqt():
+    y = tone_mix(3.0, seed=6)
+    layer = ConstantQ(sample_rate=SR, hop_length=320, compression=None)
+    ours = np.asarray(layer(y[None]))[0]
+    ref = np.abs(librosa.cqt(y, sr=SR, hop_length=320, n_bins=84, fmin=librosa.note_to_hz("C1"))).T
+    assert ours.shape == ref.shape
+    # librosa computes the CQT by recursive downsampling: agreement is close, not exact
+    mask = ref > ref.max() * 1e-3
+    db = 20 * np.log10(ours[mask] / ref[mask])
+    assert np.median(np.abs(db)) < 0.5
+    assert np.corrcoef(ours[mask], ref[mask])[0, 1] > 0.99
+    # a pure A4 (MIDI 69) peaks in the A4 bin: C1 is MIDI 24, so bin 45
+    a4 = (0.5 * np.sin(2 * np.pi * 440.0 * np.arange(SR) / SR)).astype(np.float32)
+    assert int(np.argmax(np.asarray(layer(a4[None]))[0].mean(axis=0))) == 45
+
+
+def test_whitening_standardises_each_band():
+    y = tone_mix(2.0, seed=7)
+    layer = MelSpectrogram(sample_rate=SR, n_fft=512, hop_length=256, n_mels=40, normalization="whiten")
+    out = np.asarray(layer(y[None]))[0]
+    np.testing.assert_allclose(out.mean(axis=0), 0.0, atol=1e-3)
+    active = out.std(axis=0) > 0.5  # constant (fully clipped) bands stay at zero
+    np.testing.assert_allclose(out.std(axis=0)[active], 1.0, atol=1e-2)
+
+
+def test_log1p_compression():
+    y = tone_mix(1.0, seed=8)
+    raw = MelSpectrogram(sample_rate=SR, n_fft=512, hop_length=256, n_mels=32, compression=None)
+    comp = MelSpectrogram(sample_rate=SR, n_fft=512, hop_length=256, n_mels=32, compression="log1p", log_gain=10.0)
+    np.testing.assert_allclose(np.asarray(comp(y[None])), np.log1p(10.0 * np.asarray(raw(y[None]))), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", [MelSpectrogram, STFTMagnitude, Chroma, ConstantQ])
+def test_frontend_config_round_trip(cls):
+    layer = cls(sample_rate=SR, hop_length=320, name="frontend")
+    clone = cls.from_config(layer.get_config())
+    y = tone_mix(1.0, seed=9)[None]
+    np.testing.assert_array_equal(np.asarray(layer(y)), np.asarray(clone(y)))
+    assert layer.compute_output_shape((None, y.shape[1])) == (None, layer.n_frames(y.shape[1]), layer.n_bins)
+
+
+def test_frontend_errors_name_the_bad_value():
+    with pytest.raises(mirzoo.ParameterError, match="kind='wavelet'"):
+        build_frontend({"kind": "wavelet"})
+    with pytest.raises(mirzoo.ParameterError, match="power=3"):
+        MelSpectrogram(power=3)
+    with pytest.raises(mirzoo.ParameterError, match="hop_length=0"):
+        MelSpectrogram(hop_length=0)
+    with pytest.raises(mirzoo.ParameterError, match="compression='log10'"):
+        MelSpectrogram(compression="log10")
+    with pytest.raises(mirzoo.ParameterError, match="Nyquist"):
+        ConstantQ(sample_rate=6000, n_bins=84)
+    with pytest.raises(mirzoo.ParameterError, match="fmax"):
+        MelSpectrogram(sample_rate=8000, fmax=6000.0)
+    with pytest.raises(mirzoo.ParameterError, match="bogus"):
+        build_frontend({"kind": "mel", "bogus": 1})
