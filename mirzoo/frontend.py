@@ -475,5 +475,7 @@ def build_frontend(config: dict[str, Any], name: str = "frontend") -> SpectralFr
         raise ParameterError(f"front-end kind={kind!r} is not one of {sorted(FRONTENDS)}")
     try:
         return FRONTENDS[kind](name=name, **kwargs)
-    except TypeError as exc:
+    except ParameterError:
+        raise
+    except (TypeError, ValueError) as exc:  # unknown keyword arguments
         raise ParameterError(f"bad front-end option for kind={kind!r}: {exc}") from exc

@@ -101,6 +101,13 @@ def load(model: Union[str, os.PathLike]) -> Extractor:
         )
     entry = get_entry(model)
     key = (model, keras.backend.backend(), json.dumps(entry, sort_keys=True))
+    if entry["weights"]["kind"] == "file":
+        from mirzoo.registry import resolve_weight_file
+
+        # verified on every load, cached or not: the file may have changed since
+        path = resolve_weight_file(entry)
+        stat = path.stat()
+        key += (str(path), stat.st_mtime_ns, stat.st_size)
     if key not in _CACHE:
         _CACHE[key] = build_model(model, entry=entry)
     return Extractor(_CACHE[key], entry, source="bundled")

@@ -1,0 +1,106 @@
+"""Audio boundary: decoding, mixing, PCM scaling, resampling and the errors for bad input."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import mirzoo
+from mirzoo.audio import load_audio, prepare_audio
+
+from conftest import SR, tone_mix
+
+
+def _peak_hz(y, sr):
+    spec = np.abs(np.fft.rfft(y * np.hanning(y.size)))
+    return np.fft.rfftfreq(y.size, 1 / sr)[np.argmax(spec)]
+
+
+@pytest.mark.parametrize("fmt,subtype,sr", [("WAV", "PCM_16", 16000), ("FLAC", "PCM_24", 44100), ("OGG", "VORBIS", 22050)])
+def test_load_formats_resample_to_target(tmp_path, fmt, subtype, sr):
+    t = np.arange(sr) / sr
+    y = 0.5 * np.sin(2 * np.pi * 440.0 * t)
+    path = tmp_path / f"tone.{fmt.lower()}"
+    sf.write(path, np.stack([y, y], axis=1), sr, format=fmt, subtype=subtype)
+    out = load_audio(path, 16000)
+    assert out.dtype == np.float32 and out.ndim == 1
+    assert abs(out.size - 16000) <= 2
+    assert abs(_peak_hz(out, 16000) - 440.0) < 2.0
+    assert 0.4 < np.abs(out).max() < 0.6
+
+
+def test_load_streams_long_file_in_blocks(tmp_path, monkeypatch):
+    import mirzoo.audio as audio
+
+    monkeypatch.setattr(audio, "_BLOCK_FRAMES", 1000)  # many blocks, including a short last one
+    y = tone_mix(2.3, sr=44100, seed=3)
+    sf.write(tmp_path / "x.wav", y, 44100, subtype="FLOAT")
+    streamed = load_audio(tmp_path / "x.wav", SR)
+    import soxr
+
+    whole = soxr.resample(y, 44100, SR, quality="HQ")
+    assert streamed.shape == whole.shape
+    np.testing.assert_allclose(streamed, whole, atol=1e-4)
+
+
+def test_int_pcm_scaled_like_float():
+    y = tone_mix(1.0, seed=1)
+    pcm16 = np.round(y * 32767).astype(np.int16)
+    np.testing.assert_allclose(prepare_audio(pcm16, SR, SR), y, atol=1e-4)
+    pcm32 = (y.astype(np.float64) * 2**31).astype(np.int32)
+    np.testing.assert_allclose(prepare_audio(pcm32, SR, SR), y, atol=1e-6)
+    u8 = np.round(y * 127 + 128).astype(np.uint8)
+    np.testing.assert_allclose(prepare_audio(u8, SR, SR), y, atol=1e-2)
+
+
+def test_multichannel_either_orientation_is_averaged():
+    left, right = tone_mix(1.0, seed=1), tone_mix(1.0, seed=2)
+    expected = (left + right) / 2
+    np.testing.assert_allclose(prepare_audio(np.stack([left, right]), SR, SR), expected, atol=1e-7)
+    np.testing.assert_allclose(prepare_audio(np.stack([left, right], axis=1), SR, SR), expected, atol=1e-7)
+
+
+def test_resampling_keeps_pitch():
+    sr = 44100
+    y = (0.5 * np.sin(2 * np.pi * 1000.0 * np.arange(sr) / sr)).astype(np.float32)
+    out = prepare_audio(y, sr, SR)
+    assert out.size == SR
+    assert abs(_peak_hz(out, SR) - 1000.0) < 2.0
+
+
+@pytest.mark.parametrize(
+    "y,sr,match",
+    [
+        (np.zeros(0, np.float32), SR, "empty"),
+        (np.array([0.0, np.nan, 0.1], np.float32), SR, "non-finite"),
+        (np.array([0.0, np.inf], np.float32), SR, "non-finite"),
+        (np.ones(100, np.float32), None, "sr=None"),
+        (np.ones(100, np.float32), 0, "sr=0"),
+        (np.ones(100, np.float32), -8000, "sr=-8000"),
+        (np.ones(100, np.float32), 16000.5, "whole number"),
+        (np.ones(100, np.float32), "16k", "sr='16k'"),
+        (np.ones(100, np.complex64), SR, "complex64"),
+        (np.ones(100, bool), SR, "bool"),
+        (np.ones((2, 3, 100), np.float32), SR, r"shape \(2, 3, 100\)"),
+    ],
+)
+def test_bad_arrays_raise_parameter_errors(y, sr, match):
+    with pytest.raises(mirzoo.ParameterError, match=match):
+        prepare_audio(y, sr, SR)
+
+
+def test_file_errors_name_the_path(tmp_path):
+    missing = tmp_path / "nope.wav"
+    with pytest.raises(mirzoo.AudioFileError, match="nope.wav"):
+        load_audio(missing, SR)
+    with pytest.raises(FileNotFoundError.__mro__[1]):  # AudioFileError is an OSError
+        load_audio(missing, SR)
+    bad = tmp_path / "garbage.wav"
+    bad.write_bytes(b"this is not audio at all" * 10)
+    with pytest.raises(mirzoo.AudioFileError, match="garbage.wav"):
+        load_audio(bad, SR)
+    with pytest.raises(mirzoo.AudioFileError, match="directory"):
+        load_audio(tmp_path, SR)
+    silent_empty = tmp_path / "empty.wav"
+    sf.write(silent_empty, np.zeros(0, np.float32), SR)
+    with pytest.raises(mirzoo.AudioError, match="empty"):
+        load_audio(silent_empty, SR)

@@ -1,0 +1,50 @@
+"""The same networks and numbers on the tensorflow and jax backends (jax runs in a subprocess)."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import mirzoo
+from mirzoo.models.base import weights_sha256
+
+from conftest import SR, tone_mix
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import keras, mirzoo
+    from mirzoo.models.base import weights_sha256
+    assert keras.backend.backend() == "jax", keras.backend.backend()
+    y = np.load(sys.argv[1])
+    out = {}
+    for name in mirzoo.list_models():
+        m = mirzoo.load(name)
+        out[name] = {"sha": weights_sha256(m.keras_model),
+                     "emb": m.extract(y, sr=16000, layer="all").embeddings.tolist()}
+    print("RESULT" + json.dumps(out))
+    """
+)
+
+
+@pytest.mark.slow
+def test_jax_backend_matches_tensorflow(tmp_path):
+    pytest.importorskip("jax")
+    y = tone_mix(4.0, seed=21)
+    np.save(tmp_path / "y.npy", y)
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    run = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "y.npy")], capture_output=True, text=True, env=env, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    jax_out = json.loads(run.stdout.split("RESULT", 1)[1])
+    for name in mirzoo.list_models():
+        m = mirzoo.load(name)
+        assert jax_out[name]["sha"] == weights_sha256(m.keras_model), name  # identical weights
+        tf_emb = m.extract(y, sr=SR, layer="all").embeddings
+        jax_emb = np.asarray(jax_out[name]["emb"], dtype=np.float32)
+        scale = max(1.0, float(np.abs(tf_emb).max()))
+        assert np.abs(tf_emb - jax_emb).max() <= 1e-4 * scale, (name, np.abs(tf_emb - jax_emb).max(), scale)
