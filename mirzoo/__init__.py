@@ -20,6 +20,7 @@ from mirzoo.errors import (
     ManifestError,
     MirzooError,
     ParameterError,
+    PublishError,
     UnknownLayerError,
     UnknownModelError,
     WeightsError,
@@ -43,6 +44,7 @@ __all__ = [
     "UnknownLayerError",
     "WeightsError",
     "ManifestError",
+    "PublishError",
 ]
 
 

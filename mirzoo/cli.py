@@ -1,4 +1,4 @@
-"""The ``mirzoo`` command line: list, info, extract, tag (and publish when available).
+"""The ``mirzoo`` command line: list, info, extract, tag and publish.
 
 Exit codes: 0 on success, 1 when some inputs failed (the others are still
 written), 2 on a usage error or when nothing could be done.
@@ -25,6 +25,9 @@ EPILOG = """examples:
   mirzoo extract random-cnn song.wav other.flac -o emb.npz
   mirzoo extract cnn-tagging music/ -o emb.npz --pool mean+std
   mirzoo tag cnn-tagging song.wav --top-k 5
+  mirzoo publish my-finetuned/ --repo owner/my-model          # dry run
+  mirzoo publish my-finetuned/ --repo owner/my-model --push   # upload with $HF_TOKEN
+  HF_HUB_OFFLINE=1 mirzoo extract hf://owner/repo@v1 song.wav -o e.npz
 """
 
 

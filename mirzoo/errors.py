@@ -17,6 +17,7 @@ __all__ = [
     "UnknownLayerError",
     "WeightsError",
     "ManifestError",
+    "PublishError",
 ]
 
 
@@ -57,3 +58,7 @@ class WeightsError(MirzooError):
 
 class ManifestError(MirzooError):
     """The weights manifest is malformed or inconsistent."""
+
+
+class PublishError(MirzooError):
+    """Building or uploading a hub repository failed."""

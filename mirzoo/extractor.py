@@ -136,7 +136,7 @@ class Extractor:
             frames = int(round(entry["patch_seconds"] * self.sample_rate / self.hop_length))
             self.chunk_frames = max(1, frames)
             context = int(entry["config"].get("context", 0))
-            self.margin_frames = math.ceil((self._frontend.kernel_length // 2) / self.hop_length) + context + 1
+            self.margin_frames = math.ceil((self._frontend.kernel_length - self._frontend.kernel_length // 2) / self.hop_length) + context + 1
 
     # -- description --------------------------------------------------------------------------
     @property

@@ -179,7 +179,7 @@ class SpectralFrontend(keras.layers.Layer):
     def min_samples(self) -> int:
         """Shortest input the layer accepts (reflect padding needs more samples than it pads)."""
         if self.center:
-            return self.kernel_length // 2 + 1 if self.pad_mode == "reflect" else 1
+            return self.kernel_length - self.kernel_length // 2 + 1 if self.pad_mode == "reflect" else 1
         return self.kernel_length
 
     # -- keras --------------------------------------------------------------------------------
@@ -192,8 +192,10 @@ class SpectralFrontend(keras.layers.Layer):
         x = ops.cast(inputs, "float32")
         x = ops.expand_dims(x, -1)  # (batch, samples, 1)
         if self.center:
-            pad = self.kernel_length // 2
-            x = ops.pad(x, [[0, 0], [pad, pad], [0, 0]], mode=self.pad_mode)
+            # left L//2 and right L - L//2: frame t is centred on sample t * hop for odd and even
+            # kernel lengths, and there are always 1 + samples // hop frames
+            left = self.kernel_length // 2
+            x = ops.pad(x, [[0, 0], [left, self.kernel_length - left], [0, 0]], mode=self.pad_mode)
         y = ops.conv(x, ops.convert_to_tensor(self._conv_kernel), strides=self.hop_length, padding="valid")
         if self._imag is not None:
             half = self._real.shape[1]

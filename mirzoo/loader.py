@@ -60,8 +60,10 @@ def load(model: Union[str, os.PathLike]) -> Extractor:
     Parameters
     ----------
     model : str or path
-        A zoo name from :func:`mirzoo.list_models` (``"crnn-tagging"``) or a
-        directory written by :meth:`Extractor.save`.
+        A zoo name from :func:`mirzoo.list_models` (``"crnn-tagging"``),
+        ``"name@revision"``, ``"hf://owner/repo[@revision]"`` (branch, tag or
+        commit; sha256-verified; honours ``HF_HUB_OFFLINE``/``MIRZOO_OFFLINE`` and
+        ``HF_HOME``/``HF_HUB_CACHE``), or a directory written by :meth:`Extractor.save`.
 
     Returns
     -------
@@ -93,12 +95,7 @@ def load(model: Union[str, os.PathLike]) -> Extractor:
     if model.startswith("hf://") or "@" in model:
         from mirzoo import hub
 
-        if hasattr(hub, "load_reference"):
-            return hub.load_reference(model)
-        raise UnknownModelError(
-            f"model reference {model!r}: loading from the Hugging Face Hub by 'hf://owner/repo@revision' or "
-            f"'name@revision' is not available in this version; use a zoo name or a local directory"
-        )
+        return hub.load_reference(model)
     entry = get_entry(model)
     key = (model, keras.backend.backend(), json.dumps(entry, sort_keys=True))
     if entry["weights"]["kind"] == "file":

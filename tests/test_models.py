@@ -215,3 +215,27 @@ def test_manifest_validation_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("MIRZOO_MANIFEST", str(tmp_path / "m.json"))
     with pytest.raises(mirzoo.ManifestError, match="'cnn-tagging' lacks the required field 'sample_rate'"):
         mirzoo.list_models()
+
+
+@pytest.mark.parametrize(
+    "frontend",
+    [
+        {"kind": "stft", "sample_rate": SR, "hop_length": 320, "n_fft": 1024, "fmax": 4000.0},
+        {"kind": "chroma", "sample_rate": SR, "hop_length": 320, "n_fft": 2048},
+        {"kind": "mel", "sample_rate": SR, "hop_length": 320, "n_fft": 1024, "n_mels": 64, "normalization": "whiten"},
+        {"kind": "cqt", "sample_rate": SR, "hop_length": 320, "fmin": 65.4, "n_bins": 60, "compression": "log1p"},
+    ],
+)
+def test_dense_frame_accepts_every_representation(frontend):
+    from mirzoo.models import get_family
+
+    config = dict(get_entry("dense-frame")["config"], frontend=frontend, units=[32, 16])
+    model = get_family("dense_frame")(config, name="dense_frame_variant")
+    y = tone_mix(1.3, seed=4)[None]
+    out = model.predict_on_batch(y)
+    frames = 1 + y.shape[1] // 320
+    assert out["embedding"].shape == (1, frames, 16)
+    assert out["pitch_classes"].shape == (1, frames, 12)
+    clone = type(model).from_config(model.get_config())
+    clone.set_weights(model.get_weights())
+    np.testing.assert_allclose(clone.predict_on_batch(y)["embedding"], out["embedding"], atol=1e-6)

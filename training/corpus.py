@@ -46,7 +46,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -259,7 +259,7 @@ def tempo_class(bpm: float) -> str:
 
 
 def _slug(piece_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", piece_id.split("/", 1)[-1].replace("/", "__"))
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", piece_id.replace("/", "__"))
 
 
 def plan_piece(piece: cs.Piece, score: cs.ScoreData, cfg: BuildConfig) -> List[ClipPlan]:
@@ -732,7 +732,6 @@ def build(out: str, cfg: BuildConfig, *, hours: float, workers: Optional[int] = 
             pool = multiprocessing.get_context("fork").Pool(workers, initializer=_init_worker)
             results: Iterator[PieceResult] = pool.imap(process_piece, tasks, chunksize=1)
         else:
-            _init_worker()
             results = map(process_piece, tasks)
         for result in results:
             pieces += 1
@@ -849,21 +848,23 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="render (or resume) a corpus")
     b.add_argument("--out", required=True, help="output folder")
     b.add_argument("--hours", type=float, required=True, help="hours of audio to render")
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--soundfont", default="FluidR3",
+    b.add_argument("--seed", type=int, default=None, help="build seed (default 0)")
+    b.add_argument("--soundfont", default=None,
                    help="FluidR3 (default), TimGM6mb (test split only) or a path to an .sf2")
-    b.add_argument("--split", default="train,valid,test",
-                   help="comma-separated splits to render (default all); the split of a piece depends only on --seed")
-    b.add_argument("--split-fractions", default="0.8,0.1,0.1", help="train,valid,test fractions of pieces")
-    b.add_argument("--sr", type=int, default=16000, help="output sample rate (Hz)")
+    b.add_argument("--split", default=None,
+                   help="comma-separated splits to render (default train,valid,test); "
+                        "the split of a piece depends only on --seed")
+    b.add_argument("--split-fractions", default=None, help="train,valid,test fractions of pieces (default 0.8,0.1,0.1)")
+    b.add_argument("--sr", type=int, default=None, help="output sample rate in Hz (default 16000)")
     b.add_argument("--synth-sr", type=int, default=None,
-                   help="FluidSynth rate (default max(sr, 32000): rendering at 16 kHz aliases)")
-    b.add_argument("--hop", type=int, default=320, help="hop of the frame targets in samples at --sr")
-    b.add_argument("--clip-seconds", type=float, default=30.0)
-    b.add_argument("--min-clip-seconds", type=float, default=4.0)
-    b.add_argument("--max-clips-per-piece", type=int, default=3)
-    b.add_argument("--format", choices=("flac", "wav"), default="flac", help="audio format (16-bit)")
-    b.add_argument("--collections", default=None, help="comma-separated collection names (default all)")
+                   help="FluidSynth rate (default max(sr, 32000): synthesis at 16 kHz can alias)")
+    b.add_argument("--hop", type=int, default=None, help="hop of the frame targets in samples at --sr (default 320)")
+    b.add_argument("--clip-seconds", type=float, default=None, help="longest clip (default 30)")
+    b.add_argument("--min-clip-seconds", type=float, default=None, help="shortest clip (default 4)")
+    b.add_argument("--max-clips-per-piece", type=int, default=None, help="excerpts per piece (default 3)")
+    b.add_argument("--format", choices=("flac", "wav"), default=None, help="audio format, 16-bit (default flac)")
+    b.add_argument("--collections", default=None, help="comma-separated collection names (default all; "
+                                                         "see the `collections` command)")
     b.add_argument("--pitch-shift-prob", type=float, default=None, help="probability of an audio detune (+-40 cents)")
     b.add_argument("--time-stretch-prob", type=float, default=None, help="probability of an audio time stretch")
     b.add_argument("--write-midi", action="store_true", help="also write the rendered MIDI of each clip")
@@ -883,24 +884,27 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config_from_args(args) -> BuildConfig:
+    """BuildConfig from ``--config`` (if any), then the flags given on the command line."""
     data = {}
     if args.config:
         data = json.loads(Path(args.config).read_text())
     cfg = BuildConfig.from_json(data)
-    cfg.seed = args.seed
-    cfg.sr = args.sr
-    cfg.hop = args.hop
-    cfg.synth_sr = args.synth_sr or max(args.sr, 32000)
-    cfg.soundfont = args.soundfont
-    cfg.splits = tuple(s.strip() for s in args.split.split(",") if s.strip())
-    cfg.split_fractions = tuple(float(x) for x in args.split_fractions.split(","))
-    cfg.clip_seconds = args.clip_seconds
-    cfg.min_clip_seconds = min(args.min_clip_seconds, args.clip_seconds)
-    cfg.max_clips_per_piece = args.max_clips_per_piece
-    cfg.audio_format = args.format
-    cfg.write_midi = bool(args.write_midi or cfg.write_midi)
+    simple = {"seed": "seed", "sr": "sr", "hop": "hop", "soundfont": "soundfont", "clip_seconds": "clip_seconds",
+              "min_clip_seconds": "min_clip_seconds", "max_clips_per_piece": "max_clips_per_piece",
+              "format": "audio_format", "synth_sr": "synth_sr"}
+    for flag, field in simple.items():
+        if getattr(args, flag) is not None:
+            setattr(cfg, field, getattr(args, flag))
+    if args.synth_sr is None and "synth_sr" not in data:
+        cfg.synth_sr = max(cfg.sr, 32000)
+    cfg.min_clip_seconds = min(cfg.min_clip_seconds, cfg.clip_seconds)
+    if args.split is not None:
+        cfg.splits = tuple(s.strip() for s in args.split.split(",") if s.strip())
+    if args.split_fractions is not None:
+        cfg.split_fractions = tuple(float(x) for x in args.split_fractions.split(","))
     if args.collections:
         cfg.collections = tuple(c.strip() for c in args.collections.split(",") if c.strip())
+    cfg.write_midi = bool(args.write_midi or cfg.write_midi)
     if args.pitch_shift_prob is not None:
         cfg.augment.p_pitch_shift = args.pitch_shift_prob
     if args.time_stretch_prob is not None:
@@ -935,6 +939,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head`
+        sys.stdout = open(os.devnull, "w")
     return 0
 
 

@@ -1,0 +1,555 @@
+"""Labelled audio datasets on disk, behind one interface.
+
+Layouts understood (``kind``):
+
+``magnatagatune``
+    ``annotations_final.csv`` (tab-separated: ``clip_id``, one 0/1 column per tag,
+    ``mp3_path``) with the mp3 folders beside it; the ``top_k`` (50) most frequent tags.
+``gtzan``
+    ``<root>/genres/<genre>/*.wav`` or ``<root>/<genre>/*.wav`` (``.au`` too).
+``folder``
+    Folder per label: ``<root>/<label>/**/<audio>``.
+``csv``
+    A CSV with a path column and either a label column (``"rock"`` or ``"rock;live"``)
+    or one 0/1 column per class.
+``corpus``
+    The public training corpus built by ``python -m training.corpus build``
+    (``metadata.csv`` + ``build_config.json``).
+
+Every loader returns a :class:`Dataset`: ``items`` (path, labels), ``classes``,
+``multilabel``, and :meth:`Dataset.to_arrays` for waveforms and a multi-hot matrix.
+
+Examples
+--------
+>>> ds = mirzoo.datasets.load_dataset("data/gtzan")          # doctest: +SKIP
+>>> X, Y = ds.to_arrays(sr=16000)                             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from pathlib import Path
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from mirzoo.audio import AUDIO_EXTENSIONS, load_audio
+from mirzoo.errors import ParameterError
+
+__all__ = [
+    "Dataset",
+    "DATASET_KINDS",
+    "GTZAN_GENRES",
+    "load_dataset",
+    "load_magnatagatune",
+    "load_gtzan",
+    "load_folder",
+    "load_csv",
+    "load_corpus",
+]
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+
+#: The ten genres of GTZAN (Tzanetakis & Cook 2002).
+GTZAN_GENRES = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock")
+
+#: Layouts :func:`load_dataset` understands.
+DATASET_KINDS = ("auto", "magnatagatune", "gtzan", "folder", "csv", "corpus")
+
+_PATH_COLUMNS = ("path", "file", "filename", "file_path", "filepath", "audio", "audio_path", "mp3_path")
+_LABEL_COLUMNS = ("label", "labels", "tags", "tag", "genre", "class", "classes", "target")
+_TRUE = {"1", "1.0", "true", "yes", "y", "t"}
+_FALSE = {"0", "0.0", "false", "no", "n", "f", ""}
+
+
+class Dataset:
+    """A list of labelled audio files.
+
+    Parameters
+    ----------
+    items : iterable of (path, labels)
+        ``labels`` is a list of str (one element for single-label data; may be empty for
+        a multi-label clip with no positive tag).
+    classes : sequence of str, optional
+        The vocabulary; by default the sorted set of labels seen.  Labels outside it
+        raise :class:`~mirzoo.errors.ParameterError`.
+    multilabel : bool, optional
+        By default True when any item has other than exactly one label.
+    name : str
+        Layout or dataset name, for messages.
+    root : path, optional
+        Where it was loaded from.
+
+    Attributes
+    ----------
+    items : list of (str, list of str)
+    classes : list of str
+        Sorted vocabulary (order of the columns of ``Y``).
+    multilabel : bool
+    """
+
+    def __init__(self, items: Iterable[Tuple[PathLike, Sequence[str]]], classes: Optional[Sequence[str]] = None,
+                 multilabel: Optional[bool] = None, *, name: str = "dataset", root: Optional[PathLike] = None):
+        self.items: List[Tuple[str, List[str]]] = []
+        for entry in items:
+            try:
+                path, labels = entry
+            except (TypeError, ValueError):
+                raise ParameterError(f"dataset item {entry!r} must be a (path, labels) pair") from None
+            if isinstance(labels, str):
+                labels = [labels]
+            self.items.append((os.fspath(path), [str(label) for label in labels]))
+        self.name = name
+        self.root = None if root is None else os.fspath(root)
+        seen = sorted({label for _, labels in self.items for label in labels})
+        if classes is None:
+            classes = seen
+        self.classes: List[str] = sorted(str(c) for c in classes)
+        if len(set(self.classes)) != len(self.classes):
+            raise ParameterError(f"classes of {name} hold duplicates: {self.classes}")
+        unknown = sorted(set(seen) - set(self.classes))
+        if unknown:
+            raise ParameterError(f"{name}: labels {unknown[:10]} are not in classes {self.classes[:20]}")
+        if multilabel is None:
+            multilabel = any(len(labels) != 1 for _, labels in self.items)
+        self.multilabel = bool(multilabel)
+        self._index: Dict[str, int] = {c: i for i, c in enumerate(self.classes)}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[Tuple[str, List[str]]]:
+        return iter(self.items)
+
+    def __getitem__(self, index: int) -> Tuple[str, List[str]]:
+        return self.items[index]
+
+    def __repr__(self) -> str:
+        kind = "multi-label" if self.multilabel else "single-label"
+        return f"Dataset(name={self.name!r}, items={len(self)}, classes={len(self.classes)}, {kind})"
+
+    @property
+    def paths(self) -> List[str]:
+        """Audio paths, in item order."""
+        return [path for path, _ in self.items]
+
+    def label_matrix(self) -> np.ndarray:
+        """Multi-hot targets.
+
+        Returns
+        -------
+        np.ndarray [shape=(len(self), len(self.classes)), float32]
+        """
+        y = np.zeros((len(self.items), len(self.classes)), dtype=np.float32)
+        for row, (_, labels) in enumerate(self.items):
+            for label in labels:
+                y[row, self._index[label]] = 1.0
+        return y
+
+    def label_counts(self) -> Dict[str, int]:
+        """Number of items per class."""
+        counts = self.label_matrix().sum(axis=0)
+        return {c: int(n) for c, n in zip(self.classes, counts)}
+
+    def to_arrays(self, sr: Optional[int] = None):
+        """Inputs and multi-hot targets.
+
+        Parameters
+        ----------
+        sr : int > 0, optional
+            Decode every file to mono float32 at ``sr`` Hz with
+            :func:`mirzoo.audio.load_audio`; when None, return the paths instead.
+
+        Returns
+        -------
+        X : list of np.ndarray [shape=(n_i,), float32] or list of str
+        Y : np.ndarray [shape=(len(self), len(self.classes)), float32]
+
+        Raises
+        ------
+        mirzoo.errors.AudioFileError
+            If a file is missing or cannot be decoded (the message names it).
+        """
+        y = self.label_matrix()
+        if sr is None:
+            return self.paths, y
+        return [load_audio(path, sr) for path in self.paths], y
+
+    def subset(self, indices: Sequence[int]) -> "Dataset":
+        """A dataset of the items at ``indices``, with the same classes."""
+        return Dataset([self.items[i] for i in indices], self.classes, self.multilabel, name=self.name, root=self.root)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _require_dir(root: PathLike, what: str) -> Path:
+    path = Path(os.fspath(root)).expanduser()
+    if not path.exists():
+        raise ParameterError(f"{what} folder not found: '{path}'")
+    if not path.is_dir():
+        raise ParameterError(f"'{path}' is a file, expected a {what} folder")
+    return path
+
+
+def _is_audio(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in AUDIO_EXTENSIONS and not path.name.startswith(".")
+
+
+def _audio_files(folder: Path) -> List[Path]:
+    return sorted(p for p in folder.rglob("*") if _is_audio(p))
+
+
+def _check_nonempty(items: list, where: Path, what: str) -> None:
+    if not items:
+        raise ParameterError(f"no {what} found under '{where}' (audio extensions: {', '.join(AUDIO_EXTENSIONS)})")
+
+
+def _check_files(items: Sequence[Tuple[str, List[str]]], source: Path) -> None:
+    missing = [path for path, _ in items if not os.path.isfile(path)]
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise ParameterError(
+            f"{len(missing)} audio file(s) listed in '{source}' do not exist: "
+            f"{', '.join(repr(m) for m in missing[:3])}{more} (pass audio_dir= or check_files=False)"
+        )
+
+
+# --------------------------------------------------------------------------- loaders
+
+
+def _mtat_split(mp3_path: str) -> str:
+    # the usual MagnaTagATune split by the first hex digit of the folder: 0-b, c, d-f
+    first = mp3_path.strip("/").split("/")[0][:1].lower()
+    if first in "0123456789ab":
+        return "train"
+    return "valid" if first == "c" else "test"
+
+
+def load_magnatagatune(source: PathLike, *, audio_dir: Optional[PathLike] = None, top_k: int = 50,
+                       split: Optional[str] = None, drop_untagged: bool = False,
+                       check_files: bool = True) -> Dataset:
+    """MagnaTagATune from ``annotations_final.csv``.
+
+    Parameters
+    ----------
+    source : path
+        The ``annotations_final.csv`` file, or the folder holding it.
+    audio_dir : path, optional
+        Folder the ``mp3_path`` column is relative to (default: the csv's folder, or its
+        ``mp3/`` subfolder when that exists).
+    top_k : int > 0
+        Keep the ``top_k`` most frequent tags (ties broken by name); 50 is the usual benchmark.
+    split : {"train", "valid", "test"}, optional
+        The usual split by the clip's folder (``0``-``b``, ``c``, ``d``-``f``).
+    drop_untagged : bool
+        Drop clips with none of the kept tags.
+    check_files : bool
+        Raise if listed mp3 files are missing.
+
+    Raises
+    ------
+    mirzoo.errors.ParameterError
+        If the file is missing or malformed, ``top_k`` or ``split`` is bad, or files are missing.
+    """
+    path = Path(os.fspath(source)).expanduser()
+    if path.is_dir():
+        path = path / "annotations_final.csv"
+    if not path.is_file():
+        raise ParameterError(f"MagnaTagATune annotations not found: '{path}' (expected annotations_final.csv)")
+    if not isinstance(top_k, (int, np.integer)) or isinstance(top_k, bool) or top_k <= 0:
+        raise ParameterError(f"top_k={top_k!r}: expected a positive int")
+    if split not in (None, "train", "valid", "test"):
+        raise ParameterError(f"split={split!r}: expected None, 'train', 'valid' or 'test'")
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f, delimiter="\t"))
+    if not rows:
+        raise ParameterError(f"'{path}' is empty: expected a tab-separated header clip_id, <tags>..., mp3_path")
+    header = [h.strip().strip('"') for h in rows[0]]
+    if len(header) < 3 or header[0] != "clip_id" or header[-1] != "mp3_path":
+        raise ParameterError(
+            f"'{path}' does not look like MagnaTagATune's annotations_final.csv: expected a tab-separated "
+            f"header 'clip_id', <tag columns>, 'mp3_path', got {header[:3]}...{header[-1:]}"
+        )
+    tags = header[1:-1]
+    matrix = np.zeros((len(rows) - 1, len(tags)), dtype=np.int8)
+    mp3 = []
+    for i, row in enumerate(rows[1:]):
+        if len(row) != len(header):
+            raise ParameterError(f"'{path}' line {i + 2} has {len(row)} fields, expected {len(header)}")
+        try:
+            matrix[i] = [int(v.strip().strip('"') or 0) for v in row[1:-1]]
+        except ValueError:
+            raise ParameterError(f"'{path}' line {i + 2}: tag columns must be 0/1") from None
+        mp3.append(row[-1].strip().strip('"'))
+    counts = matrix.sum(axis=0)
+    order = sorted(range(len(tags)), key=lambda j: (-int(counts[j]), tags[j]))[:top_k]
+    keep = [tags[j] for j in order]
+    if audio_dir is None:
+        base = path.parent / "mp3" if (path.parent / "mp3").is_dir() else path.parent
+    else:
+        base = _require_dir(audio_dir, "MagnaTagATune audio")
+    items = []
+    for i, rel in enumerate(mp3):
+        if not rel or (split is not None and _mtat_split(rel) != split):
+            continue
+        labels = [tags[j] for j in order if matrix[i, j]]
+        if drop_untagged and not labels:
+            continue
+        items.append((str(base / rel), labels))
+    _check_nonempty(items, path, "MagnaTagATune clips")
+    if check_files:
+        _check_files(items, path)
+    return Dataset(items, keep, True, name="magnatagatune", root=path.parent)
+
+
+def _gtzan_base(root: Path) -> Path:
+    return root / "genres" if (root / "genres").is_dir() else root
+
+
+def load_gtzan(root: PathLike) -> Dataset:
+    """GTZAN genre collection: ``<root>/genres/<genre>/*`` or ``<root>/<genre>/*``.
+
+    Raises
+    ------
+    mirzoo.errors.ParameterError
+        If the folder is missing or holds no audio in genre folders.
+    """
+    base = _gtzan_base(_require_dir(root, "GTZAN"))
+    dataset = _folder_items(base, "GTZAN")
+    odd = sorted(set(dataset.classes) - set(GTZAN_GENRES))
+    if odd:
+        logger.warning("GTZAN folder '%s' has non-GTZAN genre folders %s", base, odd)
+    dataset.name = "gtzan"
+    return dataset
+
+
+def _folder_items(base: Path, what: str) -> Dataset:
+    items = []
+    for label_dir in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        items.extend((str(f), [label_dir.name]) for f in _audio_files(label_dir))
+    if not items:
+        loose = [p for p in base.iterdir() if _is_audio(p)]
+        hint = f" ({len(loose)} audio files lie directly in it: put them in one folder per label)" if loose else ""
+        raise ParameterError(f"no audio files in label folders under '{base}'{hint}: expected {what} layout "
+                             f"'<root>/<label>/<file>'")
+    return Dataset(items, None, False, name="folder", root=base)
+
+
+def load_folder(root: PathLike) -> Dataset:
+    """Folder-per-label layout: every subfolder of ``root`` is a class; audio is searched recursively.
+
+    Raises
+    ------
+    mirzoo.errors.ParameterError
+        If the folder is missing or no subfolder holds audio.
+    """
+    return _folder_items(_require_dir(root, "dataset"), "folder-per-label")
+
+
+def load_csv(path: PathLike, *, audio_dir: Optional[PathLike] = None, label_separator: str = ";",
+             multilabel: Optional[bool] = None, check_files: bool = True) -> Dataset:
+    """Labels from a CSV file.
+
+    Two forms, both with a header row:
+
+    * ``path,label`` where ``label`` may hold several labels joined by ``label_separator``
+      (``rock;live``);
+    * ``path,<class 1>,<class 2>,...`` with 0/1 (or true/false) values.
+
+    The path column is the first column named one of ``path, file, filename, audio,
+    mp3_path...`` (else the first column).  Relative paths are resolved against
+    ``audio_dir`` (default: the CSV's folder).  Tab-separated files are detected.
+
+    Raises
+    ------
+    mirzoo.errors.ParameterError
+        If the file is missing, empty, has no label column, holds non 0/1 values in a
+        one-hot layout, or lists missing audio files.
+    """
+    csv_path = Path(os.fspath(path)).expanduser()
+    if not csv_path.is_file():
+        raise ParameterError(f"CSV file not found: '{csv_path}'")
+    text = csv_path.read_text(encoding="utf-8-sig")
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) < 2:
+        raise ParameterError(f"'{csv_path}' holds no data rows: expected a header and one row per audio file")
+    delimiter = "\t" if lines[0].count("\t") > lines[0].count(",") else ","
+    rows = list(csv.reader(lines, delimiter=delimiter))
+    header = [h.strip() for h in rows[0]]
+    if len(header) < 2:
+        raise ParameterError(
+            f"'{csv_path}' has a single column {header}: expected 'path,label' or 'path,<class>,...' columns"
+        )
+    lower = [h.lower() for h in header]
+    path_col = next((i for i, h in enumerate(lower) if h in _PATH_COLUMNS), 0)
+    others = [i for i in range(len(header)) if i != path_col]
+    label_col = next((i for i in others if lower[i] in _LABEL_COLUMNS), None)
+    base = Path(os.fspath(audio_dir)).expanduser() if audio_dir is not None else csv_path.parent
+    items = []
+    if label_col is None and len(others) == 1:
+        label_col = others[0]
+    if label_col is not None:
+        classes = None
+        for n, row in enumerate(rows[1:], start=2):
+            if len(row) <= max(path_col, label_col):
+                raise ParameterError(f"'{csv_path}' line {n} has {len(row)} fields, expected {len(header)}")
+            labels = [x.strip() for x in row[label_col].split(label_separator) if x.strip()]
+            items.append((row[path_col].strip(), labels))
+    else:
+        classes = [header[i] for i in others]
+        for n, row in enumerate(rows[1:], start=2):
+            if len(row) != len(header):
+                raise ParameterError(f"'{csv_path}' line {n} has {len(row)} fields, expected {len(header)}")
+            labels = []
+            for i in others:
+                value = row[i].strip().lower()
+                if value in _TRUE:
+                    labels.append(header[i])
+                elif value not in _FALSE:
+                    raise ParameterError(
+                        f"'{csv_path}' line {n}, column {header[i]!r}: value {row[i]!r} is not 0/1; expected "
+                        f"a 'path,label' CSV or one 0/1 column per class"
+                    )
+            items.append((row[path_col].strip(), labels))
+    resolved = []
+    for rel, labels in items:
+        if not rel:
+            raise ParameterError(f"'{csv_path}' has a row with an empty path")
+        p = Path(rel).expanduser()
+        resolved.append((str(p if p.is_absolute() else base / p), labels))
+    if check_files:
+        _check_files(resolved, csv_path)
+    if multilabel is None and classes is not None:
+        multilabel = True
+    return Dataset(resolved, classes, multilabel, name="csv", root=csv_path.parent)
+
+
+def load_corpus(folder: PathLike, *, split: Optional[str] = None,
+                tag_prefixes: Optional[Sequence[str]] = None, check_files: bool = False) -> Dataset:
+    """The corpus built by ``python -m training.corpus build`` (multi-label tags).
+
+    Parameters
+    ----------
+    folder : path
+        Corpus folder with ``metadata.csv``.
+    split : {"train", "valid", "test"}, optional
+        Keep one split.
+    tag_prefixes : sequence of str, optional
+        Keep only tags starting with one of these (``["instrument:", "style:"]``); the
+        vocabulary is then restricted to them too.
+    check_files : bool
+        Raise if listed audio files are missing.
+
+    Raises
+    ------
+    mirzoo.errors.ParameterError
+        If ``metadata.csv`` is missing or malformed, or nothing is left after filtering.
+    """
+    root = _require_dir(folder, "corpus")
+    meta = root / "metadata.csv"
+    if not meta.is_file():
+        raise ParameterError(f"'{root}' is not a built corpus: '{meta}' not found")
+    with open(meta, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = {"path", "tags", "split"} - set(reader.fieldnames or [])
+        if missing:
+            raise ParameterError(f"'{meta}' lacks column(s) {sorted(missing)}")
+        rows = list(reader)
+    if split not in (None, "train", "valid", "test"):
+        raise ParameterError(f"split={split!r}: expected None, 'train', 'valid' or 'test'")
+    prefixes = tuple(tag_prefixes or ())
+    all_tags = set()
+    items = []
+    for row in rows:
+        tags = [t for t in row["tags"].split(";") if t and (not prefixes or t.startswith(prefixes))]
+        all_tags.update(tags)
+        if split is None or row["split"] == split:
+            items.append((str(root / row["path"]), tags))
+    _check_nonempty(items, root, f"clips{f' in split {split!r}' if split else ''}")
+    if check_files:
+        _check_files(items, meta)
+    # the vocabulary covers every split, so models trained on one split share columns with the others
+    return Dataset(items, sorted(all_tags), True, name="corpus", root=root)
+
+
+# --------------------------------------------------------------------------- detection
+
+
+def _detect(path: Path) -> str:
+    if path.is_file():
+        if path.name == "annotations_final.csv":
+            return "magnatagatune"
+        if path.suffix.lower() in (".csv", ".tsv", ".txt"):
+            return "csv"
+        raise ParameterError(f"cannot tell the dataset layout of file '{path}': expected a .csv/.tsv file")
+    if (path / "metadata.csv").is_file() and ((path / "build_config.json").is_file() or (path / "vocabulary.json").is_file()):
+        return "corpus"
+    if (path / "annotations_final.csv").is_file():
+        return "magnatagatune"
+    if (path / "genres").is_dir():
+        return "gtzan"
+    subdirs = {p.name for p in path.iterdir() if p.is_dir()}
+    if len(subdirs) >= 2 and subdirs <= set(GTZAN_GENRES):
+        return "gtzan"
+    if subdirs:
+        return "folder"
+    csvs = sorted(path.glob("*.csv"))
+    if len(csvs) == 1:
+        return "csv"
+    raise ParameterError(
+        f"cannot tell the dataset layout of '{path}': expected label subfolders, a GTZAN 'genres/' folder, "
+        f"annotations_final.csv, a single CSV file, or a corpus metadata.csv"
+    )
+
+
+def load_dataset(source, kind: str = "auto", **kwargs) -> Dataset:
+    """Load labelled audio from a folder, a CSV file or a list of pairs.
+
+    Parameters
+    ----------
+    source : path or sequence of (path, label)
+        A folder or file on disk; or ``[(path, "label"), (path, ["a", "b"]), ...]``.
+    kind : {"auto", "magnatagatune", "gtzan", "folder", "csv", "corpus"}
+        Layout; ``auto`` detects it (see :mod:`mirzoo.datasets`).
+    **kwargs
+        Passed to the loader (``split=``, ``top_k=``, ``audio_dir=``...).
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    mirzoo.errors.ParameterError
+        If ``source`` does not exist, ``kind`` is unknown, the layout cannot be detected,
+        or the dataset is empty or malformed.
+    """
+    if kind not in DATASET_KINDS:
+        raise ParameterError(f"kind={kind!r}: expected one of {list(DATASET_KINDS)}")
+    if isinstance(source, Dataset):
+        return source
+    if isinstance(source, (list, tuple)):
+        if not source:
+            raise ParameterError("the list of (path, label) pairs is empty")
+        return Dataset(source, kwargs.get("classes"), kwargs.get("multilabel"), name="pairs")
+    if not isinstance(source, (str, os.PathLike)):
+        raise ParameterError(f"source must be a path or a list of (path, label) pairs, got {type(source).__name__}")
+    path = Path(os.fspath(source)).expanduser()
+    if not path.exists():
+        raise ParameterError(f"dataset not found: '{path}' does not exist")
+    if kind == "auto":
+        kind = _detect(path)
+        logger.info("dataset '%s' detected as %s", path, kind)
+    if kind == "csv" and path.is_dir():
+        csvs = sorted(path.glob("*.csv"))
+        if len(csvs) != 1:
+            raise ParameterError(f"kind='csv' with folder '{path}': expected exactly one .csv in it, found {len(csvs)}")
+        path = csvs[0]
+    loaders = {"magnatagatune": load_magnatagatune, "gtzan": load_gtzan, "folder": load_folder,
+               "csv": load_csv, "corpus": load_corpus}
+    return loaders[kind](path, **kwargs)

@@ -1,0 +1,245 @@
+"""``mirzoo.publish``: the hub folder, its model card, the dry run and the (faked) push.
+
+Nothing here reaches the network: ``HfApi`` is replaced by a recorder in the push tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mirzoo
+from mirzoo import publish
+from mirzoo.errors import ParameterError, UnknownModelError, WeightsError
+
+from test_hub import add_to_cache  # noqa: E402  (tests/ is on sys.path under pytest's rootdir)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FILES = {"README.md", "config.json", "metadata.json", "model.weights.h5", "mirzoo.json"}
+
+
+@pytest.fixture(scope="module")
+def original():
+    return mirzoo.load("random-cnn")
+
+
+@pytest.fixture(scope="module")
+def folder(original, tmp_path_factory) -> Path:
+    return publish.build_repo_folder(original, tmp_path_factory.mktemp("pub") / "random-cnn-hub", "owner/my-model")
+
+
+@pytest.fixture
+def finetuned(original, tmp_path) -> Path:
+    """A saved model directory that looks fine-tuned: new name, training data and metrics."""
+    d = original.save(tmp_path / "my-finetuned")
+    meta = json.loads((d / "mirzoo.json").read_text())
+    meta["name"] = "my-finetuned"
+    meta["entry"]["pretrained"] = True
+    meta["entry"]["training"] = {"data": ["owner/bach-chorales"], "notes": "Fine-tuned for 3 epochs."}
+    meta["entry"]["metrics"] = {"roc_auc": {"value": 0.91234, "split": "test", "n": 120}, "loss": 0.2}
+    (d / "mirzoo.json").write_text(json.dumps(meta))
+    return d
+
+
+def front_matter(card: str) -> dict:
+    yaml = pytest.importorskip("yaml")
+    assert card.startswith("---\n")
+    return yaml.safe_load(card.split("---\n")[1])
+
+
+class RecordingApi:
+    """Stands in for ``huggingface_hub.HfApi``: records calls, returns a commit."""
+
+    calls: list = []
+    commit = "a" * 40
+
+    def __init__(self, token=None, **kwargs):
+        RecordingApi.calls.append(("init", token))
+
+    def create_repo(self, repo_id, **kwargs):
+        RecordingApi.calls.append(("create_repo", repo_id, kwargs))
+
+    def upload_folder(self, *, repo_id, folder_path, **kwargs):
+        files = sorted(p.name for p in Path(folder_path).iterdir())
+        RecordingApi.calls.append(("upload_folder", repo_id, files, kwargs))
+        return argparse.Namespace(oid=RecordingApi.commit)
+
+    def create_tag(self, repo_id, *, tag, revision, **kwargs):
+        RecordingApi.calls.append(("create_tag", repo_id, tag, revision))
+
+
+@pytest.fixture
+def online(monkeypatch):
+    import huggingface_hub
+
+    RecordingApi.calls = []
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("MIRZOO_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    return RecordingApi
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    import huggingface_hub
+
+    class Refuse:
+        def __init__(self, *a, **k):
+            raise AssertionError("a dry run must not touch the hub")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", Refuse)
+
+
+# -- the folder ----------------------------------------------------------------------------------
+
+
+def test_folder_layout_and_mirzoo_json(folder):
+    assert {p.name for p in folder.iterdir()} == FILES
+    meta = json.loads((folder / "mirzoo.json").read_text())
+    assert meta["name"] == "random-cnn"
+    assert meta["entry"]["hub"] == {"repo_id": "owner/my-model", "revision": None}
+    assert set(meta["files"]) == {"config.json", "metadata.json", "model.weights.h5"}
+    for name, record in meta["files"].items():
+        data = (folder / name).read_bytes()
+        assert record == {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    assert meta["entry"]["weights"]["sha256"] == meta["files"]["model.weights.h5"]["sha256"]
+
+
+def test_model_card(folder):
+    card = (folder / "README.md").read_text()
+    fm = front_matter(card)
+    assert fm["library_name"] == "keras" and fm["license"] == "mit"
+    assert "mirzoo" in fm["tags"] and "random-weights" in fm["tags"] and fm["datasets"] == []
+    for section in ("## Training data", "## Metrics", "## Intended use", "## Limitations", "## Citation"):
+        assert section in card
+    assert "Pons" in card  # the manifest's references
+    assert 'mirzoo.load("hf://owner/my-model@' in card
+
+
+def test_card_of_a_finetuned_directory(finetuned, tmp_path):
+    out = publish.build_repo_folder(finetuned, tmp_path / "out", "owner/my-model", license="CC-BY-4.0")
+    card = (out / "README.md").read_text()
+    fm = front_matter(card)
+    assert fm["license"] == "cc-by-4.0" and fm["datasets"] == ["owner/bach-chorales"]
+    assert "| roc_auc | 0.9123 | split: test; n: 120 |" in card and "| loss | 0.2 |" in card
+    assert "Fine-tuned for 3 epochs." in card and "Derived from the mirzoo model `random-cnn`" in card
+    assert json.loads((out / "mirzoo.json").read_text())["name"] == "my-finetuned"
+    entry = json.loads((out / "mirzoo.json").read_text())["entry"]
+    unusual = publish.model_card("x", dict(entry, license="Custom"), "o/x")
+    assert front_matter(unusual)["license"] == "other" and front_matter(unusual)["license_name"] == "Custom"
+
+
+def test_published_folder_loads_back_identically(folder, original):
+    import keras
+
+    loaded = mirzoo.load(str(folder))
+    plain = keras.saving.load_model(str(folder))  # Keras alone (mirzoo's layers are registered by now)
+    x = np.random.default_rng(1).standard_normal((2, original.patch_samples)).astype("float32")
+    want = {k: keras.ops.convert_to_numpy(v) for k, v in original.model(x).items()}
+    for model in (loaded.model, plain):
+        got = {k: keras.ops.convert_to_numpy(v) for k, v in model(x).items()}
+        assert set(got) == set(want)
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k])
+
+
+def test_published_folder_loads_from_the_hub_cache(folder, original, tmp_path, monkeypatch):
+    cache = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    commit = add_to_cache(cache, "owner/my-model", folder, refs=("v1",))
+    m = mirzoo.load("hf://owner/my-model@v1")
+    assert all(np.array_equal(a, b) for a, b in zip(m.model.get_weights(), original.model.get_weights()))
+    config = (cache / "models--owner--my-model" / "snapshots" / commit / "config.json").resolve()
+    config.write_text(config.read_text().replace('"random_cnn"', '"random_cnn2"', 1))
+    with pytest.raises(WeightsError, match="file 'config.json'.*fails its sha256 check"):
+        mirzoo.load("hf://owner/my-model@v1")
+
+
+def test_build_errors(folder, finetuned, tmp_path):
+    with pytest.raises(ParameterError, match="'owner/my/model' is not a Hugging Face repo id"):
+        publish.build_repo_folder(finetuned, tmp_path / "a", "owner/my/model")
+    with pytest.raises(ParameterError, match="already exists"):
+        publish.build_repo_folder(finetuned, folder, "owner/my-model")
+    with pytest.raises(ParameterError, match="no mirzoo.json"):
+        publish.build_repo_folder(tmp_path, tmp_path / "b", "owner/my-model")
+    with open(finetuned / "model.weights.h5", "ab") as f:
+        f.write(b"x")
+    with pytest.raises(WeightsError, match="fails its sha256 check"):
+        publish.build_repo_folder(finetuned, tmp_path / "c", "owner/my-model")
+    assert not (tmp_path / "c").exists() and not list(tmp_path.glob(".c.*"))  # nothing half-written
+
+
+# -- command line --------------------------------------------------------------------------------
+
+
+def test_dry_run(finetuned, tmp_path, capsys, no_network, monkeypatch):
+    out = tmp_path / "hub-folder"
+    assert publish.main([str(finetuned), "--repo", "owner/my-model", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    for name in FILES:
+        assert name in text and str((out / name).stat().st_size) in text
+    assert "dry run: nothing uploaded" in text
+    # A second dry run replaces its own previous build; an unrelated folder is kept.
+    assert publish.main([str(finetuned), "--repo", "owner/my-model", "--out", str(out)]) == 0
+    assert publish.main([str(finetuned), "--repo", "owner/my-model", "--out", str(finetuned)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    from training.publish import main as training_main
+
+    assert training_main([str(finetuned), "--repo", "owner/my-model"]) == 0
+    assert (tmp_path / "my-model-hub" / "README.md").is_file()
+
+
+def test_add_cli_commands_registers_publish(finetuned, tmp_path, capsys, no_network):
+    parser = argparse.ArgumentParser(prog="mirzoo")
+    publish.add_cli_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["publish", str(finetuned), "--repo", "owner/my-model", "--out", str(tmp_path / "o")])
+    assert args.command == "publish" and args.func(args) == 0
+    assert "dry run" in capsys.readouterr().out
+
+
+def test_push_uploads_tags_and_pins_the_manifest(online, tmp_path, capsys, monkeypatch):
+    manifests = []
+    for name in ("weights_manifest.json", "package_manifest.json"):
+        shutil.copyfile(REPO_ROOT / "mirzoo" / "weights_manifest.json", tmp_path / name)
+        manifests.append(tmp_path / name)
+    monkeypatch.setattr(publish, "manifest_paths", lambda: list(manifests))
+    argv = ["random-cnn", "--repo", "owner/random-cnn", "--out", str(tmp_path / "o"), "--push", "--tag", "v1"]
+    assert publish.main(argv + ["--update-manifest"]) == 0
+    text = capsys.readouterr().out
+    commit = online.commit
+    assert f"pushed owner/random-cnn: commit {commit}" in text and "hf://owner/random-cnn@v1" in text
+    kinds = [c[0] for c in online.calls]
+    assert kinds == ["init", "create_repo", "upload_folder", "create_tag"]
+    assert online.calls[0] == ("init", "hf_test_token")
+    assert online.calls[1][2]["exist_ok"] is True
+    assert set(online.calls[2][2]) == FILES
+    assert online.calls[3] == ("create_tag", "owner/random-cnn", "v1", commit)
+    for path in manifests:
+        entry = json.loads(path.read_text())["models"]["random-cnn"]
+        assert entry["hub"] == {"repo_id": "owner/random-cnn", "revision": commit}
+        monkeypatch.setenv("MIRZOO_MANIFEST", str(path))
+        assert mirzoo.model_info("random-cnn")["hub"]["revision"] == commit  # still a valid manifest
+
+
+def test_push_errors(folder, online, tmp_path, monkeypatch, capsys):
+    with pytest.raises(ParameterError, match="--update-manifest needs --push"):
+        publish.run(publish.configure_parser(argparse.ArgumentParser()).parse_args(
+            [str(folder), "--repo", "o/m", "--update-manifest"]))
+    with pytest.raises(UnknownModelError, match="'my-finetuned' is not in the manifest"):
+        publish.update_manifest("my-finetuned", "o/m", "a" * 40, paths=[REPO_ROOT / "weights_manifest.json"])
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(publish.PublishError, match="offline mode is on"):
+        publish.push(folder, "owner/my-model")
+    out = tmp_path / "never-built"
+    assert publish.main([str(folder), "--repo", "o/m", "--out", str(out), "--push"]) == 2
+    assert "offline mode is on" in capsys.readouterr().err and not out.exists()
+    assert online.calls == []
