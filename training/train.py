@@ -1,0 +1,395 @@
+"""Train a zoo model on the public corpus and (optionally) ship its weights.
+
+    python -m training.train --model cnn-tagging --config training/configs/cnn-tagging.json
+    python -m training.train --model dense-frame --config training/configs/dense-frame.json --ship
+
+The corpus is the one built by ``python -m training.corpus build`` (``metadata.csv``,
+``vocabulary.json``, FLAC audio and frame-target ``.npz`` files).  Audio is decoded once
+into an int16 cache (``<cache>/<split>.npy``); training draws random patches from it,
+so the front-end runs inside the model exactly as at inference time.
+
+* Tagging models (``cnn-tagging``, ``crnn-tagging``): random ``patch_seconds`` crops of
+  training clips with their clip tags; binary cross-entropy; Adam.
+* ``dense-frame``: random crops with their frame-level pitch-class targets ("deep chroma").
+
+Augmentation on the waveform (seeded): random gain, additive noise at a random SNR, and
+(for tagging) random polarity.  The corpus itself already varies tempo, transposition,
+orchestration, reverb and noise.  Validation after each epoch; early stopping on the
+validation metric (macro ROC-AUC for tags, frame F1 for pitch classes); the best weights are
+checkpointed and restored.  ``--ship`` writes the weights into ``mirzoo/weights/`` and the
+manifest (both copies) with sha256, size, vocabulary, training record and metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("mirzoo.training")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- data ---------------------------------------------------------------------------------------
+
+
+def read_metadata(corpus: Path, split: str) -> list[dict]:
+    with open(corpus / "metadata.csv", newline="", encoding="utf-8") as f:
+        return [r for r in csv.DictReader(f) if r["split"] == split]
+
+
+def audio_cache(corpus: Path, rows: list[dict], cache_dir: Path, name: str, sr: int) -> tuple[np.ndarray, np.ndarray]:
+    """All clips of ``rows`` decoded into one int16 array (memory-mapped) with offsets [n + 1]."""
+    from mirzoo.audio import load_audio
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    data_path, index_path = cache_dir / f"{name}.npy", cache_dir / f"{name}.index.json"
+    ids = [r["clip_id"] for r in rows]
+    if data_path.exists() and index_path.exists():
+        index = json.loads(index_path.read_text())
+        if index["ids"] == ids and index["sr"] == sr:
+            return np.load(data_path, mmap_mode="r"), np.asarray(index["offsets"], dtype=np.int64)
+    pieces, offsets = [], [0]
+    for r in rows:
+        y = load_audio(corpus / r["path"], sr)
+        pieces.append(np.clip(np.round(y * 32767), -32768, 32767).astype(np.int16))
+        offsets.append(offsets[-1] + y.size)
+    tmp = data_path.with_suffix(".tmp.npy")
+    np.save(tmp, np.concatenate(pieces))
+    os.replace(tmp, data_path)
+    index_path.write_text(json.dumps({"ids": ids, "sr": sr, "offsets": offsets}))
+    return np.load(data_path, mmap_mode="r"), np.asarray(offsets, dtype=np.int64)
+
+
+def choose_vocabulary(train_rows: list[dict], min_count: int, exclude_groups: list[str]) -> list[str]:
+    counts: dict[str, int] = {}
+    for r in train_rows:
+        for t in filter(None, r["tags"].split(";")):
+            counts[t] = counts.get(t, 0) + 1
+    keep = [t for t, c in counts.items() if c >= min_count and t.split(":", 1)[0] not in exclude_groups]
+    return sorted(keep)
+
+
+def multi_hot(rows: list[dict], vocab: list[str]) -> np.ndarray:
+    pos = {t: i for i, t in enumerate(vocab)}
+    y = np.zeros((len(rows), len(vocab)), np.float32)
+    for i, r in enumerate(rows):
+        for t in r["tags"].split(";"):
+            if t in pos:
+                y[i, pos[t]] = 1.0
+    return y
+
+
+def load_chroma(corpus: Path, rows: list[dict]) -> list[np.ndarray]:
+    return [np.load(corpus / r["targets"])["chroma"].astype(np.float32) for r in rows]
+
+
+def augment(x: np.ndarray, rng: np.random.Generator, cfg: dict) -> np.ndarray:
+    """Seeded waveform augmentation: gain, additive noise at a random SNR, polarity."""
+    x = x * 10 ** (rng.uniform(-cfg.get("gain_db", 6.0), cfg.get("gain_db", 6.0), (x.shape[0], 1)) / 20)
+    noisy = rng.random(x.shape[0]) < cfg.get("noise_prob", 0.3)
+    if noisy.any():
+        snr = rng.uniform(*cfg.get("snr_db", [10.0, 40.0]), noisy.sum())
+        power = np.mean(x[noisy] ** 2, axis=1) + 1e-10
+        noise = rng.standard_normal((noisy.sum(), x.shape[1])) * np.sqrt(power / 10 ** (snr / 10))[:, None]
+        x[noisy] += noise
+    if cfg.get("polarity", True):
+        x *= np.where(rng.random((x.shape[0], 1)) < 0.5, -1.0, 1.0)
+    return np.clip(x, -1.0, 1.0).astype(np.float32)
+
+
+class PatchSampler:
+    """Random crops of the cached audio with their labels (clip tags or frame targets)."""
+
+    def __init__(self, audio, offsets, labels, length, hop, rng, frame_targets=None):
+        self.audio, self.offsets, self.labels = audio, offsets, labels
+        self.length, self.hop, self.rng = length, hop, rng
+        self.frame_targets = frame_targets
+        self.durations = np.diff(offsets)
+        # clips are drawn in proportion to their length (every second of audio equally likely)
+        self.p = self.durations / self.durations.sum()
+
+    def batch(self, size: int):
+        clips = self.rng.choice(len(self.durations), size=size, p=self.p)
+        x = np.zeros((size, self.length), np.float32)
+        frames = 1 + self.length // self.hop
+        y = [] if self.frame_targets is None else np.zeros((size, frames, 12), np.float32)
+        for i, c in enumerate(clips):
+            n = int(self.durations[c])
+            start = 0 if n <= self.length else int(self.rng.integers(0, (n - self.length) // self.hop + 1)) * self.hop
+            piece = self.audio[self.offsets[c] + start : self.offsets[c] + min(n, start + self.length)]
+            x[i, : piece.size] = piece.astype(np.float32) / 32768.0
+            if self.frame_targets is None:
+                y.append(self.labels[c])
+            else:
+                t = self.frame_targets[c][start // self.hop : start // self.hop + frames]
+                y[i, : t.shape[0]] = t
+        return x, (np.stack(y) if self.frame_targets is None else y)
+
+
+# -- evaluation ---------------------------------------------------------------------------------
+
+
+def clip_patches(y: np.ndarray, length: int, hop: int) -> np.ndarray:
+    n = y.size
+    count = 1 if n <= length else 1 + int(np.ceil((n - length) / hop))
+    out = np.zeros((count, length), np.float32)
+    for i in range(count):
+        piece = y[i * hop : i * hop + length]
+        out[i, : piece.size] = piece
+    return out
+
+
+def predict_clips(model, audio, offsets, length, hop, batch=32) -> np.ndarray:
+    """Clip-level probabilities: mean over each clip's patches."""
+    probs = []
+    for c in range(len(offsets) - 1):
+        y = np.asarray(audio[offsets[c] : offsets[c + 1]], dtype=np.float32) / 32768.0
+        p = clip_patches(y, length, hop)
+        out = np.concatenate([np.asarray(model.predict_on_batch(p[i : i + batch])) for i in range(0, len(p), batch)])
+        probs.append(out.mean(axis=0))
+    return np.stack(probs)
+
+
+def tag_metrics(y_true: np.ndarray, y_prob: np.ndarray, vocab: list[str]) -> dict:
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    valid = [j for j in range(y_true.shape[1]) if 0 < y_true[:, j].sum() < y_true.shape[0]]
+    aucs = {vocab[j]: float(roc_auc_score(y_true[:, j], y_prob[:, j])) for j in valid}
+    aps = {vocab[j]: float(average_precision_score(y_true[:, j], y_prob[:, j])) for j in valid}
+    return {
+        "roc_auc_macro": float(np.mean(list(aucs.values()))) if aucs else float("nan"),
+        "pr_auc_macro": float(np.mean(list(aps.values()))) if aps else float("nan"),
+        "n_clips": int(y_true.shape[0]),
+        "n_tags_evaluated": len(valid),
+        "roc_auc_per_tag": aucs,
+    }
+
+
+def frame_metrics(targets: list[np.ndarray], preds: list[np.ndarray], threshold: float = 0.5) -> dict:
+    t = np.concatenate(targets)
+    p = np.concatenate(preds)
+    b = p >= threshold
+    tp = float((b & (t > 0.5)).sum())
+    fp = float((b & (t <= 0.5)).sum())
+    fn = float((~b & (t > 0.5)).sum())
+    f1 = 2 * tp / max(2 * tp + fp + fn, 1.0)
+    num = (t * p).sum(axis=1)
+    den = np.linalg.norm(t, axis=1) * np.linalg.norm(p, axis=1)
+    active = den > 0
+    cosine = float(np.mean(num[active] / den[active])) if active.any() else float("nan")
+    return {"frame_f1": f1, "frame_cosine": cosine, "n_frames": int(t.shape[0])}
+
+
+def predict_frames(model, audio, offsets, batch_seconds_samples: int) -> list[np.ndarray]:
+    out = []
+    for c in range(len(offsets) - 1):
+        y = np.asarray(audio[offsets[c] : offsets[c + 1]], dtype=np.float32)[None] / 32768.0
+        out.append(np.asarray(model.predict_on_batch(y))[0])
+    return out
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def train(args) -> dict:
+    import keras
+
+    import mirzoo
+    from mirzoo.manifest import PACKAGE_MANIFEST, file_sha256, write_json_atomic
+    from mirzoo.models import get_family
+    from mirzoo.models.base import apply_seeded_weights
+    from mirzoo.registry import get_entry
+
+    cfg = json.loads(Path(args.config).read_text()) if args.config else {}
+    seed = int(cfg.get("seed", 0))
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    corpus = Path(args.corpus or cfg.get("corpus", "corpus"))
+    heldout = Path(args.heldout or cfg.get("heldout", "heldout"))
+    cache = Path(args.cache or cfg.get("cache", "cache")) / corpus.name
+    entry = get_entry(args.model)
+    sr = entry["sample_rate"]
+    frame_model = entry["output"] == "frame"
+
+    rows = {s: read_metadata(corpus, s) for s in ("train", "valid", "test")}
+    if not rows["train"]:
+        raise SystemExit(f"no training clips in {corpus}/metadata.csv")
+    log.info("clips: %s", {k: len(v) for k, v in rows.items()})
+    if not rows["valid"]:
+        log.warning("no validation clips: validating on the training clips (only sensible for smoke tests)")
+        rows["valid"] = rows["train"]
+    t0 = time.time()
+    audio = {s: audio_cache(corpus, rows[s], cache, s, sr) for s in rows if rows[s]}
+    log.info("audio cache ready in %.0f s", time.time() - t0)
+
+    config = json.loads(json.dumps(entry["config"]))
+    if frame_model:
+        vocab = entry["head"]["labels"]
+        head = entry["head"]["output"]
+        length = int(cfg.get("train_seconds", 4.0) * sr)
+        hop = config["frontend"]["hop_length"]
+        length -= length % hop
+        targets = {s: load_chroma(corpus, rows[s]) for s in rows if rows[s]}
+        sampler = PatchSampler(*audio["train"], None, length, hop, rng, frame_targets=targets["train"])
+    else:
+        vocab = choose_vocabulary(rows["train"], cfg.get("min_tag_count", 20), cfg.get("exclude_tag_groups", []))
+        config["n_tags"] = len(vocab)
+        head = "tags"
+        length = config["patch_samples"]
+        hop = int(round(entry["patch_hop_seconds"] * sr))
+        labels = {s: multi_hot(rows[s], vocab) for s in rows if rows[s]}
+        sampler = PatchSampler(*audio["train"], labels["train"], length, hop, rng)
+    log.info("vocabulary (%d): %s", len(vocab), vocab)
+
+    full = get_family(entry["family"])(config, name=args.model.replace("-", "_"))
+    apply_seeded_weights(full, entry["weights"].get("seed", seed), entry["weights"].get("init", "he_uniform"))
+    model = keras.Model(full.input, full.output[head], name=f"{full.name}_train")
+    model.compile(
+        optimizer=keras.optimizers.Adam(cfg.get("learning_rate", 1e-3)),
+        loss="binary_crossentropy",
+    )
+    ckpt = Path(args.out or cfg.get("out", f"runs/{args.model}"))
+    ckpt.mkdir(parents=True, exist_ok=True)
+    best, best_epoch, history, patience = -np.inf, -1, [], cfg.get("patience", 4)
+    deadline = time.time() + 60 * float(args.max_minutes or cfg.get("max_minutes", 60))
+    batch = int(cfg.get("batch_size", 32))
+    steps = int(cfg.get("steps_per_epoch", 200))
+    aug = cfg.get("augment", {})
+    start = time.time()
+    for epoch in range(int(cfg.get("epochs", 30))):
+        te = time.time()
+        losses = []
+        for _ in range(steps):
+            x, y = sampler.batch(batch)
+            x = augment(x, rng, aug)
+            losses.append(float(model.train_on_batch(x, y)))
+        if frame_model:
+            preds = predict_frames(model, *audio["valid"], length)
+            metric = frame_metrics(targets["valid"], preds)
+            score = metric["frame_f1"]
+        else:
+            probs = predict_clips(model, *audio["valid"], length, hop)
+            metric = tag_metrics(labels["valid"], probs, vocab)
+            metric.pop("roc_auc_per_tag")
+            score = metric["roc_auc_macro"]
+        history.append({"epoch": epoch, "loss": float(np.mean(losses)), **metric, "seconds": time.time() - te})
+        log.info("epoch %d loss %.4f valid %s (%.0f s)", epoch, np.mean(losses), metric, time.time() - te)
+        if score > best:
+            best, best_epoch = score, epoch
+            full.save_weights(ckpt / "best.weights.h5")
+        (ckpt / "history.json").write_text(json.dumps(history, indent=2))
+        if epoch - best_epoch >= patience:
+            log.info("early stop: no improvement for %d epochs", patience)
+            break
+        if time.time() > deadline:
+            log.info("time budget reached")
+            break
+    train_minutes = (time.time() - start) / 60
+    full.load_weights(ckpt / "best.weights.h5")
+
+    # final evaluation: FluidR3 test split and the TimGM6mb generalisation split
+    metrics = {}
+    splits = {"test_fluidr3": (corpus, rows["test"], audio.get("test"))}
+    if (heldout / "metadata.csv").exists():
+        h_rows = read_metadata(heldout, "test")
+        splits["test_timgm6mb"] = (heldout, h_rows, audio_cache(heldout, h_rows, Path(str(cache) + "-heldout"), "test", sr))
+    for key, (root, srows, aud) in splits.items():
+        if not srows:
+            continue
+        if frame_model:
+            metrics[key] = frame_metrics(load_chroma(root, srows), predict_frames(model, *aud, length))
+        else:
+            m = tag_metrics(multi_hot(srows, vocab), predict_clips(model, *aud, length, hop), vocab)
+            metrics[key] = m
+        log.info("%s: %s", key, {k: v for k, v in metrics[key].items() if k != "roc_auc_per_tag"})
+
+    report = {
+        "model": args.model,
+        "vocabulary": vocab,
+        "best_epoch": best_epoch,
+        "best_valid": best,
+        "history": history,
+        "metrics": metrics,
+        "train_minutes": train_minutes,
+        "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
+    }
+    (ckpt / "report.json").write_text(json.dumps(report, indent=2))
+    if args.ship:
+        ship(args, entry, config, full, vocab, report, cfg, corpus, rows)
+    return report
+
+
+def ship(args, entry, config, full, vocab, report, cfg, corpus, rows) -> None:
+    """Write the weights into the package and the manifest (both copies)."""
+    from mirzoo.manifest import PACKAGE_DIR, PACKAGE_MANIFEST, file_sha256, write_json_atomic
+
+    weights_dir = PACKAGE_DIR / "weights"
+    weights_dir.mkdir(exist_ok=True)
+    target = weights_dir / f"{args.model}.weights.h5"
+    tmp = weights_dir / f".{args.model}.tmp.weights.h5"
+    full.save_weights(tmp)
+    os.replace(tmp, target)
+    size = target.stat().st_size
+    if size > 10 * 1024 * 1024:
+        raise SystemExit(f"{target} is {size} bytes: the package limit is 10 MB per file")
+    top = ROOT / "weights_manifest.json"
+    data = json.loads(top.read_text())
+    e = data["models"][args.model]
+    e["config"] = config
+    if e.get("head"):
+        e["head"]["labels"] = list(vocab)
+        e["layers"][e["head"]["output"]] = len(vocab)
+    e["weights"] = {"kind": "file", "file": target.name, "sha256": file_sha256(target), "size": size}
+    e["pretrained"] = True
+    hours = {s: round(sum(float(r["duration"]) for r in rows[s]) / 3600, 2) for s in rows}
+    e["training"] = {
+        "data": f"mirzoo public corpus: music21 scores rendered with FluidSynth + FluidR3_GM (seed {cfg.get('corpus_seed', 0)}); "
+        f"hours per split {hours}; generalisation split rendered with TimGM6mb",
+        "command": f"python -m training.train --model {args.model} --config {args.config} --ship",
+        "config": cfg,
+        "best_epoch": report["best_epoch"],
+        "train_minutes": round(report["train_minutes"], 1),
+        "hardware": report["hardware"],
+        "notes": "Trained from the seeded initialisation; best epoch chosen on the validation split.",
+    }
+    e["metrics"] = {
+        k: {kk: vv for kk, vv in v.items() if kk != "roc_auc_per_tag"} for k, v in report["metrics"].items()
+    }
+    e["metrics"]["how"] = (
+        "clip-level: mean of patch probabilities over each clip; macro ROC-AUC / PR-AUC over tags present "
+        "and absent in the split" if entry["output"] == "clip" else
+        "frame-level pitch-class activity thresholded at 0.5 (F1) and cosine similarity per active frame"
+    )
+    for path in (top, PACKAGE_MANIFEST):
+        write_json_atomic(path, data)
+    log.info("shipped %s (%d bytes) and updated the manifest", target, size)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="zoo model name (cnn-tagging, crnn-tagging, dense-frame)")
+    parser.add_argument("--config", help="JSON training config (training/configs/<model>.json)")
+    parser.add_argument("--corpus", help="corpus folder (overrides the config)")
+    parser.add_argument("--heldout", help="TimGM6mb test corpus folder (overrides the config)")
+    parser.add_argument("--cache", help="audio cache folder (overrides the config)")
+    parser.add_argument("--out", help="checkpoint/report folder (overrides the config)")
+    parser.add_argument("--max-minutes", type=float, help="training time budget")
+    parser.add_argument("--ship", action="store_true", help="write weights into mirzoo/weights and the manifest")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    train(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
