@@ -401,6 +401,23 @@ class Extractor:
             results.append(pairs)
         return results if many else results[0]
 
+    # -- transfer learning ----------------------------------------------------------------------
+    def fine_tune(self, data, **kwargs) -> "Extractor":
+        """Train a classifier head (and optionally the top blocks) on labelled audio.
+
+        See :func:`mirzoo.finetune.fine_tune` for the data forms and options.  This model
+        is not modified; a new :class:`Extractor` is returned.
+        """
+        from mirzoo.finetune import fine_tune
+
+        return fine_tune(self, data, **kwargs)
+
+    def evaluate(self, data, *, sr: Optional[int] = None) -> dict:
+        """Clip-level metrics of the head on labelled audio (see :func:`mirzoo.finetune.evaluate`)."""
+        from mirzoo.finetune import evaluate
+
+        return evaluate(self, data, sr=sr)
+
     # -- persistence --------------------------------------------------------------------------
     def save(self, directory: Union[str, os.PathLike], *, overwrite: bool = False) -> Path:
         """Save to a directory that :func:`mirzoo.load` and ``keras.saving.load_model`` read.

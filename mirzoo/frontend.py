@@ -32,7 +32,8 @@ Representations (``kind`` of :func:`build_frontend`):
 Compression (seed section 5.1): ``"db"`` (``librosa.power_to_db`` with
 ``ref=1``, per-example ``top_db``), ``"log1p"`` (``log(1 + gain * x)``) or
 ``None``.  Normalisation: ``"whiten"`` standardises each frequency band over
-time, per example (spectral whitening); ``None`` leaves it.
+time, per example (spectral whitening); ``"standardize"`` standardises the whole
+example; ``None`` leaves it.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ __all__ = [
 ]
 
 _COMPRESSIONS = (None, "db", "log1p")
-_NORMALIZATIONS = (None, "whiten")
+_NORMALIZATIONS = (None, "whiten", "standardize")
 _PAD_MODES = ("reflect", "constant")
 
 
@@ -101,8 +102,10 @@ class SpectralFrontend(keras.layers.Layer):
         With ``compression="db"``: the floor applied before the logarithm.
     log_gain : float > 0
         With ``compression="log1p"``: ``log(1 + log_gain * x)``.
-    normalization : {None, "whiten"}
-        ``"whiten"``: zero mean, unit variance per band over time, per example.
+    normalization : {None, "whiten", "standardize"}
+        ``"whiten"``: zero mean, unit variance per band over time, per example (removes
+        the spectral envelope of stationary sounds); ``"standardize"``: zero mean, unit
+        variance over the whole example (keeps the spectral shape).
 
     Input shape: ``(batch, samples)``; output shape: ``(batch, frames, bins)``
     with ``frames = 1 + samples // hop_length`` when ``center`` is true.
@@ -214,6 +217,10 @@ class SpectralFrontend(keras.layers.Layer):
         if self.normalization == "whiten":
             mean = ops.mean(s, axis=1, keepdims=True)
             std = ops.std(s, axis=1, keepdims=True)
+            s = (s - mean) / (std + 1e-5)
+        elif self.normalization == "standardize":
+            mean = ops.mean(s, axis=(1, 2), keepdims=True)
+            std = ops.std(s, axis=(1, 2), keepdims=True)
             s = (s - mean) / (std + 1e-5)
         return s
 

@@ -70,7 +70,10 @@ def test_build_writes_outputs(built):
     out, report = built
     rows = _rows(out)
     assert report.clips == len(rows) >= 6
-    assert report.rendered >= len(rows) and report.skipped == 0
+    assert report.rendered == len(rows) and report.skipped == 0
+    # the clips rendered past the cap by workers running ahead are not left behind
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.npz")) == sorted(r["targets"] for r in rows)
+    assert sorted(p.relative_to(out).as_posix() for p in (out / "audio").rglob("*.*")) == sorted(r["path"] for r in rows)
     assert list(rows[0]) == list(tc.METADATA_COLUMNS)
     assert HOURS * 3600 <= sum(float(r["duration"]) for r in rows) <= HOURS * 3600 + 5.0
     assert {r["collection"] for r in rows} <= set(COLLECTIONS)
@@ -190,7 +193,7 @@ def test_resume_skips_done_clips(built, tmp_path, cache_dir):
     out = tmp_path / "resume"
     shutil.copytree(src, out)
     report = tc.build(str(out), tiny_config(), hours=HOURS, workers=1, cache_dir=cache_dir)
-    assert report.rendered == 0 and report.skipped >= report.clips
+    assert report.rendered == 0 and report.skipped == report.clips == len(_rows(src))
     before = (src / "metadata.csv").read_bytes()
     assert (out / "metadata.csv").read_bytes() == before
     # a crash mid-clip: audio written, targets not yet; a stray temporary file
@@ -199,12 +202,12 @@ def test_resume_skips_done_clips(built, tmp_path, cache_dir):
     stray = out / "audio" / ".stray.flac.123.tmp"
     stray.write_bytes(b"partial")
     report = tc.build(str(out), tiny_config(), hours=HOURS, workers=1, cache_dir=cache_dir)
-    assert report.rendered == 1
+    assert report.rendered == 1 and report.skipped == report.clips - 1
     assert not stray.exists()
     assert (out / "metadata.csv").read_bytes() == before
     # more hours: earlier clips reused, new ones appended
     report = tc.build(str(out), tiny_config(), hours=HOURS + 0.004, workers=1, cache_dir=cache_dir)
-    assert report.clips > len(_rows(src)) and report.rendered >= 1
+    assert report.clips > len(_rows(src)) and report.rendered == report.clips - len(_rows(src))
     assert (out / "metadata.csv").read_text().startswith(before.decode())
 
 

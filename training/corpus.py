@@ -27,6 +27,10 @@ Output folder::
 
 Resuming: a clip is finished once its ``.npz`` exists (it is written last, through a
 temporary name and :func:`os.replace`); a rerun with the same settings skips it.
+Workers run ahead of the ``--hours`` cap (the pieces in flight when it is reached, and
+the later clips of the piece that reaches it); the clips a build writes but does not
+list in ``metadata.csv`` are removed when it ends, so the files of a finished build do
+not depend on the number of workers or their timing either.
 """
 
 from __future__ import annotations
@@ -529,6 +533,7 @@ class PieceResult:
     failure: Optional[Tuple[str, str]] = None  # (stage, message)
     rendered: int = 0
     skipped: int = 0
+    fresh: List[bool] = dataclasses.field(default_factory=list)  # per row: rendered now (not reused)
 
 
 def process_piece(task) -> PieceResult:
@@ -566,11 +571,13 @@ def process_piece(task) -> PieceResult:
         row = _read_done(target_path, audio_path)
         if row is not None:
             result.rows.append(row)
+            result.fresh.append(False)
             result.skipped += 1
             continue
         try:
             y, events, targets = render_clip(plan, _renderer(sf_path, cfg.synth_sr, backend), cfg)
             result.rows.append(_write_clip(out, split, piece, plan, y, events, targets, cfg, sf_name))
+            result.fresh.append(True)
             result.rendered += 1
         except Exception as error:
             logger.debug("rendering %s failed", plan.clip_id, exc_info=True)
@@ -591,7 +598,12 @@ def _init_worker() -> None:
 
 @dataclasses.dataclass
 class BuildReport:
-    """Summary of a :func:`build` run."""
+    """Summary of a :func:`build` run.
+
+    ``rendered`` and ``skipped`` count the clips of the corpus (``rendered + skipped ==
+    clips``): rendered by this run, or found finished and reused.  ``discarded`` counts
+    the clips this run rendered past the ``hours`` cap (workers run ahead) and removed.
+    """
 
     clips: int
     rendered: int
@@ -600,6 +612,7 @@ class BuildReport:
     failures: int
     wall_seconds: float
     pieces: int
+    discarded: int = 0
 
 
 def _check_config(out: Path, cfg: BuildConfig) -> None:
@@ -658,6 +671,59 @@ def _write_outputs(out: Path, rows: List[dict], failures: List[Tuple[str, str, s
     _atomic_write_text(out / "vocabulary.json", json.dumps(vocab, indent=2) + "\n")
 
 
+#: Folders of per-clip files (``<folder>/<split>/<collection>/<clip>.<ext>``).
+_CLIP_DIRS = ("audio", "targets", "midi")
+
+
+def _clip_files(out: Path) -> set:
+    """Paths (relative to ``out``, POSIX) of the per-clip files now in ``out``, temporaries excluded."""
+    found = set()
+    for sub in _CLIP_DIRS:
+        for root, _, names in os.walk(out / sub):
+            for name in names:
+                if not name.startswith("."):
+                    found.add((Path(root) / name).relative_to(out).as_posix())
+    return found
+
+
+def _remove_unlisted(out: Path, rows: List[dict], before: set) -> int:
+    """Remove the clip files written by this run but not listed in ``rows``.
+
+    Workers render ahead of the ``hours`` cap, so a build writes a few clips that it
+    does not take; which ones depends on scheduling.  Files present before the run (an
+    earlier build with more hours, a crashed clip) are kept.
+
+    Returns
+    -------
+    int
+        The number of finished clips (``.npz``) removed.
+    """
+    keep = set()
+    for row in rows:
+        keep.add(row["path"])
+        keep.add(row["targets"])
+        keep.add(f"midi/{row['split']}/{row['collection']}/{row['clip_id']}.mid")
+    removed = 0
+    parents = set()
+    for rel in sorted(_clip_files(out) - before - keep):
+        try:
+            os.remove(out / rel)
+        except OSError:
+            continue
+        removed += rel.endswith(".npz")
+        parents.add((out / rel).parent)
+    # folders emptied by the removal (deepest first), up to audio/, targets/, midi/
+    stops = {out / sub for sub in _CLIP_DIRS} | {out}
+    for folder in sorted(parents, key=lambda f: len(f.parts), reverse=True):
+        while folder not in stops:
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break
+            folder = folder.parent
+    return removed
+
+
 def _clean_tmp(out: Path) -> None:
     for path in glob.glob(str(out / "**" / ".*.tmp*"), recursive=True):
         try:
@@ -705,6 +771,7 @@ def build(out: str, cfg: BuildConfig, *, hours: float, workers: Optional[int] = 
     out_path = Path(out)
     _check_config(out_path, cfg)
     _clean_tmp(out_path)
+    existing = _clip_files(out_path)
     cache_dir = cache_dir or cs.cache_dir_default()
     workers = max(1, int(workers or os.cpu_count() or 1))
     t0 = time.perf_counter()
@@ -737,15 +804,15 @@ def build(out: str, cfg: BuildConfig, *, hours: float, workers: Optional[int] = 
             pieces += 1
             if result.failure is not None:
                 failures.append((result.piece_id, result.collection, *result.failure))
-            for row in result.rows:
+            for row, fresh in zip(result.rows, result.fresh):
                 if total >= cap:
                     break
                 rows.append(row)
                 total += float(row["duration"])
+                rendered += fresh
+                skipped += not fresh
                 if bar is not None:
                     bar.update(min(round(total), round(cap)) - bar.n)
-            rendered += result.rendered
-            skipped += result.skipped
             if bar is not None:
                 bar.set_postfix(clips=len(rows), failed=len(failures), refresh=False)
             if total >= cap:
@@ -757,10 +824,13 @@ def build(out: str, cfg: BuildConfig, *, hours: float, workers: Optional[int] = 
         if bar is not None:
             bar.close()
     _clean_tmp(out_path)
+    discarded = _remove_unlisted(out_path, rows, existing)
     _write_outputs(out_path, rows, failures)
-    report = BuildReport(len(rows), rendered, skipped, total, len(failures), time.perf_counter() - t0, pieces)
-    logger.info("corpus %s: %d clips, %.2f h, %d rendered, %d reused, %d failed pieces, %.1f s",
-                out, report.clips, total / 3600, rendered, skipped, len(failures), report.wall_seconds)
+    report = BuildReport(len(rows), rendered, skipped, total, len(failures), time.perf_counter() - t0, pieces,
+                         discarded)
+    logger.info("corpus %s: %d clips, %.2f h, %d rendered, %d reused, %d rendered past the cap and removed, "
+                "%d failed pieces, %.1f s", out, report.clips, total / 3600, rendered, skipped, discarded,
+                len(failures), report.wall_seconds)
     return report
 
 

@@ -5,9 +5,10 @@ and fed to a simple classifier, are strong baselines for music audio
 classification: the architecture alone carries much of the inductive bias.
 Weights come from ``numpy.random.default_rng(seed)`` (see
 :func:`mirzoo.models.base.seeded_weights`), so every backend and machine gets the
-same network.  The input log-mel patch is standardised per band over time
-(spectral whitening) instead of batch norm, because there are no learned
-statistics.
+same network.  The input log-mel patch is standardised per example (zero mean,
+unit variance over all frames and bands) instead of batch norm, because there are
+no learned statistics; per-band whitening was tried and rejected because it erases
+the spectral envelope of sustained sounds (a low and a high tone look alike).
 
 Variants (``config["variant"]``):
 
