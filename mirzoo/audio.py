@@ -135,10 +135,14 @@ def _stream_file(path: str, target_sr: int) -> np.ndarray:
     import soundfile as sf
     import soxr
 
-    chunks = []
     with sf.SoundFile(path) as f:
         sr_in = int(f.samplerate)
         resampler = None if sr_in == target_sr else soxr.ResampleStream(sr_in, target_sr, 1, dtype="float32", quality="HQ")
+        # preallocate the mono output (a little slack for the resampler) instead of keeping a list of
+        # blocks and their concatenation: the peak is one copy of the signal, not two
+        expected = int(np.ceil(max(f.frames, 0) * target_sr / sr_in)) + 64 if f.frames > 0 else _BLOCK_FRAMES
+        out = np.empty(expected, dtype=np.float32)
+        filled = 0
         while True:
             block = f.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
             last = block.shape[0] < _BLOCK_FRAMES
@@ -146,12 +150,13 @@ def _stream_file(path: str, target_sr: int) -> np.ndarray:
             if resampler is not None:
                 mono = resampler.resample_chunk(np.ascontiguousarray(mono), last=last)
             if mono.size:
-                chunks.append(np.asarray(mono, dtype=np.float32))
+                if filled + mono.size > out.size:  # frame count unknown or underestimated
+                    out = np.resize(out, max(2 * out.size, filled + mono.size))
+                out[filled : filled + mono.size] = mono
+                filled += mono.size
             if last:
                 break
-    if not chunks:
-        return np.zeros(0, dtype=np.float32)
-    return np.concatenate(chunks)
+    return out[:filled].copy() if filled < out.size // 2 else out[:filled]
 
 
 def load_audio(path: AudioPath, target_sr: int) -> np.ndarray:
