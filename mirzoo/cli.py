@@ -1,4 +1,4 @@
-"""The ``mirzoo`` command line: list, info, extract, tag and publish.
+"""The ``mirzoo`` command line: list, info, extract, tag, export and publish.
 
 Exit codes: 0 on success, 1 when some inputs failed (the others are still
 written), 2 on a usage error or when nothing could be done.
@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -23,8 +22,10 @@ EPILOG = """examples:
   mirzoo list
   mirzoo info crnn-tagging
   mirzoo extract random-cnn song.wav other.flac -o emb.npz
-  mirzoo extract cnn-tagging music/ -o emb.npz --pool mean+std
+  mirzoo extract cnn-tagging music/ -o emb.parquet --pool mean+std
+  mirzoo extract cnn-tagging music/ -o emb.parquet --pool mean+std --resume   # skip files done
   mirzoo tag cnn-tagging song.wav --top-k 5
+  mirzoo export crnn-tagging --format onnx -o crnn.onnx     # waveform in, embeddings/tags out
   mirzoo publish my-finetuned/ --repo owner/my-model          # dry run
   mirzoo publish my-finetuned/ --repo owner/my-model --push   # upload with $HF_TOKEN
   HF_HUB_OFFLINE=1 mirzoo extract hf://owner/repo@v1 song.wav -o e.npz
@@ -33,20 +34,9 @@ EPILOG = """examples:
 
 def _expand_inputs(inputs: Sequence[str]) -> list[str]:
     """Files as given; directories walked recursively for audio files (sorted)."""
-    from mirzoo.audio import AUDIO_EXTENSIONS
+    from mirzoo.batch import find_audio_files
 
-    paths: list[str] = []
-    for item in inputs:
-        if os.path.isdir(item):
-            found = sorted(
-                str(p) for p in Path(item).rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
-            )
-            if not found:
-                log.warning("no audio files under '%s'", item)
-            paths.extend(found)
-        else:
-            paths.append(item)
-    return paths
+    return find_audio_files(inputs)
 
 
 def _cmd_list(args) -> int:
@@ -114,110 +104,85 @@ def _cmd_info(args) -> int:
     return 0
 
 
-def _write_atomic(path: Path, writer) -> None:
-    """Call ``writer(tmp_path)`` then rename the temporary file onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        writer(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_embeddings(path: Path, results: list, *, model: str, layer: str, pooled: Optional[str]) -> None:
-    """Write extraction results to ``.npz`` or ``.parquet``, atomically.
+    """Write ``[(path, Embeddings or pooled vector), ...]`` to ``.npz`` or ``.parquet``, atomically.
 
-    NPZ keys: ``paths`` [n]; pooled: ``embeddings`` [n, D]; otherwise
-    ``embeddings`` [sum T, D], ``timestamps`` [sum T], ``file_index`` [sum T] and
-    ``offsets`` [n + 1] (rows of file i are ``offsets[i]:offsets[i+1]``); plus
-    ``model``, ``layer`` and ``pool``.  Parquet: one row per embedding with
-    ``path``, ``timestamp`` and ``embedding`` (a list column).
+    See :mod:`mirzoo.batch` for the layouts.
     """
-    import numpy as np
+    from mirzoo.batch import write_results
 
-    paths = np.array([p for p, _ in results], dtype=str)
-    suffix = path.suffix.lower()
-    if pooled:
-        emb = np.stack([r for _, r in results]).astype(np.float32)
-        ts = np.zeros(len(results))
-        index = np.arange(len(results))
-    else:
-        emb = np.concatenate([r.embeddings for _, r in results]).astype(np.float32)
-        ts = np.concatenate([r.timestamps for _, r in results])
-        index = np.concatenate([np.full(len(r), i) for i, (_, r) in enumerate(results)])
-    if suffix == ".npz":
-        offsets = np.concatenate([[0], np.cumsum(np.bincount(index, minlength=len(results)))])
-
-        def writer(tmp):
-            with open(tmp, "wb") as f:
-                extra = {} if pooled else {"timestamps": ts, "file_index": index, "offsets": offsets}
-                np.savez(f, paths=paths, embeddings=emb, model=model, layer=layer, pool=pooled or "", **extra)
-
-    elif suffix == ".parquet":
-        try:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-        except ImportError as exc:
-            raise MirzooError("Parquet output needs pyarrow: pip install 'mirzoo[parquet]'") from exc
-        table = pa.table(
-            {
-                "path": paths[index],
-                "timestamp": ts,
-                "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), emb.shape[1]),
-            }
-        )
-        meta = {b"mirzoo.model": model.encode(), b"mirzoo.layer": layer.encode(), b"mirzoo.pool": (pooled or "").encode()}
-        table = table.replace_schema_metadata(meta)
-
-        def writer(tmp):
-            pq.write_table(table, tmp)
-
-    else:
-        raise MirzooError(f"output file '{path}' must end in .npz or .parquet")
-    _write_atomic(path, writer)
+    write_results(path, results, model=model, layer=layer, pool=pooled)
 
 
 def _cmd_extract(args) -> int:
-    from tqdm.auto import tqdm
-
-    from mirzoo.loader import load
+    from mirzoo.batch import OUTPUT_SUFFIXES, extract_files
 
     out = Path(args.output)
-    if out.suffix.lower() not in (".npz", ".parquet"):
+    if out.suffix.lower() not in OUTPUT_SUFFIXES:
         print(f"mirzoo extract: error: output '{out}' must end in .npz or .parquet", file=sys.stderr)
         return 2
-    paths = _expand_inputs(args.inputs)
-    if not paths:
-        print("mirzoo extract: error: no input files", file=sys.stderr)
-        return 2
-    model = load(args.model)
-    model._resolve_layers(args.layer)  # a bad --layer is a usage error, not a per-file failure
     if args.batch_size < 1:
         print(f"mirzoo extract: error: --batch-size={args.batch_size} must be a positive integer", file=sys.stderr)
         return 2
-    results, failures = [], []
-    bar = tqdm(paths, desc=f"extract {args.model}", unit="file", disable=args.quiet or len(paths) < 2)
-    for p in bar:
-        try:
-            results.append((p, model.extract(p, layer=args.layer, pool=args.pool, batch_size=args.batch_size)))
-        except (MirzooError, OSError) as exc:
-            failures.append((p, exc))
-            bar.write(f"mirzoo extract: skipped '{p}': {exc}", file=sys.stderr)
-    if results:
-        layer = results[0][1].layer if not args.pool else (args.layer or model.default_layer)
-        write_embeddings(out, results, model=model.name, layer=layer, pooled=args.pool)
-        if not args.quiet:
-            print(f"wrote {len(results)} file(s) to {out}" + (f"; {len(failures)} failed" if failures else ""))
-    for p, exc in failures:
-        print(f"FAILED {p}: {exc}", file=sys.stderr)
-    if not results:
-        print("mirzoo extract: error: every input failed; nothing written", file=sys.stderr)
+    if args.workers is not None and args.workers < 0:
+        print(f"mirzoo extract: error: --workers={args.workers} must be 0 or more", file=sys.stderr)
         return 2
-    return 1 if failures else 0
+    if not args.inputs and not args.files_from:
+        print("mirzoo extract: error: no inputs: give files, folders or --files-from LIST", file=sys.stderr)
+        return 2
+
+    def on_failure(failure) -> None:
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"mirzoo extract: skipped '{failure.path}': {failure.reason}", file=sys.stderr)
+
+    try:
+        report = extract_files(
+            args.model,
+            args.inputs,
+            out,
+            layer=args.layer,
+            pool=args.pool,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            resume=args.resume,
+            files_from=args.files_from,
+            progress=not args.quiet,
+            on_failure=on_failure,
+        )
+    except KeyboardInterrupt:
+        print("\nmirzoo extract: interrupted; finished files are kept: rerun with --resume to go on",
+              file=sys.stderr)
+        return 130
+    for failure in report.failed:
+        print(f"FAILED {failure.path}: {failure.reason}", file=sys.stderr)
+    if not args.quiet:
+        parts = [f"wrote {report.written} file(s) to {out}"]
+        if report.skipped:
+            parts.append(f"{report.skipped} already there")
+        if report.failed:
+            parts.append(f"{len(report.failed)} failed")
+        print("; ".join(parts) + f" ({report.seconds:.1f} s)")
+    if report.exit_code == 2:
+        print("mirzoo extract: error: every input failed; nothing written", file=sys.stderr)
+    return report.exit_code
+
+
+def _cmd_export(args) -> int:
+    from mirzoo.export import export
+
+    path = export(
+        args.model,
+        args.format,
+        args.output,
+        layers=args.layers,
+        samples=args.samples,
+        overwrite=args.overwrite,
+        opset=args.opset,
+    )
+    if not args.quiet:
+        print(f"wrote {path}")
+    return 0
 
 
 def _cmd_tag(args) -> int:
@@ -266,19 +231,48 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "extract", help="extract embeddings from audio files into .npz or .parquet",
-        description="Extract embeddings from audio files and folders (searched recursively). Files that "
-        "cannot be read are reported and skipped; the others are written. The output is written to a "
-        "temporary file and renamed, so it is never half-written. Exit code 1 if some files failed.",
+        description="Extract embeddings from audio files and folders (searched recursively). Files are "
+        "decoded in worker processes while the model runs, and patches are batched across files. Files "
+        "that cannot be read are reported and skipped; the others are written. The output is written to a "
+        "temporary file and renamed, so it is never half-written; --resume skips files already in it. "
+        "Exit code 1 if some files failed, 2 if none could be done.",
     )
     p.add_argument("model", help="model name, 'hf://owner/repo@rev', or a saved model directory")
-    p.add_argument("inputs", nargs="+", help="audio files or folders")
+    p.add_argument("inputs", nargs="*", help="audio files or folders")
     p.add_argument("-o", "--output", required=True, help="output file: .npz or .parquet")
+    p.add_argument("--files-from", metavar="LIST", default=None,
+                   help="read more inputs from LIST, one path per line ('-' for standard input)")
     p.add_argument("--layer", default=None, help="layer name, or 'all' (default: the model's embedding layer)")
     p.add_argument("--pool", choices=["mean", "max", "mean+std"], default=None,
                    help="pool each file over time into one vector")
     p.add_argument("--batch-size", type=int, default=16, help="patches per forward pass (default 16)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="decoder processes (default: cores - 1, between 1 and 4, or none for fewer than 8 files; "
+                   "0 decodes in the main process)")
+    p.add_argument("--resume", action="store_true",
+                   help="skip files already in the output (or left by an interrupted run) and merge")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=_cmd_extract)
+
+    p = sub.add_parser(
+        "export", help="export a model (front-end included) to SavedModel, TFLite or ONNX",
+        description="Export a model so that it takes waveforms [batch, samples] (mono, float32, at the "
+        "model's sample rate; one patch for clip models) and returns its named layers (embeddings, tags). "
+        "TFLite uses builtin ops only. Written to a temporary name and renamed.",
+    )
+    p.add_argument("model", help="model name, 'hf://owner/repo@rev', or a saved model directory")
+    p.add_argument("-o", "--output", required=True,
+                   help="output: a .onnx or .tflite file, or a directory for a SavedModel")
+    p.add_argument("-f", "--format", choices=["savedmodel", "tflite", "onnx"], default=None,
+                   help="export format (default: from the output's suffix; a directory is a SavedModel)")
+    p.add_argument("--layers", nargs="+", default=None, metavar="LAYER",
+                   help="layers to output (default: all named layers)")
+    p.add_argument("--samples", type=int, default=None,
+                   help="input length in samples for frame models (default: patch_seconds of audio)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: tf2onnx's)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("tag", help="print the most probable tags of audio files")
     p.add_argument("model", help="a model with a tag head, e.g. cnn-tagging")

@@ -449,6 +449,7 @@ class Extractor:
                 "size": weights_file.stat().st_size,
             }
             write_json_atomic(tmp / "mirzoo.json", {"name": self.name, "entry": entry})
+            os.chmod(tmp, 0o755)  # mkdtemp makes it owner-only; a saved model is an ordinary folder
             if target.exists():
                 shutil.rmtree(target)
             os.replace(tmp, target)

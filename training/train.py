@@ -375,6 +375,27 @@ def ship(args, entry, config, full, vocab, report, cfg, corpus, rows) -> None:
     log.info("shipped %s (%d bytes) and updated the manifest", target, size)
 
 
+def ship_run(args) -> None:
+    """Ship the best checkpoint of an earlier run (``--from-run``) without training again."""
+    from mirzoo.models import get_family
+    from mirzoo.registry import get_entry
+
+    run = Path(args.from_run)
+    report = json.loads((run / "report.json").read_text())
+    if report["model"] != args.model:
+        raise SystemExit(f"{run} holds a run of {report['model']!r}, not {args.model!r}")
+    cfg = json.loads(Path(args.config).read_text()) if args.config else {}
+    entry = get_entry(args.model)
+    config = json.loads(json.dumps(entry["config"]))
+    if entry["output"] == "clip":
+        config["n_tags"] = len(report["vocabulary"])
+    full = get_family(entry["family"])(config, name=args.model.replace("-", "_"))
+    full.load_weights(run / "best.weights.h5")
+    corpus = Path(args.corpus or cfg.get("corpus", "corpus"))
+    rows = {s: read_metadata(corpus, s) for s in ("train", "valid", "test")}
+    ship(args, entry, config, full, report["vocabulary"], report, cfg, corpus, rows)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="zoo model name (cnn-tagging, crnn-tagging, dense-frame)")
@@ -385,9 +406,14 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="checkpoint/report folder (overrides the config)")
     parser.add_argument("--max-minutes", type=float, help="training time budget")
     parser.add_argument("--ship", action="store_true", help="write weights into mirzoo/weights and the manifest")
+    parser.add_argument("--from-run", help="with --ship: ship the best checkpoint and report of this run folder "
+                        "instead of training")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
-    train(args)
+    if args.from_run:
+        ship_run(args)
+    else:
+        train(args)
     return 0
 
 

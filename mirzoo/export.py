@@ -1,0 +1,351 @@
+"""Export a mirzoo model, front-end included, to SavedModel, TFLite or ONNX.
+
+>>> from mirzoo.export import export
+>>> export("crnn-tagging", "onnx", "crnn.onnx")                    # doctest: +SKIP
+>>> export("cnn-tagging", "tflite", "cnn.tflite", layers=["embedding", "tags"])  # doctest: +SKIP
+
+The exported graph takes **waveforms** and returns the model's named layers:
+
+* input ``waveform``: float32 ``[batch, samples]``, mono, in [-1, 1], at the model's
+  sample rate; the batch dimension is dynamic.  ``samples`` is fixed: the patch length
+  for clip models (``patch_samples``, 3 s), and ``samples`` (default: the model's
+  ``patch_seconds``, 10 s for ``dense-frame``) for frame models.  Windowing of long
+  audio, resampling and pooling stay outside (see :meth:`mirzoo.Extractor.extract`).
+* outputs: one per layer, named after it: ``[batch, D]`` for clip models,
+  ``[batch, frames, D]`` for frame models (``frames = 1 + samples // hop_length``).
+
+Formats:
+
+``"savedmodel"``
+    A TensorFlow SavedModel directory (signature ``serving_default``), plus
+    ``mirzoo.json`` describing the input, outputs and tag labels.
+``"tflite"``
+    A TFLite (LiteRT) flatbuffer with **builtin ops only** (no ``SELECT_TF_OPS``): the
+    front-end is a strided convolution and the GRUs are unrolled, so nothing needs the
+    TF runtime.  The same description is stored as the model's ``mirzoo`` metadata entry.
+``"onnx"``
+    ONNX via ``tf2onnx`` (Keras' ``export(format="onnx")``), no RFFT or complex ops,
+    runs on onnxruntime; the description is in ``metadata_props["mirzoo"]``.  Needs
+    ``pip install 'mirzoo[export]'``.
+
+Every export is written under a temporary name in the target's folder and renamed
+into place, so an interrupted export leaves nothing half-written.  Exporting needs the
+``tensorflow`` Keras backend (the default).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+from mirzoo.batch import default_mode
+from mirzoo.errors import MirzooError, ParameterError
+
+__all__ = ["export", "FORMATS", "export_description", "read_tflite_metadata"]
+
+#: Export formats and the aliases accepted for them.
+FORMATS = {
+    "savedmodel": "savedmodel",
+    "saved_model": "savedmodel",
+    "tf_saved_model": "savedmodel",
+    "tflite": "tflite",
+    "litert": "tflite",
+    "onnx": "onnx",
+}
+
+_SUFFIX_FORMATS = {".onnx": "onnx", ".tflite": "tflite"}
+
+
+def _format_of(fmt: Optional[str], path: Path) -> str:
+    if fmt is None:
+        guess = _SUFFIX_FORMATS.get(path.suffix.lower())
+        if guess is None and path.suffix == "":
+            guess = "savedmodel"
+        if guess is None:
+            raise ParameterError(
+                f"cannot tell the export format from '{path}': pass fmt= one of "
+                f"'savedmodel', 'tflite', 'onnx' (or use a .onnx/.tflite file or a directory)"
+            )
+        return guess
+    key = str(fmt).lower()
+    if key not in FORMATS:
+        raise ParameterError(f"fmt={fmt!r} is not an export format: expected 'savedmodel', 'tflite' or 'onnx'")
+    return FORMATS[key]
+
+
+def _input_samples(extractor, samples: Optional[int]) -> int:
+    if extractor.output_kind == "clip":
+        if samples is not None and int(samples) != extractor.patch_samples:
+            raise ParameterError(
+                f"samples={samples!r}: model {extractor.name!r} is a clip model with a fixed patch of "
+                f"{extractor.patch_samples} samples; leave samples=None"
+            )
+        return int(extractor.patch_samples)
+    if samples is None:
+        return int(round(float(extractor.entry["patch_seconds"]) * extractor.sample_rate))
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < extractor._frontend.min_samples():
+        raise ParameterError(
+            f"samples={samples!r} must be an integer >= {extractor._frontend.min_samples()} "
+            f"(the front-end's shortest input)"
+        )
+    return samples
+
+
+def _output_layers(extractor, layers: Optional[Sequence[str]]) -> list[str]:
+    if layers is None:
+        return list(extractor.layers)
+    if isinstance(layers, str):
+        layers = [layers]
+    names = list(layers)
+    unknown = [n for n in names if n not in extractor.layers]
+    if unknown or not names:
+        raise ParameterError(
+            f"layers={list(layers)!r}: {unknown or 'empty'} not layer(s) of model {extractor.name!r}; "
+            f"valid layers: {', '.join(extractor.layers)}"
+        )
+    return list(dict.fromkeys(names))
+
+
+def export_description(extractor, layers: Sequence[str], samples: int, fmt: str) -> dict:
+    """What an exported file contains: input contract, outputs, labels, provenance."""
+    from mirzoo import __version__
+
+    frontend = extractor._frontend
+    out_shapes = {}
+    for k in layers:
+        dim = int(extractor.layers[k])
+        out_shapes[k] = [None, frontend.n_frames(samples), dim] if extractor.output_kind == "frame" else [None, dim]
+    return {
+        "format": fmt,
+        "mirzoo_version": __version__,
+        "model": extractor.name,
+        "pretrained": extractor.pretrained,
+        "output_kind": extractor.output_kind,
+        "sample_rate": extractor.sample_rate,
+        "input": {
+            "name": "waveform",
+            "shape": [None, samples],
+            "dtype": "float32",
+            "description": f"mono waveforms in [-1, 1] at {extractor.sample_rate} Hz",
+        },
+        "outputs": out_shapes,
+        "patch_seconds": extractor.entry.get("patch_seconds"),
+        "patch_hop_seconds": extractor.entry.get("patch_hop_seconds"),
+        "hop_length": extractor.hop_length,
+        "labels": {extractor.head_output: extractor.labels} if extractor.labels else {},
+        "license": extractor.entry.get("license"),
+    }
+
+
+def _submodel(extractor, layers: list[str]):
+    import keras
+
+    model = extractor.keras_model
+    outputs = model.output
+    if not isinstance(outputs, dict):  # pragma: no cover - every zoo model outputs a dict
+        raise MirzooError(f"model {extractor.name!r} does not output a dict of named layers")
+    return keras.Model(model.inputs, {k: outputs[k] for k in layers}, name=f"{model.name}_export")
+
+
+def _write_savedmodel(sub, samples: int, directory: Path) -> None:
+    import keras
+    import tensorflow as tf
+
+    archive = keras.export.ExportArchive()
+    archive.track(sub)
+    archive.add_endpoint(
+        "serve",
+        lambda waveform: sub(waveform, training=False),
+        input_signature=[tf.TensorSpec([None, samples], tf.float32, name="waveform")],
+    )
+    archive.write_out(str(directory), verbose=False)
+
+
+def _write_tflite(sub, samples: int, target: Path, description: dict) -> None:
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory(prefix=".mirzoo-export-", dir=target.parent) as tmp:
+        saved = Path(tmp) / "savedmodel"
+        _write_savedmodel(sub, samples, saved)
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=["serving_default"])
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        try:
+            flatbuffer = converter.convert()
+        except Exception as exc:  # the converter raises ConverterError and others
+            raise MirzooError(
+                f"TFLite conversion with builtin ops only failed for {description['model']!r}: {exc}"
+            ) from exc
+    flatbuffer = _tflite_with_metadata(flatbuffer, description)
+    _write_file_atomic(target, lambda f: f.write(flatbuffer))
+
+
+def _tflite_with_metadata(flatbuffer: bytes, description: dict) -> bytes:
+    """Add a ``mirzoo`` metadata entry (the JSON description) to a TFLite flatbuffer.
+
+    Uses TensorFlow's flatbuffer helpers; if they are missing (they are not public
+    API), the model is returned unchanged.
+    """
+    try:
+        from tensorflow.lite.python import schema_py_generated as schema
+        from tensorflow.lite.tools import flatbuffer_utils
+    except ImportError:  # pragma: no cover - depends on the TensorFlow build
+        return flatbuffer
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
+    buffer = schema.BufferT()
+    buffer.data = list(json.dumps(description).encode("utf-8"))
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = "mirzoo"
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = list(model.metadata or []) + [entry]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def read_tflite_metadata(path: Union[str, os.PathLike]) -> Optional[dict]:
+    """The ``mirzoo`` description stored in an exported ``.tflite`` file (None if absent)."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(os.fspath(path))
+    for entry in model.metadata or []:
+        name = entry.name.decode() if isinstance(entry.name, bytes) else entry.name
+        if name == "mirzoo":
+            return json.loads(bytes(bytearray(model.buffers[entry.buffer].data)).decode("utf-8"))
+    return None
+
+
+def _write_onnx(sub, samples: int, target: Path, description: dict, opset: Optional[int]) -> None:
+    import keras
+
+    missing = [m for m in ("tf2onnx", "onnx") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MirzooError(
+            f"ONNX export needs {' and '.join(missing)}: pip install 'mirzoo[export]' "
+            f"(tf2onnx, onnx; onnxruntime to run the result)"
+        )
+    import onnx
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".onnx", dir=target.parent)
+    os.close(fd)
+    try:
+        spec = [keras.InputSpec(shape=(None, samples), dtype="float32", name="waveform")]
+        kwargs = {} if opset is None else {"opset_version": int(opset)}
+        with warnings.catch_warnings():
+            # keras' numpy-2 shim for tf2onnx touches the deprecated np.object
+            warnings.filterwarnings("ignore", category=FutureWarning, message=".*np.object.*")
+            sub.export(tmp, format="onnx", verbose=False, input_signature=spec, **kwargs)
+        proto = onnx.load(tmp)
+        for value in list(proto.graph.input) + list(proto.graph.output):
+            dims = value.type.tensor_type.shape.dim
+            if len(dims) and not dims[0].HasField("dim_value"):
+                dims[0].dim_param = "batch"  # tf2onnx names it "unk__N"
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = "mirzoo", json.dumps(description)
+        proto.producer_name = f"mirzoo {description['mirzoo_version']} via {proto.producer_name}"
+        onnx.checker.check_model(proto)
+        onnx.save(proto, tmp)
+        os.chmod(tmp, default_mode())
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _write_file_atomic(target: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix, dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.chmod(tmp, default_mode())
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def export(
+    model,
+    fmt: Optional[str],
+    path: Union[str, os.PathLike],
+    *,
+    layers: Optional[Sequence[str]] = None,
+    samples: Optional[int] = None,
+    overwrite: bool = False,
+    opset: Optional[int] = None,
+) -> Path:
+    """Export ``model`` (front-end included: waveform in, named layers out).
+
+    Parameters
+    ----------
+    model : str, os.PathLike or Extractor
+        A loaded :class:`~mirzoo.Extractor`, or anything :func:`mirzoo.load` accepts.
+    fmt : {"savedmodel", "tflite", "onnx"} or None
+        Output format (``"litert"``, ``"saved_model"`` are aliases).  None: from the
+        path (``.onnx``, ``.tflite``, no suffix: SavedModel directory).
+    path : path
+        Output file (``.tflite``, ``.onnx``) or directory (SavedModel).
+    layers : list of str, optional
+        Layers to output (default: every named layer of the model).
+    samples : int, optional
+        Input length for frame models (default ``patch_seconds`` of audio).  Clip
+        models always take one patch (``patch_samples``).
+    overwrite : bool
+        Replace an existing ``path``; otherwise that is an error.
+    opset : int, optional
+        ONNX opset (default: tf2onnx's).
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    import keras
+
+    from mirzoo.extractor import Extractor
+
+    target = Path(path)
+    kind = _format_of(fmt, target)
+    if keras.backend.backend() != "tensorflow":
+        raise ParameterError(
+            f"export needs the tensorflow Keras backend, but KERAS_BACKEND is "
+            f"{keras.backend.backend()!r}: run with KERAS_BACKEND=tensorflow"
+        )
+    if target.exists() and not overwrite:
+        raise ParameterError(f"'{target}' already exists: pass overwrite=True (--overwrite) to replace it")
+    if kind != "savedmodel" and target.is_dir():
+        raise ParameterError(f"'{target}' is a directory: a {kind} export is a single file")
+    if isinstance(model, Extractor):
+        extractor = model
+    else:
+        from mirzoo.loader import load
+
+        extractor = load(model)
+    names = _output_layers(extractor, layers)
+    n = _input_samples(extractor, samples)
+    description = export_description(extractor, names, n, kind)
+    sub = _submodel(extractor, names)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "savedmodel":
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            _write_savedmodel(sub, n, tmp)
+            (tmp / "mirzoo.json").write_text(json.dumps(description, indent=2), encoding="utf-8")
+            os.chmod(tmp, default_mode(directory=True))
+            if target.exists():
+                shutil.rmtree(target) if target.is_dir() else target.unlink()
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    elif kind == "tflite":
+        _write_tflite(sub, n, target, description)
+    else:
+        _write_onnx(sub, n, target, description, opset)
+    return target
