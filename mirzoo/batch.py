@@ -57,6 +57,7 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
+from mirzoo.fileio import atomic_file, default_mode  # noqa: F401  (default_mode re-exported)
 from mirzoo.errors import MirzooError, ParameterError
 
 __all__ = [
@@ -135,17 +136,6 @@ def find_audio_files(
                 seen.add(key)
                 paths.append(p)
     return paths
-
-
-def default_mode(directory: bool = False) -> int:
-    """Permissions a new file (or folder) gets under the current umask.
-
-    ``tempfile.mkstemp``/``mkdtemp`` create private (0600/0700) entries; outputs renamed
-    from them get these permissions instead, like any file the user writes.
-    """
-    mask = os.umask(0)
-    os.umask(mask)
-    return (0o777 if directory else 0o666) & ~mask
 
 
 def _key(path: str) -> str:
@@ -444,9 +434,7 @@ def _write_output(target: Path, sources: list, meta: dict) -> int:
     """
     suffix = target.suffix.lower()
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
-    os.close(fd)
-    try:
+    with atomic_file(target, suffix=suffix) as tmp:
         if suffix == ".npz":
             blocks = [_load_npz(s)[0] for s in sources]
             block = _Block.concatenate(blocks)
@@ -475,12 +463,6 @@ def _write_output(target: Path, sources: list, meta: dict) -> int:
             finally:
                 if writer is not None:
                     writer.close()
-        os.chmod(tmp, default_mode())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return count
 
 
@@ -526,16 +508,8 @@ class _Parts:
         self.dir.mkdir(parents=True, exist_ok=True)
         index = len(self.existing())
         target = self.dir / f"part-{index:06d}.npz"
-        fd, tmp = tempfile.mkstemp(prefix=".part-", suffix=".npz", dir=self.dir)
-        os.close(fd)
-        try:
+        with atomic_file(target) as tmp:
             _save_npz(tmp, block, meta, layout=False)
-            os.chmod(tmp, default_mode())
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
         return target
 
 

@@ -38,13 +38,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import tempfile
 import warnings
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from mirzoo.batch import default_mode
+from mirzoo.fileio import atomic_directory, atomic_file
 from mirzoo.errors import MirzooError, ParameterError
 
 __all__ = ["export", "FORMATS", "export_description", "read_tflite_metadata"]
@@ -230,9 +229,7 @@ def _write_onnx(sub, samples: int, target: Path, description: dict, opset: Optio
         )
     import onnx
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".onnx", dir=target.parent)
-    os.close(fd)
-    try:
+    with atomic_file(target, suffix=".onnx") as tmp:
         spec = [keras.InputSpec(shape=(None, samples), dtype="float32", name="waveform")]
         kwargs = {} if opset is None else {"opset_version": int(opset)}
         with warnings.catch_warnings():
@@ -249,25 +246,11 @@ def _write_onnx(sub, samples: int, target: Path, description: dict, opset: Optio
         proto.producer_name = f"mirzoo {description['mirzoo_version']} via {proto.producer_name}"
         onnx.checker.check_model(proto)
         onnx.save(proto, tmp)
-        os.chmod(tmp, default_mode())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _write_file_atomic(target: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix, dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, default_mode())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(target) as tmp, open(tmp, "wb") as f:
+        write(f)
 
 
 def export(
@@ -333,17 +316,9 @@ def export(
     sub = _submodel(extractor, names)
     target.parent.mkdir(parents=True, exist_ok=True)
     if kind == "savedmodel":
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
+        with atomic_directory(target) as tmp:
             _write_savedmodel(sub, n, tmp)
             (tmp / "mirzoo.json").write_text(json.dumps(description, indent=2), encoding="utf-8")
-            os.chmod(tmp, default_mode(directory=True))
-            if target.exists():
-                shutil.rmtree(target) if target.is_dir() else target.unlink()
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     elif kind == "tflite":
         _write_tflite(sub, n, target, description)
     else:

@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import keras
 import numpy as np
@@ -434,9 +432,9 @@ class Extractor:
         target = Path(directory)
         if target.exists() and not overwrite:
             raise ParameterError(f"'{target}' already exists: pass overwrite=True to replace it")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
+        from mirzoo.fileio import atomic_directory
+
+        with atomic_directory(target) as tmp:
             keras.saving.save_model(self.model, str(tmp), zipped=False)
             weights_file = tmp / "model.weights.h5"
             entry = dict(self.entry)
@@ -449,13 +447,6 @@ class Extractor:
                 "size": weights_file.stat().st_size,
             }
             write_json_atomic(tmp / "mirzoo.json", {"name": self.name, "entry": entry})
-            os.chmod(tmp, 0o755)  # mkdtemp makes it owner-only; a saved model is an ordinary folder
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return target
 
 

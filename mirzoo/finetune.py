@@ -21,7 +21,6 @@ files on disk are only read.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Optional, Sequence
 
 import numpy as np

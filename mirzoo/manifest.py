@@ -17,7 +17,6 @@ import copy
 import hashlib
 import json
 import os
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -150,18 +149,12 @@ def file_sha256(path: os.PathLike | str, chunk: int = 1 << 20) -> str:
 
 def write_json_atomic(path: os.PathLike | str, data: Any) -> None:
     """Write JSON to a temporary file beside ``path`` and rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+    from mirzoo.fileio import atomic_file
+
+    with atomic_file(path, suffix=".tmp") as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2)
             f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _refresh_seeded(paths: list[Path]) -> dict[str, str]:

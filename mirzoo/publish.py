@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
@@ -351,9 +350,9 @@ def build_repo_folder(
     target = Path(out_dir)
     if target.exists() and not overwrite:
         raise ParameterError(f"'{target}' already exists: pass overwrite=True (--overwrite) to replace it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    from mirzoo.fileio import atomic_directory
+
+    with atomic_directory(target) as tmp:
         source = model_or_dir
         if not isinstance(source, Extractor):
             if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
@@ -394,12 +393,6 @@ def build_repo_folder(
 
         write_json_atomic(tmp / META, {"name": name, "entry": entry, "files": files})
         (tmp / CARD).write_text(model_card(name, entry, repo_id), encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

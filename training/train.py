@@ -204,8 +204,6 @@ def predict_frames(model, audio, offsets, batch_seconds_samples: int) -> list[np
 def train(args) -> dict:
     import keras
 
-    import mirzoo
-    from mirzoo.manifest import PACKAGE_MANIFEST, file_sha256, write_json_atomic
     from mirzoo.models import get_family
     from mirzoo.models.base import apply_seeded_weights
     from mirzoo.registry import get_entry
@@ -333,8 +331,8 @@ def ship(args, entry, config, full, vocab, report, cfg, corpus, rows) -> None:
     """Write the weights into the package and the manifest (both copies)."""
     from mirzoo.manifest import PACKAGE_DIR, PACKAGE_MANIFEST, file_sha256, write_json_atomic
 
-    weights_dir = PACKAGE_DIR / "weights"
-    weights_dir.mkdir(exist_ok=True)
+    weights_dir = Path(getattr(args, "weights_dir", None) or PACKAGE_DIR / "weights")
+    weights_dir.mkdir(parents=True, exist_ok=True)
     target = weights_dir / f"{args.model}.weights.h5"
     tmp = weights_dir / f".{args.model}.tmp.weights.h5"
     full.save_weights(tmp)
@@ -342,8 +340,8 @@ def ship(args, entry, config, full, vocab, report, cfg, corpus, rows) -> None:
     size = target.stat().st_size
     if size > 10 * 1024 * 1024:
         raise SystemExit(f"{target} is {size} bytes: the package limit is 10 MB per file")
-    top = ROOT / "weights_manifest.json"
-    data = json.loads(top.read_text())
+    targets = [Path(p) for p in (getattr(args, "manifest", None) or [ROOT / "weights_manifest.json", PACKAGE_MANIFEST])]
+    data = json.loads(targets[0].read_text())
     e = data["models"][args.model]
     e["config"] = config
     if e.get("head"):
@@ -370,7 +368,7 @@ def ship(args, entry, config, full, vocab, report, cfg, corpus, rows) -> None:
         "and absent in the split" if entry["output"] == "clip" else
         "frame-level pitch-class activity thresholded at 0.5 (F1) and cosine similarity per active frame"
     )
-    for path in (top, PACKAGE_MANIFEST):
+    for path in targets:
         write_json_atomic(path, data)
     log.info("shipped %s (%d bytes) and updated the manifest", target, size)
 
@@ -406,6 +404,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="checkpoint/report folder (overrides the config)")
     parser.add_argument("--max-minutes", type=float, help="training time budget")
     parser.add_argument("--ship", action="store_true", help="write weights into mirzoo/weights and the manifest")
+    parser.add_argument("--manifest", action="append", help="manifest file(s) to update with --ship "
+                        "(default: weights_manifest.json and mirzoo/weights_manifest.json)")
+    parser.add_argument("--weights-dir", help="where --ship writes the weight file (default: mirzoo/weights)")
     parser.add_argument("--from-run", help="with --ship: ship the best checkpoint and report of this run folder "
                         "instead of training")
     args = parser.parse_args(argv)

@@ -1,0 +1,60 @@
+"""Atomic writes: every file or folder mirzoo produces appears whole or not at all.
+
+Each helper writes under a hidden temporary name beside the target, gives the result
+the permissions of an ordinary new file under the current umask (``mkstemp``/``mkdtemp``
+create private 0600/0700 entries), then renames it onto the target.  On any failure the
+temporary entry is removed and the target is left as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator, Optional, Union
+
+__all__ = ["default_mode", "atomic_file", "atomic_directory"]
+
+
+def default_mode(directory: bool = False) -> int:
+    """Permissions a new file (or folder) gets under the current umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
+
+
+@contextlib.contextmanager
+def atomic_file(target: Union[str, os.PathLike], suffix: Optional[str] = None) -> Iterator[str]:
+    """Yield a temporary path beside ``target``; rename it onto ``target`` when the block succeeds."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix if suffix is None else suffix,
+                               dir=target.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.chmod(tmp, default_mode())
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_directory(target: Union[str, os.PathLike]) -> Iterator[Path]:
+    """Yield a temporary folder beside ``target``; replace ``target`` with it when the block succeeds."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, default_mode(directory=True))
+        if target.exists():
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
