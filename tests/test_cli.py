@@ -72,7 +72,12 @@ def test_tag_command(capsys):
     captured = capsys.readouterr()
     row = json.loads(captured.out.strip())
     assert len(row["tags"]) == 3
-    assert "not pretrained" in captured.err
+    assert ("not pretrained" in captured.err) == (not mirzoo.load("cnn-tagging").pretrained)
+    # the example clip is a Bach chorale on piano: a trained tagger says so
+    if mirzoo.load("cnn-tagging").pretrained:
+        assert main(["tag", "cnn-tagging", mirzoo.example_audio(), "--top-k", "8", "--json"]) == 0
+        tags = {t["tag"] for t in json.loads(capsys.readouterr().out.strip())["tags"]}
+        assert "instrument:piano" in tags
 
 
 def test_console_script_help_and_exit_codes():
