@@ -12,11 +12,48 @@ from mirzoo.extractor import Extractor
 from mirzoo.manifest import file_sha256, validate_entry
 from mirzoo.registry import build_model, get_entry
 
-__all__ = ["load", "load_directory"]
+__all__ = ["load", "load_directory", "read_saved"]
 
 # Built models are cached per (reference, backend): loading the same model twice
 # returns extractors sharing one graph instead of rebuilding it.
 _CACHE: dict = {}
+
+
+def read_saved(directory: Union[str, os.PathLike]) -> dict:
+    """``mirzoo.json`` of a saved model directory, after validating its entry and the weight sha256.
+
+    Returns the parsed file with ``"name"`` filled in (the directory name if absent).
+    """
+    d = Path(directory)
+    meta_path = d / "mirzoo.json"
+    if not meta_path.is_file():
+        raise ParameterError(
+            f"'{d}' is not a mirzoo model directory: it has no mirzoo.json (expected the layout written by "
+            f"Extractor.save: config.json, metadata.json, model.weights.h5, mirzoo.json)"
+        )
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        entry = meta["entry"]
+        name = meta.get("name") or d.name
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ParameterError(f"'{meta_path}' is not a valid mirzoo.json: {exc}") from exc
+    validate_entry(name, entry)
+    if entry["weights"].get("kind") != "file":
+        raise ParameterError(
+            f"'{meta_path}': weights must be a file record ({{'kind': 'file', 'file': ..., 'sha256': ...}}) as "
+            f"written by Extractor.save, got {entry['weights']!r}"
+        )
+    weights = d / entry["weights"]["file"]
+    if not weights.is_file():
+        raise WeightsError(f"weight file '{weights}' named in '{meta_path}' is missing")
+    actual = file_sha256(weights)
+    if actual != entry["weights"]["sha256"]:
+        raise WeightsError(
+            f"weight file '{weights}' fails its sha256 check: expected {entry['weights']['sha256']} "
+            f"(from '{meta_path}'), got {actual}. The file is corrupt or was modified; save the model again."
+        )
+    meta["name"] = name
+    return meta
 
 
 def load_directory(directory: Union[str, os.PathLike]) -> Extractor:
@@ -26,32 +63,11 @@ def load_directory(directory: Union[str, os.PathLike]) -> Extractor:
     import mirzoo.frontend  # noqa: F401  (registers custom layers for deserialisation)
     import mirzoo.models  # noqa: F401
 
-    d = Path(directory)
-    meta_path = d / "mirzoo.json"
-    if not meta_path.exists():
-        raise ParameterError(
-            f"'{d}' is not a mirzoo model directory: it has no mirzoo.json (expected the layout written by "
-            f"Extractor.save: config.json, metadata.json, model.weights.h5, mirzoo.json)"
-        )
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        entry = meta["entry"]
-        name = meta.get("name", d.name)
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ParameterError(f"'{meta_path}' is not a valid mirzoo.json: {exc}") from exc
-    validate_entry(name, entry)
-    weights = d / entry["weights"]["file"]
-    if not weights.exists():
-        raise WeightsError(f"weight file '{weights}' named in '{meta_path}' is missing")
-    actual = file_sha256(weights)
-    if actual != entry["weights"]["sha256"]:
-        raise WeightsError(
-            f"weight file '{weights}' fails its sha256 check: expected {entry['weights']['sha256']} "
-            f"(from '{meta_path}'), got {actual}. The file is corrupt or was modified; save the model again."
-        )
-    model = keras.saving.load_model(str(d))
-    entry["name"] = name
-    return Extractor(model, entry, source=str(d))
+    meta = read_saved(directory)
+    model = keras.saving.load_model(str(directory))
+    entry = meta["entry"]
+    entry["name"] = meta["name"]
+    return Extractor(model, entry, source=str(directory))
 
 
 def load(model: Union[str, os.PathLike]) -> Extractor:

@@ -81,40 +81,20 @@ def _check_repo_id(repo_id: str) -> None:
 
 
 def _read_saved(directory: Path) -> dict[str, Any]:
-    """mirzoo.json of a saved model directory, after checking its files and weight sha256."""
-    from mirzoo.manifest import file_sha256, validate_entry
+    """mirzoo.json of a saved model directory (checked by :func:`mirzoo.loader.read_saved`),
+    which must also hold every file of the Keras layout."""
+    from mirzoo.loader import read_saved
 
-    meta_path = directory / META
-    if not meta_path.is_file():
-        raise ParameterError(
-            f"'{directory}' is not a saved mirzoo model: it has no {META} (expected the layout written by "
-            f"Extractor.save: {', '.join(MODEL_FILES)}, {META})"
-        )
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        entry = meta["entry"]
-        weights = entry["weights"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ParameterError(f"'{meta_path}' is not a valid {META}: {exc}") from exc
-    name = meta.get("name") or directory.name
-    validate_entry(name, entry)
+    meta = read_saved(directory)
+    weights = meta["entry"]["weights"]
     if weights.get("kind") != "file" or weights.get("file") != "model.weights.h5":
         raise ParameterError(
-            f"'{meta_path}': weights must be {{'kind': 'file', 'file': 'model.weights.h5', ...}} as written by "
-            f"Extractor.save, got {weights!r}"
+            f"'{directory / META}': weights must be {{'kind': 'file', 'file': 'model.weights.h5', ...}} as "
+            f"written by Extractor.save, got {weights!r}"
         )
     for f in MODEL_FILES:
         if not (directory / f).is_file():
             raise ParameterError(f"'{directory}' lacks '{f}': save the model again with Extractor.save")
-    actual = file_sha256(directory / weights["file"])
-    if actual != weights["sha256"]:
-        from mirzoo.errors import WeightsError
-
-        raise WeightsError(
-            f"weight file '{directory / weights['file']}' fails its sha256 check: expected {weights['sha256']} "
-            f"(from '{meta_path}'), got {actual}. The file is corrupt or was modified; save the model again."
-        )
-    meta["name"] = name
     return meta
 
 
