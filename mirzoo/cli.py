@@ -104,16 +104,6 @@ def _cmd_info(args) -> int:
     return 0
 
 
-def write_embeddings(path: Path, results: list, *, model: str, layer: str, pooled: Optional[str]) -> None:
-    """Write ``[(path, Embeddings or pooled vector), ...]`` to ``.npz`` or ``.parquet``, atomically.
-
-    See :mod:`mirzoo.batch` for the layouts.
-    """
-    from mirzoo.batch import write_results
-
-    write_results(path, results, model=model, layer=layer, pool=pooled)
-
-
 def _cmd_extract(args) -> int:
     from mirzoo.batch import OUTPUT_SUFFIXES, extract_files
 

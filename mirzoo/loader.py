@@ -114,6 +114,7 @@ def load(model: Union[str, os.PathLike]) -> Extractor:
         return hub.load_reference(model)
     entry = get_entry(model)
     key = (model, keras.backend.backend(), json.dumps(entry, sort_keys=True))
+    path = None
     if entry["weights"]["kind"] == "file":
         from mirzoo.registry import resolve_weight_file
 
@@ -122,5 +123,5 @@ def load(model: Union[str, os.PathLike]) -> Extractor:
         stat = path.stat()
         key += (str(path), stat.st_mtime_ns, stat.st_size)
     if key not in _CACHE:
-        _CACHE[key] = build_model(model, entry=entry)
+        _CACHE[key] = build_model(model, entry=entry, weight_path=path)
     return Extractor(_CACHE[key], entry, source="bundled")

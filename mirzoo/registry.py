@@ -100,7 +100,9 @@ def resolve_weight_file(entry: dict[str, Any]) -> Path:
     return path
 
 
-def build_model(name: str, *, entry: Optional[dict[str, Any]] = None, verify: bool = True) -> keras.Model:
+def build_model(
+    name: str, *, entry: Optional[dict[str, Any]] = None, verify: bool = True, weight_path: Optional[Path] = None
+) -> keras.Model:
     """Build the Keras model of zoo model ``name`` and set its weights.
 
     Seeded weights are generated from the manifest's seed and, with ``verify``,
@@ -126,7 +128,8 @@ def build_model(name: str, *, entry: Optional[dict[str, Any]] = None, verify: bo
                     f"'python -m mirzoo.manifest --refresh-seeded' if the change is intended."
                 )
     else:
-        path = resolve_weight_file(dict(entry, name=name))
+        # a caller that already resolved (and sha256-checked) the file passes it in
+        path = weight_path if weight_path is not None else resolve_weight_file(dict(entry, name=name))
         try:
             model.load_weights(str(path))
         except Exception as exc:  # never leave a half-loaded model running
