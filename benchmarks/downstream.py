@@ -15,8 +15,18 @@ Classes with fewer than ``--min-class`` clips are dropped.
 Methods, all in one run on the same clips and folds:
   * ``mfcc``: 20 MFCCs + deltas + delta-deltas, mean and std over time (the classic pipeline);
   * each zoo model at each embedding layer and with ``layer="all"``, mean+std pooled.
-Probe: ``StandardScaler`` + ``LogisticRegression`` (lbfgs, C=1), stratified k-fold CV with
-a fixed seed; the score is mean accuracy over folds.  Results go to
+
+Probe: ``StandardScaler`` + ``LogisticRegression`` (lbfgs).  Folds are stratified and
+*grouped by piece* (``StratifiedGroupKFold``), so excerpts of one piece never sit on both
+sides of a split -- otherwise the style task degenerates into recognising the piece.  The
+inverse regularisation ``C`` is chosen per outer fold by an inner grouped 3-fold CV over
+``--Cs`` on the training part only (``--Cs 1`` reproduces a fixed-C probe), for every
+method alike.  Scores: accuracy (the headline; mean over folds) and balanced accuracy
+(mean per-class recall, which is what separates methods on an unbalanced task such as
+mode).  A method's best layer is the one with the best mean accuracy over tasks.
+
+Features are cached under ``--cache`` keyed by model, weights sha256, layer and the clip
+list, so re-running after retraining one model only re-extracts that model.  Results go to
 ``benchmarks/results/downstream-<env>.{json,md}``.
 """
 
@@ -42,10 +52,11 @@ def env_name() -> str:
     return f"{sys.platform}-{platform.machine()}-{os.cpu_count()}cpu-py{sys.version_info.major}.{sys.version_info.minor}-{keras.backend.backend()}"
 
 
-def load_tasks(data: Path, min_class: int) -> tuple[list[str], dict[str, dict[int, str]]]:
+def load_tasks(data: Path, min_class: int) -> tuple[list[str], list[str], dict[str, dict[int, str]]]:
     with open(data / "metadata.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     paths = [str(data / r["path"]) for r in rows]
+    pieces = [r.get("piece_id") or r["path"] for r in rows]
     tasks: dict[str, dict[int, str]] = {"instrument": {}, "style": {}, "mode": {}}
     for i, r in enumerate(rows):
         tags = r["tags"].split(";")
@@ -63,7 +74,7 @@ def load_tasks(data: Path, min_class: int) -> tuple[list[str], dict[str, dict[in
         for v in labels.values():
             counts[v] = counts.get(v, 0) + 1
         tasks[name] = {i: v for i, v in labels.items() if counts[v] >= min_class}
-    return paths, tasks
+    return paths, pieces, tasks
 
 
 def mfcc_features(paths: list[str], sr: int = 16000) -> np.ndarray:
@@ -80,16 +91,70 @@ def mfcc_features(paths: list[str], sr: int = 16000) -> np.ndarray:
     return np.stack(feats).astype(np.float32)
 
 
-def probe(x: np.ndarray, y: list[str], folds: int, seed: int) -> tuple[float, float]:
+def probe(x: np.ndarray, y: list[str], groups: list[str], folds: int, seed: int, Cs: tuple) -> dict:
+    """Nested, piece-grouped CV of a standardised logistic regression; C picked on inner folds."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+    from sklearn.model_selection import StratifiedGroupKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, C=1.0))
-    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    scores = cross_val_score(clf, x, np.asarray(y), cv=cv)
-    return float(scores.mean()), float(scores.std())
+    y = np.asarray(y)
+    groups = np.asarray(groups)
+
+    def fit(xt, yt, C):
+        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=C))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return clf.fit(xt, yt)
+
+    acc, bal, chosen = [], [], []
+    outer = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for train, test in outer.split(x, y, groups):
+        C = Cs[0]
+        if len(Cs) > 1:
+            inner = StratifiedGroupKFold(n_splits=3, shuffle=True, random_state=seed)
+            inner_scores = np.zeros(len(Cs))
+            for itr, ite in inner.split(x[train], y[train], groups[train]):
+                for j, c in enumerate(Cs):
+                    model = fit(x[train][itr], y[train][itr], c)
+                    inner_scores[j] += accuracy_score(y[train][ite], model.predict(x[train][ite]))
+            C = Cs[int(np.argmax(inner_scores))]
+        pred = fit(x[train], y[train], C).predict(x[test])
+        acc.append(accuracy_score(y[test], pred))
+        bal.append(balanced_accuracy_score(y[test], pred))
+        chosen.append(C)
+    return {"accuracy": float(np.mean(acc)), "std": float(np.std(acc)),
+            "balanced_accuracy": float(np.mean(bal)), "C": chosen}
+
+
+def layer_features(m, paths: list[str], layers: list[str], chunk: int = 16) -> dict[str, np.ndarray]:
+    """Mean+std pooled features of several layers from one forward pass per file chunk.
+
+    Same numbers as ``m.extract(paths, layer=l, pool="mean+std")`` for each layer ``l``,
+    without running the network once per layer.
+    """
+    from mirzoo.extractor import pool_embeddings
+
+    out: dict[str, list] = {l: [] for l in layers}
+    for i in range(0, len(paths), chunk):
+        signals = [m._load_one(p, None)[0] for p in paths[i : i + chunk]]
+        for res in m._forward(signals, layers, 16, False):
+            for l in layers:
+                out[l].append(pool_embeddings(res[l].reshape(res[l].shape[0], -1).astype(np.float32), "mean+std"))
+    return {l: np.stack(v) for l, v in out.items()}
+
+
+def feature_cache_key(model, layer: str, paths: list[str]) -> str:
+    import hashlib
+
+    w = model.entry.get("weights", {})
+    h = hashlib.sha256()
+    h.update(json.dumps([model.name, w.get("sha256"), w.get("seed"), layer, "mean+std", paths]).encode())
+    return h.hexdigest()[:20]
 
 
 def main(argv=None) -> int:
@@ -101,23 +166,44 @@ def main(argv=None) -> int:
     parser.add_argument("--min-class", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models", nargs="*", default=None, help="zoo models (default: all)")
+    parser.add_argument("--Cs", type=float, nargs="+", default=[0.01, 0.1, 1.0],
+                        help="grid of the inverse regularisation C, chosen by inner CV (default 0.01 0.1 1)")
+    parser.add_argument("--cache", default=os.path.expanduser("~/.cache/mirzoo-bench/downstream"),
+                        help="feature cache folder")
     args = parser.parse_args(argv)
     data = Path(args.data)
-    paths, tasks = load_tasks(data, args.min_class)
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    paths, pieces, tasks = load_tasks(data, args.min_class)
     print(f"{len(paths)} clips from {data}; tasks: " + ", ".join(
         f"{k} ({len(v)} clips, {len(set(v.values()))} classes)" for k, v in tasks.items()))
 
+    import hashlib
+
     features: dict[str, np.ndarray] = {}
     t0 = time.time()
-    features["mfcc"] = mfcc_features(paths)
+    mfcc_file = cache / f"mfcc-{hashlib.sha256(json.dumps(paths).encode()).hexdigest()[:20]}.npy"
+    if mfcc_file.exists():
+        features["mfcc"] = np.load(mfcc_file)
+    else:
+        features["mfcc"] = mfcc_features(paths)
+        np.save(mfcc_file, features["mfcc"])
     timings = {"mfcc": time.time() - t0}
     for name in args.models or mirzoo.list_models():
         m = mirzoo.load(name)
-        layers = [l for l in m.layers if l != (m.head_output or "")] + ["all"]
+        layers = [l for l in m.layers if l not in m.heads]
         t0 = time.time()
+        files = {layer: cache / f"{name}-{layer}-{feature_cache_key(m, layer, paths)}.npy" for layer in layers}
+        if not all(f.exists() for f in files.values()):
+            for layer, x in layer_features(m, paths, layers).items():
+                tmp = files[layer].with_name(files[layer].name + ".tmp.npy")
+                np.save(tmp, x)
+                os.replace(tmp, files[layer])
         for layer in layers:
-            out = m.extract(paths, layer=layer, pool="mean+std")
-            features[f"{name}:{layer}"] = np.stack(out)
+            features[f"{name}:{layer}"] = np.load(files[layer])
+        # layer="all": every layer of all_layers; mean+std pooling is per dimension, so pooling the
+        # concatenation equals concatenating the pooled layers (up to a column order)
+        features[f"{name}:all"] = np.concatenate([features[f"{name}:{l}"] for l in m.all_layers], axis=1)
         timings[name] = time.time() - t0
         print(f"  extracted {name} ({len(layers)} layers) in {timings[name]:.0f} s", flush=True)
 
@@ -128,9 +214,10 @@ def main(argv=None) -> int:
         if len(set(y)) < 2:
             continue
         results[task] = {}
+        g = [pieces[i] for i in idx]
         for key, x in features.items():
-            mean, std = probe(x[idx], y, args.folds, args.seed)
-            results[task][key] = {"accuracy": mean, "std": std}
+            results[task][key] = probe(x[idx], y, g, args.folds, args.seed, tuple(args.Cs))
+        print(f"  probed {task}", flush=True)
 
     # summary per method: mfcc, and for each model its best single layer and 'all'
     methods = {"mfcc": ["mfcc"]}
@@ -144,7 +231,9 @@ def main(argv=None) -> int:
         row = {"method": method, "best_layer": best.split(":", 1)[-1]}
         for t in results:
             row[t] = results[t][best]["accuracy"]
+            row[f"{t}_balanced"] = results[t][best]["balanced_accuracy"]
         row["mean"] = float(np.mean([row[t] for t in results]))
+        row["mean_balanced"] = float(np.mean([row[f"{t}_balanced"] for t in results]))
         if any(k.endswith(":all") for k in keys):
             row["all_mean"] = float(np.mean([results[t][f"{method}:all"]["accuracy"] for t in results]))
         summary.append(row)
@@ -154,22 +243,27 @@ def main(argv=None) -> int:
     env = env_name()
     pretrained = {n: mirzoo.model_info(n)["pretrained"] for n in methods if n != "mfcc"}
     payload = {
-        "env": env, "data": str(data), "folds": args.folds, "seed": args.seed,
+        "env": env, "data": str(data), "clips": len(paths), "pieces": len(set(pieces)),
+        "folds": args.folds, "seed": args.seed, "Cs": args.Cs, "cv": "StratifiedGroupKFold by piece, C by inner 3-fold",
         "tasks": {t: {"clips": len(v), "classes": sorted(set(v.values()))} for t, v in tasks.items()},
         "pretrained": pretrained, "summary": summary, "results": results, "extract_seconds": timings,
     }
     (out / f"downstream-{env}.json").write_text(json.dumps(payload, indent=2))
-    lines = ["| method | weights | best layer | " + " | ".join(results) + " | mean | mean (layer=all) |",
-             "|---" * (5 + len(results)) + "|"]
+    lines = ["| method | weights | best layer | " + " | ".join(results) + " | mean | mean (layer=all) | mean balanced |",
+             "|---" * (6 + len(results)) + "|"]
     for row in summary:
         w = "-" if row["method"] == "mfcc" else ("pretrained" if pretrained[row["method"]] else "untrained/random")
         cells = " | ".join(f"{100 * row[t]:.1f}" for t in results)
         all_mean = f"{100 * row['all_mean']:.1f}" if "all_mean" in row else "-"
-        lines.append(f"| {row['method']} | {w} | {row['best_layer']} | {cells} | {100 * row['mean']:.1f} | {all_mean} |")
+        lines.append(f"| {row['method']} | {w} | {row['best_layer']} | {cells} | {100 * row['mean']:.1f} | "
+                     f"{all_mean} | {100 * row['mean_balanced']:.1f} |")
     table = "\n".join(lines)
+    task_text = "; ".join(f"{t}: {len(v)} clips, {len(set(v.values()))} classes" for t, v in tasks.items())
     (out / f"downstream-{env}.md").write_text(
-        f"Linear-probe accuracy (%), {args.folds}-fold stratified CV, on {data.name} (TimGM6mb renders of "
-        f"test-split pieces).\n\n{table}\n")
+        f"Linear-probe accuracy (%) on {data.name}: {len(paths)} TimGM6mb renders of {len(set(pieces))} "
+        f"test-split pieces ({task_text}).\n{args.folds}-fold stratified CV grouped by piece; C chosen from "
+        f"{args.Cs} by inner grouped 3-fold CV; *mean balanced* is the mean over tasks of balanced accuracy.\n\n"
+        f"{table}\n")
     print(table)
     return 0
 

@@ -81,9 +81,10 @@ def _cmd_info(args) -> int:
         print(f"  windows       frame-level, processed in {info['patch_seconds']} s chunks")
     print("  layers        " + ", ".join(f"{k} [{v}]" for k, v in info["layers"].items()) + "  (default: " + info["default_layer"] + ")")
     print(f"  layer='all'   {' + '.join(info['all_layers'])}")
-    if info.get("head"):
-        labels = info["head"]["labels"]
-        print(f"  labels        {len(labels)}: {', '.join(labels[:12])}{' ...' if len(labels) > 12 else ''}")
+    for i, head in enumerate(([info["head"]] if info.get("head") else []) + list(info.get("aux_heads") or [])):
+        labels = head["labels"]
+        print(f"  {'labels' if i == 0 else 'labels (' + head['output'] + ')':<14}{len(labels)}: "
+              f"{', '.join(labels[:12])}{' ...' if len(labels) > 12 else ''}")
     w = info["weights"]
     state = "pretrained" if info["pretrained"] else "NOT pretrained"
     if w["kind"] == "seeded":
@@ -179,10 +180,11 @@ def _cmd_tag(args) -> int:
     from mirzoo.loader import load
 
     model = load(args.model)
+    model._head(args.head)  # a model without heads, or an unknown head, is a usage error before any file
     status = 0
     for p in _expand_inputs(args.inputs):
         try:
-            tags = model.tag(p, top_k=args.top_k, threshold=args.threshold)
+            tags = model.tag(p, top_k=args.top_k, threshold=args.threshold, head=args.head)
         except (MirzooError, OSError) as exc:
             print(f"FAILED {p}: {exc}", file=sys.stderr)
             status = 1
@@ -269,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="audio files or folders")
     p.add_argument("-k", "--top-k", type=int, default=5, help="number of tags (default 5)")
     p.add_argument("--threshold", type=float, default=None, help="only tags with probability >= this")
+    p.add_argument("--head", default=None, help="which output head to read (default: the model's primary head; "
+                   "e.g. 'tags' for dense-frame, whose primary head is 'pitch_classes')")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     p.set_defaults(func=_cmd_tag)
 

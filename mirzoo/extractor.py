@@ -127,6 +127,8 @@ class Extractor:
         head = entry.get("head") or None
         self.labels = list(head["labels"]) if head else None
         self.head_output = head["output"] if head else None
+        #: every output head, primary first: ``{output name: labels}``
+        self.heads = {h["output"]: list(h["labels"]) for h in ([head] if head else []) + list(entry.get("aux_heads") or [])}
         self._frontend = model.get_layer("frontend")
         self.hop_length = int(self._frontend.hop_length)
         if self.output_kind == "clip":
@@ -354,22 +356,33 @@ class Extractor:
         *,
         pool: Optional[str] = "mean",
         batch_size: int = 16,
+        head: Optional[str] = None,
     ):
         """Head output (e.g. tag probabilities) per patch/frame, or pooled over time.
 
         Returns ``[n_labels]`` (``pool="mean"`` or ``"max"``), ``[T, n_labels]``
-        (``pool=None``), or a list of these for list input.
+        (``pool=None``), or a list of these for list input.  ``head`` picks one of
+        :attr:`heads` (default: the primary head, ``head_output``); its labels are
+        ``heads[head]``.
         """
-        if self.head_output is None:
-            raise ParameterError(
-                f"model {self.name!r} has no output head (it is a feature extractor): use extract() instead"
-            )
+        output = self._head(head)
         if pool not in (None, "mean", "max"):
             raise ParameterError(f"pool={pool!r} must be 'mean', 'max' or None for predict()")
-        out = self.extract(audio, sr, layer=self.head_output, batch_size=batch_size)
+        out = self.extract(audio, sr, layer=output, batch_size=batch_size)
         outs = out if isinstance(out, list) else [out]
         values = [o.embeddings if pool is None else o.pooled(pool) for o in outs]
         return values if isinstance(out, list) else values[0]
+
+    def _head(self, head: Optional[str]) -> str:
+        if not self.heads:
+            raise ParameterError(
+                f"model {self.name!r} has no output head (it is a feature extractor): use extract() instead"
+            )
+        if head is None:
+            return self.head_output
+        if head not in self.heads:
+            raise ParameterError(f"head={head!r} is not one of model {self.name!r}'s heads {list(self.heads)}")
+        return head
 
     def tag(
         self,
@@ -379,23 +392,29 @@ class Extractor:
         top_k: Optional[int] = 5,
         threshold: Optional[float] = None,
         batch_size: int = 16,
+        head: Optional[str] = None,
     ):
         """Labels with probabilities, most probable first: ``[(label, prob), ...]``.
 
-        Probabilities are the head's outputs averaged over the input's patches.
-        ``top_k`` keeps the best k (``None`` keeps all); ``threshold`` keeps those
-        at or above it.  A list input gives a list of such lists.
+        Probabilities are the head's outputs averaged over the input's patches
+        (frames, for frame-level models).  ``top_k`` keeps the best k (``None`` keeps
+        all); ``threshold`` keeps those at or above it.  ``head`` picks one of
+        :attr:`heads` (default: the primary head; e.g. ``dense-frame`` has
+        ``pitch_classes`` first and ``tags`` second).  A list input gives a list of such
+        lists.
         """
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
             raise ParameterError(f"top_k={top_k!r} must be a positive integer or None")
         if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
             raise ParameterError(f"threshold={threshold!r} must lie in [0, 1]")
-        probs = self.predict(audio, sr, pool="mean", batch_size=batch_size)
+        output = self._head(head)
+        labels = self.heads[output]
+        probs = self.predict(audio, sr, pool="mean", batch_size=batch_size, head=output)
         many = isinstance(probs, list)
         results = []
         for p in probs if many else [probs]:
             order = np.argsort(-p, kind="stable")
-            pairs = [(self.labels[i], float(p[i])) for i in order]
+            pairs = [(labels[i], float(p[i])) for i in order]
             if threshold is not None:
                 pairs = [(t, v) for t, v in pairs if v >= threshold]
             if top_k is not None:

@@ -102,13 +102,19 @@ def validate_entry(name: str, entry: dict[str, Any]) -> None:
     else:
         raise ManifestError(f"manifest entry {name!r}: weights.kind={kind!r} must be 'seeded' or 'file'")
     head = entry.get("head")
-    if head is not None:
-        if head.get("output") not in entry["layers"]:
-            raise ManifestError(f"manifest entry {name!r}: head output {head.get('output')!r} is not in its layers")
-        if len(head.get("labels", [])) != entry["layers"][head["output"]]:
+    aux = entry.get("aux_heads") or []
+    if aux and head is None:
+        raise ManifestError(f"manifest entry {name!r}: 'aux_heads' needs a primary 'head'")
+    if not isinstance(aux, list):
+        raise ManifestError(f"manifest entry {name!r}: 'aux_heads' must be a list of head records")
+    for h in ([head] if head is not None else []) + aux:
+        if not isinstance(h, dict) or h.get("output") not in entry["layers"]:
+            out = h.get("output") if isinstance(h, dict) else h
+            raise ManifestError(f"manifest entry {name!r}: head output {out!r} is not in its layers")
+        if len(h.get("labels", [])) != entry["layers"][h["output"]]:
             raise ManifestError(
-                f"manifest entry {name!r}: {len(head.get('labels', []))} head labels for a "
-                f"{entry['layers'][head['output']]}-dim head"
+                f"manifest entry {name!r}: {len(h.get('labels', []))} labels for the "
+                f"{entry['layers'][h['output']]}-dim head {h['output']!r}"
             )
 
 

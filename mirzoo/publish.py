@@ -133,23 +133,44 @@ def _datasets(training: Any) -> list[str]:
 
 
 def _metrics_section(metrics: Any, pretrained: bool) -> str:
+    """A table of the manifest's metrics.
+
+    A metric is a number, a ``{"value": ..., <how>: ...}`` record, or (as written by
+    ``training/train.py``) a group such as ``{"test_fluidr3": {"roc_auc_macro": 0.9,
+    "n_clips": 138}}``: each number in a group gets a row, its ``n_*`` counts say what it
+    was measured on, and a top-level ``"how"`` string becomes a note under the table.
+    """
     if not metrics:
         if not pretrained:
             return "None: the weights are untrained (seeded), so there is nothing to measure.\n"
         return "No metrics were recorded for this model.\n"
     if not isinstance(metrics, dict):
         return f"{metrics}\n"
+
+    def fmt(v):
+        return f"{v:.4g}" if isinstance(v, float) else v
+
     rows = ["| metric | value | how it was measured |", "|---|---|---|"]
+    note = metrics.get("how") if isinstance(metrics.get("how"), str) else None
     for key, value in metrics.items():
-        if isinstance(value, dict):
-            shown = value.get("value", "")
+        if key == "how" and note is not None:
+            continue
+        if isinstance(value, dict) and "value" not in value:
+            count_keys = {k for k in value if k.startswith("n_") or "_n_" in k}
+            counts = "; ".join(f"{k}: {value[k]}" for k in value if k in count_keys)
+            for k, v in value.items():
+                if k in count_keys:
+                    continue
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    rows.append(f"| {key}: {k} | {fmt(v)} | {counts} |".replace("\n", " "))
+                elif isinstance(v, (str, list)):
+                    rows.append(f"| {key}: {k} | {v} | |".replace("\n", " "))
+        elif isinstance(value, dict):
             how = "; ".join(f"{k}: {v}" for k, v in value.items() if k != "value")
+            rows.append(f"| {key} | {fmt(value.get('value', ''))} | {how} |".replace("\n", " "))
         else:
-            shown, how = value, ""
-        if isinstance(shown, float):
-            shown = f"{shown:.4g}"
-        rows.append(f"| {key} | {shown} | {how} |".replace("\n", " "))
-    return "\n".join(rows) + "\n"
+            rows.append(f"| {key} | {fmt(value)} | |".replace("\n", " "))
+    return "\n".join(rows) + "\n" + (f"\n{note}\n" if note else "")
 
 
 def model_card(name: str, entry: dict[str, Any], repo_id: str) -> str:
@@ -212,6 +233,10 @@ def model_card(name: str, entry: dict[str, Any], repo_id: str) -> str:
     ]
     if labels:
         body += [f"Tag vocabulary ({len(labels)}): " + ", ".join(f"`{t}`" for t in labels) + ".", ""]
+    aux_heads = [h for h in entry.get("aux_heads") or [] if isinstance(h, dict)]
+    for h in aux_heads:
+        body += [f"Second head `{h.get('output')}` ({len(h.get('labels', []))} labels, read with "
+                 f"`m.tag(audio, head=\"{h.get('output')}\")`): " + ", ".join(f"`{t}`" for t in h.get("labels", [])) + ".", ""]
     body += [
         "## How to use",
         "",
@@ -243,6 +268,17 @@ def model_card(name: str, entry: dict[str, Any], repo_id: str) -> str:
         body.append("None: the weights come from a fixed random seed, not from training.")
     if notes:
         body += ["", str(notes)]
+    if isinstance(training, dict) and (training.get("train_minutes") or training.get("hardware")):
+        line = "Training took"
+        if training.get("train_minutes"):
+            line += f" {training['train_minutes']} min"
+        if training.get("hardware"):
+            line += f" on {training['hardware']}"
+        if training.get("best_epoch") is not None:
+            line += f" (best epoch {training['best_epoch']} on the validation split)"
+        body += ["", line + "."]
+    if isinstance(training, dict) and training.get("command"):
+        body += ["", "Reproduce with:", "", "```bash", str(training["command"]), "```"]
     body += ["", "## Metrics", "", _metrics_section(entry.get("metrics"), pretrained)]
 
     if not pretrained:

@@ -84,6 +84,22 @@ def test_tag_command(capsys):
         assert "instrument:piano" in tags
 
 
+def test_tag_command_head_choice(capsys):
+    # dense-frame's primary head is its pitch classes; --head picks another head, a wrong one is a usage error
+    assert main(["tag", "dense-frame", mirzoo.example_audio(), "--top-k", "12", "--json"]) == 0
+    labels = {t["tag"] for t in json.loads(capsys.readouterr().out.strip())["tags"]}
+    assert labels == {"C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"}
+    assert main(["tag", "dense-frame", mirzoo.example_audio(), "--head", "chords"]) == 2
+    assert "head='chords' is not one of model 'dense-frame'" in capsys.readouterr().err
+    assert main(["tag", "random-cnn", mirzoo.example_audio()]) == 2
+    assert "has no output head" in capsys.readouterr().err
+    heads = mirzoo.load("dense-frame").heads
+    if "tags" in heads:
+        assert main(["tag", "dense-frame", mirzoo.example_audio(), "--head", "tags", "--json"]) == 0
+        tags = [t["tag"] for t in json.loads(capsys.readouterr().out.strip())["tags"]]
+        assert len(tags) == 5 and set(tags) <= set(heads["tags"])
+
+
 def test_console_script_help_and_exit_codes():
     run = subprocess.run([sys.executable, "-m", "mirzoo", "--help"], capture_output=True, text=True)
     assert run.returncode == 0 and "extract" in run.stdout and "examples:" in run.stdout

@@ -218,6 +218,23 @@ def test_manifest_validation_errors(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(
+    "aux,message",
+    [
+        ([{"output": "chords", "labels": ["C"]}], "head output 'chords' is not in its layers"),
+        ([{"output": "pitch_classes", "labels": ["C"]}], "1 labels for the 12-dim head 'pitch_classes'"),
+        ({"output": "pitch_classes"}, "'aux_heads' must be a list"),
+    ],
+)
+def test_manifest_rejects_bad_aux_heads(aux, message, tmp_path, monkeypatch):
+    data = json.loads(PACKAGE_MANIFEST.read_text())
+    data["models"]["dense-frame"]["aux_heads"] = aux
+    write_json_atomic(tmp_path / "m.json", data)
+    monkeypatch.setenv("MIRZOO_MANIFEST", str(tmp_path / "m.json"))
+    with pytest.raises(mirzoo.ManifestError, match=message):
+        mirzoo.list_models()
+
+
+@pytest.mark.parametrize(
     "frontend",
     [
         {"kind": "stft", "sample_rate": SR, "hop_length": 320, "n_fft": 1024, "fmax": 4000.0},

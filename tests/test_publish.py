@@ -136,6 +136,25 @@ def test_card_of_a_finetuned_directory(finetuned, tmp_path):
     assert front_matter(unusual)["license"] == "other" and front_matter(unusual)["license_name"] == "Custom"
 
 
+def test_card_of_a_shipped_training_record():
+    """Training time, hardware and command, grouped split metrics and a second head all reach the card."""
+    entry = json.loads(json.dumps(mirzoo.model_info("dense-frame")))
+    entry["training"].update(train_minutes=12.5, hardware="x86_64, 2 CPU cores, no GPU", best_epoch=3,
+                             command="python -m training.train --model dense-frame --ship")
+    entry["metrics"] = {"test_fluidr3": {"frame_f1": 0.87, "n_frames": 1000, "tags_roc_auc_macro": 0.8,
+                                         "tags_n_clips": 10},
+                        "how": "frame-level pitch-class activity"}
+    entry["layers"]["tags"] = 2
+    entry["aux_heads"] = [{"output": "tags", "labels": ["instrument:piano", "style:folk"], "activation": "sigmoid"}]
+    card = publish.model_card("dense-frame", entry, "o/dense-frame")
+    assert "Training took 12.5 min on x86_64, 2 CPU cores, no GPU (best epoch 3 on the validation split)." in card
+    assert "python -m training.train --model dense-frame --ship\n```" in card
+    assert "| test_fluidr3: frame_f1 | 0.87 | n_frames: 1000; tags_n_clips: 10 |" in card
+    assert "| test_fluidr3: tags_roc_auc_macro | 0.8 |" in card and "| test_fluidr3: n_frames" not in card
+    assert "\nframe-level pitch-class activity\n" in card
+    assert 'Second head `tags` (2 labels, read with `m.tag(audio, head="tags")`): `instrument:piano`' in card
+
+
 def test_published_folder_loads_back_identically(folder, original):
     import keras
 

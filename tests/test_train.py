@@ -26,11 +26,11 @@ def tiny_corpus(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("model", ["cnn-tagging", "dense-frame"])
-def test_train_evaluate_ship_and_load(model, tiny_corpus, tmp_path, monkeypatch):
+@pytest.mark.parametrize("model,tag_weight", [("cnn-tagging", 0.0), ("dense-frame", 0.0), ("dense-frame", 0.5)])
+def test_train_evaluate_ship_and_load(model, tag_weight, tiny_corpus, tmp_path, monkeypatch):
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"seed": 0, "steps_per_epoch": 2, "epochs": 2, "batch_size": 4,
-                                  "min_tag_count": 1, "train_seconds": 2.0}))
+                                  "min_tag_count": 1, "train_seconds": 2.0, "tag_weight": tag_weight}))
     manifest = tmp_path / "manifest.json"
     shutil.copy(PACKAGE_MANIFEST, manifest)
     weights = tmp_path / "weights"
@@ -48,6 +48,14 @@ def test_train_evaluate_ship_and_load(model, tiny_corpus, tmp_path, monkeypatch)
     if model == "cnn-tagging":
         assert entry["head"]["labels"] == report["vocabulary"]
         assert entry["layers"]["tags"] == len(report["vocabulary"])
+    elif tag_weight:
+        # multi-task dense-frame: pitch classes stay the primary head, tags are an extra head
+        assert entry["head"]["output"] == "pitch_classes" and len(entry["head"]["labels"]) == 12
+        assert entry["aux_heads"] == [{"output": "tags", "labels": report["tag_vocabulary"], "activation": "sigmoid"}]
+        assert entry["layers"]["tags"] == len(report["tag_vocabulary"]) == entry["config"]["n_tags"]
+        assert {"frame_f1", "tags_roc_auc_macro"} <= set(report["history"][0])
+    else:
+        assert "aux_heads" not in entry and "tags" not in entry["layers"] and "n_tags" not in entry["config"]
     # the shipped weights load through the normal path, verified by sha256
     monkeypatch.setenv("MIRZOO_MANIFEST", str(manifest))
     monkeypatch.setenv("MIRZOO_WEIGHTS_DIR", str(weights))
@@ -55,6 +63,15 @@ def test_train_evaluate_ship_and_load(model, tiny_corpus, tmp_path, monkeypatch)
     assert m.pretrained
     probs = m.predict(mirzoo.example_audio())
     assert probs.shape == (len(m.labels),) and np.all((probs >= 0) & (probs <= 1))
+    if tag_weight:
+        assert list(m.heads) == ["pitch_classes", "tags"]
+        tags = m.tag(mirzoo.example_audio(), head="tags", top_k=None)
+        assert [t for t, _ in tags] != [] and {t for t, _ in tags} == set(report["tag_vocabulary"])
+        frames = m.predict(mirzoo.example_audio(), head="tags", pool=None)
+        assert frames.shape[1] == len(report["tag_vocabulary"])
+        np.testing.assert_allclose(frames.mean(axis=0), [p for _, p in sorted(tags, key=lambda tp: report["tag_vocabulary"].index(tp[0]))], rtol=1e-5)
+        with pytest.raises(mirzoo.ParameterError, match="head='chords' is not one of"):
+            m.tag(mirzoo.example_audio(), head="chords")
     # shipping the same run again without training writes a consistent record
     assert tt.main(argv[:4] + ["--corpus", str(tiny_corpus), "--ship", "--from-run", str(run), "--manifest",
                                str(manifest), "--weights-dir", str(weights)]) == 0

@@ -10,7 +10,9 @@ so the front-end runs inside the model exactly as at inference time.
 
 * Tagging models (``cnn-tagging``, ``crnn-tagging``): random ``patch_seconds`` crops of
   training clips with their clip tags; binary cross-entropy; Adam.
-* ``dense-frame``: random crops with their frame-level pitch-class targets ("deep chroma").
+* ``dense-frame``: random crops with their frame-level pitch-class targets ("deep chroma");
+  with ``tag_weight > 0`` in the config also a frame-wise tag head trained on the clip tags
+  (multi-task), so that the embedding carries timbre and style next to pitch content.
 
 Augmentation on the waveform (seeded): random gain, additive noise at a random SNR, and
 (for tagging) random polarity.  The corpus itself already varies tempo, transposition,
@@ -23,6 +25,7 @@ manifest (both copies) with sha256, size, vocabulary, training record and metric
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import logging
@@ -133,7 +136,13 @@ class PatchSampler:
             else:
                 t = self.frame_targets[c][start // self.hop : start // self.hop + frames]
                 y[i, : t.shape[0]] = t
-        return x, (np.stack(y) if self.frame_targets is None else y)
+        if self.frame_targets is None:
+            return x, np.stack(y)
+        if self.labels is None:
+            return x, y
+        # frame model with a tag head: clip tags hold for every frame of the crop
+        tags = np.repeat(self.labels[clips][:, None, :], frames, axis=1)
+        return x, {"pitch_classes": y, "tags": tags}
 
 
 # -- evaluation ---------------------------------------------------------------------------------
@@ -191,14 +200,80 @@ def frame_metrics(targets: list[np.ndarray], preds: list[np.ndarray], threshold:
 
 
 def predict_frames(model, audio, offsets, batch_seconds_samples: int) -> list[np.ndarray]:
+    """Frame-wise outputs per clip: an array, or a dict of arrays for a multi-head model."""
     out = []
     for c in range(len(offsets) - 1):
         y = np.asarray(audio[offsets[c] : offsets[c + 1]], dtype=np.float32)[None] / 32768.0
-        out.append(np.asarray(model.predict_on_batch(y))[0])
+        pred = model.predict_on_batch(y)
+        out.append({k: np.asarray(v)[0] for k, v in pred.items()} if isinstance(pred, dict) else np.asarray(pred)[0])
     return out
 
 
+def frame_model_metrics(model, aud, targets, length, tag_labels=None, vocab_tags=None) -> dict:
+    """Pitch-class metrics of a frame model and, with a tag head, clip-level tag metrics
+    (frame probabilities averaged over each clip)."""
+    preds = predict_frames(model, *aud, length)
+    if not isinstance(preds[0], dict):
+        return frame_metrics(targets, preds)
+    metric = frame_metrics(targets, [p["pitch_classes"] for p in preds])
+    if tag_labels is not None:
+        probs = np.stack([p["tags"].mean(axis=0) for p in preds])
+        tm = tag_metrics(tag_labels, probs, vocab_tags)
+        metric.update({f"tags_{k}": v for k, v in tm.items()})
+    return metric
+
+
 # -- main ---------------------------------------------------------------------------------------
+
+
+def scaled_train_data(args, cfg, sc, data_mode, corpus, cache, train_rows, train_audio, sr, length, hop, frame_model,
+                      head, vocab, vocab_tags, sampler, rng, batch, seed):
+    """The training stream of a distributed or sharded run: ``(tf.data.Dataset or None, global batch)``.
+
+    ``batch`` (config ``batch_size``) is per replica; the global batch is ``batch * replicas``.
+    ``None``: keep the train_on_batch loop over the in-memory sampler (``--data memory`` without a
+    MirroredStrategy: jax's DataParallel splits each global batch over the devices itself)."""
+    import tensorflow as tf
+
+    global_batch = batch * sc.replicas
+    log.info("distribution: %s; data: %s; global batch %d = %d per replica x %d", sc.describe(), data_mode,
+             global_batch, batch, sc.replicas)
+    aug = cfg.get("augment", {})
+    if data_mode == "shards":
+        from training import shards as tsh
+
+        folder = Path(getattr(args, "shards", None) or cfg.get("shards") or cache / "shards-train")
+        if (folder / tsh.INDEX).exists():
+            tsh.check_index(tsh.read_index(folder), folder, clip_ids=[r["clip_id"] for r in train_rows], sr=sr)
+        else:
+            log.info("writing the training split as shards into %s", folder)
+            tsh.write_shards(folder, train_rows, *train_audio, sr, corpus=corpus)
+        ds = tsh.read_shards(
+            folder, length=length, hop=hop, batch_size=global_batch, kind="frames" if frame_model else "tags",
+            vocab=vocab_tags if frame_model else vocab, frame_head=head, seed=seed, augment=aug,
+            shuffle_buffer=int(cfg.get("shuffle_buffer", 1024)), clip_buffer=int(cfg.get("clip_buffer", 64)),
+            crop_rate=float(cfg.get("crop_rate", 1.0)))
+        return ds, global_batch
+    if sc.kind != "mirrored":
+        return None, global_batch
+
+    # in-memory crops for the MirroredStrategy: the sampler as a generator (seeded, not bit-identical
+    # to the plain loop because the input pipeline may read ahead)
+    def batches():
+        while True:
+            x, y = sampler.batch(global_batch)
+            yield augment(x, rng, aug), y
+
+    frames = 1 + length // hop
+    if not frame_model:
+        y_spec = tf.TensorSpec((None, len(vocab)), tf.float32)
+    elif vocab_tags:
+        y_spec = {head: tf.TensorSpec((None, frames, 12), tf.float32),
+                  "tags": tf.TensorSpec((None, frames, len(vocab_tags)), tf.float32)}
+    else:
+        y_spec = tf.TensorSpec((None, frames, 12), tf.float32)
+    spec = (tf.TensorSpec((None, length), tf.float32), y_spec)
+    return tf.data.Dataset.from_generator(batches, output_signature=spec), global_batch
 
 
 def train(args) -> dict:
@@ -218,6 +293,17 @@ def train(args) -> dict:
     entry = get_entry(args.model)
     sr = entry["sample_rate"]
     frame_model = entry["output"] == "frame"
+    # training at scale (training/scale.py, training/shards.py); without these options the
+    # single-device train_on_batch loop below runs exactly as before
+    distribute = getattr(args, "distribute", None) or cfg.get("distribute", "none")
+    data_mode = getattr(args, "data", None) or cfg.get("data", "memory")
+    if data_mode not in ("memory", "shards"):
+        raise SystemExit(f"--data {data_mode!r} must be 'memory' or 'shards'")
+    scaled = distribute != "none" or data_mode != "memory"
+    if scaled:
+        from training import scale as ts
+
+        sc = ts.setup(distribute)
 
     rows = {s: read_metadata(corpus, s) for s in ("train", "valid", "test")}
     if not rows["train"]:
@@ -231,6 +317,7 @@ def train(args) -> dict:
     log.info("audio cache ready in %.0f s", time.time() - t0)
 
     config = json.loads(json.dumps(entry["config"]))
+    vocab_tags, labels = None, {}
     if frame_model:
         vocab = entry["head"]["labels"]
         head = entry["head"]["output"]
@@ -238,7 +325,16 @@ def train(args) -> dict:
         hop = config["frontend"]["hop_length"]
         length -= length % hop
         targets = {s: load_chroma(corpus, rows[s]) for s in rows if rows[s]}
-        sampler = PatchSampler(*audio["train"], None, length, hop, rng, frame_targets=targets["train"])
+        tag_weight = float(cfg.get("tag_weight", 0.0))
+        if tag_weight > 0:
+            # multi-task: a frame-wise tag head next to the pitch classes (clip tags on every frame)
+            vocab_tags = choose_vocabulary(rows["train"], cfg.get("min_tag_count", 20), cfg.get("exclude_tag_groups", []))
+            config["n_tags"] = len(vocab_tags)
+            labels = {s: multi_hot(rows[s], vocab_tags) for s in rows if rows[s]}
+            log.info("tag head (%d tags, loss weight %.2f): %s", len(vocab_tags), tag_weight, vocab_tags)
+        else:
+            config.pop("n_tags", None)
+        sampler = PatchSampler(*audio["train"], labels.get("train"), length, hop, rng, frame_targets=targets["train"])
     else:
         vocab = choose_vocabulary(rows["train"], cfg.get("min_tag_count", 20), cfg.get("exclude_tag_groups", []))
         config["n_tags"] = len(vocab)
@@ -249,13 +345,32 @@ def train(args) -> dict:
         sampler = PatchSampler(*audio["train"], labels["train"], length, hop, rng)
     log.info("vocabulary (%d): %s", len(vocab), vocab)
 
-    full = get_family(entry["family"])(config, name=args.model.replace("-", "_"))
-    apply_seeded_weights(full, entry["weights"].get("seed", seed), entry["weights"].get("init", "he_uniform"))
-    model = keras.Model(full.input, full.output[head], name=f"{full.name}_train")
-    model.compile(
-        optimizer=keras.optimizers.Adam(cfg.get("learning_rate", 1e-3)),
-        loss="binary_crossentropy",
-    )
+    # under a MirroredStrategy the model and its optimizer are built in the strategy's scope
+    with sc.scope() if scaled else contextlib.nullcontext():
+        full = get_family(entry["family"])(config, name=args.model.replace("-", "_"))
+        apply_seeded_weights(full, entry["weights"].get("seed", seed), entry["weights"].get("init", "he_uniform"))
+        if vocab_tags:
+            outputs = {head: full.output[head], "tags": full.output["tags"]}
+            model = keras.Model(full.input, outputs, name=f"{full.name}_train")
+            model.compile(
+                optimizer=keras.optimizers.Adam(cfg.get("learning_rate", 1e-3)),
+                loss={head: "binary_crossentropy", "tags": "binary_crossentropy"},
+                loss_weights={head: 1.0, "tags": tag_weight},
+            )
+        else:
+            outputs = full.output[head]
+            model = keras.Model(full.input, outputs, name=f"{full.name}_train")
+            model.compile(
+                optimizer=keras.optimizers.Adam(cfg.get("learning_rate", 1e-3)),
+                loss="binary_crossentropy",
+            )
+    evaluator = model
+    if scaled:
+        sc.check(model)
+        if sc.kind == "mirrored":
+            # predict_on_batch under the strategy runs every replica on the whole batch: evaluate
+            # with a model built outside the scope on the same (mirrored) variables
+            evaluator = keras.Model(full.input, outputs, name=f"{full.name}_eval")
     ckpt = Path(args.out or cfg.get("out", f"runs/{args.model}"))
     ckpt.mkdir(parents=True, exist_ok=True)
     best, best_epoch, history, patience = -np.inf, -1, [], cfg.get("patience", 4)
@@ -263,20 +378,31 @@ def train(args) -> dict:
     batch = int(cfg.get("batch_size", 32))
     steps = int(cfg.get("steps_per_epoch", 200))
     aug = cfg.get("augment", {})
+    train_ds = None
+    if scaled:
+        train_ds, batch = scaled_train_data(args, cfg, sc, data_mode, corpus, cache, rows["train"], audio["train"], sr,
+                                            length, hop, frame_model, head, vocab, vocab_tags, sampler, rng, batch, seed)
     start = time.time()
     for epoch in range(int(cfg.get("epochs", 30))):
         te = time.time()
         losses = []
-        for _ in range(steps):
-            x, y = sampler.batch(batch)
-            x = augment(x, rng, aug)
-            losses.append(float(model.train_on_batch(x, y)))
-        if frame_model:
-            preds = predict_frames(model, *audio["valid"], length)
-            metric = frame_metrics(targets["valid"], preds)
-            score = metric["frame_f1"]
+        if train_ds is not None:
+            # one epoch of model.fit on the tf.data stream (distributed over the replicas)
+            fit = model.fit(train_ds, steps_per_epoch=steps, epochs=1, verbose=0)
+            losses.append(float(fit.history["loss"][-1]))
         else:
-            probs = predict_clips(model, *audio["valid"], length, hop)
+            for _ in range(steps):
+                x, y = sampler.batch(batch)
+                x = augment(x, rng, aug)
+                loss = model.train_on_batch(x, y)
+                losses.append(float(loss[0] if isinstance(loss, (list, tuple)) else loss))
+        if frame_model:
+            metric = frame_model_metrics(evaluator, audio["valid"], targets["valid"], length, labels.get("valid"), vocab_tags)
+            metric.pop("tags_roc_auc_per_tag", None)
+            # with a tag head, both tasks count: mean of pitch-class F1 and tag ROC-AUC
+            score = metric["frame_f1"] if not vocab_tags else (metric["frame_f1"] + metric["tags_roc_auc_macro"]) / 2
+        else:
+            probs = predict_clips(evaluator, *audio["valid"], length, hop)
             metric = tag_metrics(labels["valid"], probs, vocab)
             metric.pop("roc_auc_per_tag")
             score = metric["roc_auc_macro"]
@@ -305,15 +431,17 @@ def train(args) -> dict:
         if not srows:
             continue
         if frame_model:
-            metrics[key] = frame_metrics(load_chroma(root, srows), predict_frames(model, *aud, length))
+            metrics[key] = frame_model_metrics(evaluator, aud, load_chroma(root, srows), length,
+                                               multi_hot(srows, vocab_tags) if vocab_tags else None, vocab_tags)
         else:
-            m = tag_metrics(multi_hot(srows, vocab), predict_clips(model, *aud, length, hop), vocab)
+            m = tag_metrics(multi_hot(srows, vocab), predict_clips(evaluator, *aud, length, hop), vocab)
             metrics[key] = m
-        log.info("%s: %s", key, {k: v for k, v in metrics[key].items() if k != "roc_auc_per_tag"})
+        log.info("%s: %s", key, {k: v for k, v in metrics[key].items() if not k.endswith("roc_auc_per_tag")})
 
     report = {
         "model": args.model,
         "vocabulary": vocab,
+        "tag_vocabulary": vocab_tags,
         "best_epoch": best_epoch,
         "best_valid": best,
         "history": history,
@@ -321,10 +449,24 @@ def train(args) -> dict:
         "train_minutes": train_minutes,
         "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
     }
+    if scaled:
+        report.update({"distribute": sc.kind, "backend": sc.backend, "replicas": sc.replicas, "devices": sc.devices,
+                       "data": data_mode, "per_replica_batch": batch // sc.replicas, "global_batch": batch})
+        ts.release(sc)
     (ckpt / "report.json").write_text(json.dumps(report, indent=2))
     if args.ship:
         ship(args, entry, config, full, vocab, report, cfg, corpus, rows)
     return report
+
+
+def scale_flags(args, report) -> str:
+    """The distribution/data options of a run for its recorded command ('' for the default path)."""
+    flags = ""
+    if report.get("distribute", "none") != "none":
+        flags += f" --distribute {report['distribute']}"
+    if report.get("data", "memory") != "memory":
+        flags += f" --data {report['data']}"
+    return flags
 
 
 def ship(args, entry, config, full, vocab, report, cfg, corpus, rows) -> None:
@@ -347,13 +489,21 @@ def ship(args, entry, config, full, vocab, report, cfg, corpus, rows) -> None:
     if e.get("head"):
         e["head"]["labels"] = list(vocab)
         e["layers"][e["head"]["output"]] = len(vocab)
+    tag_vocab = report.get("tag_vocabulary")
+    if entry["output"] == "frame":
+        if tag_vocab:
+            e["aux_heads"] = [{"output": "tags", "labels": list(tag_vocab), "activation": "sigmoid"}]
+            e["layers"]["tags"] = len(tag_vocab)
+        else:
+            e.pop("aux_heads", None)
+            e["layers"].pop("tags", None)
     e["weights"] = {"kind": "file", "file": target.name, "sha256": file_sha256(target), "size": size}
     e["pretrained"] = True
     hours = {s: round(sum(float(r["duration"]) for r in rows[s]) / 3600, 2) for s in rows}
     e["training"] = {
         "data": f"mirzoo public corpus: music21 scores rendered with FluidSynth + FluidR3_GM (seed {cfg.get('corpus_seed', 0)}); "
         f"hours per split {hours}; generalisation split rendered with TimGM6mb",
-        "command": f"python -m training.train --model {args.model} --config {args.config} --ship",
+        "command": f"python -m training.train --model {args.model} --config {args.config}{scale_flags(args, report)} --ship",
         "config": cfg,
         "best_epoch": report["best_epoch"],
         "train_minutes": round(report["train_minutes"], 1),
@@ -361,12 +511,13 @@ def ship(args, entry, config, full, vocab, report, cfg, corpus, rows) -> None:
         "notes": "Trained from the seeded initialisation; best epoch chosen on the validation split.",
     }
     e["metrics"] = {
-        k: {kk: vv for kk, vv in v.items() if kk != "roc_auc_per_tag"} for k, v in report["metrics"].items()
+        k: {kk: vv for kk, vv in v.items() if not kk.endswith("roc_auc_per_tag")} for k, v in report["metrics"].items()
     }
     e["metrics"]["how"] = (
         "clip-level: mean of patch probabilities over each clip; macro ROC-AUC / PR-AUC over tags present "
         "and absent in the split" if entry["output"] == "clip" else
         "frame-level pitch-class activity thresholded at 0.5 (F1) and cosine similarity per active frame"
+        + ("; tags_*: clip-level tag metrics of the frame-wise tag head averaged over each clip" if tag_vocab else "")
     )
     for path in targets:
         write_json_atomic(path, data)
@@ -387,6 +538,10 @@ def ship_run(args) -> None:
     config = json.loads(json.dumps(entry["config"]))
     if entry["output"] == "clip":
         config["n_tags"] = len(report["vocabulary"])
+    elif report.get("tag_vocabulary"):
+        config["n_tags"] = len(report["tag_vocabulary"])
+    else:
+        config.pop("n_tags", None)
     full = get_family(entry["family"])(config, name=args.model.replace("-", "_"))
     full.load_weights(run / "best.weights.h5")
     corpus = Path(args.corpus or cfg.get("corpus", "corpus"))
@@ -409,8 +564,23 @@ def main(argv=None) -> int:
     parser.add_argument("--weights-dir", help="where --ship writes the weight file (default: mirzoo/weights)")
     parser.add_argument("--from-run", help="with --ship: ship the best checkpoint and report of this run folder "
                         "instead of training")
+    parser.add_argument("--distribute", choices=["none", "auto", "mirrored", "data-parallel"],
+                        help="data-parallel training over the local devices: 'mirrored' (tf.distribute.MirroredStrategy, "
+                        "tensorflow backend), 'data-parallel' (keras.distribution.DataParallel, jax backend), 'auto' "
+                        "(the one of the backend when there are several devices); default: config 'distribute' or none")
+    parser.add_argument("--data", choices=["memory", "shards"],
+                        help="'memory': random crops of the int16 audio cache (default); 'shards': a tf.data stream "
+                        "of TFRecord shards (training/shards.py), written first when --shards holds none")
+    parser.add_argument("--shards", help="shard folder for --data shards (default: config 'shards' or "
+                        "<cache>/<corpus name>/shards-train)")
+    parser.add_argument("--cpu-devices", type=int, help="split the host CPU into N logical devices before the "
+                        "backend starts (runs the distributed path without accelerators; for tests)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    if args.cpu_devices:
+        from training.scale import split_host_cpu
+
+        split_host_cpu(args.cpu_devices)
     if args.from_run:
         ship_run(args)
     else:

@@ -11,7 +11,10 @@ Input: waveforms of any length; every output has one vector per frame
 (``frames = 1 + samples // hop_length``).
 
 Named outputs: ``dense1`` .. ``denseN`` (hidden layers), ``embedding`` (the last
-hidden layer) and ``pitch_classes`` (12 sigmoid activities per frame).
+hidden layer) and ``pitch_classes`` (12 sigmoid activities per frame).  With
+``n_tags > 0`` a second head, ``tags``, gives frame-wise tag probabilities: the shipped
+model is trained on both (pitch classes from the score, clip tags broadcast to the clip's
+frames), so its embedding carries timbre and style as well as pitch content.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ def build_dense_frame(config: dict, name: str = "dense_frame") -> keras.Model:
 
     Config keys: ``frontend``, ``context`` (k, frames on each side), ``units``
     (list of int, one per hidden layer), ``n_outputs`` (int), ``output_name`` (str),
-    ``dropout``.
+    ``dropout``, and optionally ``n_tags`` (int; adds the frame-wise ``tags`` head).
     """
     frontend = build_frontend(config["frontend"])
     waveform = keras.Input(shape=(None,), name="waveform")
@@ -49,4 +52,6 @@ def build_dense_frame(config: dict, name: str = "dense_frame") -> keras.Model:
     head = keras.layers.Dense(config["n_outputs"], activation="sigmoid", name=head_name)(h)
     outputs.update(embedding=embedding)
     outputs[head_name] = head
+    if int(config.get("n_tags", 0)) > 0:
+        outputs["tags"] = keras.layers.Dense(int(config["n_tags"]), activation="sigmoid", name="tags")(h)
     return keras.Model(waveform, outputs, name=name)
