@@ -20,6 +20,12 @@ orchestration, reverb and noise.  Validation after each epoch; early stopping on
 validation metric (macro ROC-AUC for tags, frame F1 for pitch classes); the best weights are
 checkpointed and restored.  ``--ship`` writes the weights into ``mirzoo/weights/`` and the
 manifest (both copies) with sha256, size, vocabulary, training record and metrics.
+
+``--distribute {mirrored,data-parallel,auto}`` trains data-parallel over the local devices
+(``tf.distribute.MirroredStrategy`` on tensorflow, ``keras.distribution.DataParallel`` on jax) and
+``--data shards`` streams the training split from TFRecord shards with ``tf.data``
+(``training/scale.py``, ``training/shards.py``; "Training at scale" in ``training/README.md``).
+Without them the single-device loop above runs unchanged.
 """
 
 from __future__ import annotations
@@ -235,6 +241,10 @@ def scaled_train_data(args, cfg, sc, data_mode, corpus, cache, train_rows, train
     MirroredStrategy: jax's DataParallel splits each global batch over the devices itself)."""
     import tensorflow as tf
 
+    if sc.backend != "tensorflow":
+        # tf.data only feeds the pipeline here: keep tensorflow off the accelerators jax uses
+        with contextlib.suppress(RuntimeError):
+            tf.config.set_visible_devices([], "GPU")
     global_batch = batch * sc.replicas
     log.info("distribution: %s; data: %s; global batch %d = %d per replica x %d", sc.describe(), data_mode,
              global_batch, batch, sc.replicas)
@@ -388,7 +398,7 @@ def train(args) -> dict:
         losses = []
         if train_ds is not None:
             # one epoch of model.fit on the tf.data stream (distributed over the replicas)
-            fit = model.fit(train_ds, steps_per_epoch=steps, epochs=1, verbose=0)
+            fit = model.fit(train_ds, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
             losses.append(float(fit.history["loss"][-1]))
         else:
             for _ in range(steps):
