@@ -65,8 +65,23 @@ def test_pairs_multilabel_and_unfreeze():
     clf = mirzoo.load("random-cnn-musical").fine_tune(data, sr=SR, epochs=30, unfreeze=1, unfreeze_epochs=1, seed=1)
     assert clf.entry["head"]["multilabel"] and clf.entry["head"]["activation"] == "sigmoid"
     assert "unfreeze" in clf.history
+    # a handful of clips per class: no validation fold by default (all 18 clips train the head)
+    assert "on 18 clips (0 for validation)" in clf.entry["training"]["data"]
     scores = clf.evaluate(data, sr=SR)
     assert scores["roc_auc_macro"] > 0.8
+
+
+def test_unfreeze_trains_the_top_backbone_block_not_the_base_head():
+    # the pretrained tagger's own "tags" layer does not feed the new classifier: unfreeze=1 is block5
+    base = mirzoo.load("cnn-tagging")
+    data = [(_clip("low", i, 3.0), "low") for i in range(4)] + [(_clip("high", 20 + i, 3.0), "high") for i in range(4)]
+    clf = base.fine_tune(data, sr=SR, epochs=1, validation=0.0, unfreeze=1, unfreeze_epochs=1, seed=0)
+    assert clf.history["unfreeze"]["blocks"] == ["block5", "classes"]
+    before = base.keras_model.get_layer("block5_body_conv").get_weights()[0]
+    after = clf.keras_model.get_layer("block5_body_conv").get_weights()[0]
+    assert not np.array_equal(before, after)
+    assert np.array_equal(base.keras_model.get_layer("block4_body_conv").get_weights()[0],
+                          clf.keras_model.get_layer("block4_body_conv").get_weights()[0])
 
 
 def test_tf_data_input():
