@@ -20,6 +20,7 @@ from mirzoo.errors import (
     ManifestError,
     MirzooError,
     ParameterError,
+    MissingDependencyError,
     PublishError,
     UnknownLayerError,
     UnknownModelError,
@@ -45,6 +46,7 @@ __all__ = [
     "WeightsError",
     "ManifestError",
     "PublishError",
+    "MissingDependencyError",
 ]
 
 

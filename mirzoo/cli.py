@@ -24,6 +24,8 @@ EPILOG = """examples:
   mirzoo extract random-cnn song.wav other.flac -o emb.npz
   mirzoo extract cnn-tagging music/ -o emb.parquet --pool mean+std
   mirzoo extract cnn-tagging music/ -o emb.parquet --pool mean+std --resume   # skip files done
+  mirzoo extract cnn-tagging music/ -o emb/ --pool mean+std --engine ray      # Ray Data, local
+  mirzoo extract cnn-tagging s3://bucket/music/ -o s3://bucket/emb/ --engine ray --address auto
   mirzoo tag cnn-tagging song.wav --top-k 5
   mirzoo export crnn-tagging --format onnx -o crnn.onnx     # waveform in, embeddings/tags out
   mirzoo publish my-finetuned/ --repo owner/my-model          # dry run
@@ -105,9 +107,82 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _extract_ray(args) -> int:
+    """``mirzoo extract --engine ray``: Ray Data actors; a .parquet file or a folder of parts."""
+    out = args.output
+    usage = None
+    if Path(out).suffix.lower() == ".npz":
+        usage = f"output '{out}' must be a .parquet file or a folder with --engine ray (NPZ: --engine local)"
+    elif args.resume:
+        usage = "--resume works with --engine local only"
+    elif args.workers is not None:
+        usage = "--workers sets decoder processes of --engine local; with --engine ray use --concurrency"
+    elif args.batch_size < 1:
+        usage = f"--batch-size={args.batch_size} must be a positive integer"
+    elif args.concurrency is not None and args.concurrency < 1:
+        usage = f"--concurrency={args.concurrency} must be a positive integer"
+    elif args.num_gpus < 0:
+        usage = f"--num-gpus={args.num_gpus} must be 0 or more"
+    if usage:
+        print(f"mirzoo extract: error: {usage}", file=sys.stderr)
+        return 2
+    inputs = list(args.inputs)
+    if args.files_from:
+        if args.files_from == "-":
+            lines = sys.stdin.read().splitlines()
+        else:
+            try:
+                lines = Path(args.files_from).read_text(encoding="utf-8").splitlines()
+            except OSError as exc:
+                print(f"mirzoo extract: error: cannot read the file list '{args.files_from}': {exc}", file=sys.stderr)
+                return 2
+        inputs += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+    import mirzoo.distributed as md
+
+    ray = md._ray()
+    started = not ray.is_initialized()
+    try:
+        md.init(args.address, progress=not args.quiet)
+        ds = md.read_audio(inputs)
+        emb = md.extract(ds, args.model, layer=args.layer, pool=args.pool, batch_size=args.batch_size,
+                         concurrency=args.concurrency, num_gpus=args.num_gpus)
+        report = md.write_parquet(emb, out, overwrite=True)
+    except KeyboardInterrupt:
+        print("\nmirzoo extract: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    finally:
+        if started and ray.is_initialized():
+            ray.shutdown()
+    return _report_extract(args, report, out)
+
+
+def _report_extract(args, report, out) -> int:
+    for failure in report.failed:
+        print(f"FAILED {failure.path}: {failure.reason}", file=sys.stderr)
+    if not args.quiet:
+        parts = [f"wrote {report.written} file(s) to {out}"]
+        if report.skipped:
+            parts.append(f"{report.skipped} already there")
+        if report.failed:
+            parts.append(f"{len(report.failed)} failed")
+        print("; ".join(parts) + f" ({report.seconds:.1f} s)")
+    if report.exit_code == 2:
+        print("mirzoo extract: error: every input failed; nothing written", file=sys.stderr)
+    return report.exit_code
+
+
 def _cmd_extract(args) -> int:
     from mirzoo.batch import OUTPUT_SUFFIXES, extract_files
 
+    if not args.inputs and not args.files_from:
+        print("mirzoo extract: error: no inputs: give files, folders or --files-from LIST", file=sys.stderr)
+        return 2
+    if args.engine == "ray":
+        return _extract_ray(args)
+    if args.address is not None or args.concurrency is not None or args.num_gpus:
+        print("mirzoo extract: error: --address, --concurrency and --num-gpus need --engine ray", file=sys.stderr)
+        return 2
     out = Path(args.output)
     if out.suffix.lower() not in OUTPUT_SUFFIXES:
         print(f"mirzoo extract: error: output '{out}' must end in .npz or .parquet", file=sys.stderr)
@@ -117,9 +192,6 @@ def _cmd_extract(args) -> int:
         return 2
     if args.workers is not None and args.workers < 0:
         print(f"mirzoo extract: error: --workers={args.workers} must be 0 or more", file=sys.stderr)
-        return 2
-    if not args.inputs and not args.files_from:
-        print("mirzoo extract: error: no inputs: give files, folders or --files-from LIST", file=sys.stderr)
         return 2
 
     def on_failure(failure) -> None:
@@ -145,18 +217,7 @@ def _cmd_extract(args) -> int:
         print("\nmirzoo extract: interrupted; finished files are kept: rerun with --resume to go on",
               file=sys.stderr)
         return 130
-    for failure in report.failed:
-        print(f"FAILED {failure.path}: {failure.reason}", file=sys.stderr)
-    if not args.quiet:
-        parts = [f"wrote {report.written} file(s) to {out}"]
-        if report.skipped:
-            parts.append(f"{report.skipped} already there")
-        if report.failed:
-            parts.append(f"{len(report.failed)} failed")
-        print("; ".join(parts) + f" ({report.seconds:.1f} s)")
-    if report.exit_code == 2:
-        print("mirzoo extract: error: every input failed; nothing written", file=sys.stderr)
-    return report.exit_code
+    return _report_extract(args, report, out)
 
 
 def _cmd_export(args) -> int:
@@ -227,11 +288,17 @@ def build_parser() -> argparse.ArgumentParser:
         "decoded in worker processes while the model runs, and patches are batched across files. Files "
         "that cannot be read are reported and skipped; the others are written. The output is written to a "
         "temporary file and renamed, so it is never half-written; --resume skips files already in it. "
-        "Exit code 1 if some files failed, 2 if none could be done.",
+        "Exit code 1 if some files failed, 2 if none could be done. "
+        "With --engine ray (pip install \"mirzoo[distributed]\") Ray Data actors run the model, on a local "
+        "Ray instance or the cluster at --address; inputs may be URIs (s3://, gs://, ...); the output is a "
+        ".parquet file in the same layout, or else a folder of Parquet parts written by the workers that "
+        "also holds a row per failed file (columns path, timestamp, embedding, duration, error, model, "
+        "layer, pool).",
     )
     p.add_argument("model", help="model name, 'hf://owner/repo@rev', or a saved model directory")
     p.add_argument("inputs", nargs="*", help="audio files or folders")
-    p.add_argument("-o", "--output", required=True, help="output file: .npz or .parquet")
+    p.add_argument("-o", "--output", required=True,
+                   help="output file: .npz or .parquet (--engine ray: .parquet, or a folder of Parquet parts)")
     p.add_argument("--files-from", metavar="LIST", default=None,
                    help="read more inputs from LIST, one path per line ('-' for standard input)")
     p.add_argument("--layer", default=None, help="layer name, or 'all' (default: the model's embedding layer)")
@@ -243,6 +310,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "0 decodes in the main process)")
     p.add_argument("--resume", action="store_true",
                    help="skip files already in the output (or left by an interrupted run) and merge")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: this process and decoder processes (default); ray: Ray Data actors")
+    p.add_argument("--address", default=None,
+                   help="--engine ray: join this Ray cluster ('auto', 'ray://host:10001'; default: start a "
+                   "local instance, or $RAY_ADDRESS)")
+    p.add_argument("--concurrency", type=int, default=None,
+                   help="--engine ray: model actors (default: one per CPU, or per GPU with --num-gpus)")
+    p.add_argument("--num-gpus", type=float, default=0,
+                   help="--engine ray: GPUs per actor (default 0; 0.5 puts two actors on a GPU)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=_cmd_extract)
 

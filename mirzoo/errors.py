@@ -18,6 +18,7 @@ __all__ = [
     "WeightsError",
     "ManifestError",
     "PublishError",
+    "MissingDependencyError",
 ]
 
 
@@ -62,3 +63,7 @@ class ManifestError(MirzooError):
 
 class PublishError(MirzooError):
     """Building or uploading a hub repository failed."""
+
+
+class MissingDependencyError(MirzooError, ImportError):
+    """An optional dependency of mirzoo is not installed; the message names the install command."""
