@@ -80,3 +80,36 @@ def test_train_evaluate_ship_and_load(model, tag_weight, tiny_corpus, tmp_path, 
 
     assert again["sha256"] == file_sha256(weights / again["file"])
     assert tt.multi_hot([{"tags": "a;b"}, {"tags": "c"}], ["a", "c"]).tolist() == [[1, 0], [0, 1]]
+
+
+def test_extra_corpora_add_train_and_valid_clips_and_refuse_held_out_soundfonts(tiny_corpus, tmp_path):
+    sr = 16000
+    rows = {s: tt.read_metadata(tiny_corpus, s) for s in ("train", "valid", "test")}
+    audio = {s: tt.audio_cache(tiny_corpus, rows[s], tmp_path / "cache" / "c", s, sr) for s in rows if rows[s]}
+    before = {s: (len(rows[s]), audio[s][1][-1]) for s in audio}
+    other = tmp_path / "other"
+    shutil.copytree(tiny_corpus, other)
+    hours = tt.add_extra_corpora(rows, audio, [other], tmp_path / "cache", sr)
+    for s in ("train", "valid"):
+        if s not in before:
+            continue
+        n, samples = before[s]
+        assert len(rows[s]) == 2 * n and audio[s][1][-1] == 2 * samples and len(audio[s][1]) == 2 * n + 1
+        assert audio[s][0].shape[0] == audio[s][1][-1]
+        # the second copy of each clip sits at its offset, sample for sample
+        k = n  # first clip of the extra corpus
+        first = np.asarray(audio[s][0][audio[s][1][k] : audio[s][1][k + 1]])
+        np.testing.assert_array_equal(first, np.asarray(audio[s][0][audio[s][1][0] : audio[s][1][1]]))
+        assert rows[s][k]["_root"] == str(other)
+    assert rows["test"] == tt.read_metadata(tiny_corpus, "test")  # the test split is the main corpus's only
+    assert set(hours) <= {"other/train", "other/valid"} and hours
+    # chroma targets of extra rows are read from their own folder
+    assert len(tt.load_chroma(tiny_corpus, rows["train"])) == len(rows["train"])
+
+    meta = (other / "metadata.csv").read_text().replace(",FluidR3,", ",TimGM6mb,")
+    assert ",TimGM6mb," in meta
+    (other / "metadata.csv").write_text(meta)
+    fresh = {s: tt.read_metadata(tiny_corpus, s) for s in ("train", "valid")}
+    fresh_audio = {s: tt.audio_cache(tiny_corpus, fresh[s], tmp_path / "cache" / "c", s, sr) for s in fresh if fresh[s]}
+    with pytest.raises(SystemExit, match="held-out soundfonts never go into training"):
+        tt.add_extra_corpora(fresh, fresh_audio, [other], tmp_path / "cache", sr)

@@ -99,7 +99,41 @@ def multi_hot(rows: list[dict], vocab: list[str]) -> np.ndarray:
 
 
 def load_chroma(corpus: Path, rows: list[dict]) -> list[np.ndarray]:
-    return [np.load(corpus / r["targets"])["chroma"].astype(np.float32) for r in rows]
+    # rows of an extra corpus carry their own folder in "_root"
+    return [np.load(Path(r.get("_root") or corpus) / r["targets"])["chroma"].astype(np.float32) for r in rows]
+
+
+#: soundfonts kept out of training for generalisation tests (matched in the ``soundfont`` column)
+HELD_OUT_SOUNDFONTS = ("timgm6mb", "freepats")
+
+
+def add_extra_corpora(rows: dict, audio: dict, extra: list, cache_root: Path, sr: int) -> dict:
+    """Append the train and valid clips of further corpora (e.g. the same scores rendered with
+    another soundfont) to ``rows``/``audio``; returns hours per corpus and split.
+
+    Test splits of extra corpora are never used; a corpus rendered with a held-out
+    soundfont (TimGM6mb, freepats) is refused.
+    """
+    hours = {}
+    for folder in map(Path, extra):
+        for split in ("train", "valid"):
+            extra_rows = read_metadata(folder, split)
+            if not extra_rows:
+                continue
+            fonts = {r.get("soundfont", "").lower() for r in extra_rows}
+            bad = [f for f in fonts if any(h in f for h in HELD_OUT_SOUNDFONTS)]
+            if bad:
+                raise SystemExit(f"{folder} was rendered with {bad}: held-out soundfonts never go into training")
+            for r in extra_rows:
+                r["_root"] = str(folder)
+            a2, o2 = audio_cache(folder, extra_rows, cache_root / folder.name, split, sr)
+            a1, o1 = audio[split]
+            audio[split] = (np.concatenate([np.asarray(a1), np.asarray(a2)]), np.concatenate([o1, o2[1:] + o1[-1]]))
+            rows[split] = rows[split] + extra_rows
+            hours[f"{folder.name}/{split}"] = round(sum(float(r["duration"]) for r in extra_rows) / 3600, 2)
+            log.info("added %d %s clips (%.2f h) from %s (%s)", len(extra_rows), split,
+                     hours[f"{folder.name}/{split}"], folder, ", ".join(sorted(fonts)))
+    return hours
 
 
 def augment(x: np.ndarray, rng: np.random.Generator, cfg: dict) -> np.ndarray:
@@ -324,6 +358,8 @@ def train(args) -> dict:
         rows["valid"] = rows["train"]
     t0 = time.time()
     audio = {s: audio_cache(corpus, rows[s], cache, s, sr) for s in rows if rows[s]}
+    # more renders of the training pieces (other soundfonts); the test split stays the main corpus's
+    extra_hours = add_extra_corpora(rows, audio, cfg.get("extra_corpora", []), cache.parent, sr)
     log.info("audio cache ready in %.0f s", time.time() - t0)
 
     config = json.loads(json.dumps(entry["config"]))
@@ -452,6 +488,7 @@ def train(args) -> dict:
         "model": args.model,
         "vocabulary": vocab,
         "tag_vocabulary": vocab_tags,
+        "extra_corpora_hours": extra_hours,
         "best_epoch": best_epoch,
         "best_valid": best,
         "history": history,
@@ -509,10 +546,15 @@ def ship(args, entry, config, full, vocab, report, cfg, corpus, rows) -> None:
             e["layers"].pop("tags", None)
     e["weights"] = {"kind": "file", "file": target.name, "sha256": file_sha256(target), "size": size}
     e["pretrained"] = True
-    hours = {s: round(sum(float(r["duration"]) for r in rows[s]) / 3600, 2) for s in rows}
+    hours = {s: round(sum(float(r["duration"]) for r in rows[s] if not r.get("_root")) / 3600, 2) for s in rows}
+    extra = report.get("extra_corpora_hours") or {}
+    extra_text = ""
+    if extra:
+        fonts = sorted({r.get("soundfont", "?") for s in rows for r in rows[s] if r.get("_root")})
+        extra_text = f"; plus the same scores rendered with {', '.join(fonts)} (hours {extra})"
     e["training"] = {
         "data": f"mirzoo public corpus: music21 scores rendered with FluidSynth + FluidR3_GM (seed {cfg.get('corpus_seed', 0)}); "
-        f"hours per split {hours}; generalisation split rendered with TimGM6mb",
+        f"hours per split {hours}{extra_text}; generalisation split rendered with TimGM6mb",
         "command": f"python -m training.train --model {args.model} --config {args.config}{scale_flags(args, report)} --ship",
         "config": cfg,
         "best_epoch": report["best_epoch"],
@@ -556,6 +598,9 @@ def ship_run(args) -> None:
     full.load_weights(run / "best.weights.h5")
     corpus = Path(args.corpus or cfg.get("corpus", "corpus"))
     rows = {s: read_metadata(corpus, s) for s in ("train", "valid", "test")}
+    for folder in cfg.get("extra_corpora", []):  # only for the training record (no audio needed)
+        for split in ("train", "valid"):
+            rows[split] += [dict(r, _root=str(folder)) for r in read_metadata(Path(folder), split)]
     ship(args, entry, config, full, report["vocabulary"], report, cfg, corpus, rows)
 
 
