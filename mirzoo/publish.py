@@ -156,8 +156,8 @@ def _metrics_section(metrics: Any, pretrained: bool) -> str:
         if key == "how" and note is not None:
             continue
         if isinstance(value, dict) and "value" not in value:
-            count_keys = {k for k in value if k.startswith("n_") or "_n_" in k}
-            counts = "; ".join(f"{k}: {value[k]}" for k in value if k in count_keys)
+            count_keys = {k for k in value if k.startswith("n_") or "_n_" in k or k == "weights_sha256"}
+            counts = "; ".join(f"{k}: {value[k]}" for k in value if k in count_keys and k != "weights_sha256")
             for k, v in value.items():
                 if k in count_keys:
                     continue
@@ -231,8 +231,10 @@ def model_card(name: str, entry: dict[str, Any], repo_id: str) -> str:
         layer_rows,
         "",
     ]
+    frame = entry.get("output") == "frame"
     if labels:
-        body += [f"Tag vocabulary ({len(labels)}): " + ", ".join(f"`{t}`" for t in labels) + ".", ""]
+        what = f"Labels of the frame-wise head `{head.get('output')}`" if frame else "Tag vocabulary"
+        body += [f"{what} ({len(labels)}): " + ", ".join(f"`{t}`" for t in labels) + ".", ""]
     aux_heads = [h for h in entry.get("aux_heads") or [] if isinstance(h, dict)]
     for h in aux_heads:
         body += [f"Second head `{h.get('output')}` ({len(h.get('labels', []))} labels, read with "
@@ -285,6 +287,13 @@ def model_card(name: str, entry: dict[str, Any], repo_id: str) -> str:
         use = (
             "Random-weight features: a baseline that a trained model has to beat, and a cheap, deterministic "
             "model for testing pipelines. Not a feature extractor to rely on for results."
+        )
+    elif labels and frame:
+        heads = [head.get("output")] + [h.get("output") for h in entry.get("aux_heads") or [] if isinstance(h, dict)]
+        use = (
+            "Frame-level analysis of music audio (one output every hop): " + " and ".join(f"`{h}`" for h in heads)
+            + " per frame, and frame embeddings from the layers above for downstream tasks (chord recognition, "
+            "transcription front-ends, pooled clip features)."
         )
     elif labels:
         use = (

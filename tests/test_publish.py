@@ -262,3 +262,17 @@ def test_push_errors(folder, online, tmp_path, monkeypatch, capsys):
     assert publish.main([str(folder), "--repo", "o/m", "--out", str(out), "--push"]) == 2
     assert "offline mode is on" in capsys.readouterr().err and not out.exists()
     assert online.calls == []
+
+
+def test_committed_model_cards_follow_the_manifest():
+    """docs/model-cards/ holds each model's card as mirzoo publish would write it (tools/model_cards.py)."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("model_cards", root / "tools" / "model_cards.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    for name, text in tool.cards().items():
+        path = root / "docs" / "model-cards" / f"{name}.md"
+        assert path.exists(), f"no card for {name}: run python tools/model_cards.py"
+        assert path.read_text(encoding="utf-8") == text, f"{path} is out of date: run python tools/model_cards.py"
