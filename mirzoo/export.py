@@ -137,7 +137,8 @@ def export_description(extractor, layers: Sequence[str], samples: int, fmt: str)
         "patch_seconds": extractor.entry.get("patch_seconds"),
         "patch_hop_seconds": extractor.entry.get("patch_hop_seconds"),
         "hop_length": extractor.hop_length,
-        "labels": {extractor.head_output: extractor.labels} if extractor.labels else {},
+        # labels of every head among the exported outputs (e.g. dense-frame's pitch classes and tags)
+        "labels": {head: labels for head, labels in extractor.heads.items() if head in out_shapes},
         "license": extractor.entry.get("license"),
     }
 

@@ -197,3 +197,12 @@ def test_cli_export(tmp_path, capsys):
     assert main(["export", "random-cnn-musical", "--format", "tflite", "-o", str(tmp_path / "m.tflite"),
                  "--layers", "timbral", "-q"]) == 0
     assert read_tflite_metadata(tmp_path / "m.tflite")["outputs"] == {"timbral": [None, 192]}
+
+
+def test_description_labels_every_exported_head():
+    from mirzoo.export import export_description
+
+    m = mirzoo.load("dense-frame")
+    info = export_description(m, ["embedding", *m.heads], 16000, "onnx")
+    assert info["labels"] == m.heads and len(info["labels"]["pitch_classes"]) == 12
+    assert export_description(m, ["embedding"], 16000, "onnx")["labels"] == {}
