@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -51,6 +50,8 @@ if str(REPO) not in sys.path:
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+
+from benchmarks.throughput import environment  # noqa: E402,F401  (one environment record for all benchmarks)
 
 FILE_SR = 44100
 METHODS = ("loop", "engine-w0", "engine-auto", "engine-w2")
@@ -89,41 +90,27 @@ def make_folder(clips: int, seconds: float) -> Path:
     return folder
 
 
-def environment(backend: str) -> dict:
-    import keras
+def warm_up(model, path: str, pool, batch_size: int) -> None:
+    """Build the model and trace every batch shape the extraction methods use."""
+    for size in (1, 2, 4, 8, 16):
+        if size <= batch_size:
+            model.extract([np.zeros(model.sample_rate, np.float32)] * size, sr=model.sample_rate, batch_size=size)
+    model.extract(path, pool=pool, batch_size=batch_size)
 
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    env = {
-        "os": platform.system().lower(),
-        "arch": platform.machine(),
-        "cpu_model": cpu,
-        "cores": cores,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "keras": keras.__version__,
-        "backend": backend,
-    }
-    try:
-        import tensorflow as tf
 
-        env["tensorflow"] = tf.__version__
-    except Exception:
-        env["tensorflow"] = None
-    import mirzoo
-
-    env["mirzoo"] = mirzoo.__version__
-    return env
+def interleaved_runs(methods: list, repeats: int, run, report) -> dict:
+    """``run(method)`` for every method and repeat, the order reversed every other repeat so drift
+    in machine load hits all methods alike; each result records the load average before it and is
+    passed to ``report(repeat, method, result)``.  Returns ``{method: [result, ...]}``."""
+    runs: dict = {m: [] for m in methods}
+    for r in range(repeats):
+        for method in methods if r % 2 == 0 else list(reversed(methods)):
+            load_before = _load()
+            result = run(method)
+            result["loadavg_before"] = load_before
+            runs[method].append(result)
+            report(r, method, result)
+    return runs
 
 
 def _load() -> list:
@@ -181,11 +168,7 @@ def main(argv=None) -> int:
     print(f"{len(paths)} files of {args.seconds:g} s under {folder}; model {model.name}; "
           f"auto workers = {_default_workers(len(paths))}")
 
-    # warm-up: build, and trace every batch shape both methods use
-    for size in (1, 2, 4, 8, 16):
-        if size <= args.batch_size:
-            model.extract([np.zeros(model.sample_rate, np.float32)] * size, sr=model.sample_rate, batch_size=size)
-    model.extract(paths[0], pool=args.pool, batch_size=args.batch_size)
+    warm_up(model, paths[0], args.pool, args.batch_size)
 
     start = time.perf_counter()
     for p in paths:
@@ -193,17 +176,14 @@ def main(argv=None) -> int:
     decode_seconds = time.perf_counter() - start
     print(f"decode only (1 process): {decode_seconds:.1f} s = {60 * len(paths) / decode_seconds:.0f} files/min")
 
-    runs: dict = {m: [] for m in args.methods}
     with tempfile.TemporaryDirectory(prefix="mirzoo-folder-bench-") as tmp:
-        for r in range(args.repeats):
-            order = args.methods if r % 2 == 0 else list(reversed(args.methods))
-            for method in order:
-                load_before = _load()
-                result = run_method(method, model, paths, args.pool, args.batch_size, Path(tmp))
-                result["loadavg_before"] = load_before
-                runs[method].append(result)
-                print(f"  repeat {r + 1} {method:12s} {result['seconds']:7.1f} s  "
-                      f"{result['files_per_minute']:7.1f} files/min  (load {load_before})")
+        runs = interleaved_runs(
+            args.methods, args.repeats,
+            lambda method: run_method(method, model, paths, args.pool, args.batch_size, Path(tmp)),
+            lambda r, method, result: print(
+                f"  repeat {r + 1} {method:12s} {result['seconds']:7.1f} s  "
+                f"{result['files_per_minute']:7.1f} files/min  (load {result['loadavg_before']})"),
+        )
     summary = {}
     loop_fpm = statistics.median(x["files_per_minute"] for x in runs["loop"]) if runs.get("loop") else None
     for method, rows in runs.items():

@@ -51,9 +51,8 @@ if str(REPO) not in sys.path:
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
 
-from benchmarks.folder_extract import _load, environment, make_folder  # noqa: E402
+from benchmarks.folder_extract import _load, environment, interleaved_runs, make_folder, warm_up  # noqa: E402
 
 METHODS = ("local", "ray-1", "ray-2", "ray-overhead")
 
@@ -144,22 +143,16 @@ def main(argv=None) -> int:
     init_seconds = time.perf_counter() - start
     print(f"md.init() (local Ray, {resources.get('CPU', 0):g} CPUs): {init_seconds:.1f} s")
     # warm-up of the local engine: trace every batch shape it uses
-    for size in (1, 2, 4, 8, 16):
-        if size <= args.batch_size:
-            model.extract([np.zeros(model.sample_rate, np.float32)] * size, sr=model.sample_rate, batch_size=size)
-    model.extract(paths[0], pool=args.pool, batch_size=args.batch_size)
+    warm_up(model, paths[0], args.pool, args.batch_size)
 
-    runs: dict = {m: [] for m in args.methods}
     with tempfile.TemporaryDirectory(prefix="mirzoo-ray-bench-") as tmp:
-        for r in range(args.repeats):
-            order = args.methods if r % 2 == 0 else list(reversed(args.methods))
-            for method in order:
-                load_before = _load()
-                result = run_method(method, model, paths, args.pool, args.batch_size, Path(tmp))
-                result["loadavg_before"] = load_before
-                runs[method].append(result)
-                print(f"  repeat {r + 1} {method:13s} {result['seconds']:7.1f} s  {result['files']} files  "
-                      f"(load {load_before})", flush=True)
+        runs = interleaved_runs(
+            args.methods, args.repeats,
+            lambda method: run_method(method, model, paths, args.pool, args.batch_size, Path(tmp)),
+            lambda r, method, result: print(
+                f"  repeat {r + 1} {method:13s} {result['seconds']:7.1f} s  {result['files']} files  "
+                f"(load {result['loadavg_before']})", flush=True),
+        )
         ray.shutdown()
         cli: dict = {}
         if not args.no_cli:

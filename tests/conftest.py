@@ -39,3 +39,19 @@ def audio_dir(tmp_path):
     sub.mkdir()
     sf.write(sub / "c.ogg", tone_mix(3.0, sr=44100, seed=3, freqs=(523.0,)), 44100, format="OGG")
     return d
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+    """A few seconds of the public corpus (two collections, seed 1), built once per session.
+
+    Read-only for the tests that use it (training end to end, shards, data-parallel runs).
+    """
+    pytest.importorskip("music21")
+    from training import corpus as tc
+
+    out = tmp_path_factory.mktemp("train-corpus") / "c"
+    cfg = tc.BuildConfig(seed=1, clip_seconds=5.0, min_clip_seconds=3.0, max_clips_per_piece=2,
+                         collections=("bach-chorales", "oneills-1850"))
+    tc.build(str(out), cfg, hours=0.01, workers=1, cache_dir=str(tmp_path_factory.mktemp("scores")))
+    return out

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,17 +12,7 @@ pytest.importorskip("music21")
 
 import mirzoo  # noqa: E402
 from mirzoo.manifest import PACKAGE_MANIFEST  # noqa: E402
-from training import corpus as tc  # noqa: E402
 from training import train as tt  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tiny_corpus(tmp_path_factory):
-    out = tmp_path_factory.mktemp("train-corpus") / "c"
-    cfg = tc.BuildConfig(seed=1, clip_seconds=5.0, min_clip_seconds=3.0, max_clips_per_piece=2,
-                         collections=("bach-chorales", "oneills-1850"))
-    tc.build(str(out), cfg, hours=0.01, workers=1, cache_dir=str(tmp_path_factory.mktemp("scores")))
-    return out
 
 
 @pytest.mark.parametrize("model,tag_weight", [("cnn-tagging", 0.0), ("dense-frame", 0.0), ("dense-frame", 0.5)])

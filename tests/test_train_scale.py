@@ -18,22 +18,12 @@ import pytest
 
 pytest.importorskip("music21")
 
-from training import corpus as tc  # noqa: E402
 from training import scale as ts  # noqa: E402
 from training import shards as tsh  # noqa: E402
 from training import train as tt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16000
-
-
-@pytest.fixture(scope="module")
-def tiny_corpus(tmp_path_factory):
-    out = tmp_path_factory.mktemp("scale-corpus") / "c"
-    cfg = tc.BuildConfig(seed=1, clip_seconds=5.0, min_clip_seconds=3.0, max_clips_per_piece=2,
-                         collections=("bach-chorales", "oneills-1850"))
-    tc.build(str(out), cfg, hours=0.01, workers=1, cache_dir=str(tmp_path_factory.mktemp("scores")))
-    return out
 
 
 @pytest.fixture(scope="module")
