@@ -27,13 +27,19 @@ def test_train_evaluate_ship_and_load(model, tag_weight, tiny_corpus, tmp_path, 
     argv = ["--model", model, "--config", str(config), "--corpus", str(tiny_corpus), "--heldout", str(tmp_path / "none"),
             "--cache", str(tmp_path / "cache"), "--out", str(run), "--ship", "--manifest", str(manifest),
             "--weights-dir", str(weights)]
+    # thread settings of the run are part of how it was made: recorded and put in front of the command
+    for var, value in zip(tt.THREAD_VARS, ("1", "1", "2")):
+        monkeypatch.setenv(var, value)
     assert tt.main(argv) == 0
     report = json.loads((run / "report.json").read_text())
+    assert report["threads"] == dict(zip(tt.THREAD_VARS, ("1", "1", "2")))
+    assert report["hardware"] == tt.hardware_text() and "CPU core" in report["hardware"]
     assert len(report["history"]) == 2 and report["best_epoch"] in (0, 1)
     entry = json.loads(manifest.read_text())["models"][model]
     assert entry["pretrained"] is True and entry["weights"]["kind"] == "file"
     assert (weights / entry["weights"]["file"]).stat().st_size == entry["weights"]["size"]
-    assert "--config" in entry["training"]["command"]
+    assert entry["training"]["command"].startswith(
+        f"TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 OMP_NUM_THREADS=2 python -m training.train --model {model} --config ")
     if model == "cnn-tagging":
         assert entry["head"]["labels"] == report["vocabulary"]
         assert entry["layers"]["tags"] == len(report["vocabulary"])
@@ -102,3 +108,46 @@ def test_extra_corpora_add_train_and_valid_clips_and_refuse_held_out_soundfonts(
     fresh_audio = {s: tt.audio_cache(tiny_corpus, fresh[s], tmp_path / "cache" / "c", s, sr) for s in fresh if fresh[s]}
     with pytest.raises(SystemExit, match="held-out soundfonts never go into training"):
         tt.add_extra_corpora(fresh, fresh_audio, [other], tmp_path / "cache", sr)
+
+
+def test_lr_decay_config_is_checked():
+    assert tt.lr_decay_config({}) is None
+    assert tt.lr_decay_config({"lr_decay": {"patience": 3}}) == {"factor": 0.3, "patience": 3, "min_learning_rate": 1e-5}
+    for bad, message in [({"factor": 1.5}, r"lr_decay.factor=1.5: expected a number in \(0, 1\)"),
+                         ({"patience": 0}, "lr_decay.patience=0: expected >= 1"),
+                         ({"min_learning_rate": -1}, "lr_decay.min_learning_rate=-1.0: expected >= 0"),
+                         ({"factr": 0.5}, r"unknown keys \['factr'\]")]:
+        with pytest.raises(SystemExit, match=message):
+            tt.lr_decay_config({"lr_decay": bad})
+
+
+def test_learning_rate_decays_on_a_plateau(tiny_corpus, tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"seed": 0, "steps_per_epoch": 1, "epochs": 6, "patience": 10, "batch_size": 4,
+                                  "min_tag_count": 1, "learning_rate": 1e-3,
+                                  "lr_decay": {"factor": 0.5, "patience": 1, "min_learning_rate": 3e-4}}))
+    run = tmp_path / "run"
+    assert tt.main(["--model", "cnn-tagging", "--config", str(config), "--corpus", str(tiny_corpus), "--heldout",
+                    str(tmp_path / "none"), "--cache", str(tmp_path / "cache"), "--out", str(run)]) == 0
+    history = json.loads((run / "report.json").read_text())["history"]
+    assert len(history) == 6
+    # replay the rule on the recorded scores: the rate halves after an epoch that neither beat the
+    # best score nor came less than `patience` epochs after the best epoch or the last decay
+    lr, best, best_epoch, last_decay = 1e-3, -np.inf, -1, -1
+    for h in history:
+        assert h["learning_rate"] == pytest.approx(lr, rel=1e-6)
+        if h["roc_auc_macro"] > best:
+            best, best_epoch = h["roc_auc_macro"], h["epoch"]
+        elif h["epoch"] - max(best_epoch, last_decay) >= 1 and max(lr * 0.5, 3e-4) < lr:
+            lr, last_decay = max(lr * 0.5, 3e-4), h["epoch"]
+    rates = [h["learning_rate"] for h in history]
+    assert rates[0] == pytest.approx(1e-3) and min(rates) < 1e-3, "the tiny run should hit a plateau"
+    assert min(rates) >= 3e-4 * (1 - 1e-6)
+
+
+def test_vocabulary_counts_clips_of_the_main_corpus_only():
+    main = [{"tags": "a;b"}, {"tags": "a"}]
+    extra = [dict(r, _root="/other") for r in main] * 3
+    assert tt.choose_vocabulary(main + extra, 2, []) == ["a"]
+    assert tt.choose_vocabulary(main + extra, 1, ["b"]) == ["a"]
+    assert tt.choose_vocabulary(main + extra, 1, []) == ["a", "b"]

@@ -17,8 +17,9 @@ so the front-end runs inside the model exactly as at inference time.
 Augmentation on the waveform (seeded): random gain, additive noise at a random SNR, and
 (for tagging) random polarity.  The corpus itself already varies tempo, transposition,
 orchestration, reverb and noise.  Validation after each epoch; early stopping on the
-validation metric (macro ROC-AUC for tags, frame F1 for pitch classes); the best weights are
-checkpointed and restored.  ``--ship`` writes the weights into ``mirzoo/weights/`` and the
+validation metric (macro ROC-AUC for tags, frame F1 for pitch classes); with ``lr_decay`` in the
+config the learning rate is scaled down on a plateau; the best weights are checkpointed and
+restored.  ``--ship`` writes the weights into ``mirzoo/weights/`` and the
 manifest (both copies) with sha256, size, vocabulary, training record and metrics.
 
 ``--distribute {mirrored,data-parallel,auto}`` trains data-parallel over the local devices
@@ -80,8 +81,15 @@ def audio_cache(corpus: Path, rows: list[dict], cache_dir: Path, name: str, sr: 
 
 
 def choose_vocabulary(train_rows: list[dict], min_count: int, exclude_groups: list[str]) -> list[str]:
+    """Tags on at least ``min_count`` training clips of the main corpus, minus excluded groups.
+
+    Rows from ``extra_corpora`` (marked by ``_root``) are more renders of the same clips, not more
+    examples of a tag, so they do not count: the vocabulary does not grow with the soundfonts.
+    """
     counts: dict[str, int] = {}
     for r in train_rows:
+        if r.get("_root"):
+            continue
         for t in filter(None, r["tags"].split(";")):
             counts[t] = counts.get(t, 0) + 1
     keep = [t for t, c in counts.items() if c >= min_count and t.split(":", 1)[0] not in exclude_groups]
@@ -320,6 +328,29 @@ def scaled_train_data(args, cfg, sc, data_mode, corpus, cache, train_rows, train
     return tf.data.Dataset.from_generator(batches, output_signature=spec), global_batch
 
 
+def lr_decay_config(cfg: dict) -> dict | None:
+    """The config's ``lr_decay`` ({"factor", "patience", "min_learning_rate"}) checked, or None.
+
+    On a plateau of ``patience`` epochs without a better validation score (counted from the best
+    epoch or the last decay, whichever is later) the learning rate is multiplied by ``factor``.
+    """
+    spec = cfg.get("lr_decay")
+    if not spec:
+        return None
+    unknown = set(spec) - {"factor", "patience", "min_learning_rate"}
+    if unknown:
+        raise SystemExit(f"lr_decay: unknown keys {sorted(unknown)}; expected factor, patience, min_learning_rate")
+    out = {"factor": float(spec.get("factor", 0.3)), "patience": int(spec.get("patience", 2)),
+           "min_learning_rate": float(spec.get("min_learning_rate", 1e-5))}
+    if not 0 < out["factor"] < 1:
+        raise SystemExit(f"lr_decay.factor={out['factor']}: expected a number in (0, 1)")
+    if out["patience"] < 1:
+        raise SystemExit(f"lr_decay.patience={out['patience']}: expected >= 1")
+    if out["min_learning_rate"] < 0:
+        raise SystemExit(f"lr_decay.min_learning_rate={out['min_learning_rate']}: expected >= 0")
+    return out
+
+
 def train(args) -> dict:
     import keras
 
@@ -420,6 +451,8 @@ def train(args) -> dict:
     ckpt = Path(args.out or cfg.get("out", f"runs/{args.model}"))
     ckpt.mkdir(parents=True, exist_ok=True)
     best, best_epoch, history, patience = -np.inf, -1, [], cfg.get("patience", 4)
+    decay = lr_decay_config(cfg)
+    last_decay = -1
     deadline = time.time() + 60 * float(args.max_minutes or cfg.get("max_minutes", 60))
     batch = int(cfg.get("batch_size", 32))
     steps = int(cfg.get("steps_per_epoch", 200))
@@ -452,11 +485,22 @@ def train(args) -> dict:
             metric = tag_metrics(labels["valid"], probs, vocab)
             metric.pop("roc_auc_per_tag")
             score = metric["roc_auc_macro"]
-        history.append({"epoch": epoch, "loss": float(np.mean(losses)), **metric, "seconds": time.time() - te})
+        record = {"epoch": epoch, "loss": float(np.mean(losses)), **metric, "seconds": time.time() - te}
+        if decay:
+            record["learning_rate"] = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+        history.append(record)
         log.info("epoch %d loss %.4f valid %s (%.0f s)", epoch, np.mean(losses), metric, time.time() - te)
         if score > best:
             best, best_epoch = score, epoch
             full.save_weights(ckpt / "best.weights.h5")
+        elif decay and epoch - max(best_epoch, last_decay) >= decay["patience"]:
+            # plateau: scale the learning rate down (not below min_learning_rate)
+            lr = record["learning_rate"]
+            new_lr = max(lr * decay["factor"], decay["min_learning_rate"])
+            if new_lr < lr:
+                model.optimizer.learning_rate.assign(new_lr)
+                last_decay = epoch
+                log.info("no improvement for %d epochs: learning rate %.2g -> %.2g", decay["patience"], lr, new_lr)
         (ckpt / "history.json").write_text(json.dumps(history, indent=2))
         if epoch - best_epoch >= patience:
             log.info("early stop: no improvement for %d epochs", patience)
@@ -494,7 +538,8 @@ def train(args) -> dict:
         "history": history,
         "metrics": metrics,
         "train_minutes": train_minutes,
-        "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
+        "hardware": hardware_text(),
+        "threads": {k: os.environ[k] for k in THREAD_VARS if k in os.environ},
     }
     if scaled:
         report.update({"distribute": sc.kind, "backend": sc.backend, "replicas": sc.replicas, "devices": sc.devices,
@@ -504,6 +549,27 @@ def train(args) -> dict:
     if args.ship:
         ship(args, entry, config, full, vocab, report, cfg, corpus, rows)
     return report
+
+
+THREAD_VARS = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
+
+
+def hardware_text() -> str:
+    """CPU cores this process may use (its affinity) out of the machine's, and whether a GPU was seen."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        usable = os.cpu_count()
+    cores = f"{usable} CPU core{'s' if usable != 1 else ''}"
+    if usable != os.cpu_count():
+        cores += f" (of {os.cpu_count()}, pinned)"
+    try:
+        import tensorflow as tf
+
+        gpus = len(tf.config.list_physical_devices("GPU"))
+    except Exception:
+        gpus = 0
+    return f"{platform.processor() or platform.machine()}, {cores}, " + (f"{gpus} GPU" if gpus else "no GPU")
 
 
 def scale_flags(args, report) -> str:
@@ -555,7 +621,8 @@ def ship(args, entry, config, full, vocab, report, cfg, corpus, rows) -> None:
     e["training"] = {
         "data": f"mirzoo public corpus: music21 scores rendered with FluidSynth + FluidR3_GM (seed {cfg.get('corpus_seed', 0)}); "
         f"hours per split {hours}{extra_text}; generalisation split rendered with TimGM6mb",
-        "command": f"python -m training.train --model {args.model} --config {args.config}{scale_flags(args, report)} --ship",
+        "command": "".join(f"{k}={v} " for k, v in (report.get("threads") or {}).items())
+        + f"python -m training.train --model {args.model} --config {args.config}{scale_flags(args, report)} --ship",
         "config": cfg,
         "best_epoch": report["best_epoch"],
         "train_minutes": round(report["train_minutes"], 1),
