@@ -264,7 +264,10 @@ def main(argv=None) -> int:
         np.save(mfcc_file, features["mfcc"])
     timings = {"mfcc": time.time() - t0}
     if args.oracles:
-        features.update(oracle_features(score_chroma(data)))
+        try:
+            features.update(oracle_features(score_chroma(data)))
+        except (KeyError, OSError) as e:  # a folder without the corpus's frame targets
+            print(f"  no score oracles: frame targets unavailable ({e})")
     for name in args.models or mirzoo.list_models():
         m = mirzoo.load(name)
         layers = [l for l in m.layers if l not in m.heads]
