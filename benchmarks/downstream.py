@@ -101,6 +101,8 @@ def mfcc_features(paths: list[str], sr: int = 16000) -> np.ndarray:
     return np.stack(feats).astype(np.float32)
 
 
+ORACLES = ("score-chroma", "score-key")  # the methods oracle_features returns
+
 # Krumhansl & Kessler (1982) major and minor key profiles, tonic first
 KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
 KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
@@ -130,7 +132,7 @@ def oracle_features(chroma: list[np.ndarray]) -> dict[str, np.ndarray]:
             continue
         key.append([max(np.corrcoef(hist, np.roll(profile, r))[0, 1] for r in range(12))
                     for profile in (KK_MAJOR, KK_MINOR)])
-    return {"score-chroma": np.asarray(pooled, np.float32), "score-key": np.asarray(key, np.float32)}
+    return dict(zip(ORACLES, (np.asarray(pooled, np.float32), np.asarray(key, np.float32))))
 
 
 def probe(x: np.ndarray, y: list[str], groups: list[str], folds: int, seed: int, Cs: tuple) -> dict:
@@ -293,7 +295,7 @@ def main(argv=None) -> int:
     for key in features:
         if key != "mfcc":
             methods.setdefault(key.split(":")[0], []).append(key)
-    oracles = [m for m in methods if m in ("score-chroma", "score-key")]
+    oracles = [m for m in methods if m in ORACLES]
     task_data = {}
     for task, labels in tasks.items():
         idx = sorted(labels)
