@@ -121,6 +121,55 @@ def test_lr_decay_config_is_checked():
             tt.lr_decay_config({"lr_decay": bad})
 
 
+def test_eq_curve_interpolates_in_log_frequency():
+    gains = np.array([[0.0, 6.0, -6.0, 0.0, 3.0, -3.0], [2.0] * 6])
+    n_bins = 4001
+    curve = tt.eq_curve_db(n_bins, gains)
+    points = np.geomspace(tt.EQ_LOWEST, 1.0, 6)
+    f = np.arange(n_bins) / (n_bins - 1)
+    reference = np.interp(np.log(np.maximum(f, tt.EQ_LOWEST)), np.log(points), gains[0])
+    np.testing.assert_allclose(curve[0], reference, atol=1e-9)
+    assert curve[0, 0] == 0.0 and curve[0, -1] == -3.0  # flat below the first point, exact at Nyquist
+    np.testing.assert_allclose(curve[1], 2.0)
+
+
+def test_random_eq_filters_sines_by_the_curve():
+    n = 8000
+    t = np.arange(n)
+    bins = [40, 400, 2000, 3600]  # exact rfft bins, so each sine stays a single line
+    x = np.stack([np.sin(2 * np.pi * k * t / n) for k in bins]).astype(np.float64) * 0.1
+    cfg = {"eq_prob": 1.0, "eq_db": 12.0, "eq_points": 5}
+    y = tt.random_eq(x.copy(), np.random.default_rng(4), cfg)
+    rng = np.random.default_rng(4)
+    rng.random(len(bins))  # the on/off draw
+    gains = rng.uniform(-12, 12, (len(bins), 5))
+    want = tt.eq_curve_db(n // 2 + 1, gains)[np.arange(len(bins)), bins]
+    got = 20 * np.log10(np.abs(y).max(axis=1) / np.abs(x).max(axis=1))
+    np.testing.assert_allclose(got, want, atol=0.05)
+    assert np.ptp(got) > 1  # the rows got different curves
+    # eq_prob=0 (the default) draws nothing: the rest of the augmentation is unchanged
+    base = {"gain_db": 6.0, "noise_prob": 0.5, "snr_db": [10.0, 40.0], "polarity": True}
+    a = tt.augment(x.copy(), np.random.default_rng(1), base)
+    b = tt.augment(x.copy(), np.random.default_rng(1), dict(base, eq_prob=0.0))
+    np.testing.assert_array_equal(a, b)
+    c = tt.augment(x.copy(), np.random.default_rng(1), dict(base, eq_prob=1.0))
+    assert c.shape == a.shape and c.dtype == np.float32 and not np.allclose(a, c)
+
+
+def test_augment_config_is_checked():
+    assert tt.augment_config({}) == {}
+    good = {"augment": {"gain_db": 6.0, "eq_prob": 0.8, "eq_db": 9.0, "eq_points": 6}}
+    assert tt.augment_config(good) == good["augment"]
+    for bad, message in [({"eq_prob": 1.5}, r"augment.eq_prob=1.5: expected a number in \[0, 1\]"),
+                         ({"eq_points": 1}, "augment.eq_points=1: expected an integer >= 2"),
+                         ({"eq_points": 2.5}, "augment.eq_points=2.5"),
+                         ({"gain_db": "6"}, "augment.gain_db='6'"),
+                         ({"snr_db": [40, 10]}, r"augment.snr_db=\[40, 10\]: expected \[low, high\]"),
+                         ({"eq_gain": 3}, r"unknown keys \['eq_gain'\]")]:
+        with pytest.raises(SystemExit, match=message):
+            tt.augment_config({"augment": bad})
+
+
 def test_learning_rate_decays_on_a_plateau(tiny_corpus, tmp_path):
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"seed": 0, "steps_per_epoch": 1, "epochs": 6, "patience": 10, "batch_size": 4,

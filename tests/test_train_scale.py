@@ -144,6 +144,27 @@ def test_augment_tf():
     assert np.abs(a).max() <= 1.0
 
 
+def test_random_eq_tf_matches_numpy():
+    import tensorflow as tf
+
+    from training import train as tt
+
+    rng = np.random.default_rng(5)
+    x = (0.1 * rng.standard_normal((4, 3001))).astype(np.float32)  # odd length: irfft must keep it
+    gains = rng.uniform(-9, 9, (4, 6))
+    on = np.array([True, False, True, True])
+    got = tsh._random_eq_tf(tf.constant(x), tf.constant(on), tf.constant(gains, tf.float32)).numpy()
+    want = x.astype(np.float64).copy()
+    spec = np.fft.rfft(want[on], axis=1) * 10 ** (tt.eq_curve_db(1501, gains[on]) / 20)
+    want[on] = np.fft.irfft(spec, n=3001, axis=1)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    np.testing.assert_array_equal(got[1], x[1])
+    cfg = {"gain_db": 0.0, "noise_prob": 0.0, "polarity": False, "eq_prob": 1.0, "eq_db": 9.0}
+    a, b = (tsh.augment_tf(tf.constant(x), 3, cfg).numpy() for _ in range(2))
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, np.clip(x, -1, 1), atol=1e-3)
+
+
 def test_mismatches_are_refused(written):
     folder, index, rows, _, _ = written
     with pytest.raises(SystemExit, match="other clips"):

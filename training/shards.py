@@ -257,7 +257,8 @@ def iterate_clips(directory: os.PathLike | str, frames: bool | None = None):
 def augment_tf(x, seed, cfg: dict | None):
     """``training.train.augment`` as TF ops on a batch ``x`` [B, L] float32: random gain
     (±``gain_db``), additive Gaussian noise at a random SNR (``snr_db`` range) on a
-    ``noise_prob`` share of the examples, random polarity (``polarity``); clipped to [-1, 1].
+    ``noise_prob`` share of the examples, random polarity (``polarity``), and a random equaliser
+    on an ``eq_prob`` share (``eq_db``, ``eq_points``; off by default); clipped to [-1, 1].
     ``seed``: an int64 scalar (stateless random ops; same seed, same result)."""
     import tensorflow as tf
 
@@ -280,7 +281,33 @@ def augment_tf(x, seed, cfg: dict | None):
         x = x + tf.where(noisy[:, None], noise, tf.zeros_like(noise))
     if cfg.get("polarity", True):
         x = x * tf.where(tf.random.stateless_uniform([b, 1], key(5)) < 0.5, -1.0, 1.0)
+    eq_prob = float(cfg.get("eq_prob", 0.0))
+    if eq_prob > 0:
+        x = _random_eq_tf(x, tf.random.stateless_uniform([b], key(6)) < eq_prob,
+                          tf.random.stateless_uniform([b, int(cfg.get("eq_points", 6))], key(7),
+                                                      -float(cfg.get("eq_db", 9.0)), float(cfg.get("eq_db", 9.0))))
     return tf.clip_by_value(x, -1.0, 1.0)
+
+
+def _random_eq_tf(x, on, gains_db):
+    """``training.train.random_eq`` as TF ops: the rows of ``x`` [B, L] where ``on`` go through the
+    zero-phase equaliser with ``gains_db`` [B, P] at the control points of ``train.eq_curve_db``."""
+    import tensorflow as tf
+
+    from training.train import EQ_LOWEST
+
+    n = tf.shape(x)[1]
+    spec = tf.signal.rfft(x)
+    n_bins = tf.shape(spec)[1]
+    p = tf.shape(gains_db)[1]
+    f = tf.maximum(tf.range(n_bins, dtype=tf.float32) / tf.cast(tf.maximum(n_bins - 1, 1), tf.float32), EQ_LOWEST)
+    pos = tf.math.log(f / EQ_LOWEST) / float(np.log(1 / EQ_LOWEST)) * tf.cast(p - 1, tf.float32)
+    lo = tf.minimum(tf.cast(tf.floor(pos), tf.int32), p - 2)
+    w = pos - tf.cast(lo, tf.float32)
+    curve = tf.gather(gains_db, lo, axis=1) * (1 - w) + tf.gather(gains_db, lo + 1, axis=1) * w
+    curve = tf.where(on[:, None], curve, tf.zeros_like(curve))
+    y = tf.signal.irfft(spec * tf.cast(tf.pow(10.0, curve / 20.0), spec.dtype), fft_length=[n])
+    return tf.where(on[:, None], y, x)
 
 
 def read_shards(directory: os.PathLike | str, *, length: int, hop: int, batch_size: int, kind: str = "tags",

@@ -14,8 +14,8 @@ so the front-end runs inside the model exactly as at inference time.
   with ``tag_weight > 0`` in the config also a frame-wise tag head trained on the clip tags
   (multi-task), so that the embedding carries timbre and style next to pitch content.
 
-Augmentation on the waveform (seeded): random gain, additive noise at a random SNR, and
-(for tagging) random polarity.  The corpus itself already varies tempo, transposition,
+Augmentation on the waveform (seeded): random gain, additive noise at a random SNR, random
+polarity and (``eq_prob > 0``) a random smooth equaliser.  The corpus itself already varies tempo, transposition,
 orchestration, reverb and noise.  Validation after each epoch; early stopping on the
 validation metric (macro ROC-AUC for tags, frame F1 for pitch classes); with ``lr_decay`` in the
 config the learning rate is scaled down on a plateau; the best weights are checkpointed and
@@ -144,8 +144,41 @@ def add_extra_corpora(rows: dict, audio: dict, extra: list, cache_root: Path, sr
     return hours
 
 
+AUGMENT_KEYS = {"gain_db", "noise_prob", "snr_db", "polarity", "eq_prob", "eq_db", "eq_points"}
+EQ_LOWEST = 1 / 200  # the lowest control frequency of random_eq, as a fraction of Nyquist
+
+
+def eq_curve_db(n_bins: int, gains_db: np.ndarray) -> np.ndarray:
+    """Gains in dB ``[B, n_bins]`` for the ``n_bins`` rfft bins from ``gains_db`` ``[B, P]`` at ``P >= 2``
+    control points spaced evenly in log frequency from 1/200 of Nyquist to Nyquist (about 40 Hz to
+    8 kHz at 16 kHz): linear between the points in log frequency, flat below the first (DC included)."""
+    p = gains_db.shape[1]
+    f = np.maximum(np.arange(n_bins) / max(n_bins - 1, 1), EQ_LOWEST)
+    pos = np.log(f / EQ_LOWEST) / np.log(1 / EQ_LOWEST) * (p - 1)
+    lo = np.minimum(np.floor(pos).astype(int), p - 2)
+    w = pos - lo
+    return gains_db[:, lo] * (1 - w) + gains_db[:, lo + 1] * w
+
+
+def random_eq(x: np.ndarray, rng: np.random.Generator, cfg: dict) -> np.ndarray:
+    """A random smooth equaliser on an ``eq_prob`` share of the rows of ``x`` ``[B, L]``: gains drawn
+    uniformly in ±``eq_db`` at ``eq_points`` log-spaced control frequencies, applied in the rfft domain
+    (zero phase).  Imitates what differs between two renders of the same instrument: the spectral
+    envelope of the samples, the room and the playback chain."""
+    on = rng.random(x.shape[0]) < float(cfg["eq_prob"])
+    gains = rng.uniform(-float(cfg.get("eq_db", 9.0)), float(cfg.get("eq_db", 9.0)),
+                        (x.shape[0], int(cfg.get("eq_points", 6))))
+    if on.any():
+        spec = np.fft.rfft(x[on], axis=1)
+        spec *= 10 ** (eq_curve_db(spec.shape[1], gains[on]) / 20)
+        x[on] = np.fft.irfft(spec, n=x.shape[1], axis=1)
+    return x
+
+
 def augment(x: np.ndarray, rng: np.random.Generator, cfg: dict) -> np.ndarray:
-    """Seeded waveform augmentation: gain, additive noise at a random SNR, polarity."""
+    """Seeded waveform augmentation: gain, additive noise at a random SNR, polarity, and with
+    ``eq_prob > 0`` a random equaliser (:func:`random_eq`; off by default, so configs without it
+    draw the same random numbers as before it existed)."""
     x = x * 10 ** (rng.uniform(-cfg.get("gain_db", 6.0), cfg.get("gain_db", 6.0), (x.shape[0], 1)) / 20)
     noisy = rng.random(x.shape[0]) < cfg.get("noise_prob", 0.3)
     if noisy.any():
@@ -155,6 +188,8 @@ def augment(x: np.ndarray, rng: np.random.Generator, cfg: dict) -> np.ndarray:
         x[noisy] += noise
     if cfg.get("polarity", True):
         x *= np.where(rng.random((x.shape[0], 1)) < 0.5, -1.0, 1.0)
+    if float(cfg.get("eq_prob", 0.0)) > 0:
+        x = random_eq(x, rng, cfg)
     return np.clip(x, -1.0, 1.0).astype(np.float32)
 
 
@@ -328,6 +363,25 @@ def scaled_train_data(args, cfg, sc, data_mode, corpus, cache, train_rows, train
     return tf.data.Dataset.from_generator(batches, output_signature=spec), global_batch
 
 
+def augment_config(cfg: dict) -> dict:
+    """The config's ``augment`` dict checked: known keys only, values in range (SystemExit otherwise)."""
+    spec = cfg.get("augment", {}) or {}
+    unknown = set(spec) - AUGMENT_KEYS
+    if unknown:
+        raise SystemExit(f"augment: unknown keys {sorted(unknown)}; expected some of {sorted(AUGMENT_KEYS)}")
+    checks = {"gain_db": lambda v: v >= 0, "noise_prob": lambda v: 0 <= v <= 1, "eq_prob": lambda v: 0 <= v <= 1,
+              "eq_db": lambda v: v >= 0, "eq_points": lambda v: v >= 2 and float(v).is_integer()}
+    wanted = {"gain_db": "a number >= 0", "noise_prob": "a number in [0, 1]", "eq_prob": "a number in [0, 1]",
+              "eq_db": "a number >= 0", "eq_points": "an integer >= 2"}
+    for key, ok in checks.items():
+        if key in spec and not (isinstance(spec[key], (int, float)) and ok(spec[key])):
+            raise SystemExit(f"augment.{key}={spec[key]!r}: expected {wanted[key]}")
+    snr = spec.get("snr_db", [10.0, 40.0])
+    if not (isinstance(snr, (list, tuple)) and len(snr) == 2 and snr[0] <= snr[1]):
+        raise SystemExit(f"augment.snr_db={snr!r}: expected [low, high] with low <= high")
+    return spec
+
+
 def lr_decay_config(cfg: dict) -> dict | None:
     """The config's ``lr_decay`` ({"factor", "patience", "min_learning_rate"}) checked, or None.
 
@@ -359,6 +413,7 @@ def train(args) -> dict:
     from mirzoo.registry import get_entry
 
     cfg = json.loads(Path(args.config).read_text()) if args.config else {}
+    augment_config(cfg)  # a bad key fails here, not after the audio cache is loaded
     seed = int(cfg.get("seed", 0))
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
