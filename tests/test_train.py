@@ -164,6 +164,7 @@ def test_augment_config_is_checked():
                          ({"eq_points": 1}, "augment.eq_points=1: expected an integer >= 2"),
                          ({"eq_points": 2.5}, "augment.eq_points=2.5"),
                          ({"gain_db": "6"}, "augment.gain_db='6'"),
+                         ({"eq_prob": True}, "augment.eq_prob=True"),
                          ({"snr_db": [40, 10]}, r"augment.snr_db=\[40, 10\]: expected \[low, high\]"),
                          ({"eq_gain": 3}, r"unknown keys \['eq_gain'\]")]:
         with pytest.raises(SystemExit, match=message):

@@ -15,8 +15,8 @@ so the front-end runs inside the model exactly as at inference time.
   (multi-task), so that the embedding carries timbre and style next to pitch content.
 
 Augmentation on the waveform (seeded): random gain, additive noise at a random SNR, random
-polarity and (``eq_prob > 0``) a random smooth equaliser.  The corpus itself already varies tempo, transposition,
-orchestration, reverb and noise.  Validation after each epoch; early stopping on the
+polarity and (``eq_prob > 0``) a random smooth equaliser.  The corpus itself already varies
+tempo, transposition, orchestration, reverb and noise.  Validation after each epoch; early stopping on the
 validation metric (macro ROC-AUC for tags, frame F1 for pitch classes); with ``lr_decay`` in the
 config the learning rate is scaled down on a plateau; the best weights are checkpointed and
 restored.  ``--ship`` writes the weights into ``mirzoo/weights/`` and the
@@ -374,8 +374,9 @@ def augment_config(cfg: dict) -> dict:
     wanted = {"gain_db": "a number >= 0", "noise_prob": "a number in [0, 1]", "eq_prob": "a number in [0, 1]",
               "eq_db": "a number >= 0", "eq_points": "an integer >= 2"}
     for key, ok in checks.items():
-        if key in spec and not (isinstance(spec[key], (int, float)) and ok(spec[key])):
-            raise SystemExit(f"augment.{key}={spec[key]!r}: expected {wanted[key]}")
+        value = spec.get(key, 0 if key != "eq_points" else 2)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+            raise SystemExit(f"augment.{key}={value!r}: expected {wanted[key]}")
     snr = spec.get("snr_db", [10.0, 40.0])
     if not (isinstance(snr, (list, tuple)) and len(snr) == 2 and snr[0] <= snr[1]):
         raise SystemExit(f"augment.snr_db={snr!r}: expected [low, high] with low <= high")
