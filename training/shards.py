@@ -283,9 +283,12 @@ def augment_tf(x, seed, cfg: dict | None):
         x = x * tf.where(tf.random.stateless_uniform([b, 1], key(5)) < 0.5, -1.0, 1.0)
     eq_prob = float(cfg.get("eq_prob", 0.0))
     if eq_prob > 0:
+        from training.train import EQ_DEFAULTS
+
+        db = float(cfg.get("eq_db", EQ_DEFAULTS["eq_db"]))
+        points = int(cfg.get("eq_points", EQ_DEFAULTS["eq_points"]))
         x = _random_eq_tf(x, tf.random.stateless_uniform([b], key(6)) < eq_prob,
-                          tf.random.stateless_uniform([b, int(cfg.get("eq_points", 6))], key(7),
-                                                      -float(cfg.get("eq_db", 9.0)), float(cfg.get("eq_db", 9.0))))
+                          tf.random.stateless_uniform([b, points], key(7), -db, db))
     return tf.clip_by_value(x, -1.0, 1.0)
 
 

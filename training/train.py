@@ -16,10 +16,10 @@ so the front-end runs inside the model exactly as at inference time.
 
 Augmentation on the waveform (seeded): random gain, additive noise at a random SNR, random
 polarity and (``eq_prob > 0``) a random smooth equaliser.  The corpus itself already varies
-tempo, transposition, orchestration, reverb and noise.  Validation after each epoch; early stopping on the
-validation metric (macro ROC-AUC for tags, frame F1 for pitch classes); with ``lr_decay`` in the
-config the learning rate is scaled down on a plateau; the best weights are checkpointed and
-restored.  ``--ship`` writes the weights into ``mirzoo/weights/`` and the
+tempo, transposition, orchestration, reverb and noise.  Validation after each epoch; early
+stopping on the validation metric (macro ROC-AUC for tags, frame F1 for pitch classes); with
+``lr_decay`` in the config the learning rate is scaled down on a plateau; the best weights are
+checkpointed and restored.  ``--ship`` writes the weights into ``mirzoo/weights/`` and the
 manifest (both copies) with sha256, size, vocabulary, training record and metrics.
 
 ``--distribute {mirrored,data-parallel,auto}`` trains data-parallel over the local devices
@@ -146,6 +146,7 @@ def add_extra_corpora(rows: dict, audio: dict, extra: list, cache_root: Path, sr
 
 AUGMENT_KEYS = {"gain_db", "noise_prob", "snr_db", "polarity", "eq_prob", "eq_db", "eq_points"}
 EQ_LOWEST = 1 / 200  # the lowest control frequency of random_eq, as a fraction of Nyquist
+EQ_DEFAULTS = {"eq_db": 9.0, "eq_points": 6}  # random_eq and shards.augment_tf
 
 
 def eq_curve_db(n_bins: int, gains_db: np.ndarray) -> np.ndarray:
@@ -166,8 +167,8 @@ def random_eq(x: np.ndarray, rng: np.random.Generator, cfg: dict) -> np.ndarray:
     (zero phase).  Imitates what differs between two renders of the same instrument: the spectral
     envelope of the samples, the room and the playback chain."""
     on = rng.random(x.shape[0]) < float(cfg["eq_prob"])
-    gains = rng.uniform(-float(cfg.get("eq_db", 9.0)), float(cfg.get("eq_db", 9.0)),
-                        (x.shape[0], int(cfg.get("eq_points", 6))))
+    db = float(cfg.get("eq_db", EQ_DEFAULTS["eq_db"]))
+    gains = rng.uniform(-db, db, (x.shape[0], int(cfg.get("eq_points", EQ_DEFAULTS["eq_points"]))))
     if on.any():
         spec = np.fft.rfft(x[on], axis=1)
         spec *= 10 ** (eq_curve_db(spec.shape[1], gains[on]) / 20)
@@ -369,14 +370,15 @@ def augment_config(cfg: dict) -> dict:
     unknown = set(spec) - AUGMENT_KEYS
     if unknown:
         raise SystemExit(f"augment: unknown keys {sorted(unknown)}; expected some of {sorted(AUGMENT_KEYS)}")
-    checks = {"gain_db": lambda v: v >= 0, "noise_prob": lambda v: 0 <= v <= 1, "eq_prob": lambda v: 0 <= v <= 1,
-              "eq_db": lambda v: v >= 0, "eq_points": lambda v: v >= 2 and float(v).is_integer()}
-    wanted = {"gain_db": "a number >= 0", "noise_prob": "a number in [0, 1]", "eq_prob": "a number in [0, 1]",
-              "eq_db": "a number >= 0", "eq_points": "an integer >= 2"}
-    for key, ok in checks.items():
-        value = spec.get(key, 0 if key != "eq_points" else 2)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
-            raise SystemExit(f"augment.{key}={value!r}: expected {wanted[key]}")
+    checks = {"gain_db": (lambda v: v >= 0, "a number >= 0"),
+              "noise_prob": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+              "eq_prob": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+              "eq_db": (lambda v: v >= 0, "a number >= 0"),
+              "eq_points": (lambda v: v >= 2 and float(v).is_integer(), "an integer >= 2")}
+    for key, (ok, wanted) in checks.items():
+        value = spec.get(key)
+        if key in spec and (isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value)):
+            raise SystemExit(f"augment.{key}={value!r}: expected {wanted}")
     snr = spec.get("snr_db", [10.0, 40.0])
     if not (isinstance(snr, (list, tuple)) and len(snr) == 2 and snr[0] <= snr[1]):
         raise SystemExit(f"augment.snr_db={snr!r}: expected [low, high] with low <= high")
