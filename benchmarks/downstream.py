@@ -181,7 +181,7 @@ def layer_features(m, paths: list[str], layers: list[str], chunk: int = 16) -> d
     Same numbers as ``m.extract(paths, layer=l, pool="mean+std")`` for each layer ``l``,
     without running the network once per layer.
     """
-    from mirzoo.extractor import pool_embeddings
+    from mirzoo.embeddings import pool_embeddings
 
     out: dict[str, list] = {l: [] for l in layers}
     for i in range(0, len(paths), chunk):

@@ -273,7 +273,7 @@ def layer_flops(layer, frames: int) -> tuple[int, str]:
     import keras
 
     name = type(layer).__name__
-    if hasattr(layer, "_conv_kernel"):  # mirzoo.frontend.SpectralFrontend
+    if hasattr(layer, "_conv_kernel"):  # mirzoo.nn.frontend.SpectralFrontend
         length, _, channels = (int(d) for d in layer._conv_kernel.shape)
         flops = 2 * frames * length * channels
         if getattr(layer, "_proj", None) is not None:

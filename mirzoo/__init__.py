@@ -67,7 +67,7 @@ def __getattr__(name):
 
         return load
     if name in ("list_models", "model_info"):
-        from mirzoo import registry
+        from mirzoo.zoo import registry
 
         return getattr(registry, name)
     if name in ("Embeddings", "Extractor"):

@@ -534,7 +534,7 @@ class _Embedder:
         self.batch_size = batch_size
 
     def _result(self, path: str, outputs: dict, duration: float):
-        from mirzoo.extractor import Embeddings
+        from mirzoo.embeddings import Embeddings
 
         parts = [outputs[k].reshape(outputs[k].shape[0], -1) for k in self.keys]
         emb = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
@@ -665,7 +665,8 @@ def extract_files(
         Bad output suffix, layer, pool, batch size, or a ``resume`` into an output made
         with another model/layer/pooling; raised before any file is processed.
     """
-    from mirzoo.extractor import POOLS, Extractor
+    from mirzoo.embeddings import POOLS
+    from mirzoo.extractor import Extractor
 
     start_time = time.perf_counter()
     target = Path(output)

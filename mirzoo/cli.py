@@ -42,7 +42,7 @@ def _expand_inputs(inputs: Sequence[str]) -> list[str]:
 
 
 def _cmd_list(args) -> int:
-    from mirzoo.registry import get_entry, list_models
+    from mirzoo.zoo.registry import get_entry, list_models
 
     names = list_models(args.filter)
     rows = []
@@ -65,7 +65,7 @@ def _cmd_list(args) -> int:
 
 
 def _cmd_info(args) -> int:
-    from mirzoo.registry import model_info
+    from mirzoo.zoo.registry import model_info
 
     info = model_info(args.model)
     if args.json:

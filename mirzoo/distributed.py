@@ -72,6 +72,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from mirzoo.audio import AUDIO_EXTENSIONS
+from mirzoo.embeddings import POOLS
 from mirzoo.errors import AudioFileError, MirzooError, MissingDependencyError, ParameterError
 
 __all__ = [
@@ -89,7 +90,7 @@ _INSTALL = 'pip install "mirzoo[distributed]"'
 _READ_CPUS = 0.25
 
 #: ``mirzoo.extractor.POOLS``, without importing Keras in the driver.
-_POOLS = ("mean", "max", "mean+std")
+_POOLS = POOLS  # one list of pooling modes, owned by mirzoo.embeddings
 
 #: Environment variables handed to the actors (when set here) before they import Keras.
 _PASSED_ENV = ("KERAS_BACKEND", "MIRZOO_OFFLINE", "MIRZOO_MANIFEST", "MIRZOO_WEIGHTS_DIR", "HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_CACHE")
@@ -602,11 +603,11 @@ def _check_model(model, layer) -> str:
         ref = model
         entry = None
         if not model.startswith("hf://") and "@" not in model:
-            from mirzoo.manifest import get_manifest
+            from mirzoo.zoo.manifest import get_manifest
 
             models = get_manifest()["models"]
             if model not in models:
-                from mirzoo.registry import get_entry
+                from mirzoo.zoo.registry import get_entry
 
                 get_entry(model)  # raises UnknownModelError with close matches
             entry = models[model]

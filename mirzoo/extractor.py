@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -32,64 +31,13 @@ import keras
 import numpy as np
 
 from mirzoo.audio import load_audio, prepare_audio
+from mirzoo.embeddings import POOLS, Embeddings, pool_embeddings
 from mirzoo.errors import ParameterError, UnknownLayerError
-from mirzoo.manifest import file_sha256, write_json_atomic
+from mirzoo.zoo.manifest import file_sha256, write_json_atomic
 
 __all__ = ["Embeddings", "Extractor", "POOLS", "pool_embeddings"]
 
-POOLS = ("mean", "max", "mean+std")
-
 AudioInput = Union[str, os.PathLike, np.ndarray]
-
-
-def pool_embeddings(embeddings: np.ndarray, pool: str) -> np.ndarray:
-    """Pool ``[T, D]`` embeddings over time: ``"mean"``/``"max"`` -> ``[D]``, ``"mean+std"`` -> ``[2D]``."""
-    if pool not in POOLS:
-        raise ParameterError(f"pool={pool!r} is not one of {POOLS}")
-    e = np.asarray(embeddings, dtype=np.float32)
-    if pool == "mean":
-        return e.mean(axis=0)
-    if pool == "max":
-        return e.max(axis=0)
-    return np.concatenate([e.mean(axis=0), e.std(axis=0)]).astype(np.float32)
-
-
-@dataclass
-class Embeddings:
-    """Embeddings of one input.
-
-    Attributes
-    ----------
-    embeddings : np.ndarray [shape=(T, D), dtype=float32]
-        One vector per patch (clip models) or per frame (frame models).
-    timestamps : np.ndarray [shape=(T,), dtype=float64]
-        Centre of each patch or frame, in seconds from the start of the input.
-    layer : str
-        The layer the embeddings come from (``"all"`` for the multi-layer feature).
-    model : str
-        Name of the model that produced them.
-    source : str or None
-        The input's path, when it was a file.
-    """
-
-    embeddings: np.ndarray
-    timestamps: np.ndarray
-    layer: str
-    model: str = ""
-    source: Optional[str] = None
-    duration: float = 0.0
-    extra: dict = field(default_factory=dict, repr=False)
-
-    def pooled(self, pool: str = "mean") -> np.ndarray:
-        """Clip-level vector: ``"mean"``, ``"max"`` (``[D]``) or ``"mean+std"`` (``[2D]``)."""
-        return pool_embeddings(self.embeddings, pool)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return tuple(self.embeddings.shape)
-
-    def __len__(self) -> int:
-        return int(self.embeddings.shape[0])
 
 
 def _bucket(n: int, limit: int) -> int:
@@ -426,16 +374,16 @@ class Extractor:
     def fine_tune(self, data, **kwargs) -> "Extractor":
         """Train a classifier head (and optionally the top blocks) on labelled audio.
 
-        See :func:`mirzoo.finetune.fine_tune` for the data forms and options.  This model
+        See :func:`mirzoo.tasks.finetune.fine_tune` for the data forms and options.  This model
         is not modified; a new :class:`Extractor` is returned.
         """
-        from mirzoo.finetune import fine_tune
+        from mirzoo.tasks.finetune import fine_tune
 
         return fine_tune(self, data, **kwargs)
 
     def evaluate(self, data, *, sr: Optional[int] = None) -> dict:
-        """Clip-level metrics of the head on labelled audio (see :func:`mirzoo.finetune.evaluate`)."""
-        from mirzoo.finetune import evaluate
+        """Clip-level metrics of the head on labelled audio (see :func:`mirzoo.tasks.finetune.evaluate`)."""
+        from mirzoo.tasks.finetune import evaluate
 
         return evaluate(self, data, sr=sr)
 

@@ -128,7 +128,7 @@ def load_model(
         A ``tf.Module`` with ``sample_rate``, ``scene_embedding_size`` and
         ``timestamp_embedding_size``.
     """
-    from mirzoo.extractor import POOLS
+    from mirzoo.embeddings import POOLS
     from mirzoo.loader import load
 
     if model_file_path:

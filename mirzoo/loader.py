@@ -9,8 +9,8 @@ from typing import Union
 
 from mirzoo.errors import ParameterError, UnknownModelError, WeightsError
 from mirzoo.extractor import Extractor
-from mirzoo.manifest import file_sha256, validate_entry
-from mirzoo.registry import build_model, get_entry
+from mirzoo.zoo.manifest import file_sha256, validate_entry
+from mirzoo.zoo.registry import build_model, get_entry
 
 __all__ = ["load", "load_directory", "read_saved"]
 
@@ -60,8 +60,8 @@ def load_directory(directory: Union[str, os.PathLike]) -> Extractor:
     """Load a model saved by :meth:`Extractor.save` (or a hub snapshot in the same layout)."""
     import keras
 
-    import mirzoo.frontend  # noqa: F401  (registers custom layers for deserialisation)
-    import mirzoo.models  # noqa: F401
+    import mirzoo.nn.frontend  # noqa: F401  (registers custom layers for deserialisation)
+    import mirzoo.nn  # noqa: F401
 
     meta = read_saved(directory)
     model = keras.saving.load_model(str(directory))
@@ -109,14 +109,14 @@ def load(model: Union[str, os.PathLike]) -> Extractor:
     if not isinstance(model, str):
         raise UnknownModelError(f"model must be a name or a directory path, got {type(model).__name__}: {model!r}")
     if model.startswith("hf://") or "@" in model:
-        from mirzoo import hub
+        from mirzoo.zoo import hub
 
         return hub.load_reference(model)
     entry = get_entry(model)
     key = (model, keras.backend.backend(), json.dumps(entry, sort_keys=True))
     path = None
     if entry["weights"]["kind"] == "file":
-        from mirzoo.registry import resolve_weight_file
+        from mirzoo.zoo.registry import resolve_weight_file
 
         # verified on every load, cached or not: the file may have changed since
         path = resolve_weight_file(entry)

@@ -5,7 +5,7 @@ layout ``config.json``, ``metadata.json``, ``model.weights.h5`` and
 ``mirzoo.json``), so ``mirzoo.load("hf://owner/repo@rev")`` and Keras' own
 ``keras.saving.load_model("hf://owner/repo")`` both read it, plus a ``README.md``
 model card.  ``mirzoo.json`` gains the repo id and a ``files`` map with the
-sha256 and size of every model file, which :func:`mirzoo.hub.load_reference`
+sha256 and size of every model file, which :func:`mirzoo.zoo.hub.load_reference`
 checks.
 
 Command line (a dry run unless ``--push``)::
@@ -73,7 +73,7 @@ _HUB_LICENSES = {
 
 
 def _check_repo_id(repo_id: str) -> None:
-    from mirzoo.hub import _check_repo_id as check
+    from mirzoo.zoo.hub import _check_repo_id as check
 
     if not isinstance(repo_id, str):
         raise ParameterError(f"repo_id must be a string 'owner/name', got {type(repo_id).__name__}: {repo_id!r}")
@@ -255,7 +255,7 @@ def model_card(name: str, entry: dict[str, Any], repo_id: str) -> str:
         "Keras alone reads the same files (import `mirzoo` first: it registers the custom layers):",
         "",
         "```python",
-        "import keras, mirzoo.frontend, mirzoo.models",
+        "import keras, mirzoo.nn",
         f'model = keras.saving.load_model("hf://{repo_id}")',
         "```",
         "",
@@ -329,7 +329,7 @@ def model_card(name: str, entry: dict[str, Any], repo_id: str) -> str:
 
 
 def _file_record(path: Path) -> dict[str, Any]:
-    from mirzoo.manifest import file_sha256
+    from mirzoo.zoo.manifest import file_sha256
 
     return {"sha256": file_sha256(path), "size": path.stat().st_size}
 
@@ -414,7 +414,7 @@ def build_repo_folder(
                 if p.is_file():
                     files[p.relative_to(tmp).as_posix()] = _file_record(p)
         entry["weights"] = {"kind": "file", "file": "model.weights.h5", **files["model.weights.h5"]}
-        from mirzoo.manifest import write_json_atomic
+        from mirzoo.zoo.manifest import write_json_atomic
 
         write_json_atomic(tmp / META, {"name": name, "entry": entry, "files": files})
         (tmp / CARD).write_text(model_card(name, entry, repo_id), encoding="utf-8")
@@ -454,7 +454,7 @@ def push(
     PublishError
         Offline mode is on, or the hub refused (no token, no write access, ...).
     """
-    from mirzoo.hub import offline
+    from mirzoo.zoo.hub import offline
 
     _check_repo_id(repo_id)
     folder = Path(folder)
@@ -498,7 +498,7 @@ def push(
 
 def manifest_paths() -> list[Path]:
     """Both copies of the manifest: top-level ``weights_manifest.json`` (in a source tree) and the packaged one."""
-    from mirzoo.manifest import PACKAGE_DIR, PACKAGE_MANIFEST
+    from mirzoo.zoo.manifest import PACKAGE_DIR, PACKAGE_MANIFEST
 
     top = PACKAGE_DIR.parent / "weights_manifest.json"
     return [top, PACKAGE_MANIFEST] if top.exists() else [PACKAGE_MANIFEST]
@@ -518,7 +518,7 @@ def update_manifest(
         ``name`` is not in a manifest (publishing a new model does not add an entry).
     """
     from mirzoo.errors import UnknownModelError
-    from mirzoo.manifest import validate_entry, write_json_atomic
+    from mirzoo.zoo.manifest import validate_entry, write_json_atomic
 
     _check_repo_id(repo_id)
     if not isinstance(revision, str) or not revision:
@@ -602,7 +602,7 @@ def run(args: argparse.Namespace, *, stdout=None) -> int:
     if args.update_manifest and not args.push:
         raise ParameterError("--update-manifest needs --push: the manifest pins the commit that the push creates")
     if args.push:
-        from mirzoo.hub import offline
+        from mirzoo.zoo.hub import offline
 
         if offline():
             raise PublishError(

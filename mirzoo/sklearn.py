@@ -37,10 +37,11 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from mirzoo.errors import AudioError, ParameterError
+from mirzoo.embeddings import POOLS
 
 __all__ = ["EmbeddingTransformer"]
 
-_POOLS = ("mean", "max", "mean+std")
+_POOLS = POOLS  # one list of pooling modes, owned by mirzoo.embeddings
 
 
 class EmbeddingTransformer(TransformerMixin, BaseEstimator):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import mirzoo
-from mirzoo.models.base import weights_sha256
+from mirzoo.nn.base import weights_sha256
 
 from conftest import SR, tone_mix
 
@@ -19,7 +19,7 @@ SCRIPT = textwrap.dedent(
     import json, sys
     import numpy as np
     import keras, mirzoo
-    from mirzoo.models.base import weights_sha256
+    from mirzoo.nn.base import weights_sha256
     assert keras.backend.backend() == "jax", keras.backend.backend()
     y = np.load(sys.argv[1])
     out = {}

@@ -241,6 +241,6 @@ def test_missing_ray_names_the_install_command(monkeypatch):
 
 
 def test_pools_match_the_extractor():
-    from mirzoo.extractor import POOLS
+    from mirzoo.embeddings import POOLS
 
     assert md._POOLS == POOLS

@@ -5,7 +5,7 @@ import pytest
 import soundfile as sf
 
 import mirzoo
-from mirzoo.extractor import Embeddings
+from mirzoo.embeddings import Embeddings
 
 from conftest import SR, tone_mix
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import mirzoo
-from mirzoo.frontend import Chroma, ConstantQ, MelSpectrogram, STFTMagnitude, build_frontend
+from mirzoo.nn.frontend import Chroma, ConstantQ, MelSpectrogram, STFTMagnitude, build_frontend
 
 from conftest import tone_mix
 

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import mirzoo
-from mirzoo import hub
+from mirzoo.zoo import hub
 from mirzoo.errors import ParameterError, UnknownModelError, WeightsError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

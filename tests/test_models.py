@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import mirzoo
-from mirzoo.manifest import PACKAGE_MANIFEST, file_sha256, write_json_atomic
-from mirzoo.models.base import seeded_weights, weights_sha256
-from mirzoo.registry import build_model, get_entry
+from mirzoo.zoo.manifest import PACKAGE_MANIFEST, file_sha256, write_json_atomic
+from mirzoo.nn.base import seeded_weights, weights_sha256
+from mirzoo.zoo.registry import build_model, get_entry
 
 from conftest import SR, tone_mix
 
@@ -244,7 +244,7 @@ def test_manifest_rejects_bad_aux_heads(aux, message, tmp_path, monkeypatch):
     ],
 )
 def test_dense_frame_accepts_every_representation(frontend):
-    from mirzoo.models import get_family
+    from mirzoo.nn import get_family
 
     config = dict(get_entry("dense-frame")["config"], frontend=frontend, units=[32, 16])
     model = get_family("dense_frame")(config, name="dense_frame_variant")

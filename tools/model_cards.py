@@ -22,7 +22,7 @@ CARDS = ROOT / "docs" / "model-cards"
 
 def cards() -> dict[str, str]:
     from mirzoo.publish import model_card
-    from mirzoo.registry import get_entry, list_models
+    from mirzoo.zoo.registry import get_entry, list_models
 
     out = {}
     for name in list_models():

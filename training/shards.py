@@ -80,7 +80,7 @@ def write_shards(out: os.PathLike | str, rows: list[dict], audio: np.ndarray, of
     """
     import tensorflow as tf
 
-    from mirzoo.manifest import write_json_atomic
+    from mirzoo.zoo.manifest import write_json_atomic
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

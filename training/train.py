@@ -411,9 +411,9 @@ def lr_decay_config(cfg: dict) -> dict | None:
 def train(args) -> dict:
     import keras
 
-    from mirzoo.models import get_family
-    from mirzoo.models.base import apply_seeded_weights
-    from mirzoo.registry import get_entry
+    from mirzoo.nn import get_family
+    from mirzoo.nn.base import apply_seeded_weights
+    from mirzoo.zoo.registry import get_entry
 
     cfg = json.loads(Path(args.config).read_text()) if args.config else {}
     augment_config(cfg)  # a bad key fails here, not after the audio cache is loaded
@@ -642,7 +642,7 @@ def scale_flags(args, report) -> str:
 
 def ship(args, entry, config, full, vocab, report, cfg, corpus, rows) -> None:
     """Write the weights into the package and the manifest (both copies)."""
-    from mirzoo.manifest import PACKAGE_DIR, PACKAGE_MANIFEST, file_sha256, write_json_atomic
+    from mirzoo.zoo.manifest import PACKAGE_DIR, PACKAGE_MANIFEST, file_sha256, write_json_atomic
 
     weights_dir = Path(getattr(args, "weights_dir", None) or PACKAGE_DIR / "weights")
     weights_dir.mkdir(parents=True, exist_ok=True)
@@ -703,8 +703,8 @@ def ship(args, entry, config, full, vocab, report, cfg, corpus, rows) -> None:
 
 def ship_run(args) -> None:
     """Ship the best checkpoint of an earlier run (``--from-run``) without training again."""
-    from mirzoo.models import get_family
-    from mirzoo.registry import get_entry
+    from mirzoo.nn import get_family
+    from mirzoo.zoo.registry import get_entry
 
     run = Path(args.from_run)
     report = json.loads((run / "report.json").read_text())

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import keras
 
-from mirzoo.frontend import build_frontend
-from mirzoo.models.base import register_family
+from mirzoo.nn.frontend import build_frontend
+from mirzoo.nn.base import register_family
 
 
 @register_family("dense_frame")

@@ -1,6 +1,6 @@
 """Shared pieces of the model families: family registry, building blocks, seeded weights.
 
-A *family* is a module in :mod:`mirzoo.models` that registers a builder with
+A *family* is a module in :mod:`mirzoo.nn` that registers a builder with
 :func:`register_family`.  A builder takes the ``config`` of a manifest entry
 and returns a functional :class:`keras.Model` whose input is a batch of
 waveforms ``(batch, samples)`` and whose embedding layers carry the names

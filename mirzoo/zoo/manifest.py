@@ -6,7 +6,7 @@ so that an installed mirzoo knows its models without the source tree.  Tests
 check the manifest against the built models (sample rate, hop, patch length,
 embedding dimensions, seeded-weight hashes).
 
-Run ``python -m mirzoo.manifest --refresh-seeded`` after changing the
+Run ``python -m mirzoo.zoo.manifest --refresh-seeded`` after changing the
 architecture of a seeded model: it rebuilds each seeded model, recomputes the
 sha256 of its generated weights and rewrites both copies of the manifest.
 """
@@ -32,7 +32,7 @@ __all__ = [
     "write_json_atomic",
 ]
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
 PACKAGE_MANIFEST = PACKAGE_DIR / "weights_manifest.json"
 WEIGHTS_DIR = PACKAGE_DIR / "weights"
 
@@ -165,7 +165,7 @@ def write_json_atomic(path: os.PathLike | str, data: Any) -> None:
 
 def _refresh_seeded(paths: list[Path]) -> dict[str, str]:
     """Recompute the sha256 of every seeded model's weights; write them into ``paths``."""
-    from mirzoo.registry import build_model
+    from mirzoo.zoo.registry import build_model
 
     with open(paths[0], encoding="utf-8") as f:
         data = json.load(f)
@@ -174,7 +174,7 @@ def _refresh_seeded(paths: list[Path]) -> dict[str, str]:
         if entry["weights"].get("kind") != "seeded":
             continue
         model = build_model(name, entry=entry, verify=False)
-        from mirzoo.models.base import weights_sha256
+        from mirzoo.nn.base import weights_sha256
 
         digest = weights_sha256(model)
         if entry["weights"].get("sha256") != digest:
@@ -188,7 +188,7 @@ def _refresh_seeded(paths: list[Path]) -> dict[str, str]:
 def main(argv=None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m mirzoo.manifest", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mirzoo.zoo.manifest", description=__doc__.split("\n\n")[0])
     parser.add_argument("--refresh-seeded", action="store_true", help="recompute seeded-weight sha256 values")
     parser.add_argument("--check", action="store_true", help="validate the manifest and exit")
     args = parser.parse_args(argv)

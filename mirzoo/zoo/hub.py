@@ -5,7 +5,7 @@ Two things live here:
 * :func:`fetch_weight_file`: a weight file named in the manifest but absent from
   the package is looked up in the local Hugging Face cache and, when the network
   is allowed, downloaded at the manifest's pinned revision.  The caller
-  (:func:`mirzoo.registry.resolve_weight_file`) checks its sha256.
+  (:func:`mirzoo.zoo.registry.resolve_weight_file`) checks its sha256.
 * :func:`load_reference`: ``mirzoo.load("hf://owner/repo@revision")`` and
   ``mirzoo.load("name@revision")``.  A hub repo holds the Keras unzipped layout
   (``config.json``, ``metadata.json``, ``model.weights.h5``) plus ``mirzoo.json``
@@ -151,7 +151,7 @@ def parse_reference(ref: str) -> HubReference:
             f"model reference {ref!r}: {name!r} is neither a zoo name nor an existing directory; for a "
             f"Hugging Face repo write 'hf://{name}@{revision}'"
         )
-    from mirzoo.registry import get_entry
+    from mirzoo.zoo.registry import get_entry
 
     entry = get_entry(name)
     repo_id = (entry.get("hub") or {}).get("repo_id")
@@ -334,7 +334,7 @@ def verify_snapshot(
         A file is missing or its sha256 differs: the message names the file, both
         hashes, where the expected one came from, and what to do.
     """
-    from mirzoo.manifest import file_sha256
+    from mirzoo.zoo.manifest import file_sha256
 
     directory = Path(directory)
     checks: list[tuple[str, str, str]] = []
@@ -368,7 +368,7 @@ def _manifest_expectations(ref: HubReference) -> dict[str, str]:
     """sha256 values the manifest pins for ``ref`` (only for the revision the manifest pins)."""
     if ref.name is None:
         return {}
-    from mirzoo.registry import get_entry
+    from mirzoo.zoo.registry import get_entry
 
     entry = get_entry(ref.name)
     hub = entry.get("hub") or {}

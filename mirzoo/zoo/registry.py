@@ -1,7 +1,7 @@
 """Model names -> manifest entries -> built Keras models with verified weights.
 
-Adding a model to the zoo takes one family module in :mod:`mirzoo.models`
-(registered with :func:`mirzoo.models.base.register_family`) and one entry in
+Adding a model to the zoo takes one family module in :mod:`mirzoo.nn`
+(registered with :func:`mirzoo.nn.base.register_family`) and one entry in
 ``weights_manifest.json``; every test parametrised over :func:`list_models`
 then covers it.
 """
@@ -17,9 +17,9 @@ from typing import Any, Optional
 import keras
 
 from mirzoo.errors import ManifestError, UnknownModelError, WeightsError
-from mirzoo.manifest import WEIGHTS_DIR, file_sha256, get_manifest
-from mirzoo.models import get_family
-from mirzoo.models.base import apply_seeded_weights, weights_sha256
+from mirzoo.zoo.manifest import WEIGHTS_DIR, file_sha256, get_manifest
+from mirzoo.nn import get_family
+from mirzoo.nn.base import apply_seeded_weights, weights_sha256
 
 __all__ = ["list_models", "model_info", "get_entry", "build_model", "resolve_weight_file"]
 
@@ -87,7 +87,7 @@ def resolve_weight_file(entry: dict[str, Any]) -> Path:
     bundled_dir = Path(os.environ.get("MIRZOO_WEIGHTS_DIR", WEIGHTS_DIR))
     path = bundled_dir / record["file"]
     if not path.exists():
-        from mirzoo import hub
+        from mirzoo.zoo import hub
 
         path = hub.fetch_weight_file(entry)
     actual = file_sha256(path)
@@ -125,7 +125,7 @@ def build_model(
                 raise WeightsError(
                     f"seeded weights of model {name!r} (seed {record['seed']}) hash to {actual}, but the "
                     f"manifest expects {expected}: the architecture or the generator changed. Run "
-                    f"'python -m mirzoo.manifest --refresh-seeded' if the change is intended."
+                    f"'python -m mirzoo.zoo.manifest --refresh-seeded' if the change is intended."
                 )
     else:
         # a caller that already resolved (and sha256-checked) the file passes it in

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import keras
 
-from mirzoo.frontend import build_frontend
-from mirzoo.models.base import conv_block, global_pool, register_family
+from mirzoo.nn.frontend import build_frontend
+from mirzoo.nn.base import conv_block, global_pool, register_family
 
 
 @register_family("cnn")

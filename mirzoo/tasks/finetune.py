@@ -29,7 +29,7 @@ from mirzoo.errors import ParameterError
 
 __all__ = ["fine_tune", "evaluate", "resolve_dataset"]
 
-log = logging.getLogger("mirzoo.finetune")
+log = logging.getLogger("mirzoo.tasks.finetune")
 
 
 def _is_tf_dataset(obj) -> bool:

@@ -4,7 +4,7 @@ Pons & Serra showed that CNNs with *random* weights, whose features are pooled
 and fed to a simple classifier, are strong baselines for music audio
 classification: the architecture alone carries much of the inductive bias.
 Weights come from ``numpy.random.default_rng(seed)`` (see
-:func:`mirzoo.models.base.seeded_weights`), so every backend and machine gets the
+:func:`mirzoo.nn.base.seeded_weights`), so every backend and machine gets the
 same network.  The input log-mel patch is standardised per example (zero mean,
 unit variance over all frames and bands) instead of batch norm, because there are
 no learned statistics; per-band whitening was tried and rejected because it erases
@@ -29,8 +29,8 @@ from __future__ import annotations
 import keras
 
 from mirzoo.errors import ParameterError
-from mirzoo.frontend import build_frontend
-from mirzoo.models.base import FrequencyMax, conv_block, global_pool, register_family
+from mirzoo.nn.frontend import build_frontend
+from mirzoo.nn.base import FrequencyMax, conv_block, global_pool, register_family
 
 
 def _vgg(x, config):

@@ -1,6 +1,0 @@
-"""Model families.  Importing this package registers every family with the registry."""
-
-from mirzoo.models import cnn, crnn, dense_frame, random_cnn  # noqa: F401  (registration)
-from mirzoo.models.base import FAMILIES, get_family, seeded_weights, weights_sha256
-
-__all__ = ["FAMILIES", "get_family", "seeded_weights", "weights_sha256"]
