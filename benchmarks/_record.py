@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def record(model: str, key: str, figures: dict) -> None:
-    from mirzoo.zoo.manifest import PACKAGE_MANIFEST, write_json_atomic
+    from mirzoo.fileio import write_json_atomic
+    from mirzoo.zoo.manifest import PACKAGE_MANIFEST
 
     targets = [ROOT / "weights_manifest.json", PACKAGE_MANIFEST]
     data = json.loads(targets[0].read_text(encoding="utf-8"))

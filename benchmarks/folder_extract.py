@@ -158,7 +158,7 @@ def main(argv=None) -> int:
 
     import mirzoo
     from mirzoo.audio import load_audio
-    from mirzoo.batch import _default_workers, find_audio_files
+    from mirzoo.batch import default_workers, find_audio_files
 
     env = environment(keras.backend.backend())
     print(json.dumps(env))
@@ -166,7 +166,7 @@ def main(argv=None) -> int:
     paths = find_audio_files([folder])
     model = mirzoo.load(args.model)
     print(f"{len(paths)} files of {args.seconds:g} s under {folder}; model {model.name}; "
-          f"auto workers = {_default_workers(len(paths))}")
+          f"auto workers = {default_workers(len(paths))}")
 
     warm_up(model, paths[0], args.pool, args.batch_size)
 
@@ -212,9 +212,9 @@ def main(argv=None) -> int:
             "pool": args.pool,
             "batch_size": args.batch_size,
             "repeats": args.repeats,
-            "patches_per_clip": model._clip_windows(int(args.seconds * model.sample_rate))[0]
+            "patches_per_clip": model.plan.count(int(args.seconds * model.sample_rate))
             if model.output_kind == "clip" else None,
-            "auto_workers": _default_workers(len(paths)),
+            "auto_workers": default_workers(len(paths)),
         },
         "decode_only_seconds": round(decode_seconds, 2),
         "summary": summary,

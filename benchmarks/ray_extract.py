@@ -126,7 +126,7 @@ def main(argv=None) -> int:
 
     import mirzoo
     import mirzoo.distributed as md
-    from mirzoo.batch import _default_workers, find_audio_files
+    from mirzoo.batch import default_workers, find_audio_files
 
     env = environment(keras.backend.backend())
     env["ray"] = ray.__version__
@@ -136,7 +136,7 @@ def main(argv=None) -> int:
     audio_seconds = durations(paths)
     model = mirzoo.load(args.model)
     print(f"{len(paths)} files, {audio_seconds:.0f} s of audio under {folder}; model {model.name}; "
-          f"local engine's decoder workers = {_default_workers(len(paths))}")
+          f"local engine's decoder workers = {default_workers(len(paths))}")
 
     start = time.perf_counter()
     resources = md.init()
@@ -206,7 +206,7 @@ def main(argv=None) -> int:
             "batch_size": args.batch_size,
             "repeats": args.repeats,
             "ray_cpus": resources.get("CPU"),
-            "local_decoder_workers": _default_workers(len(paths)),
+            "local_decoder_workers": default_workers(len(paths)),
         },
         "ray_init_seconds": round(init_seconds, 2),
         "summary": summary,

@@ -309,7 +309,7 @@ def layer_flops(layer, frames: int) -> tuple[int, str]:
 
 def window_flops(extractor, samples: int) -> dict[str, int]:
     """FLOPs by kind for one input window of ``samples`` samples."""
-    frames = extractor._frontend.n_frames(int(samples))
+    frames = extractor.frontend.n_frames(int(samples))
     totals: dict[str, int] = {}
     for layer in extractor.keras_model.layers:
         flops, kind = layer_flops(layer, frames)
@@ -320,7 +320,7 @@ def window_flops(extractor, samples: int) -> dict[str, int]:
 
 
 class ShapeRecorder:
-    """Record the input shapes of every forward pass ``Extractor._run`` makes (incl. batch padding)."""
+    """Record the input shapes of every forward pass ``Runner.run_batch`` makes (incl. batch padding)."""
 
     def __init__(self, model):
         self.model = model
@@ -371,7 +371,7 @@ def frontend_share(extractor, samples: int, batch: int, repeats: int) -> float |
     import keras
 
     try:
-        fe = keras.Model(extractor.keras_model.input, extractor._frontend.output)
+        fe = keras.Model(extractor.keras_model.input, extractor.frontend.output)
     except Exception:
         return None
     x = np.asarray(synth(samples / SR * batch, seed=7)[: samples * batch].reshape(batch, samples))

@@ -14,40 +14,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mirzoo.errors import (
+from mirzoo import errors as _errors
+from mirzoo._version import __version__
+from mirzoo.errors import (  # noqa: F401  (the error tree is part of the top-level API)
     AudioError,
     AudioFileError,
     ManifestError,
     MirzooError,
-    ParameterError,
     MissingDependencyError,
+    ParameterError,
     PublishError,
     UnknownLayerError,
     UnknownModelError,
     WeightsError,
 )
 
-__version__ = "0.1.0"
-
-__all__ = [
-    "__version__",
-    "load",
-    "list_models",
-    "model_info",
-    "example_audio",
-    "Embeddings",
-    "Extractor",
-    "MirzooError",
-    "ParameterError",
-    "AudioError",
-    "AudioFileError",
-    "UnknownModelError",
-    "UnknownLayerError",
-    "WeightsError",
-    "ManifestError",
-    "PublishError",
-    "MissingDependencyError",
-]
+__all__ = ["__version__", "load", "list_models", "model_info", "example_audio", "Embeddings", "Extractor",
+           *_errors.__all__]
 
 
 def example_audio() -> str:
@@ -62,16 +45,21 @@ def example_audio() -> str:
 
 def __getattr__(name):
     # Lazy attributes: importing mirzoo stays cheap and free of backend side effects.
+    # (function-level imports: deferred so that `import mirzoo` and `mirzoo list` never import Keras/TensorFlow)
     if name == "load":
         from mirzoo.loader import load
 
         return load
     if name in ("list_models", "model_info"):
-        from mirzoo.zoo import registry
+        from mirzoo.zoo import manifest
 
-        return getattr(registry, name)
-    if name in ("Embeddings", "Extractor"):
-        from mirzoo import extractor
+        return getattr(manifest, name)
+    if name == "Embeddings":
+        from mirzoo.embeddings import Embeddings
 
-        return getattr(extractor, name)
+        return Embeddings
+    if name == "Extractor":
+        from mirzoo.extractor import Extractor
+
+        return Extractor
     raise AttributeError(f"module 'mirzoo' has no attribute {name!r}")

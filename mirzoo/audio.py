@@ -11,10 +11,13 @@ only the mono signal at the target rate is kept.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Union
 
 import numpy as np
+import soundfile as sf
+import soxr
 
 from mirzoo.errors import AudioError, AudioFileError, ParameterError
 
@@ -29,7 +32,7 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".
 _BLOCK_FRAMES = 1 << 17
 
 
-def _check_sr(sr, *, name: str = "sr") -> int:
+def check_sr(sr, *, name: str = "sr") -> int:
     if sr is None:
         raise ParameterError(
             f"{name}=None: a sample rate is required for array input "
@@ -97,8 +100,6 @@ def validate_audio(y: np.ndarray, *, name: str = "audio") -> np.ndarray:
 def _resample(y: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     if sr_in == sr_out:
         return y
-    import soxr
-
     return soxr.resample(y, sr_in, sr_out, quality="HQ").astype(np.float32, copy=False)
 
 
@@ -114,7 +115,7 @@ def prepare_audio(y, sr, target_sr: int, *, name: str = "audio") -> np.ndarray:
     target_sr : int > 0
         Sample rate the model expects.
     """
-    sr = _check_sr(sr)
+    sr = check_sr(sr)
     if isinstance(y, (list, tuple)):
         raise ParameterError(f"{name} must be a numpy array, got {type(y).__name__}")
     if not isinstance(y, np.ndarray):
@@ -130,11 +131,8 @@ def prepare_audio(y, sr, target_sr: int, *, name: str = "audio") -> np.ndarray:
     return validate_audio(_resample(y, sr, target_sr), name=name)
 
 
-def _stream_file(path: str, target_sr: int) -> np.ndarray:
+def stream_file(path: str, target_sr: int) -> np.ndarray:
     """Decode ``path`` with libsndfile block by block into mono float32 at ``target_sr``."""
-    import soundfile as sf
-    import soxr
-
     with sf.SoundFile(path) as f:
         sr_in = int(f.samplerate)
         resampler = None if sr_in == target_sr else soxr.ResampleStream(sr_in, target_sr, 1, dtype="float32", quality="HQ")
@@ -172,21 +170,19 @@ def load_audio(path: AudioPath, target_sr: int) -> np.ndarray:
     AudioError
         If the decoded audio is empty or not finite.
     """
-    target_sr = _check_sr(target_sr, name="target_sr")
+    target_sr = check_sr(target_sr, name="target_sr")
     p = Path(os.fspath(path))
     if not p.exists():
         raise AudioFileError(f"audio file not found: '{p}'")
     if p.is_dir():
         raise AudioFileError(f"'{p}' is a directory, expected an audio file")
     try:
-        y = _stream_file(str(p), target_sr)
+        y = stream_file(str(p), target_sr)
     except AudioFileError:
         raise
     except Exception as sf_error:  # libsndfile cannot read it: try audioread/ffmpeg
         try:
-            import warnings
-
-            import librosa
+            import librosa  # deferred: librosa is slow to import (numba) and only needed here
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

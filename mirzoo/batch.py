@@ -45,20 +45,28 @@ fashion, for very large collections.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import shutil
 import sys
 import tempfile
 import time
 from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
-from mirzoo.fileio import atomic_file, default_mode  # noqa: F401  (default_mode re-exported)
+from mirzoo._checks import valid_int, valid_pool
+from mirzoo.audio import AUDIO_EXTENSIONS, load_audio
+from mirzoo.embeddings import POOLS, Embeddings
 from mirzoo.errors import MirzooError, ParameterError
+from mirzoo.fileio import atomic_file, default_mode  # noqa: F401  (default_mode re-exported)
+from mirzoo.inference.runner import progress_bar
+from mirzoo.loader import as_extractor
 
 __all__ = [
     "extract_files",
@@ -68,6 +76,11 @@ __all__ = [
     "ExtractionReport",
     "Failure",
     "OUTPUT_SUFFIXES",
+    "Embedder",
+    "meta_of",
+    "default_workers",
+    "require_pyarrow",
+    "parquet_schema",
 ]
 
 log = logging.getLogger("mirzoo")
@@ -107,8 +120,6 @@ def find_audio_files(
     list of str
         In the order given, without duplicates (same normalised absolute path).
     """
-    from mirzoo.audio import AUDIO_EXTENSIONS
-
     items = [os.fspath(p) for p in inputs]
     if files_from is not None:
         if os.fspath(files_from) == "-":
@@ -148,8 +159,6 @@ def _key(path: str) -> str:
 
 def _decode_file(path: str, sr: int) -> tuple[Optional[np.ndarray], Optional[str]]:
     """Decode one file; never raises for a bad file: ``(waveform, None)`` or ``(None, reason)``."""
-    from mirzoo.audio import load_audio
-
     try:
         return load_audio(path, sr), None
     except MirzooError as exc:
@@ -170,9 +179,6 @@ class _Decoder:
         self.pool = None
 
     def _new_pool(self):
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"))
 
     def __iter__(self) -> Iterator[tuple[str, Optional[np.ndarray], Optional[str]]]:
@@ -181,7 +187,6 @@ class _Decoder:
                 y, reason = self.decode(p, self.sr)
                 yield p, y, reason
             return
-        from concurrent.futures.process import BrokenProcessPool
 
         queue = deque(self.paths)
         inflight: deque = deque()  # (path, future), in input order
@@ -312,7 +317,7 @@ class _Block:
         )
 
 
-def _meta_of(model: str, layer: str, pool: Optional[str]) -> dict:
+def meta_of(model: str, layer: str, pool: Optional[str]) -> dict:
     return {"model": str(model), "layer": str(layer), "pool": pool or ""}
 
 
@@ -350,17 +355,17 @@ def _load_npz(path: Union[str, Path]) -> tuple[_Block, dict]:
     return _Block(paths, emb, ts, offsets), meta
 
 
-def _parquet():
+def require_pyarrow():
     try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        import pyarrow as pa  # deferred: optional dependency (pip install 'mirzoo[distributed]' / '[parquet]')
+        import pyarrow.parquet as pq  # deferred: optional dependency (pip install 'mirzoo[distributed]' / '[parquet]')
     except ImportError as exc:
         raise MirzooError("Parquet output needs pyarrow: pip install 'mirzoo[parquet]'") from exc
     return pa, pq
 
 
-def _parquet_schema(dim: int, meta: dict):
-    pa, _ = _parquet()
+def parquet_schema(dim: int, meta: dict):
+    pa, _ = require_pyarrow()
     schema = pa.schema(
         [("path", pa.string()), ("timestamp", pa.float64()), ("embedding", pa.list_(pa.float32(), dim))]
     )
@@ -368,7 +373,7 @@ def _parquet_schema(dim: int, meta: dict):
 
 
 def _parquet_table(block: _Block, schema):
-    pa, _ = _parquet()
+    pa, _ = require_pyarrow()
     lengths = np.diff(block.offsets)
     paths = np.repeat(np.asarray(block.paths, dtype=object), lengths)
     emb = np.ascontiguousarray(block.embeddings, dtype=np.float32)
@@ -380,7 +385,7 @@ def _parquet_table(block: _Block, schema):
 
 def _parquet_meta(path: Union[str, Path]) -> tuple[dict, int, list]:
     """``(meta, dim, paths)`` of an existing Parquet output (paths unique, in order)."""
-    _, pq = _parquet()
+    _, pq = require_pyarrow()
     try:
         f = pq.ParquetFile(path)
         schema = f.schema_arrow
@@ -404,7 +409,7 @@ def read_embeddings(path: Union[str, os.PathLike]) -> tuple[list, dict]:
     if path.suffix.lower() == ".npz":
         block, meta = _load_npz(path)
     elif path.suffix.lower() == ".parquet":
-        _, pq = _parquet()
+        _, pq = require_pyarrow()
         table = pq.read_table(path)
         raw = table.schema.metadata or {}
         meta = {k: raw.get(f"mirzoo.{k}".encode(), b"").decode() for k in ("model", "layer", "pool")}
@@ -441,7 +446,7 @@ def _write_output(target: Path, sources: list, meta: dict) -> int:
             _save_npz(tmp, block, meta, layout=True)
             count = len(block.paths)
         else:
-            _, pq = _parquet()
+            _, pq = require_pyarrow()
             writer = None
             count = 0
             try:
@@ -451,13 +456,13 @@ def _write_output(target: Path, sources: list, meta: dict) -> int:
                         count += len(_parquet_meta(source)[2])
                         for batch in pf.iter_batches():
                             if writer is None:
-                                schema = _parquet_schema(pf.schema_arrow.field("embedding").type.list_size, meta)
+                                schema = parquet_schema(pf.schema_arrow.field("embedding").type.list_size, meta)
                                 writer = pq.ParquetWriter(tmp, schema)
                             writer.write_table(_pa_table_from_batch(batch, writer.schema))
                         continue
                     block, _ = _load_npz(source)
                     if writer is None:
-                        writer = pq.ParquetWriter(tmp, _parquet_schema(block.embeddings.shape[1], meta))
+                        writer = pq.ParquetWriter(tmp, parquet_schema(block.embeddings.shape[1], meta))
                     writer.write_table(_parquet_table(block, writer.schema))
                     count += len(block.paths)
             finally:
@@ -467,7 +472,7 @@ def _write_output(target: Path, sources: list, meta: dict) -> int:
 
 
 def _pa_table_from_batch(batch, schema):
-    pa, _ = _parquet()
+    pa, _ = require_pyarrow()
     return pa.Table.from_batches([batch]).cast(schema)
 
 
@@ -478,7 +483,7 @@ def write_results(
     target = Path(path)
     if target.suffix.lower() not in OUTPUT_SUFFIXES:
         raise ParameterError(f"output file '{target}' must end in .npz or .parquet")
-    meta = _meta_of(model, layer, pool)
+    meta = meta_of(model, layer, pool)
     block = _Block.from_results(results, pooled=bool(pool))
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as tmp:
@@ -523,8 +528,12 @@ def _check_meta(where, found: dict, wanted: dict) -> None:
         )
 
 
-class _Embedder:
-    """Runs the model over decoded files, batching patches across files; yields results in order."""
+class Embedder:
+    """Runs a model over decoded files, batching patches across files; yields results in order.
+
+    The folder engine and the Ray actors (:mod:`mirzoo.distributed`) both use it, so both
+    give what :meth:`mirzoo.Extractor.extract` gives file by file.
+    """
 
     def __init__(self, extractor, keys: list[str], layer: str, pool: Optional[str], batch_size: int):
         self.extractor = extractor
@@ -534,54 +543,26 @@ class _Embedder:
         self.batch_size = batch_size
 
     def _result(self, path: str, outputs: dict, duration: float):
-        from mirzoo.embeddings import Embeddings
-
-        parts = [outputs[k].reshape(outputs[k].shape[0], -1) for k in self.keys]
-        emb = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
-        emb = np.ascontiguousarray(emb, dtype=np.float32)
+        ex = self.extractor
+        emb = ex.embeddings_of(outputs, self.keys)
         result = Embeddings(
             embeddings=emb,
-            timestamps=self.extractor._timestamps(emb.shape[0]),
+            timestamps=ex.timestamps(emb.shape[0]),
             layer=self.layer,
-            model=self.extractor.name,
+            model=ex.name,
             source=path,
             duration=duration,
         )
         return result.pooled(self.pool) if self.pool else result
 
     def run(self, files: Iterable[tuple[str, np.ndarray]]) -> Iterator[tuple[str, object]]:
-        if self.extractor.output_kind == "clip":
-            yield from self._run_clip(files)
+        """``(path, Embeddings or pooled vector)`` for each ``(path, signal)``, in input order."""
+        ex = self.extractor
+        if ex.spec.is_clip:
+            for path, y, out in ex.stream_clip(files, self.keys, self.batch_size):
+                yield path, self._result(path, out, y.shape[0] / ex.sample_rate)
         else:
             yield from self._run_grouped(files)
-
-    def _run_clip(self, files):
-        ex = self.extractor
-        size = self.batch_size
-        windows: deque = deque()  # (entry, start)
-        open_files: deque = deque()  # entries in input order: [path, y, remaining, outputs]
-        for path, y in files:
-            count, starts = ex._clip_windows(y.shape[0])
-            entry = [path, y, count, {k: [] for k in self.keys}]
-            open_files.append(entry)
-            windows.extend((entry, int(s)) for s in starts)
-            while len(windows) >= size:
-                yield from self._step(windows, open_files, size)
-        while windows:
-            yield from self._step(windows, open_files, min(size, len(windows)))
-
-    def _step(self, windows: deque, open_files: deque, n: int):
-        ex = self.extractor
-        chunk = [windows.popleft() for _ in range(n)]
-        batch = [ex._window(entry[1], start, ex.patch_samples) for entry, start in chunk]
-        for (entry, _), out in zip(chunk, ex._run(batch, self.keys, self.batch_size)):
-            for k in self.keys:
-                entry[3][k].append(out[k])
-            entry[2] -= 1
-        while open_files and open_files[0][2] == 0:
-            path, y, _, outs = open_files.popleft()
-            stacked = {k: np.stack(v) for k, v in outs.items()}
-            yield path, self._result(path, stacked, y.shape[0] / ex.sample_rate)
 
     def _run_grouped(self, files):
         ex = self.extractor
@@ -590,7 +571,7 @@ class _Embedder:
         chunks = 0
         for path, y in files:
             group.append((path, y))
-            chunks += len(ex._frame_chunks(y.shape[0]))
+            chunks += ex.plan.count(y.shape[0])
             if chunks >= target:
                 yield from self._forward_group(group)
                 group, chunks = [], 0
@@ -599,12 +580,14 @@ class _Embedder:
 
     def _forward_group(self, group):
         ex = self.extractor
-        outputs = ex._forward([y for _, y in group], self.keys, self.batch_size, False)
+        outputs = ex.forward([y for _, y in group], self.keys, self.batch_size)
         for (path, y), out in zip(group, outputs):
             yield path, self._result(path, out, y.shape[0] / ex.sample_rate)
 
 
-def _default_workers(n_files: int) -> int:
+def default_workers(n_files: int) -> int:
+    """Decoder processes ``workers=None`` starts for ``n_files`` files: none below
+    ``_MIN_FILES_FOR_WORKERS`` (one short file never pays for a process pool), else cores - 1, 1 to 4."""
     if n_files < _MIN_FILES_FOR_WORKERS:
         return 0
     return max(1, min(4, (os.cpu_count() or 1) - 1))
@@ -665,29 +648,19 @@ def extract_files(
         Bad output suffix, layer, pool, batch size, or a ``resume`` into an output made
         with another model/layer/pooling; raised before any file is processed.
     """
-    from mirzoo.embeddings import POOLS
-    from mirzoo.extractor import Extractor
 
     start_time = time.perf_counter()
     target = Path(output)
     if target.suffix.lower() not in OUTPUT_SUFFIXES:
         raise ParameterError(f"output '{target}' must end in .npz or .parquet")
     if target.suffix.lower() == ".parquet":
-        _parquet()
-    if pool is not None and pool not in POOLS:
-        raise ParameterError(f"pool={pool!r} is not one of {POOLS} (or None for per-patch embeddings)")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ParameterError(f"batch_size={batch_size!r} must be a positive integer")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
-        raise ParameterError(f"workers={workers!r} must be a non-negative integer or None")
-    if isinstance(model, Extractor):
-        extractor = model
-    else:
-        from mirzoo.loader import load
-
-        extractor = load(model)
-    layer_name, keys = extractor._resolve_layers(layer)
-    meta = _meta_of(extractor.name, layer_name, pool)
+        require_pyarrow()
+    valid_pool(pool, POOLS)
+    batch_size = valid_int("batch_size", batch_size)
+    valid_int("workers", workers, minimum=0, allow_none=True)
+    extractor = as_extractor(model)
+    layer_name, keys = extractor.resolve_layers(layer)
+    meta = meta_of(extractor.name, layer_name, pool)
     paths = find_audio_files(inputs, files_from=files_from)
     if not paths:
         raise ParameterError("no input files: give audio files, folders that contain some, or a file list")
@@ -715,7 +688,7 @@ def extract_files(
     todo = [p for p in paths if _key(p) not in done]
     report = ExtractionReport(output=target, skipped=len(paths) - len(todo))
     report_failure = on_failure or (lambda f: log.warning("skipped %s", f))
-    n_workers = _default_workers(len(todo)) if workers is None else workers
+    n_workers = default_workers(len(todo)) if workers is None else workers
     decoder = _Decoder(todo, extractor.sample_rate, n_workers, decode=_decode)
     bar = _bar(len(todo), progress, f"extract {extractor.name}")
 
@@ -729,7 +702,7 @@ def extract_files(
                 continue
             yield path, y
 
-    embedder = _Embedder(extractor, keys, layer_name, pool, int(batch_size))
+    embedder = Embedder(extractor, keys, layer_name, pool, batch_size)
     pending: list = []
     last_part = time.monotonic()
     try:
@@ -760,20 +733,5 @@ def extract_files(
     return report
 
 
-class _NoBar:
-    def update(self, n=1):
-        pass
-
-    def close(self):
-        pass
-
-    def write(self, text, file=None):
-        print(text, file=file or sys.stderr)
-
-
 def _bar(total: int, enabled: bool, desc: str):
-    if not enabled or total < 2:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="file", leave=False)
+    return progress_bar(total, enabled and total >= 2, desc, unit="file")

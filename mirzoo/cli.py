@@ -14,7 +14,9 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from mirzoo import publish
 from mirzoo.errors import MirzooError
+from mirzoo.zoo.manifest import PACKAGE_MANIFEST, REPO_MANIFEST, get_spec, list_models, manifest_path, model_info
 
 log = logging.getLogger("mirzoo")
 
@@ -36,24 +38,20 @@ EPILOG = """examples:
 
 def _expand_inputs(inputs: Sequence[str]) -> list[str]:
     """Files as given; directories walked recursively for audio files (sorted)."""
-    from mirzoo.batch import find_audio_files
+    from mirzoo.batch import find_audio_files  # deferred: Keras/TensorFlow stay out of list/info/--help
 
     return find_audio_files(inputs)
 
 
 def _cmd_list(args) -> int:
-    from mirzoo.zoo.registry import get_entry, list_models
-
-    names = list_models(args.filter)
     rows = []
-    for name in names:
-        e = get_entry(name)
-        weights = "pretrained" if e["pretrained"] else ("random (seeded)" if e["task"] == "features" else "untrained")
-        if e["output"] == "clip":
-            res = f"{e['patch_seconds']:g}s patch / {e['patch_hop_seconds']:g}s hop"
+    for name in list_models(args.filter):
+        spec = get_spec(name)
+        if spec.is_clip:
+            res = f"{spec.patch_seconds:g}s patch / {spec.patch_hop_seconds:g}s hop"
         else:
-            res = f"frames every {e['config']['frontend']['hop_length'] / e['sample_rate'] * 1000:g} ms"
-        rows.append((name, f"{e['sample_rate']} Hz", res, str(e["layers"][e["default_layer"]]), weights, e["task"]))
+            res = f"frames every {spec.frame_seconds * 1000:g} ms"
+        rows.append((name, f"{spec.sample_rate} Hz", res, str(spec.embedding_dim), spec.weights_label, spec.task))
     if args.json:
         print(json.dumps([dict(zip(("name", "sample_rate", "resolution", "dim", "weights", "task"), r)) for r in rows], indent=2))
         return 0
@@ -65,44 +63,39 @@ def _cmd_list(args) -> int:
 
 
 def _cmd_info(args) -> int:
-    from mirzoo.zoo.registry import model_info
-
-    info = model_info(args.model)
     if args.json:
-        print(json.dumps(info, indent=2))
+        print(json.dumps(model_info(args.model), indent=2))
         return 0
-    print(f"{args.model}: {info['description']}")
-    print(f"  family        {info['family']} ({info['task']})")
-    print(f"  sample rate   {info['sample_rate']} Hz")
-    fe = info["config"]["frontend"]
-    print(f"  front-end     {fe['kind']}, hop {fe['hop_length']} samples, " + ", ".join(
+    spec = get_spec(args.model)
+    print(f"{args.model}: {spec.description}")
+    print(f"  family        {spec.family} ({spec.task})")
+    print(f"  sample rate   {spec.sample_rate} Hz")
+    fe = spec.frontend
+    print(f"  front-end     {fe['kind']}, hop {spec.hop_length} samples, " + ", ".join(
         f"{k}={v}" for k, v in fe.items() if k not in ("kind", "hop_length", "sample_rate")))
-    if info["output"] == "clip":
-        print(f"  windows       {info['patch_seconds']} s patches every {info['patch_hop_seconds']} s (one embedding each)")
+    if spec.is_clip:
+        print(f"  windows       {spec.patch_seconds} s patches every {spec.patch_hop_seconds} s (one embedding each)")
     else:
-        print(f"  windows       frame-level, processed in {info['patch_seconds']} s chunks")
-    print("  layers        " + ", ".join(f"{k} [{v}]" for k, v in info["layers"].items()) + "  (default: " + info["default_layer"] + ")")
-    print(f"  layer='all'   {' + '.join(info['all_layers'])}")
-    for i, head in enumerate(([info["head"]] if info.get("head") else []) + list(info.get("aux_heads") or [])):
-        labels = head["labels"]
-        print(f"  {'labels' if i == 0 else 'labels (' + head['output'] + ')':<14}{len(labels)}: "
+        print(f"  windows       frame-level, processed in {spec.patch_seconds} s chunks")
+    print("  layers        " + ", ".join(f"{k} [{v}]" for k, v in spec.layers.items()) + "  (default: " + spec.default_layer + ")")
+    print(f"  layer='all'   {' + '.join(spec.all_layers)}")
+    for i, (output, labels) in enumerate(spec.heads.items()):
+        print(f"  {'labels' if i == 0 else 'labels (' + output + ')':<14}{len(labels)}: "
               f"{', '.join(labels[:12])}{' ...' if len(labels) > 12 else ''}")
-    w = info["weights"]
-    state = "pretrained" if info["pretrained"] else "NOT pretrained"
-    if w["kind"] == "seeded":
-        print(f"  weights       {state}: generated from seed {w['seed']} (sha256 {w['sha256'][:16]}...)")
+    w = spec.weights
+    state = "pretrained" if spec.pretrained else "NOT pretrained"
+    if w.kind == "seeded":
+        print(f"  weights       {state}: generated from seed {w.seed} (sha256 {w.sha256[:16]}...)")
     else:
-        print(f"  weights       {state}: {w['file']} ({w['size']} bytes, sha256 {w['sha256'][:16]}...)")
-    training = info.get("training") or {}
-    if training.get("notes"):
-        print(f"  training      {training['notes']}")
-    if info.get("metrics"):
-        print(f"  metrics       {json.dumps(info['metrics'])}")
-    print(f"  license       {info['license']}")
-    hub = info.get("hub") or {}
-    if hub.get("repo_id"):
-        print(f"  hub           {hub['repo_id']} @ {hub.get('revision') or '(unpublished)'}")
-    for ref in info.get("references", []):
+        print(f"  weights       {state}: {w.file} ({w.size} bytes, sha256 {w.sha256[:16]}...)")
+    if spec.training.get("notes"):
+        print(f"  training      {spec.training['notes']}")
+    if spec.metrics:
+        print(f"  metrics       {json.dumps(dict(spec.metrics))}")
+    print(f"  license       {spec.license}")
+    if spec.hub_repo_id:
+        print(f"  hub           {spec.hub_repo_id} @ {spec.hub_revision or '(unpublished)'}")
+    for ref in spec.references:
         print(f"  reference     {ref}")
     return 0
 
@@ -138,9 +131,9 @@ def _extract_ray(args) -> int:
                 return 2
         inputs += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
-    import mirzoo.distributed as md
+    import mirzoo.distributed as md  # deferred: Ray is optional
 
-    ray = md._ray()
+    ray = md.require_ray()
     started = not ray.is_initialized()
     try:
         md.init(args.address, progress=not args.quiet)
@@ -173,7 +166,7 @@ def _report_extract(args, report, out) -> int:
 
 
 def _cmd_extract(args) -> int:
-    from mirzoo.batch import OUTPUT_SUFFIXES, extract_files
+    from mirzoo.batch import OUTPUT_SUFFIXES, extract_files  # deferred: Keras/TensorFlow (see _expand_inputs)
 
     if not args.inputs and not args.files_from:
         print("mirzoo extract: error: no inputs: give files, folders or --files-from LIST", file=sys.stderr)
@@ -195,7 +188,7 @@ def _cmd_extract(args) -> int:
         return 2
 
     def on_failure(failure) -> None:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # deferred: only when a file fails
 
         tqdm.write(f"mirzoo extract: skipped '{failure.path}': {failure.reason}", file=sys.stderr)
 
@@ -221,7 +214,7 @@ def _cmd_extract(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from mirzoo.export import export
+    from mirzoo.export import export  # deferred: Keras/TensorFlow (see _expand_inputs)
 
     path = export(
         args.model,
@@ -238,10 +231,10 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_tag(args) -> int:
-    from mirzoo.loader import load
+    from mirzoo.loader import load  # deferred: Keras/TensorFlow (see _expand_inputs)
 
     model = load(args.model)
-    model._head(args.head)  # a model without heads, or an unknown head, is a usage error before any file
+    model.check_head(args.head)  # a model without heads, or an unknown head, is a usage error before any file
     status = 0
     for p in _expand_inputs(args.inputs):
         try:
@@ -259,6 +252,17 @@ def _cmd_tag(args) -> int:
     if not model.pretrained:
         print(f"note: {model.name!r} is not pretrained: these probabilities are meaningless", file=sys.stderr)
     return status
+
+
+def _cmd_manifest(args) -> int:
+    if args.refresh_seeded:
+        from mirzoo.zoo.registry import refresh_seeded  # deferred: builds models (Keras/TensorFlow)
+
+        paths = [REPO_MANIFEST, PACKAGE_MANIFEST] if REPO_MANIFEST.exists() else [PACKAGE_MANIFEST]
+        changed = refresh_seeded(paths)
+        print(f"updated {len(changed)} seeded hash(es): {sorted(changed)}; wrote {', '.join(map(str, paths))}")
+    print(f"manifest OK: {len(list_models())} models in {manifest_path()}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -352,20 +356,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     p.set_defaults(func=_cmd_tag)
 
-    try:  # optional commands contributed by other modules
-        from mirzoo import publish
+    publish.add_cli_commands(sub)
 
-        publish.add_cli_commands(sub)
-    except (ImportError, AttributeError):
-        pass
+    p = sub.add_parser("manifest", help="check the weights manifest (maintainers: --refresh-seeded)",
+                       description="Validate weights_manifest.json; --refresh-seeded recomputes the sha256 of "
+                       "every seeded model's generated weights and rewrites both copies of the manifest (after an "
+                       "intended architecture change).")
+    p.add_argument("--refresh-seeded", action="store_true", help="recompute seeded-weight sha256 values")
+    p.set_defaults(func=_cmd_manifest)
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    # TensorFlow's C++ start-up chatter is noise on a command line (set before keras is imported).
+def _quiet_backend() -> None:
+    """Silence TensorFlow/absl start-up lines ("oneDNN custom operations are on", "All log messages before
+    absl::InitializeLog()", CPU-feature notes).  Must run before TensorFlow is first imported; a value
+    the user set is kept."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.verbose:  # -v shows the backend's own start-up messages
+        _quiet_backend()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
     if not getattr(args, "func", None):
         parser.print_help()

@@ -62,24 +62,33 @@ from __future__ import annotations
 
 import glob as _glob
 import io
+import json
 import logging
 import os
+import re
+import sys
 import tempfile
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from mirzoo.audio import AUDIO_EXTENSIONS
+from mirzoo._checks import valid_int, valid_pool
+from mirzoo.audio import AUDIO_EXTENSIONS, check_sr, load_audio, prepare_audio, stream_file, validate_audio
 from mirzoo.embeddings import POOLS
-from mirzoo.errors import AudioFileError, MirzooError, MissingDependencyError, ParameterError
+from mirzoo.errors import AudioFileError, MirzooError, MissingDependencyError, ParameterError, UnknownLayerError
+from mirzoo.fileio import atomic_directory, atomic_file
+from mirzoo.zoo.manifest import get_entry
 
 __all__ = [
     "init",
     "read_audio",
     "extract",
     "write_parquet",
+    "require_ray",
     "read_embeddings",
     "MissingDependencyError",
 ]
@@ -96,11 +105,11 @@ _POOLS = POOLS  # one list of pooling modes, owned by mirzoo.embeddings
 _PASSED_ENV = ("KERAS_BACKEND", "MIRZOO_OFFLINE", "MIRZOO_MANIFEST", "MIRZOO_WEIGHTS_DIR", "HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_CACHE")
 
 
-def _ray():
+def require_ray():
     """``ray`` with Ray Data, or :class:`MissingDependencyError` naming the install command."""
     try:
         import pyarrow  # noqa: F401
-        import ray
+        import ray  # deferred: optional dependency (pip install 'mirzoo[distributed]' / '[parquet]')
         import ray.data  # noqa: F401
     except ImportError as exc:
         raise MissingDependencyError(
@@ -113,7 +122,7 @@ def _ray():
 
 
 def _configure_data(progress: bool, quiet: bool) -> None:
-    ray = _ray()
+    ray = require_ray()
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = bool(progress)
     ctx.print_on_execution_start = not quiet
@@ -155,10 +164,9 @@ def init(
 
     Ray already running in this process is kept as it is (only the Ray Data settings change).
     """
-    ray = _ray()
+    ray = require_ray()
     for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-            raise ParameterError(f"{name}={value!r} must be a non-negative integer or None")
+        valid_int(name, value, minimum=0, allow_none=True)
     if address is not None and not isinstance(address, str):
         raise ParameterError(f"address={address!r} must be a string such as 'auto' or 'ray://host:10001'")
     if address is not None and (num_cpus is not None or num_gpus is not None):
@@ -194,7 +202,7 @@ def _machine_cpus() -> int:
 
 
 def _ensure_init() -> None:
-    ray = _ray()
+    ray = require_ray()
     if not ray.is_initialized():
         init()
 
@@ -211,12 +219,12 @@ def _as_filesystem(filesystem):
     """A pyarrow filesystem from a pyarrow or fsspec one."""
     if filesystem is None:
         return None
-    import pyarrow.fs
+    import pyarrow.fs  # deferred: optional dependency (pip install 'mirzoo[distributed]' / '[parquet]')
 
     if isinstance(filesystem, pyarrow.fs.FileSystem):
         return filesystem
     try:
-        import fsspec
+        import fsspec  # deferred: optional dependency (pip install 'mirzoo[distributed]' / '[parquet]')
     except ImportError:  # pragma: no cover - fsspec comes with ray[data]
         fsspec = None
     if fsspec is not None and isinstance(filesystem, fsspec.AbstractFileSystem):
@@ -246,7 +254,6 @@ def _expand_globs(items: list[str], filesystem) -> list[str]:
 
 def _glob_regex(pattern: str):
     """A regex for a shell pattern: ``*``/``?`` stay within a folder, ``**/`` spans any depth."""
-    import re
 
     out, i = [], 0
     while i < len(pattern):
@@ -271,7 +278,7 @@ def _glob_regex(pattern: str):
 
 def _remote_glob(pattern: str, filesystem) -> list[str]:
     """Files of a pyarrow filesystem matching ``pattern`` (a URI, or a path of ``filesystem``)."""
-    import pyarrow.fs
+    import pyarrow.fs  # deferred: optional dependency (pip install 'mirzoo[distributed]' / '[parquet]')
 
     scheme = _scheme(pattern)
     path_pattern = pattern.split("://", 1)[1] if scheme else pattern
@@ -344,7 +351,7 @@ def read_audio(
     AudioFileError
         An input path does not exist, or a pattern matches nothing.
     """
-    ray = _ray()
+    ray = require_ray()
     if isinstance(paths, (str, os.PathLike)):
         items = [paths]
     elif isinstance(paths, (list, tuple)):
@@ -359,9 +366,7 @@ def read_audio(
         bad = next(p for p in items if not isinstance(p, (str, os.PathLike)))
         raise ParameterError(f"paths holds {bad!r} of type {type(bad).__name__}: expected paths or URIs")
     if sr is not None:
-        from mirzoo.audio import _check_sr
-
-        sr = _check_sr(sr)
+        sr = check_sr(sr)
     fs = _as_filesystem(filesystem)
     exts = _normalise_extensions(extensions)
     items = _expand_globs([os.fspath(p) for p in items], fs)
@@ -395,7 +400,7 @@ def read_audio(
 
 
 def _restore_scheme(batch, scheme: str):
-    import pyarrow as pa
+    import pyarrow as pa  # deferred: optional dependency (pip install 'mirzoo[distributed]' / '[parquet]')
 
     paths = [p if "://" in p else f"{scheme}://{p}" for p in batch.column("path").to_pylist()]
     return batch.set_column(batch.schema.get_field_index("path"), "path", pa.array(paths, pa.string()))
@@ -403,13 +408,11 @@ def _restore_scheme(batch, scheme: str):
 
 def _decode_bytes(data, path: str, sr: int) -> tuple[Optional[np.ndarray], Optional[str]]:
     """Decode a file's bytes like :func:`mirzoo.audio.load_audio`; ``(waveform, None)`` or ``(None, reason)``."""
-    from mirzoo.audio import _stream_file, load_audio, validate_audio
-
     try:
         if data is None:
             raise AudioFileError(f"no data was read for audio file '{path}'")
         try:
-            y = _stream_file(io.BytesIO(data), sr)
+            y = stream_file(io.BytesIO(data), sr)
         except Exception:  # not for libsndfile: the fallback decoders want a file on disk
             suffix = os.path.splitext(path)[1][:16]
             with tempfile.TemporaryDirectory(prefix="mirzoo-decode-") as tmp:
@@ -429,7 +432,7 @@ def _decode_bytes(data, path: str, sr: int) -> tuple[Optional[np.ndarray], Optio
 
 def _decode_batch(batch, sr: int):
     """``path, bytes`` rows -> ``path, audio, sr, duration, error`` rows (read tasks of ``read_audio(sr=...)``)."""
-    import pyarrow as pa
+    import pyarrow as pa  # deferred: optional dependency (pip install 'mirzoo[distributed]' / '[parquet]')
 
     paths = batch.column("path").to_pylist()
     data = batch.column("bytes")
@@ -454,7 +457,7 @@ def _decode_batch(batch, sr: int):
 
 
 def _output_schema(dim: int, meta: dict):
-    import pyarrow as pa
+    import pyarrow as pa  # deferred: optional dependency (pip install 'mirzoo[distributed]' / '[parquet]')
 
     schema = pa.schema(
         [
@@ -477,14 +480,15 @@ class _EmbedActor:
     def __init__(self, model: str, layer: Optional[str], pool: Optional[str], batch_size: int, env: dict):
         for key, value in env.items():  # before Keras is imported in this worker
             os.environ.setdefault(key, value)
-        from mirzoo.batch import _Embedder, _meta_of
+        # deferred: these import Keras, which must see the environment just set in this worker
+        from mirzoo.batch import Embedder, meta_of
         from mirzoo.loader import load
 
         self.extractor = load(model)
-        layer_name, keys = self.extractor._resolve_layers(layer)
+        layer_name, keys = self.extractor.resolve_layers(layer)
         self.pool = pool
-        self.embedder = _Embedder(self.extractor, keys, layer_name, pool, batch_size)
-        self.meta = _meta_of(self.extractor.name, layer_name, pool)
+        self.embedder = Embedder(self.extractor, keys, layer_name, pool, batch_size)
+        self.meta = meta_of(self.extractor.name, layer_name, pool)
         # one forward pass: the embedding size of this layer/pooling, and the model traced
         rate = self.extractor.sample_rate
         probe = self.extractor.extract(np.zeros(rate, np.float32), sr=rate, layer=layer, pool=pool)
@@ -493,8 +497,6 @@ class _EmbedActor:
 
     def _decode_row(self, batch, i: int) -> tuple[str, Optional[np.ndarray], Optional[str]]:
         """``(path, waveform or None, reason)`` of row ``i``, whatever form the rows have."""
-        from mirzoo.audio import load_audio, prepare_audio
-
         rate = self.extractor.sample_rate
         names = batch.column_names
         path = str(batch.column("path")[i].as_py())
@@ -515,9 +517,7 @@ class _EmbedActor:
             return path, None, f"{type(exc).__name__}: {exc}"
 
     def __call__(self, batch):
-        import pyarrow as pa
-        from collections import deque
-        from concurrent.futures import ThreadPoolExecutor
+        import pyarrow as pa  # deferred: optional dependency (pip install 'mirzoo[distributed]' / '[parquet]')
 
         # one decoder thread, two files ahead, so decoding overlaps the forward passes
         # (libsndfile, soxr and the backend release the GIL)
@@ -590,7 +590,6 @@ class _EmbedActor:
 
 def _check_model(model, layer) -> str:
     """The model reference an actor can load; the layer checked here when the entry is at hand."""
-    import json
 
     if isinstance(model, os.PathLike) or (isinstance(model, str) and os.path.isdir(model)):
         directory = os.path.abspath(os.fspath(model))  # actors may run in another folder
@@ -603,14 +602,7 @@ def _check_model(model, layer) -> str:
         ref = model
         entry = None
         if not model.startswith("hf://") and "@" not in model:
-            from mirzoo.zoo.manifest import get_manifest
-
-            models = get_manifest()["models"]
-            if model not in models:
-                from mirzoo.zoo.registry import get_entry
-
-                get_entry(model)  # raises UnknownModelError with close matches
-            entry = models[model]
+            entry = get_entry(model)  # UnknownModelError with close matches
     else:
         raise ParameterError(
             f"model={model!r} must be a zoo name, 'hf://owner/repo@rev' or a saved-model directory: every Ray "
@@ -619,18 +611,10 @@ def _check_model(model, layer) -> str:
     if entry is not None and layer is not None:
         names = list(entry.get("layers", {})) + ["all"]
         if layer not in names:
-            from mirzoo.errors import UnknownLayerError
-
             raise UnknownLayerError(
                 f"layer={layer!r} is not a layer of model {model!r}; valid layers: {', '.join(names)}"
             )
     return ref
-
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ParameterError(f"{name}={value!r} must be a positive integer")
-    return int(value)
 
 
 def extract(
@@ -682,15 +666,14 @@ def extract(
     ParameterError
         Bad model reference, layer, pool, sizes or resources; raised before anything runs.
     """
-    ray = _ray()
+    ray = require_ray()
     if not isinstance(ds, ray.data.Dataset):
         raise ParameterError(f"ds must be a ray.data.Dataset (see read_audio), got {type(ds).__name__}")
-    if pool is not None and pool not in _POOLS:
-        raise ParameterError(f"pool={pool!r} is not one of {_POOLS} (or None for per-patch embeddings)")
+    valid_pool(pool, _POOLS)
     if layer is not None and not isinstance(layer, str):
         raise ParameterError(f"layer={layer!r} must be a layer name or 'all'")
-    batch_size = _positive_int("batch_size", batch_size)
-    files_per_call = _positive_int("files_per_call", files_per_call)
+    batch_size = valid_int("batch_size", batch_size)
+    files_per_call = valid_int("files_per_call", files_per_call)
     if isinstance(num_gpus, bool) or not isinstance(num_gpus, (int, float)) or not num_gpus >= 0:
         raise ParameterError(f"num_gpus={num_gpus!r} must be a number >= 0")
     if num_cpus is not None and (isinstance(num_cpus, bool) or not isinstance(num_cpus, (int, float))
@@ -702,7 +685,7 @@ def extract(
                     or not 1 <= concurrency[0] <= concurrency[1]):
                 raise ParameterError(f"concurrency={concurrency!r} must be a positive int or a (min, max) pair")
         else:
-            concurrency = _positive_int("concurrency", concurrency)
+            concurrency = valid_int("concurrency", concurrency)
     ref = _check_model(model, layer)
     _ensure_init()
 
@@ -727,8 +710,6 @@ def extract(
     env = {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
     env.update({k: os.environ[k] for k in _PASSED_ENV if k in os.environ})
     if not os.environ.get("KERAS_BACKEND"):
-        import sys
-
         if "keras" in sys.modules:  # keep the backend this process runs
             env["KERAS_BACKEND"] = sys.modules["keras"].backend.backend()
     if 0 < num_gpus < 1:  # several actors share a GPU: no preallocation of the whole memory
@@ -752,7 +733,7 @@ def extract(
 
 def _failures_and_counts(table) -> tuple[list, int]:
     """``(failures, files written)`` from a table with ``path`` and ``error`` columns."""
-    from mirzoo.batch import Failure
+    from mirzoo.batch import Failure  # deferred: mirzoo.batch imports Keras (see the module docstring)
 
     paths = table.column("path").to_pylist()
     errors = table.column("error").to_pylist()
@@ -793,7 +774,7 @@ def write_parquet(ds, path: Union[str, os.PathLike], *, filesystem=None, overwri
         ``written`` (files embedded), ``failed`` (:class:`~mirzoo.batch.Failure` list),
         ``total`` (files in the output), ``seconds``; ``exit_code`` as ``mirzoo extract``'s.
     """
-    ray = _ray()
+    ray = require_ray()
     if not isinstance(ds, ray.data.Dataset):
         raise ParameterError(f"ds must be a ray.data.Dataset (see extract), got {type(ds).__name__}")
     if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
@@ -835,7 +816,7 @@ def _check_target(target: str, fs, local: bool, overwrite: bool, folder: bool) -
         elif exists and not overwrite:
             raise ParameterError(f"output file '{target}' exists: pass overwrite=True to replace it")
         return
-    import pyarrow.fs
+    import pyarrow.fs  # deferred: optional dependency (pip install 'mirzoo[distributed]' / '[parquet]')
 
     if fs is None:
         fs, remote = pyarrow.fs.FileSystem.from_uri(target)
@@ -853,10 +834,9 @@ def _check_target(target: str, fs, local: bool, overwrite: bool, folder: bool) -
 
 
 def _write_single(ds, target: str, fs, local: bool, overwrite: bool):
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # deferred: optional dependency (pip install 'mirzoo[distributed]' / '[parquet]')
 
-    from mirzoo.batch import ExtractionReport, Failure, _parquet_schema
-    from mirzoo.fileio import atomic_file
+    from mirzoo.batch import ExtractionReport, Failure, parquet_schema  # deferred: mirzoo.batch imports Keras
 
     _check_target(target, fs, local, overwrite, folder=False)
     report = ExtractionReport(output=Path(target))
@@ -864,7 +844,7 @@ def _write_single(ds, target: str, fs, local: bool, overwrite: bool):
     failed: dict = {}
 
     def write(sink) -> None:
-        import pyarrow.compute as pc
+        import pyarrow.compute as pc  # deferred: optional dependency (pip install 'mirzoo[distributed]' / '[parquet]')
 
         writer = None
         try:
@@ -878,7 +858,7 @@ def _write_single(ds, target: str, fs, local: bool, overwrite: bool):
                 if writer is None:
                     raw = table.schema.metadata or {}
                     meta = {k: raw.get(f"mirzoo.{k}".encode(), b"").decode() for k in ("model", "layer", "pool")}
-                    schema = _parquet_schema(table.schema.field("embedding").type.list_size, meta)
+                    schema = parquet_schema(table.schema.field("embedding").type.list_size, meta)
                     writer = pq.ParquetWriter(sink, schema)
                 writer.write_table(good.select(["path", "timestamp", "embedding"]).cast(writer.schema))
                 written.update(good.column("path").to_pylist())
@@ -895,7 +875,7 @@ def _write_single(ds, target: str, fs, local: bool, overwrite: bool):
         except _NothingWritten:
             pass
     else:
-        import pyarrow.fs
+        import pyarrow.fs  # deferred: optional dependency (pip install 'mirzoo[distributed]' / '[parquet]')
 
         if fs is None:
             fs, remote = pyarrow.fs.FileSystem.from_uri(target)
@@ -913,14 +893,12 @@ class _NothingWritten(Exception):
 
 
 def _write_folder(ds, target: str, fs, local: bool, overwrite: bool):
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # deferred: optional dependency (pip install 'mirzoo[distributed]' / '[parquet]')
 
-    from mirzoo.batch import ExtractionReport
+    from mirzoo.batch import ExtractionReport  # deferred: mirzoo.batch imports Keras
 
     _check_target(target, fs, local, overwrite, folder=True)
     if local:
-        from mirzoo.fileio import atomic_directory
-
         with atomic_directory(target) as tmp:
             ds.write_parquet(str(tmp))
         table = pq.read_table(target, columns=["path", "error"])
@@ -938,9 +916,9 @@ def read_embeddings(path: Union[str, os.PathLike], *, filesystem=None) -> tuple[
     for every file that has embeddings (failed files are left out), ``meta`` holds ``model``,
     ``layer`` and ``pool``.
     """
-    from mirzoo.batch import _parquet
+    from mirzoo.batch import require_pyarrow  # deferred: mirzoo.batch imports Keras
 
-    pa, pq = _parquet()
+    pa, pq = require_pyarrow()
     fs = _as_filesystem(filesystem)
     source = os.fspath(path)
     try:

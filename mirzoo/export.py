@@ -43,8 +43,12 @@ import warnings
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from mirzoo.fileio import atomic_directory, atomic_file
+import keras
+
+from mirzoo._version import __version__
 from mirzoo.errors import MirzooError, ParameterError
+from mirzoo.fileio import atomic_directory, atomic_file
+from mirzoo.loader import as_extractor
 
 __all__ = ["export", "FORMATS", "export_description", "read_tflite_metadata"]
 
@@ -79,7 +83,7 @@ def _format_of(fmt: Optional[str], path: Path) -> str:
 
 
 def _input_samples(extractor, samples: Optional[int]) -> int:
-    if extractor.output_kind == "clip":
+    if extractor.spec.is_clip:
         if samples is not None and int(samples) != extractor.patch_samples:
             raise ParameterError(
                 f"samples={samples!r}: model {extractor.name!r} is a clip model with a fixed patch of "
@@ -87,10 +91,10 @@ def _input_samples(extractor, samples: Optional[int]) -> int:
             )
         return int(extractor.patch_samples)
     if samples is None:
-        return int(round(float(extractor.entry["patch_seconds"]) * extractor.sample_rate))
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < extractor._frontend.min_samples():
+        return int(round(extractor.spec.patch_seconds * extractor.sample_rate))
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < extractor.frontend.min_samples():
         raise ParameterError(
-            f"samples={samples!r} must be an integer >= {extractor._frontend.min_samples()} "
+            f"samples={samples!r} must be an integer >= {extractor.frontend.min_samples()} "
             f"(the front-end's shortest input)"
         )
     return samples
@@ -113,13 +117,12 @@ def _output_layers(extractor, layers: Optional[Sequence[str]]) -> list[str]:
 
 def export_description(extractor, layers: Sequence[str], samples: int, fmt: str) -> dict:
     """What an exported file contains: input contract, outputs, labels, provenance."""
-    from mirzoo import __version__
 
-    frontend = extractor._frontend
+    frontend = extractor.frontend
     out_shapes = {}
     for k in layers:
         dim = int(extractor.layers[k])
-        out_shapes[k] = [None, frontend.n_frames(samples), dim] if extractor.output_kind == "frame" else [None, dim]
+        out_shapes[k] = [None, frontend.n_frames(samples), dim] if extractor.spec.is_frame else [None, dim]
     return {
         "format": fmt,
         "mirzoo_version": __version__,
@@ -134,18 +137,16 @@ def export_description(extractor, layers: Sequence[str], samples: int, fmt: str)
             "description": f"mono waveforms in [-1, 1] at {extractor.sample_rate} Hz",
         },
         "outputs": out_shapes,
-        "patch_seconds": extractor.entry.get("patch_seconds"),
-        "patch_hop_seconds": extractor.entry.get("patch_hop_seconds"),
+        "patch_seconds": extractor.spec.patch_seconds,
+        "patch_hop_seconds": extractor.spec.patch_hop_seconds,
         "hop_length": extractor.hop_length,
         # labels of every head among the exported outputs (e.g. dense-frame's pitch classes and tags)
         "labels": {head: labels for head, labels in extractor.heads.items() if head in out_shapes},
-        "license": extractor.entry.get("license"),
+        "license": extractor.spec.license,
     }
 
 
 def _submodel(extractor, layers: list[str]):
-    import keras
-
     model = extractor.keras_model
     outputs = model.output
     if not isinstance(outputs, dict):  # pragma: no cover - every zoo model outputs a dict
@@ -154,8 +155,7 @@ def _submodel(extractor, layers: list[str]):
 
 
 def _write_savedmodel(sub, samples: int, directory: Path) -> None:
-    import keras
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow itself only where it is used (the Keras backend may be jax)
 
     archive = keras.export.ExportArchive()
     archive.track(sub)
@@ -168,7 +168,7 @@ def _write_savedmodel(sub, samples: int, directory: Path) -> None:
 
 
 def _write_tflite(sub, samples: int, target: Path, description: dict) -> None:
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow itself only where it is used (the Keras backend may be jax)
 
     with tempfile.TemporaryDirectory(prefix=".mirzoo-export-", dir=target.parent) as tmp:
         saved = Path(tmp) / "savedmodel"
@@ -192,8 +192,8 @@ def _tflite_with_metadata(flatbuffer: bytes, description: dict) -> bytes:
     API), the model is returned unchanged.
     """
     try:
-        from tensorflow.lite.python import schema_py_generated as schema
-        from tensorflow.lite.tools import flatbuffer_utils
+        from tensorflow.lite.python import schema_py_generated as schema  # deferred: TensorFlow itself only where it is used (the Keras backend may be jax)
+        from tensorflow.lite.tools import flatbuffer_utils  # deferred: TensorFlow itself only where it is used (the Keras backend may be jax)
     except ImportError:  # pragma: no cover - depends on the TensorFlow build
         return flatbuffer
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
@@ -209,7 +209,7 @@ def _tflite_with_metadata(flatbuffer: bytes, description: dict) -> bytes:
 
 def read_tflite_metadata(path: Union[str, os.PathLike]) -> Optional[dict]:
     """The ``mirzoo`` description stored in an exported ``.tflite`` file (None if absent)."""
-    from tensorflow.lite.tools import flatbuffer_utils
+    from tensorflow.lite.tools import flatbuffer_utils  # deferred: TensorFlow itself only where it is used (the Keras backend may be jax)
 
     model = flatbuffer_utils.read_model(os.fspath(path))
     for entry in model.metadata or []:
@@ -220,15 +220,13 @@ def read_tflite_metadata(path: Union[str, os.PathLike]) -> Optional[dict]:
 
 
 def _write_onnx(sub, samples: int, target: Path, description: dict, opset: Optional[int]) -> None:
-    import keras
-
     missing = [m for m in ("tf2onnx", "onnx") if importlib.util.find_spec(m) is None]
     if missing:
         raise MirzooError(
             f"ONNX export needs {' and '.join(missing)}: pip install 'mirzoo[export]' "
             f"(tf2onnx, onnx; onnxruntime to run the result)"
         )
-    import onnx
+    import onnx  # deferred: optional dependency (pip install 'mirzoo[export]')
 
     with atomic_file(target, suffix=".onnx") as tmp:
         spec = [keras.InputSpec(shape=(None, samples), dtype="float32", name="waveform")]
@@ -290,10 +288,6 @@ def export(
     Path
         ``path``.
     """
-    import keras
-
-    from mirzoo.extractor import Extractor
-
     target = Path(path)
     kind = _format_of(fmt, target)
     if keras.backend.backend() != "tensorflow":
@@ -305,12 +299,7 @@ def export(
         raise ParameterError(f"'{target}' already exists: pass overwrite=True (--overwrite) to replace it")
     if kind != "savedmodel" and target.is_dir():
         raise ParameterError(f"'{target}' is a directory: a {kind} export is a single file")
-    if isinstance(model, Extractor):
-        extractor = model
-    else:
-        from mirzoo.loader import load
-
-        extractor = load(model)
+    extractor = as_extractor(model)
     names = _output_layers(extractor, layers)
     n = _input_samples(extractor, samples)
     description = export_description(extractor, names, n, kind)

@@ -1,4 +1,7 @@
-"""Atomic writes: every file or folder mirzoo produces appears whole or not at all.
+"""Atomic writes and file hashes: every file or folder mirzoo produces appears whole or not at all.
+
+Owns writing (files, folders, JSON) under a temporary name and renaming, and the
+sha256 of a file that every weight check compares against.
 
 Each helper writes under a hidden temporary name beside the target, gives the result
 the permissions of an ordinary new file under the current umask (``mkstemp``/``mkdtemp``
@@ -9,13 +12,15 @@ temporary entry is removed and the target is left as it was.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
-__all__ = ["default_mode", "atomic_file", "atomic_directory"]
+__all__ = ["default_mode", "atomic_file", "atomic_directory", "write_json_atomic", "file_sha256"]
 
 
 def default_mode(directory: bool = False) -> int:
@@ -58,3 +63,20 @@ def atomic_directory(target: Union[str, os.PathLike]) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_json_atomic(path: Union[str, os.PathLike], data: Any) -> None:
+    """Write JSON (indented, newline-terminated) to a temporary file beside ``path`` and rename it over ``path``."""
+    with atomic_file(path, suffix=".tmp") as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+
+
+def file_sha256(path: Union[str, os.PathLike], chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -34,7 +34,11 @@ from typing import Optional
 
 import numpy as np
 
+from mirzoo._checks import valid_int, valid_pool
+from mirzoo.embeddings import POOLS
 from mirzoo.errors import AudioError, ParameterError
+from mirzoo.inference.windows import pad_for_centres
+from mirzoo.loader import load
 
 __all__ = ["load_model", "get_scene_embeddings", "get_timestamp_embeddings"]
 
@@ -48,7 +52,7 @@ def _model_class():
     """``HearModel``, a ``tf.Module`` subclass, created on first use so importing stays cheap."""
     global _MODEL_CLASS
     if _MODEL_CLASS is None:
-        import tensorflow as tf
+        import tensorflow as tf  # deferred: TensorFlow itself only where it is used (the Keras backend may be jax)
 
         class HearModel(tf.Module):
             """A mirzoo extractor with the attributes HEAR 2021 asks for.
@@ -128,9 +132,6 @@ def load_model(
         A ``tf.Module`` with ``sample_rate``, ``scene_embedding_size`` and
         ``timestamp_embedding_size``.
     """
-    from mirzoo.embeddings import POOLS
-    from mirzoo.loader import load
-
     if model_file_path:
         path = os.fspath(model_file_path)
         if not os.path.isdir(path):
@@ -142,11 +143,9 @@ def load_model(
         extractor = load(path)
     else:
         extractor = load(name)
-    if pool not in POOLS:
-        raise ParameterError(f"pool={pool!r} must be one of {POOLS}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ParameterError(f"batch_size={batch_size!r} must be a positive integer")
-    layer_name, keys = extractor._resolve_layers(layer)
+    valid_pool(pool, POOLS, allow_none=False)
+    batch_size = valid_int("batch_size", batch_size)
+    layer_name, keys = extractor.resolve_layers(layer)
     frame_hop_ms = 1000.0 * extractor.hop_length / extractor.sample_rate
     if extractor.output_kind == "frame":
         if hop_ms is not None and not math.isclose(float(hop_ms), frame_hop_ms):
@@ -186,13 +185,13 @@ def _to_numpy(audio) -> tuple[np.ndarray, str]:
 
 def _from_numpy(array: np.ndarray, kind: str, like=None):
     if kind == "torch":
-        import torch
+        import torch  # deferred: torch only when torch tensors are passed
 
         out = torch.from_numpy(np.ascontiguousarray(array))
         device = getattr(like, "device", None)
         return out.to(device) if device is not None else out
     if kind == "tf":
-        import tensorflow as tf
+        import tensorflow as tf  # deferred: TensorFlow itself only where it is used (the Keras backend may be jax)
 
         return tf.convert_to_tensor(array)
     return array
@@ -247,15 +246,14 @@ def _timestamp_embeddings_clip(x: np.ndarray, model) -> tuple[np.ndarray, np.nda
     count = int(math.floor((n - 1) / hop + 1e-9)) + 1  # centres 0, hop, ... <= last sample
     centres = np.round(np.arange(count) * hop).astype(np.int64)
     length = extractor.patch_samples
-    half = length // 2
-    padded = np.pad(x, ((0, 0), (half, length - half)))  # patch for centre c is padded[c : c + length]
+    padded = pad_for_centres(x, length)
     keys = list(model.keys)
     jobs = [(i, int(c)) for i in range(x.shape[0]) for c in centres]
     rows = []
     for lo in range(0, len(jobs), model.batch_size):
         chunk = jobs[lo : lo + model.batch_size]
         windows = [padded[i, c : c + length] for i, c in chunk]
-        for out in extractor._run(windows, keys, model.batch_size):
+        for out in extractor.run_batch(windows, keys, model.batch_size):
             parts = [np.asarray(out[k]).reshape(-1) for k in keys]
             rows.append(parts[0] if len(parts) == 1 else np.concatenate(parts))
     emb = np.stack(rows).astype(np.float32).reshape(x.shape[0], count, -1)

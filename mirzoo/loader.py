@@ -1,18 +1,35 @@
-"""``mirzoo.load``: resolve a model reference to a ready :class:`~mirzoo.extractor.Extractor`."""
+"""``mirzoo.load``: every reference form -> a ready :class:`~mirzoo.extractor.Extractor`, and the model cache.
+
+Owns the reference grammar users type -- a zoo name, ``name@revision``,
+``hf://owner/repo[@revision]``, or a directory written by :meth:`Extractor.save` --
+and the per-process cache of built models (loading a name twice shares one graph).
+:func:`as_extractor` is the one place where "an Extractor or anything ``load`` takes"
+is turned into an Extractor (used by batch, distributed, export, hear and sklearn).
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Union
 
+import keras
+
+import mirzoo.nn  # noqa: F401  (registers the custom layers and families for deserialisation)
 from mirzoo.errors import ParameterError, UnknownModelError, WeightsError
 from mirzoo.extractor import Extractor
-from mirzoo.zoo.manifest import file_sha256, validate_entry
-from mirzoo.zoo.registry import build_model, get_entry
+from mirzoo.fileio import file_sha256
+from mirzoo.spec import ModelSpec
+from mirzoo.zoo.hub import manifest_expectations, parse_reference, resolve_weight_file
+from mirzoo.zoo.manifest import get_entry
+from mirzoo.zoo.registry import build_from_spec
+from mirzoo.zoo.transport import COMMIT, SCHEME, snapshot_path, verify_snapshot
 
-__all__ = ["load", "load_directory", "read_saved"]
+__all__ = ["load", "load_directory", "load_reference", "read_saved", "as_extractor"]
+
+logger = logging.getLogger(__name__)
 
 # Built models are cached per (reference, backend): loading the same model twice
 # returns extractors sharing one graph instead of rebuilding it.
@@ -37,7 +54,7 @@ def read_saved(directory: Union[str, os.PathLike]) -> dict:
         name = meta.get("name") or d.name
     except (ValueError, KeyError, TypeError) as exc:
         raise ParameterError(f"'{meta_path}' is not a valid mirzoo.json: {exc}") from exc
-    validate_entry(name, entry)
+    ModelSpec.from_entry(name, entry)
     if entry["weights"].get("kind") != "file":
         raise ParameterError(
             f"'{meta_path}': weights must be a file record ({{'kind': 'file', 'file': ..., 'sha256': ...}}) as "
@@ -58,11 +75,6 @@ def read_saved(directory: Union[str, os.PathLike]) -> dict:
 
 def load_directory(directory: Union[str, os.PathLike]) -> Extractor:
     """Load a model saved by :meth:`Extractor.save` (or a hub snapshot in the same layout)."""
-    import keras
-
-    import mirzoo.nn.frontend  # noqa: F401  (registers custom layers for deserialisation)
-    import mirzoo.nn  # noqa: F401
-
     meta = read_saved(directory)
     model = keras.saving.load_model(str(directory))
     entry = meta["entry"]
@@ -100,8 +112,6 @@ def load(model: Union[str, os.PathLike]) -> Extractor:
     >>> mirzoo.load("random-cnn").sample_rate
     16000
     """
-    import keras
-
     if isinstance(model, os.PathLike) or (isinstance(model, str) and os.path.isdir(model)):
         if not os.path.isdir(model):
             raise ParameterError(f"model directory '{model}' does not exist")
@@ -109,19 +119,57 @@ def load(model: Union[str, os.PathLike]) -> Extractor:
     if not isinstance(model, str):
         raise UnknownModelError(f"model must be a name or a directory path, got {type(model).__name__}: {model!r}")
     if model.startswith("hf://") or "@" in model:
-        from mirzoo.zoo import hub
-
-        return hub.load_reference(model)
+        return load_reference(model)
     entry = get_entry(model)
+    spec = ModelSpec.from_entry(model, entry)
     key = (model, keras.backend.backend(), json.dumps(entry, sort_keys=True))
     path = None
-    if entry["weights"]["kind"] == "file":
-        from mirzoo.zoo.registry import resolve_weight_file
-
+    if spec.weights.kind == "file":
         # verified on every load, cached or not: the file may have changed since
-        path = resolve_weight_file(entry)
+        path = resolve_weight_file(spec)
         stat = path.stat()
         key += (str(path), stat.st_mtime_ns, stat.st_size)
     if key not in _CACHE:
-        _CACHE[key] = build_model(model, entry=entry, weight_path=path)
+        _CACHE[key] = build_from_spec(spec, weight_path=path)
     return Extractor(_CACHE[key], entry, source="bundled")
+
+
+def load_reference(ref: str) -> Extractor:
+    """Load ``'hf://owner/repo'``, ``'hf://owner/repo@rev'`` or ``'name@rev'`` as an Extractor.
+
+    ``rev`` is a branch, tag or commit; without one the repo's ``main`` branch is used
+    (pin a revision for reproducible results).  Every file is verified against its
+    sha256 before the model is built.
+
+    Raises
+    ------
+    ParameterError
+        Malformed reference.
+    UnknownModelError
+        ``name@rev`` with a name that is not in the zoo.
+    WeightsError
+        Not cached while offline, unknown repo or revision, or a sha256 mismatch.
+
+    Examples
+    --------
+    >>> import mirzoo
+    >>> m = mirzoo.load("hf://mirzoo/crnn-tagging@v1")   # doctest: +SKIP
+    """
+    parsed = parse_reference(ref)
+    expected = manifest_expectations(parsed)
+    folder = snapshot_path(parsed.repo_id, parsed.revision)
+    verify_snapshot(folder, expected=expected, expected_source="the manifest (weights_manifest.json)", ref=parsed)
+    extractor = load_directory(folder)
+    commit = folder.name if COMMIT.fullmatch(folder.name) else None
+    extractor.source = f"{SCHEME}{parsed.repo_id}@{parsed.pinned_revision}" + (
+        f" (commit {commit})" if commit and commit != parsed.pinned_revision else ""
+    )
+    hub = dict(extractor.entry.get("hub") or {}, repo_id=parsed.repo_id, revision=commit or parsed.revision)
+    extractor.entry["hub"] = hub
+    logger.info("loaded %s from %s", ref, folder)
+    return extractor
+
+
+def as_extractor(model: Union[Extractor, str, os.PathLike]) -> Extractor:
+    """``model`` itself if it is an :class:`Extractor`, else :func:`load` of it."""
+    return model if isinstance(model, Extractor) else load(model)

@@ -5,7 +5,7 @@ layout ``config.json``, ``metadata.json``, ``model.weights.h5`` and
 ``mirzoo.json``), so ``mirzoo.load("hf://owner/repo@rev")`` and Keras' own
 ``keras.saving.load_model("hf://owner/repo")`` both read it, plus a ``README.md``
 model card.  ``mirzoo.json`` gains the repo id and a ``files`` map with the
-sha256 and size of every model file, which :func:`mirzoo.zoo.hub.load_reference`
+sha256 and size of every model file, which :func:`mirzoo.loader.load_reference`
 checks.
 
 Command line (a dry run unless ``--push``)::
@@ -24,12 +24,13 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
-from mirzoo.errors import MirzooError, ParameterError, PublishError  # noqa: F401  (re-exported)
-
-if TYPE_CHECKING:  # pragma: no cover
-    from mirzoo.extractor import Extractor
+from mirzoo.errors import MirzooError, ParameterError, PublishError, UnknownModelError
+from mirzoo.fileio import atomic_directory, file_sha256, write_json_atomic
+from mirzoo.spec import ModelSpec
+from mirzoo.zoo.manifest import PACKAGE_MANIFEST, REPO_MANIFEST
+from mirzoo.zoo.transport import check_repo_id, offline
 
 __all__ = [
     "PublishError",
@@ -73,17 +74,15 @@ _HUB_LICENSES = {
 
 
 def _check_repo_id(repo_id: str) -> None:
-    from mirzoo.zoo.hub import _check_repo_id as check
-
     if not isinstance(repo_id, str):
         raise ParameterError(f"repo_id must be a string 'owner/name', got {type(repo_id).__name__}: {repo_id!r}")
-    check(repo_id, f"hf://{repo_id}")
+    check_repo_id(repo_id, f"hf://{repo_id}")
 
 
 def _read_saved(directory: Path) -> dict[str, Any]:
     """mirzoo.json of a saved model directory (checked by :func:`mirzoo.loader.read_saved`),
     which must also hold every file of the Keras layout."""
-    from mirzoo.loader import read_saved
+    from mirzoo.loader import read_saved  # deferred: Keras/TensorFlow, kept out of `mirzoo --help` start-up
 
     meta = read_saved(directory)
     weights = meta["entry"]["weights"]
@@ -329,13 +328,11 @@ def model_card(name: str, entry: dict[str, Any], repo_id: str) -> str:
 
 
 def _file_record(path: Path) -> dict[str, Any]:
-    from mirzoo.zoo.manifest import file_sha256
-
     return {"sha256": file_sha256(path), "size": path.stat().st_size}
 
 
 def build_repo_folder(
-    model_or_dir: Union["Extractor", str, os.PathLike],
+    model_or_dir: Union[Any, str, os.PathLike],
     out_dir: Union[str, os.PathLike],
     repo_id: str,
     *,
@@ -369,23 +366,19 @@ def build_repo_folder(
     >>> import mirzoo, mirzoo.publish
     >>> mirzoo.publish.build_repo_folder(mirzoo.load("random-cnn"), "hub/random-cnn", "me/random-cnn")  # doctest: +SKIP
     """
-    from mirzoo.extractor import Extractor
+    from mirzoo.loader import Extractor, load  # deferred: Keras/TensorFlow, kept out of `mirzoo --help` start-up
 
     _check_repo_id(repo_id)
     target = Path(out_dir)
     if target.exists() and not overwrite:
         raise ParameterError(f"'{target}' already exists: pass overwrite=True (--overwrite) to replace it")
-    from mirzoo.fileio import atomic_directory
-
     with atomic_directory(target) as tmp:
         source = model_or_dir
         if not isinstance(source, Extractor):
             if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
                 source = Path(source)
             elif isinstance(source, str):
-                import mirzoo
-
-                source = mirzoo.load(source)
+                source = load(source)
             else:
                 raise ParameterError(
                     f"model_or_dir must be an Extractor, a saved model directory or a model name, got "
@@ -414,8 +407,6 @@ def build_repo_folder(
                 if p.is_file():
                     files[p.relative_to(tmp).as_posix()] = _file_record(p)
         entry["weights"] = {"kind": "file", "file": "model.weights.h5", **files["model.weights.h5"]}
-        from mirzoo.zoo.manifest import write_json_atomic
-
         write_json_atomic(tmp / META, {"name": name, "entry": entry, "files": files})
         (tmp / CARD).write_text(model_card(name, entry, repo_id), encoding="utf-8")
     return target
@@ -454,8 +445,6 @@ def push(
     PublishError
         Offline mode is on, or the hub refused (no token, no write access, ...).
     """
-    from mirzoo.zoo.hub import offline
-
     _check_repo_id(repo_id)
     folder = Path(folder)
     _read_saved(folder)
@@ -467,7 +456,7 @@ def push(
             f"connected machine"
         )
     try:
-        from huggingface_hub import HfApi
+        from huggingface_hub import HfApi  # deferred: huggingface_hub is slow to import and only needed to fetch
     except ImportError as exc:  # pragma: no cover - a core dependency
         raise PublishError("huggingface_hub is needed to push: pip install huggingface-hub") from exc
     token = token or os.environ.get("HF_TOKEN") or None
@@ -498,10 +487,7 @@ def push(
 
 def manifest_paths() -> list[Path]:
     """Both copies of the manifest: top-level ``weights_manifest.json`` (in a source tree) and the packaged one."""
-    from mirzoo.zoo.manifest import PACKAGE_DIR, PACKAGE_MANIFEST
-
-    top = PACKAGE_DIR.parent / "weights_manifest.json"
-    return [top, PACKAGE_MANIFEST] if top.exists() else [PACKAGE_MANIFEST]
+    return [REPO_MANIFEST, PACKAGE_MANIFEST] if REPO_MANIFEST.exists() else [PACKAGE_MANIFEST]
 
 
 def update_manifest(
@@ -517,9 +503,6 @@ def update_manifest(
     UnknownModelError
         ``name`` is not in a manifest (publishing a new model does not add an entry).
     """
-    from mirzoo.errors import UnknownModelError
-    from mirzoo.zoo.manifest import validate_entry, write_json_atomic
-
     _check_repo_id(repo_id)
     if not isinstance(revision, str) or not revision:
         raise ParameterError(f"revision must be a non-empty string (a commit or tag), got {revision!r}")
@@ -534,7 +517,7 @@ def update_manifest(
                 f"manifest only re-pins the hub location of an existing zoo model; add an entry for {name!r} first"
             )
         models[name]["hub"] = {"repo_id": repo_id, "revision": revision}
-        validate_entry(name, models[name])
+        ModelSpec.from_entry(name, models[name])
         datas.append(data)
     for path, data in zip(targets, datas):
         write_json_atomic(path, data)
@@ -602,8 +585,6 @@ def run(args: argparse.Namespace, *, stdout=None) -> int:
     if args.update_manifest and not args.push:
         raise ParameterError("--update-manifest needs --push: the manifest pins the commit that the push creates")
     if args.push:
-        from mirzoo.zoo.hub import offline
-
         if offline():
             raise PublishError(
                 f"cannot push to {args.repo!r}: offline mode is on (HF_HUB_OFFLINE or MIRZOO_OFFLINE); run without "

@@ -25,19 +25,20 @@ one pooled embedding vector.  It works inside ``Pipeline``, ``GridSearchCV``,
 from __future__ import annotations
 
 import os
-from numbers import Integral, Real
 import numpy as np
 
 try:
-    from sklearn.base import BaseEstimator, TransformerMixin
-    from sklearn.utils.validation import check_is_fitted
+    from sklearn.base import BaseEstimator, TransformerMixin  # deferred: optional dependency (scikit-learn)
+    from sklearn.utils.validation import check_is_fitted  # deferred: optional dependency (scikit-learn)
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "mirzoo.sklearn needs scikit-learn: pip install 'mirzoo[sklearn]'"
     ) from exc
 
-from mirzoo.errors import AudioError, ParameterError
+from mirzoo._checks import valid_choice, valid_int, valid_number
 from mirzoo.embeddings import POOLS
+from mirzoo.errors import AudioError, ParameterError
+from mirzoo.loader import load
 
 __all__ = ["EmbeddingTransformer"]
 
@@ -103,24 +104,17 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
                 f"(str or path), got {type(self.model).__name__}; save an in-memory Extractor with "
                 f".save(dir) and pass the directory"
             )
-        if self.pool not in _POOLS:
-            raise ParameterError(f"pool={self.pool!r} must be one of {_POOLS}")
+        valid_choice("pool", self.pool, _POOLS)
         if self.layer is not None and not isinstance(self.layer, str):
             raise ParameterError(f"layer={self.layer!r} must be a layer name, 'all' or None")
-        if self.sr is not None and (
-            isinstance(self.sr, bool) or not isinstance(self.sr, Real) or not np.isfinite(self.sr) or self.sr <= 0
-        ):
-            raise ParameterError(f"sr={self.sr!r} must be a positive number of Hz or None")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, Integral) or self.batch_size < 1:
-            raise ParameterError(f"batch_size={self.batch_size!r} must be a positive integer")
+        valid_number("sr", self.sr, unit="Hz", allow_none=True)
+        valid_int("batch_size", self.batch_size)
 
     def _get_extractor(self):
         """The Extractor for ``self.model``, loaded on first use and kept until pickling."""
         cached = self.__dict__.get("_extractor")
         if cached is not None and cached[0] == self.model:
             return cached[1]
-        from mirzoo.loader import load
-
         extractor = load(self.model)
         self.__dict__["_extractor"] = (self.model, extractor)
         return extractor
@@ -225,7 +219,7 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
         self._check_params()
         self._items(X)
         extractor = self._get_extractor()
-        layer, keys = extractor._resolve_layers(self.layer)
+        layer, keys = extractor.resolve_layers(self.layer)
         dim = sum(int(extractor.layers[k]) for k in keys)
         self.model_name_ = extractor.name
         self.layer_ = layer
@@ -262,7 +256,7 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self, "n_features_out_")
         extractor = self._get_extractor()
-        _, keys = extractor._resolve_layers(self.layer)
+        _, keys = extractor.resolve_layers(self.layer)
         stats = ("mean", "std") if self.pool == "mean+std" else (self.pool,)
         names = [f"{k}_{stat}{i}" for stat in stats for k in keys for i in range(int(extractor.layers[k]))]
         return np.asarray(names, dtype=object)

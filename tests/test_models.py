@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import mirzoo
-from mirzoo.zoo.manifest import PACKAGE_MANIFEST, file_sha256, write_json_atomic
+from mirzoo.fileio import file_sha256, write_json_atomic
+from mirzoo.zoo.manifest import PACKAGE_MANIFEST
 from mirzoo.nn.base import seeded_weights, weights_sha256
 from mirzoo.zoo.registry import build_model, get_entry
 

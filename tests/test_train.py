@@ -71,7 +71,7 @@ def test_train_evaluate_ship_and_load(model, tag_weight, tiny_corpus, tmp_path, 
     assert tt.main(argv[:4] + ["--corpus", str(tiny_corpus), "--ship", "--from-run", str(run), "--manifest",
                                str(manifest), "--weights-dir", str(weights)]) == 0
     again = json.loads(manifest.read_text())["models"][model]["weights"]
-    from mirzoo.zoo.manifest import file_sha256
+    from mirzoo.fileio import file_sha256
 
     assert again["sha256"] == file_sha256(weights / again["file"])
     assert tt.multi_hot([{"tags": "a;b"}, {"tags": "c"}], ["a", "c"]).tolist() == [[1, 0], [0, 1]]

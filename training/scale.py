@@ -29,7 +29,7 @@ CHOICES = ("none", "auto", "mirrored", "data-parallel")
 def backend_name() -> str:
     """The Keras backend that ``import keras`` will pick (without importing keras when it is not loaded)."""
     if "keras" in sys.modules:
-        import keras
+        import keras  # deferred: thread settings of training.train.main() come first
 
         return keras.backend.backend()
     return os.environ.get("KERAS_BACKEND", "tensorflow")
@@ -42,7 +42,7 @@ def split_host_cpu(n: int) -> None:
     backend = backend_name()
     if backend == "jax":
         if "jax" in sys.modules:
-            import jax
+            import jax  # deferred: optional backend
 
             if jax.local_device_count("cpu") != n:
                 raise SystemExit(f"--cpu-devices {n}: jax is already initialised with {jax.local_device_count('cpu')} "
@@ -51,7 +51,7 @@ def split_host_cpu(n: int) -> None:
         flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
         os.environ["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={n}"])
         return
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: thread settings of training.train.main() come first
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     try:
@@ -84,7 +84,7 @@ class Scale:
                 raise RuntimeError("the model was not built under the MirroredStrategy scope")
             self.replicas = int(strategy.num_replicas_in_sync)
         elif self.kind == "data-parallel":
-            import keras
+            import keras  # deferred: thread settings of training.train.main() come first
 
             dist = keras.distribution.distribution()
             if dist is not self.distribution:
@@ -103,7 +103,7 @@ class Scale:
 
 
 def _tf_devices() -> list[str]:
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: thread settings of training.train.main() come first
 
     return [d.name for d in (tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU"))]
 
@@ -117,7 +117,7 @@ def setup(kind: str, backend: str | None = None) -> Scale:
         if backend == "tensorflow":
             kind = "mirrored" if len(_tf_devices()) > 1 else "none"
         elif backend == "jax":
-            import keras
+            import keras  # deferred: thread settings of training.train.main() come first
 
             kind = "data-parallel" if len(keras.distribution.list_devices()) > 1 else "none"
         else:
@@ -129,7 +129,7 @@ def setup(kind: str, backend: str | None = None) -> Scale:
         if backend != "tensorflow":
             raise SystemExit(f"--distribute mirrored needs the tensorflow backend (KERAS_BACKEND=tensorflow); "
                              f"the backend is {backend!r}" + (": use --distribute data-parallel" if backend == "jax" else ""))
-        import tensorflow as tf
+        import tensorflow as tf  # deferred: thread settings of training.train.main() come first
 
         devices = _tf_devices()
         strategy = tf.distribute.MirroredStrategy(devices)
@@ -140,7 +140,7 @@ def setup(kind: str, backend: str | None = None) -> Scale:
     if backend != "jax":
         raise SystemExit(f"--distribute data-parallel needs the jax backend (KERAS_BACKEND=jax); the backend is "
                          f"{backend!r}" + (": use --distribute mirrored" if backend == "tensorflow" else ""))
-    import keras
+    import keras  # deferred: thread settings of training.train.main() come first
 
     devices = keras.distribution.list_devices()
     distribution = keras.distribution.DataParallel(devices=devices)
@@ -153,6 +153,6 @@ def setup(kind: str, backend: str | None = None) -> Scale:
 def release(scale: Scale) -> None:
     """Undo the global state of :func:`setup` (the keras distribution of ``data-parallel``)."""
     if scale.kind == "data-parallel":
-        import keras
+        import keras  # deferred: thread settings of training.train.main() come first
 
         keras.distribution.set_distribution(None)

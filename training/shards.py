@@ -46,6 +46,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mirzoo.fileio import write_json_atomic
+from training.data import EQ_DEFAULTS, EQ_LOWEST, audio_cache, read_metadata
+
 log = logging.getLogger("mirzoo.training")
 
 FORMAT = "mirzoo-shards"
@@ -78,9 +81,8 @@ def write_shards(out: os.PathLike | str, rows: list[dict], audio: np.ndarray, of
     or without targets the shards hold audio and tags only.  ``num_shards`` defaults to one per
     ``shard_mb`` of audio, at least ``min(8, clips)``.
     """
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: thread settings of training.train.main() come first
 
-    from mirzoo.zoo.manifest import write_json_atomic
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -161,7 +163,6 @@ def write_split(corpus: os.PathLike | str, out: os.PathLike | str, *, split: str
                 cache: os.PathLike | str | None = None, **kwargs) -> dict:
     """Decode a corpus split through the int16 audio cache of ``training.train`` (reused when it is
     there: ``<cache>/<corpus name>/<split>.npy``) and write it as shards."""
-    from training.train import audio_cache, read_metadata
 
     corpus = Path(corpus)
     rows = read_metadata(corpus, split)
@@ -194,13 +195,13 @@ def check_index(index: dict, directory, *, clip_ids: list[str] | None = None, sr
 
 
 def _bytes(value: bytes):
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: thread settings of training.train.main() come first
 
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
 
 
 def _ints(values):
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: thread settings of training.train.main() come first
 
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
 
@@ -209,7 +210,7 @@ def _ints(values):
 
 
 def _features(frames: bool):
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: thread settings of training.train.main() come first
 
     spec = {
         "clip_id": tf.io.FixedLenFeature([], tf.string),
@@ -224,7 +225,7 @@ def _features(frames: bool):
 
 
 def _decode(record, frames: bool):
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: thread settings of training.train.main() come first
 
     ex = tf.io.parse_single_example(record, _features(frames))
     out = {
@@ -240,7 +241,7 @@ def _decode(record, frames: bool):
 def iterate_clips(directory: os.PathLike | str, frames: bool | None = None):
     """Every clip of a shard folder in shard order, as numpy: ``clip_id``, ``audio`` (int16),
     ``tags`` (strings) and, with frame targets, ``chroma`` (uint8 [T, 12]).  For checks and tools."""
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: thread settings of training.train.main() come first
 
     directory = Path(directory)
     index = read_index(directory)
@@ -260,7 +261,7 @@ def augment_tf(x, seed, cfg: dict | None):
     ``noise_prob`` share of the examples, random polarity (``polarity``), and a random equaliser
     on an ``eq_prob`` share (``eq_db``, ``eq_points``; off by default); clipped to [-1, 1].
     ``seed``: an int64 scalar (stateless random ops; same seed, same result)."""
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: thread settings of training.train.main() come first
 
     cfg = cfg or {}
     seed = tf.cast(seed, tf.int64)
@@ -283,7 +284,6 @@ def augment_tf(x, seed, cfg: dict | None):
         x = x * tf.where(tf.random.stateless_uniform([b, 1], key(5)) < 0.5, -1.0, 1.0)
     eq_prob = float(cfg.get("eq_prob", 0.0))
     if eq_prob > 0:
-        from training.train import EQ_DEFAULTS
 
         db = float(cfg.get("eq_db", EQ_DEFAULTS["eq_db"]))
         points = int(cfg.get("eq_points", EQ_DEFAULTS["eq_points"]))
@@ -295,9 +295,8 @@ def augment_tf(x, seed, cfg: dict | None):
 def _random_eq_tf(x, on, gains_db):
     """``training.train.random_eq`` as TF ops: the rows of ``x`` [B, L] where ``on`` go through the
     zero-phase equaliser with ``gains_db`` [B, P] at the control points of ``train.eq_curve_db``."""
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: thread settings of training.train.main() come first
 
-    from training.train import EQ_LOWEST
 
     n = tf.shape(x)[1]
     spec = tf.signal.rfft(x)
@@ -326,7 +325,7 @@ def read_shards(directory: os.PathLike | str, *, length: int, hop: int, batch_si
     clips shorter than ``length`` are zero-padded, as are the targets.  ``augment``: the config of
     :func:`augment_tf` (``None``: no augmentation).  ``batch_size`` is the global batch.
     """
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: thread settings of training.train.main() come first
 
     directory = Path(directory)
     index = read_index(directory)

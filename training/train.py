@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import logging
 import os
@@ -44,40 +43,20 @@ from pathlib import Path
 
 import numpy as np
 
+from mirzoo.inference.windows import clip_patches
+from mirzoo.spec import ModelSpec
+from mirzoo.zoo.manifest import PACKAGE_DIR, PACKAGE_MANIFEST, get_spec
+from mirzoo.fileio import file_sha256, write_json_atomic
+from training import scale as ts
+from training import shards as tsh
+from training.data import EQ_DEFAULTS, EQ_LOWEST, audio_cache, read_metadata  # noqa: F401  (also used by callers of train)
+
 log = logging.getLogger("mirzoo.training")
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 # -- data ---------------------------------------------------------------------------------------
-
-
-def read_metadata(corpus: Path, split: str) -> list[dict]:
-    with open(corpus / "metadata.csv", newline="", encoding="utf-8") as f:
-        return [r for r in csv.DictReader(f) if r["split"] == split]
-
-
-def audio_cache(corpus: Path, rows: list[dict], cache_dir: Path, name: str, sr: int) -> tuple[np.ndarray, np.ndarray]:
-    """All clips of ``rows`` decoded into one int16 array (memory-mapped) with offsets [n + 1]."""
-    from mirzoo.audio import load_audio
-
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    data_path, index_path = cache_dir / f"{name}.npy", cache_dir / f"{name}.index.json"
-    ids = [r["clip_id"] for r in rows]
-    if data_path.exists() and index_path.exists():
-        index = json.loads(index_path.read_text())
-        if index["ids"] == ids and index["sr"] == sr:
-            return np.load(data_path, mmap_mode="r"), np.asarray(index["offsets"], dtype=np.int64)
-    pieces, offsets = [], [0]
-    for r in rows:
-        y = load_audio(corpus / r["path"], sr)
-        pieces.append(np.clip(np.round(y * 32767), -32768, 32767).astype(np.int16))
-        offsets.append(offsets[-1] + y.size)
-    tmp = data_path.with_suffix(".tmp.npy")
-    np.save(tmp, np.concatenate(pieces))
-    os.replace(tmp, data_path)
-    index_path.write_text(json.dumps({"ids": ids, "sr": sr, "offsets": offsets}))
-    return np.load(data_path, mmap_mode="r"), np.asarray(offsets, dtype=np.int64)
 
 
 def choose_vocabulary(train_rows: list[dict], min_count: int, exclude_groups: list[str]) -> list[str]:
@@ -145,8 +124,6 @@ def add_extra_corpora(rows: dict, audio: dict, extra: list, cache_root: Path, sr
 
 
 AUGMENT_KEYS = {"gain_db", "noise_prob", "snr_db", "polarity", "eq_prob", "eq_db", "eq_points"}
-EQ_LOWEST = 1 / 200  # the lowest control frequency of random_eq, as a fraction of Nyquist
-EQ_DEFAULTS = {"eq_db": 9.0, "eq_points": 6}  # random_eq and shards.augment_tf
 
 
 def eq_curve_db(n_bins: int, gains_db: np.ndarray) -> np.ndarray:
@@ -232,16 +209,6 @@ class PatchSampler:
 # -- evaluation ---------------------------------------------------------------------------------
 
 
-def clip_patches(y: np.ndarray, length: int, hop: int) -> np.ndarray:
-    n = y.size
-    count = 1 if n <= length else 1 + int(np.ceil((n - length) / hop))
-    out = np.zeros((count, length), np.float32)
-    for i in range(count):
-        piece = y[i * hop : i * hop + length]
-        out[i, : piece.size] = piece
-    return out
-
-
 def predict_clips(model, audio, offsets, length, hop, batch=32) -> np.ndarray:
     """Clip-level probabilities: mean over each clip's patches."""
     probs = []
@@ -254,7 +221,7 @@ def predict_clips(model, audio, offsets, length, hop, batch=32) -> np.ndarray:
 
 
 def tag_metrics(y_true: np.ndarray, y_prob: np.ndarray, vocab: list[str]) -> dict:
-    from sklearn.metrics import average_precision_score, roc_auc_score
+    from sklearn.metrics import average_precision_score, roc_auc_score  # deferred: optional dependency (scikit-learn)
 
     valid = [j for j in range(y_true.shape[1]) if 0 < y_true[:, j].sum() < y_true.shape[0]]
     aucs = {vocab[j]: float(roc_auc_score(y_true[:, j], y_prob[:, j])) for j in valid}
@@ -317,7 +284,7 @@ def scaled_train_data(args, cfg, sc, data_mode, corpus, cache, train_rows, train
     ``batch`` (config ``batch_size``) is per replica; the global batch is ``batch * replicas``.
     ``None``: keep the train_on_batch loop over the in-memory sampler (``--data memory`` without a
     MirroredStrategy: jax's DataParallel splits each global batch over the devices itself)."""
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: thread settings of training.train.main() come first
 
     if sc.backend != "tensorflow":
         # tf.data only feeds the pipeline here: keep tensorflow off the accelerators jax uses
@@ -328,7 +295,6 @@ def scaled_train_data(args, cfg, sc, data_mode, corpus, cache, train_rows, train
              global_batch, batch, sc.replicas)
     aug = cfg.get("augment", {})
     if data_mode == "shards":
-        from training import shards as tsh
 
         folder = Path(getattr(args, "shards", None) or cfg.get("shards") or cache / "shards-train")
         if (folder / tsh.INDEX).exists():
@@ -409,11 +375,10 @@ def lr_decay_config(cfg: dict) -> dict | None:
 
 
 def train(args) -> dict:
-    import keras
+    import keras  # deferred: Keras/TensorFlow only after main() has set the thread variables
 
-    from mirzoo.nn import get_family
-    from mirzoo.nn.base import apply_seeded_weights
-    from mirzoo.zoo.registry import get_entry
+    from mirzoo.nn import get_family  # deferred: imports Keras (see above)
+    from mirzoo.nn.base import apply_seeded_weights  # deferred: imports Keras (see above)
 
     cfg = json.loads(Path(args.config).read_text()) if args.config else {}
     augment_config(cfg)  # a bad key fails here, not after the audio cache is loaded
@@ -423,9 +388,9 @@ def train(args) -> dict:
     corpus = Path(args.corpus or cfg.get("corpus", "corpus"))
     heldout = Path(args.heldout or cfg.get("heldout", "heldout"))
     cache = Path(args.cache or cfg.get("cache", "cache")) / corpus.name
-    entry = get_entry(args.model)
-    sr = entry["sample_rate"]
-    frame_model = entry["output"] == "frame"
+    spec = get_spec(args.model)
+    sr = spec.sample_rate
+    frame_model = spec.is_frame
     # training at scale (training/scale.py, training/shards.py); without these options the
     # single-device train_on_batch loop below runs exactly as before
     distribute = getattr(args, "distribute", None) or cfg.get("distribute", "none")
@@ -434,8 +399,6 @@ def train(args) -> dict:
         raise SystemExit(f"--data {data_mode!r} must be 'memory' or 'shards'")
     scaled = distribute != "none" or data_mode != "memory"
     if scaled:
-        from training import scale as ts
-
         sc = ts.setup(distribute)
 
     rows = {s: read_metadata(corpus, s) for s in ("train", "valid", "test")}
@@ -451,13 +414,13 @@ def train(args) -> dict:
     extra_hours = add_extra_corpora(rows, audio, cfg.get("extra_corpora", []), cache.parent, sr)
     log.info("audio cache ready in %.0f s", time.time() - t0)
 
-    config = json.loads(json.dumps(entry["config"]))
+    config = json.loads(json.dumps(dict(spec.config)))
     vocab_tags, labels = None, {}
     if frame_model:
-        vocab = entry["head"]["labels"]
-        head = entry["head"]["output"]
+        vocab = list(spec.head.labels)
+        head = spec.head_output
         length = int(cfg.get("train_seconds", 4.0) * sr)
-        hop = config["frontend"]["hop_length"]
+        hop = spec.hop_length
         length -= length % hop
         targets = {s: load_chroma(corpus, rows[s]) for s in rows if rows[s]}
         tag_weight = float(cfg.get("tag_weight", 0.0))
@@ -474,16 +437,17 @@ def train(args) -> dict:
         vocab = choose_vocabulary(rows["train"], cfg.get("min_tag_count", 20), cfg.get("exclude_tag_groups", []))
         config["n_tags"] = len(vocab)
         head = "tags"
-        length = config["patch_samples"]
-        hop = int(round(entry["patch_hop_seconds"] * sr))
+        length = spec.patch_samples
+        hop = spec.patch_hop_samples
         labels = {s: multi_hot(rows[s], vocab) for s in rows if rows[s]}
         sampler = PatchSampler(*audio["train"], labels["train"], length, hop, rng)
     log.info("vocabulary (%d): %s", len(vocab), vocab)
 
     # under a MirroredStrategy the model and its optimizer are built in the strategy's scope
     with sc.scope() if scaled else contextlib.nullcontext():
-        full = get_family(entry["family"])(config, name=args.model.replace("-", "_"))
-        apply_seeded_weights(full, entry["weights"].get("seed", seed), entry["weights"].get("init", "he_uniform"))
+        full = get_family(spec.family)(config, name=args.model.replace("-", "_"))
+        init_seed = spec.weights.seed if spec.weights.seed is not None else seed
+        apply_seeded_weights(full, init_seed, spec.weights.init)
         if vocab_tags:
             outputs = {head: full.output[head], "tags": full.output["tags"]}
             model = keras.Model(full.input, outputs, name=f"{full.name}_train")
@@ -605,7 +569,7 @@ def train(args) -> dict:
         ts.release(sc)
     (ckpt / "report.json").write_text(json.dumps(report, indent=2))
     if args.ship:
-        ship(args, entry, config, full, vocab, report, cfg, corpus, rows)
+        ship(args, spec, config, full, vocab, report, cfg, corpus, rows)
     return report
 
 
@@ -622,7 +586,7 @@ def hardware_text() -> str:
     if usable != os.cpu_count():
         cores += f" (of {os.cpu_count()}, pinned)"
     try:
-        import tensorflow as tf
+        import tensorflow as tf  # deferred: thread settings of training.train.main() come first
 
         gpus = len(tf.config.list_physical_devices("GPU"))
     except Exception:
@@ -640,10 +604,8 @@ def scale_flags(args, report) -> str:
     return flags
 
 
-def ship(args, entry, config, full, vocab, report, cfg, corpus, rows) -> None:
+def ship(args, spec: ModelSpec, config, full, vocab, report, cfg, corpus, rows) -> None:
     """Write the weights into the package and the manifest (both copies)."""
-    from mirzoo.zoo.manifest import PACKAGE_DIR, PACKAGE_MANIFEST, file_sha256, write_json_atomic
-
     weights_dir = Path(getattr(args, "weights_dir", None) or PACKAGE_DIR / "weights")
     weights_dir.mkdir(parents=True, exist_ok=True)
     target = weights_dir / f"{args.model}.weights.h5"
@@ -661,7 +623,7 @@ def ship(args, entry, config, full, vocab, report, cfg, corpus, rows) -> None:
         e["head"]["labels"] = list(vocab)
         e["layers"][e["head"]["output"]] = len(vocab)
     tag_vocab = report.get("tag_vocabulary")
-    if entry["output"] == "frame":
+    if spec.is_frame:
         if tag_vocab:
             e["aux_heads"] = [{"output": "tags", "labels": list(tag_vocab), "activation": "sigmoid"}]
             e["layers"]["tags"] = len(tag_vocab)
@@ -692,7 +654,7 @@ def ship(args, entry, config, full, vocab, report, cfg, corpus, rows) -> None:
     }
     e["metrics"]["how"] = (
         "clip-level: mean of patch probabilities over each clip; macro ROC-AUC / PR-AUC over tags present "
-        "and absent in the split" if entry["output"] == "clip" else
+        "and absent in the split" if spec.is_clip else
         "frame-level pitch-class activity thresholded at 0.5 (F1) and cosine similarity per active frame"
         + ("; tags_*: clip-level tag metrics of the frame-wise tag head averaged over each clip" if tag_vocab else "")
     )
@@ -703,30 +665,29 @@ def ship(args, entry, config, full, vocab, report, cfg, corpus, rows) -> None:
 
 def ship_run(args) -> None:
     """Ship the best checkpoint of an earlier run (``--from-run``) without training again."""
-    from mirzoo.nn import get_family
-    from mirzoo.zoo.registry import get_entry
+    from mirzoo.nn import get_family  # deferred: imports Keras (thread settings first)
 
     run = Path(args.from_run)
     report = json.loads((run / "report.json").read_text())
     if report["model"] != args.model:
         raise SystemExit(f"{run} holds a run of {report['model']!r}, not {args.model!r}")
     cfg = json.loads(Path(args.config).read_text()) if args.config else {}
-    entry = get_entry(args.model)
-    config = json.loads(json.dumps(entry["config"]))
-    if entry["output"] == "clip":
+    spec = get_spec(args.model)
+    config = json.loads(json.dumps(dict(spec.config)))
+    if spec.is_clip:
         config["n_tags"] = len(report["vocabulary"])
     elif report.get("tag_vocabulary"):
         config["n_tags"] = len(report["tag_vocabulary"])
     else:
         config.pop("n_tags", None)
-    full = get_family(entry["family"])(config, name=args.model.replace("-", "_"))
+    full = get_family(spec.family)(config, name=args.model.replace("-", "_"))
     full.load_weights(run / "best.weights.h5")
     corpus = Path(args.corpus or cfg.get("corpus", "corpus"))
     rows = {s: read_metadata(corpus, s) for s in ("train", "valid", "test")}
     for folder in cfg.get("extra_corpora", []):  # only for the training record (no audio needed)
         for split in ("train", "valid"):
             rows[split] += [dict(r, _root=str(folder)) for r in read_metadata(Path(folder), split)]
-    ship(args, entry, config, full, report["vocabulary"], report, cfg, corpus, rows)
+    ship(args, spec, config, full, report["vocabulary"], report, cfg, corpus, rows)
 
 
 def main(argv=None) -> int:
@@ -758,9 +719,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     if args.cpu_devices:
-        from training.scale import split_host_cpu
 
-        split_host_cpu(args.cpu_devices)
+        ts.split_host_cpu(args.cpu_devices)
     if args.from_run:
         ship_run(args)
     else:

@@ -335,7 +335,7 @@ class MelSpectrogram(STFTMagnitude):
         super().__init__(fmax=None, **kwargs)
 
     def _kernels(self):
-        import librosa
+        import librosa  # deferred: librosa is slow to import (numba) and only needed here
 
         fmax = self.sample_rate / 2.0 if self.mel_fmax is None else self.mel_fmax
         if not 0 <= self.fmin < fmax <= self.sample_rate / 2.0:
@@ -378,7 +378,7 @@ class Chroma(STFTMagnitude):
         super().__init__(fmax=None, **kwargs)
 
     def _kernels(self):
-        import librosa
+        import librosa  # deferred: librosa is slow to import (numba) and only needed here
 
         fb = librosa.filters.chroma(
             sr=self.sample_rate, n_fft=self.n_fft, n_chroma=self.n_chroma, tuning=self.tuning, dtype=np.float64
@@ -439,7 +439,7 @@ class ConstantQ(SpectralFrontend):
         super().__init__(**kwargs)
 
     def _kernels(self):
-        import librosa
+        import librosa  # deferred: librosa is slow to import (numba) and only needed here
 
         freqs = self.fmin * 2.0 ** (np.arange(self.n_cq_bins) / self.bins_per_octave)
         if freqs[-1] >= self.sample_rate / 2:

@@ -1,0 +1,6 @@
+"""Tasks built on a loaded model: fine-tuning a new head (:mod:`~mirzoo.tasks.finetune`).
+
+Owns training and evaluating heads on labelled audio; it builds on the runner
+(:mod:`mirzoo.inference`) and the datasets (:mod:`mirzoo.datasets`), and is what
+``Extractor.fine_tune`` and ``Extractor.evaluate`` call.
+"""

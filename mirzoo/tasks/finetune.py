@@ -23,9 +23,13 @@ from __future__ import annotations
 import logging
 from typing import Any, Optional, Sequence
 
+import keras
 import numpy as np
 
+from mirzoo._checks import valid_int
+from mirzoo.datasets import Dataset, load_dataset
 from mirzoo.errors import ParameterError
+from mirzoo.inference.runner import Runner
 
 __all__ = ["fine_tune", "evaluate", "resolve_dataset"]
 
@@ -41,8 +45,6 @@ def resolve_dataset(data, sr: Optional[int] = None, classes: Optional[Sequence[s
 
     ``inputs`` are paths or 1-D/2-D arrays; ``labels`` lists of str per input.
     """
-    from mirzoo.datasets import Dataset, load_dataset
-
     if _is_tf_dataset(data):
         inputs, labels = [], []
         for x, y in data.as_numpy_iterator():
@@ -163,23 +165,14 @@ def fine_tune(
         With ``predict``, ``tag``, ``extract`` and ``evaluate``; ``.save(dir)`` writes a
         folder that ``mirzoo.load(dir)`` reads back.  ``.history`` holds the training log.
     """
-    import keras
-
-    from mirzoo.extractor import Extractor
-    from mirzoo.loader import load
-
-    if isinstance(base, str):
-        base = load(base)
-    if not isinstance(base, Extractor):
-        raise ParameterError(f"base must be a mirzoo Extractor or a model name, got {type(base).__name__}")
-    for name, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 1), ("patience", patience, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ParameterError(f"{name}={value!r} must be an integer >= {low}")
+    if not isinstance(base, Runner):
+        raise ParameterError(f"base must be a mirzoo Extractor (from mirzoo.load), got {type(base).__name__}")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("patience", patience)):
+        valid_int(name, value)
     if validation is not None and (isinstance(validation, bool) or not 0.0 <= validation <= 0.5):
         raise ParameterError(f"validation={validation!r} must lie in [0, 0.5] (or None for automatic)")
-    if isinstance(unfreeze, bool) or not isinstance(unfreeze, int) or unfreeze < 0:
-        raise ParameterError(f"unfreeze={unfreeze!r} must be a non-negative integer")
-    layer_name, keys = base._resolve_layers(layer)
+    valid_int("unfreeze", unfreeze, minimum=0)
+    layer_name, keys = base.resolve_layers(layer)
     if layer_name == "all" or len(keys) != 1:
         raise ParameterError("fine_tune needs a single embedding layer, not layer='all'")
     feature = keys[0]
@@ -195,7 +188,8 @@ def fine_tune(
     # a fresh copy of the backbone: the (cached) pretrained model is never touched
     model = keras.models.clone_model(base.model)
     model.set_weights(base.model.get_weights())
-    work = Extractor(model, dict(base.entry, name=base.name), source=base.source)
+    # the same class as ``base`` (an Extractor): built by its type, so this layer needs no upward import
+    work = type(base)(model, dict(base.entry, name=base.name), source=base.source)
 
     # stage 1: cache patch embeddings once, train the head on them
     embeddings = work.extract(inputs, sr, layer=feature, progress=progress)
@@ -264,7 +258,7 @@ def fine_tune(
         "notes": "Created by mirzoo fine_tune; the base model's weights were not modified.",
     }
     entry["metrics"] = {}
-    clf = Extractor(classifier, dict(entry, name=f"{base.name}-finetuned"), source="fine_tune")
+    clf = type(base)(classifier, dict(entry, name=f"{base.name}-finetuned"), source="fine_tune")
     clf.history = log_history
     if len(val_idx):
         val_inputs = [inputs[i] for i in val_idx]
@@ -275,8 +269,6 @@ def fine_tune(
 def _unfreeze(classifier, work, inputs, sr, y_clip, train_idx, val_idx, multilabel, blocks, epochs, lr, batch_size,
               rng, loss, progress, exclude=()):
     """Train the top ``blocks`` backbone blocks and the head end to end on waveform patches."""
-    import keras
-
     # backbone blocks in order, without the front-end and without the base model's own heads (e.g. the
     # pretrained "tags" layer), which do not feed the new classifier and would waste the unfrozen budget
     skip = {"frontend", "classes", *exclude}
@@ -297,18 +289,17 @@ def _unfreeze(classifier, work, inputs, sr, y_clip, train_idx, val_idx, multilab
     def windows(indices):
         xs, ys = [], []
         for i in indices:
-            y = work._load_one(inputs[i], sr)[0]
-            if work.output_kind == "clip":
-                _, starts = work._clip_windows(y.shape[0])
-                for s in starts:
-                    xs.append(work._window(y, int(s), work.patch_samples))
-                    ys.append(y_clip[i])
+            y = work.load_input(inputs[i], sr)[0]
+            if work.spec.is_clip:
+                patches = work.plan.patches(y)
+                xs.extend(patches)
+                ys.extend([y_clip[i]] * len(patches))
             else:
                 xs.append(y)
                 ys.append(y_clip[i])
         return xs, np.stack(ys) if ys else np.zeros((0, y_clip.shape[1]), np.float32)
 
-    if work.output_kind != "clip":
+    if not work.spec.is_clip:
         raise ParameterError("unfreeze > 0 is supported for clip-level models only")
     x_train, y_train = windows(train_idx)
     x_train = np.stack(x_train)
@@ -331,7 +322,7 @@ def evaluate(model, data, *, sr: Optional[int] = None) -> dict:
     ``pr_auc_macro`` (over labels with positives and negatives).  Probabilities are the
     head's outputs averaged over each clip's patches.
     """
-    from sklearn.metrics import accuracy_score, average_precision_score, f1_score, roc_auc_score
+    from sklearn.metrics import accuracy_score, average_precision_score, f1_score, roc_auc_score  # deferred: optional dependency (scikit-learn)
 
     if model.labels is None:
         raise ParameterError(f"model {model.name!r} has no head to evaluate")
@@ -339,7 +330,8 @@ def evaluate(model, data, *, sr: Optional[int] = None) -> dict:
     probs = model.predict(inputs, sr, pool="mean")
     probs = np.stack(probs if isinstance(probs, list) else [probs])
     y = _targets(labels, model.labels)
-    multilabel = bool((model.entry.get("head") or {}).get("multilabel", y.sum(axis=1).max() != 1))
+    flag = model.spec.head.multilabel if model.spec.head is not None else None
+    multilabel = bool(y.sum(axis=1).max() != 1) if flag is None else flag
     if multilabel:
         cols = [j for j in range(y.shape[1]) if 0 < y[:, j].sum() < y.shape[0]]
         return {

@@ -1,0 +1,239 @@
+"""The batched runner: a built model, its :class:`~mirzoo.spec.ModelSpec`, and one way to run it.
+
+Owns everything between "decoded mono signals" and "one array per layer per signal":
+resolving layer names, loading an input (path or array) at the model's rate, cutting
+windows with the model's :mod:`~mirzoo.inference.windows` plan, padding each batch to a
+bucketed size (few distinct shapes to compile) and stitching the outputs back per
+signal.  :class:`Runner` is the base of :class:`mirzoo.Extractor`; the folder engine
+(:mod:`mirzoo.batch`), Ray actors (:mod:`mirzoo.distributed`), HEAR, sklearn and
+fine-tuning use its public methods.
+
+Every computation is per example, so a clip gives the same output alone or in a batch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from typing import Any, Iterable, Iterator, Optional, Sequence, Union
+
+import keras
+import numpy as np
+
+from mirzoo._checks import valid_int
+from mirzoo.audio import load_audio, prepare_audio
+from mirzoo.errors import ParameterError, UnknownLayerError
+from mirzoo.inference.windows import ClipPlan, FramePlan, WindowPlan, frame_margin
+from mirzoo.spec import ModelSpec
+
+__all__ = ["Runner", "AudioInput", "bucket", "progress_bar", "as_list"]
+
+AudioInput = Union[str, os.PathLike, np.ndarray]
+
+
+def bucket(n: int, limit: int) -> int:
+    """Smallest power of two >= n, capped at ``limit``: few distinct batch shapes to compile."""
+    size = 1
+    while size < n:
+        size *= 2
+    return min(size, max(limit, 1))
+
+
+def as_list(audio) -> tuple[list, bool]:
+    """``(items, was_a_list)``: one input or a non-empty list/tuple of inputs as a list."""
+    if isinstance(audio, (list, tuple)):
+        if len(audio) == 0:
+            raise ParameterError("audio is an empty list: expected at least one path or array")
+        return list(audio), True
+    return [audio], False
+
+
+class _NoBar:
+    def update(self, n=1):
+        pass
+
+    def close(self):
+        pass
+
+
+def progress_bar(total: int, enabled: bool, desc: str, unit: str = "patch"):
+    """A tqdm bar when ``enabled``, else an object with the same ``update``/``close`` that does nothing."""
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm  # deferred: only with progress=True
+
+    return tqdm(total=total, desc=desc, unit=unit, leave=False)
+
+
+class Runner:
+    """A Keras model (waveforms in, a dict of named layers out) with its spec and window plan.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Input ``(batch, samples)`` float32 at the spec's rate; outputs a dict of layers,
+        one of which is the front-end layer named ``"frontend"``.
+    entry : dict
+        The manifest entry (with ``"name"``), parsed into :attr:`spec`.
+    """
+
+    def __init__(self, model: keras.Model, entry: dict[str, Any], *, source: str = ""):
+        self.model = model
+        self.entry = entry
+        self.name = entry.get("name", model.name)
+        self.spec = ModelSpec.from_entry(self.name, entry)
+        self.source = source
+        spec = self.spec
+        self.sample_rate = spec.sample_rate
+        self.output_kind = spec.output
+        self.layers = dict(spec.layers)
+        self.default_layer = spec.default_layer
+        self.all_layers = list(spec.all_layers)
+        self.labels = spec.labels
+        self.head_output = spec.head_output
+        #: every output head, primary first: ``{output name: labels}``
+        self.heads = spec.heads
+        self.frontend = model.get_layer("frontend")
+        self.hop_length = int(self.frontend.hop_length)
+        if spec.is_clip:
+            self.patch_samples = spec.patch_samples
+            self.patch_hop_samples = spec.patch_hop_samples
+            self.plan: WindowPlan = ClipPlan(self.patch_samples, self.patch_hop_samples, self.sample_rate)
+        else:
+            self.chunk_frames = max(1, int(round(spec.patch_seconds * self.sample_rate / self.hop_length)))
+            self.margin_frames = frame_margin(self.frontend.kernel_length, self.hop_length, spec.context_frames)
+            self.plan = FramePlan(
+                self.hop_length, self.chunk_frames, self.margin_frames, self.frontend.min_samples(), self.sample_rate
+            )
+
+    # -- inputs and names ---------------------------------------------------------------------
+    def load_input(self, item: AudioInput, sr: Optional[int]) -> tuple[np.ndarray, Optional[str]]:
+        """``(mono float32 signal at the model's rate, path or None)`` of a path or an array with ``sr``."""
+        if isinstance(item, (str, os.PathLike)):
+            return load_audio(item, self.sample_rate), os.fspath(item)
+        if isinstance(item, np.ndarray):
+            return prepare_audio(item, sr, self.sample_rate), None
+        raise ParameterError(
+            f"audio input of type {type(item).__name__} is not supported: expected a file path, a numpy "
+            f"array (with sr=...), or a list of these"
+        )
+
+    def resolve_layers(self, layer: Optional[str]) -> tuple[str, list[str]]:
+        """``(layer name, output keys)``: ``None`` is the default layer, ``"all"`` every layer of ``all_layers``."""
+        if layer is None:
+            layer = self.default_layer
+        if layer == "all":
+            return "all", list(self.all_layers)
+        if not isinstance(layer, str) or layer not in self.layers:
+            raise UnknownLayerError(
+                f"layer={layer!r} is not a layer of model {self.name!r}; valid layers: "
+                f"{', '.join(list(self.layers) + ['all'])}"
+            )
+        return layer, [layer]
+
+    def check_head(self, head: Optional[str]) -> str:
+        """The output name of ``head`` (default: the primary head); a usage error if the model has none."""
+        if not self.heads:
+            raise ParameterError(
+                f"model {self.name!r} has no output head (it is a feature extractor): use extract() instead"
+            )
+        if head is None:
+            return self.head_output
+        if head not in self.heads:
+            raise ParameterError(f"head={head!r} is not one of model {self.name!r}'s heads {list(self.heads)}")
+        return head
+
+    def timestamps(self, count: int) -> np.ndarray:
+        """Centre, in seconds, of each of ``count`` patches (clip models) or frames (frame models)."""
+        return self.plan.timestamps(count)
+
+    # -- running ------------------------------------------------------------------------------
+    def run_batch(self, windows: Sequence[np.ndarray], keys: list[str], batch_size: int) -> list[dict[str, np.ndarray]]:
+        """Run the model on equal-length windows, padding the batch to a bucketed size; one dict per window."""
+        x = np.stack(windows).astype(np.float32, copy=False)
+        size = bucket(len(windows), batch_size)
+        if size > len(windows):
+            x = np.concatenate([x, np.zeros((size - len(windows),) + x.shape[1:], np.float32)])
+        out = self.model.predict_on_batch(x)
+        arrays = {k: np.asarray(keras.ops.convert_to_numpy(out[k])) for k in keys}
+        return [{k: arrays[k][i] for k in keys} for i in range(len(windows))]
+
+    def forward(self, signals: list[np.ndarray], keys: list[str], batch_size: int, progress: bool = False):
+        """Outputs ``{key: [T, ...]}`` per signal, windows of all signals batched together."""
+        batch_size = valid_int("batch_size", batch_size)
+        if isinstance(self.plan, ClipPlan):
+            return self._forward_clip(signals, keys, batch_size, progress)
+        return self._forward_frame(signals, keys, batch_size, progress)
+
+    def stream_clip(
+        self, items: Iterable[tuple[Any, np.ndarray]], keys: list[str], batch_size: int
+    ) -> Iterator[tuple[Any, np.ndarray, dict[str, np.ndarray]]]:
+        """Clip models: patches of a stream of ``(tag, signal)`` batched across signals; yields
+        ``(tag, signal, {key: [T, ...]})`` in input order as soon as a signal is complete."""
+
+        plan = self.plan
+        windows: deque = deque()  # (entry, start)
+        open_items: deque = deque()  # [tag, y, remaining, outputs], in input order
+
+        def step(n):
+            chunk = [windows.popleft() for _ in range(n)]
+            batch = [plan.window(entry[1], start) for entry, start in chunk]
+            for (entry, _), out in zip(chunk, self.run_batch(batch, keys, batch_size)):
+                for k in keys:
+                    entry[3][k].append(out[k])
+                entry[2] -= 1
+            while open_items and open_items[0][2] == 0:
+                tag, y, _, outs = open_items.popleft()
+                yield tag, y, {k: np.stack(v) for k, v in outs.items()}
+
+        for tag, y in items:
+            starts = plan.starts(y.shape[0])
+            entry = [tag, y, len(starts), {k: [] for k in keys}]
+            open_items.append(entry)
+            windows.extend((entry, int(s)) for s in starts)
+            while len(windows) >= batch_size:
+                yield from step(batch_size)
+        while windows:
+            yield from step(min(batch_size, len(windows)))
+
+    def _forward_clip(self, signals, keys, batch_size, progress):
+        total = sum(self.plan.count(y.shape[0]) for y in signals)
+        bar = progress_bar(total, progress, f"{self.name} patches")
+        results = []
+        for _, _, out in self.stream_clip(enumerate(signals), keys, batch_size):
+            bar.update(len(next(iter(out.values()))))
+            results.append(out)
+        bar.close()
+        return results
+
+    def _forward_frame(self, signals, keys, batch_size, progress):
+        plan: FramePlan = self.plan
+        jobs = []  # (signal index, chunk)
+        for idx, y in enumerate(signals):
+            jobs.extend((idx, chunk) for chunk in plan.chunks(y.shape[0]))
+        # outputs are written straight into preallocated per-signal arrays (one copy, not two)
+        results: list[dict[str, np.ndarray]] = [{} for _ in signals]
+        by_length: dict[int, list] = {}
+        for job in jobs:
+            by_length.setdefault(job[1].right - job[1].left, []).append(job)
+        bar = progress_bar(len(jobs), progress, f"{self.name} chunks")
+        for _, group in sorted(by_length.items()):
+            for lo in range(0, len(group), batch_size):
+                part = group[lo : lo + batch_size]
+                windows = [plan.window(signals[idx], chunk) for idx, chunk in part]
+                for (idx, chunk), out in zip(part, self.run_batch(windows, keys, batch_size)):
+                    first = plan.first_frame(chunk)
+                    for k in keys:
+                        if k not in results[idx]:
+                            total = plan.n_frames(signals[idx].shape[0])
+                            results[idx][k] = np.empty((total,) + out[k].shape[1:], dtype=np.float32)
+                        results[idx][k][first : first + chunk.keep] = out[k][chunk.skip : chunk.skip + chunk.keep]
+                bar.update(len(part))
+        bar.close()
+        return results
+
+    def embeddings_of(self, out: dict[str, np.ndarray], keys: list[str]) -> np.ndarray:
+        """``[T, D]`` float32: the outputs of ``keys`` flattened per step and concatenated (``layer="all"``)."""
+        parts = [out[k].reshape(out[k].shape[0], -1) for k in keys]
+        emb = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+        return np.ascontiguousarray(emb, dtype=np.float32)

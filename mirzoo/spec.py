@@ -1,0 +1,298 @@
+"""ModelSpec: one manifest entry, parsed and checked once, as a frozen typed object.
+
+Owns the meaning of a manifest entry (``weights_manifest.json``, a saved model's
+``mirzoo.json``): which keys exist, their types, how they must agree with each other,
+and the values derived from them (patch and hop in samples, frame or clip output, heads
+and labels).  Every other module reads a model's description through a
+:class:`ModelSpec`; the raw dict is only kept to be written back out
+(:meth:`ModelSpec.to_entry`) or shown to users (``mirzoo info --json``).
+
+A bad entry raises :class:`~mirzoo.errors.ManifestError` naming the model, the key and
+the value found.  Numpy only; nothing here builds a model.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping, Optional
+
+from mirzoo.errors import ManifestError
+
+__all__ = ["HeadSpec", "WeightsSpec", "ModelSpec", "OUTPUT_KINDS"]
+
+OUTPUT_KINDS = ("clip", "frame")
+
+_REQUIRED = {
+    "family": str,
+    "task": str,
+    "description": str,
+    "sample_rate": int,
+    "output": str,
+    "config": dict,
+    "layers": dict,
+    "default_layer": str,
+    "all_layers": list,
+    "weights": dict,
+    "pretrained": bool,
+    "license": str,
+}
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """An output head: the layer ``output`` and its ``labels`` (one per unit)."""
+
+    output: str
+    labels: tuple[str, ...]
+    activation: str = "sigmoid"
+    #: fine-tuned heads record whether their classes are exclusive; ``None`` if not said
+    multilabel: Optional[bool] = None
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    """Where a model's weights come from: ``kind="seeded"`` (``seed``, ``init``) or ``kind="file"``."""
+
+    kind: str
+    sha256: Optional[str] = None
+    seed: Optional[int] = None
+    init: str = "he_uniform"
+    file: Optional[str] = None
+    size: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A zoo model's contract: input rate, windows, layers, heads, weights.
+
+    Build one with :meth:`from_entry`; the fields mirror the manifest keys, and the
+    properties are the values every consumer used to recompute by hand.
+    """
+
+    name: str
+    family: str
+    task: str
+    description: str
+    sample_rate: int
+    output: str
+    config: Mapping[str, Any]
+    layers: Mapping[str, int]
+    default_layer: str
+    all_layers: tuple[str, ...]
+    weights: WeightsSpec
+    pretrained: bool
+    license: str
+    patch_seconds: Optional[float] = None
+    patch_hop_seconds: Optional[float] = None
+    head: Optional[HeadSpec] = None
+    aux_heads: tuple[HeadSpec, ...] = ()
+    hub_repo_id: Optional[str] = None
+    hub_revision: Optional[str] = None
+    #: descriptive records, shown by ``mirzoo info`` and model cards (free-form in the manifest)
+    training: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    metrics: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    references: tuple[str, ...] = ()
+    entry: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    # -- derived values ------------------------------------------------------------------
+    @property
+    def is_clip(self) -> bool:
+        """One embedding per patch (``output == "clip"``)."""
+        return self.output == "clip"
+
+    @property
+    def is_frame(self) -> bool:
+        """One embedding per front-end frame (``output == "frame"``)."""
+        return self.output == "frame"
+
+    @property
+    def frontend(self) -> Mapping[str, Any]:
+        """The front-end's configuration (``config["frontend"]``)."""
+        return self.config.get("frontend", {})
+
+    @property
+    def hop_length(self) -> int:
+        """Front-end hop in samples (the frame step)."""
+        return int(self.frontend["hop_length"])
+
+    @property
+    def frame_seconds(self) -> float:
+        """Seconds between two front-end frames."""
+        return self.hop_length / self.sample_rate
+
+    @property
+    def patch_samples(self) -> int:
+        """Samples per patch (clip models) or per chunk (frame models)."""
+        if self.is_clip:
+            return int(self.config["patch_samples"])
+        return int(round(self.patch_seconds * self.sample_rate))
+
+    @property
+    def patch_hop_samples(self) -> int:
+        """Samples between patch starts (clip models)."""
+        return int(round(self.patch_hop_seconds * self.sample_rate))
+
+    @property
+    def chunk_frames(self) -> int:
+        """Frames per chunk of a frame model (``patch_seconds`` of audio, at least 1)."""
+        return max(1, int(round(self.patch_seconds * self.sample_rate / self.hop_length)))
+
+    @property
+    def context_frames(self) -> int:
+        """Frames of context each side that a frame model's output depends on (``config.context``)."""
+        return int(self.config.get("context", 0))
+
+    @property
+    def heads(self) -> dict[str, list[str]]:
+        """Every output head, primary first: ``{output name: labels}``."""
+        found = ([self.head] if self.head else []) + list(self.aux_heads)
+        return {h.output: list(h.labels) for h in found}
+
+    @property
+    def head_output(self) -> Optional[str]:
+        """The primary head's layer name, or ``None`` for a pure feature extractor."""
+        return self.head.output if self.head else None
+
+    @property
+    def labels(self) -> Optional[list[str]]:
+        """The primary head's labels, or ``None``."""
+        return list(self.head.labels) if self.head else None
+
+    @property
+    def embedding_dim(self) -> int:
+        """Size of the default layer's vectors."""
+        return int(self.layers[self.default_layer])
+
+    @property
+    def weights_label(self) -> str:
+        """``"pretrained"``, ``"random (seeded)"`` (feature models) or ``"untrained"``."""
+        if self.pretrained:
+            return "pretrained"
+        return "random (seeded)" if self.task == "features" else "untrained"
+
+    def to_entry(self) -> dict[str, Any]:
+        """A deep copy of the manifest entry this spec was parsed from."""
+        return copy.deepcopy(dict(self.entry))
+
+    # -- parsing -------------------------------------------------------------------------
+    @classmethod
+    def from_entry(cls, name: str, entry: Mapping[str, Any]) -> "ModelSpec":
+        """Check ``entry`` and parse it; :class:`ManifestError` names the key and the value on failure."""
+        where = f"manifest entry {name!r}"
+        if not isinstance(entry, Mapping):
+            raise ManifestError(f"{where} must be an object, got {type(entry).__name__}: {entry!r}")
+        for key, kind in _REQUIRED.items():
+            if key not in entry:
+                raise ManifestError(f"{where} lacks the required field {key!r}")
+            value = entry[key]
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise ManifestError(
+                    f"{where}: field {key!r} must be {kind.__name__}, got {type(value).__name__}: {value!r}"
+                )
+        if entry["sample_rate"] <= 0:
+            raise ManifestError(f"{where}: sample_rate={entry['sample_rate']!r} must be a positive integer")
+        if entry["output"] not in OUTPUT_KINDS:
+            raise ManifestError(f"{where}: output={entry['output']!r} must be 'clip' or 'frame'")
+        layers = entry["layers"]
+        for layer, dim in layers.items():
+            if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+                raise ManifestError(f"{where}: layers[{layer!r}]={dim!r} must be a positive integer (the layer's size)")
+        if entry["default_layer"] not in layers:
+            raise ManifestError(f"{where}: default_layer {entry['default_layer']!r} is not in its layers")
+        for layer in entry["all_layers"]:
+            if layer not in layers:
+                raise ManifestError(f"{where}: all_layers names {layer!r}, which is not in its layers")
+        for key in ("patch_seconds", "patch_hop_seconds"):
+            value = entry.get(key)
+            needed = entry["output"] == "clip" or (key == "patch_seconds" and value is not None)
+            if needed and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+                raise ManifestError(f"{where}: clip models need a positive {key!r}, got {value!r}")
+        if entry["output"] == "clip":
+            expected = round(entry["patch_seconds"] * entry["sample_rate"])
+            if entry["config"].get("patch_samples") != expected:
+                raise ManifestError(
+                    f"{where}: config.patch_samples={entry['config'].get('patch_samples')} does not "
+                    f"match patch_seconds * sample_rate = {expected}"
+                )
+        frontend = entry["config"].get("frontend", {})
+        if frontend.get("sample_rate") != entry["sample_rate"]:
+            raise ManifestError(
+                f"{where}: front-end sample_rate {frontend.get('sample_rate')} differs from "
+                f"the model's sample_rate {entry['sample_rate']}"
+            )
+        hop = frontend.get("hop_length")
+        if isinstance(hop, bool) or not isinstance(hop, int) or hop < 1:
+            raise ManifestError(f"{where}: config.frontend.hop_length={hop!r} must be a positive integer")
+        weights = _parse_weights(where, entry["weights"])
+        head, aux = _parse_heads(where, entry, layers)
+        hub = entry.get("hub") or {}
+        if not isinstance(hub, Mapping):
+            raise ManifestError(f"{where}: hub={hub!r} must be an object with 'repo_id' and 'revision'")
+        frozen = copy.deepcopy(dict(entry))
+        return cls(
+            name=name,
+            family=entry["family"],
+            task=entry["task"],
+            description=entry["description"],
+            sample_rate=int(entry["sample_rate"]),
+            output=entry["output"],
+            config=MappingProxyType(frozen["config"]),
+            layers=MappingProxyType(dict(layers)),
+            default_layer=entry["default_layer"],
+            all_layers=tuple(entry["all_layers"]),
+            weights=weights,
+            pretrained=entry["pretrained"],
+            license=entry["license"],
+            patch_seconds=None if entry.get("patch_seconds") is None else float(entry["patch_seconds"]),
+            patch_hop_seconds=None if entry.get("patch_hop_seconds") is None else float(entry["patch_hop_seconds"]),
+            head=head,
+            aux_heads=aux,
+            hub_repo_id=hub.get("repo_id"),
+            hub_revision=hub.get("revision"),
+            training=MappingProxyType(dict(frozen.get("training") or {})),
+            metrics=MappingProxyType(dict(frozen.get("metrics") or {})),
+            references=tuple(frozen.get("references") or ()),
+            entry=MappingProxyType(frozen),
+        )
+
+
+def _parse_weights(where: str, weights: Mapping[str, Any]) -> WeightsSpec:
+    kind = weights.get("kind")
+    if kind == "seeded":
+        seed = weights.get("seed")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ManifestError(f"{where}: seeded weights need an integer 'seed', got {seed!r}")
+        return WeightsSpec(kind, sha256=weights.get("sha256"), seed=seed, init=weights.get("init", "he_uniform"))
+    if kind == "file":
+        for key in ("file", "sha256", "size"):
+            if key not in weights:
+                raise ManifestError(f"{where}: weight file record lacks {key!r}")
+        return WeightsSpec(kind, sha256=weights["sha256"], file=weights["file"], size=weights["size"])
+    raise ManifestError(f"{where}: weights.kind={kind!r} must be 'seeded' or 'file'")
+
+
+def _parse_heads(where: str, entry: Mapping[str, Any], layers: Mapping[str, int]):
+    head = entry.get("head")
+    aux = entry.get("aux_heads") or []
+    if aux and head is None:
+        raise ManifestError(f"{where}: 'aux_heads' needs a primary 'head'")
+    if not isinstance(aux, list):
+        raise ManifestError(f"{where}: 'aux_heads' must be a list of head records, got {aux!r}")
+    parsed = []
+    for h in ([head] if head is not None else []) + aux:
+        if not isinstance(h, Mapping) or h.get("output") not in layers:
+            out = h.get("output") if isinstance(h, Mapping) else h
+            raise ManifestError(f"{where}: head output {out!r} is not in its layers")
+        labels = h.get("labels", [])
+        if len(labels) != layers[h["output"]]:
+            raise ManifestError(
+                f"{where}: {len(labels)} labels for the {layers[h['output']]}-dim head {h['output']!r}"
+            )
+        parsed.append(HeadSpec(
+                h["output"], tuple(str(label) for label in labels), h.get("activation", "sigmoid"), h.get("multilabel")
+            ))
+    if head is None:
+        return None, ()
+    return parsed[0], tuple(parsed[1:])
