@@ -73,6 +73,7 @@ def main(argv=None) -> int:
     parser.add_argument("--tree", default=str(ROOT), help="checkout whose mirzoo is measured (default: this one)")
     parser.add_argument("--label", default="", help="suffix of the result files (e.g. 'before')")
     parser.add_argument("--runs", type=int, default=3, help="cold runs per command (median reported)")
+    parser.add_argument("--only", nargs="+", metavar="CMD", help="only these commands (e.g. --only list info)")
     args = parser.parse_args(argv)
     tree = Path(args.tree).resolve()
     example = str(tree / "mirzoo" / "data" / "example.flac")
@@ -83,6 +84,8 @@ def main(argv=None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, cli_args in commands(example, tmp):
+            if args.only and name.split()[0].lstrip("-") not in [o.lstrip("-") for o in args.only]:
+                continue
             argv_ = [sys.executable, "-m", "mirzoo", *cli_args]
             walls, rsss = [], []
             for _ in range(args.runs):

@@ -733,7 +733,7 @@ def extract(
 
 def _failures_and_counts(table) -> tuple[list, int]:
     """``(failures, files written)`` from a table with ``path`` and ``error`` columns."""
-    from mirzoo.batch import Failure  # deferred: mirzoo.batch imports Keras (see the module docstring)
+    from mirzoo.batch import Failure  # deferred: mirzoo.batch imports Keras; importing mirzoo.distributed must not
 
     paths = table.column("path").to_pylist()
     errors = table.column("error").to_pylist()
@@ -836,7 +836,7 @@ def _check_target(target: str, fs, local: bool, overwrite: bool, folder: bool) -
 def _write_single(ds, target: str, fs, local: bool, overwrite: bool):
     import pyarrow.parquet as pq  # deferred: optional dependency (pip install 'mirzoo[distributed]' / '[parquet]')
 
-    from mirzoo.batch import ExtractionReport, Failure, parquet_schema  # deferred: mirzoo.batch imports Keras
+    from mirzoo.batch import ExtractionReport, Failure, parquet_schema  # deferred: mirzoo.batch imports Keras; importing mirzoo.distributed must not
 
     _check_target(target, fs, local, overwrite, folder=False)
     report = ExtractionReport(output=Path(target))
@@ -895,7 +895,7 @@ class _NothingWritten(Exception):
 def _write_folder(ds, target: str, fs, local: bool, overwrite: bool):
     import pyarrow.parquet as pq  # deferred: optional dependency (pip install 'mirzoo[distributed]' / '[parquet]')
 
-    from mirzoo.batch import ExtractionReport  # deferred: mirzoo.batch imports Keras
+    from mirzoo.batch import ExtractionReport  # deferred: mirzoo.batch imports Keras; importing mirzoo.distributed must not
 
     _check_target(target, fs, local, overwrite, folder=True)
     if local:
@@ -916,7 +916,7 @@ def read_embeddings(path: Union[str, os.PathLike], *, filesystem=None) -> tuple[
     for every file that has embeddings (failed files are left out), ``meta`` holds ``model``,
     ``layer`` and ``pool``.
     """
-    from mirzoo.batch import require_pyarrow  # deferred: mirzoo.batch imports Keras
+    from mirzoo.batch import require_pyarrow  # deferred: mirzoo.batch imports Keras; importing mirzoo.distributed must not
 
     pa, pq = require_pyarrow()
     fs = _as_filesystem(filesystem)

@@ -49,7 +49,7 @@ _MODEL_CLASS = None
 
 
 def _model_class():
-    """``HearModel``, a ``tf.Module`` subclass, created on first use so importing stays cheap."""
+    """``HearModel``, a ``tf.Module`` subclass, created on first use (TensorFlow itself only then)."""
     global _MODEL_CLASS
     if _MODEL_CLASS is None:
         import tensorflow as tf  # deferred: TensorFlow itself only where it is used (the Keras backend may be jax)
