@@ -54,19 +54,19 @@ def read_saved(directory: Union[str, os.PathLike]) -> dict:
         name = meta.get("name") or d.name
     except (ValueError, KeyError, TypeError) as exc:
         raise ParameterError(f"'{meta_path}' is not a valid mirzoo.json: {exc}") from exc
-    ModelSpec.from_entry(name, entry)
-    if entry["weights"].get("kind") != "file":
+    record = ModelSpec.from_entry(name, entry).weights
+    if record.kind != "file":
         raise ParameterError(
             f"'{meta_path}': weights must be a file record ({{'kind': 'file', 'file': ..., 'sha256': ...}}) as "
-            f"written by Extractor.save, got {entry['weights']!r}"
+            f"written by Extractor.save, got {record}"
         )
-    weights = d / entry["weights"]["file"]
+    weights = d / record.file
     if not weights.is_file():
         raise WeightsError(f"weight file '{weights}' named in '{meta_path}' is missing")
     actual = file_sha256(weights)
-    if actual != entry["weights"]["sha256"]:
+    if actual != record.sha256:
         raise WeightsError(
-            f"weight file '{weights}' fails its sha256 check: expected {entry['weights']['sha256']} "
+            f"weight file '{weights}' fails its sha256 check: expected {record.sha256} "
             f"(from '{meta_path}'), got {actual}. The file is corrupt or was modified; save the model again."
         )
     meta["name"] = name
