@@ -87,6 +87,8 @@ def test_build_writes_outputs(built):
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.npz")) == sorted(r["targets"] for r in rows)
     assert sorted(p.relative_to(out).as_posix() for p in (out / "audio").rglob("*.*")) == sorted(r["path"] for r in rows)
     assert list(rows[0]) == list(tc.METADATA_COLUMNS)
+    # split_key (what keeps one tune printed twice on one side) is written and decides the split
+    assert all(r["split_key"] and tc.split_of(r["split_key"], 0) == r["split"] for r in rows)
     assert HOURS * 3600 <= sum(float(r["duration"]) for r in rows) <= HOURS * 3600 + 5.0
     assert {r["collection"] for r in rows} <= set(COLLECTIONS)
     assert len({r["collection"] for r in rows}) >= 3  # interleaved collections
