@@ -152,6 +152,8 @@ def test_cli_engine_ray_matches_engine_local(cluster, clips, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "broken.wav" in err and "empty.wav" in err
     assert main(["extract", "random-cnn", str(clips), "-o", str(local_out), "--workers", "0", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "broken.wav" in err and "empty.wav" in err  # the same failures, reported the same way
     got, meta = read_cli_embeddings(ray_out)  # the local engine's Parquet layout exactly
     want, want_meta = read_cli_embeddings(local_out)
     assert meta == want_meta == {"model": "random-cnn", "layer": "embedding", "pool": ""}
