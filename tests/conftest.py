@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -38,6 +39,15 @@ def skip_unless_installed(present: bool, reason: str) -> None:
     if in_ci():
         pytest.fail(f"CI=true and a test dependency is missing: {reason}", pytrace=False)
     pytest.skip(reason, allow_module_level=True)
+
+
+def fluidsynth_present() -> bool:
+    """pyfluidsynth with its library, or the ``fluidsynth`` program: what the corpus renderer can use."""
+    try:
+        import fluidsynth  # noqa: F401
+    except (ImportError, OSError):  # OSError: pyfluidsynth installed, libfluidsynth not
+        return shutil.which("fluidsynth") is not None
+    return True
 
 
 def _missing_dependency(excinfo) -> str | None:

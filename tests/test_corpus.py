@@ -28,24 +28,13 @@ soundfile = pytest.importorskip("soundfile")
 from training import corpus as tc  # noqa: E402
 from training import corpus_render as cr  # noqa: E402
 from training import corpus_sources as cs  # noqa: E402
-from conftest import skip_unless_installed  # noqa: E402
-
-
-
-def _fluidsynth_present() -> bool:
-    """pyfluidsynth with its library, or the ``fluidsynth`` program: what FluidRenderer can use."""
-    try:
-        import fluidsynth  # noqa: F401
-    except (ImportError, OSError):  # OSError: pyfluidsynth installed, libfluidsynth not
-        return shutil.which("fluidsynth") is not None
-    return True
-
+from conftest import fluidsynth_present, skip_unless_installed  # noqa: E402
 
 # skip (fail under CI=true) only when the renderer or the soundfont is truly absent; any other
 # error of the renderer fails the tests that use it
 skip_unless_installed(os.path.isfile(cr.SOUNDFONTS["FluidR3"]),
                       "FluidR3 soundfont missing (apt-get install fluid-soundfont-gm)")
-skip_unless_installed(_fluidsynth_present(),
+skip_unless_installed(fluidsynth_present(),
                       "no FluidSynth (pip install pyfluidsynth; apt-get install libfluidsynth3 or fluidsynth)")
 
 COLLECTIONS = ("bach-chorales", "oneills-1850", "essen-folksongs", "palestrina")

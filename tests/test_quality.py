@@ -12,13 +12,12 @@ not on noise.
 from __future__ import annotations
 
 import os
-import shutil
 
 import numpy as np
 import pytest
 
 import mirzoo
-from conftest import SR, skip_unless_installed
+from conftest import SR, fluidsynth_present, skip_unless_installed
 from training import corpus_render as cr
 
 # I - vi - IV - V - I - ii - V7 - I, one chord a second, four voices, transposed to E-flat
@@ -28,14 +27,6 @@ TRANSPOSE = 3
 #: instrument family -> General MIDI program it is rendered with (training.corpus_render.PROGRAMS)
 PROGRAMS = {"piano": 0, "organ": 19, "strings": 48, "guitar": 24, "brass": 61, "reed": 71}
 HOP = 320  # dense-frame's 20 ms frames at 16 kHz
-
-
-def _fluidsynth_present() -> bool:
-    try:
-        import fluidsynth  # noqa: F401
-    except (ImportError, OSError):
-        return shutil.which("fluidsynth") is not None
-    return True
 
 
 def _events(program: int) -> cr.NoteEvents:
@@ -51,7 +42,7 @@ def renders():
     """``family -> (waveform at 16 kHz, NoteEvents)`` for each family in PROGRAMS."""
     skip_unless_installed(os.path.isfile(cr.SOUNDFONTS["TimGM6mb"]),
                           "TimGM6mb missing (apt-get install timgm6mb-soundfont)")
-    skip_unless_installed(_fluidsynth_present(),
+    skip_unless_installed(fluidsynth_present(),
                           "no FluidSynth (pip install pyfluidsynth; apt-get install libfluidsynth3 or fluidsynth)")
     renderer = cr.FluidRenderer(cr.SOUNDFONTS["TimGM6mb"], SR)
     out = {}
