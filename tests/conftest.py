@@ -60,7 +60,7 @@ def _missing_dependency(excinfo) -> str | None:
 
 def _ci_failure(module: str, reason: str) -> str:
     return (f"CI=true and the test dependency '{module}' cannot be imported ({reason}); "
-            "CI installs it with pip install -e \".[test]\" (see .ci/run)")
+            "every test dependency is installed by .ci/run (pip install -e \".[test]\", then hearvalidator)")
 
 
 @pytest.hookimpl(hookwrapper=True)
