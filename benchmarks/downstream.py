@@ -22,18 +22,21 @@ Methods, all in one run on the same clips and folds:
     protocol allows: with mean+std pooling even a perfect chroma is at chance on mode.
 
 The printout and the markdown end with each pretrained model's margin over MFCC and
-random-cnn against the targets (+15 and +5 points of mean accuracy).
+random-cnn against the targets (+15 and +5 points of mean balanced accuracy).
 
 Probe: ``StandardScaler`` + ``LogisticRegression`` (lbfgs).  Folds are stratified and
-*grouped by piece* (``StratifiedGroupKFold``), so excerpts of one piece never sit on both
-sides of a split -- otherwise the style task degenerates into recognising the piece.  The
-inverse regularisation ``C`` is chosen per outer fold by an inner grouped 3-fold CV over
-``--Cs`` on the training part only (``--Cs 1`` reproduces a fixed-C probe), for every
-method alike.  Scores: accuracy (the headline; mean over folds) and balanced accuracy
-(mean per-class recall, which is what separates methods on an unbalanced task such as
-mode).  A method's best layer is the one with the best mean accuracy over tasks in a first pass
-(outer folds only, C fixed at the middle of the grid); the reported numbers are the nested
-probe of that layer (and of ``layer="all"``).
+*grouped by the corpus's* ``split_key`` (``StratifiedGroupKFold``): the normalised title that
+also keeps one tune printed in two books on one side, so excerpts of one piece never sit on
+both sides of a split -- otherwise the style task degenerates into recognising the piece.  A
+``metadata.csv`` without ``split_key`` is refused (rebuild it with ``training/corpus.py``).
+
+Everything chosen is chosen inside each outer fold, on its training part only, by an inner
+grouped 3-fold CV: the layer of a zoo model (each embedding layer and ``layer="all"``) and the
+inverse regularisation ``C`` from ``--Cs``, jointly, for every method alike (MFCC and the score
+rows have one "layer").  Each method then has one number per task, the outer-fold mean, with no
+choice made on the folds it is scored on.  The headline score is balanced accuracy (mean
+per-class recall: the tasks are unbalanced, mode heavily), which is also what the inner CV
+maximises; plain accuracy is reported beside it.
 
 Features are cached under ``--cache`` keyed by model, weights sha256, layer and the clip
 list, so re-running after retraining one model only re-extracts that model.  Results go to
@@ -66,7 +69,13 @@ def load_tasks(data: Path, min_class: int) -> tuple[list[str], list[str], dict[s
     with open(data / "metadata.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     paths = [str(data / r["path"]) for r in rows]
-    pieces = [r.get("piece_id") or r["path"] for r in rows]
+    pieces = [r.get("split_key") for r in rows]  # CV groups: what the corpus splits by
+    missing = [r["path"] for r, key in zip(rows, pieces) if not key]
+    if missing:
+        raise ValueError(
+            f"{data / 'metadata.csv'}: {len(missing)} of {len(rows)} clips have no split_key (first: "
+            f"{missing[0]!r}); expected the column training/corpus.py writes, which groups the folds -- "
+            f"rebuild the folder with python -m training.corpus build")
     tasks: dict[str, dict[int, str]] = {"instrument": {}, "style": {}, "mode": {}}
     for i, r in enumerate(rows):
         tags = r["tags"].split(";")
@@ -135,8 +144,28 @@ def oracle_features(chroma: list[np.ndarray]) -> dict[str, np.ndarray]:
     return dict(zip(ORACLES, (np.asarray(pooled, np.float32), np.asarray(key, np.float32))))
 
 
-def probe(x: np.ndarray, y: list[str], groups: list[str], folds: int, seed: int, Cs: tuple) -> dict:
-    """Nested, piece-grouped CV of a standardised logistic regression; C picked on inner folds."""
+def nested_probe(candidates: dict[str, np.ndarray], y, groups, *, folds: int, seed: int, Cs: tuple,
+                 inner_folds: int = 3) -> dict:
+    """Grouped nested CV of a standardised logistic regression over candidate feature sets.
+
+    Inside each outer fold, the candidate (a layer) and ``C`` are chosen together by an inner
+    grouped CV on the training part alone, maximising balanced accuracy; the choice is then fit on
+    the whole training part and scored on the held-out part.  Nothing is chosen on the folds that
+    are scored, so having more candidates (layers) is no advantage in itself.
+
+    Parameters
+    ----------
+    candidates : dict of str to np.ndarray [shape=(n, d_k)]
+        Feature sets of the same ``n`` clips, in order of preference on ties.
+    y, groups : sequence [shape=(n,)]
+        Labels, and the groups (``split_key``) that never straddle a split.
+
+    Returns
+    -------
+    dict
+        ``balanced_accuracy`` and ``accuracy`` (means over outer folds), their ``*_std``, and
+        ``folds``: per outer fold the chosen ``layer``, ``C`` and its two scores.
+    """
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
@@ -146,33 +175,53 @@ def probe(x: np.ndarray, y: list[str], groups: list[str], folds: int, seed: int,
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    y = np.asarray(y)
-    groups = np.asarray(groups)
+    if not candidates or not Cs:
+        raise ValueError(f"candidates={list(candidates)}, Cs={list(Cs)}: expected at least one of each")
+    y, groups = np.asarray(y), np.asarray(groups)
+    names = list(candidates)
 
-    def fit(xt, yt, C):
+    def fit_predict(x_train, y_train, x_test, C):
+        if len(set(y_train)) < 2:  # a tiny fold with one class: the probe can only answer that class
+            return np.full(len(x_test), y_train[0])
         clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=C, tol=1e-3))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            return clf.fit(xt, yt)
+            return clf.fit(x_train, y_train).predict(x_test)
 
-    acc, bal, chosen = [], [], []
+    def choose(train):
+        if len(names) == 1 and len(Cs) == 1:
+            return names[0], Cs[0]
+        inner = StratifiedGroupKFold(n_splits=inner_folds, shuffle=True, random_state=seed)
+        splits = list(inner.split(train, y[train], groups[train]))
+        scores = np.zeros((len(names), len(Cs)))
+        for i, name in enumerate(names):
+            x = candidates[name][train]
+            for itr, ite in splits:
+                for j, C in enumerate(Cs):
+                    pred = fit_predict(x[itr], y[train][itr], x[ite], C)
+                    scores[i, j] += balanced_accuracy_score(y[train][ite], pred)
+        i, j = np.unravel_index(int(np.argmax(scores)), scores.shape)  # first best: earlier name, smaller C
+        return names[i], Cs[j]
+
     outer = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    for train, test in outer.split(x, y, groups):
-        C = Cs[0]
-        if len(Cs) > 1:
-            inner = StratifiedGroupKFold(n_splits=3, shuffle=True, random_state=seed)
-            inner_scores = np.zeros(len(Cs))
-            for itr, ite in inner.split(x[train], y[train], groups[train]):
-                for j, c in enumerate(Cs):
-                    model = fit(x[train][itr], y[train][itr], c)
-                    inner_scores[j] += accuracy_score(y[train][ite], model.predict(x[train][ite]))
-            C = Cs[int(np.argmax(inner_scores))]
-        pred = fit(x[train], y[train], C).predict(x[test])
-        acc.append(accuracy_score(y[test], pred))
-        bal.append(balanced_accuracy_score(y[test], pred))
-        chosen.append(C)
-    return {"accuracy": float(np.mean(acc)), "std": float(np.std(acc)),
-            "balanced_accuracy": float(np.mean(bal)), "C": chosen}
+    per_fold = []
+    for train, test in outer.split(np.zeros(len(y)), y, groups):
+        name, C = choose(train)
+        pred = fit_predict(candidates[name][train], y[train], candidates[name][test], C)
+        per_fold.append({"layer": name, "C": float(C), "balanced_accuracy": float(balanced_accuracy_score(y[test], pred)),
+                         "accuracy": float(accuracy_score(y[test], pred))})
+    bal = [f["balanced_accuracy"] for f in per_fold]
+    acc = [f["accuracy"] for f in per_fold]
+    return {"balanced_accuracy": float(np.mean(bal)), "balanced_accuracy_std": float(np.std(bal)),
+            "accuracy": float(np.mean(acc)), "accuracy_std": float(np.std(acc)), "folds": per_fold}
+
+
+def chosen_layers(results: dict) -> str:
+    """How often each layer was chosen over the outer folds of all tasks: ``"block5 x9, all x6"``."""
+    import collections
+
+    counts = collections.Counter(f["layer"] for r in results.values() for f in r["folds"])
+    return ", ".join(f"{layer} x{n}" for layer, n in counts.most_common())
 
 
 def layer_features(m, paths: list[str], layers: list[str], chunk: int = 16) -> dict[str, np.ndarray]:
@@ -185,8 +234,8 @@ def layer_features(m, paths: list[str], layers: list[str], chunk: int = 16) -> d
 
     out: dict[str, list] = {l: [] for l in layers}
     for i in range(0, len(paths), chunk):
-        signals = [m._load_one(p, None)[0] for p in paths[i : i + chunk]]
-        for res in m._forward(signals, layers, 16, False):
+        signals = [m.load_input(p, None)[0] for p in paths[i : i + chunk]]
+        for res in m.forward(signals, layers, 16, False):
             for l in layers:
                 out[l].append(pool_embeddings(res[l].reshape(res[l].shape[0], -1).astype(np.float32), "mean+std"))
     return {l: np.stack(v) for l, v in out.items()}
@@ -203,28 +252,28 @@ def feature_cache_key(model, layer: str, paths: list[str]) -> str:
 
 def transfer_targets(summary: list[dict], pretrained: dict[str, bool],
                      over_mfcc: float = 0.15, over_random: float = 0.05) -> dict[str, dict]:
-    """Each pretrained model's margin over MFCC and ``random-cnn`` (mean accuracy, best of its
-    chosen layer and ``layer="all"``) against the issue's targets (+15 and +5 points)."""
+    """Each pretrained model's margin over MFCC and ``random-cnn`` (mean balanced accuracy of the
+    nested probe, layer chosen inside each fold) against the issue's targets (+15 and +5 points)."""
     by = {r["method"]: r for r in summary}
     out = {}
     for name, is_pretrained in pretrained.items():
         if not is_pretrained or name not in by:
             continue
-        mean = max(by[name]["mean"], by[name].get("all_mean", -1.0))
-        row = {"mean": mean, "vs_mfcc": mean - by["mfcc"]["mean"], "target_vs_mfcc": over_mfcc}
+        mean = by[name]["mean_balanced"]
+        row = {"mean_balanced": mean, "vs_mfcc": mean - by["mfcc"]["mean_balanced"], "target_vs_mfcc": over_mfcc}
         if "random-cnn" in by:
-            row.update(vs_random_cnn=mean - by["random-cnn"]["mean"], target_vs_random_cnn=over_random)
+            row.update(vs_random_cnn=mean - by["random-cnn"]["mean_balanced"], target_vs_random_cnn=over_random)
         row["met"] = row["vs_mfcc"] >= over_mfcc and row.get("vs_random_cnn", over_random) >= over_random
         out[name] = row
     return out
 
 
 def targets_text(targets: dict[str, dict]) -> str:
-    lines = ["Targets (mean accuracy, the better of best layer and layer=\"all\"): +15 points over MFCC, "
+    lines = ["Targets (mean balanced accuracy, layer chosen inside each fold): +15 points over MFCC, "
              "+5 over random-cnn."]
     for name, t in targets.items():
         vs_random = f", {100 * t['vs_random_cnn']:+.1f} vs random-cnn" if "vs_random_cnn" in t else ""
-        lines.append(f"- {name}: {100 * t['mean']:.1f}, {100 * t['vs_mfcc']:+.1f} vs MFCC{vs_random}: "
+        lines.append(f"- {name}: {100 * t['mean_balanced']:.1f}, {100 * t['vs_mfcc']:+.1f} vs MFCC{vs_random}: "
                      f"{'met' if t['met'] else 'not met'}")
     return "\n".join(lines)
 
@@ -303,44 +352,24 @@ def main(argv=None) -> int:
         if len(set(y)) >= 2:
             task_data[task] = (idx, y, [pieces[i] for i in idx])
 
-    # stage 1 (layer choice): every single layer, outer folds only, C fixed at the grid's middle value
-    selection: dict[str, dict[str, float]] = {}
-    mid = (args.Cs[len(args.Cs) // 2],)
+    # one nested probe per method and task: layer and C chosen inside each outer fold
+    results: dict[str, dict[str, dict]] = {t: {} for t in task_data}
     with threadpool_limits(1):
         for method, keys in methods.items():
-            single = [k for k in keys if not k.endswith(":all")]
-            if len(single) == 1:
-                selection[single[0]] = {}
-                continue
-            for key in single:
-                selection[key] = {t: probe(features[key][idx], y, g, args.folds, args.seed, mid)["accuracy"]
-                                  for t, (idx, y, g) in task_data.items()}
-        print("  chose layers", flush=True)
-        best_of = {}
-        for method, keys in methods.items():
-            single = [k for k in keys if not k.endswith(":all")]
-            best_of[method] = max(single, key=lambda k: np.mean(list(selection[k].values())) if selection[k] else 0)
-
-        # stage 2 (the reported numbers): the chosen layer and layer="all", C picked by inner CV per outer fold
-        results: dict[str, dict[str, dict]] = {t: {} for t in task_data}
-        for method, keys in methods.items():
-            final = [best_of[method]] + [k for k in keys if k.endswith(":all")]
-            for key in final:
-                for t, (idx, y, g) in task_data.items():
-                    results[t][key] = probe(features[key][idx], y, g, args.folds, args.seed, tuple(args.Cs))
+            candidates = {key.split(":", 1)[-1]: features[key] for key in keys}
+            for t, (idx, y, g) in task_data.items():
+                results[t][method] = nested_probe({k: v[idx] for k, v in candidates.items()}, y, g,
+                                                  folds=args.folds, seed=args.seed, Cs=tuple(args.Cs))
             print(f"  probed {method}", flush=True)
 
     summary = []
-    for method, keys in methods.items():
-        best = best_of[method]
-        row = {"method": method, "best_layer": best.split(":", 1)[-1]}
+    for method in methods:
+        row = {"method": method, "layers": chosen_layers({t: results[t][method] for t in results})}
         for t in results:
-            row[t] = results[t][best]["accuracy"]
-            row[f"{t}_balanced"] = results[t][best]["balanced_accuracy"]
-        row["mean"] = float(np.mean([row[t] for t in results]))
+            row[f"{t}_balanced"] = results[t][method]["balanced_accuracy"]
+            row[t] = results[t][method]["accuracy"]
         row["mean_balanced"] = float(np.mean([row[f"{t}_balanced"] for t in results]))
-        if any(k.endswith(":all") for k in keys):
-            row["all_mean"] = float(np.mean([results[t][f"{method}:all"]["accuracy"] for t in results]))
+        row["mean"] = float(np.mean([row[t] for t in results]))
         summary.append(row)
 
     out = HERE / "results"
@@ -349,31 +378,34 @@ def main(argv=None) -> int:
     pretrained = {n: mirzoo.model_info(n)["pretrained"] for n in methods if n != "mfcc" and n not in oracles}
     targets = transfer_targets(summary, pretrained)
     payload = {
-        "env": env, "data": str(data), "clips": len(paths), "pieces": len(set(pieces)),
-        "folds": args.folds, "seed": args.seed, "Cs": args.Cs, "cv": "StratifiedGroupKFold by piece, C by inner 3-fold",
-        "layer_selection": {k: v for k, v in selection.items() if v},
+        "env": env, "data": str(data), "clips": len(paths), "groups": len(set(pieces)),
+        "folds": args.folds, "seed": args.seed, "Cs": args.Cs,
+        "cv": "StratifiedGroupKFold by split_key; layer and C chosen per outer fold by inner grouped 3-fold CV "
+              "on balanced accuracy",
         "tasks": {t: {"clips": len(v), "classes": sorted(set(v.values()))} for t, v in tasks.items()},
         "pretrained": pretrained, "oracles": oracles, "summary": summary, "results": results,
         "targets": targets, "extract_seconds": timings,
     }
     (out / f"downstream-{env}.json").write_text(json.dumps(payload, indent=2))
-    lines = ["| method | weights | best layer | " + " | ".join(results) + " | mean | mean (layer=all) | mean balanced |",
-             "|---" * (6 + len(results)) + "|"]
+    lines = ["| method | weights | " + " | ".join(f"{t} (balanced)" for t in results)
+             + " | mean balanced | mean accuracy | layers chosen (outer folds, all tasks) |",
+             "|---" * (5 + len(results)) + "|"]
     for row in summary:
         if row["method"] in oracles:
             w = "oracle (score, not audio)"
         else:
             w = "-" if row["method"] == "mfcc" else ("pretrained" if pretrained[row["method"]] else "untrained/random")
-        cells = " | ".join(f"{100 * row[t]:.1f}" for t in results)
-        all_mean = f"{100 * row['all_mean']:.1f}" if "all_mean" in row else "-"
-        lines.append(f"| {row['method']} | {w} | {row['best_layer']} | {cells} | {100 * row['mean']:.1f} | "
-                     f"{all_mean} | {100 * row['mean_balanced']:.1f} |")
+        cells = " | ".join(f"{100 * row[f'{t}_balanced']:.1f}" for t in results)
+        layers = "-" if row["method"] == "mfcc" or row["method"] in oracles else row["layers"]
+        lines.append(f"| {row['method']} | {w} | {cells} | {100 * row['mean_balanced']:.1f} | "
+                     f"{100 * row['mean']:.1f} | {layers} |")
     table = "\n".join(lines)
     task_text = "; ".join(f"{t}: {len(v)} clips, {len(set(v.values()))} classes" for t, v in tasks.items())
     (out / f"downstream-{env}.md").write_text(
-        f"Linear-probe accuracy (%) on {data.name}: {len(paths)} TimGM6mb renders of {len(set(pieces))} "
-        f"test-split pieces ({task_text}).\n{args.folds}-fold stratified CV grouped by piece; C chosen from "
-        f"{args.Cs} by inner grouped 3-fold CV; *mean balanced* is the mean over tasks of balanced accuracy.\n\n"
+        f"Linear-probe balanced accuracy (%) on {data.name}: {len(paths)} TimGM6mb renders of test-split "
+        f"pieces, {len(set(pieces))} split_key groups ({task_text}).\n{args.folds}-fold stratified CV grouped by "
+        f"split_key; in each outer fold the layer and C (from {args.Cs}) are chosen by an inner grouped 3-fold CV "
+        f"on its training part; *mean accuracy* is plain accuracy beside the balanced headline.\n\n"
         f"{table}\n\n{targets_text(targets)}\n")
     print(table)
     print(targets_text(targets))
@@ -384,18 +416,17 @@ def main(argv=None) -> int:
         for row in summary:
             if not pretrained.get(row["method"]):
                 continue
-            figures = {t: round(row[t], 4) for t in results}
-            figures.update(mean_accuracy=round(row["mean"], 4), mean_balanced_accuracy=round(row["mean_balanced"], 4),
-                           best_layer=row["best_layer"])
-            if "all_mean" in row:
-                figures["mean_accuracy_layer_all"] = round(row["all_mean"], 4)
-            figures["mfcc_mean_accuracy"] = round(by_method["mfcc"]["mean"], 4)
+            figures = {t: round(row[f"{t}_balanced"], 4) for t in results}
+            figures.update(mean_balanced_accuracy=round(row["mean_balanced"], 4), mean_accuracy=round(row["mean"], 4),
+                           layers_chosen=row["layers"])
+            figures["mfcc_mean_balanced_accuracy"] = round(by_method["mfcc"]["mean_balanced"], 4)
             if "random-cnn" in by_method:
-                figures["random_cnn_mean_accuracy"] = round(by_method["random-cnn"]["mean"], 4)
+                figures["random_cnn_mean_balanced_accuracy"] = round(by_method["random-cnn"]["mean_balanced"], 4)
             figures["n_clips"] = len(paths)
             figures["how"] = (f"benchmarks/downstream.py on {data.name} (TimGM6mb renders of test-split pieces): "
                               f"logistic-regression probes on mean+std pooled embeddings, {args.folds}-fold CV "
-                              "grouped by piece, C by inner CV")
+                              "grouped by split_key, layer and C chosen inside each fold by inner CV; "
+                              "per-task figures are balanced accuracy")
             record(row["method"], "transfer_linear_probe", figures)
         print("recorded transfer_linear_probe in the pretrained models' manifest entries")
     return 0

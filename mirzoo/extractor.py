@@ -74,13 +74,6 @@ class Extractor(Runner):
             f"layers {list(self.layers)}, {weights}>"
         )
 
-    # benchmarks/downstream.py (owned elsewhere) still calls these two old private names
-    def _load_one(self, item, sr):
-        return self.load_input(item, sr)
-
-    def _forward(self, signals, keys, batch_size, progress):
-        return self.forward(signals, keys, batch_size, progress)
-
     # -- public API ---------------------------------------------------------------------------
     def extract(
         self,

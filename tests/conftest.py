@@ -1,8 +1,15 @@
-"""Shared fixtures: seeded synthetic audio and temporary audio files.  Everything offline."""
+"""Shared fixtures: seeded synthetic audio and temporary audio files.  Everything offline.
+
+Under ``CI=true`` a test may not skip for lack of something CI installs: a skip raised by
+``pytest.importorskip`` (a missing Python package) or by :func:`skip_unless_installed` (a missing
+system package) fails the run instead, so a broken install cannot pass as a green run.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -12,6 +19,71 @@ import pytest
 import soundfile as sf
 
 SR = 16000
+
+#: What ``pytest.importorskip`` says when the import fails (pytest's own wording).
+_IMPORT_SKIP = re.compile(r"^could not import '([^']+)'")
+
+
+def in_ci() -> bool:
+    """True when the run is CI's (``CI=true``, as set by CI services and ``.ci/run``)."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def skip_unless_installed(present: bool, reason: str) -> None:
+    """Skip (fail under CI) when something CI installs, a system package say, is missing.
+
+    ``reason`` names what is missing and how to install it.  Usable at module level.
+    """
+    if present:
+        return
+    if in_ci():
+        pytest.fail(f"CI=true and a test dependency is missing: {reason}", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def fluidsynth_present() -> bool:
+    """pyfluidsynth with its library, or the ``fluidsynth`` program: what the corpus renderer can use."""
+    try:
+        import fluidsynth  # noqa: F401
+    except (ImportError, OSError):  # OSError: pyfluidsynth installed, libfluidsynth not
+        return shutil.which("fluidsynth") is not None
+    return True
+
+
+def _missing_dependency(excinfo) -> str | None:
+    """The module named by an ``importorskip`` skip, or None for any other outcome."""
+    if excinfo is None or not excinfo.errisinstance(pytest.skip.Exception):
+        return None
+    match = _IMPORT_SKIP.match(str(excinfo.value.msg or ""))
+    return match.group(1) if match else None
+
+
+def _ci_failure(module: str, reason: str) -> str:
+    return (f"CI=true and the test dependency '{module}' cannot be imported ({reason}); "
+            "every test dependency is installed by .ci/run (pip install -e \".[test]\", then hearvalidator)")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    module = _missing_dependency(call.excinfo)
+    if module is not None and in_ci():
+        report = outcome.get_result()
+        report.outcome = "failed"
+        report.longrepr = _ci_failure(module, call.excinfo.value.msg)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and in_ci() and isinstance(report.longrepr, tuple):
+        reason = str(report.longrepr[2])
+        reason = reason[len("Skipped: "):] if reason.startswith("Skipped: ") else reason
+        match = _IMPORT_SKIP.match(reason)
+        if match:
+            report.outcome = "failed"
+            report.longrepr = _ci_failure(match.group(1), reason)
 
 
 def tone_mix(seconds: float, sr: int = SR, seed: int = 0, freqs=(220.0, 330.0, 440.0)) -> np.ndarray:

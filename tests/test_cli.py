@@ -65,9 +65,12 @@ def test_extract_pooled_parquet(audio_dir, tmp_path):
 
 def test_extract_usage_errors(audio_dir, tmp_path, capsys):
     assert main(["extract", "random-cnn", str(audio_dir), "-o", str(tmp_path / "x.csv")]) == 2
+    assert "x.csv' must end in .npz or .parquet" in capsys.readouterr().err
     assert main(["extract", "random-cnn", str(audio_dir), "-o", str(tmp_path / "x.npz"), "--layer", "nope"]) == 2
     assert "valid layers" in capsys.readouterr().err
     assert main(["extract", "random-cnn", str(tmp_path / "none.wav"), "-o", str(tmp_path / "y.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "none.wav" in err and "every input failed; nothing written" in err
     assert not (tmp_path / "y.npz").exists() and not (tmp_path / "x.npz").exists()
 
 

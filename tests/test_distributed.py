@@ -152,6 +152,8 @@ def test_cli_engine_ray_matches_engine_local(cluster, clips, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "broken.wav" in err and "empty.wav" in err
     assert main(["extract", "random-cnn", str(clips), "-o", str(local_out), "--workers", "0", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "broken.wav" in err and "empty.wav" in err  # the same failures, reported the same way
     got, meta = read_cli_embeddings(ray_out)  # the local engine's Parquet layout exactly
     want, want_meta = read_cli_embeddings(local_out)
     assert meta == want_meta == {"model": "random-cnn", "layer": "embedding", "pool": ""}
@@ -168,7 +170,9 @@ def test_cli_engine_ray_usage_errors(cluster, clips, tmp_path, capsys):
     assert main(common + ["-o", str(tmp_path / "x.npz")]) == 2
     assert "--engine local" in capsys.readouterr().err
     assert main(common + ["-o", str(tmp_path / "x.parquet"), "--resume"]) == 2
+    assert "--resume works with --engine local only" in capsys.readouterr().err
     assert main(common + ["-o", str(tmp_path / "x.parquet"), "--workers", "2"]) == 2
+    assert "with --engine ray use --concurrency" in capsys.readouterr().err
     assert main(common + ["-o", str(tmp_path / "x.parquet"), "--layer", "nope"]) == 2
     assert "valid layers" in capsys.readouterr().err
     assert main(["extract", "random-cnn", str(clips), "-o", str(tmp_path / "x.npz"), "--address", "auto"]) == 2
@@ -231,13 +235,15 @@ def test_bad_parameters_name_the_value(cluster, clips, tmp_path):
         md.init("auto", num_cpus=2)  # Ray already runs: the address is ignored, the sizes are not
 
 
-def test_missing_ray_names_the_install_command(monkeypatch):
+def test_missing_ray_names_the_install_command(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(md.MissingDependencyError, match=r'pip install "mirzoo\[distributed\]"') as info:
         md.read_audio("music/")
     assert isinstance(info.value, mirzoo.MirzooError) and isinstance(info.value, ImportError)
+    capsys.readouterr()
     code = main(["extract", "random-cnn", "music/", "-o", "out/", "--engine", "ray"])
     assert code == 2
+    assert 'pip install "mirzoo[distributed]"' in capsys.readouterr().err
 
 
 def test_pools_match_the_extractor():

@@ -91,6 +91,13 @@ def test_tflite_builtin_ops_parity(crnn, tmp_path):
     model = flatbuffer_utils.read_model(str(path))
     custom = [op.customCode for op in model.operatorCodes if op.customCode]
     assert custom == [], f"non-builtin (Flex/custom) ops: {custom}"
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    op_names = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+    # newer flatbuffers keep codes >= 127 in builtinCode only, older ones in deprecatedBuiltinCode
+    builtins = {op_names[max(op.builtinCode, op.deprecatedBuiltinCode)] for op in model.operatorCodes}
+    assert "CONV_2D" in builtins  # the front-end is a convolution with fixed Fourier kernels ...
+    assert not any("FFT" in name for name in builtins), sorted(builtins)  # ... not an RFFT2D
     runner = _tflite_interpreter(path).get_signature_runner("serving_default")
     x = _waveforms(2, crnn.patch_samples, seed=7)
     out = runner(waveform=x)

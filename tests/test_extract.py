@@ -92,12 +92,19 @@ def test_paths_arrays_and_formats_agree(audio_dir):
 
 
 def test_resampled_input_is_close_to_native_rate():
+    # random-cnn's clip vectors of unrelated sounds already correlate > 0.95, so the check is relative:
+    # each clip at 44.1 kHz must land nearer its own 16 kHz version than any other clip does
     m = mirzoo.load("random-cnn")
-    y16 = tone_mix(4.0, sr=16000, seed=5)
-    y44 = tone_mix(4.0, sr=44100, seed=5)  # same musical content at another rate
-    a = m.extract(y16, sr=16000, pool="mean")
-    b = m.extract(y44, sr=44100, pool="mean")
-    assert np.corrcoef(a, b)[0, 1] > 0.95
+    chords = [(220.0, 330.0, 440.0), (262.0, 392.0, 523.0), (196.0, 294.0), (147.0, 370.0),
+              (330.0, 415.0, 494.0), (110.0, 587.0)]
+    native = np.stack(m.extract([tone_mix(4.0, sr=16000, seed=5, freqs=f) for f in chords], sr=16000, pool="mean"))
+    resampled = np.stack(m.extract([tone_mix(4.0, sr=44100, seed=5, freqs=f) for f in chords], sr=44100, pool="mean"))
+    # distance[i, j]: 44.1 kHz clip j against 16 kHz clip i, relative to the size of clip i's vector
+    distance = np.linalg.norm(native[:, None] - resampled[None], axis=2) / np.linalg.norm(native, axis=1)[:, None]
+    same = np.diag(distance)
+    other = np.where(np.eye(len(chords), dtype=bool), np.inf, distance).min(axis=1)
+    assert np.all(same < 0.1), same  # measured 0.052-0.056
+    assert np.all(same < 0.5 * other), (same, other)  # nearest other clip: 0.12-0.15
 
 
 def test_tag_and_predict():

@@ -67,8 +67,13 @@ def test_pairs_multilabel_and_unfreeze():
     assert "unfreeze" in clf.history
     # a handful of clips per class: no validation fold by default (all 18 clips train the head)
     assert "on 18 clips (0 for validation)" in clf.entry["training"]["data"]
-    scores = clf.evaluate(data, sr=SR)
-    assert scores["roc_auc_macro"] > 0.8
+    heldout = []  # other clips than those trained on
+    for i in range(4):
+        heldout.append((_clip("low", 300 + i), ["low"]))
+        heldout.append((_clip("high", 350 + i), ["high"]))
+        heldout.append((0.5 * (_clip("low", 390 + i) + _clip("high", 395 + i)), ["low", "high"]))
+    scores = clf.evaluate(heldout, sr=SR)
+    assert scores["n_clips"] == 12 and scores["roc_auc_macro"] > 0.8
 
 
 def test_unfreeze_trains_the_top_backbone_block_not_the_base_head():
@@ -91,6 +96,9 @@ def test_tf_data_input():
     ds = tf.data.Dataset.from_tensor_slices((np.stack(xs), np.array(ys)))
     clf = mirzoo.load("random-cnn").fine_tune(ds, sr=SR, epochs=20, validation=0.2)
     assert clf.labels == ["high", "low"]
+    heldout = [(_clip("low", 300 + i, 3.0), "low") for i in range(3)] + [(_clip("high", 320 + i, 3.0), "high") for i in range(3)]
+    scores = clf.evaluate(heldout, sr=SR)
+    assert scores["n_clips"] == 6 and scores["accuracy"] >= 0.8  # chance: 0.5
 
 
 def test_fine_tune_errors(folder):

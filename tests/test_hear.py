@@ -87,7 +87,7 @@ def test_tf_tensors_in_and_out(model):
 
 
 def test_torch_tensors_in_and_out(model):
-    torch = pytest.importorskip("torch")  # optional: pip install torch (CPU wheel is enough)
+    torch = pytest.importorskip("torch")  # in the test extras (torch==2.13.0, a CPU wheel)
     audio = _noise(2, 1.0, seed=5)
     emb_np, ts_np = hear.get_timestamp_embeddings(audio, model)
     emb_t, ts_t = hear.get_timestamp_embeddings(torch.from_numpy(audio), model)
@@ -137,7 +137,7 @@ def test_bad_audio(model):
 
 
 def test_real_hear_validator(tmp_path, capsys):
-    """hearvalidator 2021.0.x (pip install hearvalidator; it needs torch) on a saved model."""
+    """hearvalidator 2021.0.2 on a saved model (.ci/run: pip install --no-deps hearvalidator==2021.0.2)."""
     validate = pytest.importorskip("hearvalidator.validate")
     saved = mirzoo.load(MODEL).save(tmp_path / "saved")
     with warnings.catch_warnings():

@@ -13,10 +13,12 @@ The one test of an unreachable network points the hub endpoint at a closed local
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -288,21 +290,40 @@ def test_two_processes_load_the_same_model_at_once(cache, repo):
 
 @pytest.fixture
 def online_hub(monkeypatch):
-    """Network allowed, but ``snapshot_download`` is a stand-in: only cache look-ups reach the real one."""
+    """Network allowed, but ``snapshot_download`` is a stand-in: only cache look-ups reach the real one.
+
+    Each call is bound to the real ``snapshot_download`` signature (a misnamed argument fails).  A
+    download of a repo in ``fake.serve`` (``repo_id -> folder``) puts the folder into the cache given
+    by ``cache_dir``, in huggingface_hub's layout, as the commit that ``revision`` names (the
+    revision is then a ref of it, unless it is that commit), and returns the snapshot; any other
+    download raises ``fake.error``.
+    """
     import huggingface_hub
 
     real = huggingface_hub.snapshot_download
+    signature = inspect.signature(real)
     calls = []
 
-    def fake(repo_id, *, revision, local_files_only=False, **kwargs):
+    def fake(*args, **kwargs):
+        arguments = signature.bind(*args, **kwargs).arguments
+        repo_id, revision = arguments["repo_id"], arguments.get("revision")
+        local_files_only = arguments.get("local_files_only", False)
         calls.append((revision, local_files_only))
         if local_files_only:
-            return real(repo_id, revision=revision, local_files_only=True, **kwargs)
+            return real(*args, **kwargs)
+        if repo_id in fake.serve:
+            cache = Path(arguments["cache_dir"])
+            refs = () if revision == fake.commit_of(repo_id) else (revision,)
+            commit = add_to_cache(cache, repo_id, fake.serve[repo_id], refs=refs)
+            return str(cache / ("models--" + repo_id.replace("/", "--")) / "snapshots" / commit)
         raise fake.error
+
+    def commit_of(repo_id):  # the commit add_to_cache gives the served folder
+        return add_to_cache(Path(tempfile.mkdtemp()), repo_id, fake.serve[repo_id])
 
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
-    fake.calls = calls
+    fake.calls, fake.serve, fake.commit_of = calls, {}, commit_of
     return fake
 
 
@@ -328,3 +349,47 @@ def test_online_unknown_revision_or_repo(repo, online_hub):
     with pytest.raises(WeightsError, match="'someone/absent' .* not found .* HF_TOKEN"):
         mirzoo.load("hf://someone/absent@main")
     assert online_hub.calls == [("v9", False), ("main", False)]  # branches and tags always ask the hub
+
+
+@pytest.mark.parametrize("pin", ["tag", "commit"])
+def test_online_download_at_a_pinned_revision(cache, saved, original, online_hub, pin, monkeypatch):
+    online_hub.serve[REPO] = saved
+    revision = "v2" if pin == "tag" else online_hub.commit_of(REPO)
+    online_hub.error = AssertionError("only the served repo may be downloaded")
+    m = mirzoo.load(f"hf://{REPO}@{revision}")
+    commit = online_hub.commit_of(REPO)
+    assert same_weights(m, original)
+    assert m.entry["hub"] == {"repo_id": REPO, "revision": commit}
+    assert m.source == f"hf://{REPO}@{revision}" + ("" if revision == commit else f" (commit {commit})")
+    # a tag always asks the hub; a commit is looked up in the cache first (empty here), then downloaded
+    assert online_hub.calls == ([("v2", False)] if pin == "tag" else [(commit, True), (commit, False)])
+    snapshot = cache / "models--owner--repo" / "snapshots" / commit
+    files = sorted(p.relative_to(saved).as_posix() for p in saved.rglob("*") if p.is_file())
+    assert sorted(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file()) == files
+    assert all((snapshot / f).is_symlink() and (snapshot / f).resolve().parent.name == "blobs" for f in files)
+    # the download landed in the real cache layout: offline, the real snapshot_download finds it
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    online_hub.calls.clear()
+    assert mirzoo.load(f"hf://{REPO}@{revision}").entry["hub"]["revision"] == commit
+    assert online_hub.calls == [(revision, True)]
+
+
+def test_online_download_of_a_repo_that_is_not_a_mirzoo_repo(cache, saved, online_hub, tmp_path):
+    other = tmp_path / "other"  # a Keras model repo without mirzoo.json
+    other.mkdir()
+    for name in ("config.json", "metadata.json", "model.weights.h5"):
+        (other / name).write_bytes((saved / name).read_bytes())
+    online_hub.serve["someone/keras-model"] = other
+    with pytest.raises(WeightsError) as info:
+        mirzoo.load("hf://someone/keras-model@v1")
+    message = str(info.value)
+    assert "'someone/keras-model' at revision 'v1' lacks 'mirzoo.json'" in message
+    assert "not a mirzoo model repo" in message and "mirzoo publish" in message
+
+
+def test_fake_snapshot_download_takes_only_real_arguments(online_hub):
+    import huggingface_hub
+
+    with pytest.raises(TypeError, match="revison"):
+        huggingface_hub.snapshot_download("owner/repo", revison="v1")  # misspelt keyword
+    assert online_hub.calls == []

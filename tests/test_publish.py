@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import json
 import shutil
 from pathlib import Path
 
+import huggingface_hub
 import numpy as np
 import pytest
 
@@ -53,25 +55,41 @@ def front_matter(card: str) -> dict:
     return yaml.safe_load(card.split("---\n")[1])
 
 
+REAL_HFAPI = huggingface_hub.HfApi  # before any test replaces it
+
+
+def _bind_to_hfapi(method: str, *args, **kwargs) -> dict:
+    """Bind a call to the real ``HfApi.<method>`` signature: a misnamed or missing argument is a TypeError."""
+    bound = inspect.signature(getattr(REAL_HFAPI, method)).bind(None, *args, **kwargs)
+    return {k: v for k, v in bound.arguments.items() if k not in ("self", "kwargs")}
+
+
 class RecordingApi:
-    """Stands in for ``huggingface_hub.HfApi``: records calls, returns a commit."""
+    """Stands in for ``huggingface_hub.HfApi``: records calls, returns a commit.
+
+    Every call is bound to the real ``HfApi`` signature first, so an argument the real
+    client does not take fails here as it would against the hub.
+    """
 
     calls: list = []
     commit = "a" * 40
 
-    def __init__(self, token=None, **kwargs):
-        RecordingApi.calls.append(("init", token))
+    def __init__(self, *args, **kwargs):
+        RecordingApi.calls.append(("init", _bind_to_hfapi("__init__", *args, **kwargs).get("token")))
 
-    def create_repo(self, repo_id, **kwargs):
-        RecordingApi.calls.append(("create_repo", repo_id, kwargs))
+    def create_repo(self, *args, **kwargs):
+        kwargs = _bind_to_hfapi("create_repo", *args, **kwargs)
+        RecordingApi.calls.append(("create_repo", kwargs.pop("repo_id"), kwargs))
 
-    def upload_folder(self, *, repo_id, folder_path, **kwargs):
-        files = sorted(p.name for p in Path(folder_path).iterdir())
-        RecordingApi.calls.append(("upload_folder", repo_id, files, kwargs))
+    def upload_folder(self, *args, **kwargs):
+        kwargs = _bind_to_hfapi("upload_folder", *args, **kwargs)
+        files = sorted(p.name for p in Path(kwargs["folder_path"]).iterdir())
+        RecordingApi.calls.append(("upload_folder", kwargs.pop("repo_id"), files, kwargs))
         return argparse.Namespace(oid=RecordingApi.commit)
 
-    def create_tag(self, repo_id, *, tag, revision, **kwargs):
-        RecordingApi.calls.append(("create_tag", repo_id, tag, revision))
+    def create_tag(self, *args, **kwargs):
+        kwargs = _bind_to_hfapi("create_tag", *args, **kwargs)
+        RecordingApi.calls.append(("create_tag", kwargs["repo_id"], kwargs["tag"], kwargs.get("revision")))
 
 
 @pytest.fixture
@@ -242,11 +260,24 @@ def test_push_uploads_tags_and_pins_the_manifest(online, tmp_path, capsys, monke
     assert online.calls[1][2]["exist_ok"] is True
     assert set(online.calls[2][2]) == FILES
     assert online.calls[3] == ("create_tag", "owner/random-cnn", "v1", commit)
+    assert online.calls[2][3]["commit_message"] == "Upload mirzoo model random-cnn"
     for path in manifests:
         entry = json.loads(path.read_text())["models"]["random-cnn"]
         assert entry["hub"] == {"repo_id": "owner/random-cnn", "revision": commit}
         monkeypatch.setenv("MIRZOO_MANIFEST", str(path))
         assert mirzoo.model_info("random-cnn")["hub"]["revision"] == commit  # still a valid manifest
+
+
+def test_recording_api_refuses_arguments_the_real_hfapi_does_not_take(online):
+    api = online(token="t")
+    with pytest.raises(TypeError):
+        api.create_repo("owner/m", privat=True)  # misspelt keyword
+    with pytest.raises(TypeError):
+        api.upload_folder(repo_id="owner/m")  # folder_path is required
+    with pytest.raises(TypeError):
+        api.create_tag("owner/m", name="v1")  # the real keyword is tag=
+    api.create_tag("owner/m", tag="v1", revision="b" * 40)
+    assert online.calls == [("init", "t"), ("create_tag", "owner/m", "v1", "b" * 40)]
 
 
 def test_push_errors(folder, online, tmp_path, monkeypatch, capsys):

@@ -91,8 +91,17 @@ def test_layer_all_feature_names():
     assert x.shape == (1, len(names)) and names[0] == "timbral_mean0" and names[-1] == "temporal_mean95"
 
 
-def test_pipeline_grid_search_clone_pickle(dataset):
-    paths, _, y = dataset
+def test_pipeline_grid_search_clone_pickle(dataset, tmp_path):
+    paths, _, labels = dataset
+    paths, y = paths[:8], labels[:8]  # trained on 8 clips, scored on other clips and other notes
+    heldout, y_heldout = [], []
+    for i, freqs in enumerate([(98.0, 147.0), (123.0, 185.0), (1568.0, 2349.0), (1976.0, 2960.0)]):
+        path = tmp_path / f"heldout{i}.wav"
+        sf.write(path, tone_mix(1.0, seed=100 + i, freqs=freqs), SR, subtype="FLOAT")
+        heldout.append(str(path))
+        y_heldout.append(int(freqs[0] > 1000))
+    heldout += dataset[0][8:]
+    y_heldout = np.concatenate([y_heldout, labels[8:]])
     pipe = make_pipeline(EmbeddingTransformer(model=MODEL, pool="mean"), LogisticRegression(max_iter=2000))
     grid = GridSearchCV(
         pipe,
@@ -101,7 +110,7 @@ def test_pipeline_grid_search_clone_pickle(dataset):
     )
     grid.fit(paths, y)
     assert set(grid.best_params_) == {"embeddingtransformer__pool", "logisticregression__C"}
-    assert grid.score(paths, y) >= 0.9  # low vs high notes: trivially separable
+    assert grid.score(heldout, y_heldout) >= 0.85  # low vs high notes, 8 held-out clips: at most one miss
 
     fitted = grid.best_estimator_
     clone_ = clone(fitted)

@@ -66,7 +66,7 @@ METADATA_COLUMNS = (
     "clip_id", "path", "targets", "split", "tags", "piece_id", "collection", "title", "soundfont",
     "programs", "orchestration", "tempo", "beat_ql", "qpm", "transposition", "start_ql", "duration",
     "sr", "hop", "n_frames", "gain_db", "snr_db", "reverb_send", "chorus_send", "pitch_shift_cents",
-    "time_stretch",
+    "time_stretch", "split_key",
 )
 
 # fast tune types whose 4/4 bars are felt in two (tempo drawn per half note)
@@ -475,6 +475,7 @@ def _write_clip(out: Path, split: str, piece: cs.Piece, plan: ClipPlan, y: np.nd
         "snr_db": "" if plan.snr_db is None else _fmt(plan.snr_db, 2),
         "reverb_send": str(plan.effects.reverb_send), "chorus_send": str(plan.effects.chorus_send),
         "pitch_shift_cents": _fmt(plan.pitch_shift_cents, 2), "time_stretch": _fmt(plan.time_stretch, 4),
+        "split_key": piece.split_key,
     }
     tmp_audio = audio_path.with_name(f".{audio_path.name}.{os.getpid()}.tmp")
     if cfg.audio_format == "flac":
