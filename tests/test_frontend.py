@@ -42,7 +42,9 @@ def test_logmel_top_db_is_per_example_not_per_batch():
     layer = MelSpectrogram(sample_rate=SR, n_fft=512, hop_length=256, n_mels=64, top_db=60.0)
     alone = np.asarray(layer(quiet[None]))[0]
     batched = np.asarray(layer(np.stack([loud, quiet])))[1]
-    np.testing.assert_allclose(batched, alone, atol=1e-4)
+    # 1e-3 dB: float32 rounding of a batched convolution differs from a single one by ~1e-4 dB near
+    # -90 dB on some oneDNN builds; clipping against the batch max would move bins by tens of dB
+    np.testing.assert_allclose(batched, alone, atol=1e-3)
     # and the clipping really happened relative to the quiet clip's own max
     assert alone.min() == pytest.approx(alone.max() - 60.0, abs=1e-3)
     # a batch-max clip (keras.layers.MelSpectrogram's behaviour) would have clipped far higher
