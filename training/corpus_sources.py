@@ -463,7 +463,7 @@ def _parse_music21(piece: Piece):
     return score
 
 
-def _extract(score, *, trust_written_key: bool = False) -> ScoreData:
+def extract_score(score, *, trust_written_key: bool = False) -> ScoreData:
     """Turn a music21 score into a :class:`ScoreData` (ties merged by pitch) with its score labels.
 
     ``trust_written_key``: whether the key the score writes (a music21 ``Key`` with a
@@ -568,6 +568,9 @@ def _extract(score, *, trust_written_key: bool = False) -> ScoreData:
     )
 
 
+_extract = extract_score  # the name benchmarks/chords.py uses
+
+
 def cache_dir_default() -> str:
     """Return the score cache folder: ``$MIRZOO_CORPUS_CACHE`` or ``~/.cache/mirzoo/corpus-scores``."""
     return os.path.expanduser(os.environ.get("MIRZOO_CORPUS_CACHE", DEFAULT_CACHE_DIR))
@@ -618,7 +621,7 @@ def load_score(piece: Piece, cache_dir: Optional[str] = None, *, retry_failed: b
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             trusted = {c.name: c.mode_from_score or c.mode_from_abc for c in COLLECTIONS}
-            score = _extract(_parse_music21(piece), trust_written_key=trusted.get(piece.collection, False))
+            score = extract_score(_parse_music21(piece), trust_written_key=trusted.get(piece.collection, False))
     except Exception as error:
         message = f"{type(error).__name__}: {error}"[:500]
         tmp = fail_path.with_name(f".{fail_path.name}.{os.getpid()}.tmp")
