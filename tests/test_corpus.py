@@ -94,7 +94,7 @@ def test_score_targets_in_build(built):
     out, _ = built
     vocab = json.loads((out / "vocabulary.json").read_text())
     assert vocab["corpus_version"] == tc.CORPUS_VERSION and vocab["chords"] == list(ct.CHORDS)
-    assert vocab["keys"][21] == "A major" and vocab["keys"][21 + 12] == "A minor"
+    assert vocab["keys"][9] == "A major" and vocab["keys"][9 + 12] == "A minor"
     seen_chord = seen_key = False
     for row in _rows(out):
         with np.load(out / row["targets"]) as t:

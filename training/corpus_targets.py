@@ -558,6 +558,7 @@ def frame_labels(labels: ClipLabels, n_frames: int, sr: int, hop: int) -> Dict[s
         frames = np.round(labels.beat_times * rate).astype(np.int64)
         ok = (frames >= 0) & (frames < n_frames)
         beat[frames[ok]] = 1
+        mask[frames[ok]] = 1  # a beat next to an uncertain measure is still known
         down = ok & (labels.beat_position == 1)
         downbeat[frames[down]] = 1
     key = np.full(n_frames, MASK, np.int16)
