@@ -1032,6 +1032,36 @@ def read_metadata(folder: str) -> List[dict]:
         return list(csv.DictReader(f))
 
 
+#: Arrays of a version-2 clip's ``.npz`` beyond version 1's.
+SCORE_TARGETS = ("beat", "downbeat", "beat_mask", "key", "key_source", "chord", "beat_times", "beat_position",
+                 "beat_chords", "meter", "tempo_bpm")
+
+
+def load_clip_targets(path: str) -> Dict[str, np.ndarray]:
+    """Read a clip's ``targets/...npz`` with its score targets.
+
+    Returns
+    -------
+    dict
+        Every array of the file (see the corpus README), ``meta`` decoded to a dict.
+
+    Raises
+    ------
+    ValueError
+        If the file comes from a corpus without score targets (version 1) or of another
+        targets version.
+    """
+    with np.load(path, allow_pickle=False) as data:
+        out = {name: data[name] for name in data.files}
+    version = int(out["targets_version"]) if "targets_version" in out else None
+    if version != ct.TARGETS_VERSION:
+        found = "no score targets (corpus version 1)" if version is None else f"targets version {version}"
+        raise ValueError(f"'{path}' holds {found}; expected targets version {ct.TARGETS_VERSION} "
+                         f"(corpus version {CORPUS_VERSION}): rebuild with `python -m training.corpus build`")
+    out["meta"] = json.loads(str(out["meta"]))
+    return out
+
+
 def corpus_stats(folder: str) -> dict:
     """Counts per split and tag, hours, pieces and failures of a built corpus."""
     rows = read_metadata(folder)
