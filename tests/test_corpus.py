@@ -91,6 +91,38 @@ def test_build_writes_outputs(built):
     assert not list(out.rglob(".*.tmp*"))
 
 
+def test_score_targets_in_build(built):
+    from training import corpus_targets as ct
+
+    out, _ = built
+    vocab = json.loads((out / "vocabulary.json").read_text())
+    assert vocab["corpus_version"] == tc.CORPUS_VERSION and vocab["chords"] == list(ct.CHORDS)
+    assert vocab["keys"][9] == "A major" and vocab["keys"][9 + 12] == "A minor"
+    seen_chord = seen_key = False
+    for row in _rows(out):
+        with np.load(out / row["targets"]) as t:
+            n = t["roll"].shape[0]
+            assert int(t["targets_version"]) == ct.TARGETS_VERSION
+            for name in ("beat", "downbeat", "beat_mask", "key", "key_source", "chord"):
+                assert t[name].shape == (n,), name
+            assert set(np.unique(t["chord"])) <= set(range(-1, len(ct.CHORDS)))
+            assert set(np.unique(t["key"])) <= set(range(-1, 24))
+            # a key label always has a source, a masked key never has one
+            assert np.array_equal(t["key"] >= 0, t["key_source"] > 0)
+            # beats only where the grid is known; downbeats are beats
+            assert not (t["beat"] & ~t["beat_mask"].astype(bool)).any()
+            assert not (t["downbeat"] & ~t["beat"].astype(bool)).any()
+            frames = np.round(t["beat_times"] * 16000 / 320).astype(int)
+            assert np.array_equal(np.flatnonzero(t["beat"]), np.unique(frames[frames < n]))
+            meter = int(t["meter"])
+            assert row["meter"] == (ct.METERS[meter] if meter >= 0 else "")
+            seen_chord |= bool((t["chord"] >= 0).any())
+            seen_key |= bool((t["key"] >= 0).any())
+        doc = json.loads((out / row["annotation"]).read_text())
+        assert {a["namespace"] for a in doc["annotations"]} >= {"beat", "chord", "key_mode"}
+    assert seen_chord and seen_key
+
+
 def test_audio_not_silent_and_format(built):
     out, _ = built
     for row in _rows(out):
@@ -186,6 +218,13 @@ def test_rebuild_same_seed_identical_metadata(built, tmp_path, cache_dir):
     a, _ = soundfile.read(out / row["path"])
     b, _ = soundfile.read(again / row["path"])
     assert np.array_equal(a, b)
+    # score targets and annotations too
+    for row in _rows(out):
+        assert (again / row["annotation"]).read_bytes() == (out / row["annotation"]).read_bytes()
+        with np.load(out / row["targets"]) as t1, np.load(again / row["targets"]) as t2:
+            assert sorted(t1.files) == sorted(t2.files)
+            for name in t1.files:
+                assert np.array_equal(t1[name], t2[name], equal_nan=t1[name].dtype.kind == "f"), name
     other = tmp_path / "seed1"
     tc.build(str(other), tiny_config(seed=1), hours=0.003, workers=1, cache_dir=cache_dir)
     assert (other / "metadata.csv").read_bytes() != (out / "metadata.csv").read_bytes()

@@ -56,18 +56,30 @@ import numpy as np
 
 from training import corpus_render as cr
 from training import corpus_sources as cs
+from training import corpus_targets as ct
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
+
+#: Version of the corpus content (build_config.json); a folder of another version is refused.
+#: 2: score targets (beats, downbeats, meter, tempo, key, chords), drums, rooms, compression,
+#: soundfont mixing.
+CORPUS_VERSION = 2
 
 #: Columns of ``metadata.csv``, in order.
 METADATA_COLUMNS = (
     "clip_id", "path", "targets", "split", "tags", "piece_id", "collection", "title", "soundfont",
     "programs", "orchestration", "tempo", "beat_ql", "qpm", "transposition", "start_ql", "duration",
     "sr", "hop", "n_frames", "gain_db", "snr_db", "reverb_send", "chorus_send", "pitch_shift_cents",
-    "time_stretch", "split_key",
+    "time_stretch", "split_key", "annotation", "beat_bpm", "meter", "key", "drums", "room_rt60", "compression",
+    "soundfonts",
 )
+
+#: Tune types that are dance music (drums plausible), and collections of folk songs.
+DANCE_TUNES = {"reel", "jig", "slip-jig", "hornpipe", "polka", "slide", "fling", "march", "set-dance",
+               "waltz", "strathspey"}
+FOLK_STYLES = {"folk", "irish-folk", "scottish-folk", "ragtime"}
 
 # fast tune types whose 4/4 bars are felt in two (tempo drawn per half note)
 _FELT_IN_TWO = {"reel", "hornpipe", "fling", "strathspey", "march"}
@@ -112,6 +124,17 @@ class AugmentConfig:
     pitch_shift_cents: float = 40.0
     p_time_stretch: float = 0.0
     time_stretch: Tuple[float, float] = (0.9, 1.1)
+    p_drums_dance: float = 0.6
+    p_drums_folk: float = 0.3
+    drum_gain: Tuple[float, float] = (0.5, 0.9)
+    p_room: float = 0.5
+    room_rt60: Tuple[float, float] = (0.2, 1.2)
+    p_compress: float = 0.5
+    compress_threshold_db: Tuple[float, float] = (-30.0, -8.0)
+    compress_ratio: Tuple[float, float] = (2.0, 8.0)
+    compress_attack_ms: Tuple[float, float] = (2.0, 30.0)
+    compress_release_ms: Tuple[float, float] = (40.0, 300.0)
+    p_soundfont_mix: float = 0.5
 
 
 @dataclasses.dataclass
@@ -135,6 +158,8 @@ class BuildConfig:
     audio_format: str = "flac"
     collections: Optional[Tuple[str, ...]] = None
     write_midi: bool = False
+    mix_soundfonts: Tuple[str, ...] = ()
+    corpus_version: int = CORPUS_VERSION
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
 
     def validate(self) -> None:
@@ -155,8 +180,11 @@ class BuildConfig:
             raise ValueError(f"max_clips_per_piece={self.max_clips_per_piece}: expected >= 1")
         if self.audio_format not in ("flac", "wav"):
             raise ValueError(f"audio_format={self.audio_format!r}: expected 'flac' or 'wav'")
-        name, _ = cr.resolve_soundfont(self.soundfont)
-        cr.check_soundfont_for_splits(name, self.splits)
+        if self.corpus_version != CORPUS_VERSION:
+            raise ValueError(f"corpus_version={self.corpus_version}: this builder writes version {CORPUS_VERSION}")
+        for font in (self.soundfont,) + tuple(self.mix_soundfonts):
+            name, _ = cr.resolve_soundfont(font)
+            cr.check_soundfont_for_splits(name, self.splits)
 
     def to_json(self) -> dict:
         """A JSON-ready dict (tuples become lists)."""
@@ -173,7 +201,7 @@ class BuildConfig:
         unknown += sorted(f"augment.{k}" for k in set(aug) - aug_names)
         if unknown:
             raise ValueError(f"unknown corpus config key(s) {unknown}")
-        for key in ("splits", "split_fractions", "collections"):
+        for key in ("splits", "split_fractions", "collections", "mix_soundfonts"):
             if data.get(key) is not None:
                 data[key] = tuple(data[key])
         aug = {k: tuple(v) if isinstance(v, list) else v for k, v in aug.items()}
@@ -245,6 +273,14 @@ class ClipPlan:
     time_stretch: float
     tags: List[str]
     noise_seed: int
+    tempo_map: Optional[ct.TempoMap] = None
+    end_ql: float = 0.0
+    labels: Optional[ct.ClipLabels] = None
+    fonts: Dict[int, int] = dataclasses.field(default_factory=dict)
+    drums: str = ""
+    drum_kit: int = -1
+    room: Optional[cr.Room] = None
+    compressor: Optional[cr.Compressor] = None
 
 
 def meter_class(numerator: int, denominator: int) -> str:
@@ -264,6 +300,38 @@ def tempo_class(bpm: float) -> str:
 
 def _slug(piece_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", piece_id.replace("/", "__"))
+
+
+def clip_tempo_map(score: cs.ScoreData, start: float, sec_per_ql: float, follow_score: bool, factor: float,
+                   beat_ql: float) -> ct.TempoMap:
+    """Tempo map of a clip starting at ``start`` (ql).
+
+    With ``follow_score`` every metronome mark of the score after ``start`` changes the tempo
+    (its quarter notes per minute times ``factor``, the clip's jitter); otherwise the tempo
+    stays ``sec_per_ql``.  Tempi are kept within 30..240 beats (of ``beat_ql``) per minute.
+    """
+    knots = [(float(start), float(sec_per_ql))]
+    if follow_score:
+        for off, qpm in score.tempo_marks:
+            if off > start + 1e-9 and qpm > 0:
+                bpm = float(np.clip(qpm * factor / beat_ql, 30.0, 240.0))
+                spq = 60.0 / (bpm * beat_ql)
+                if abs(off - knots[-1][0]) < 1e-9:
+                    knots[-1] = (float(off), spq)
+                else:
+                    knots.append((float(off), spq))
+    return ct.TempoMap(float(start), knots)
+
+
+def drum_probability(piece: cs.Piece, aug: AugmentConfig) -> float:
+    """Probability of a drum part: dance tunes, then folk songs and ragtime; never art music."""
+    tune = next((t.split(":", 1)[1] for t in piece.tags if t.startswith("tune:")), None)
+    style = next((t.split(":", 1)[1] for t in piece.tags if t.startswith("style:")), "")
+    if tune in DANCE_TUNES:
+        return aug.p_drums_dance
+    if style in FOLK_STYLES and tune != "air":
+        return aug.p_drums_folk
+    return 0.0
 
 
 def plan_piece(piece: cs.Piece, score: cs.ScoreData, cfg: BuildConfig) -> List[ClipPlan]:
@@ -324,12 +392,15 @@ def plan_piece(piece: cs.Piece, score: cs.ScoreData, cfg: BuildConfig) -> List[C
             bpm = marks[-1] / beat_ql * (1 - aug.tempo_jitter + 2 * aug.tempo_jitter * u_jitter)
         bpm = float(np.clip(bpm, 30.0, 240.0))
         sec_per_ql = 60.0 / (bpm * beat_ql)
-        duration = min(cfg.clip_seconds, (length - start) * sec_per_ql + cfg.tail_seconds)
+        follow = bool(marks) and u_mark < aug.p_score_tempo
+        tmap = clip_tempo_map(score, start, sec_per_ql, follow,
+                              1 - aug.tempo_jitter + 2 * aug.tempo_jitter * u_jitter, beat_ql)
+        duration = min(cfg.clip_seconds, float(tmap.seconds(length)) + cfg.tail_seconds)
         duration = round(duration, 3)
         if duration < (min(2.0, cfg.min_clip_seconds) if k == 0 else cfg.min_clip_seconds):
             break
-        end_ql = start + duration / sec_per_ql
-        prev_end = start + min(cfg.clip_seconds / sec_per_ql, length - start)
+        end_ql = float(tmap.ql(duration))
+        prev_end = min(float(tmap.ql(cfg.clip_seconds)), length)
         sel = np.nonzero((score.onset < end_ql - 1e-9) & (end_of_notes > start + 1e-9))[0]
         if not sel.size:
             continue
@@ -354,8 +425,8 @@ def plan_piece(piece: cs.Piece, score: cs.ScoreData, cfg: BuildConfig) -> List[C
         for local, channel, program, shift in orch.voices:
             part = parts_present[local]
             idx = sel[score.part[sel] == part]
-            on = (np.maximum(score.onset[idx], start) - start) * sec_per_ql
-            off = (np.minimum(end_of_notes[idx], end_ql) - start) * sec_per_ql
+            on = tmap.seconds(np.maximum(score.onset[idx], start))
+            off = tmap.seconds(np.minimum(end_of_notes[idx], end_ql))
             held = off - on
             off = on + np.where(held > 0.06, np.maximum(0.05, held * articulation), held)
             vel = score.velocity[idx] * part_scale[local] + rng.normal(0.0, aug.velocity_jitter, size=idx.size)
@@ -365,6 +436,47 @@ def plan_piece(piece: cs.Piece, score: cs.ScoreData, cfg: BuildConfig) -> List[C
             cols["velocity"].append(np.clip(np.round(vel), 20, 127).astype(int))
             cols["channel"].append(np.full(idx.size, channel))
             cols["program"].append(np.full(idx.size, program))
+        # -- realism draws (a generator of their own: the draws above stay as in version 1) ----
+        rng2 = cr.clip_rng(cfg.seed, piece.piece_id + "#realism", k)
+        u_drums, drum_style_u, kit_u, drum_gain = rng2.random(), rng2.random(), rng2.random(), float(
+            rng2.uniform(*aug.drum_gain))
+        u_room = rng2.random()
+        room_sim = cr.draw_room(rng2, aug.room_rt60)
+        u_comp = rng2.random()
+        comp = cr.Compressor(float(rng2.uniform(*aug.compress_threshold_db)), float(rng2.uniform(*aug.compress_ratio)),
+                             float(rng2.uniform(*aug.compress_attack_ms)), float(rng2.uniform(*aug.compress_release_ms)))
+        u_mix = rng2.random()
+        fonts_u = rng2.random(16)
+        drum_rng = np.random.default_rng(rng2.integers(2 ** 63))
+        stretch_used = stretch if u_stretch < aug.p_time_stretch else 1.0
+        labels = ct.clip_labels(score.grid, score.chords, score.keys, score.time_signatures, tmap, float(start),
+                                end_ql, transpose, stretch_used)
+        # -- percussion (GM channel 10) on the beat grid ---------------------------------------
+        drums, kit = "", -1
+        grid = score.grid
+        in_clip = (grid.times >= start - 1e-9) & (grid.times < min(end_ql, length) - 1e-9)
+        if grid.has_meter and in_clip.sum() >= 4 and u_drums < drum_probability(piece, aug):
+            tune = next((t.split(":", 1)[1] for t in piece.tags if t.startswith("tune:")), None)
+            styles = ("kit", "folk") if tune in DANCE_TUNES and tune != "waltz" else ("kit", "light") if (
+                tune == "waltz") else ("folk", "light", "kit")
+            drums = styles[int(drum_style_u * len(styles))]
+            kits = cr.DRUM_KITS[drums]
+            kit = kits[int(kit_u * len(kits))]
+            beat_q = grid.times[in_clip]
+            bar_beats = np.array([int(round(score.time_signature_at(q)[0] * 4.0 / score.time_signature_at(q)[1]
+                                            / max(lq, 1e-9))) for q, lq in zip(beat_q, grid.length[in_clip])])
+            hits = cr.drum_pattern(beat_q, grid.position[in_clip], grid.length[in_clip], bar_beats, drums, drum_rng)
+            hit_q = np.array([h[0] for h in hits])
+            keep_hits = hit_q < min(end_ql, length) - 1e-9
+            hit_on = tmap.seconds(hit_q[keep_hits])
+            n_hits = int(keep_hits.sum())
+            cols["onset"].append(hit_on)
+            cols["offset"].append(np.minimum(hit_on + 0.1, duration))
+            cols["pitch"].append(np.array([h[1] for h in hits])[keep_hits])
+            cols["velocity"].append(np.clip(np.round(np.array([h[2] for h in hits])[keep_hits] * drum_gain),
+                                            1, 127).astype(int))
+            cols["channel"].append(np.full(n_hits, cr.DRUM_CHANNEL))
+            cols["program"].append(np.full(n_hits, kit))
         arrays = {k2: np.concatenate(v) for k2, v in cols.items()}
         order = np.lexsort((arrays["pitch"], arrays["channel"], arrays["onset"]))
         events = cr.NoteEvents(**{k2: v[order] for k2, v in arrays.items()})
@@ -383,6 +495,12 @@ def plan_piece(piece: cs.Piece, score: cs.ScoreData, cfg: BuildConfig) -> List[C
         tags.add("texture:monophonic" if score.n_parts == 1 else "texture:polyphonic")
         tags.add(f"meter:{meter_class(num, den)}")
         tags.add(f"tempo:{tempo_class(bpm)}")
+        tags.add(f"percussion:{'drums' if drums else 'none'}")
+        channels = sorted(set(int(c) for c in events.channel))
+        fonts: Dict[int, int] = {}
+        if cfg.mix_soundfonts and u_mix < aug.p_soundfont_mix:
+            n_fonts = 1 + len(cfg.mix_soundfonts)
+            fonts = {c: int(fonts_u[c] * n_fonts) for c in channels}
         if coll.mode_from_score and score.mode and not any(t.startswith("mode:") for t in tags):
             tags.add(f"mode:{score.mode}")
         plans.append(ClipPlan(
@@ -390,8 +508,9 @@ def plan_piece(piece: cs.Piece, score: cs.ScoreData, cfg: BuildConfig) -> List[C
             bpm=bpm, beat_ql=beat_ql, transpose=transpose, orchestration=orch, events=events, effects=effects,
             gain_db=gain_db, snr_db=snr_db if u_noise < aug.p_noise else None, noise_color=noise_color,
             pitch_shift_cents=cents if u_shift < aug.p_pitch_shift else 0.0,
-            time_stretch=stretch if u_stretch < aug.p_time_stretch else 1.0, tags=sorted(tags),
-            noise_seed=noise_seed,
+            time_stretch=stretch_used, tags=sorted(tags), noise_seed=noise_seed,
+            tempo_map=tmap, end_ql=end_ql, labels=labels, fonts=fonts, drums=drums, drum_kit=kit,
+            room=room_sim if u_room < aug.p_room else None, compressor=comp if u_comp < aug.p_compress else None,
         ))
     return plans
 
@@ -418,7 +537,7 @@ def render_clip(plan: ClipPlan, renderer: cr.FluidRenderer, cfg: BuildConfig):
     """
     events = cr.quantize_events(plan.events, cfg.synth_sr)
     n_synth = int(round(plan.duration * cfg.synth_sr))
-    y = renderer.render(events, n_synth, plan.effects)
+    y = renderer.render(events, n_synth, plan.effects, plan.fonts)
     if cfg.synth_sr != cfg.sr:
         import soxr
 
@@ -436,13 +555,21 @@ def render_clip(plan: ClipPlan, renderer: cr.FluidRenderer, cfg: BuildConfig):
         events = events.scaled(1.0 / plan.time_stretch)
     if not np.any(np.abs(y) > 1e-5):
         raise RuntimeError("silent render")
+    if plan.room is not None:
+        y = cr.convolve_room(y, cr.room_impulse_response(plan.room, cfg.sr))
+    if plan.compressor is not None:
+        y = cr.compress(y, cfg.sr, plan.compressor)
     fade = min(y.size, int(0.01 * cfg.sr))
     y[y.size - fade:] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
     y = cr.normalize(y, plan.gain_db)
     if plan.snr_db is not None:
         y = cr.add_noise(y, np.random.default_rng(plan.noise_seed), plan.snr_db, plan.noise_color)
-    y = np.clip(y, -1.0, 1.0).astype(np.float32)
-    return y, events, cr.frame_targets(events, y.size, cfg.sr, cfg.hop)
+    y = cr.limit(y) if plan.compressor is not None else np.clip(y, -1.0, 1.0)
+    y = y.astype(np.float32)
+    targets = cr.frame_targets(events, y.size, cfg.sr, cfg.hop)
+    if plan.labels is not None:
+        targets.update(ct.frame_labels(plan.labels, targets["roll"].shape[0], cfg.sr, cfg.hop))
+    return y, events, targets
 
 
 def clip_paths(out: Path, split: str, piece: cs.Piece, plan_id: str, cfg: BuildConfig) -> Tuple[Path, Path]:
@@ -450,6 +577,15 @@ def clip_paths(out: Path, split: str, piece: cs.Piece, plan_id: str, cfg: BuildC
     audio = out / "audio" / split / piece.collection / f"{plan_id}.{cfg.audio_format}"
     targets = out / "targets" / split / piece.collection / f"{plan_id}.npz"
     return audio, targets
+
+
+def annotation_path(out: Path, split: str, collection: str, clip_id: str) -> Path:
+    """JAMS annotation of a clip: ``annotations/<split>/<collection>/<clip>.jams``."""
+    return out / "annotations" / split / collection / f"{clip_id}.jams"
+
+
+def _soundfont_names(cfg: BuildConfig) -> List[str]:
+    return [cr.resolve_soundfont(f)[0] for f in (cfg.soundfont,) + tuple(cfg.mix_soundfonts)]
 
 
 def _fmt(value: float, digits: int = 3) -> str:
@@ -461,6 +597,11 @@ def _write_clip(out: Path, split: str, piece: cs.Piece, plan: ClipPlan, y: np.nd
     import soundfile as sf
 
     audio_path, target_path = clip_paths(out, split, piece, plan.clip_id, cfg)
+    ann_path = annotation_path(out, split, piece.collection, plan.clip_id)
+    names = _soundfont_names(cfg)
+    used = sorted({names[plan.fonts.get(int(c), 0)] for c in events.channel}) if len(events) else [names[0]]
+    labels = plan.labels
+    first_key = next((k for _, _, k, _ in labels.keys if k >= 0), -1) if labels is not None else -1
     audio_path.parent.mkdir(parents=True, exist_ok=True)
     target_path.parent.mkdir(parents=True, exist_ok=True)
     row = {
@@ -476,7 +617,16 @@ def _write_clip(out: Path, split: str, piece: cs.Piece, plan: ClipPlan, y: np.nd
         "reverb_send": str(plan.effects.reverb_send), "chorus_send": str(plan.effects.chorus_send),
         "pitch_shift_cents": _fmt(plan.pitch_shift_cents, 2), "time_stretch": _fmt(plan.time_stretch, 4),
         "split_key": piece.split_key,
+        "annotation": ann_path.relative_to(out).as_posix(),
+        "beat_bpm": "" if labels is None or math.isnan(labels.tempo_bpm) else _fmt(labels.tempo_bpm, 2),
+        "meter": "" if labels is None else labels.meter_label, "key": ct.KEYS[first_key] if first_key >= 0 else "",
+        "drums": f"{plan.drums}:{plan.drum_kit}" if plan.drums else "",
+        "room_rt60": "" if plan.room is None else _fmt(plan.room.rt60, 3),
+        "compression": "" if plan.compressor is None else _fmt(plan.compressor.ratio, 2),
+        "soundfonts": ";".join(used),
     }
+    if used != [names[0]]:
+        row["soundfont"] = "+".join(used)
     tmp_audio = audio_path.with_name(f".{audio_path.name}.{os.getpid()}.tmp")
     if cfg.audio_format == "flac":
         sf.write(tmp_audio, y, cfg.sr, format="FLAC", subtype="PCM_16")
@@ -491,11 +641,22 @@ def _write_clip(out: Path, split: str, piece: cs.Piece, plan: ClipPlan, y: np.nd
                     for c in sorted(set(int(c) for c in events.channel))}
         cr.write_midi(str(tmp_midi), events, controls)
         os.replace(tmp_midi, midi_path)
+    extra = {}
+    if labels is not None:
+        ann_path.parent.mkdir(parents=True, exist_ok=True)
+        doc = ct.annotation(labels, y.size / cfg.sr, {"clip_id": plan.clip_id, "title": piece.title,
+                                                      "piece_id": piece.piece_id, "transposition": plan.transpose})
+        _atomic_write_text(ann_path, json.dumps(doc, sort_keys=True))
+        extra = {name: targets[name] for name in ("beat", "downbeat", "beat_mask", "key", "key_source", "chord")}
+        extra.update(beat_times=labels.beat_times.astype(np.float64),
+                     beat_position=labels.beat_position.astype(np.int16),
+                     beat_chords=labels.chords.astype(np.int16), meter=np.int16(labels.meter),
+                     tempo_bpm=np.float32(labels.tempo_bpm), targets_version=np.int64(ct.TARGETS_VERSION))
     tmp_targets = target_path.with_name(f".{target_path.stem}.{os.getpid()}.tmp.npz")
     np.savez_compressed(
         tmp_targets, roll=targets["roll"], chroma=targets["chroma"], onsets=targets["onsets"],
         notes=events.table().astype(np.float32), sr=np.int64(cfg.sr), hop=np.int64(cfg.hop),
-        n_samples=np.int64(y.size), meta=np.array(json.dumps(row, sort_keys=True)),
+        n_samples=np.int64(y.size), meta=np.array(json.dumps(row, sort_keys=True)), **extra,
     )
     os.replace(tmp_targets, target_path)  # the clip is finished once this file exists
     return row
@@ -514,13 +675,13 @@ def _read_done(target_path: Path, audio_path: Path) -> Optional[dict]:
 
 # --------------------------------------------------------------------------- workers
 
-_RENDERERS: Dict[Tuple[str, int], cr.FluidRenderer] = {}
+_RENDERERS: Dict[Tuple[str, Tuple[str, ...], int], cr.FluidRenderer] = {}
 
 
-def _renderer(path: str, synth_sr: int, backend: str) -> cr.FluidRenderer:
-    key = (path, synth_sr)
+def _renderer(path: str, synth_sr: int, backend: str, extra: Tuple[str, ...] = ()) -> cr.FluidRenderer:
+    key = (path, tuple(extra), synth_sr)
     if key not in _RENDERERS:
-        _RENDERERS[key] = cr.FluidRenderer(path, synth_sr, backend=backend)
+        _RENDERERS[key] = cr.FluidRenderer(path, synth_sr, backend=backend, extra_soundfonts=extra)
     return _RENDERERS[key]
 
 
@@ -567,6 +728,7 @@ def process_piece(task) -> PieceResult:
         result.failure = ("plan", "no clip long enough")
         return result
     sf_name, sf_path = cr.resolve_soundfont(cfg.soundfont)
+    mix_paths = tuple(cr.resolve_soundfont(f)[1] for f in cfg.mix_soundfonts)
     for plan in plans:
         audio_path, target_path = clip_paths(out, split, piece, plan.clip_id, cfg)
         row = _read_done(target_path, audio_path)
@@ -576,7 +738,7 @@ def process_piece(task) -> PieceResult:
             result.skipped += 1
             continue
         try:
-            y, events, targets = render_clip(plan, _renderer(sf_path, cfg.synth_sr, backend), cfg)
+            y, events, targets = render_clip(plan, _renderer(sf_path, cfg.synth_sr, backend, mix_paths), cfg)
             result.rows.append(_write_clip(out, split, piece, plan, y, events, targets, cfg, sf_name))
             result.fresh.append(True)
             result.rendered += 1
@@ -621,6 +783,11 @@ def _check_config(out: Path, cfg: BuildConfig) -> None:
     new = cfg.to_json()
     if path.exists():
         old = json.loads(path.read_text())
+        if old.get("corpus_version", 1) != new.get("corpus_version"):
+            raise ValueError(
+                f"'{out}' holds a corpus of version {old.get('corpus_version', 1)}, this builder writes version "
+                f"{new.get('corpus_version')} (score targets, drums, rooms): build into a new --out folder"
+            )
         if old != new:
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             raise ValueError(
@@ -667,13 +834,24 @@ def _write_outputs(out: Path, rows: List[dict], failures: List[Tuple[str, str, s
         "n_clips": len(rows),
         "frame_targets": {"roll": 128, "chroma": 12, "onsets": 128, "sr": int(first.get("sr", 0) or 0),
                           "hop": int(first.get("hop", 0) or 0),
-                          "frames": "frame t is centred on sample t*hop; T = 1 + n_samples // hop"},
+                          "frames": "frame t is centred on sample t*hop; T = 1 + n_samples // hop",
+                          "beat": 1, "downbeat": 1, "beat_mask": 1, "key": 1, "key_source": 1, "chord": 1},
+        "corpus_version": CORPUS_VERSION,
+        "targets_version": ct.TARGETS_VERSION,
+        "keys": list(ct.KEYS),
+        "key_sources": list(ct.KEY_SOURCES),
+        "chords": list(ct.CHORDS),
+        "chord_qualities": list(ct.CHORD_QUALITIES),
+        "meters": list(ct.METERS),
+        "mask": ct.MASK,
+        "beat_convention": "music21 TimeSignature.beatDuration: quarter in 2/4 3/4 4/4, half in 2/2 3/2, "
+                           "dotted quarter in 3/8 6/8 9/8 12/8, dotted half in 6/4; tempo counts these beats",
     }
     _atomic_write_text(out / "vocabulary.json", json.dumps(vocab, indent=2) + "\n")
 
 
 #: Folders of per-clip files (``<folder>/<split>/<collection>/<clip>.<ext>``).
-_CLIP_DIRS = ("audio", "targets", "midi")
+_CLIP_DIRS = ("audio", "targets", "midi", "annotations")
 
 
 def _clip_files(out: Path) -> set:
@@ -704,6 +882,8 @@ def _remove_unlisted(out: Path, rows: List[dict], before: set) -> int:
         keep.add(row["path"])
         keep.add(row["targets"])
         keep.add(f"midi/{row['split']}/{row['collection']}/{row['clip_id']}.mid")
+        if row.get("annotation"):
+            keep.add(row["annotation"])
     removed = 0
     parents = set()
     for rel in sorted(_clip_files(out) - before - keep):
@@ -853,6 +1033,36 @@ def read_metadata(folder: str) -> List[dict]:
         return list(csv.DictReader(f))
 
 
+#: Arrays of a version-2 clip's ``.npz`` beyond version 1's.
+SCORE_TARGETS = ("beat", "downbeat", "beat_mask", "key", "key_source", "chord", "beat_times", "beat_position",
+                 "beat_chords", "meter", "tempo_bpm")
+
+
+def load_clip_targets(path: str) -> Dict[str, np.ndarray]:
+    """Read a clip's ``targets/...npz`` with its score targets.
+
+    Returns
+    -------
+    dict
+        Every array of the file (see the corpus README), ``meta`` decoded to a dict.
+
+    Raises
+    ------
+    ValueError
+        If the file comes from a corpus without score targets (version 1) or of another
+        targets version.
+    """
+    with np.load(path, allow_pickle=False) as data:
+        out = {name: data[name] for name in data.files}
+    version = int(out["targets_version"]) if "targets_version" in out else None
+    if version != ct.TARGETS_VERSION:
+        found = "no score targets (corpus version 1)" if version is None else f"targets version {version}"
+        raise ValueError(f"'{path}' holds {found}; expected targets version {ct.TARGETS_VERSION} "
+                         f"(corpus version {CORPUS_VERSION}): rebuild with `python -m training.corpus build`")
+    out["meta"] = json.loads(str(out["meta"]))
+    return out
+
+
 def corpus_stats(folder: str) -> dict:
     """Counts per split and tag, hours, pieces and failures of a built corpus."""
     rows = read_metadata(folder)
@@ -922,6 +1132,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=None, help="build seed (default 0)")
     b.add_argument("--soundfont", default=None,
                    help="FluidR3 (default), TimGM6mb (test split only) or a path to an .sf2")
+    b.add_argument("--mix-soundfonts", default=None,
+                   help="comma-separated further training soundfonts (names or .sf2/.sf3 paths); a clip mixes "
+                        "them per channel with probability augment.p_soundfont_mix (pyfluidsynth only)")
     b.add_argument("--split", default=None,
                    help="comma-separated splits to render (default train,valid,test); "
                         "the split of a piece depends only on --seed")
@@ -973,6 +1186,8 @@ def _config_from_args(args) -> BuildConfig:
         cfg.splits = tuple(s.strip() for s in args.split.split(",") if s.strip())
     if args.split_fractions is not None:
         cfg.split_fractions = tuple(float(x) for x in args.split_fractions.split(","))
+    if args.mix_soundfonts is not None:
+        cfg.mix_soundfonts = tuple(f.strip() for f in args.mix_soundfonts.split(",") if f.strip())
     if args.collections:
         cfg.collections = tuple(c.strip() for c in args.collections.split(",") if c.strip())
     cfg.write_midi = bool(args.write_midi or cfg.write_midi)

@@ -37,10 +37,16 @@ SOUNDFONT_DIR = "/usr/share/sounds/sf2"
 SOUNDFONTS = {
     "FluidR3": os.path.join(SOUNDFONT_DIR, "FluidR3_GM.sf2"),
     "TimGM6mb": os.path.join(SOUNDFONT_DIR, "TimGM6mb.sf2"),
+    # Debian musescore-general-soundfont-small (MIT) and csound-soundfont (public domain)
+    "MuseScore_General_Lite": "/usr/share/sounds/sf3/MuseScore_General_Lite.sf3",
+    "sf_GMbank": os.path.join(SOUNDFONT_DIR, "sf_GMbank.sf2"),
 }
 
 #: Soundfonts reserved for the ``test`` generalisation split: never train on them.
 TEST_ONLY_SOUNDFONTS = frozenset({"TimGM6mb"})
+
+#: Soundfonts never used at all by the corpus builder (reserved for evaluation elsewhere).
+FORBIDDEN_SOUNDFONT_WORDS = ("freepats", "hydrogen")
 
 
 class SoundfontPolicyError(ValueError):
@@ -75,8 +81,12 @@ def resolve_soundfont(soundfont: str) -> Tuple[str, str]:
                 f"soundfont={soundfont!r} is neither a known name ({', '.join(SOUNDFONTS)}) "
                 f"nor a path to an .sf2 file"
             )
+    if any(word in path.lower() for word in FORBIDDEN_SOUNDFONT_WORDS):
+        raise SoundfontPolicyError(f"soundfont '{path}' is reserved for evaluation (freepats, hydrogen-drumkits): "
+                                   f"the corpus never renders with it")
     if not os.path.isfile(path):
-        hint = " (apt-get install fluid-soundfont-gm timgm6mb-soundfont)" if name in SOUNDFONTS else ""
+        hint = (" (apt-get install fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont-small "
+                "csound-soundfont)" if name in SOUNDFONTS else "")
         raise ValueError(f"soundfont file not found: '{path}'{hint}")
     return name, path
 
@@ -147,7 +157,9 @@ _SOLO = {"piano": 0.12, "harpsichord": 0.04, "organ": 0.06, "accordion": 0.08, "
          "strings": 0.14, "plucked": 0.06, "choir": 0.06, "brass": 0.08, "reed": 0.12, "pipe": 0.1,
          "mallet": 0.04}
 
-_CHANNELS = [c for c in range(16) if c != 9]  # channel 10 (index 9) is GM percussion
+#: MIDI channel index of GM percussion (channel 10).
+DRUM_CHANNEL = 9
+_CHANNELS = [c for c in range(16) if c != DRUM_CHANNEL]
 
 
 def _choice(rng: np.random.Generator, weights: Dict[str, float]) -> str:
@@ -330,7 +342,7 @@ def n_frames_for(n_samples: int, hop: int) -> int:
 
 
 def frame_targets(events: NoteEvents, n_samples: int, sr: int, hop: int) -> Dict[str, np.ndarray]:
-    """Frame-level targets of the rendered notes.
+    """Frame-level targets of the rendered pitched notes (channel 10 drums are left out).
 
     Frame ``t`` is centred on sample ``t * hop`` (``t * hop / sr`` seconds), as in
     ``librosa.feature.*(center=True)``.  A note is active in the frames whose centre
@@ -355,9 +367,9 @@ def frame_targets(events: NoteEvents, n_samples: int, sr: int, hop: int) -> Dict
     roll = np.zeros((n_frames, 128), dtype=np.uint8)
     onsets = np.zeros((n_frames, 128), dtype=np.uint8)
     rate = sr / hop
-    for on, off, pitch in zip(events.onset, events.offset, events.pitch):
+    for on, off, pitch, channel in zip(events.onset, events.offset, events.pitch, events.channel):
         f_on = int(round(on * rate))
-        if f_on >= n_frames or not 0 <= pitch <= 127:
+        if f_on >= n_frames or not 0 <= pitch <= 127 or channel == DRUM_CHANNEL:
             continue
         f_off = min(n_frames, max(f_on + 1, int(math.ceil(off * rate - 1e-9))))
         roll[f_on:f_off, int(pitch)] = 1
@@ -461,8 +473,10 @@ class FluidRenderer:
         Master gain of the synthesiser (the corpus normalises each clip afterwards).
     """
 
-    def __init__(self, soundfont_path: str, sample_rate: int, *, backend: str = "auto", gain: float = 0.3):
+    def __init__(self, soundfont_path: str, sample_rate: int, *, backend: str = "auto", gain: float = 0.3,
+                 extra_soundfonts: Sequence[str] = ()):
         self.soundfont_path = soundfont_path
+        self.extra_soundfonts = tuple(extra_soundfonts)
         self.sample_rate = int(sample_rate)
         self.gain = float(gain)
         if backend not in ("auto", "pyfluidsynth", "cli"):
@@ -496,9 +510,13 @@ class FluidRenderer:
         synth.setting("synth.polyphony", 512)
         synth.setting("synth.cpu-cores", 1)
         synth.setting("synth.dynamic-sample-loading", 1)
-        self._sfid = synth.sfload(self.soundfont_path)
-        if self._sfid < 0:
-            raise RuntimeError(f"FluidSynth cannot load soundfont '{self.soundfont_path}'")
+        self._sfids = []
+        for path in (self.soundfont_path,) + self.extra_soundfonts:
+            sfid = synth.sfload(path)
+            if sfid < 0:
+                raise RuntimeError(f"FluidSynth cannot load soundfont '{path}'")
+            self._sfids.append(sfid)
+        self._sfid = self._sfids[0]
         self._write = fluidsynth._fl.fluid_synth_write_float
         self._synth = synth
 
@@ -513,7 +531,17 @@ class FluidRenderer:
         self._write(ctypes.c_void_p(self._synth.synth), ctypes.c_int(n), lp, ctypes.c_int(start), ctypes.c_int(1),
                     rp, ctypes.c_int(start), ctypes.c_int(1))
 
-    def _render_py(self, events: NoteEvents, n_samples: int, effects: Effects) -> np.ndarray:
+    def _select(self, channel: int, font: int, program: int) -> None:
+        """Select ``program`` (a drum kit on channel 10) from soundfont ``font``; fall back to
+        the first soundfont, then to kit/program 0, when the preset is missing."""
+        bank = 128 if channel == DRUM_CHANNEL else 0
+        for sfid, prog in ((self._sfids[font], program), (self._sfid, program), (self._sfid, 0)):
+            if self._synth.program_select(channel, sfid, bank, prog) == 0:
+                return
+        raise RuntimeError(f"no preset bank={bank} program={program} in '{self.soundfont_path}'")
+
+    def _render_py(self, events: NoteEvents, n_samples: int, effects: Effects,
+                   fonts: Optional[Dict[int, int]] = None) -> np.ndarray:
         # A fresh synthesiser per clip: a reused one carries state (voice and effect
         # history) from clip to clip, so the same clip would render differently
         # depending on what the worker rendered before.  With dynamic sample loading
@@ -529,7 +557,7 @@ class FluidRenderer:
         for ch, prog in zip(events.channel, events.program):
             programs.setdefault(int(ch), int(prog))
         for ch, prog in sorted(programs.items()):
-            synth.program_select(ch, self._sfid, 0, prog)
+            self._select(ch, int((fonts or {}).get(ch, 0)), prog)
             synth.cc(ch, 7, 100)
             synth.cc(ch, 91, effects.reverb_send)
             synth.cc(ch, 93, effects.chorus_send)
@@ -588,14 +616,20 @@ class FluidRenderer:
         out[: min(n_samples, y.size)] = y[:n_samples]
         return out
 
-    def render(self, events: NoteEvents, n_samples: int, effects: Optional[Effects] = None) -> np.ndarray:
+    def render(self, events: NoteEvents, n_samples: int, effects: Optional[Effects] = None,
+               fonts: Optional[Dict[int, int]] = None) -> np.ndarray:
         """Render ``events`` to a mono float32 waveform of ``n_samples`` at :attr:`sample_rate`.
 
         Notes still sounding at the end are cut there; notes starting after it are dropped.
+        ``fonts`` maps a channel to the soundfont playing it (0: ``soundfont_path``, ``i``: the
+        i-th of ``extra_soundfonts``); every channel uses the first soundfont by default.
+        Channel 10 (index 9) plays drum kits (bank 128).
         """
         effects = effects or Effects()
+        if any(int(v) for v in (fonts or {}).values()) and self.backend != "pyfluidsynth":
+            raise RuntimeError("mixing soundfonts within a clip needs the pyfluidsynth backend")
         if self.backend == "pyfluidsynth":
-            return self._render_py(events, int(n_samples), effects)
+            return self._render_py(events, int(n_samples), effects, fonts)
         return self._render_cli(events, int(n_samples), effects)
 
     def close(self) -> None:
@@ -637,3 +671,181 @@ def normalize(y: np.ndarray, gain_db: float, peak_db: float = -1.0) -> np.ndarra
     if peak <= 0:
         return y.astype(np.float32)
     return (y * (10 ** ((peak_db + gain_db) / 20) / peak)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- percussion
+
+#: Drum styles and the GM kits (bank 128 programs) each may use.
+DRUM_KITS = {"kit": (0, 8, 16), "folk": (0, 8), "light": (32, 40)}
+
+# GM percussion keys
+_KICK, _BASS_DRUM, _SIDE_STICK, _SNARE, _CLOSED_HAT, _PEDAL_HAT = 36, 35, 37, 38, 42, 44
+_LOW_FLOOR_TOM, _LOW_TOM, _CRASH, _RIDE, _TAMBOURINE = 41, 45, 49, 51, 54
+
+
+def drum_pattern(beats: np.ndarray, positions: np.ndarray, lengths: np.ndarray, bar_beats: np.ndarray,
+                 style: str, rng: np.random.Generator) -> List[Tuple[float, int, int]]:
+    """Drum hits that follow a beat grid.
+
+    Parameters
+    ----------
+    beats, lengths : np.ndarray [shape=(b,)]
+        Beat onsets and lengths (any time unit; hits come back in the same unit).
+    positions : np.ndarray [shape=(b,), int]
+        1-based position of each beat in its bar (1 = downbeat).
+    bar_beats : np.ndarray [shape=(b,), int]
+        Beats in the bar of each beat.
+    style : {"kit", "folk", "light"}
+        ``kit``: kick on the downbeat (and beat 3 of four), snare on the back beats, closed
+        hi-hat on every subdivision; ``folk``: a frame-drum-like low tom on the downbeat, low
+        tom on the other beats, tambourine on the subdivisions; ``light``: ride on the beats,
+        side stick on the back beats, pedal hi-hat between.  Compound beats (dotted) are
+        divided in three, simple beats in two.
+    rng : np.random.Generator
+        Velocity jitter.
+
+    Returns
+    -------
+    list of (time, GM drum key, velocity)
+    """
+    if style not in DRUM_KITS:
+        raise ValueError(f"style={style!r}: expected one of {sorted(DRUM_KITS)}")
+    hits: List[Tuple[float, int, int]] = []
+    for i, (t, pos, length, n) in enumerate(zip(beats, positions, lengths, bar_beats)):
+        pos, n = int(pos), int(n)
+        sub = 3 if abs(length / 1.5 - round(length / 1.5)) < 1e-6 and abs(length - round(length)) > 1e-6 else 2
+        back = (n in (2, 4) and pos % 2 == 0) or (n == 3 and pos > 1) or (n not in (2, 3, 4) and pos == n)
+        down = pos == 1
+        if style == "kit":
+            if down or (n == 4 and pos == 3) or (n == 1):
+                hits.append((t, _KICK, 100 if down else 88))
+            if back:
+                hits.append((t, _SNARE, 92 if n != 3 else 70))
+            for k in range(sub):
+                hits.append((t + k * length / sub, _CLOSED_HAT, 72 if k == 0 else 55))
+            if i == 0 and down:
+                hits.append((t, _CRASH, 90))
+        elif style == "folk":
+            hits.append((t, _LOW_FLOOR_TOM if down else _LOW_TOM, 100 if down else 80))
+            for k in range(1, sub):
+                hits.append((t + k * length / sub, _TAMBOURINE, 60))
+        else:
+            hits.append((t, _RIDE, 80 if down else 66))
+            if back:
+                hits.append((t, _SIDE_STICK, 75))
+            if down:
+                hits.append((t, _BASS_DRUM, 70))
+            hits.append((t + length * (sub - 1) / sub, _PEDAL_HAT, 50))
+    jitter = rng.normal(0.0, 6.0, size=len(hits))
+    return [(float(t), key, int(np.clip(round(v + j), 20, 127))) for (t, key, v), j in zip(hits, jitter)]
+
+
+# --------------------------------------------------------------------------- room and dynamics
+
+
+@dataclasses.dataclass
+class Room:
+    """A simulated shoebox room (pyroomacoustics image sources), all lengths in metres."""
+
+    dims: Tuple[float, float, float]
+    rt60: float
+    source: Tuple[float, float, float]
+    mic: Tuple[float, float, float]
+    max_order: int = 40
+
+
+def draw_room(rng: np.random.Generator, rt60_range: Tuple[float, float]) -> Room:
+    """Draw a room (3-20 m long, 2.5-8 m high), an RT60 and source/microphone positions."""
+    length = float(rng.uniform(3.0, 20.0))
+    width = float(rng.uniform(3.0, min(15.0, length)))
+    height = float(rng.uniform(2.5, 8.0))
+    rt60 = float(rng.uniform(*rt60_range))
+    u = rng.uniform(0.15, 0.85, size=(2, 3))
+    dims = (length, width, height)
+    source = tuple(float(x) for x in u[0] * dims)
+    mic = tuple(float(x) for x in u[1] * dims)
+    return Room(dims, rt60, source, mic)
+
+
+def room_impulse_response(room: Room, sr: int) -> np.ndarray:
+    """Impulse response of ``room`` at ``sr``, starting at the direct sound and peak-normalised.
+
+    The propagation delay (and pyroomacoustics' fractional-delay filter) are cut, so the
+    convolved audio stays aligned with its labels.
+
+    Raises
+    ------
+    ImportError
+        If pyroomacoustics is missing (``pip install pyroomacoustics``).
+    """
+    try:
+        import pyroomacoustics as pra
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError("room reverb needs pyroomacoustics: pip install 'mirzoo[corpus]'") from error
+    absorption, max_order = pra.inverse_sabine(room.rt60, list(room.dims))
+    shoebox = pra.ShoeBox(list(room.dims), fs=int(sr), materials=pra.Material(absorption),
+                          max_order=int(min(max_order, room.max_order)))
+    shoebox.add_source(list(room.source))
+    shoebox.add_microphone(list(room.mic))
+    shoebox.compute_rir()
+    h = np.asarray(shoebox.rir[0][0], dtype=np.float64)
+    peak = int(np.argmax(np.abs(h)))
+    h = h[peak:]
+    return (h / (np.abs(h[0]) or 1.0)).astype(np.float32)
+
+
+def convolve_room(y: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """``y`` convolved with the impulse response ``h``, cut to ``y``'s length, RMS kept."""
+    from scipy.signal import fftconvolve
+
+    wet = fftconvolve(y.astype(np.float64), h.astype(np.float64))[: y.size]
+    rms_in = float(np.sqrt(np.mean(y.astype(np.float64) ** 2)))
+    rms_out = float(np.sqrt(np.mean(wet ** 2)))
+    if rms_out > 0:
+        wet *= rms_in / rms_out
+    return wet.astype(np.float32)
+
+
+@dataclasses.dataclass
+class Compressor:
+    """Feed-forward compressor settings (threshold relative to the clip's peak level)."""
+
+    threshold_db: float
+    ratio: float
+    attack_ms: float
+    release_ms: float
+
+
+def compress(y: np.ndarray, sr: int, comp: Compressor, *, block: int = 64) -> np.ndarray:
+    """Compress ``y``: RMS envelope in blocks of ``block`` samples, static curve above the
+    threshold, gain smoothed with attack/release time constants, then interpolated per sample.
+
+    The threshold is relative to the loudest block, so it does not depend on the clip's gain.
+    """
+    x = y.astype(np.float64)
+    n_blocks = int(math.ceil(x.size / block))
+    padded = np.pad(x, (0, n_blocks * block - x.size))
+    rms = np.sqrt(np.mean(padded.reshape(n_blocks, block) ** 2, axis=1) + 1e-12)
+    level = 20 * np.log10(rms)
+    threshold = float(level.max()) + comp.threshold_db
+    over = np.maximum(level - threshold, 0.0)
+    target = -over * (1.0 - 1.0 / comp.ratio)  # gain in dB, <= 0
+    a_att = math.exp(-block / (sr * comp.attack_ms / 1000.0))
+    a_rel = math.exp(-block / (sr * comp.release_ms / 1000.0))
+    gain = np.empty_like(target)
+    g = 0.0
+    for i, t in enumerate(target):
+        a = a_att if t < g else a_rel
+        g = a * g + (1 - a) * t
+        gain[i] = g
+    centres = (np.arange(n_blocks) + 0.5) * block
+    per_sample = np.interp(np.arange(x.size), centres, gain)
+    return (x * 10 ** (per_sample / 20)).astype(np.float32)
+
+
+def limit(y: np.ndarray, ceiling: float = 0.98) -> np.ndarray:
+    """Soft limiter: ``tanh`` above 70 % of ``ceiling``, identity below (continuous slope)."""
+    knee = 0.7 * ceiling
+    a = np.abs(y)
+    out = np.where(a <= knee, a, knee + (ceiling - knee) * np.tanh((a - knee) / (ceiling - knee)))
+    return (np.sign(y) * out).astype(np.float32)

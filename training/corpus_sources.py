@@ -29,10 +29,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from training import corpus_targets as ct
+
 logger = logging.getLogger(__name__)
 
 #: Bump when the content of cached :class:`ScoreData` changes.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: spelling, beat grid, key segments and beat chords (corpus version 2)
 
 #: Default on-disk cache of parsed scores (override with ``$MIRZOO_CORPUS_CACHE``).
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "mirzoo", "corpus-scores")
@@ -361,6 +363,14 @@ class ScoreData:
     mode : str or None
         Written mode (``major``, ``minor``, ``dorian``...) of the first key with a mode.
     tempo_marks : list of (offset, quarter notes per minute)
+    fifths : np.ndarray [shape=(n,), int16]
+        Spelling of each note as a line-of-fifths position (C=0, G=1, F=-1).
+    grid : BeatGrid
+        Beats of the score (:func:`training.corpus_targets.beat_grid`).
+    chords : np.ndarray [shape=(b,), int16]
+        Chord of each beat of ``grid`` (:func:`training.corpus_targets.beat_chords`).
+    keys : list of KeySegment
+        Key segments (:func:`training.corpus_targets.key_segments`).
     """
 
     part: np.ndarray
@@ -375,6 +385,10 @@ class ScoreData:
     mode: Optional[str]
     tempo_marks: List[Tuple[float, float]]
     title: str = ""
+    fifths: Optional[np.ndarray] = None
+    grid: Optional[ct.BeatGrid] = None
+    chords: Optional[np.ndarray] = None
+    keys: List[ct.KeySegment] = dataclasses.field(default_factory=list)
 
     @property
     def length(self) -> float:
@@ -400,10 +414,15 @@ class ScoreData:
             "part_names": self.part_names, "part_programs": self.part_programs,
             "time_signatures": self.time_signatures, "mode": self.mode,
             "tempo_marks": self.tempo_marks, "title": self.title,
+            "grid_uncertain": [list(u) for u in self.grid.uncertain], "grid_end": self.grid.end,
+            "has_meter": self.grid.has_meter,
+            "keys": [[k.start, k.end, k.key, k.source] for k in self.keys],
         }
         return {
             "part": self.part, "onset": self.onset, "duration": self.duration, "pitch": self.pitch,
             "velocity": self.velocity, "measures": self.measures, "meta": np.array(json.dumps(meta)),
+            "fifths": self.fifths, "beat_times": self.grid.times, "beat_position": self.grid.position,
+            "beat_length": self.grid.length, "chords": self.chords,
         }
 
     @classmethod
@@ -416,6 +435,12 @@ class ScoreData:
             part_programs=[int(p) for p in meta["part_programs"]],
             time_signatures=[tuple(t) for t in meta["time_signatures"]], mode=meta["mode"],
             tempo_marks=[tuple(t) for t in meta["tempo_marks"]], title=meta.get("title", ""),
+            fifths=data["fifths"],
+            grid=ct.BeatGrid(data["beat_times"], data["beat_position"], data["beat_length"],
+                             [tuple(u) for u in meta["grid_uncertain"]], float(meta["grid_end"]),
+                             bool(meta["has_meter"])),
+            chords=data["chords"], keys=[ct.KeySegment(float(a), float(b), int(k), str(src))
+                                         for a, b, k, src in meta["keys"]],
         )
 
 
@@ -438,12 +463,16 @@ def _parse_music21(piece: Piece):
     return score
 
 
-def _extract(score) -> ScoreData:
-    """Turn a music21 score into a :class:`ScoreData` (ties merged by pitch)."""
+def extract_score(score, *, trust_written_key: bool = False) -> ScoreData:
+    """Turn a music21 score into a :class:`ScoreData` (ties merged by pitch) with its score labels.
+
+    ``trust_written_key``: whether the key the score writes (a music21 ``Key`` with a
+    major/minor mode) is taken as the key label (see :func:`training.corpus_targets.key_segments`).
+    """
     from music21 import harmony, key, meter, note, stream, tempo
 
     parts = list(score.parts) if hasattr(score, "parts") and len(score.parts) else [score]
-    rows: List[Tuple[int, float, float, int, int]] = []
+    rows: List[Tuple[int, float, float, int, int, int]] = []
     names, programs = [], []
     for index, part in enumerate(parts):
         inst = part.getInstrument(returnDefault=True)
@@ -472,11 +501,12 @@ def _extract(score) -> ScoreData:
                 velocity = int(velocity) if velocity else 80
                 if tie_type in ("stop", "continue") and midi in open_ties:
                     row = rows[open_ties[midi]]
-                    rows[open_ties[midi]] = (row[0], row[1], offset + ql - row[1], row[3], row[4])
+                    rows[open_ties[midi]] = (row[0], row[1], offset + ql - row[1], row[3], row[4], row[5])
                     if tie_type == "stop":
                         del open_ties[midi]
                     continue
-                rows.append((index, offset, ql, midi, velocity))
+                alter = pitch.accidental.alter if pitch.accidental is not None else 0.0
+                rows.append((index, offset, ql, midi, velocity, ct.fifths_of(pitch.step, alter)))
                 if tie_type in ("start", "continue"):
                     open_ties[midi] = len(rows) - 1
                 else:
@@ -487,7 +517,8 @@ def _extract(score) -> ScoreData:
     order = np.lexsort((table[:, 3], table[:, 1], table[:, 0]))
     table = table[order]
     first = parts[0]
-    measures = sorted({float(m.offset) for m in first.getElementsByClass(stream.Measure)}) or [0.0]
+    measure_objs = sorted(first.getElementsByClass(stream.Measure), key=lambda m: float(m.offset))
+    measures = sorted({float(m.offset) for m in measure_objs}) or [0.0]
     signatures = []
     for ts in first.flatten().getElementsByClass(meter.TimeSignature):
         try:
@@ -508,12 +539,36 @@ def _extract(score) -> ScoreData:
     title = ""
     if score.metadata is not None and score.metadata.title:
         title = str(score.metadata.title)
+    # -- score labels: beat grid, chords per beat, key segments -----------------------------
+    note_end = float(np.max(table[:, 1] + table[:, 2]))
+    bars = []
+    for i, m in enumerate(measure_objs):
+        off = float(m.offset)
+        nxt = float(measure_objs[i + 1].offset) if i + 1 < len(measure_objs) else None
+        length = (nxt - off) if nxt is not None else float(m.duration.quarterLength)
+        bars.append((off, length, float(m.paddingLeft or 0.0)))
+    if not bars:
+        bars = [(0.0, note_end, 0.0)]
+    grid = ct.beat_grid(bars, signatures)
+    chords = ct.beat_chords(table[:, 1], table[:, 2], table[:, 5].astype(np.int64), grid.times, grid.length)
+    written = []
+    for ks in first.flatten().getElementsByClass(key.KeySignature):
+        if isinstance(ks, key.Key) and ks.mode in ct.KEY_MODES:
+            written.append((float(ks.offset), int(ks.tonic.pitchClass), str(ks.mode)))
+        else:
+            written.append((float(ks.offset), None, None))
+    keys = ct.key_segments(written, measures, max(grid.end, note_end), table[:, 1], table[:, 2], table[:, 3],
+                           trust_written=trust_written_key)
     return ScoreData(
         part=table[:, 0].astype(np.int16), onset=table[:, 1], duration=table[:, 2],
         pitch=table[:, 3].astype(np.int16), velocity=table[:, 4].astype(np.int16),
         part_names=names, part_programs=programs, measures=np.asarray(measures, dtype=np.float64),
         time_signatures=signatures, mode=mode, tempo_marks=marks, title=title,
+        fifths=table[:, 5].astype(np.int16), grid=grid, chords=chords, keys=keys,
     )
+
+
+_extract = extract_score  # the name benchmarks/chords.py uses
 
 
 def cache_dir_default() -> str:
@@ -565,7 +620,8 @@ def load_score(piece: Piece, cache_dir: Optional[str] = None, *, retry_failed: b
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            score = _extract(_parse_music21(piece))
+            trusted = {c.name: c.mode_from_score or c.mode_from_abc for c in COLLECTIONS}
+            score = extract_score(_parse_music21(piece), trust_written_key=trusted.get(piece.collection, False))
     except Exception as error:
         message = f"{type(error).__name__}: {error}"[:500]
         tmp = fail_path.with_name(f".{fail_path.name}.{os.getpid()}.tmp")

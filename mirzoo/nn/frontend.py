@@ -199,7 +199,7 @@ class SpectralFrontend(keras.layers.Layer):
             # kernel lengths, and there are always 1 + samples // hop frames
             left = self.kernel_length // 2
             x = ops.pad(x, [[0, 0], [left, self.kernel_length - left], [0, 0]], mode=self.pad_mode)
-        y = ops.conv(x, ops.convert_to_tensor(self._conv_kernel), strides=self.hop_length, padding="valid")
+        y = self._frames(x)
         if self._imag is not None:
             half = self._real.shape[1]
             re, im = y[..., :half], y[..., half:]
@@ -223,6 +223,11 @@ class SpectralFrontend(keras.layers.Layer):
             std = ops.std(s, axis=(1, 2), keepdims=True)
             s = (s - mean) / (std + 1e-5)
         return s
+
+    def _frames(self, x):
+        """``(batch, frames, channels)``: the framed inner products with the kernels (real then
+        imaginary parts), from the centred and padded signal ``x`` ``(batch, samples + L, 1)``."""
+        return ops.conv(x, ops.convert_to_tensor(self._conv_kernel), strides=self.hop_length, padding="valid")
 
     def _compress(self, s):
         if self.compression == "db":
@@ -420,6 +425,11 @@ class ConstantQ(SpectralFrontend):
         Bins per octave.
     filter_scale : float > 0
         Scales the filter lengths (and hence the Q factor).
+    octave_kernels : bool
+        Convolve each octave of bins with a kernel only as long as that octave's longest
+        filter instead of one kernel of the longest filter's length: the same output
+        (to float rounding) for about ``2 / bins_per_octave`` of the multiply-adds per
+        octave below the top one.
     """
 
     def __init__(
@@ -428,8 +438,10 @@ class ConstantQ(SpectralFrontend):
         n_bins: int = 84,
         bins_per_octave: int = 12,
         filter_scale: float = 1.0,
+        octave_kernels: bool = False,
         **kwargs,
     ):
+        self.octave_kernels = bool(octave_kernels)
         self.fmin = float(fmin)
         self.n_cq_bins = _check_positive_int("n_bins", n_bins)
         self.bins_per_octave = _check_positive_int("bins_per_octave", bins_per_octave)
@@ -460,13 +472,73 @@ class ConstantQ(SpectralFrontend):
         kernel = filters.T  # (length, n_bins)
         real = np.real(kernel) * scale
         imag = np.imag(kernel) * scale
+        # octave_kernels: one convolution per octave of bins, each run on the signal decimated
+        # by the largest power of two that still carries the octave (a centred low-pass FIR
+        # applied with that stride), with the octave's own filters at the lower rate.  Filter
+        # lengths halve with every octave and so does the rate, so each octave costs about
+        # the same, instead of the lowest octave's length for every bin.
+        self._groups = []
+        if self.octave_kernels:
+            from scipy.signal import firwin  # deferred with librosa (scipy comes with it)
+
+            for lo in range(0, self.n_cq_bins, self.bins_per_octave):
+                hi = min(lo + self.bins_per_octave, self.n_cq_bins)
+                top = freqs[hi - 1] * 2.0 ** (1.0 / self.bins_per_octave)
+                factor = 1
+                # keep the octave (and its filters' bandwidth) below 0.7 of the decimated Nyquist
+                while (factor < 32 and self.hop_length % (2 * factor) == 0
+                       and top * 1.1 < 0.7 * self.sample_rate / (4 * factor)):
+                    factor *= 2
+                sr_g = self.sample_rate / factor
+                g, glens = librosa.filters.wavelet(
+                    freqs=freqs[lo:hi], sr=sr_g, window="hann", filter_scale=self.filter_scale,
+                    pad_fft=False, norm=1, dtype=np.complex128,
+                )
+                if g.shape[1] % 2 == 0:  # odd length: centred on a sample of the decimated signal
+                    g = np.pad(g, [(0, 0), (0, 1)])
+                gk = g.T * (np.sqrt(glens) * np.sqrt(factor))[None, :]
+                kernel = np.concatenate([np.real(gk), np.imag(gk)], axis=1)[:, None, :].astype(np.float32)
+                if factor > 1:
+                    taps = 16 * factor + 1
+                    lowpass = firwin(taps, 0.8 / factor, window=("kaiser", 8.0)).astype(np.float32)
+                    lowpass = lowpass[:, None, None]
+                else:
+                    lowpass = None
+                self._groups.append((factor, lowpass, kernel, hi - lo))
         return real, imag, None, length
+
+    def _frames(self, x):
+        if not self._groups:
+            return super()._frames(x)
+        # x holds the signal's sample n at index n + L // 2 (centred padding); frame t is
+        # centred on sample t * hop.  Every group is computed from a zero-padded copy.
+        n_frames = (ops.shape(x)[1] - self.kernel_length) // self.hop_length + 1
+        reals, imags = [], []
+        for factor, lowpass, kernel, width in self._groups:
+            glen = kernel.shape[0]
+            taps = 1 if lowpass is None else lowpass.shape[0]
+            # decimated sample j is centred on padded index j * factor + shift + (taps - 1) / 2;
+            # choose the extra left padding so that it is the original sample j * factor - c
+            # with c = factor * (glen - 1) / 2: then output frame t is centred on t * hop.
+            c = factor * (glen - 1) // 2
+            extra = c + (taps - 1) // 2 - self.kernel_length // 2
+            extra_right = max(0, extra + glen * factor + taps)
+            xg = ops.pad(x, [[0, 0], [max(extra, 0), extra_right], [0, 0]])
+            if extra < 0:
+                xg = xg[:, -extra:, :]
+            if lowpass is not None:
+                xg = ops.conv(xg, ops.convert_to_tensor(lowpass), strides=factor, padding="valid")
+            y = ops.conv(xg, ops.convert_to_tensor(kernel), strides=self.hop_length // factor, padding="valid")
+            y = y[:, :n_frames, :]
+            reals.append(y[..., :width])
+            imags.append(y[..., width:])
+        return ops.concatenate(reals + imags, axis=-1)
 
     def get_config(self):
         config = super().get_config()
         config.update(
             fmin=self.fmin, n_bins=self.n_cq_bins, bins_per_octave=self.bins_per_octave,
-            filter_scale=self.filter_scale,
+            filter_scale=self.filter_scale, octave_kernels=self.octave_kernels,
         )
         return config
 

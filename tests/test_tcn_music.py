@@ -1,0 +1,109 @@
+"""tcn-music: the multirate constant-Q front-end, the TCN's receptive field, and the training targets."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import mirzoo
+from mirzoo.audio import load_audio
+from mirzoo.nn.frontend import build_frontend
+from mirzoo.nn.tcn import tcn_context_frames
+from training.musical import (
+    NO_CHORD,
+    TEMPO_MIN,
+    tempo_class,
+    shift_bins,
+    transpose_chord,
+    transpose_key,
+    widen,
+)
+
+EXAMPLE = "mirzoo/data/example.flac"
+CQT = dict(kind="cqt", sample_rate=16000, hop_length=320, fmin=55.0, n_bins=216, bins_per_octave=36,
+           filter_scale=1.0, compression=None, top_db=None, power=1.0)
+
+
+def test_octave_kernels_give_the_same_cqt_as_one_long_kernel():
+    y = load_audio(EXAMPLE, 16000)[None, : 16000 * 6]
+    dense = np.asarray(build_frontend(dict(CQT))(y))[0]
+    multirate = np.asarray(build_frontend(dict(CQT, octave_kernels=True))(y))[0]
+    assert multirate.shape == dense.shape
+    rel = np.linalg.norm(multirate - dense) / np.linalg.norm(dense)
+    assert rel < 0.01, rel
+    # and per octave, so that no octave is silently wrong (e.g. misaligned by a frame)
+    for lo in range(0, 216, 36):
+        d, m = dense[:, lo : lo + 36], multirate[:, lo : lo + 36]
+        assert np.linalg.norm(m - d) / np.linalg.norm(d) < 0.02, lo
+
+
+def test_octave_kernels_resolve_a_sine_at_its_bin():
+    sr, f = 16000, 55.0 * 2 ** (100 / 36)  # exactly on bin 100
+    t = np.arange(sr * 3) / sr
+    y = np.sin(2 * np.pi * f * t).astype(np.float32)[None]
+    spec = np.asarray(build_frontend(dict(CQT, octave_kernels=True))(y))[0]
+    assert int(np.argmax(spec[75].astype(np.float64))) == 100
+
+
+def test_tcn_output_depends_on_no_frame_beyond_its_declared_context():
+    m = mirzoo.load("tcn-music")
+    context = m.spec.context_frames
+    kernel, layers = m.spec.config["tcn_kernel"], m.spec.config["tcn_layers"]
+    assert context == tcn_context_frames(kernel, layers)
+    model = m.keras_model
+    feats_in = model.get_layer("input_bn").input
+    import keras
+
+    net = keras.Model(feats_in, model.output["embedding"])
+    rng = np.random.default_rng(0)
+    n = 2 * context + 101
+    x = rng.standard_normal((1, n, 216)).astype(np.float32)
+    x2 = x.copy()
+    t0 = n // 2
+    x2[0, t0] += 5.0
+    a = np.asarray(net(x))[0]
+    b = np.asarray(net(x2))[0]
+    changed = np.nonzero(np.abs(a - b).max(axis=1) > 1e-6)[0]
+    assert changed.min() >= t0 - context and changed.max() <= t0 + context
+    # the reach is used: frames near the edge of the context do change
+    assert changed.min() <= t0 - context + 8 and changed.max() >= t0 + context - 8
+
+
+def test_tcn_music_heads_have_readable_labels():
+    m = mirzoo.load("tcn-music")
+    y = load_audio(EXAMPLE, 16000)[: 16000 * 4]
+    top = m.tag(y, sr=16000, head="key", top_k=3)
+    assert len(top) == 3 and all(label.endswith((" major", " minor")) for label, _ in top)
+    probs = [p for _, p in top]
+    assert probs == sorted(probs, reverse=True) and 0 <= probs[-1] <= probs[0] <= 1
+    assert m.spec.heads["chord"][-1] == "N" and m.spec.heads["chord"][0] == "C:maj"
+    assert m.spec.heads["meter"][m.spec.heads["meter"].index("6/8")] == "6/8"
+
+
+def test_key_and_chord_transposition():
+    key = np.array([0, 11, 12, 23, -1])  # C major, B major, C minor, B minor, masked
+    assert transpose_key(key, 1).tolist() == [1, 0, 13, 12, -1]
+    assert transpose_key(key, -13).tolist() == [11, 10, 23, 22, -1]
+    # G:7 (root 7, quality 4) up 5 -> C:7; N and masked stay
+    chord = np.array([7 * 9 + 4, NO_CHORD, -1, 11 * 9 + 1])
+    assert transpose_chord(chord, 5).tolist() == [0 * 9 + 4, NO_CHORD, -1, 4 * 9 + 1]
+
+
+def test_tempo_classes_are_log_spaced():
+    assert tempo_class(TEMPO_MIN) == 0
+    assert tempo_class(2 * TEMPO_MIN) == 16
+    assert tempo_class(120.0) == round(16 * math.log2(3))
+    assert tempo_class(10.0) == 0 and tempo_class(1000.0) == 47
+    assert tempo_class(float("nan")) == -1
+
+
+def test_widen_and_shift_bins():
+    e = np.array([0, 0, 1, 0, 0, 0, 1], np.uint8)
+    assert widen(e).tolist() == [0, 0.5, 1, 0.5, 0, 0.5, 1]
+    x = np.arange(6, dtype=np.float32)[None]
+    assert shift_bins(x, 2, -1.0).tolist() == [[-1, -1, 0, 1, 2, 3]]
+    assert shift_bins(x, -2, -1.0).tolist() == [[2, 3, 4, 5, -1, -1]]
+    with pytest.raises(ValueError):
+        build_frontend(dict(CQT, n_bins=0))

@@ -1,0 +1,484 @@
+"""Score-supervised multi-task training of ``tcn-music`` (issue 15) on corpus version 2.
+
+Three steps, each resumable:
+
+``python -m training.musical cache --corpus DIR [--corpus DIR2 ...] --out CACHE``
+    Runs the model's constant-Q front-end once over every clip that has score targets
+    (``targets/**.npz``, so a corpus still being built can be cached in passes) and stores,
+    per shard of clips, float16 features ``[frames, bins]`` next to the frame targets (beats,
+    downbeats, beat mask, key, chord) and the clip targets (meter, tempo, tags). The front-end
+    has no trainable weight, so training on cached features is exact and several times cheaper.
+
+``python -m training.musical train --cache CACHE --out RUN [--max-minutes M] [--resume]``
+    Trains every layer after the front-end on random crops (``crop_seconds``) with masked
+    losses (a frame whose label is unknown contributes nothing), transposition augmentation
+    (the constant-Q bins shifted by whole semitones and the key and chord labels with them)
+    and gain augmentation; checkpoints every epoch (``last.weights.h5``, ``state.json``) and
+    keeps the best on the validation crops (``best.weights.h5``).
+
+``python -m training.musical ship --run RUN``
+    Writes the best weights into ``mirzoo/weights/`` and the manifest entry (vocabulary,
+    training record), atomically.
+
+The configuration is ``training/configs/tcn-music.json``; the model's architecture is its
+manifest entry (``weights_manifest.json``, ``tcn-music``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("training.musical")
+
+MODEL = "tcn-music"
+#: tempo classes: 48 log-spaced centres 40 * 2**(k / 16) BPM (40 .. 306)
+TEMPO_MIN, TEMPO_PER_OCTAVE, N_TEMPO = 40.0, 16, 48
+N_KEYS, N_CHORD_QUALITIES, NO_CHORD = 24, 9, 108
+SPLIT_OF_SHARD = ("train", "valid", "test")
+
+
+def tempo_class(bpm: float) -> int:
+    """Index of the tempo class nearest ``bpm`` (log scale), or -1 for NaN / non-positive."""
+    if not np.isfinite(bpm) or bpm <= 0:
+        return -1
+    k = int(round(TEMPO_PER_OCTAVE * math.log2(bpm / TEMPO_MIN)))
+    return min(max(k, 0), N_TEMPO - 1)
+
+
+def transpose_key(key: np.ndarray, shift: int) -> np.ndarray:
+    """Key indices (tonic + 12 * minor, -1 masked) transposed by ``shift`` semitones."""
+    out = key.copy()
+    ok = key >= 0
+    out[ok] = (key[ok] % 12 + shift) % 12 + 12 * (key[ok] // 12)
+    return out
+
+
+def transpose_chord(chord: np.ndarray, shift: int) -> np.ndarray:
+    """Chord indices (root * 9 + quality, 108 = N, -1 masked) transposed by ``shift`` semitones."""
+    out = chord.copy()
+    ok = (chord >= 0) & (chord < NO_CHORD)
+    out[ok] = ((chord[ok] // N_CHORD_QUALITIES + shift) % 12) * N_CHORD_QUALITIES + chord[ok] % N_CHORD_QUALITIES
+    return out
+
+
+def shift_bins(x: np.ndarray, bins: int, fill: float) -> np.ndarray:
+    """``x [..., F]`` moved ``bins`` along the last axis (up if positive), the gap filled with ``fill``."""
+    if bins == 0:
+        return x
+    out = np.full_like(x, fill)
+    if bins > 0:
+        out[..., bins:] = x[..., :-bins]
+    else:
+        out[..., :bins] = x[..., -bins:]
+    return out
+
+
+def widen(events: np.ndarray) -> np.ndarray:
+    """Frame targets for an event track: 1 on the event frame, 0.5 on its neighbours."""
+    e = events.astype(np.float32)
+    out = e.copy()
+    out[1:] = np.maximum(out[1:], 0.5 * e[:-1])
+    out[:-1] = np.maximum(out[:-1], 0.5 * e[1:])
+    return out
+
+
+# -- cache ----------------------------------------------------------------------------------------
+def _frontend(entry: dict):
+    import keras
+
+    from mirzoo.nn.frontend import build_frontend
+
+    layer = build_frontend(dict(entry["config"]["frontend"]))
+
+    def run(y: np.ndarray) -> np.ndarray:
+        return np.asarray(keras.ops.convert_to_numpy(layer(y[None].astype(np.float32))))[0]
+
+    return run, layer
+
+
+def cache(args) -> None:
+    """Front-end features and targets of every finished clip, in shards of ``--shard-clips``."""
+    from mirzoo.audio import load_audio
+    from mirzoo.zoo.manifest import get_entry
+    from training.corpus import load_clip_targets
+
+    entry = get_entry(MODEL)
+    run, layer = _frontend(entry)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    done_path = out / "done.json"
+    done = set(json.loads(done_path.read_text())) if done_path.exists() else set()
+    shard_no = len(glob.glob(str(out / "shard-*.npz")))
+    pending: list = []
+    t0, n_new = time.time(), 0
+
+    def flush():
+        nonlocal shard_no, pending
+        if not pending:
+            return
+        feats = np.concatenate([p["feats"] for p in pending])
+        offsets = np.cumsum([0] + [len(p["feats"]) for p in pending])
+        arrays = {"feats": feats, "offsets": offsets}
+        for k in ("beat", "downbeat", "beat_mask", "key", "chord"):
+            arrays[k] = np.concatenate([p[k] for p in pending])
+        for k in ("meter", "tempo_bpm"):
+            arrays[k] = np.array([p[k] for p in pending])
+        for k in ("clip_id", "piece_id", "split", "tags", "corpus", "split_key"):
+            arrays[k] = np.array([p[k] for p in pending])
+        tmp = out / f".shard-{shard_no:04d}.npz"
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, out / f"shard-{shard_no:04d}.npz")
+        done.update(p["key_id"] for p in pending)
+        tmp = out / ".done.json"
+        tmp.write_text(json.dumps(sorted(done)))
+        os.replace(tmp, done_path)
+        log.info("shard %d: %d clips, %.2f h (%.0f s)", shard_no, len(pending), len(feats) * layer.hop_length
+                 / layer.sample_rate / 3600, time.time() - t0)
+        shard_no += 1
+        pending = []
+
+    for corpus in args.corpus:
+        corpus = Path(corpus)
+        files = sorted(glob.glob(str(corpus / "targets" / "**" / "*.npz"), recursive=True))
+        if args.splits:
+            keep = tuple(f"{os.sep}{s}{os.sep}" for s in args.splits.split(","))
+            files = [f for f in files if any(k in os.path.relpath(f, corpus / "targets").join([os.sep, os.sep]) for k in keep)]
+        for path in files:
+            key_id = f"{corpus.name}/{os.path.relpath(path, corpus)}"
+            if key_id in done:
+                continue
+            t = load_clip_targets(path)
+            meta = t["meta"]
+            y = load_audio(str(corpus / meta["path"]), layer.sample_rate)
+            feats = run(y)
+            n = min(len(feats), len(t["beat"]))
+            pending.append({
+                "key_id": key_id, "feats": feats[:n].astype(np.float16),
+                "beat": t["beat"][:n].astype(np.uint8), "downbeat": t["downbeat"][:n].astype(np.uint8),
+                "beat_mask": t["beat_mask"][:n].astype(np.uint8), "key": t["key"][:n].astype(np.int16),
+                "chord": t["chord"][:n].astype(np.int16), "meter": int(t["meter"]),
+                "tempo_bpm": float(t["tempo_bpm"]), "clip_id": meta["clip_id"], "piece_id": meta["piece_id"],
+                "split": meta["split"], "tags": meta.get("tags", ""), "corpus": corpus.name,
+                "split_key": meta.get("split_key", meta["piece_id"]),
+            })
+            n_new += 1
+            if len(pending) >= args.shard_clips:
+                flush()
+            if args.limit and n_new >= args.limit:
+                break
+    flush()
+    log.info("cached %d new clips (%d in all) in %.0f s", n_new, len(done), time.time() - t0)
+
+
+def read_cache(folder: Path) -> dict:
+    """Every shard of a cache, concatenated per split: ``{split: dict of arrays and clip lists}``."""
+    parts: dict = {}
+    for path in sorted(folder.glob("shard-*.npz")):
+        with np.load(path, allow_pickle=False) as z:
+            d = {k: z[k] for k in z.files}
+        offs = d["offsets"]
+        for i in range(len(offs) - 1):
+            split = str(d["split"][i])
+            sl = slice(offs[i], offs[i + 1])
+            clip = {k: d[k][sl] for k in ("feats", "beat", "downbeat", "beat_mask", "key", "chord")}
+            clip.update({k: d[k][i] for k in ("meter", "tempo_bpm", "clip_id", "piece_id", "tags", "corpus")})
+            parts.setdefault(split, []).append(clip)
+    return parts
+
+
+# -- training -------------------------------------------------------------------------------------
+HEAD_LOSSES = {
+    "beats": "binary_crossentropy",
+    "key": "sparse_categorical_crossentropy",
+    "chord": "sparse_categorical_crossentropy",
+    "meter": "sparse_categorical_crossentropy",
+    "tempo": "sparse_categorical_crossentropy",
+    "tags": "binary_crossentropy",
+}
+
+
+class CropSampler:
+    """Random crops of ``length`` frames with their targets and per-frame loss weights."""
+
+    def __init__(self, clips: list, vocab: list, length: int, rng: np.random.Generator, *, augment: dict):
+        self.clips, self.vocab, self.length, self.rng, self.aug = clips, vocab, length, rng, augment
+        lengths = np.array([len(c["feats"]) for c in clips], np.float64)
+        self.p = lengths / lengths.sum()
+        index = {t: i for i, t in enumerate(vocab)}
+        self.tags = []
+        for c in clips:
+            v = np.zeros(len(vocab), np.float32)
+            for t in str(c["tags"]).split(";"):
+                if t in index:
+                    v[index[t]] = 1
+            self.tags.append(v)
+
+    def crop(self, i: int, start: int, shift: int = 0, gain_db: float = 0.0):
+        c, n = self.clips[i], self.length
+        T = len(c["feats"])
+        sl = slice(start, min(start + n, T))
+        m = sl.stop - sl.start
+        bins = c["feats"].shape[1]
+        bins_per_semitone = bins // 72
+        x = np.full((n, bins), -100.0, np.float32)
+        x[:m] = shift_bins(c["feats"][sl].astype(np.float32), shift * bins_per_semitone, -100.0) + gain_db
+        valid = np.zeros(n, np.float32)
+        valid[:m] = 1
+        beats = np.zeros((n, 2), np.float32)
+        beats[:m, 0] = widen(c["beat"][sl])
+        beats[:m, 1] = widen(c["downbeat"][sl])
+        beat_w = valid.copy()
+        beat_w[:m] *= c["beat_mask"][sl]
+        key = np.full(n, -1, np.int64)
+        key[:m] = transpose_key(c["key"][sl].astype(np.int64), shift)
+        chord = np.full(n, -1, np.int64)
+        chord[:m] = transpose_chord(c["chord"][sl].astype(np.int64), shift)
+        meter = np.full(n, int(c["meter"]), np.int64) * (valid > 0) + (valid == 0) * -1
+        tempo = np.full(n, tempo_class(float(c["tempo_bpm"])), np.int64) * (valid > 0) + (valid == 0) * -1
+        y = {"beats": beats, "key": key, "chord": chord, "meter": meter, "tempo": tempo,
+             "tags": np.repeat(self.tags[i][None], n, 0)}
+        w = {"beats": beat_w, "tags": valid}
+        for k in ("key", "chord", "meter", "tempo"):
+            w[k] = (y[k] >= 0).astype(np.float32)
+            y[k] = np.maximum(y[k], 0)
+        return x, y, w
+
+    def batch(self, size: int):
+        xs, ys, ws = [], {}, {}
+        for _ in range(size):
+            i = int(self.rng.choice(len(self.clips), p=self.p))
+            T = len(self.clips[i]["feats"])
+            start = int(self.rng.integers(0, max(1, T - self.length + 1)))
+            shift = 0
+            if self.rng.random() < self.aug.get("p_transpose", 0.0):
+                lo, hi = self.aug.get("transpose", [-5, 6])
+                shift = int(self.rng.integers(lo, hi + 1))
+            gain = float(self.rng.uniform(*self.aug.get("gain_db", [0.0, 0.0])))
+            x, y, w = self.crop(i, start, shift, gain)
+            xs.append(x)
+            for k in y:
+                ys.setdefault(k, []).append(y[k])
+                ws.setdefault(k, []).append(w[k])
+        return np.stack(xs), {k: np.stack(v) for k, v in ys.items()}, {k: np.stack(v) for k, v in ws.items()}
+
+
+def fixed_crops(sampler: CropSampler, count: int, seed: int):
+    """The same validation crops every epoch (deterministic, no augmentation)."""
+    rng = np.random.default_rng(seed)
+    xs, ys, ws = [], {}, {}
+    for _ in range(count):
+        i = int(rng.choice(len(sampler.clips), p=sampler.p))
+        T = len(sampler.clips[i]["feats"])
+        x, y, w = sampler.crop(i, int(rng.integers(0, max(1, T - sampler.length + 1))))
+        xs.append(x)
+        for k in y:
+            ys.setdefault(k, []).append(y[k])
+            ws.setdefault(k, []).append(w[k])
+    return np.stack(xs), {k: np.stack(v) for k, v in ys.items()}, {k: np.stack(v) for k, v in ws.items()}
+
+
+def valid_metrics(model, crops, batch: int = 8) -> dict:
+    """Masked frame accuracies of the softmax heads and beat/downbeat frame F1 on fixed crops."""
+    x, y, w = crops
+    preds: dict = {}
+    for lo in range(0, len(x), batch):
+        out = model.predict_on_batch(x[lo : lo + batch])
+        for k, v in out.items():
+            preds.setdefault(k, []).append(np.asarray(v))
+    preds = {k: np.concatenate(v) for k, v in preds.items()}
+    m = {}
+    for k in ("key", "chord", "meter", "tempo"):
+        mask = w[k] > 0
+        m[f"{k}_acc"] = float((preds[k].argmax(-1)[mask] == y[k][mask]).mean()) if mask.any() else float("nan")
+    for j, name in enumerate(("beat", "downbeat")):
+        mask = w["beats"] > 0
+        truth = y["beats"][..., j][mask] >= 1.0
+        p = preds["beats"][..., j][mask]
+        # frame-level F1 with a one-frame tolerance: a predicted peak frame (> 0.5) counts when
+        # the truth is 1 or 0.5 there
+        near = y["beats"][..., j][mask] >= 0.5
+        hit = (p > 0.5)
+        tp = float((hit & near).sum())
+        prec = tp / max(hit.sum(), 1)
+        rec = float((hit & truth).sum()) / max(truth.sum(), 1)
+        m[f"{name}_f1"] = 2 * prec * rec / max(prec + rec, 1e-9)
+    return m
+
+
+def build_training_model(entry: dict, n_tags: int):
+    """``(full waveform model, features-in training model)`` sharing one set of weights."""
+    import keras
+
+    from mirzoo.nn import get_family
+
+    config = json.loads(json.dumps(entry["config"]))
+    config["n_tags"] = n_tags
+    full = get_family(entry["family"])(config, name=MODEL.replace("-", "_"))
+    feats_in = full.get_layer("input_bn").input
+    outputs = {k: full.output[k] for k in HEAD_LOSSES}
+    model = keras.Model(feats_in, outputs, name="tcn_music_train")
+    return full, model, config
+
+
+def choose_vocabulary(clips: list, min_count: int, groups: list) -> list:
+    counts: dict = {}
+    for c in clips:
+        if str(c["corpus"]).endswith("-mix"):
+            continue  # count pieces once: extra renders of the same pieces do not add tags
+        for t in str(c["tags"]).split(";"):
+            if t and t.split(":")[0] in groups:
+                counts[t] = counts.get(t, 0) + 1
+    return sorted(t for t, n in counts.items() if n >= min_count)
+
+
+def hardware_text() -> str:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{platform.processor() or platform.machine()}, {cores} CPU cores usable, no GPU"
+
+
+def train(args) -> dict:
+    import keras
+
+    from mirzoo.zoo.manifest import get_entry
+
+    cfg = json.loads(Path(args.config).read_text())
+    seed = int(cfg.get("seed", 0))
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    data = read_cache(Path(args.cache))
+    if not data.get("train"):
+        raise SystemExit(f"no training clips in the cache {args.cache}: run `python -m training.musical cache` first")
+    log.info("clips: %s", {k: len(v) for k, v in data.items()})
+    entry = get_entry(MODEL)
+    out = Path(args.out)
+    state_path = out / "state.json"
+    if args.resume and state_path.exists():
+        # a resumed run keeps its tag vocabulary (the cache may have grown since)
+        vocab = json.loads(state_path.read_text())["vocabulary"]
+    else:
+        vocab = choose_vocabulary(data["train"], int(cfg.get("min_tag_count", 20)), cfg["tag_groups"])
+    full, model, config = build_training_model(entry, len(vocab))
+    weights = cfg.get("loss_weights", {})
+    model.compile(optimizer=keras.optimizers.Adam(float(cfg.get("learning_rate", 1e-3)), clipnorm=1.0),
+                  loss=HEAD_LOSSES, loss_weights={k: float(weights.get(k, 1.0)) for k in HEAD_LOSSES})
+    hop = entry["config"]["frontend"]["hop_length"]
+    length = int(round(float(cfg.get("crop_seconds", 12.0)) * entry["sample_rate"] / hop))
+    sampler = CropSampler(data["train"], vocab, length, rng, augment=cfg.get("augment", {}))
+    valid_clips = data.get("valid") or data["train"]
+    crops = fixed_crops(CropSampler(valid_clips, vocab, length, rng, augment={}), int(cfg.get("valid_crops", 64)), seed + 1)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {"epoch": 0, "best": -1e9, "best_epoch": -1, "history": [], "minutes": 0.0, "vocabulary": vocab}
+    if args.resume and state_path.exists():
+        state = json.loads(state_path.read_text())
+        full.load_weights(out / "last.weights.h5")
+        rng = np.random.default_rng([seed, state["epoch"]])
+        sampler.rng = rng
+        log.info("resumed after epoch %d (best %.4f at %d)", state["epoch"], state["best"], state["best_epoch"])
+    steps, batch = int(cfg.get("steps_per_epoch", 100)), int(cfg.get("batch_size", 8))
+    deadline = time.time() + 60 * float(args.max_minutes)
+    while state["epoch"] < int(cfg.get("epochs", 100)) and time.time() < deadline:
+        te = time.time()
+        losses = []
+        for _ in range(steps):
+            x, y, w = sampler.batch(batch)
+            loss = model.train_on_batch(x, y, sample_weight=w)
+            losses.append(float(loss[0] if isinstance(loss, (list, tuple)) else loss))
+            if time.time() > deadline:
+                break
+        metrics = valid_metrics(model, crops)
+        score = float(np.nanmean([metrics["key_acc"], metrics["chord_acc"], metrics["beat_f1"],
+                                  metrics["downbeat_f1"], metrics["meter_acc"], metrics["tempo_acc"]]))
+        minutes = (time.time() - te) / 60
+        state["minutes"] += minutes
+        record = {"epoch": state["epoch"], "loss": float(np.mean(losses)), "score": score, **metrics,
+                  "minutes": minutes}
+        state["history"].append(record)
+        log.info("epoch %d loss %.4f score %.4f %s (%.1f min)", state["epoch"], record["loss"], score,
+                 {k: round(v, 3) for k, v in metrics.items()}, minutes)
+        full.save_weights(out / "last.weights.h5")
+        if score > state["best"]:
+            state["best"], state["best_epoch"] = score, state["epoch"]
+            full.save_weights(out / "best.weights.h5")
+        state["epoch"] += 1
+        state.update(hardware=hardware_text(), config=cfg, model_config=config)
+        tmp = out / ".state.json"
+        tmp.write_text(json.dumps(state, indent=1))
+        os.replace(tmp, state_path)
+    return state
+
+
+def ship(args) -> None:
+    """Copy the run's best weights into the package and rewrite the manifest entry."""
+    from mirzoo.fileio import atomic_file, file_sha256  # noqa: F401
+
+    run = Path(args.run)
+    state = json.loads((run / "state.json").read_text())
+    root = Path(__file__).resolve().parent.parent
+    manifest_paths = [root / "weights_manifest.json", root / "mirzoo" / "weights_manifest.json"]
+    manifest = json.loads(manifest_paths[0].read_text())
+    entry = manifest["models"][MODEL]
+    target = root / "mirzoo" / "weights" / f"{MODEL}.weights.h5"
+    data = (run / "best.weights.h5").read_bytes()
+    tmp = target.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, target)
+    entry["config"] = state["model_config"]
+    entry["layers"]["tags"] = len(state["vocabulary"])
+    entry["head"]["labels"] = state["vocabulary"]
+    entry["weights"] = {"kind": "file", "file": target.name, "sha256": hashlib.sha256(data).hexdigest(),
+                        "size": len(data)}
+    entry["pretrained"] = True
+    best = state["history"][state["best_epoch"]]
+    entry["training"] = {
+        "data": "corpus version 2 (music21 scores rendered with FluidR3, plus the train/valid pieces "
+                "rendered with MuseScore_General_Lite mixed per channel with sf_GMbank and FluidR3); "
+                "score targets: beats, downbeats, 24 keys, 109 chords, 12 meters, tempo, clip tags",
+        "command": f"python -m training.musical train --config {state['config'].get('_path', 'training/configs/tcn-music.json')}",
+        "epochs": state["epoch"], "best_epoch": state["best_epoch"],
+        "train_minutes": round(state["minutes"], 1), "hardware": state.get("hardware"),
+        "valid": {k: round(v, 4) for k, v in best.items() if k.endswith(("_acc", "_f1"))},
+    }
+    text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
+    for p in manifest_paths:
+        tmp = p.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, p)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.musical", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("cache", help="front-end features and score targets of corpus clips")
+    c.add_argument("--corpus", action="append", required=True)
+    c.add_argument("--out", required=True)
+    c.add_argument("--shard-clips", type=int, default=200)
+    c.add_argument("--limit", type=int, default=0)
+    c.add_argument("--splits", default="", help="comma-separated splits to cache (default: all)")
+    t = sub.add_parser("train", help="multi-task training on a feature cache")
+    t.add_argument("--cache", required=True)
+    t.add_argument("--config", default="training/configs/tcn-music.json")
+    t.add_argument("--out", default="runs/tcn-music")
+    t.add_argument("--max-minutes", type=float, default=60)
+    t.add_argument("--resume", action="store_true")
+    s = sub.add_parser("ship", help="ship a run's best weights into the package")
+    s.add_argument("--run", required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    {"cache": cache, "train": train, "ship": ship}[args.cmd](args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
