@@ -399,3 +399,52 @@ def test_teacher_reads_real_and_corpus_folders(fake_root, tmp_path):
         teacher.clips_from_folder(corpus, "test")
     with pytest.raises(teacher.TeacherError, match="no metadata.csv in"):
         teacher.clips_from_folder(tmp_path)
+
+
+# ------------------------------------------------------------------------------- real-audio benchmark
+
+
+def _grouped_task(n_groups: int = 24, per_group: int = 6, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(n_groups) % 3, per_group)
+    groups = np.repeat(np.arange(n_groups), per_group).astype(str)
+    centres = np.eye(3)[labels] * 3.0
+    informative = centres + rng.standard_normal((labels.size, 3))
+    noise = rng.standard_normal((labels.size, 20))
+    # a feature that identifies the track, not the class: perfect within a track, useless across tracks
+    track_id = np.repeat(rng.standard_normal((n_groups, 8)) * 5, per_group, axis=0)
+    return labels.astype(str), groups, informative, noise, track_id
+
+
+def test_nested_probe_chooses_the_informative_layer_inside_every_fold():
+    from benchmarks import real_audio
+
+    y, groups, informative, noise, _ = _grouped_task()
+    res = real_audio.nested_probe({"noise": noise, "good": informative}, y, groups, folds=4, seed=0, Cs=(0.1, 1.0))
+    assert [c["layer"] for c in res["chosen"]] == ["good"] * 4
+    assert res["balanced_accuracy"] > 0.9
+    alone = real_audio.nested_probe({"noise": noise}, y, groups, folds=4, seed=0, Cs=(0.1, 1.0))
+    assert alone["balanced_accuracy"] < 0.6  # chance is 1/3
+
+
+def test_nested_probe_folds_never_split_a_track():
+    from benchmarks import real_audio
+
+    y, groups, _, _, track_id = _grouped_task(seed=1)
+    # labels are a function of the track, so a split that leaked tracks would score ~1.0
+    res = real_audio.nested_probe({"id": track_id}, y, groups, folds=4, seed=0, Cs=(1.0,))
+    assert res["balanced_accuracy"] < 0.7
+
+
+def test_real_audio_task_keeps_test_split_and_drops_thin_classes(tmp_path):
+    from benchmarks import real_audio
+
+    lines = ["path,split,package,group,sha256"]
+    for pkg, groups in (("a", 3), ("b", 1)):
+        for g in range(groups):
+            for split in ("train", "test"):
+                lines.append(f"{pkg}{g}-{split}.flac,{split},{pkg},g{g},{'0' * 64}")
+    (tmp_path / "metadata.csv").write_text("\n".join(lines) + "\n")
+    rows, dropped = real_audio.load_task(tmp_path, "test", min_groups=2)
+    assert dropped == ["b"]
+    assert [r["path"] for r in rows] == ["a0-test.flac", "a1-test.flac", "a2-test.flac"]
