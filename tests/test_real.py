@@ -422,9 +422,13 @@ def test_nested_probe_chooses_the_informative_layer_inside_every_fold():
     y, groups, informative, noise, _ = _grouped_task()
     res = real_audio.nested_probe({"noise": noise, "good": informative}, y, groups, folds=4, seed=0, Cs=(0.1, 1.0))
     assert [c["layer"] for c in res["chosen"]] == ["good"] * 4
-    assert res["balanced_accuracy"] > 0.9
+    assert res["balanced_accuracy"] > 0.9 and res["pooled_balanced_accuracy"] > 0.9
     alone = real_audio.nested_probe({"noise": noise}, y, groups, folds=4, seed=0, Cs=(0.1, 1.0))
-    assert alone["balanced_accuracy"] < 0.6  # chance is 1/3
+    assert alone["pooled_balanced_accuracy"] < 0.6  # chance is 1/3
+    twice = real_audio.nested_probe({"good": informative}, y, groups, folds=4, seed=0, Cs=(1.0,), repeats=2)
+    assert len(twice["pooled_per_repeat"]) == 2 and len(twice["chosen"]) == 8
+    assert twice["pooled_per_repeat"][0] == pytest.approx(
+        real_audio.nested_probe({"good": informative}, y, groups, folds=4, seed=0, Cs=(1.0,))["pooled_balanced_accuracy"])
 
 
 def test_nested_probe_folds_never_split_a_track():
@@ -433,7 +437,7 @@ def test_nested_probe_folds_never_split_a_track():
     y, groups, _, _, track_id = _grouped_task(seed=1)
     # labels are a function of the track, so a split that leaked tracks would score ~1.0
     res = real_audio.nested_probe({"id": track_id}, y, groups, folds=4, seed=0, Cs=(1.0,))
-    assert res["balanced_accuracy"] < 0.7
+    assert res["balanced_accuracy"] < 0.7 and res["pooled_balanced_accuracy"] < 0.7
 
 
 def test_real_audio_task_keeps_test_split_and_drops_thin_classes(tmp_path):
