@@ -452,3 +452,24 @@ def test_real_audio_task_keeps_test_split_and_drops_thin_classes(tmp_path):
     rows, dropped = real_audio.load_task(tmp_path, "test", min_groups=2)
     assert dropped == ["b"]
     assert [r["path"] for r in rows] == ["a0-test.flac", "a1-test.flac", "a2-test.flac"]
+
+
+def test_group_folds_keep_tracks_whole_balance_classes_and_follow_the_seed():
+    from benchmarks import real_audio
+
+    y = np.repeat(np.array(["a"] * 7 + ["b"] * 3 + ["c"] * 5), 4)
+    groups = np.repeat(np.arange(15).astype(str), 4)
+    folds = real_audio.group_folds(y, groups, 5, seed=0)
+    assert len(folds) == 5
+    tests = np.concatenate([te for _, te in folds])
+    assert sorted(tests.tolist()) == list(range(60))  # every clip tested exactly once
+    for train, test in folds:
+        assert not set(groups[train]) & set(groups[test])
+        assert sorted(np.concatenate([train, test]).tolist()) == list(range(60))
+    per_fold = [{c: len(set(groups[te][y[te] == c])) for c in "abc"} for _, te in folds]
+    assert [sum(p[c] for p in per_fold) for c in "abc"] == [7, 3, 5]
+    assert all(max(p[c] for p in per_fold) - min(p[c] for p in per_fold) <= 1 for c in "abc")
+    again = real_audio.group_folds(y, groups, 5, seed=0)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(folds, again))
+    other = real_audio.group_folds(y, groups, 5, seed=1)
+    assert any(not np.array_equal(a[1], b[1]) for a, b in zip(folds, other))
