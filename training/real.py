@@ -524,12 +524,6 @@ def summarise(rows: list[dict], records: list[dict], skipped: list[tuple[str, st
     }
 
 
-def read_metadata(folder: Path) -> list[dict]:
-    """Rows of ``<folder>/metadata.csv`` as dicts (the builder's output)."""
-    with open(Path(folder) / "metadata.csv", newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
 # ------------------------------------------------------------------------------------------------ CLI
 
 
