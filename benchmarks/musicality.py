@@ -29,12 +29,16 @@ Measures (model: ``Extractor.analyze`` of ``--model``; every baseline computed h
   triad templates (cosine), ``N`` below 1 % of the clip's maximum energy.
 * **linear probes** on mean+std pooled embeddings, balanced classes (each class subsampled,
   seeded, to the smallest kept class; classes under ``--min-class`` clips dropped): mode
-  (``mode:`` tag), meter (``meter:`` tag), tune type (``tune:`` tag), style, instrument (clips with
+  (``mode:major`` / ``mode:minor``; modal tags left out), meter (``meter:`` tag), tune type (``tune:`` tag), style, instrument (clips with
   one ``instrument:`` tag).  Logistic regression on standardised features; outer 5-fold
   ``StratifiedGroupKFold`` grouped by piece; the layer and C are chosen *inside* each outer
   fold by an inner grouped 3-fold CV on its training part.  Score: balanced accuracy, mean
   over outer folds.  Baseline: 20 MFCCs + deltas + delta-deltas, mean+std (same protocol).
 * **tag ROC-AUC**: macro ROC-AUC of the tag head (frame mean) over tags with both classes present.
+
+``--oracle`` replaces the model's head outputs by one-hot frames built from the score targets
+(beats widened to +-1 frame): a check of the analysis and scoring chain, whose scores should be
+near 1 (key, beats, downbeats, chords; tempo where the beats are regular).
 
 Results: ``benchmarks/results/musicality-<env>.{json,md}``; the table is printed with the issue's
 targets.  ``--record`` writes the model's figures into its manifest entry.
@@ -116,6 +120,31 @@ def reference(clip: dict, key_labels: list[str], chord_labels: list[str], meter_
     return ref
 
 
+def oracle_frames(t: dict, heads: dict, n: int) -> dict[str, np.ndarray]:
+    """One-hot head outputs built from a clip's score targets (``--oracle``)."""
+
+    def one_hot(idx, k):
+        out = np.full((n, k), 1.0 / k)
+        idx = np.asarray(idx)[:n]
+        ok = idx >= 0
+        out[: idx.size][ok] = 0.0
+        out[np.flatnonzero(ok), idx[ok]] = 1.0
+        return out
+
+    beats = np.zeros((n, 2))
+    for col, name in enumerate(("beat", "downbeat")):
+        f = np.flatnonzero(np.asarray(t[name])[:n])
+        for d in (-1, 0, 1):
+            beats[np.clip(f + d, 0, n - 1), col] = np.maximum(beats[np.clip(f + d, 0, n - 1), col], 1.0 if d == 0 else 0.5)
+    centres = 40 * 2 ** (np.arange(len(heads["tempo"])) / 16)
+    tempo = float(t["tempo_bpm"])
+    tempo_idx = int(np.argmin(np.abs(np.log2(centres / tempo)))) if np.isfinite(tempo) else -1
+    return {"beats": beats, "key": one_hot(t["key"], len(heads["key"])),
+            "chord": one_hot(t["chord"], len(heads["chord"])),
+            "meter": one_hot(np.full(n, int(t["meter"])), len(heads["meter"])),
+            "tempo": one_hot(np.full(n, tempo_idx), len(heads["tempo"]))}
+
+
 # -- baselines ----------------------------------------------------------------------------------
 def ks_key(chroma: np.ndarray) -> str:
     """Krumhansl-Schmuckler: the key whose rotated Krumhansl-Kessler profile best correlates with the mean chroma."""
@@ -193,7 +222,7 @@ def probe_labels(meta: dict) -> dict[str, str]:
     for task, prefix in (("mode", "mode:"), ("meter", "meter:"), ("tune", "tune:"), ("style", "style:"),
                          ("instrument", "instrument:")):
         vals = [t.split(":", 1)[1] for t in tags if t.startswith(prefix)]
-        if len(vals) == 1:
+        if len(vals) == 1 and (task != "mode" or vals[0] in ("major", "minor")):
             out[task] = vals[0]
     return out
 
@@ -285,6 +314,8 @@ def main(argv=None) -> int:
     parser.add_argument("--min-class", type=int, default=6)
     parser.add_argument("--Cs", type=float, nargs="+", default=[0.01, 0.1, 1.0])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--oracle", action="store_true",
+                        help="feed one-hot score targets instead of the model's heads (checks the chain)")
     parser.add_argument("--record", action="store_true", help="write the model's figures into its manifest entry")
     parser.add_argument("--out", default=str(HERE / "results"))
     args = parser.parse_args(argv)
@@ -332,6 +363,8 @@ def main(argv=None) -> int:
         y, _ = m.load_input(clip["audio"], None)
         ts = time.time()
         out = m.forward([y], keys, 16)[0]
+        if args.oracle:
+            out.update(oracle_frames(clip["targets"], heads, out["beats"].shape[0]))
         a = analyze_frames(out, heads, fps, duration=y.shape[0] / sr, source=clip["audio"], model=m.name)
         timing["model"] += time.time() - ts
         for l in layers:
@@ -436,7 +469,7 @@ def main(argv=None) -> int:
         "benchmark": "musicality", "env": env_name(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "data": str(data), "clips": len(clips), "pieces": len(set(groups_all.tolist())),
         "soundfonts": dict(soundfonts), "model": args.model, "pretrained": bool(m.pretrained),
-        "weights_sha256": m.entry.get("weights", {}).get("sha256"), "notes": notes,
+        "weights_sha256": m.entry.get("weights", {}).get("sha256"), "oracle": bool(args.oracle), "notes": notes,
         "timing_s": {k: round(v, 1) for k, v in timing.items()}, "results": res, "targets": TARGETS,
     }
     table = render_table(report)
@@ -463,7 +496,10 @@ def fmt(v) -> str:
 
 def render_table(r: dict) -> str:
     res = r["results"]
-    lines = [f"# Musicality benchmark: {r['model']} ({'pretrained' if r['pretrained'] else 'NOT pretrained: seeded weights'})",
+    what = 'pretrained' if r['pretrained'] else 'NOT pretrained: seeded weights'
+    if r.get("oracle"):
+        what = "ORACLE: score targets fed as head outputs (a check of the chain, not a model)"
+    lines = [f"# Musicality benchmark: {r['model']} ({what})",
              "", f"{r['clips']} clips of {r['pieces']} test pieces from `{r['data']}` (soundfonts {r['soundfonts']}); "
              f"{r['env']}, {r['date']}."]
     lines += [f"- note: {n}" for n in r["notes"]]
