@@ -242,6 +242,27 @@ def test_cli_analyze_usage_errors(tmp_path, capsys):
     assert cli.main(["analyze", "cnn-tagging", str(wav), "-o", str(tmp_path / "o.json")]) == 2
     assert "'cnn-tagging' cannot analyze audio: it lacks the head(s)" in capsys.readouterr().err
     assert not (tmp_path / "o.json").exists()
+    other = tmp_path / "b.wav"
+    sf.write(other, tone_mix(2.0, seed=5), SR)
+    assert cli.main(["analyze", str(wav), str(other), "-o", str(tmp_path / "o.jams")]) == 2
+    assert "a .jams output holds one file's analysis, got 2 inputs" in capsys.readouterr().err
+
+
+def test_plot_names_for_several_inputs():
+    names = cli._plot_paths("figs/out.png", ["a/x.wav", "b/x.flac", "c/y.wav"])
+    assert [str(p) for p in names.values()] == ["figs/out-x.png", "figs/out-x-2.png", "figs/out-y.png"]
+    assert cli._plot_paths("one.png", ["a/x.wav"]) == {"a/x.wav": cli.Path("one.png")}
+
+
+def test_cli_analyze_writes_valid_jams(tmp_path):
+    jams = pytest.importorskip("jams")
+    wav = tmp_path / "a.wav"
+    sf.write(wav, tone_mix(3.0), SR)
+    out = tmp_path / "a.jams"
+    assert cli.main(["analyze", str(wav), "-o", str(out), "-q"]) == 0
+    doc = jams.load(str(out), validate=True)
+    assert doc.file_metadata.duration == pytest.approx(3.0)
+    assert {a.namespace for a in doc.annotations} == {"beat", "chord", "key_mode", "tempo", "tag_open"}
 
 
 def test_cli_plots_write_pngs(tmp_path):
