@@ -246,7 +246,7 @@ def nested_probe(features: dict[str, np.ndarray], y: np.ndarray, groups: np.ndar
     """Balanced accuracy of a logistic-regression probe; layer and C chosen by inner grouped CV per outer fold."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.metrics import balanced_accuracy_score as _balanced
     from sklearn.model_selection import StratifiedGroupKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -256,6 +256,11 @@ def nested_probe(features: dict[str, np.ndarray], y: np.ndarray, groups: np.ndar
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             return clf.fit(x, yy)
+
+    def balanced_accuracy_score(a, b):
+        with warnings.catch_warnings():  # "y_pred contains classes not in y_true" on small inner folds
+            warnings.simplefilter("ignore", UserWarning)
+            return _balanced(a, b)
 
     n_groups = len(set(groups.tolist()))
     folds = min(folds, n_groups, min(Counter(y.tolist()).values()))
