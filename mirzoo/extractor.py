@@ -1,6 +1,6 @@
 """The user-facing model object, :class:`Extractor`: a thin facade over the runner.
 
-Owns the public methods users call on a loaded model -- ``extract``, ``predict``,
+Owns the public methods users call on a loaded model -- ``extract``, ``predict``, ``analyze``,
 ``tag``, ``fine_tune``, ``evaluate`` and ``save`` -- and the shape of what they return
 (:class:`~mirzoo.embeddings.Embeddings`, pooled vectors, ``(label, probability)`` pairs).
 Windowing and batching live in :mod:`mirzoo.inference` (one engine for every path),

@@ -236,10 +236,11 @@ def smooth_labels(probs: np.ndarray, switch_penalty: float) -> np.ndarray:
         raise ParameterError(f"probs must be a non-empty [frames, labels] array, got shape {probs.shape}")
     logp = np.log(np.clip(probs, 1e-12, None))
     n_frames, n_labels = logp.shape
-    back = np.empty((n_frames, n_labels), dtype=np.int64)
+    index_type = np.int16 if n_labels < 2**15 else np.int64  # back-pointers of an hour of chords: 40 MB, not 160
+    back = np.empty((n_frames, n_labels), dtype=index_type)
     score = logp[0].copy()
     back[0] = np.arange(n_labels)
-    stay_index = np.arange(n_labels)
+    stay_index = np.arange(n_labels, dtype=index_type)
     for t in range(1, n_frames):
         best = int(np.argmax(score))
         switch = score[best] - switch_penalty
