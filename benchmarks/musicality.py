@@ -16,7 +16,8 @@ Measures (model: ``Extractor.analyze`` of ``--model``; every baseline computed h
   unmasked frame key of the clip; baseline = Krumhansl-Schmuckler: the clip's mean
   ``librosa.feature.chroma_cqt`` correlated with the 24 rotations of the Krumhansl-Kessler profiles.
 * **beats**, F-measure (``mir_eval.beat.f_measure``, 70 ms window, first 5 s trimmed as mir_eval
-  does); reference = the score's beat times; baseline ``librosa.beat.beat_track``.
+  does); reference = the score's beat times; baseline ``librosa.beat.beat_track``.  Estimated beats
+  where the score's beat grid is unknown (``beat_mask == 0``) are left out, for every method alike.
 * **downbeats**, F-measure of the same kind on the beats at bar position 1 (no baseline).
 * **tempo**, Acc1 (within 4 % of the notated tempo) and Acc2 (also at x2, x3, x1/2, x1/3);
   baseline ``librosa.feature.tempo``.  The reference is the *notated* beat (dotted quarter in
@@ -188,6 +189,15 @@ def beat_f(ref: np.ndarray, est: np.ndarray) -> float | None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return float(mir_eval.beat.f_measure(ref_t, mir_eval.beat.trim_beats(np.asarray(est, dtype=np.float64))))
+
+
+def inside_grid(times: np.ndarray, t: dict) -> np.ndarray:
+    """Estimated beat times where the score's beat grid is known (``beat_mask``): elsewhere the truth is
+    unknown, so a beat there is neither right nor wrong."""
+    times = np.asarray(times, dtype=np.float64)
+    mask = np.asarray(t["beat_mask"]).astype(bool)
+    frames = np.clip(np.round(times * int(t["sr"]) / int(t["hop"])).astype(int), 0, mask.size - 1)
+    return times[mask[frames]] if mask.size else times
 
 
 def tempo_acc(ref: float, est: float) -> tuple[bool, bool]:
@@ -387,10 +397,10 @@ def main(argv=None) -> int:
             per["key_base"].append(mir_eval.key.weighted_score(ref["key"], ks_key(chroma)))
         _, base_beats = librosa.beat.beat_track(y=y, sr=sr, hop_length=m.hop_length, units="time")
         for name, est in (("beat_model", a.beats), ("beat_base", base_beats)):
-            f = beat_f(ref["beats"], est)
+            f = beat_f(ref["beats"], inside_grid(est, clip["targets"]))
             if f is not None:
                 per[name].append(f)
-        f = beat_f(ref["downbeats"], a.downbeats)
+        f = beat_f(ref["downbeats"], inside_grid(a.downbeats, clip["targets"]))
         if f is not None:
             per["down_model"].append(f)
         if ref["tempo"]:

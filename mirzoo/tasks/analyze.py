@@ -368,7 +368,8 @@ def track_beats(activation: np.ndarray, fps: float, tempo: float, *, tightness: 
                 continue
         cum[t] = local[t]
     # last beat: the latest local maximum of the cumulative score that is > half the median of them
-    peaks = np.flatnonzero((cum[1:-1] >= cum[:-2]) & (cum[1:-1] > cum[2:])) + 1 if n > 2 else np.array([int(np.argmax(cum))])
+    padded = np.concatenate([[-np.inf], cum, [-np.inf]])  # a beat on the first or last frame counts too
+    peaks = np.flatnonzero((padded[1:-1] >= padded[:-2]) & (padded[1:-1] > padded[2:]))
     if peaks.size == 0:
         peaks = np.array([int(np.argmax(cum))])
     tail = peaks[cum[peaks] >= 0.5 * np.median(cum[peaks])]
