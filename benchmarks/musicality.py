@@ -493,9 +493,9 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     from mirzoo.fileio import atomic_file, write_json_atomic
 
-    stem = out / f"musicality-{report['env']}"
-    write_json_atomic(stem.with_suffix(".json"), report)
-    with atomic_file(stem.with_suffix(".md")) as tmp:
+    stem = out / f"musicality-{report['env']}"  # env holds dots (py3.11): no with_suffix here
+    write_json_atomic(Path(f"{stem}.json"), report)
+    with atomic_file(Path(f"{stem}.md")) as tmp:
         Path(tmp).write_text(table + "\n", encoding="utf-8")
     print(f"wrote {stem}.json and .md")
     if args.record:
