@@ -7,6 +7,8 @@ written), 2 on a usage error or when nothing could be done.
 from __future__ import annotations
 
 import argparse
+import csv
+import dataclasses
 import json
 import logging
 import os
@@ -16,6 +18,7 @@ from typing import Optional, Sequence
 
 from mirzoo import publish
 from mirzoo.errors import MirzooError
+from mirzoo.fileio import atomic_file, write_json_atomic
 from mirzoo.zoo.manifest import PACKAGE_MANIFEST, REPO_MANIFEST, get_spec, list_models, manifest_path, model_info
 
 log = logging.getLogger("mirzoo")
@@ -289,10 +292,6 @@ ANALYZE_DEFAULT_MODEL = "tcn-music"
 
 def _write_analyses(out: Path, analyses: list, failed: list) -> None:
     """Write the analyses to ``out`` (.json, .csv or .jams) atomically."""
-    import csv
-
-    from mirzoo.fileio import atomic_file, write_json_atomic
-
     suffix = out.suffix.lower()
     if suffix == ".json":
         write_json_atomic(out, {"files": [a.to_dict() for a in analyses],
@@ -309,10 +308,8 @@ def _write_analyses(out: Path, analyses: list, failed: list) -> None:
 
 
 def _cmd_analyze(args) -> int:
-    import dataclasses
-
-    from mirzoo.loader import load  # deferred: Keras/TensorFlow (see _expand_inputs)
-    from mirzoo.inference.runner import progress_bar
+    from mirzoo.inference.runner import progress_bar  # deferred: Keras/TensorFlow (see _expand_inputs)
+    from mirzoo.loader import load
     from mirzoo.tasks.analyze import check_analysis_heads
 
     inputs = list(args.inputs)
