@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
-__all__ = ["default_mode", "atomic_file", "atomic_directory", "write_json_atomic", "file_sha256"]
+__all__ = ["default_mode", "atomic_file", "atomic_directory", "write_json_atomic", "file_sha256", "copy_hashed", "safe_relative"]
 
 
 def default_mode(directory: bool = False) -> int:
@@ -80,3 +80,25 @@ def file_sha256(path: Union[str, os.PathLike], chunk: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def copy_hashed(source: Union[str, os.PathLike], target: Union[str, os.PathLike], chunk: int = 1 << 20) -> str:
+    """Copy ``source`` to ``target`` (a new file) and return the hex sha256 of the bytes copied.
+
+    Checking the returned hash and then reading ``target`` means the bytes checked are the
+    bytes used: a file swapped at ``source`` after the copy changes nothing.
+    """
+    h = hashlib.sha256()
+    with open(source, "rb") as src, open(target, "xb") as dst:
+        for block in iter(lambda: src.read(chunk), b""):
+            h.update(block)
+            dst.write(block)
+    return h.hexdigest()
+
+
+def safe_relative(name: Any) -> bool:
+    """True if ``name`` is a relative POSIX path that stays inside its folder (no ``..``, no root, no ``\\``)."""
+    if not isinstance(name, str) or not name or "\\" in name or "\0" in name:
+        return False
+    parts = name.split("/")
+    return not name.startswith("/") and all(p not in ("", ".", "..") for p in parts)
