@@ -20,7 +20,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
-__all__ = ["default_mode", "atomic_file", "atomic_directory", "write_json_atomic", "file_sha256", "copy_hashed", "safe_relative"]
+from mirzoo.errors import OutputError
+
+__all__ = ["default_mode", "atomic_file", "atomic_directory", "write_json_atomic", "file_sha256", "copy_hashed", "safe_relative",
+           "check_writable", "output_lock"]
 
 
 def default_mode(directory: bool = False) -> int:
@@ -102,3 +105,67 @@ def safe_relative(name: Any) -> bool:
         return False
     parts = name.split("/")
     return not name.startswith("/") and all(p not in ("", ".", "..") for p in parts)
+
+
+def check_writable(target: Union[str, os.PathLike]) -> Path:
+    """``target`` as a Path if a file can be written there (and renamed onto it); :class:`OutputError` if not.
+
+    Refuses an existing directory, a parent that is a file, and a folder this process cannot
+    write to (tested by creating and removing a temporary file), before any work is done.
+    """
+    target = Path(target)
+    if target.is_dir():
+        raise OutputError(f"output '{target}' is an existing directory: expected a file name")
+    parent = target.parent
+    blocked = next((p for p in [parent, *parent.parents] if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise OutputError(f"cannot write output '{target}': '{blocked}' is a file, not a directory")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".probe", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"cannot write output '{target}': folder '{parent}' is not writable ({exc.strerror or exc})") from exc
+    return target
+
+
+@contextlib.contextmanager
+def output_lock(target: Union[str, os.PathLike]) -> Iterator[Path]:
+    """Hold ``.<name>.lock`` beside ``target`` (an exclusive ``flock``, with this process's PID inside).
+
+    A second process that asks for the same output gets :class:`OutputError` naming the PID of
+    the process that holds it.  The lock dies with its process (``kill -9`` included), so a
+    stale lock file never blocks a later run.
+    """
+    import fcntl  # deferred: POSIX only
+
+    target = Path(target)
+    lock = target.parent / f".{target.name}.lock"
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise OutputError(
+                f"output '{target}' is being written by process {holder} (lock '{lock}'): wait for it to finish, "
+                f"or write to another file"
+            ) from None
+        try:  # the holder before us may have removed the file after we opened it: retry on the new one
+            same = os.path.samestat(os.fstat(fd), os.stat(lock))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield lock
+    finally:
+        try:
+            os.unlink(lock)
+        finally:
+            os.close(fd)

@@ -102,9 +102,10 @@ class Runner:
         else:
             self.chunk_frames = max(1, int(round(spec.patch_seconds * self.sample_rate / self.hop_length)))
             self.margin_frames = frame_margin(self.frontend.kernel_length, self.hop_length, spec.context_frames)
-            self.plan = FramePlan(
-                self.hop_length, self.chunk_frames, self.margin_frames, self.frontend.min_samples(), self.sample_rate
-            )
+            # a window is never shorter than 3 frames: a one-frame input (under one hop, ~20 ms) crashed
+            # TensorFlow's oneDNN convolution with SIGABRT; the extra frames are dropped when stitching
+            min_samples = max(self.frontend.min_samples(), 2 * self.hop_length + 1)
+            self.plan = FramePlan(self.hop_length, self.chunk_frames, self.margin_frames, min_samples, self.sample_rate)
 
     # -- inputs and names ---------------------------------------------------------------------
     def load_input(self, item: AudioInput, sr: Optional[int]) -> tuple[np.ndarray, Optional[str]]:
