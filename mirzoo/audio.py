@@ -212,9 +212,13 @@ def load_audio(path: AudioPath, target_sr: int) -> np.ndarray:
         try:
             import librosa  # deferred: librosa is slow to import (numba) and only needed here
 
-            with warnings.catch_warnings(), _quiet_stderr(True):
+            import audioread  # deferred: with librosa
+
+            # audioread (ffmpeg) only: librosa's own soundfile path would repeat what just failed, and it
+            # allocates whatever frame count the header claims (a FLAC claiming 2^36 samples: 256 GiB)
+            with warnings.catch_warnings(), _quiet_stderr(True), audioread.audio_open(str(p)) as source:
                 warnings.simplefilter("ignore")
-                y, _ = librosa.load(str(p), sr=target_sr, mono=True, res_type="soxr_hq")
+                y, _ = librosa.load(source, sr=target_sr, mono=True, res_type="soxr_hq")
             y = y.astype(np.float32, copy=False)
         except Exception as fallback_error:
             why = str(fallback_error).strip() or "no installed decoder (ffmpeg, audioread) recognises the format"

@@ -61,11 +61,11 @@ def read_saved(directory: Union[str, os.PathLike]) -> dict:
             f"'{meta_path}': weights must be a file record ({{'kind': 'file', 'file': ..., 'sha256': ...}}) as "
             f"written by Extractor.save, got {entry['weights']!r}"
         )
-    for name, sha in saved_files(d, meta).items():
-        actual = file_sha256(d / name)
+    for file, sha in saved_files(d, meta).items():
+        actual = file_sha256(d / file)
         if actual != sha:
             raise WeightsError(
-                f"file '{d / name}' fails its sha256 check: expected {sha} (from '{meta_path}'), got {actual}. "
+                f"file '{d / file}' fails its sha256 check: expected {sha} (from '{meta_path}'), got {actual}. "
                 f"The file is corrupt or was modified; save the model again."
             )
     meta["name"] = name
