@@ -175,7 +175,7 @@ def _decode_file(path: str, sr: int) -> tuple[Optional[np.ndarray], Optional[str
 def watch_parent(parent_pid: int, interval: float = _WATCHDOG_SECONDS) -> None:
     """In a worker process: exit as soon as ``parent_pid`` is no longer our parent (it died, even by
     ``kill -9``), so no decoder outlives the run.  Starts a daemon thread and returns."""
-    import threading
+    import threading  # deferred: only decoder processes run the watchdog
 
     def watch():
         while os.getppid() == parent_pid:

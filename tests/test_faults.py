@@ -449,7 +449,9 @@ def test_tampered_file_of_a_hub_snapshot_is_refused(saved, hub_cache, tmp_path, 
     if name == "mirzoo.json":  # a forged record for a tampered weight file
         _flip_one_byte(blob_of(hub_cache, "owner/tamper", commit, "model.weights.h5"))
         meta = json.loads(blob.read_text())
-        meta["entry"]["weights"]["file"] = "config.json"
+        config = blob_of(hub_cache, "owner/tamper", commit, "config.json")
+        meta["entry"]["weights"].update(file="config.json", sha256=mirzoo.fileio.file_sha256(config))
+        meta["files"].pop("model.weights.h5")
         blob.write_text(json.dumps(meta))
         match = "must be 'model.weights.h5'"
     else:
