@@ -64,7 +64,7 @@ from mirzoo._checks import valid_int, valid_pool
 from mirzoo.audio import AUDIO_EXTENSIONS, load_audio
 from mirzoo.embeddings import POOLS, Embeddings
 from mirzoo.errors import MirzooError, ParameterError
-from mirzoo.fileio import atomic_file, check_writable, default_mode, output_lock  # noqa: F401  (default_mode re-exported)
+from mirzoo.fileio import atomic_file, check_writable, default_mode, output_lock, watch_parent  # noqa: F401  (default_mode re-exported)
 from mirzoo.inference.runner import progress_bar
 from mirzoo.loader import as_extractor
 
@@ -79,7 +79,6 @@ __all__ = [
     "Embedder",
     "meta_of",
     "default_workers",
-    "watch_parent",
     "require_pyarrow",
     "parquet_schema",
 ]
@@ -96,9 +95,6 @@ _MIN_FILES_FOR_WORKERS = 8
 #: every ``batch_size`` files, so a killed run keeps all but its last batch for ``--resume``.
 _PART_FILES = 256
 _PART_SECONDS = 30.0
-
-#: Seconds between a decoder process's checks that its parent is still alive.
-_WATCHDOG_SECONDS = 0.5
 
 
 # -- inputs ------------------------------------------------------------------------------------
@@ -170,19 +166,6 @@ def _decode_file(path: str, sr: int) -> tuple[Optional[np.ndarray], Optional[str
         return None, str(exc)
     except Exception as exc:  # a decoder bug must not stop the whole run
         return None, f"{type(exc).__name__}: {exc}"
-
-
-def watch_parent(parent_pid: int, interval: float = _WATCHDOG_SECONDS) -> None:
-    """In a worker process: exit as soon as ``parent_pid`` is no longer our parent (it died, even by
-    ``kill -9``), so no decoder outlives the run.  Starts a daemon thread and returns."""
-    import threading  # deferred: only decoder processes run the watchdog
-
-    def watch():
-        while os.getppid() == parent_pid:
-            time.sleep(interval)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="mirzoo-parent-watchdog", daemon=True).start()
 
 
 class _Decoder:

@@ -17,13 +17,14 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
 from mirzoo.errors import OutputError
 
 __all__ = ["default_mode", "atomic_file", "atomic_directory", "write_json_atomic", "file_sha256", "copy_hashed", "safe_relative",
-           "check_writable", "output_lock"]
+           "check_writable", "output_lock", "watch_parent"]
 
 
 def default_mode(directory: bool = False) -> int:
@@ -169,3 +170,20 @@ def output_lock(target: Union[str, os.PathLike]) -> Iterator[Path]:
             os.unlink(lock)
         finally:
             os.close(fd)
+
+
+def watch_parent(parent_pid: int, interval: float = 0.5) -> None:
+    """In a worker process: exit as soon as ``parent_pid`` is no longer our parent (it died, even by
+    ``kill -9``), so no worker outlives its run.  Starts a daemon thread and returns.
+
+    Lives in this light module so that a pool initializer runs it before the worker imports
+    anything heavy (Keras, TensorFlow): the watchdog is up within a second of the worker's start.
+    """
+    import threading  # deferred: only worker processes run the watchdog
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="mirzoo-parent-watchdog", daemon=True).start()
