@@ -38,7 +38,8 @@ _CACHE: dict = {}
 
 
 def read_saved(directory: Union[str, os.PathLike]) -> dict:
-    """``mirzoo.json`` of a saved model directory, after validating its entry and the weight sha256.
+    """``mirzoo.json`` of a saved model directory, after validating its entry and the sha256 of every model
+    file (:func:`saved_files`).
 
     Returns the parsed file with ``"name"`` filled in (the directory name if absent).
     """
