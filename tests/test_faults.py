@@ -608,8 +608,9 @@ def test_kill_9_leaves_no_orphans_and_resume_finishes(tmp_path):
     while time.monotonic() < deadline and any(_alive(c) for c in children):
         time.sleep(0.2)
     assert not [c for c in children if _alive(c)], "processes outlived the killed run"
-    kept = sum(len(read_embeddings(p)[0]) for p in parts.glob("part-*.npz"))
-    assert kept >= 4  # parts are written per batch of 2 files
+    sizes = [len(read_embeddings(p)[0]) for p in parts.glob("part-*.npz")]
+    # parts are written per batch of 2 files (the first may hold 1: a part is also cut every 30 s)
+    assert len(sizes) >= 2 and all(1 <= n <= 2 for n in sizes), sizes
     r = _cli("extract", "random-cnn", str(d), "-o", str(out), "-q", "--resume", "--workers", "0")
     assert r.returncode == 0, r.stderr
     found, _ = read_embeddings(out)
