@@ -494,6 +494,7 @@ def test_unwritable_outputs_fail_before_any_work(tmp_path, clips, models, monkey
     assert calls == []  # refused before the model was even loaded
 
 
+@pytest.mark.slow
 def test_cli_unwritable_output_exits_2_without_traceback(tmp_path, clips):
     out = tmp_path / "out.npz"
     out.mkdir()
@@ -540,6 +541,7 @@ def test_two_cli_runs_on_one_output(tmp_path, clips):
     assert sorted(Path(p).name for p, _, _ in found) == [f"c{i}.wav" for i in range(6)]  # each once
 
 
+@pytest.mark.slow
 def test_cli_reports_a_bad_file_once(tmp_path, clips):
     bad = clips / "bad.wav"
     bad.write_bytes(b"RIFF0000WAVEjunk")
