@@ -22,6 +22,7 @@ from mirzoo.errors import (  # noqa: F401  (the error tree is part of the top-le
     ManifestError,
     MirzooError,
     MissingDependencyError,
+    OutputError,
     ParameterError,
     PublishError,
     UnknownLayerError,

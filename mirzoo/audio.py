@@ -10,7 +10,10 @@ only the mono signal at the target rate is kept.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import stat
 import warnings
 from pathlib import Path
 from typing import Union
@@ -21,7 +24,10 @@ import soxr
 
 from mirzoo.errors import AudioError, AudioFileError, ParameterError
 
-__all__ = ["load_audio", "prepare_audio", "validate_audio", "AUDIO_EXTENSIONS"]
+__all__ = [
+    "load_audio", "prepare_audio", "validate_audio", "check_sr", "check_audio_path", "stream_file",
+    "AUDIO_EXTENSIONS", "MIN_SAMPLE_RATE", "MAX_SAMPLE_RATE", "MAX_AMPLITUDE",
+]
 
 AudioPath = Union[str, os.PathLike]
 
@@ -30,6 +36,19 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".
 
 # Frames read per block when streaming a file (about 3 s at 44.1 kHz).
 _BLOCK_FRAMES = 1 << 17
+
+#: Sample rates accepted for arrays and files, in Hz (inclusive): 1 kHz to 768 kHz.
+MIN_SAMPLE_RATE = 1_000
+MAX_SAMPLE_RATE = 768_000
+
+#: Largest accepted absolute sample value (float input; integer PCM is scaled to [-1, 1)).
+#: 1e6 is 120 dB above full scale: larger values are a units bug, and squaring them in a
+#: front end overflows float32.
+MAX_AMPLITUDE = 1e6
+
+# Output samples preallocated from a file header's frame count at most (64 MiB of float32):
+# a header that claims more is not trusted, the buffer grows as samples really arrive.
+_MAX_PREALLOC = 1 << 24
 
 
 def check_sr(sr, *, name: str = "sr") -> int:
@@ -44,6 +63,10 @@ def check_sr(sr, *, name: str = "sr") -> int:
         raise ParameterError(f"{name}={sr!r} must be a positive number of Hz")
     if float(sr) != int(sr):
         raise ParameterError(f"{name}={sr!r} must be a whole number of Hz")
+    if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
+        raise ParameterError(
+            f"{name}={sr!r} Hz is outside the supported range {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz"
+        )
     return int(sr)
 
 
@@ -94,6 +117,11 @@ def validate_audio(y: np.ndarray, *, name: str = "audio") -> np.ndarray:
     if not np.all(np.isfinite(y)):
         bad = int(np.size(y) - np.count_nonzero(np.isfinite(y)))
         raise AudioError(f"{name} contains {bad} non-finite sample(s) (NaN or inf): expected finite values")
+    peak = float(np.max(np.abs(y)))
+    if peak > MAX_AMPLITUDE:
+        raise AudioError(
+            f"{name} has peak amplitude {peak:.3g}: expected at most {MAX_AMPLITUDE:g} (float audio is in [-1, 1])"
+        )
     return y.astype(np.float32, copy=False)
 
 
@@ -134,11 +162,12 @@ def prepare_audio(y, sr, target_sr: int, *, name: str = "audio") -> np.ndarray:
 def stream_file(path: str, target_sr: int) -> np.ndarray:
     """Decode ``path`` with libsndfile block by block into mono float32 at ``target_sr``."""
     with sf.SoundFile(path) as f:
-        sr_in = int(f.samplerate)
+        sr_in = check_sr(int(f.samplerate), name=f"sample rate of '{path}'")
         resampler = None if sr_in == target_sr else soxr.ResampleStream(sr_in, target_sr, 1, dtype="float32", quality="HQ")
         # preallocate the mono output (a little slack for the resampler) instead of keeping a list of
         # blocks and their concatenation: the peak is one copy of the signal, not two
         expected = int(np.ceil(max(f.frames, 0) * target_sr / sr_in)) + 64 if f.frames > 0 else _BLOCK_FRAMES
+        expected = min(expected, _MAX_PREALLOC)  # the header's frame count may lie
         out = np.empty(expected, dtype=np.float32)
         filled = 0
         while True:
@@ -171,26 +200,89 @@ def load_audio(path: AudioPath, target_sr: int) -> np.ndarray:
         If the decoded audio is empty or not finite.
     """
     target_sr = check_sr(target_sr, name="target_sr")
-    p = Path(os.fspath(path))
-    if not p.exists():
-        raise AudioFileError(f"audio file not found: '{p}'")
-    if p.is_dir():
-        raise AudioFileError(f"'{p}' is a directory, expected an audio file")
+    p = check_audio_path(path)
     try:
-        y = stream_file(str(p), target_sr)
+        with _quiet_stderr(_is_mpeg(p)):
+            y = stream_file(str(p), target_sr)
     except AudioFileError:
         raise
+    except ParameterError as exc:  # a header value out of range (the message names the file)
+        raise AudioFileError(str(exc)) from exc
     except Exception as sf_error:  # libsndfile cannot read it: try audioread/ffmpeg
         try:
             import librosa  # deferred: librosa is slow to import (numba) and only needed here
 
-            with warnings.catch_warnings():
+            import audioread  # deferred: with librosa
+
+            # audioread (ffmpeg) only: librosa's own soundfile path would repeat what just failed, and it
+            # allocates whatever frame count the header claims (a FLAC claiming 2^36 samples: 256 GiB)
+            with warnings.catch_warnings(), _quiet_stderr(True), audioread.audio_open(str(p)) as source:
                 warnings.simplefilter("ignore")
-                y, _ = librosa.load(str(p), sr=target_sr, mono=True, res_type="soxr_hq")
+                y, _ = librosa.load(source, sr=target_sr, mono=True, res_type="soxr_hq")
             y = y.astype(np.float32, copy=False)
         except Exception as fallback_error:
+            why = str(fallback_error).strip() or "no installed decoder (ffmpeg, audioread) recognises the format"
             raise AudioFileError(
                 f"cannot decode audio file '{p}': {sf_error} (fallback decoder: "
-                f"{type(fallback_error).__name__}: {fallback_error})"
+                f"{type(fallback_error).__name__}: {why})"
             ) from fallback_error
     return validate_audio(y, name=f"audio file '{p}'")
+
+
+def check_audio_path(path: AudioPath) -> Path:
+    """``path`` as a :class:`~pathlib.Path` if it names a regular file (symlinks followed).
+
+    Raises :class:`AudioFileError` naming the path for a missing file, a broken symlink, a
+    symlink loop, a directory, or anything that is not a regular file (a FIFO, socket or
+    device would block or never end).
+    """
+    p = Path(os.fspath(path))
+    try:
+        mode = os.stat(p).st_mode
+    except FileNotFoundError:
+        if os.path.islink(p):
+            raise AudioFileError(f"'{p}' is a broken symbolic link (to '{os.readlink(p)}')") from None
+        raise AudioFileError(f"audio file not found: '{p}'") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise AudioFileError(f"'{p}' is a symbolic link loop: it never reaches a file") from None
+        raise AudioFileError(f"cannot open audio file '{p}': {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        raise AudioFileError(f"'{p}' is a directory, expected an audio file")
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise AudioFileError(f"'{p}' is {kind}, not a regular file: expected an audio file")
+    return p
+
+
+def _is_mpeg(p: Path) -> bool:
+    """True for an MP3 file (by suffix, ID3 tag or MPEG frame sync): its decoder writes notes to stderr."""
+    if p.suffix.lower() in (".mp3", ".mp2", ".mpga"):
+        return True
+    try:
+        with open(p, "rb") as f:
+            head = f.read(3)
+    except OSError:
+        return False
+    return head[:3] == b"ID3" or (len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0)
+
+
+@contextlib.contextmanager
+def _quiet_stderr(enabled: bool):
+    """Send file descriptor 2 to /dev/null for the block (C decoders such as mpg123 print there)."""
+    if not enabled:
+        yield
+        return
+    try:
+        saved = os.dup(2)
+        null = os.open(os.devnull, os.O_WRONLY)
+    except OSError:  # no usable fd 2: nothing to silence
+        yield
+        return
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)

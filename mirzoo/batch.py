@@ -64,7 +64,7 @@ from mirzoo._checks import valid_int, valid_pool
 from mirzoo.audio import AUDIO_EXTENSIONS, load_audio
 from mirzoo.embeddings import POOLS, Embeddings
 from mirzoo.errors import MirzooError, ParameterError
-from mirzoo.fileio import atomic_file, default_mode  # noqa: F401  (default_mode re-exported)
+from mirzoo.fileio import atomic_file, check_writable, default_mode, output_lock, watch_parent  # noqa: F401  (default_mode re-exported)
 from mirzoo.inference.runner import progress_bar
 from mirzoo.loader import as_extractor
 
@@ -91,7 +91,8 @@ OUTPUT_SUFFIXES = (".npz", ".parquet")
 #: processes costs about a second each, more than decoding a few files).
 _MIN_FILES_FOR_WORKERS = 8
 
-#: Finished files are saved to a part file at least this often (files, seconds).
+#: Finished files are saved to a part file at least this often (files, seconds); also after
+#: every ``batch_size`` files, so a killed run keeps all but its last batch for ``--resume``.
 _PART_FILES = 256
 _PART_SECONDS = 30.0
 
@@ -179,7 +180,12 @@ class _Decoder:
         self.pool = None
 
     def _new_pool(self):
-        return ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"))
+        return ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=watch_parent,
+            initargs=(os.getpid(),),
+        )
 
     def __iter__(self) -> Iterator[tuple[str, Optional[np.ndarray], Optional[str]]]:
         if self.workers <= 0:
@@ -653,6 +659,7 @@ def extract_files(
     target = Path(output)
     if target.suffix.lower() not in OUTPUT_SUFFIXES:
         raise ParameterError(f"output '{target}' must end in .npz or .parquet")
+    check_writable(target)  # before any work: a run must not fail at the very end
     if target.suffix.lower() == ".parquet":
         require_pyarrow()
     valid_pool(pool, POOLS)
@@ -664,7 +671,17 @@ def extract_files(
     paths = find_audio_files(inputs, files_from=files_from)
     if not paths:
         raise ParameterError("no input files: give audio files, folders that contain some, or a file list")
+    with output_lock(target):  # one writer per output: a second run gets "being written by process N"
+        return _extract_locked(
+            extractor, target, paths, keys, layer_name, meta, pool, batch_size, workers, resume, progress,
+            on_failure, _decode, start_time,
+        )
 
+
+def _extract_locked(
+    extractor, target, paths, keys, layer_name, meta, pool, batch_size, workers, resume, progress, on_failure,
+    _decode, start_time,
+) -> ExtractionReport:
     parts = _Parts(target)
     done: set[str] = set()
     sources: list = []
@@ -710,7 +727,7 @@ def extract_files(
             pending.append((path, result))
             report.written += 1
             bar.update(1)
-            if len(pending) >= _PART_FILES or time.monotonic() - last_part > _PART_SECONDS:
+            if len(pending) >= min(_PART_FILES, batch_size) or time.monotonic() - last_part > _PART_SECONDS:
                 parts.write(_Block.from_results(pending, pooled=bool(pool)), meta)
                 pending, last_part = [], time.monotonic()
         if pending:

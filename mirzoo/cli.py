@@ -155,9 +155,10 @@ def _extract_ray(args) -> int:
     return _report_extract(args, report, out)
 
 
-def _report_extract(args, report, out) -> int:
-    for failure in report.failed:
-        print(f"FAILED {failure.path}: {failure.reason}", file=sys.stderr)
+def _report_extract(args, report, out, *, reported: bool = False) -> int:
+    if not reported:  # the local engine has printed each failure as it happened: once is enough
+        for failure in report.failed:
+            print(f"FAILED {failure.path}: {failure.reason}", file=sys.stderr)
     if not args.quiet:
         parts = [f"wrote {report.written} file(s) to {out}"]
         if report.skipped:
@@ -215,7 +216,7 @@ def _cmd_extract(args) -> int:
         print("\nmirzoo extract: interrupted; finished files are kept: rerun with --resume to go on",
               file=sys.stderr)
         return 130
-    return _report_extract(args, report, out)
+    return _report_extract(args, report, out, reported=True)
 
 
 def _cmd_export(args) -> int:

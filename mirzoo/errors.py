@@ -19,6 +19,7 @@ __all__ = [
     "ManifestError",
     "PublishError",
     "MissingDependencyError",
+    "OutputError",
 ]
 
 
@@ -67,3 +68,8 @@ class PublishError(MirzooError):
 
 class MissingDependencyError(MirzooError, ImportError):
     """An optional dependency of mirzoo is not installed; the message names the install command."""
+
+
+class OutputError(MirzooError, OSError):
+    """An output cannot be written: its folder is not writable, it is a directory, or another
+    process is writing it (the message names the path, and the process)."""

@@ -116,7 +116,7 @@ class Extractor(Runner):
         valid_pool(pool, POOLS)
         layer_name, keys = self.resolve_layers(layer)
         items, is_list = as_list(audio)
-        loaded = [self.load_input(item, sr) for item in items]
+        loaded = [self.load_indexed(item, sr, i if is_list else None) for i, item in enumerate(items)]
         outputs = self.forward([y for y, _ in loaded], keys, batch_size, progress)
         results = []
         for (y, path), out in zip(loaded, outputs):
@@ -176,8 +176,12 @@ class Extractor(Runner):
         lists.
         """
         valid_int("top_k", top_k, allow_none=True)
-        if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
-            raise ParameterError(f"threshold={threshold!r} must lie in [0, 1]")
+        if threshold is not None and (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, (int, float, np.integer, np.floating))
+            or not 0.0 <= float(threshold) <= 1.0
+        ):
+            raise ParameterError(f"threshold={threshold!r} must be a number in [0, 1] or None")
         output = self.check_head(head)
         labels = self.heads[output]
         probs = self.predict(audio, sr, pool="mean", batch_size=batch_size, head=output)
@@ -243,6 +247,9 @@ class Extractor(Runner):
         target = Path(directory)
         if target.exists() and not overwrite:
             raise ParameterError(f"'{target}' already exists: pass overwrite=True to replace it")
+        blocked = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
+        if blocked is not None:
+            raise ParameterError(f"cannot save to '{target}': '{blocked}' is a file, not a directory")
         with atomic_directory(target) as tmp:
             keras.saving.save_model(self.model, str(tmp), zipped=False)
             weights_file = tmp / "model.weights.h5"
@@ -255,5 +262,11 @@ class Extractor(Runner):
                 "sha256": file_sha256(weights_file),
                 "size": weights_file.stat().st_size,
             }
-            write_json_atomic(tmp / "mirzoo.json", {"name": self.name, "entry": entry})
+            # every file Keras reads gets a sha256, not only the weights (config.json holds the front end)
+            files = {
+                p.relative_to(tmp).as_posix(): {"sha256": file_sha256(p), "size": p.stat().st_size}
+                for p in sorted(tmp.rglob("*"))
+                if p.is_file()
+            }
+            write_json_atomic(tmp / "mirzoo.json", {"name": self.name, "entry": entry, "files": files})
         return target

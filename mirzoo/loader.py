@@ -12,22 +12,23 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import keras
 
 import mirzoo.nn  # noqa: F401  (registers the custom layers and families for deserialisation)
 from mirzoo.errors import ParameterError, UnknownModelError, WeightsError
 from mirzoo.extractor import Extractor
-from mirzoo.fileio import file_sha256
+from mirzoo.fileio import copy_hashed, file_sha256, safe_relative, write_json_atomic
 from mirzoo.spec import ModelSpec
 from mirzoo.zoo.hub import manifest_expectations, parse_reference, resolve_weight_file
 from mirzoo.zoo.manifest import get_entry
 from mirzoo.zoo.registry import build_from_spec
 from mirzoo.zoo.transport import COMMIT, SCHEME, snapshot_path, verify_snapshot
 
-__all__ = ["load", "load_directory", "load_reference", "read_saved", "as_extractor"]
+__all__ = ["load", "load_directory", "load_reference", "read_saved", "saved_files", "trust_saved", "as_extractor", "KERAS_FILES"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,8 @@ _CACHE: dict = {}
 
 
 def read_saved(directory: Union[str, os.PathLike]) -> dict:
-    """``mirzoo.json`` of a saved model directory, after validating its entry and the weight sha256.
+    """``mirzoo.json`` of a saved model directory, after validating its entry and the sha256 of every model
+    file (:func:`saved_files`).
 
     Returns the parsed file with ``"name"`` filled in (the directory name if absent).
     """
@@ -60,23 +62,101 @@ def read_saved(directory: Union[str, os.PathLike]) -> dict:
             f"'{meta_path}': weights must be a file record ({{'kind': 'file', 'file': ..., 'sha256': ...}}) as "
             f"written by Extractor.save, got {record}"
         )
-    weights = d / record.file
-    if not weights.is_file():
-        raise WeightsError(f"weight file '{weights}' named in '{meta_path}' is missing")
-    actual = file_sha256(weights)
-    if actual != record.sha256:
-        raise WeightsError(
-            f"weight file '{weights}' fails its sha256 check: expected {record.sha256} "
-            f"(from '{meta_path}'), got {actual}. The file is corrupt or was modified; save the model again."
-        )
+    for file, sha in saved_files(d, meta).items():
+        actual = file_sha256(d / file)
+        if actual != sha:
+            raise WeightsError(
+                f"file '{d / file}' fails its sha256 check: expected {sha} (from '{meta_path}'), got {actual}. "
+                f"The file is corrupt or was modified; save the model again."
+            )
     meta["name"] = name
     return meta
 
 
-def load_directory(directory: Union[str, os.PathLike]) -> Extractor:
-    """Load a model saved by :meth:`Extractor.save` (or a hub snapshot in the same layout)."""
+#: The files Keras reads from a saved model directory: each must have a sha256 in ``mirzoo.json``.
+KERAS_FILES = ("config.json", "metadata.json", "model.weights.h5")
+
+
+def saved_files(directory: Union[str, os.PathLike], meta: dict) -> dict[str, str]:
+    """``{file name: sha256}`` of every model file of a saved directory, from its parsed ``mirzoo.json``.
+
+    The weight record must name ``model.weights.h5`` (the file Keras reads), every name must stay
+    inside the directory, and ``config.json``, ``metadata.json`` and ``model.weights.h5`` must all
+    be covered: the front-end constants live in ``config.json``, so it is checked like the weights.
+    """
+    d = Path(directory)
+    meta_path = d / "mirzoo.json"
+    weights = meta["entry"]["weights"]
+    if weights.get("file") != "model.weights.h5":
+        raise WeightsError(
+            f"'{meta_path}': weights.file={weights.get('file')!r} must be 'model.weights.h5', the file Keras "
+            f"reads; the folder was modified, save the model again"
+        )
+    files = meta.get("files")
+    if files is None:
+        raise WeightsError(
+            f"'{meta_path}' has no sha256 for config.json and metadata.json (key 'files'): the folder was saved by "
+            f"an older mirzoo that checked the weights only. If you trust it, run "
+            f"mirzoo.loader.trust_saved('{d}') once to record the hashes, or save the model again"
+        )
+    if not isinstance(files, dict):
+        raise WeightsError(f"'{meta_path}': 'files' must map file names to {{'sha256': <hex>}}, got {files!r}")
+    out: dict[str, str] = {}
+    for name, record in files.items():
+        if not safe_relative(name):
+            raise WeightsError(f"'{meta_path}': file name {name!r} leaves the model directory '{d}'")
+        sha = record.get("sha256") if isinstance(record, dict) else record
+        if not isinstance(sha, str):
+            raise WeightsError(f"'{meta_path}': file {name!r} has no sha256 (expected {{'sha256': <hex>}})")
+        if not (d / name).is_file():
+            raise WeightsError(f"file '{name}' with a sha256 in '{meta_path}' is missing from '{d}'")
+        out[name] = sha
+    if out.get("model.weights.h5") != weights.get("sha256"):
+        raise WeightsError(f"'{meta_path}': the sha256 of model.weights.h5 differs between 'entry' and 'files'")
+    for name in KERAS_FILES:
+        if name not in out:
+            raise WeightsError(f"'{meta_path}' gives no sha256 for '{name}': save the model again")
+    return out
+
+
+def trust_saved(directory: Union[str, os.PathLike]) -> Path:
+    """Record the sha256 of ``config.json`` and ``metadata.json`` of a folder saved by an older mirzoo.
+
+    Only for a folder you trust: from now on :func:`load` refuses it if any model file changes.
+    The weight file must still match the sha256 it was saved with.
+    """
+    d = Path(directory)
+    meta_path = d / "mirzoo.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    weights = meta["entry"]["weights"]
+    if weights.get("file") != "model.weights.h5" or file_sha256(d / "model.weights.h5") != weights.get("sha256"):
+        raise WeightsError(f"'{d / 'model.weights.h5'}' does not match the sha256 in '{meta_path}': save the model again")
+    meta["files"] = {n: {"sha256": file_sha256(d / n), "size": (d / n).stat().st_size} for n in KERAS_FILES}
+    write_json_atomic(meta_path, meta)
+    return d
+
+
+def load_directory(directory: Union[str, os.PathLike], *, expected: Optional[dict] = None) -> Extractor:
+    """Load a model saved by :meth:`Extractor.save` (or a hub snapshot in the same layout).
+
+    Every model file is copied to a private temporary folder, hashed as it is copied and
+    checked against ``mirzoo.json`` (and ``expected``, ``{name: sha256}`` from a more trusted
+    source); Keras then reads the copies, so the bytes checked are the bytes loaded.
+    """
     meta = read_saved(directory)
-    model = keras.saving.load_model(str(directory))
+    d = Path(directory)
+    with tempfile.TemporaryDirectory(prefix="mirzoo-load-") as tmp:
+        for name, sha in saved_files(d, meta).items():
+            target = Path(tmp) / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            actual = copy_hashed(d / name, target)
+            for want in {sha, (expected or {}).get(name, sha)}:
+                if actual != want:
+                    raise WeightsError(
+                        f"file '{d / name}' fails its sha256 check: expected {want}, got {actual}. The file is "
+                        f"corrupt or was modified while loading; save or fetch the model again."
+                    )
+        model = keras.saving.load_model(tmp)
     entry = meta["entry"]
     entry["name"] = meta["name"]
     return Extractor(model, entry, source=str(directory))
@@ -159,7 +239,7 @@ def load_reference(ref: str) -> Extractor:
     expected = manifest_expectations(parsed)
     folder = snapshot_path(parsed.repo_id, parsed.revision)
     verify_snapshot(folder, expected=expected, expected_source="the manifest (weights_manifest.json)", ref=parsed)
-    extractor = load_directory(folder)
+    extractor = load_directory(folder, expected=expected)
     commit = folder.name if COMMIT.fullmatch(folder.name) else None
     extractor.source = f"{SCHEME}{parsed.repo_id}@{parsed.pinned_revision}" + (
         f" (commit {commit})" if commit and commit != parsed.pinned_revision else ""

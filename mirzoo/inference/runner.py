@@ -22,7 +22,7 @@ import numpy as np
 
 from mirzoo._checks import valid_int
 from mirzoo.audio import load_audio, prepare_audio
-from mirzoo.errors import ParameterError, UnknownLayerError
+from mirzoo.errors import MirzooError, ParameterError, UnknownLayerError, UnknownModelError
 from mirzoo.inference.windows import ClipPlan, FramePlan, WindowPlan, frame_margin
 from mirzoo.spec import ModelSpec
 
@@ -102,9 +102,10 @@ class Runner:
         else:
             self.chunk_frames = max(1, int(round(spec.patch_seconds * self.sample_rate / self.hop_length)))
             self.margin_frames = frame_margin(self.frontend.kernel_length, self.hop_length, spec.context_frames)
-            self.plan = FramePlan(
-                self.hop_length, self.chunk_frames, self.margin_frames, self.frontend.min_samples(), self.sample_rate
-            )
+            # a window is never shorter than 3 frames: a one-frame input (under one hop, ~20 ms) crashed
+            # TensorFlow's oneDNN convolution with SIGABRT; the extra frames are dropped when stitching
+            min_samples = max(self.frontend.min_samples(), 2 * self.hop_length + 1)
+            self.plan = FramePlan(self.hop_length, self.chunk_frames, self.margin_frames, min_samples, self.sample_rate)
 
     # -- inputs and names ---------------------------------------------------------------------
     def load_input(self, item: AudioInput, sr: Optional[int]) -> tuple[np.ndarray, Optional[str]]:
@@ -117,6 +118,17 @@ class Runner:
             f"audio input of type {type(item).__name__} is not supported: expected a file path, a numpy "
             f"array (with sr=...), or a list of these"
         )
+
+    def load_indexed(self, item: AudioInput, sr: Optional[int], index: Optional[int]):
+        """:meth:`load_input`; for item ``index`` of a list, an error message starts with ``audio[index]``."""
+        if index is None:
+            return self.load_input(item, sr)
+        try:
+            return self.load_input(item, sr)
+        except MirzooError as exc:
+            if isinstance(exc, UnknownModelError) or len(exc.args) != 1:
+                raise
+            raise type(exc)(f"audio[{index}]: {exc}") from exc
 
     def resolve_layers(self, layer: Optional[str]) -> tuple[str, list[str]]:
         """``(layer name, output keys)``: ``None`` is the default layer, ``"all"`` every layer of ``all_layers``."""

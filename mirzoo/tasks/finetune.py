@@ -21,6 +21,8 @@ files on disk are only read.
 from __future__ import annotations
 
 import logging
+import os
+from numbers import Integral
 from typing import Any, Optional, Sequence
 
 import keras
@@ -31,13 +33,26 @@ from mirzoo.datasets import Dataset, load_dataset
 from mirzoo.errors import ParameterError
 from mirzoo.inference.runner import Runner
 
-__all__ = ["fine_tune", "evaluate", "resolve_dataset"]
+__all__ = ["fine_tune", "evaluate", "resolve_dataset", "label_list"]
 
 log = logging.getLogger("mirzoo.tasks.finetune")
 
 
 def _is_tf_dataset(obj) -> bool:
     return type(obj).__module__.startswith("tensorflow") and hasattr(obj, "as_numpy_iterator")
+
+
+def label_list(y, index: int = 0) -> list[str]:
+    """The labels of one example as strings: a label (str or int) or a sequence of them."""
+    if isinstance(y, (str, Integral, np.integer)) and not isinstance(y, bool):
+        return [str(y)]
+    if isinstance(y, (list, tuple, np.ndarray)) and all(
+        isinstance(v, (str, Integral, np.integer)) and not isinstance(v, bool) for v in y
+    ):
+        return [str(v) for v in y]
+    raise ParameterError(
+        f"label of data[{index}] is {y!r}: expected a label (str or int) or a list of labels"
+    )
 
 
 def resolve_dataset(data, sr: Optional[int] = None, classes: Optional[Sequence[str]] = None):
@@ -63,17 +78,26 @@ def resolve_dataset(data, sr: Optional[int] = None, classes: Optional[Sequence[s
     elif isinstance(data, (list, tuple)) and data and isinstance(data[0], (list, tuple)) and len(data[0]) == 2 \
             and isinstance(data[0][0], np.ndarray):
         inputs = [np.asarray(x) for x, _ in data]
-        labels = [[y] if isinstance(y, str) else [str(v) for v in y] for _, y in data]
+        labels = [label_list(y, i) for i, (_, y) in enumerate(data)]
         if sr is None:
             raise ParameterError("sr=None: a list of (array, label) pairs needs sr=<Hz>")
     else:
+        if isinstance(data, (list, tuple)):
+            for i, pair in enumerate(data):
+                x = pair[0] if isinstance(pair, (list, tuple)) and len(pair) == 2 else None
+                if not isinstance(x, (str, os.PathLike, np.ndarray)):
+                    raise ParameterError(
+                        f"data[{i}] = {type(pair).__name__} with audio of type {type(x).__name__}: expected an "
+                        f"(audio, label) pair with a file path or a numpy array (np.asarray(...) for a list of numbers)"
+                    )
         ds = data if isinstance(data, Dataset) else load_dataset(data)
         inputs = [p for p, _ in ds.items]
         labels = [list(l) for _, l in ds.items]
         if classes is None:
             classes = ds.classes
-    seen = sorted({l for ls in labels for l in ls})
-    classes = list(classes) if classes is not None else seen
+    numeric = all(l.lstrip("-").isdigit() for ls in labels for l in ls)  # integer labels: 2 before 10
+    seen = sorted({l for ls in labels for l in ls}, key=(lambda l: int(l)) if numeric else None)
+    classes = [str(c) for c in classes] if classes is not None else seen
     unknown = sorted(set(seen) - set(classes))
     if unknown:
         raise ParameterError(f"labels {unknown} are not among the classes {classes}")
