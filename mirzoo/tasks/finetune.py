@@ -187,7 +187,8 @@ def fine_tune(
     inputs, labels, classes, seen_multilabel = resolve_dataset(data, sr=sr, classes=classes)
     if multilabel is False and seen_multilabel:
         odd = next(i for i, l in enumerate(labels) if len(l) != 1)
-        raise ParameterError(f"multilabel=False but clip {inputs[odd]!r} has labels {labels[odd]}: a single-label "
+        where = repr(inputs[odd]) if isinstance(inputs[odd], str) else f"#{odd}"
+        raise ParameterError(f"multilabel=False but clip {where} has labels {labels[odd]}: a single-label "
                              f"head needs exactly one label per clip")
     multilabel = seen_multilabel if multilabel is None else multilabel
     y_clip = _targets(labels, classes)
