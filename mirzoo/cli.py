@@ -1,4 +1,4 @@
-"""The ``mirzoo`` command line: list, info, extract, tag, export and publish.
+"""The ``mirzoo`` command line: list, info, extract, tag, analyze, export and publish.
 
 Exit codes: 0 on success, 1 when some inputs failed (the others are still
 written), 2 on a usage error or when nothing could be done.
@@ -7,6 +7,8 @@ written), 2 on a usage error or when nothing could be done.
 from __future__ import annotations
 
 import argparse
+import csv
+import dataclasses
 import json
 import logging
 import os
@@ -16,6 +18,7 @@ from typing import Optional, Sequence
 
 from mirzoo import publish
 from mirzoo.errors import MirzooError
+from mirzoo.fileio import atomic_file, write_json_atomic
 from mirzoo.zoo.manifest import PACKAGE_MANIFEST, REPO_MANIFEST, get_spec, list_models, manifest_path, model_info
 
 log = logging.getLogger("mirzoo")
@@ -29,6 +32,8 @@ EPILOG = """examples:
   mirzoo extract cnn-tagging music/ -o emb/ --pool mean+std --engine ray      # Ray Data, local
   mirzoo extract cnn-tagging s3://bucket/music/ -o s3://bucket/emb/ --engine ray --address auto
   mirzoo tag cnn-tagging song.wav --top-k 5
+  mirzoo tag tcn-music song.wav --head key --top-k 3          # "A minor", ...; --plot taggram.png
+  mirzoo analyze song.wav other.flac -o analysis.json --plot analysis.png   # key, tempo, beats, chords
   mirzoo export crnn-tagging --format onnx -o crnn.onnx     # waveform in, embeddings/tags out
   mirzoo publish my-finetuned/ --repo owner/my-model          # dry run
   mirzoo publish my-finetuned/ --repo owner/my-model --push   # upload with $HF_TOKEN
@@ -233,12 +238,22 @@ def _cmd_export(args) -> int:
 def _cmd_tag(args) -> int:
     from mirzoo.loader import load  # deferred: Keras/TensorFlow (see _expand_inputs)
 
+    if args.plot:
+        from mirzoo.tasks.plots import plot_taggram, require_matplotlib  # deferred: optional matplotlib
+
+        require_matplotlib()  # a missing extra is a usage error before any file
     model = load(args.model)
-    model.check_head(args.head)  # a model without heads, or an unknown head, is a usage error before any file
+    output = model.check_head(args.head)  # a model without heads, or an unknown head, is a usage error before any file
     status = 0
-    for p in _expand_inputs(args.inputs):
+    paths = _expand_inputs(args.inputs)
+    plots = _plot_paths(args.plot, paths) if args.plot else {}
+    for p in paths:
         try:
             tags = model.tag(p, top_k=args.top_k, threshold=args.threshold, head=args.head)
+            if args.plot:
+                probs = model.predict(p, pool=None, head=output)
+                plot_taggram(probs, model.heads[output], model.timestamps(probs.shape[0]), plots[p],
+                             title=f"{Path(p).name}: {model.name} {output}")
         except (MirzooError, OSError) as exc:
             print(f"FAILED {p}: {exc}", file=sys.stderr)
             status = 1
@@ -311,6 +326,108 @@ def _cmd_evaluate(args) -> int:
         print(f"ROC-AUC (macro)  {scores['roc_auc_macro']:.4f}")
         print(f"PR-AUC (macro)   {scores['pr_auc_macro']:.4f}")
     return 0
+
+
+def _plot_paths(plot: str, paths: Sequence[str]) -> dict[str, Path]:
+    """One figure per input: ``plot`` itself for one input, else ``<stem>-<input stem>.<suffix>`` beside it
+    (numbered when two inputs share a stem)."""
+    target = Path(plot)
+    if len(paths) == 1:
+        return {paths[0]: target}
+    out, seen = {}, set()
+    for p in paths:
+        name = f"{target.stem}-{Path(p).stem}"
+        candidate, i = name, 1
+        while candidate in seen:
+            i += 1
+            candidate = f"{name}-{i}"
+        seen.add(candidate)
+        out[p] = target.with_name(candidate + target.suffix)
+    return out
+
+
+ANALYZE_DEFAULT_MODEL = "tcn-music"
+
+
+def _write_analyses(out: Path, analyses: list, failed: list) -> None:
+    """Write the analyses to ``out`` (.json, .csv or .jams) atomically."""
+    suffix = out.suffix.lower()
+    if suffix == ".json":
+        write_json_atomic(out, {"files": [a.to_dict() for a in analyses],
+                                "failed": [{"path": p, "error": e} for p, e in failed]})
+    elif suffix == ".jams":
+        write_json_atomic(out, analyses[0].to_jams())
+    else:
+        with atomic_file(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=["path", "type", "start", "end", "label", "confidence"])
+            writer.writeheader()
+            for a in analyses:
+                for row in a.to_rows():
+                    writer.writerow({"path": a.source, **row})
+
+
+def _cmd_analyze(args) -> int:
+    from mirzoo.inference.runner import progress_bar  # deferred: Keras/TensorFlow (see _expand_inputs)
+    from mirzoo.loader import load
+    from mirzoo.tasks.analyze import check_analysis_heads
+
+    inputs = list(args.inputs)
+    model_ref = args.model
+    if model_ref is None:
+        first = inputs[0]
+        if not Path(first).is_file() and (first in list_models() or first.startswith("hf://")
+                                          or (Path(first) / "mirzoo.json").is_file()):
+            model_ref = inputs.pop(0)
+        else:
+            model_ref = ANALYZE_DEFAULT_MODEL
+    if not inputs:
+        print("mirzoo analyze: error: no inputs: give audio files or folders", file=sys.stderr)
+        return 2
+    out = Path(args.output)
+    if out.suffix.lower() not in (".json", ".csv", ".jams"):
+        print(f"mirzoo analyze: error: output '{out}' must end in .json, .csv or .jams", file=sys.stderr)
+        return 2
+    if args.plot:
+        from mirzoo.tasks.plots import plot_analysis, require_matplotlib  # deferred: optional matplotlib
+
+        require_matplotlib()
+    model = load(model_ref)
+    check_analysis_heads(model)  # a model without the heads is a usage error before any file
+    paths = _expand_inputs(inputs)
+    if out.suffix.lower() == ".jams" and len(paths) != 1:
+        print(f"mirzoo analyze: error: a .jams output holds one file's analysis, got {len(paths)} inputs: "
+              "use .json or .csv", file=sys.stderr)
+        return 2
+    plots = _plot_paths(args.plot, paths) if args.plot else {}
+    analyses, failed = [], []
+    bar = progress_bar(len(paths), not args.quiet and len(paths) > 1, "mirzoo analyze", unit="file")
+    for p in paths:
+        try:
+            y, _ = model.load_input(p, None)
+            analysis = dataclasses.replace(model.analyze(y, sr=model.sample_rate), source=p)
+            if args.plot:
+                plot_analysis(analysis, y, model.sample_rate, plots[p])
+            analyses.append(analysis)
+        except (MirzooError, OSError) as exc:
+            failed.append((p, str(exc)))
+            from tqdm.auto import tqdm  # deferred: only when a file fails
+
+            tqdm.write(f"FAILED {p}: {exc}", file=sys.stderr)
+        bar.update(1)
+    bar.close()
+    if not analyses:
+        print("mirzoo analyze: error: every input failed; nothing written", file=sys.stderr)
+        return 2
+    _write_analyses(out, analyses, failed)
+    if not args.quiet:
+        msg = f"wrote the analysis of {len(analyses)} file(s) to {out}"
+        if args.plot:
+            msg += f" and {len(analyses)} figure(s) ({', '.join(str(plots[a.source]) for a in analyses[:3])}"
+            msg += ", ...)" if len(analyses) > 3 else ")"
+        print(msg + (f"; {len(failed)} failed" if failed else ""))
+    if not model.pretrained:
+        print(f"note: {model.name!r} is not pretrained: this analysis is meaningless", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _cmd_manifest(args) -> int:
@@ -413,6 +530,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", default=None, help="which output head to read (default: the model's primary head; "
                    "e.g. 'tags' for dense-frame, whose primary head is 'pitch_classes')")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
+    p.add_argument("--plot", metavar="OUT.png", default=None,
+                   help="also draw a taggram (the head's labels over time) per file: OUT.png for one file, "
+                   "OUT-<file stem>.png for several (pip install \"mirzoo[plot]\")")
     p.set_defaults(func=_cmd_tag)
 
     p = sub.add_parser(
@@ -448,6 +568,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", metavar="TESTDATA", help="labelled audio in a form 'mirzoo fine-tune' takes")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser(
+        "analyze", help="key, tempo, meter, beats, downbeats and chords of audio files",
+        description="Analyse audio files with a model that has frame-wise beats, key, chord, meter and tempo "
+        f"heads (default {ANALYZE_DEFAULT_MODEL}). The first input is taken as the model when it names one "
+        "(a zoo name, hf://..., or a saved model folder) and is not a file. Output: .json (one record per "
+        "file: key with candidates, local keys, tempo, meter, beat and downbeat times, chord segments; times "
+        "in seconds), .csv (long format: path, type, start, end, label, confidence) or .jams (JAMS 0.3, one "
+        "input). Files that fail are reported and the others written; the output is written to a temporary "
+        "file and renamed. Exit code 1 if some files failed, 2 if none could be done.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="[MODEL] FILES", help="optional model, then audio files or folders")
+    p.add_argument("-o", "--output", required=True, help="output file: .json, .csv or .jams")
+    p.add_argument("--model", default=None, help=f"the model (default: {ANALYZE_DEFAULT_MODEL}, or the first input)")
+    p.add_argument("--plot", metavar="OUT.png", default=None,
+                   help="draw the analysis over a constant-Q spectrogram: OUT.png for one file, OUT-<file stem>.png "
+                   "for several (pip install \"mirzoo[plot]\")")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(func=_cmd_analyze)
 
     publish.add_cli_commands(sub)
 

@@ -1,6 +1,6 @@
 """The user-facing model object, :class:`Extractor`: a thin facade over the runner.
 
-Owns the public methods users call on a loaded model -- ``extract``, ``predict``,
+Owns the public methods users call on a loaded model -- ``extract``, ``predict``, ``analyze``,
 ``tag``, ``fine_tune``, ``evaluate`` and ``save`` -- and the shape of what they return
 (:class:`~mirzoo.embeddings.Embeddings`, pooled vectors, ``(label, probability)`` pairs).
 Windowing and batching live in :mod:`mirzoo.inference` (one engine for every path),
@@ -37,6 +37,7 @@ from mirzoo.embeddings import POOLS, Embeddings, pool_embeddings
 from mirzoo.errors import ParameterError
 from mirzoo.fileio import atomic_directory, file_sha256, write_json_atomic
 from mirzoo.inference.runner import AudioInput, Runner, as_list
+from mirzoo.tasks import analyze as _analyze
 from mirzoo.tasks import finetune as _finetune
 
 __all__ = ["Embeddings", "Extractor", "POOLS", "pool_embeddings"]
@@ -191,6 +192,31 @@ class Extractor(Runner):
                 pairs = pairs[:top_k]
             results.append(pairs)
         return results if many else results[0]
+
+    def analyze(
+        self,
+        audio: Union[AudioInput, Sequence[AudioInput]],
+        sr: Optional[int] = None,
+        *,
+        batch_size: int = 16,
+        progress: bool = False,
+        **options,
+    ):
+        """Key, tempo, meter, beat and downbeat times and chord segments (times in seconds).
+
+        Needs a frame model with the heads ``beats``, ``key``, ``chord``, ``meter`` and ``tempo``
+        (such as ``tcn-music``); other models raise :class:`~mirzoo.ParameterError` naming the
+        missing heads.  Returns a :class:`mirzoo.tasks.analyze.Analysis` (``to_dict()``,
+        ``to_rows()``, ``to_jams()``), or a list of them for list input.  ``options`` (switching
+        penalties, beat tightness) go to :func:`mirzoo.tasks.analyze.analyze_frames`.
+
+        Examples
+        --------
+        >>> m = mirzoo.load("tcn-music")                          # doctest: +SKIP
+        >>> a = m.analyze("song.wav")                             # doctest: +SKIP
+        >>> a.key, a.tempo, a.meter, a.downbeats[:2], a.chords[0]  # doctest: +SKIP
+        """
+        return _analyze.analyze(self, audio, sr, batch_size=batch_size, progress=progress, **options)
 
     # -- transfer learning ----------------------------------------------------------------------
     def fine_tune(self, data, **kwargs) -> "Extractor":

@@ -1,0 +1,553 @@
+"""Musicality benchmark (issue 15): key, beats, downbeats, tempo, chords, probes and tags, baselines in the same run.
+
+    python benchmarks/musicality.py [--heldout /work/data/heldout-v2] [--limit N] [--model tcn-music]
+                                    [--probe-models cnn-tagging ...] [--record]
+
+Data: the test split of a version-2 corpus (score targets), meant to be the TimGM6mb render
+(``--heldout``; the soundfont is never used in training).  Clips are found from
+``targets/**/*.npz`` (their ``meta`` row says split, audio path, tags and piece), so a corpus
+still being built can be measured; only ``split == "test"`` clips are used.  ``--limit`` takes
+the first N clips in a seeded shuffle.  The soundfont(s) measured are printed and recorded:
+a FluidR3 render is *not* the held-out condition.
+
+Measures (model: ``Extractor.analyze`` of ``--model``; every baseline computed here, same clips):
+
+* **key**, MIREX weighted score (``mir_eval.key.weighted_score``): reference = the most frequent
+  unmasked frame key of the clip; baseline = Krumhansl-Schmuckler: the clip's mean
+  ``librosa.feature.chroma_cqt`` correlated with the 24 rotations of the Krumhansl-Kessler profiles.
+* **beats**, F-measure (``mir_eval.beat.f_measure``, 70 ms window, first 5 s trimmed as mir_eval
+  does); reference = the score's beat times; baseline ``librosa.beat.beat_track``.  Estimated beats
+  where the score's beat grid is unknown (``beat_mask == 0``) are left out, for every method alike.
+* **downbeats**, F-measure of the same kind on the beats at bar position 1 (no baseline).
+* **tempo**, Acc1 (within 4 % of the notated tempo) and Acc2 (also at x2, x3, x1/2, x1/3);
+  baseline ``librosa.feature.tempo``.  The reference is the *notated* beat (dotted quarter in
+  6/8, 9/8, 12/8; one per bar in 3/8), which a periodicity estimator without meter knowledge
+  rarely reports in compound meters, so Acc1 is also given on simple-meter clips alone, and Acc2
+  forgives the octave/triple errors.  Clips whose tempo is masked (changing) are left out.
+* **chords**, root and maj/min accuracy (``mir_eval.chord.root`` / ``majmin``), frame-weighted
+  over frames with a chord label (maj/min: frames whose reference reduces to maj/min/N);
+  baseline: ``chroma_cqt`` (50 frames/s, 1 s moving average) matched to binary major/minor
+  triad templates (cosine), ``N`` below 1 % of the clip's maximum energy.
+* **linear probes** on mean+std pooled embeddings, balanced classes (each class subsampled,
+  seeded, to the smallest kept class; classes under ``--min-class`` clips dropped): mode
+  (``mode:major`` / ``mode:minor``; modal tags left out), meter (``meter:`` tag), tune type (``tune:`` tag), style, instrument (clips with
+  one ``instrument:`` tag).  Logistic regression on standardised features; outer 5-fold
+  ``StratifiedGroupKFold`` grouped by piece; the layer and C are chosen *inside* each outer
+  fold by an inner grouped 3-fold CV on its training part.  Score: balanced accuracy, mean
+  over outer folds.  Baseline: 20 MFCCs + deltas + delta-deltas, mean+std (same protocol).
+* **tag ROC-AUC**: macro ROC-AUC of the tag head (frame mean) over tags with both classes present.
+
+``--oracle`` replaces the model's head outputs by one-hot frames built from the score targets
+(beats widened to +-1 frame): a check of the analysis and scoring chain, whose scores should be
+near 1 (key, beats, downbeats, chords; tempo where the beats are regular).
+
+Results: ``benchmarks/results/musicality-<env>.{json,md}``; the table is printed with the issue's
+targets.  ``--record`` writes the model's figures into its manifest entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+FPS_REF = 50.0
+KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+TONICS = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"]
+KEY_LABELS = [f"{t} major" for t in TONICS] + [f"{t} minor" for t in TONICS]
+COMPOUND = {"6/8", "9/8", "12/8", "6/4", "3/8"}
+PROBE_TASKS = ("mode", "meter", "tune", "style", "instrument")
+
+
+def env_name() -> str:
+    import keras
+
+    return (f"{sys.platform}-{platform.machine()}-{os.cpu_count()}cpu-py{sys.version_info.major}."
+            f"{sys.version_info.minor}-{keras.backend.backend()}")
+
+
+# -- data ---------------------------------------------------------------------------------------
+def find_clips(folder: Path, limit: int | None, seed: int) -> list[dict]:
+    """Test-split clips of a version-2 corpus: ``{meta, targets, audio}`` dicts, seeded order."""
+    from training.corpus import load_clip_targets
+
+    clips = []
+    for npz in sorted((folder / "targets").rglob("*.npz")):
+        try:
+            t = load_clip_targets(str(npz))
+        except (ValueError, OSError, KeyError) as exc:
+            print(f"  skipped {npz}: {exc}")
+            continue
+        meta = t["meta"]
+        if meta.get("split") != "test":
+            continue
+        audio = folder / meta["path"]
+        if audio.exists():
+            clips.append({"meta": meta, "targets": t, "audio": str(audio)})
+    order = np.random.default_rng(seed).permutation(len(clips))
+    clips = [clips[i] for i in order]
+    return clips[:limit] if limit else clips
+
+
+def reference(clip: dict, key_labels: list[str], chord_labels: list[str], meter_labels: list[str]) -> dict:
+    t = clip["targets"]
+    keys = t["key"][t["key"] >= 0]
+    ref = {"key": key_labels[int(Counter(keys.tolist()).most_common(1)[0][0])] if keys.size else None}
+    beats = np.asarray(t["beat_times"], dtype=np.float64)
+    ref["beats"] = beats
+    ref["downbeats"] = beats[np.asarray(t["beat_position"]) == 1]
+    tempo = float(t["tempo_bpm"])
+    ref["tempo"] = tempo if np.isfinite(tempo) else None
+    meter = int(t["meter"])
+    ref["meter"] = meter_labels[meter] if meter >= 0 else clip["meta"].get("meter") or None
+    chord = np.asarray(t["chord"])
+    hop, sr = int(t["hop"]), int(t["sr"])
+    frames = np.flatnonzero(chord >= 0)
+    ref["chord_times"] = frames * hop / sr
+    ref["chord_labels"] = np.array([chord_labels[int(c)] for c in chord[frames]], dtype=object)
+    return ref
+
+
+def oracle_frames(t: dict, heads: dict, n: int) -> dict[str, np.ndarray]:
+    """One-hot head outputs built from a clip's score targets (``--oracle``)."""
+
+    def one_hot(idx, k):
+        out = np.full((n, k), 1.0 / k)
+        idx = np.asarray(idx)[:n]
+        ok = idx >= 0
+        out[: idx.size][ok] = 0.0
+        out[np.flatnonzero(ok), idx[ok]] = 1.0
+        return out
+
+    beats = np.zeros((n, 2))
+    for col, name in enumerate(("beat", "downbeat")):
+        f = np.flatnonzero(np.asarray(t[name])[:n])
+        for d in (-1, 0, 1):
+            beats[np.clip(f + d, 0, n - 1), col] = np.maximum(beats[np.clip(f + d, 0, n - 1), col], 1.0 if d == 0 else 0.5)
+    centres = 40 * 2 ** (np.arange(len(heads["tempo"])) / 16)
+    tempo = float(t["tempo_bpm"])
+    tempo_idx = int(np.argmin(np.abs(np.log2(centres / tempo)))) if np.isfinite(tempo) else -1
+    return {"beats": beats, "key": one_hot(t["key"], len(heads["key"])),
+            "chord": one_hot(t["chord"], len(heads["chord"])),
+            "meter": one_hot(np.full(n, int(t["meter"])), len(heads["meter"])),
+            "tempo": one_hot(np.full(n, tempo_idx), len(heads["tempo"]))}
+
+
+# -- baselines ----------------------------------------------------------------------------------
+def ks_key(chroma: np.ndarray) -> str:
+    """Krumhansl-Schmuckler: the key whose rotated Krumhansl-Kessler profile best correlates with the mean chroma."""
+    mean = chroma.mean(axis=1)
+    scores = [np.corrcoef(mean, np.roll(profile, tonic))[0, 1] for profile in (KK_MAJOR, KK_MINOR) for tonic in range(12)]
+    return KEY_LABELS[int(np.nanargmax(scores))]
+
+
+def template_chords(chroma: np.ndarray, fps: float) -> np.ndarray:
+    """Frame labels ``"C:maj"`` .. ``"B:min"`` / ``"N"`` from chroma ``[12, T]`` and binary triad templates."""
+    width = max(1, int(round(fps)))  # 1 s moving average
+    kernel = np.ones(width) / width
+    smooth = np.stack([np.convolve(row, kernel, mode="same") for row in chroma])
+    templates, labels = [], []
+    for quality, third in (("maj", 4), ("min", 3)):
+        for root in range(12):
+            v = np.zeros(12)
+            v[[root, (root + third) % 12, (root + 7) % 12]] = 1.0
+            templates.append(v / np.linalg.norm(v))
+            labels.append(f"{TONICS[root]}:{quality}")
+    norms = np.linalg.norm(smooth, axis=0)
+    sims = np.asarray(templates) @ (smooth / np.maximum(norms, 1e-9))
+    out = np.array([labels[i] for i in np.argmax(sims, axis=0)], dtype=object)
+    out[norms < 0.01 * max(float(norms.max()), 1e-9)] = "N"
+    return out
+
+
+def labels_at(times: np.ndarray, segments) -> np.ndarray:
+    starts = np.array([s.start for s in segments])
+    idx = np.clip(np.searchsorted(starts, times, side="right") - 1, 0, len(segments) - 1)
+    return np.array([segments[i].label for i in idx], dtype=object)
+
+
+# -- scores -------------------------------------------------------------------------------------
+def beat_f(ref: np.ndarray, est: np.ndarray) -> float | None:
+    import mir_eval
+
+    ref_t = mir_eval.beat.trim_beats(np.asarray(ref, dtype=np.float64))
+    if ref_t.size < 2:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(mir_eval.beat.f_measure(ref_t, mir_eval.beat.trim_beats(np.asarray(est, dtype=np.float64))))
+
+
+def inside_grid(times: np.ndarray, t: dict) -> np.ndarray:
+    """Estimated beat times where the score's beat grid is known (``beat_mask``): elsewhere the truth is
+    unknown, so a beat there is neither right nor wrong."""
+    times = np.asarray(times, dtype=np.float64)
+    mask = np.asarray(t["beat_mask"]).astype(bool)
+    frames = np.clip(np.round(times * int(t["sr"]) / int(t["hop"])).astype(int), 0, mask.size - 1)
+    return times[mask[frames]] if mask.size else times
+
+
+def tempo_acc(ref: float, est: float) -> tuple[bool, bool]:
+    ok1 = abs(est - ref) <= 0.04 * ref
+    ok2 = any(abs(est * f - ref) <= 0.04 * ref for f in (1.0, 2.0, 3.0, 0.5, 1.0 / 3.0))
+    return ok1, ok2
+
+
+def chord_scores(ref_labels: np.ndarray, est_labels: np.ndarray) -> tuple[float, float, int, int]:
+    """``(root correct frames, majmin correct frames, root frames, majmin frames)``."""
+    import mir_eval
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        root = mir_eval.chord.root(list(ref_labels), list(est_labels))
+        majmin = mir_eval.chord.majmin(list(ref_labels), list(est_labels))
+    root, majmin = np.asarray(root, dtype=float), np.asarray(majmin, dtype=float)
+    return float((root == 1).sum()), float((majmin == 1).sum()), int((root >= 0).sum()), int((majmin >= 0).sum())
+
+
+def mfcc_vector(y: np.ndarray, sr: int) -> np.ndarray:
+    import librosa
+
+    m = librosa.feature.mfcc(y=y, sr=sr, n_mfcc=20)
+    full = np.concatenate([m, librosa.feature.delta(m), librosa.feature.delta(m, order=2)])
+    return np.concatenate([full.mean(axis=1), full.std(axis=1)]).astype(np.float32)
+
+
+def probe_labels(meta: dict) -> dict[str, str]:
+    tags = [t for t in meta.get("tags", "").split(";") if t]
+    out = {}
+    for task, prefix in (("mode", "mode:"), ("meter", "meter:"), ("tune", "tune:"), ("style", "style:"),
+                         ("instrument", "instrument:")):
+        vals = [t.split(":", 1)[1] for t in tags if t.startswith(prefix)]
+        if len(vals) == 1 and (task != "mode" or vals[0] in ("major", "minor")):
+            out[task] = vals[0]
+    return out
+
+
+def balanced_subset(labels: dict[int, str], min_class: int, seed: int) -> list[int]:
+    counts = Counter(labels.values())
+    kept = {c for c, n in counts.items() if n >= min_class}
+    if len(kept) < 2:
+        return []
+    size = min(counts[c] for c in kept)
+    rng = np.random.default_rng(seed)
+    idx = []
+    for c in sorted(kept):
+        members = sorted(i for i, v in labels.items() if v == c)
+        idx.extend(rng.choice(members, size=size, replace=False).tolist())
+    return sorted(idx)
+
+
+def nested_probe(features: dict[str, np.ndarray], y: np.ndarray, groups: np.ndarray, Cs: tuple, seed: int,
+                 folds: int = 5) -> dict:
+    """Balanced accuracy of a logistic-regression probe; layer and C chosen by inner grouped CV per outer fold."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score as _balanced
+    from sklearn.model_selection import StratifiedGroupKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    def fit(x, yy, C):
+        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, C=C, tol=1e-3))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return clf.fit(x, yy)
+
+    def balanced_accuracy_score(a, b):
+        with warnings.catch_warnings():  # "y_pred contains classes not in y_true" on small inner folds
+            warnings.simplefilter("ignore", UserWarning)
+            return _balanced(a, b)
+
+    n_groups = len(set(groups.tolist()))
+    folds = min(folds, n_groups, min(Counter(y.tolist()).values()))
+    if folds < 2:
+        return {"balanced_accuracy": None, "n": int(len(y)), "why": "too few pieces per class"}
+    scores, chosen = [], []
+    outer = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for train, test in outer.split(np.zeros(len(y)), y, groups):
+        best, best_score = None, -1.0
+        inner_folds = min(3, len(set(groups[train].tolist())), min(Counter(y[train].tolist()).values()))
+        candidates = [(layer, C) for layer in features for C in Cs]
+        if inner_folds >= 2 and len(candidates) > 1:
+            inner = StratifiedGroupKFold(n_splits=inner_folds, shuffle=True, random_state=seed)
+            splits = list(inner.split(np.zeros(len(train)), y[train], groups[train]))
+            for layer, C in candidates:
+                x = features[layer][train]
+                s = np.mean([balanced_accuracy_score(y[train][ite], fit(x[itr], y[train][itr], C).predict(x[ite]))
+                             for itr, ite in splits])
+                if s > best_score:
+                    best, best_score = (layer, C), s
+        else:
+            best = candidates[len(candidates) // 2]
+        layer, C = best
+        pred = fit(features[layer][train], y[train], C).predict(features[layer][test])
+        scores.append(balanced_accuracy_score(y[test], pred))
+        chosen.append(f"{layer}@C={C:g}")
+    return {"balanced_accuracy": float(np.mean(scores)), "std": float(np.std(scores)), "n": int(len(y)),
+            "classes": int(len(set(y.tolist()))), "chosen": chosen}
+
+
+# -- main ---------------------------------------------------------------------------------------
+TARGETS = {
+    "key_weighted": ">= 0.85 and >= baseline + 0.15",
+    "beat_f": ">= 0.90",
+    "downbeat_f": ">= 0.75",
+    "tempo_acc1": ">= 0.90",
+    "chord_root": ">= 0.80",
+    "chord_majmin": ">= 0.80",
+    "probe_mode": ">= 0.85",
+    "probe_meter": ">= 0.80",
+    "probe_tune": ">= 0.80",
+    "probe_style": "not below today's",
+    "probe_instrument": "not below today's",
+    "tag_roc_auc": "not below 0.905",
+}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--heldout", default="/work/data/heldout-v2", help="version-2 corpus (TimGM6mb test render)")
+    parser.add_argument("--fallback", default="/work/data/corpus-v2",
+                        help="used (and said so) when --heldout does not exist: its test split")
+    parser.add_argument("--limit", type=int, default=None, help="at most N clips (seeded choice)")
+    parser.add_argument("--model", default="tcn-music")
+    parser.add_argument("--probe-models", nargs="*", default=[], help="more zoo models for the probes (today's)")
+    parser.add_argument("--min-class", type=int, default=6)
+    parser.add_argument("--Cs", type=float, nargs="+", default=[0.01, 0.1, 1.0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--oracle", action="store_true",
+                        help="feed one-hot score targets instead of the model's heads (checks the chain)")
+    parser.add_argument("--record", action="store_true", help="write the model's figures into its manifest entry")
+    parser.add_argument("--out", default=str(HERE / "results"))
+    args = parser.parse_args(argv)
+
+    import librosa
+
+    import mirzoo
+    from mirzoo.embeddings import pool_embeddings
+    from mirzoo.tasks.analyze import REQUIRED_HEADS, analyze_frames
+
+    data = Path(args.heldout)
+    notes = []
+    if not (data / "targets").is_dir():
+        notes.append(f"{data} does not exist: measured on the test split of {args.fallback} instead")
+        data = Path(args.fallback)
+    print(notes[0] if notes else f"data: {data}")
+    clips = find_clips(data, args.limit, args.seed)
+    soundfonts = sorted(Counter(c["meta"].get("soundfont", "?") for c in clips).items())
+    print(f"{len(clips)} test clips of {len(set(c['meta']['piece_id'] for c in clips))} pieces; soundfonts {soundfonts}")
+    if not clips:
+        print("no test clips found", file=sys.stderr)
+        return 2
+    if any(sf != "TimGM6mb" for sf, _ in soundfonts):
+        notes.append(f"soundfonts {dict(soundfonts)}: not (only) the held-out TimGM6mb render")
+
+    m = mirzoo.load(args.model)
+    heads = m.heads
+    sr = m.sample_rate
+    fps = sr / m.hop_length
+    layers = list(m.all_layers)
+    keys = list(REQUIRED_HEADS) + (["tags"] if "tags" in heads else []) + [l for l in layers if l not in REQUIRED_HEADS]
+    others = [mirzoo.load(name) for name in args.probe_models]
+
+    per = {k: [] for k in ("key_model", "key_base", "beat_model", "beat_base", "down_model", "tempo_model",
+                           "tempo_base", "tempo_simple")}
+    chord_tot = {"model": np.zeros(4), "base": np.zeros(4)}
+    feats: dict[str, dict[str, list]] = {"mfcc": {"mfcc": []}, args.model: {l: [] for l in layers}}
+    for o in others:
+        feats[o.name] = {l: [] for l in o.all_layers}
+    tag_probs, tag_truth = [], []
+    t0 = time.time()
+    timing = {"model": 0.0, "baselines": 0.0, "probe_models": 0.0}
+    for i, clip in enumerate(clips):
+        ref = reference(clip, heads["key"], heads["chord"], heads["meter"])
+        y, _ = m.load_input(clip["audio"], None)
+        ts = time.time()
+        out = m.forward([y], keys, 16)[0]
+        if args.oracle:
+            out.update(oracle_frames(clip["targets"], heads, out["beats"].shape[0]))
+        a = analyze_frames(out, heads, fps, duration=y.shape[0] / sr, source=clip["audio"], model=m.name)
+        timing["model"] += time.time() - ts
+        for l in layers:
+            feats[args.model][l].append(pool_embeddings(out[l].reshape(out[l].shape[0], -1), "mean+std"))
+        if "tags" in heads:
+            tag_probs.append(out["tags"].mean(axis=0))
+            tags = set(clip["meta"].get("tags", "").split(";"))
+            tag_truth.append([lab in tags for lab in heads["tags"]])
+        ts = time.time()
+        chroma = librosa.feature.chroma_cqt(y=y, sr=sr, hop_length=m.hop_length)
+        if ref["key"]:
+            import mir_eval
+
+            per["key_model"].append(mir_eval.key.weighted_score(ref["key"], a.key))
+            per["key_base"].append(mir_eval.key.weighted_score(ref["key"], ks_key(chroma)))
+        _, base_beats = librosa.beat.beat_track(y=y, sr=sr, hop_length=m.hop_length, units="time")
+        for name, est in (("beat_model", a.beats), ("beat_base", base_beats)):
+            f = beat_f(ref["beats"], inside_grid(est, clip["targets"]))
+            if f is not None:
+                per[name].append(f)
+        f = beat_f(ref["downbeats"], inside_grid(a.downbeats, clip["targets"]))
+        if f is not None:
+            per["down_model"].append(f)
+        if ref["tempo"]:
+            base_tempo = float(np.atleast_1d(librosa.feature.tempo(y=y, sr=sr, hop_length=m.hop_length))[0])
+            per["tempo_model"].append(tempo_acc(ref["tempo"], a.tempo))
+            per["tempo_base"].append(tempo_acc(ref["tempo"], base_tempo))
+            per["tempo_simple"].append(ref["meter"] not in COMPOUND if ref["meter"] else False)
+        if ref["chord_labels"].size:
+            chord_tot["model"] += chord_scores(ref["chord_labels"], labels_at(ref["chord_times"], a.chords))
+            frames = np.clip(np.round(ref["chord_times"] * fps).astype(int), 0, chroma.shape[1] - 1)
+            chord_tot["base"] += chord_scores(ref["chord_labels"], template_chords(chroma, fps)[frames])
+        feats["mfcc"]["mfcc"].append(mfcc_vector(y, sr))
+        timing["baselines"] += time.time() - ts
+        ts = time.time()
+        for o in others:
+            o_out = o.forward([y if o.sample_rate == sr else o.load_input(clip["audio"], None)[0]],
+                              list(o.all_layers), 16)[0]
+            for l in o.all_layers:
+                feats[o.name][l].append(pool_embeddings(o_out[l].reshape(o_out[l].shape[0], -1), "mean+std"))
+        timing["probe_models"] += time.time() - ts
+        if (i + 1) % 10 == 0 or i + 1 == len(clips):
+            print(f"  {i + 1}/{len(clips)} clips ({time.time() - t0:.0f} s)", flush=True)
+
+    def mean(v):
+        return float(np.mean(v)) if len(v) else None
+
+    def tempo_summary(rows, simple_mask):
+        rows = np.asarray(rows, dtype=bool).reshape(-1, 2)
+        simple = np.asarray(simple_mask, dtype=bool)
+        return {"acc1": mean(rows[:, 0]), "acc2": mean(rows[:, 1]),
+                "acc1_simple_meter": mean(rows[simple, 0]) if simple.any() else None, "n": int(rows.shape[0]),
+                "n_simple": int(simple.sum())}
+
+    res = {
+        "key_weighted": {"model": mean(per["key_model"]), "baseline": mean(per["key_base"]),
+                         "baseline_name": "Krumhansl-Schmuckler on chroma_cqt", "n": len(per["key_model"])},
+        "beat_f": {"model": mean(per["beat_model"]), "baseline": mean(per["beat_base"]),
+                   "baseline_name": "librosa.beat.beat_track", "n": len(per["beat_model"])},
+        "downbeat_f": {"model": mean(per["down_model"]), "baseline": None, "n": len(per["down_model"])},
+        "tempo": {"model": tempo_summary(per["tempo_model"], per["tempo_simple"]),
+                  "baseline": tempo_summary(per["tempo_base"], per["tempo_simple"]),
+                  "baseline_name": "librosa.feature.tempo"},
+    }
+    for name, tot in chord_tot.items():
+        res.setdefault("chords", {})[name] = {"root": tot[0] / tot[2] if tot[2] else None,
+                                              "majmin": tot[1] / tot[3] if tot[3] else None,
+                                              "frames_root": int(tot[2]), "frames_majmin": int(tot[3])}
+    res["chords"]["baseline_name"] = "chroma_cqt + binary triad templates"
+
+    # probes
+    labels = [probe_labels(c["meta"]) for c in clips]
+    groups_all = np.array([c["meta"]["piece_id"] for c in clips])
+    arrays = {method: {l: np.stack(v) for l, v in fl.items()} for method, fl in feats.items()}
+    probes = {}
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        for task in PROBE_TASKS:
+            task_labels = {i: lab[task] for i, lab in enumerate(labels) if task in lab}
+            idx = balanced_subset(task_labels, args.min_class, args.seed)
+            if not idx:
+                probes[task] = {"why": f"fewer than two classes with >= {args.min_class} clips "
+                                       f"({dict(Counter(task_labels.values()))})"}
+                continue
+            y = np.array([task_labels[i] for i in idx])
+            probes[task] = {method: nested_probe({l: x[idx] for l, x in fl.items()}, y, groups_all[idx],
+                                                 tuple(args.Cs), args.seed)
+                            for method, fl in arrays.items()}
+            print(f"  probe {task}: " + ", ".join(f"{k} {v['balanced_accuracy'] if v['balanced_accuracy'] is None else round(v['balanced_accuracy'], 3)}"
+                                                  for k, v in probes[task].items()), flush=True)
+    res["probes"] = probes
+    if tag_probs:
+        from sklearn.metrics import roc_auc_score
+
+        truth, probs = np.asarray(tag_truth), np.asarray(tag_probs)
+        usable = [j for j in range(truth.shape[1]) if 0 < truth[:, j].sum() < truth.shape[0]]
+        res["tag_roc_auc"] = {"model": float(np.mean([roc_auc_score(truth[:, j], probs[:, j]) for j in usable]))
+                              if usable else None, "tags": len(usable)}
+
+    report = {
+        "benchmark": "musicality", "env": env_name(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "data": str(data), "clips": len(clips), "pieces": len(set(groups_all.tolist())),
+        "soundfonts": dict(soundfonts), "model": args.model, "pretrained": bool(m.pretrained),
+        "weights_sha256": m.entry.get("weights", {}).get("sha256"), "oracle": bool(args.oracle), "notes": notes,
+        "timing_s": {k: round(v, 1) for k, v in timing.items()}, "results": res, "targets": TARGETS,
+    }
+    table = render_table(report)
+    print(table)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    from mirzoo.fileio import atomic_file, write_json_atomic
+
+    stem = out / f"musicality-{report['env']}"  # env holds dots (py3.11): no with_suffix here
+    write_json_atomic(Path(f"{stem}.json"), report)
+    with atomic_file(Path(f"{stem}.md")) as tmp:
+        Path(tmp).write_text(table + "\n", encoding="utf-8")
+    print(f"wrote {stem}.json and .md")
+    if args.record:
+        from _record import record
+
+        record(args.model, "musicality", {"clips": len(clips), "data": str(data), "results": res})
+    return 0
+
+
+def fmt(v) -> str:
+    return "—" if v is None else f"{v:.3f}"
+
+
+def render_table(r: dict) -> str:
+    res = r["results"]
+    what = 'pretrained' if r['pretrained'] else 'NOT pretrained: seeded weights'
+    if r.get("oracle"):
+        what = "ORACLE: score targets fed as head outputs (a check of the chain, not a model)"
+    lines = [f"# Musicality benchmark: {r['model']} ({what})",
+             "", f"{r['clips']} clips of {r['pieces']} test pieces from `{r['data']}` (soundfonts {r['soundfonts']}); "
+             f"{r['env']}, {r['date']}."]
+    lines += [f"- note: {n}" for n in r["notes"]]
+    lines += ["", "| measure | model | baseline in the same run | target |", "|---|---|---|---|"]
+    k = res["key_weighted"]
+    lines.append(f"| key, MIREX weighted (n={k['n']}) | {fmt(k['model'])} | {fmt(k['baseline'])} ({k['baseline_name']}) | {TARGETS['key_weighted']} |")
+    b = res["beat_f"]
+    lines.append(f"| beat F-measure (n={b['n']}) | {fmt(b['model'])} | {fmt(b['baseline'])} ({b['baseline_name']}) | {TARGETS['beat_f']} |")
+    d = res["downbeat_f"]
+    lines.append(f"| downbeat F-measure (n={d['n']}) | {fmt(d['model'])} | — | {TARGETS['downbeat_f']} |")
+    t = res["tempo"]
+    lines.append(f"| tempo Acc1 (n={t['model']['n']}) | {fmt(t['model']['acc1'])} | {fmt(t['baseline']['acc1'])} ({t['baseline_name']}) | {TARGETS['tempo_acc1']} |")
+    lines.append(f"| tempo Acc1, simple meters (n={t['model']['n_simple']}) | {fmt(t['model']['acc1_simple_meter'])} | {fmt(t['baseline']['acc1_simple_meter'])} | |")
+    lines.append(f"| tempo Acc2 (x2, x3, x1/2, x1/3) | {fmt(t['model']['acc2'])} | {fmt(t['baseline']['acc2'])} | |")
+    c = res["chords"]
+    lines.append(f"| chord root (frames={c['model']['frames_root']}) | {fmt(c['model']['root'])} | {fmt(c['base']['root'])} ({c['baseline_name']}) | {TARGETS['chord_root']} |")
+    lines.append(f"| chord maj/min (frames={c['model']['frames_majmin']}) | {fmt(c['model']['majmin'])} | {fmt(c['base']['majmin'])} | {TARGETS['chord_majmin']} |")
+    for task in PROBE_TASKS:
+        p = res["probes"].get(task, {})
+        if "why" in p:
+            lines.append(f"| probe {task} (balanced accuracy) | — | — | {TARGETS['probe_' + task]} ({p['why']}) |")
+            continue
+        model = p.get(r["model"], {})
+        others = "; ".join(f"{name} {fmt(v['balanced_accuracy'])}" for name, v in p.items() if name not in (r["model"], "mfcc"))
+        base = f"{fmt(p.get('mfcc', {}).get('balanced_accuracy'))} (MFCC)" + (f"; {others}" if others else "")
+        lines.append(f"| probe {task} (balanced acc., n={model.get('n')}, {model.get('classes')} classes) | "
+                     f"{fmt(model.get('balanced_accuracy'))} | {base} | {TARGETS['probe_' + task]} |")
+    if "tag_roc_auc" in res:
+        lines.append(f"| tag ROC-AUC ({res['tag_roc_auc']['tags']} tags) | {fmt(res['tag_roc_auc']['model'])} | — | {TARGETS['tag_roc_auc']} |")
+    lines += ["", f"Time: model {r['timing_s']['model']} s, baselines {r['timing_s']['baselines']} s, "
+              f"other probe models {r['timing_s']['probe_models']} s."]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,357 @@
+"""Real-audio benchmark: which game soundtrack a clip of produced music comes from, by linear probe.
+
+    python -m training.real build --out /work/data/real          # the clips (see training/README.md)
+    python -m training.teacher --real /work/data/real --split test --cache /work/data/teacher   # optional
+    python benchmarks/real_audio.py [--data /work/data/real] [--teacher-cache /work/data/teacher]
+
+Data: the *test* tracks of the real-audio build (``split == "test"`` in ``metadata.csv``): 10-s
+clips of the music of six Debian game packages, tracks the training split never contains.  The task
+is the package (soundtrack) of a clip -- six classes that differ in composers, production and style.
+Classes with fewer than ``--min-groups`` test track groups are dropped.
+
+Methods, all in one run on the same clips and folds:
+  * ``mfcc``: 20 MFCCs + deltas + delta-deltas, mean and std over time;
+  * every zoo model of ``mirzoo.list_models()``: every non-head layer, mean+std pooled
+    (``Extractor.extract(..., pool="mean+std")``), and ``layer="all"``;
+  * ``musicnn-MTT`` / ``musicnn-MSD`` (musicnn 0.1.0, trained on real songs): its cached per-patch
+    tag probabilities, penultimate, mean-pool and max-pool features (``training/teacher.py``),
+    mean+std pooled over the 3-s patches like everything else, and all four concatenated as
+    ``layer="all"``.  Computed on the fly if its venv exists; otherwise the rows are skipped and the
+    reason printed and recorded.
+
+Probe: ``StandardScaler`` + ``LogisticRegression`` (lbfgs, ``class_weight="balanced"``).  Outer
+folds are stratified and *grouped by track group* (:func:`group_folds`), so excerpts of one
+track -- or of its fast/remix variants -- never sit on both sides.  Inside each outer fold, the
+layer *and* C (``--Cs``) are chosen together by an inner grouped 3-fold CV on the training part only
+(scored by balanced accuracy); the chosen pair is refit on the whole training part and scored on the
+held-out tracks.  ``layer="all"`` is probed the same way with only C chosen.  Headline: balanced
+accuracy (mean per-class recall; the packages have unequal amounts of test audio) of the
+out-of-fold predictions of all clips, mean over ``--repeats`` reshufflings of the outer folds
+(pooling is steadier than a mean over folds, some of which lack a class); plain accuracy and the
+per-fold mean and spread are reported too.  With ~25 test track groups the figures move by
+several points from one fold assignment to the next: compare methods on the same run only.
+
+Features are cached under ``--cache`` keyed by model, weights sha256, layer and clip list.  Results
+go to ``benchmarks/results/real_audio-<env>.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from downstream import env_name, mfcc_features  # noqa: E402  (sibling benchmark script)
+
+MUSICNN_OUTPUTS = ("tags", "penultimate", "mean_pool", "max_pool")
+
+
+def load_task(data: Path, split: str, min_groups: int) -> tuple[list[dict], list[str]]:
+    """Test-split rows of classes with at least ``min_groups`` track groups, and the dropped classes."""
+    with open(data / "metadata.csv", newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == split]
+    groups: dict[str, set] = {}
+    for r in rows:
+        groups.setdefault(r["package"], set()).add(r["group"])
+    dropped = sorted(p for p, g in groups.items() if len(g) < min_groups)
+    return [r for r in rows if r["package"] not in dropped], dropped
+
+
+def zoo_features(name: str, paths: list[str], cache: Path) -> dict[str, np.ndarray]:
+    """Mean+std pooled features of every non-head layer of zoo model ``name`` (public API only).
+
+    One ``layer="all"`` pass gives the layers of ``all_layers`` (pooling is per column, so the pooled
+    concatenation splits into the pooled layers); the other layers get one pass each.
+    """
+    import mirzoo
+
+    info = mirzoo.model_info(name)
+    key = hashlib.sha256(json.dumps([name, info.get("weights", {}).get("sha256"), paths]).encode()).hexdigest()[:20]
+    file = cache / f"{name}-{key}.npz"
+    if file.exists():
+        with np.load(file) as z:
+            return {k: z[k] for k in z.files}
+    m = mirzoo.load(name)
+    heads = set(m.heads)
+    layers = [l for l in m.layers if l not in heads]
+    out: dict[str, np.ndarray] = {}
+    allx = np.stack(m.extract(paths, layer="all", pool="mean+std"))
+    dims = [m.layers[l] for l in m.all_layers]
+    if allx.shape[1] == 2 * sum(dims):
+        half = allx.shape[1] // 2
+        start = 0
+        for l, d in zip(m.all_layers, dims):
+            out[l] = np.concatenate([allx[:, start : start + d], allx[:, half + start : half + start + d]], axis=1)
+            start += d
+    out["all"] = allx
+    for l in layers:
+        if l not in out:
+            out[l] = np.stack(m.extract(paths, layer=l, pool="mean+std"))
+    tmp = file.with_name(file.name + ".tmp.npz")
+    np.savez(tmp, **out)
+    os.replace(tmp, file)
+    return out
+
+
+def musicnn_features(shas: list[str], paths: list[str], teacher_cache: Path, venv) -> tuple[dict, str]:
+    """``{"musicnn-MTT": {layer: X}, "musicnn-MSD": {...}}`` from the teacher cache, or ``({}, reason)``."""
+    from training import teacher
+
+    clips = list(zip(shas, paths))
+    try:
+        if teacher.pending(clips, teacher_cache):
+            teacher.compute(clips, teacher_cache, venv=venv)
+    except teacher.TeacherError as e:
+        return {}, str(e)
+    out = {}
+    for model in teacher.MODELS:
+        name = "musicnn-" + model.split("_")[0]
+        feats = {}
+        for o in MUSICNN_OUTPUTS:
+            per_clip = [teacher.load_targets(teacher_cache, s)[f"{model}/{o}"] for s in shas]
+            feats[o] = np.stack([np.concatenate([p.mean(axis=0), p.std(axis=0)]) for p in per_clip]).astype(np.float32)
+        feats["all"] = np.concatenate([feats[o] for o in MUSICNN_OUTPUTS], axis=1)
+        out[name] = feats
+    return out, ""
+
+
+def _fit(x, y, C):
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=C, tol=1e-3, class_weight="balanced"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return clf.fit(x, y)
+
+
+def nested_probe(feats: dict[str, np.ndarray], y: np.ndarray, groups: np.ndarray, folds: int, seed: int,
+                 Cs: tuple, repeats: int = 1) -> dict:
+    """Outer grouped CV; in each outer fold the (layer, C) pair is chosen by inner grouped 3-fold CV.
+
+    ``repeats`` > 1 repeats the outer CV with seeds ``seed .. seed + repeats - 1`` (other track
+    groupings into folds) and averages over all outer folds.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        # a class with one training track cannot be on both sides of every inner split: sklearn warns, the
+        # scores stay well defined
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        warnings.filterwarnings("ignore", message="The least populated class in y has only")
+        return _nested_probe(feats, y, groups, folds, seed, Cs, repeats)
+
+
+def group_folds(y: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified group k-fold for labels that are constant within a group (a track has one package).
+
+    Each class's groups are shuffled with ``seed`` and dealt round-robin over the folds, continuing
+    where the previous class stopped, so every fold gets about the same number of tracks of each
+    class.  (sklearn's ``StratifiedGroupKFold(shuffle=True)`` barely depends on the seed here: it
+    assigns groups greedily and the seed only breaks ties, so repeats gave the same folds.)
+    """
+    rng = np.random.default_rng(seed)
+    fold_of: dict[str, int] = {}
+    start = 0
+    for c in sorted(set(y.tolist())):
+        gs = sorted(set(groups[y == c].tolist()))
+        for i, g in enumerate(rng.permutation(gs)):
+            fold_of[str(g)] = (start + i) % folds
+        start += len(gs)
+    f = np.array([fold_of[str(g)] for g in groups])
+    return [(np.flatnonzero(f != k), np.flatnonzero(f == k)) for k in range(folds) if (f == k).any()]
+
+
+def _nested_probe(feats, y, groups, folds, seed, Cs, repeats) -> dict:
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+
+    n = len(y)
+    bal, acc, chosen, pooled, pooled_acc = [], [], [], [], []
+    for r in range(repeats):
+        oof = np.empty(n, dtype=y.dtype)
+        for train, test in group_folds(y, groups, folds, seed + r):
+            best, best_score = None, -1.0
+            inner = group_folds(y[train], groups[train], 3, seed + r)
+            for layer, x in feats.items():
+                for C in Cs:
+                    score = 0.0
+                    for itr, ite in inner:
+                        tr, te = train[itr], train[ite]
+                        score += balanced_accuracy_score(y[te], _fit(x[tr], y[tr], C).predict(x[te]))
+                    if score > best_score + 1e-12:
+                        best, best_score = (layer, C), score
+            layer, C = best
+            pred = _fit(feats[layer][train], y[train], C).predict(feats[layer][test])
+            oof[test] = pred
+            bal.append(balanced_accuracy_score(y[test], pred))
+            acc.append(accuracy_score(y[test], pred))
+            chosen.append({"repeat": r, "layer": layer, "C": C})
+        pooled.append(balanced_accuracy_score(y, oof))
+        pooled_acc.append(accuracy_score(y, oof))
+    return {"pooled_balanced_accuracy": float(np.mean(pooled)), "pooled_per_repeat": [float(p) for p in pooled],
+            "pooled_accuracy": float(np.mean(pooled_acc)),
+            "balanced_accuracy": float(np.mean(bal)), "balanced_std": float(np.std(bal)),
+            "accuracy": float(np.mean(acc)), "folds_balanced": [float(b) for b in bal], "chosen": chosen}
+
+
+def main(argv=None) -> int:
+    import mirzoo
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default="/work/data/real", help="training.real build folder")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--min-groups", type=int, default=2, help="drop classes with fewer test track groups")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=1, help="outer CV repeats with seeds seed, seed+1, ...")
+    parser.add_argument("--models", nargs="*", default=None, help="zoo models (default: all)")
+    parser.add_argument("--Cs", type=float, nargs="+", default=[0.01, 0.1, 1.0])
+    parser.add_argument("--cache", default=os.path.expanduser("~/.cache/mirzoo-bench/real_audio"))
+    parser.add_argument("--teacher-cache", default=os.path.expanduser("~/.cache/mirzoo/teacher"))
+    parser.add_argument("--venv", default=None, help="musicnn venv (default: training.teacher's)")
+    args = parser.parse_args(argv)
+    data, cache = Path(args.data), Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    rows, dropped = load_task(data, args.split, args.min_groups)
+    if not rows:
+        raise SystemExit(f"no {args.split} clips in {data / 'metadata.csv'}")
+    paths = [str((data / r["path"]).resolve()) for r in rows]
+    shas = [r["sha256"] for r in rows]
+    y = np.array([r["package"] for r in rows])
+    groups = np.array([f"{r['package']}/{r['group']}" for r in rows])
+    classes = sorted(set(y))
+    print(f"{len(rows)} {args.split} clips, {len(set(groups))} track groups, {len(classes)} classes"
+          + (f" (dropped, too few groups: {dropped})" if dropped else ""), flush=True)
+
+    methods: dict[str, dict[str, np.ndarray]] = {}
+    timings, skipped = {}, {}
+    t0 = time.time()
+    mfcc_file = cache / f"mfcc-{hashlib.sha256(json.dumps(paths).encode()).hexdigest()[:20]}.npy"
+    if not mfcc_file.exists():
+        np.save(mfcc_file, mfcc_features(paths))
+    methods["mfcc"] = {"mfcc": np.load(mfcc_file)}
+    timings["mfcc"] = time.time() - t0
+    names = args.models if args.models is not None else mirzoo.list_models()
+    for name in names:
+        t0 = time.time()
+        methods[name] = zoo_features(name, paths, cache)
+        timings[name] = time.time() - t0
+        print(f"  features of {name} ({len(methods[name]) - 1} layers + all) in {timings[name]:.0f} s", flush=True)
+    t0 = time.time()
+    mus, reason = musicnn_features(shas, paths, Path(args.teacher_cache), args.venv)
+    if reason:
+        skipped["musicnn"] = reason
+        print(f"  musicnn rows skipped: {reason}", flush=True)
+    else:
+        methods.update(mus)
+        timings["musicnn"] = time.time() - t0
+
+    from threadpoolctl import threadpool_limits
+
+    results = {}
+    with threadpool_limits(1):
+        for method, feats in methods.items():
+            single = {k: v for k, v in feats.items() if k != "all"}
+            res = {"chosen_in_folds": nested_probe(single, y, groups, args.folds, args.seed, tuple(args.Cs), args.repeats)}
+            if "all" in feats:
+                res["all"] = nested_probe({"all": feats["all"]}, y, groups, args.folds, args.seed, tuple(args.Cs), args.repeats)
+            results[method] = res
+            print(f"  probed {method}: {100 * res['chosen_in_folds']['pooled_balanced_accuracy']:.1f}", flush=True)
+
+    pretrained = {n: bool(mirzoo.model_info(n)["pretrained"]) for n in names}
+    summary = []
+    for method, res in results.items():
+        c = res["chosen_in_folds"]
+        layers = sorted({ch["layer"] for ch in c["chosen"]})
+        row = {"method": method, "balanced_accuracy": c["pooled_balanced_accuracy"],
+               "per_repeat": c["pooled_per_repeat"], "accuracy": c["pooled_accuracy"],
+               "fold_mean_balanced_accuracy": c["balanced_accuracy"], "fold_std": c["balanced_std"],
+               "layers_chosen": layers}
+        if "all" in res:
+            row["all_balanced_accuracy"] = res["all"]["pooled_balanced_accuracy"]
+            row["all_accuracy"] = res["all"]["pooled_accuracy"]
+        row["kind"] = ("baseline" if method == "mfcc" else "reference (real-music model)" if method.startswith("musicnn")
+                       else "pretrained" if pretrained.get(method) else "untrained/random")
+        summary.append(row)
+
+    by = {r["method"]: r for r in summary}
+    best_musicnn = max((r["balanced_accuracy"] for m, r in by.items() if m.startswith("musicnn")), default=None)
+    targets = {}
+    for name, is_pre in pretrained.items():
+        if not is_pre:
+            continue
+        score = max(by[name]["balanced_accuracy"], by[name].get("all_balanced_accuracy", -1))
+        t = {"score": score}
+        if "random-cnn" in by:
+            rnd = max(by["random-cnn"]["balanced_accuracy"], by["random-cnn"].get("all_balanced_accuracy", -1))
+            t.update(vs_random_cnn=score - rnd, met_random=score - rnd >= 0.05)
+        if best_musicnn is not None:
+            t.update(vs_musicnn=score - best_musicnn, met_musicnn=score >= best_musicnn)
+        targets[name] = t
+
+    env = env_name()
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    n_groups = {c: len({g for g, yy in zip(groups, y) if yy == c}) for c in classes}
+    n_clips = {c: int((y == c).sum()) for c in classes}
+    payload = {
+        "env": env, "data": str(data), "split": args.split, "clips": len(rows), "track_groups": len(set(groups)),
+        "classes": {c: {"clips": n_clips[c], "track_groups": n_groups[c]} for c in classes}, "dropped": dropped,
+        "folds": args.folds, "repeats": args.repeats, "seed": args.seed, "Cs": args.Cs,
+        "cv": "stratified group k-fold by track group (group_folds, reshuffled per repeat); layer and C chosen together by inner grouped 3-fold CV "
+              "(balanced accuracy) on the training folds; class_weight=balanced",
+        "summary": summary, "results": results, "targets": targets, "skipped": skipped,
+        "feature_seconds": timings,
+    }
+    (out / f"real_audio-{env}.json").write_text(json.dumps(payload, indent=2))
+    lines = ["| method | kind | balanced acc. (layer chosen in folds) | per repeat | accuracy | "
+             "balanced acc. (layer=\"all\") | fold mean ± std | layers chosen |", "|---|---|---|---|---|---|---|---|"]
+    for r in summary:
+        all_b = f"{100 * r['all_balanced_accuracy']:.1f}" if "all_balanced_accuracy" in r else "-"
+        reps = " / ".join(f"{100 * p:.1f}" for p in r["per_repeat"])
+        lines.append(f"| {r['method']} | {r['kind']} | {100 * r['balanced_accuracy']:.1f} | {reps} | "
+                     f"{100 * r['accuracy']:.1f} | {all_b} | {100 * r['fold_mean_balanced_accuracy']:.1f} ± "
+                     f"{100 * r['fold_std']:.1f} | {', '.join(r['layers_chosen'])} |")
+    for m, why in skipped.items():
+        lines.append(f"| {m} | skipped | - | - | - | - | - | {why} |")
+    table = "\n".join(lines)
+    tlines = ["Targets (issue 16; the better of chosen layer and layer=\"all\", balanced accuracy): at or above "
+              "musicnn, and at least 5 points above random-cnn."]
+    for name, t in targets.items():
+        parts = [f"{100 * t['score']:.1f}"]
+        if "vs_musicnn" in t:
+            parts.append(f"{100 * t['vs_musicnn']:+.1f} vs best musicnn ({'met' if t['met_musicnn'] else 'not met'})")
+        if "vs_random_cnn" in t:
+            parts.append(f"{100 * t['vs_random_cnn']:+.1f} vs random-cnn ({'met' if t['met_random'] else 'not met'})")
+        tlines.append(f"- {name}: " + ", ".join(parts))
+    class_text = ", ".join(f"{c} {n_clips[c]} clips / {n_groups[c]} tracks" for c in classes)
+    (out / f"real_audio-{env}.md").write_text(
+        f"Which soundtrack (Debian package) a 10-s clip of real game music is from: {len(rows)} clips of "
+        f"{len(set(groups))} test-split track groups ({class_text}). Linear probes on mean+std pooled embeddings; "
+        f"{args.folds}-fold stratified CV grouped by track, {args.repeats} repeat(s); layer and C ({args.Cs}) chosen "
+        f"by inner grouped 3-fold CV on the training folds. Headline: balanced accuracy of the out-of-fold predictions "
+        f"of all clips, mean over repeats (chance {100 / len(classes):.1f}); *fold mean ± std* is the mean and "
+        f"spread of the per-fold balanced accuracies.\n\n{table}\n\n"
+        + "\n".join(tlines) + "\n")
+    print(table)
+    print("\n".join(tlines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,520 @@
+"""Musical analysis from a frame model's heads: key, tempo, meter, beats, downbeats, chords.
+
+Owns turning the frame-wise outputs of a model such as ``tcn-music`` (heads ``beats``,
+``key``, ``chord``, ``meter`` and ``tempo``, one vector per frame) into clip-level answers
+with times in seconds, and the :class:`Analysis` that holds them.  ``Extractor.analyze``
+and ``mirzoo analyze`` call :func:`analyze`; the pieces below are public and numpy-only,
+so they can be used (and are tested) on activations from anywhere.
+
+How each answer is read (``fps`` is the model's frame rate, 50 for ``tcn-music``):
+
+* **key**: the mean of the frame key probabilities; its best label is the global key,
+  and the top three are kept with their probabilities.  **Local keys**: the most probable
+  key path under a switching penalty (:func:`smooth_labels`, a Viterbi decode whose only
+  transition cost is a fixed penalty per change), merged into segments.
+* **meter**: the mean of the frame meter probabilities.  Beats per bar follow the beat
+  unit of the training targets (music21's ``beatDuration``): 2 in 2/2, 2/4, 6/8 and 6/4,
+  3 in 3/4, 3/2 and 9/8, 4 in 4/4, 4/2 and 12/8, 5 in 5/4 and 1 in 3/8.
+* **tempo**: the tempo head's mean distribution (interpolated onto a fine log-tempo grid)
+  times the autocorrelation of the beat activation at the matching lag; the best tempo
+  seeds the beat tracker, and the median spacing of the tracked beats refines it when it
+  lies within 8 % of the seed.  Tempo is in *notated* beats per minute (dotted quarters in
+  6/8), as the training targets are.
+* **beats**: dynamic programming on the beat activation (Ellis 2007, written here in
+  numpy): each frame's score is its activation plus the best earlier score at a distance
+  of half to twice the beat period, penalised by ``tightness * log(distance / period)**2``;
+  the best path is read back from the strongest late frame, and weak beats at the two
+  ends (activation below a fifth of the median beat) are dropped.
+* **downbeats**: given ``b`` beats per bar, the phase ``0 <= p < b`` whose beats
+  ``p, p + b, ...`` have the highest mean downbeat activation.
+* **chords**: the frame chord probabilities decoded with a switching penalty (as local
+  keys, with a smaller penalty) and merged into ``[start, end, label]`` segments.
+
+Frame ``t`` is centred at ``t / fps`` seconds, as in :meth:`mirzoo.Extractor.timestamps`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping, NamedTuple, Optional, Sequence
+
+import numpy as np
+
+from mirzoo.errors import ParameterError
+from mirzoo.inference.runner import as_list
+
+__all__ = [
+    "REQUIRED_HEADS",
+    "Analysis",
+    "Segment",
+    "analyze",
+    "analyze_frames",
+    "check_analysis_heads",
+    "beats_per_bar",
+    "global_distribution",
+    "smooth_labels",
+    "label_segments",
+    "tempo_centres",
+    "estimate_tempo",
+    "track_beats",
+    "downbeat_phase",
+]
+
+#: heads a model needs for :func:`analyze`
+REQUIRED_HEADS = ("beats", "key", "chord", "meter", "tempo")
+
+#: beats per bar of each meter label (the beat unit of the training targets)
+_BEATS_PER_BAR = {"2/2": 2, "2/4": 2, "3/4": 3, "4/4": 4, "5/4": 5, "6/4": 2, "3/2": 3, "4/2": 4,
+                  "3/8": 1, "6/8": 2, "9/8": 3, "12/8": 4}
+
+
+class Segment(NamedTuple):
+    """A labelled span ``[start, end)`` in seconds; ``confidence`` is the label's mean probability over it."""
+
+    start: float
+    end: float
+    label: str
+    confidence: float
+
+
+@dataclass(frozen=True, eq=False)
+class Analysis:
+    """Clip-level musical analysis of one input; times in seconds.
+
+    Attributes
+    ----------
+    key : str
+        Global key, e.g. ``"A minor"``; ``key_candidates`` the best three ``(label, probability)``.
+    local_keys : tuple of Segment
+        Key segments after smoothing.
+    tempo : float
+        Notated beats per minute; ``tempo_candidates`` the tempo head's best three classes.
+    meter : str
+        Time signature, e.g. ``"6/8"``; ``meter_candidates`` the best three.
+    beats : np.ndarray [shape=(n,)]
+        Beat times; ``beat_positions`` their position in the bar (1 = downbeat).
+    downbeats : np.ndarray [shape=(m,)]
+        Downbeat times (the beats at position 1).
+    chords : tuple of Segment
+        Chord segments, mir_eval labels (``"G:maj"``, ``"D:7"``, ``"N"``).
+    """
+
+    source: Optional[str]
+    model: str
+    duration: float
+    key: str
+    key_candidates: tuple
+    local_keys: tuple
+    tempo: float
+    tempo_candidates: tuple
+    meter: str
+    meter_candidates: tuple
+    beats: np.ndarray
+    beat_positions: np.ndarray
+    downbeats: np.ndarray
+    chords: tuple
+    frame_rate: float = field(default=50.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (floats rounded to milliseconds / 4 decimals)."""
+
+        def seg(s: Segment) -> dict:
+            return {"start": round(s.start, 3), "end": round(s.end, 3), "label": s.label,
+                    "confidence": round(s.confidence, 4)}
+
+        def cands(c) -> list:
+            return [{"label": lab, "probability": round(p, 4)} for lab, p in c]
+
+        return {
+            "source": self.source,
+            "model": self.model,
+            "duration": round(self.duration, 3),
+            "key": self.key,
+            "key_candidates": cands(self.key_candidates),
+            "local_keys": [seg(s) for s in self.local_keys],
+            "tempo": round(self.tempo, 2),
+            "tempo_candidates": cands(self.tempo_candidates),
+            "meter": self.meter,
+            "meter_candidates": cands(self.meter_candidates),
+            "beats": [round(float(t), 3) for t in self.beats],
+            "beat_positions": [int(p) for p in self.beat_positions],
+            "downbeats": [round(float(t), 3) for t in self.downbeats],
+            "chords": [seg(s) for s in self.chords],
+        }
+
+    def to_rows(self) -> list[dict[str, Any]]:
+        """Long-format rows ``{type, start, end, label, confidence}`` for CSV output.
+
+        Types: ``key``, ``tempo``, ``meter`` (whole clip), ``local_key``, ``chord`` (segments),
+        ``beat`` (label = position in the bar; ``start == end``), ``downbeat``.
+        """
+        rows = [
+            {"type": "key", "start": 0.0, "end": self.duration, "label": self.key,
+             "confidence": self.key_candidates[0][1]},
+            {"type": "tempo", "start": 0.0, "end": self.duration, "label": f"{self.tempo:.2f}", "confidence": ""},
+            {"type": "meter", "start": 0.0, "end": self.duration, "label": self.meter,
+             "confidence": self.meter_candidates[0][1]},
+        ]
+        rows += [{"type": "local_key", **s._asdict()} for s in self.local_keys]
+        rows += [{"type": "beat", "start": float(t), "end": float(t), "label": str(int(p)), "confidence": ""}
+                 for t, p in zip(self.beats, self.beat_positions)]
+        rows += [{"type": "downbeat", "start": float(t), "end": float(t), "label": "1", "confidence": ""}
+                 for t in self.downbeats]
+        rows += [{"type": "chord", **s._asdict()} for s in self.chords]
+        for r in rows:
+            for k in ("start", "end"):
+                r[k] = round(float(r[k]), 3)
+            if r["confidence"] != "":
+                r["confidence"] = round(float(r["confidence"]), 4)
+        return rows
+
+    def to_jams(self) -> dict[str, Any]:
+        """A JAMS 0.3 document as a plain dict (``json.dump`` it; ``jams.load`` reads it).
+
+        Namespaces: ``beat`` (value = position in the bar), ``chord`` (mir_eval labels),
+        ``key_mode`` (``"A:minor"``; local keys), ``tempo`` and ``tag_open`` (the meter).
+        """
+        meta = {"curator": {"name": "", "email": ""}, "annotator": {"model": self.model},
+                "version": "", "corpus": "", "annotation_tools": "mirzoo.analyze",
+                "annotation_rules": "", "validation": "", "data_source": "machine prediction"}
+
+        def ann(namespace, data):
+            return {"annotation_metadata": meta, "namespace": namespace, "data": data, "sandbox": {},
+                    "time": 0.0, "duration": float(self.duration)}
+
+        def obs(time, duration, value, confidence):
+            return {"time": float(time), "duration": float(duration), "value": value, "confidence": confidence}
+
+        return {
+            "file_metadata": {"title": self.source or "", "artist": "", "release": "",
+                              "duration": float(self.duration), "identifiers": {}, "jams_version": "0.3.4"},
+            "annotations": [
+                ann("beat", [obs(t, 0.0, int(p), None) for t, p in zip(self.beats, self.beat_positions)]),
+                ann("chord", [obs(s.start, s.end - s.start, s.label, s.confidence) for s in self.chords]),
+                ann("key_mode", [obs(s.start, s.end - s.start, s.label.replace(" ", ":"), s.confidence)
+                                 for s in self.local_keys]),
+                ann("tempo", [obs(0.0, self.duration, float(self.tempo), 1.0)]),
+                ann("tag_open", [obs(0.0, self.duration, self.meter, self.meter_candidates[0][1])]),
+            ],
+            "sandbox": {"mirzoo": {"key": self.key, "meter": self.meter, "tempo": self.tempo}},
+        }
+
+
+# -- building blocks (numpy only) ---------------------------------------------------------------
+def beats_per_bar(meter: str) -> int:
+    """Beats per bar of a meter label (``"6/8"`` -> 2); unknown ``n/d`` labels: ``n`` (``n / 3`` if compound)."""
+    if meter in _BEATS_PER_BAR:
+        return _BEATS_PER_BAR[meter]
+    match = re.fullmatch(r"(\d+)/(\d+)", str(meter).strip())
+    if not match:
+        raise ParameterError(f"meter={meter!r} is not a time signature such as '3/4' or '6/8'")
+    num, den = int(match.group(1)), int(match.group(2))
+    return num // 3 if den >= 8 and num % 3 == 0 and num > 3 else max(num, 1)
+
+
+def global_distribution(probs: np.ndarray, labels: Sequence[str], top_k: int = 3) -> list[tuple[str, float]]:
+    """The best ``top_k`` labels of the mean of frame probabilities ``probs [T, K]``: ``[(label, p), ...]``."""
+    probs = _frames(probs, len(labels), "probs")
+    mean = probs.mean(axis=0)
+    order = np.argsort(-mean, kind="stable")[:top_k]
+    return [(labels[i], float(mean[i])) for i in order]
+
+
+def smooth_labels(probs: np.ndarray, switch_penalty: float) -> np.ndarray:
+    """Most probable label path of ``probs [T, K]`` when each change of label costs ``switch_penalty`` nats.
+
+    A Viterbi decode of ``log p`` with a transition matrix that is uniform off the diagonal: at
+    each frame a path either keeps its label or takes the best previous path minus the penalty.
+    ``switch_penalty=0`` gives the frame-wise argmax.  Returns ``[T]`` int indices.
+    """
+    if not switch_penalty >= 0:
+        raise ParameterError(f"switch_penalty={switch_penalty!r} must be >= 0 (nats per change of label)")
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape[0] == 0:
+        raise ParameterError(f"probs must be a non-empty [frames, labels] array, got shape {probs.shape}")
+    logp = np.log(np.clip(probs, 1e-12, None))
+    n_frames, n_labels = logp.shape
+    index_type = np.int16 if n_labels < 2**15 else np.int64  # back-pointers of an hour of chords: 40 MB, not 160
+    back = np.empty((n_frames, n_labels), dtype=index_type)
+    score = logp[0].copy()
+    back[0] = np.arange(n_labels)
+    stay_index = np.arange(n_labels, dtype=index_type)
+    for t in range(1, n_frames):
+        best = int(np.argmax(score))
+        switch = score[best] - switch_penalty
+        stay = score >= switch
+        back[t] = np.where(stay, stay_index, best)
+        score = np.where(stay, score, switch) + logp[t]
+    path = np.empty(n_frames, dtype=np.int64)
+    path[-1] = int(np.argmax(score))
+    for t in range(n_frames - 1, 0, -1):
+        path[t - 1] = back[t, path[t]]
+    return path
+
+
+def label_segments(path: np.ndarray, labels: Sequence[str], fps: float, duration: float,
+                   probs: Optional[np.ndarray] = None) -> list[Segment]:
+    """Merge a frame label path ``[T]`` into segments; a boundary lies half-way between two frames.
+
+    Frame ``t`` is centred at ``t / fps``; the first segment starts at 0 and the last ends at
+    ``duration``.  ``confidence`` is the mean of ``probs[:, label]`` over the segment (1.0 without ``probs``).
+    """
+    path = np.asarray(path)
+    if path.size == 0:
+        return []
+    change = np.flatnonzero(np.diff(path)) + 1
+    starts = np.concatenate([[0], change])
+    ends = np.concatenate([change, [path.size]])
+    out = []
+    for a, b in zip(starts, ends):
+        label = int(path[a])
+        t0 = 0.0 if a == 0 else (a - 0.5) / fps
+        t1 = float(duration) if b == path.size else (b - 0.5) / fps
+        conf = 1.0 if probs is None else float(np.mean(probs[a:b, label]))
+        out.append(Segment(float(t0), float(max(t1, t0)), labels[label], conf))
+    return out
+
+
+def tempo_centres(labels: Sequence[str]) -> np.ndarray:
+    """BPM of each tempo class from labels such as ``"120 BPM"``.
+
+    Labels are rounded; when they lie on a geometric grid (within rounding), the geometric grid
+    through the first and last label is returned instead (within 0.2 % of the unrounded one).
+    """
+    values = []
+    for lab in labels:
+        match = re.match(r"\s*([0-9]+(?:\.[0-9]*)?)", str(lab))
+        if not match:
+            raise ParameterError(f"tempo label {lab!r} does not start with a number of beats per minute")
+        values.append(float(match.group(1)))
+    values = np.asarray(values)
+    if len(values) > 2 and np.all(values > 0):
+        grid = values[0] * (values[-1] / values[0]) ** (np.arange(len(values)) / (len(values) - 1))
+        if np.all(np.abs(grid - values) <= 0.5 + 2e-3 * values):  # only the rounding differs
+            return grid
+    return values
+
+
+def _autocorrelation(x: np.ndarray, max_lag: int) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64) - float(np.mean(x))
+    n = x.size
+    size = 1 << int(math.ceil(math.log2(max(2 * n, 2))))
+    spec = np.fft.rfft(x, size)
+    acf = np.fft.irfft(spec * np.conj(spec), size)[: max_lag + 1]
+    return acf / max(n, 1)  # biased: long lags weigh less, as fewer beats support them
+
+
+def estimate_tempo(tempo_probs: Optional[np.ndarray], centres: Optional[np.ndarray], beat_activation: np.ndarray,
+                   fps: float, *, bpm_range: tuple[float, float] = (40.0, 310.0)) -> float:
+    """Tempo (BPM) from a tempo head's mean distribution and the periodicity of the beat activation.
+
+    On a log-tempo grid (1/96 octave) the score is the head's mean probability (linearly
+    interpolated in log tempo; without a head, a log-normal prior around 120 BPM, one octave
+    wide) times ``0.05 + acf``, where ``acf`` is the beat activation's (biased) autocorrelation
+    at the matching lag (linearly interpolated, negative values set to 0, scaled to a maximum
+    of 1).  Returns the best grid tempo.
+    """
+    lo, hi = bpm_range
+    grid = lo * 2.0 ** (np.arange(int(96 * math.log2(hi / lo)) + 1) / 96.0)
+    act = np.asarray(beat_activation, dtype=np.float64).ravel()
+    lags = 60.0 * fps / grid
+    max_lag = int(math.ceil(lags.max())) + 1
+    if act.size > 2 * int(math.ceil(lags.min())) + 1:
+        acf = _autocorrelation(act, max_lag)
+        acf = np.pad(acf, (0, max(0, max_lag + 1 - acf.size)))
+        salience = np.interp(lags, np.arange(acf.size), np.maximum(acf, 0.0))
+        salience = salience / salience.max() if salience.max() > 0 else np.zeros_like(salience)
+    else:
+        salience = np.zeros_like(grid)
+    if tempo_probs is not None and centres is not None:
+        mean = _frames(tempo_probs, len(centres), "tempo_probs").mean(axis=0)
+        prior = np.interp(np.log2(grid), np.log2(centres), mean, left=0.0, right=0.0)
+    else:  # no head: a log-normal prior around 120 BPM, one octave wide
+        prior = np.exp(-0.5 * np.log2(grid / 120.0) ** 2)
+    return float(grid[int(np.argmax(prior * (0.05 + salience)))])
+
+
+def track_beats(activation: np.ndarray, fps: float, tempo: float, *, tightness: float = 100.0,
+                trim: bool = True) -> np.ndarray:
+    """Beat frames ``[n]`` (int, increasing) by dynamic programming on a beat activation ``[T]``.
+
+    ``tempo`` (BPM) sets the expected period ``P = 60 * fps / tempo`` frames; ``tightness``
+    how much a beat interval may differ from it (see the module docstring).
+    """
+    act = np.asarray(activation, dtype=np.float64).ravel()
+    if not (np.isfinite(tempo) and tempo > 0):
+        raise ParameterError(f"tempo={tempo!r} must be a positive number of beats per minute")
+    n = act.size
+    if n == 0 or float(act.max(initial=0.0)) <= 0:
+        return np.zeros(0, dtype=np.int64)
+    period = 60.0 * fps / float(tempo)
+    local = act / (act.std() + 1e-9)
+    lo, hi = max(1, int(round(period / 2))), max(2, int(round(2 * period)))
+    offsets = np.arange(lo, hi + 1)
+    penalty = -tightness * np.log(offsets / period) ** 2
+    cum = np.zeros(n)
+    back = -np.ones(n, dtype=np.int64)
+    for t in range(n):
+        prev = t - offsets
+        ok = prev >= 0
+        if ok.any():
+            cand = cum[prev[ok]] + penalty[ok]
+            j = int(np.argmax(cand))
+            if cand[j] > 0:
+                cum[t] = local[t] + cand[j]
+                back[t] = prev[ok][j]
+                continue
+        cum[t] = local[t]
+    # last beat: the latest local maximum of the cumulative score that is > half the median of them
+    padded = np.concatenate([[-np.inf], cum, [-np.inf]])  # a beat on the first or last frame counts too
+    peaks = np.flatnonzero((padded[1:-1] >= padded[:-2]) & (padded[1:-1] > padded[2:]))
+    if peaks.size == 0:
+        peaks = np.array([int(np.argmax(cum))])
+    tail = peaks[cum[peaks] >= 0.5 * np.median(cum[peaks])]
+    beats = [int(tail[-1])]
+    while back[beats[-1]] >= 0:
+        beats.append(int(back[beats[-1]]))
+    beats = np.asarray(beats[::-1], dtype=np.int64)
+    if trim and beats.size:
+        strength = act[beats]
+        floor = 0.2 * float(np.median(strength))
+        keep = np.flatnonzero(strength >= floor)
+        beats = beats[keep[0] : keep[-1] + 1] if keep.size else beats[:0]
+    return beats
+
+
+def downbeat_phase(beat_frames: np.ndarray, downbeat_activation: np.ndarray, per_bar: int) -> tuple[int, np.ndarray]:
+    """``(phase, positions)``: the bar phase with the highest mean downbeat activation, and each beat's position.
+
+    ``positions[i] = (i - phase) % per_bar + 1`` (1 = downbeat).  The activation at a beat is
+    the maximum over that frame and its two neighbours.
+    """
+    per_bar = int(per_bar)
+    if per_bar < 1:
+        raise ParameterError(f"per_bar={per_bar!r} must be >= 1 beat per bar")
+    beat_frames = np.asarray(beat_frames, dtype=np.int64)
+    if beat_frames.size == 0:
+        return 0, np.zeros(0, dtype=np.int64)
+    act = np.asarray(downbeat_activation, dtype=np.float64).ravel()
+    padded = np.pad(act, 1, mode="edge")
+    at_beat = np.max(np.stack([padded[beat_frames], padded[beat_frames + 1], padded[beat_frames + 2]]), axis=0)
+    means = [float(at_beat[p::per_bar].mean()) if at_beat[p::per_bar].size else -np.inf for p in range(per_bar)]
+    phase = int(np.argmax(means))
+    positions = (np.arange(beat_frames.size) - phase) % per_bar + 1
+    return phase, positions.astype(np.int64)
+
+
+def _frames(x: np.ndarray, n_labels: int, name: str) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != n_labels or x.shape[0] == 0:
+        raise ParameterError(f"{name} must be a non-empty [frames, {n_labels}] array, got shape {x.shape}")
+    return x
+
+
+# -- the whole analysis -------------------------------------------------------------------------
+def analyze_frames(
+    frames: Mapping[str, np.ndarray],
+    heads: Mapping[str, Sequence[str]],
+    fps: float,
+    *,
+    duration: Optional[float] = None,
+    source: Optional[str] = None,
+    model: str = "",
+    chord_penalty: float = 8.0,
+    key_penalty: float = 60.0,
+    tightness: float = 100.0,
+) -> Analysis:
+    """An :class:`Analysis` from frame-wise head outputs.
+
+    Parameters
+    ----------
+    frames : mapping
+        ``{"beats": [T, 2] (beat, downbeat), "key": [T, 24], "chord": [T, C], "meter": [T, M],
+        "tempo": [T, B]}`` (probabilities, frames at ``fps``).
+    heads : mapping
+        Labels of each head (``Extractor.heads``); ``tempo`` labels start with the BPM.
+    fps : float > 0
+        Frames per second.
+    duration : float, optional
+        Length of the audio in seconds (default: ``T / fps``).
+    chord_penalty, key_penalty : float >= 0
+        Switching penalties (nats per change) of the chord and local-key decodes; at 50 frames per
+        second the defaults ask for about 0.3 s (chords) and 2 s (keys) of clear evidence.
+    tightness : float > 0
+        How strictly beat intervals follow the tempo (:func:`track_beats`).
+    """
+    missing = [h for h in REQUIRED_HEADS if h not in frames]
+    if missing:
+        raise ParameterError(f"frames lack the head output(s) {missing}; expected {list(REQUIRED_HEADS)}")
+    if not fps > 0:
+        raise ParameterError(f"fps={fps!r} must be > 0")
+    beats_act = np.asarray(frames["beats"], dtype=np.float64)
+    if beats_act.ndim != 2 or beats_act.shape[1] < 2:
+        raise ParameterError(f"frames['beats'] must be [frames, 2] (beat, downbeat), got shape {beats_act.shape}")
+    n_frames = beats_act.shape[0]
+    duration = float(n_frames / fps if duration is None else duration)
+    key_probs = _frames(frames["key"], len(heads["key"]), "frames['key']")
+    chord_probs = _frames(frames["chord"], len(heads["chord"]), "frames['chord']")
+    meter_probs = _frames(frames["meter"], len(heads["meter"]), "frames['meter']")
+    tempo_probs = _frames(frames["tempo"], len(heads["tempo"]), "frames['tempo']")
+
+    key_top = global_distribution(key_probs, heads["key"])
+    local_keys = label_segments(smooth_labels(key_probs, key_penalty), heads["key"], fps, duration, key_probs)
+    meter_top = global_distribution(meter_probs, heads["meter"])
+    meter = meter_top[0][0]
+    tempo_top = global_distribution(tempo_probs, heads["tempo"])
+    seed = estimate_tempo(tempo_probs, tempo_centres(heads["tempo"]), beats_act[:, 0], fps)
+    beat_frames = track_beats(beats_act[:, 0], fps, seed, tightness=tightness)
+    tempo = seed
+    if beat_frames.size >= 3:
+        refined = 60.0 * fps / float(np.median(np.diff(beat_frames)))
+        if abs(refined / seed - 1.0) <= 0.08:
+            tempo = refined
+    _, positions = downbeat_phase(beat_frames, beats_act[:, 1], beats_per_bar(meter))
+    beat_times = beat_frames / fps
+    chords = label_segments(smooth_labels(chord_probs, chord_penalty), heads["chord"], fps, duration, chord_probs)
+    return Analysis(
+        source=source, model=model, duration=duration,
+        key=key_top[0][0], key_candidates=tuple(key_top), local_keys=tuple(local_keys),
+        tempo=float(tempo), tempo_candidates=tuple(tempo_top),
+        meter=meter, meter_candidates=tuple(meter_top),
+        beats=beat_times, beat_positions=positions, downbeats=beat_times[positions == 1],
+        chords=tuple(chords), frame_rate=float(fps),
+    )
+
+
+def check_analysis_heads(model) -> None:
+    """A :class:`ParameterError` naming the missing heads unless ``model`` is a frame model with all of
+    :data:`REQUIRED_HEADS`."""
+    heads = dict(getattr(model, "heads", {}) or {})
+    missing = [h for h in REQUIRED_HEADS if h not in heads]
+    if missing or getattr(model, "output_kind", None) != "frame":
+        why = (f"it lacks the head(s) {missing}" if missing else
+               f"its heads are {getattr(model, 'output_kind', '?')}-level, not frame-wise")
+        raise ParameterError(
+            f"model {getattr(model, 'name', '?')!r} cannot analyze audio: {why} (it has {list(heads)}); "
+            f"analysis needs frame-wise heads {list(REQUIRED_HEADS)}, e.g. model 'tcn-music'"
+        )
+
+
+def analyze(model, audio, sr: Optional[int] = None, *, batch_size: int = 16, progress: bool = False, **options):
+    """Key, tempo, meter, beats, downbeats and chords of one input (or a list of inputs).
+
+    ``model`` is a loaded frame model with the heads of :data:`REQUIRED_HEADS` (a
+    :class:`mirzoo.Extractor`); ``audio`` and ``sr`` as in ``Extractor.extract``; ``options``
+    go to :func:`analyze_frames`.  Returns an :class:`Analysis`, or a list for list input.
+    """
+    check_analysis_heads(model)
+    items, is_list = as_list(audio)
+    loaded = [model.load_input(item, sr) for item in items]
+    keys = list(REQUIRED_HEADS)
+    outputs = model.forward([y for y, _ in loaded], keys, batch_size, progress)
+    fps = model.sample_rate / model.hop_length
+    results = [
+        analyze_frames(out, model.heads, fps, duration=y.shape[0] / model.sample_rate, source=path,
+                       model=model.name, **options)
+        for (y, path), out in zip(loaded, outputs)
+    ]
+    return results if is_list else results[0]

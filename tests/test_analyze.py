@@ -1,0 +1,303 @@
+"""Musical analysis (mirzoo.tasks.analyze), ``mirzoo analyze`` and ``--plot``.
+
+The analysis is checked on activations where the truth is known (a click track at 120 BPM in
+3/4 with louder downbeats, constructed chord and key probabilities), then end to end on the
+seeded ``tcn-music`` model (whose answers are meaningless but must be well-formed).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import mirzoo
+from mirzoo import cli
+from mirzoo.errors import MissingDependencyError, ParameterError
+from mirzoo.tasks import analyze as an
+from mirzoo.tasks import plots
+
+from conftest import SR, tone_mix
+
+FPS = 50.0
+KEYS = [f"{t} {m}" for m in ("major", "minor") for t in
+        ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")]
+METERS = ["2/2", "2/4", "3/4", "4/4", "5/4", "6/4", "3/2", "4/2", "3/8", "6/8", "9/8", "12/8"]
+CHORDS = ["C:maj", "G:maj", "A:min", "F:maj", "N"]
+TEMPI = [f"{40 * 2 ** (k / 16):.0f} BPM" for k in range(48)]
+
+
+def click_activation(seconds=20.0, bpm=120.0, per_bar=3, first=0.3, first_downbeat=1, seed=0):
+    """Beat/downbeat activations of a click track: peaks (with shoulders and noise) on every beat,
+    downbeat peaks on every ``per_bar``-th beat starting at beat ``first_downbeat``."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * FPS)
+    act = 0.02 * rng.random((n, 2))
+    times = np.arange(first, seconds - 0.2, 60.0 / bpm)
+    for i, t in enumerate(times):
+        f = int(round(t * FPS))
+        act[f, 0] = 0.9
+        act[f - 1, 0] = act[f + 1, 0] = 0.35
+        act[f, 1] = 0.8 if (i - first_downbeat) % per_bar == 0 else 0.1
+    return act, times
+
+
+def one_hot_probs(path, n_labels, p=0.7, seed=0):
+    """Frame probabilities whose argmax follows ``path`` (``p`` on the true label, the rest spread)."""
+    rng = np.random.default_rng(seed)
+    noise = rng.random((len(path), n_labels))
+    probs = (1 - p) * noise / noise.sum(axis=1, keepdims=True)
+    probs[np.arange(len(path)), path] += p
+    return probs
+
+
+def test_beats_and_downbeats_of_a_click_track_in_three_four():
+    act, times = click_activation(bpm=120.0, per_bar=3, first_downbeat=1)
+    tempo = an.estimate_tempo(None, None, act[:, 0], FPS)
+    assert abs(tempo - 120.0) < 1.5
+    frames = an.track_beats(act[:, 0], FPS, tempo)
+    np.testing.assert_allclose(frames / FPS, times, atol=1e-9)
+    phase, positions = an.downbeat_phase(frames, act[:, 1], 3)
+    assert phase == 1
+    np.testing.assert_array_equal(positions[:7], [3, 1, 2, 3, 1, 2, 3])
+    np.testing.assert_allclose((frames / FPS)[positions == 1], times[1::3])
+
+
+def test_beat_tracker_follows_the_given_tempo_through_a_gap():
+    act, times = click_activation(bpm=100.0, per_bar=4)
+    gap = (times > 8.0) & (times < 11.0)
+    for t in times[gap]:  # three silent beats: the tracker keeps the pulse
+        f = int(round(t * FPS))
+        act[f - 1 : f + 2, 0] = 0.02
+    frames = an.track_beats(act[:, 0], FPS, 100.0)
+    np.testing.assert_allclose(frames / FPS, times, atol=0.021)
+
+
+def test_tempo_head_breaks_the_octave_ambiguity():
+    act, _ = click_activation(bpm=80.0)
+    centres = an.tempo_centres(TEMPI)
+    np.testing.assert_allclose(centres, 40 * 2 ** (np.arange(48) / 16), rtol=2e-3)
+    head = np.zeros((act.shape[0], 48))
+    head[:, int(round(16 * np.log2(160 / 40)))] = 1.0  # the head says 160 BPM: the double of the pulse
+    assert abs(an.estimate_tempo(head, centres, act[:, 0], FPS) - 160.0) < 2.0
+    head[:] = 0
+    head[:, int(round(16 * np.log2(80 / 40)))] = 1.0
+    assert abs(an.estimate_tempo(head, centres, act[:, 0], FPS) - 80.0) < 1.5
+
+
+def test_smoothing_removes_short_chord_flickers_and_keeps_real_changes():
+    path = np.array([0] * 60 + [1] * 2 + [0] * 40 + [2] * 50 + [4] * 30)  # a 2-frame flicker to G
+    probs = one_hot_probs(path, len(CHORDS), p=0.5)
+    np.testing.assert_array_equal(an.smooth_labels(probs, 0.0), path)  # no penalty: the frame argmax
+    smooth = an.smooth_labels(probs, 8.0)
+    expected = np.array([0] * 102 + [2] * 50 + [4] * 30)
+    np.testing.assert_array_equal(smooth, expected)
+    segs = an.label_segments(smooth, CHORDS, FPS, duration=182 / FPS, probs=probs)
+    assert [s.label for s in segs] == ["C:maj", "A:min", "N"]
+    assert segs[0].start == 0.0 and segs[-1].end == pytest.approx(3.64)
+    assert segs[1].start == pytest.approx(101.5 / FPS) and segs[1].end == pytest.approx(151.5 / FPS)
+    assert all(a.end == b.start for a, b in zip(segs, segs[1:]))
+    assert 0.5 < segs[1].confidence <= 1.0
+
+
+def test_smooth_labels_checks_its_input():
+    with pytest.raises(ParameterError, match="switch_penalty=-1"):
+        an.smooth_labels(np.ones((3, 2)) / 2, -1)
+    with pytest.raises(ParameterError, match=r"shape \(3,\)"):
+        an.smooth_labels(np.ones(3), 1.0)
+
+
+def test_global_key_is_the_mean_of_frame_probabilities():
+    path = np.array([KEYS.index("A minor")] * 70 + [KEYS.index("C major")] * 30)
+    probs = one_hot_probs(path, 24, p=0.8)
+    top = an.global_distribution(probs, KEYS)
+    assert [k for k, _ in top[:2]] == ["A minor", "C major"]
+    assert top[0][1] == pytest.approx(probs[:, KEYS.index("A minor")].mean())
+    assert len(top) == 3 and top[0][1] > top[1][1] > top[2][1]
+
+
+def test_beats_per_bar_of_compound_and_simple_meters():
+    assert [an.beats_per_bar(m) for m in METERS] == [2, 2, 3, 4, 5, 2, 3, 4, 1, 2, 3, 4]
+    assert an.beats_per_bar("7/8") == 7 and an.beats_per_bar("15/8") == 5
+    with pytest.raises(ParameterError, match="'waltz' is not a time signature"):
+        an.beats_per_bar("waltz")
+
+
+def fake_frames(seconds=20.0):
+    act, times = click_activation(seconds, bpm=120.0, per_bar=3, first_downbeat=2)
+    n = act.shape[0]
+    key = one_hot_probs(np.full(n, KEYS.index("G major")), 24)
+    chord_path = np.repeat(np.arange(4), int(np.ceil(n / 4)))[:n]
+    chord = one_hot_probs(chord_path, len(CHORDS))
+    meter = one_hot_probs(np.full(n, METERS.index("3/4")), 12)
+    tempo = np.zeros((n, 48))
+    tempo[:, int(round(16 * np.log2(120 / 40)))] = 1.0
+    frames = {"beats": act, "key": key, "chord": chord, "meter": meter, "tempo": tempo}
+    heads = {"key": KEYS, "chord": CHORDS, "meter": METERS, "tempo": TEMPI, "beats": ["beat", "downbeat"]}
+    return frames, heads, times
+
+
+def test_analyze_frames_end_to_end_and_jams(tmp_path):
+    frames, heads, times = fake_frames()
+    a = an.analyze_frames(frames, heads, FPS, duration=20.0, source="x.wav", model="fake")
+    assert a.key == "G major" and a.meter == "3/4"
+    assert abs(a.tempo - 120.0) < 0.5
+    np.testing.assert_allclose(a.beats, times, atol=1e-9)
+    np.testing.assert_allclose(a.downbeats, times[2::3], atol=1e-9)
+    assert [c.label for c in a.chords] == CHORDS[:4]
+    assert [s.label for s in a.local_keys] == ["G major"]
+    d = a.to_dict()
+    json.dumps(d)
+    assert d["downbeats"][0] == pytest.approx(times[2], abs=1e-3) and d["key_candidates"][0]["label"] == "G major"
+    rows = a.to_rows()
+    assert sum(r["type"] == "beat" for r in rows) == len(times)
+    assert {r["type"] for r in rows} == {"key", "tempo", "meter", "local_key", "beat", "downbeat", "chord"}
+    jams = pytest.importorskip("jams")
+    path = tmp_path / "a.jams"
+    path.write_text(json.dumps(a.to_jams()))
+    doc = jams.load(str(path), validate=True)
+    assert len(doc.annotations.search(namespace="beat")[0].data) == len(times)
+    assert doc.annotations.search(namespace="key_mode")[0].data[0].value == "G:major"
+
+
+def test_analyze_frames_rejects_missing_heads_and_bad_shapes():
+    frames, heads, _ = fake_frames(5.0)
+    with pytest.raises(ParameterError, match=r"lack the head output\(s\) \['tempo'\]"):
+        an.analyze_frames({k: v for k, v in frames.items() if k != "tempo"}, heads, FPS)
+    frames["key"] = frames["key"][:, :12]
+    with pytest.raises(ParameterError, match=r"frames\['key'\] must be a non-empty \[frames, 24\]"):
+        an.analyze_frames(frames, heads, FPS)
+
+
+@pytest.fixture(scope="module")
+def tcn():
+    return mirzoo.load("tcn-music")
+
+
+def test_models_without_the_heads_cannot_analyze():
+    with pytest.raises(ParameterError, match=r"'random-cnn' cannot analyze audio: it lacks the head\(s\) "
+                                             r"\['beats', 'key', 'chord', 'meter', 'tempo'\]"):
+        mirzoo.load("random-cnn").analyze(tone_mix(2.0), sr=SR)
+
+
+def test_every_head_of_the_frame_model_has_readable_labels(tcn):
+    y = tone_mix(3.0)
+    top = tcn.tag(y, sr=SR, head="key", top_k=3)
+    assert len(top) == 3 and all(k in KEYS for k, _ in top) and top[0][1] >= top[1][1] >= top[2][1]
+    probs = tcn.predict(y, sr=SR, head="key")
+    assert probs.shape == (24,) and probs.sum() == pytest.approx(1.0, abs=1e-4)
+    assert tcn.tag(y, sr=SR, head="meter", top_k=1)[0][0] in METERS
+    assert tcn.tag(y, sr=SR, head="tempo", top_k=1)[0][0].endswith(" BPM")
+    assert ":" in tcn.tag(y, sr=SR, head="chord", top_k=1)[0][0] or tcn.tag(y, sr=SR, head="chord", top_k=1)[0][0] == "N"
+
+
+def test_extractor_analyze_is_well_formed_and_list_in_list_out(tcn):
+    y1, y2 = tone_mix(6.0, seed=1), tone_mix(4.0, seed=2)
+    one = tcn.analyze(y1, sr=SR)
+    both = tcn.analyze([y1, y2], sr=SR)
+    assert isinstance(both, list) and len(both) == 2
+    assert one.duration == pytest.approx(6.0) and both[1].duration == pytest.approx(4.0)
+    np.testing.assert_allclose(both[0].beats, one.beats)  # same clip alone or in a list
+    assert one.key in KEYS and one.meter in METERS and 40 <= one.tempo <= 310
+    assert np.all(np.diff(one.beats) > 0) and np.all((one.beats >= 0) & (one.beats <= 6.0))
+    assert set(np.round(one.downbeats, 6)) <= set(np.round(one.beats, 6))
+    assert one.chords[0].start == 0.0 and one.chords[-1].end == pytest.approx(6.0)
+
+
+def test_cli_analyze_json_csv_with_a_bad_file(tmp_path, capsys):
+    good = tmp_path / "good.wav"
+    sf.write(good, tone_mix(4.0, seed=4), SR)
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not audio at all")
+    out = tmp_path / "out.json"
+    code = cli.main(["analyze", str(good), str(bad), "-o", str(out), "-q"])
+    assert code == 1
+    assert f"FAILED {bad}" in capsys.readouterr().err
+    doc = json.loads(out.read_text())
+    assert [f["source"] for f in doc["files"]] == [str(good)]
+    assert doc["failed"][0]["path"] == str(bad)
+    assert doc["files"][0]["model"] == "tcn-music" and doc["files"][0]["duration"] == pytest.approx(4.0)
+    out_csv = tmp_path / "out.csv"
+    assert cli.main(["analyze", "tcn-music", str(good), "-o", str(out_csv), "-q"]) == 0
+    with open(out_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["path"] for r in rows} == {str(good)}
+    assert [r["type"] for r in rows[:3]] == ["key", "tempo", "meter"]
+    assert sum(r["type"] == "beat" for r in rows) == len(doc["files"][0]["beats"])
+    # every input bad: nothing written, exit 2
+    out2 = tmp_path / "none.json"
+    assert cli.main(["analyze", str(bad), "-o", str(out2), "-q"]) == 2
+    assert not out2.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
+
+
+def test_cli_analyze_usage_errors(tmp_path, capsys):
+    wav = tmp_path / "a.wav"
+    sf.write(wav, tone_mix(2.0), SR)
+    assert cli.main(["analyze", str(wav), "-o", str(tmp_path / "out.txt")]) == 2
+    assert "must end in .json, .csv or .jams" in capsys.readouterr().err
+    assert cli.main(["analyze", "cnn-tagging", str(wav), "-o", str(tmp_path / "o.json")]) == 2
+    assert "'cnn-tagging' cannot analyze audio: it lacks the head(s)" in capsys.readouterr().err
+    assert not (tmp_path / "o.json").exists()
+    other = tmp_path / "b.wav"
+    sf.write(other, tone_mix(2.0, seed=5), SR)
+    assert cli.main(["analyze", str(wav), str(other), "-o", str(tmp_path / "o.jams")]) == 2
+    assert "a .jams output holds one file's analysis, got 2 inputs" in capsys.readouterr().err
+
+
+def test_plot_names_for_several_inputs():
+    names = cli._plot_paths("figs/out.png", ["a/x.wav", "b/x.flac", "c/y.wav"])
+    assert [str(p) for p in names.values()] == ["figs/out-x.png", "figs/out-x-2.png", "figs/out-y.png"]
+    assert cli._plot_paths("one.png", ["a/x.wav"]) == {"a/x.wav": cli.Path("one.png")}
+
+
+def test_cli_analyze_writes_valid_jams(tmp_path):
+    jams = pytest.importorskip("jams")
+    wav = tmp_path / "a.wav"
+    sf.write(wav, tone_mix(3.0), SR)
+    out = tmp_path / "a.jams"
+    assert cli.main(["analyze", str(wav), "-o", str(out), "-q"]) == 0
+    doc = jams.load(str(out), validate=True)
+    assert doc.file_metadata.duration == pytest.approx(3.0)
+    assert {a.namespace for a in doc.annotations} == {"beat", "chord", "key_mode", "tempo", "tag_open"}
+
+
+def test_cli_plots_write_pngs(tmp_path):
+    pytest.importorskip("matplotlib")
+    a, b = tmp_path / "a.wav", tmp_path / "b.wav"
+    sf.write(a, tone_mix(3.0, seed=1), SR)
+    sf.write(b, tone_mix(2.0, seed=2), SR)
+    png = tmp_path / "fig.png"
+    assert cli.main(["analyze", str(a), str(b), "-o", str(tmp_path / "o.json"), "--plot", str(png), "-q"]) == 0
+    for name in ("fig-a.png", "fig-b.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    tg = tmp_path / "tags.png"
+    assert cli.main(["tag", "tcn-music", str(a), "--head", "key", "--plot", str(tg)]) == 0
+    assert tg.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and tg.stat().st_size > 5000
+
+
+def test_plot_without_matplotlib_names_the_extra(monkeypatch, tmp_path):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    with pytest.raises(MissingDependencyError, match=r'pip install "mirzoo\[plot\]"'):
+        plots.plot_taggram(np.zeros((3, 2)), ["a", "b"], np.arange(3.0), tmp_path / "t.png")
+    assert not (tmp_path / "t.png").exists()
+
+
+def test_taggram_checks_shapes(tmp_path):
+    pytest.importorskip("matplotlib")
+    with pytest.raises(ParameterError, match=r"probs must be \[frames, 2\]"):
+        plots.plot_taggram(np.zeros((3, 3)), ["a", "b"], np.arange(3.0), tmp_path / "t.png")
+    with pytest.raises(ParameterError, match="must end in .png, .pdf or .svg"):
+        plots.plot_taggram(np.zeros((3, 2)), ["a", "b"], np.arange(3.0), tmp_path / "t.jpg")

@@ -1,0 +1,50 @@
+"""The musicality benchmark's own pieces: baselines and scores on inputs with a known answer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks import musicality as mu
+
+
+def test_krumhansl_schmuckler_finds_the_rotated_profile():
+    chroma = np.tile(np.roll(mu.KK_MINOR, 9)[:, None], (1, 20))  # A minor's profile
+    assert mu.ks_key(chroma) == "A minor"
+    assert mu.ks_key(np.tile(np.roll(mu.KK_MAJOR, 7)[:, None], (1, 5))) == "G major"
+
+
+def test_chroma_templates_name_triads_and_silence():
+    chroma = np.zeros((12, 150))
+    chroma[[0, 4, 7], :50] = 1.0          # C E G
+    chroma[[9, 0, 4], 50:100] = 1.0       # A C E
+    frames = mu.template_chords(chroma, fps=50.0)
+    assert frames[10] == "C:maj" and frames[80] == "A:min" and frames[140] == "N"
+
+
+def test_tempo_accuracy_and_beat_grid_mask():
+    assert mu.tempo_acc(120.0, 124.0) == (True, True)
+    assert mu.tempo_acc(120.0, 60.5) == (False, True)
+    assert mu.tempo_acc(120.0, 100.0) == (False, False)
+    t = {"beat_mask": np.array([1] * 50 + [0] * 50, np.uint8), "sr": 16000, "hop": 320}
+    np.testing.assert_allclose(mu.inside_grid(np.array([0.1, 0.9, 1.1, 1.9]), t), [0.1, 0.9])
+
+
+def test_balanced_subset_and_probe_labels():
+    labels = {i: "a" for i in range(10)} | {i: "b" for i in range(10, 14)} | {14: "c"}
+    idx = mu.balanced_subset(labels, min_class=3, seed=0)
+    assert sorted(labels[i] for i in idx) == ["a"] * 4 + ["b"] * 4
+    assert mu.balanced_subset({0: "a", 1: "b"}, min_class=3, seed=0) == []
+    meta = {"tags": "mode:phrygian;meter:triple;tune:jig;instrument:pipe;instrument:piano;style:folk"}
+    assert mu.probe_labels(meta) == {"meter": "triple", "tune": "jig", "style": "folk"}
+
+
+def test_oracle_frames_are_one_hot_where_labelled():
+    heads = {"key": ["k"] * 24, "chord": ["c"] * 109, "meter": ["m"] * 12, "tempo": ["t"] * 48}
+    t = {"beat": np.array([0, 1, 0, 0, 1, 0], np.uint8), "downbeat": np.array([0, 1, 0, 0, 0, 0], np.uint8),
+         "key": np.array([3, 3, -1, 3, 3, 3]), "chord": np.array([-1, 5, 5, 5, 108, 108]),
+         "meter": np.int16(2), "tempo_bpm": np.float32(120.0)}
+    fr = mu.oracle_frames(t, heads, 6)
+    assert fr["key"][0, 3] == 1.0 and fr["key"][2].std() == pytest.approx(0.0)
+    assert fr["beats"][1, 0] == 1.0 and fr["beats"][0, 0] == 0.5 and fr["beats"][4, 1] == 0.0
+    assert int(np.argmax(fr["tempo"][0])) == int(round(16 * np.log2(120 / 40)))
