@@ -270,6 +270,65 @@ def _cmd_tag(args) -> int:
     return status
 
 
+def _fmt_metrics(scores: dict) -> str:
+    return ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in scores.items()
+                     if not isinstance(v, (list, dict)))
+
+
+def _cmd_fine_tune(args) -> int:
+    from mirzoo.loader import load  # deferred: Keras/TensorFlow (see _expand_inputs)
+
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:  # checked before training, not after
+        print(f"mirzoo fine-tune: error: '{out}' already exists: pass --overwrite to replace it", file=sys.stderr)
+        return 2
+    base = load(args.model)
+    clf = base.fine_tune(args.data, epochs=args.epochs, unfreeze=args.unfreeze, validation=args.validation,
+                         multilabel=True if args.multi_label else None, seed=args.seed, progress=not args.quiet)
+    clf.save(out, overwrite=args.overwrite)
+    head = clf.entry["head"]
+    kind = "multi-label (sigmoid)" if head["multilabel"] else "single-label (softmax)"
+    print(f"{clf.entry['training']['data']}; {len(head['labels'])} classes, {kind}: {', '.join(head['labels'])}")
+    losses = clf.history["head"]
+    print(f"head: {len(losses['loss'])} epoch(s), final training loss {losses['loss'][-1]:.4f}"
+          + (f", validation loss {losses['val_loss'][-1]:.4f}" if "val_loss" in losses else ""))
+    if "unfreeze" in clf.history:
+        print(f"unfrozen: {', '.join(clf.history['unfreeze']['blocks'])}")
+    validation = clf.entry.get("metrics", {}).get("validation")
+    if validation:
+        print(f"validation: {_fmt_metrics(validation)}")
+    else:
+        print("validation: none (no validation split: fewer than 25 clips per class; set --validation 0.2)")
+    print(f"saved to {out}: 'mirzoo evaluate {out} TESTDATA' scores it, mirzoo.load('{out}') loads it")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from mirzoo.loader import load  # deferred: Keras/TensorFlow (see _expand_inputs)
+    from mirzoo.tasks.finetune import evaluate  # deferred: Keras/TensorFlow
+
+    model = load(args.model)
+    scores = evaluate(model, args.data, confusion=True)
+    if args.json:
+        print(json.dumps(scores, indent=2))
+        return 0
+    print(f"{args.model} on {scores['n_clips']} clips of {args.data}")
+    if "accuracy" in scores:
+        print(f"accuracy  {scores['accuracy']:.4f}")
+        print(f"macro-F1  {scores['macro_f1']:.4f}")
+        labels, matrix = scores["labels"], scores["confusion_matrix"]
+        width = max(6, *(len(l) for l in labels))
+        cell = max(5, *(len(str(v)) for row in matrix for v in row))
+        print("confusion matrix (rows: true, columns: predicted, in label order):")
+        print(" " * (width + 2) + " ".join(f"{i:>{cell}d}" for i in range(len(labels))))
+        for i, (label, row) in enumerate(zip(labels, matrix)):
+            print(f"{label:<{width}}  " + " ".join(f"{v:>{cell}d}" for v in row) + f"   {i}")
+    else:
+        print(f"ROC-AUC (macro)  {scores['roc_auc_macro']:.4f}")
+        print(f"PR-AUC (macro)   {scores['pr_auc_macro']:.4f}")
+    return 0
+
+
 def _plot_paths(plot: str, paths: Sequence[str]) -> dict[str, Path]:
     """One figure per input: ``plot`` itself for one input, else ``<stem>-<input stem>.<suffix>`` beside it
     (numbered when two inputs share a stem)."""
@@ -476,6 +535,40 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also draw a taggram (the head's labels over time) per file: OUT.png for one file, "
                    "OUT-<file stem>.png for several (pip install \"mirzoo[plot]\")")
     p.set_defaults(func=_cmd_tag)
+
+    p = sub.add_parser(
+        "fine-tune", help="train a classifier head on labelled audio and save it",
+        description="Fine-tune MODEL on labelled audio: a new head on the frozen backbone (embeddings computed "
+        "once), then, with --unfreeze N, the top N backbone blocks end to end. DATA is a folder per label, a CSV "
+        "of path,label[;label...] (or one 0/1 column per class), or a data set on disk (GTZAN, MagnaTagATune, "
+        "GiantSteps key, Ballroom, NSynth split). Prints the final validation metrics; the model is saved to "
+        "DIR (written under a temporary name and renamed).",
+    )
+    p.add_argument("model", help="base model name, 'hf://owner/repo@rev', or a saved model directory")
+    p.add_argument("data", help="labelled audio: folder per label, CSV file, or a data set folder")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder to save the fine-tuned model to")
+    p.add_argument("--epochs", type=int, default=20, help="maximum epochs of head training (default 20)")
+    p.add_argument("--unfreeze", type=int, default=0, metavar="N",
+                   help="train the top N backbone blocks end to end after the head (default 0)")
+    p.add_argument("--multi-label", action="store_true",
+                   help="independent sigmoid outputs even when every clip has one label")
+    p.add_argument("--validation", type=float, default=None, metavar="FRACTION",
+                   help="clips held out for early stopping and metrics (default: 0.2 with 25+ clips per class, "
+                   "else none)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing DIR")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_fine_tune)
+
+    p = sub.add_parser(
+        "evaluate", help="score a model with a head on labelled test audio",
+        description="Accuracy, macro-F1 and a confusion matrix for a single-label model; macro ROC-AUC and "
+        "PR-AUC for a multi-label one. Probabilities are averaged over each clip's patches.",
+    )
+    p.add_argument("model", metavar="DIR", help="a fine-tuned model folder (or any model with a head)")
+    p.add_argument("data", metavar="TESTDATA", help="labelled audio in a form 'mirzoo fine-tune' takes")
+    p.add_argument("--json", action="store_true", help="print the scores as JSON")
+    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser(
         "analyze", help="key, tempo, meter, beats, downbeats and chords of audio files",

@@ -15,6 +15,21 @@ Layouts understood (``kind``):
 ``corpus``
     The public training corpus built by ``python -m training.corpus build``
     (``metadata.csv`` + ``build_config.json``).
+``giantsteps``
+    GiantSteps key (Knees et al. 2015; github.com/GiantSteps/giantsteps-key-dataset):
+    ``audio/<id>.LOFI.mp3`` and ``annotations/key/<id>.LOFI.key`` holding one line
+    ``"<tonic> <mode>"`` (``"Eb minor"``); labels are the 24 keys, flats spelled for
+    black keys.
+``ballroom``
+    Ballroom (Gouyon et al. 2006): ``BallroomData/<Genre>/<name>.wav``, with the beat
+    annotations of Krebs et al. 2013 (github.com/CPJKU/BallroomAnnotations):
+    ``BallroomAnnotations/<name>.beats``, one ``"<time s> <position in bar>"`` per line.
+    Labels are the genres; beats are in ``Dataset.annotations``.
+``nsynth``
+    NSynth (Engel et al. 2017): ``nsynth-<split>/audio/<note_str>.wav`` and
+    ``nsynth-<split>/examples.json`` (one object per note: ``instrument_family_str``,
+    ``pitch``, ``velocity``, ``instrument_source_str``, ...).  Labels are the instrument
+    family (or the pitch, ``target="pitch"``); every field is in ``Dataset.annotations``.
 
 Every loader returns a :class:`Dataset`: ``items`` (path, labels), ``classes``,
 ``multilabel``, and :meth:`Dataset.to_arrays` for waveforms and a multi-hot matrix.
@@ -28,6 +43,7 @@ Examples
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 from pathlib import Path
@@ -48,6 +64,12 @@ __all__ = [
     "load_folder",
     "load_csv",
     "load_corpus",
+    "load_giantsteps_key",
+    "load_ballroom",
+    "load_nsynth",
+    "parse_key",
+    "BALLROOM_GENRES",
+    "KEY_NAMES",
 ]
 
 logger = logging.getLogger(__name__)
@@ -58,7 +80,18 @@ PathLike = Union[str, os.PathLike]
 GTZAN_GENRES = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock")
 
 #: Layouts :func:`load_dataset` understands.
-DATASET_KINDS = ("auto", "magnatagatune", "gtzan", "folder", "csv", "corpus")
+DATASET_KINDS = ("auto", "magnatagatune", "gtzan", "folder", "csv", "corpus", "giantsteps", "ballroom", "nsynth")
+
+#: The ten style folders of the Ballroom data set (Gouyon et al. 2006).
+BALLROOM_GENRES = ("ChaChaCha", "Jive", "Quickstep", "Rumba-American", "Rumba-International", "Rumba-Misc",
+                   "Samba", "Tango", "VienneseWaltz", "Waltz")
+
+#: Pitch-class names used for key labels (flats for the black keys, as GiantSteps writes most of them).
+_PITCH_CLASSES = ("C", "Db", "D", "Eb", "E", "F", "Gb", "G", "Ab", "A", "Bb", "B")
+_NATURAL = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+
+#: The 24 key labels :func:`load_giantsteps_key` gives (``"C major"`` ... ``"B minor"``).
+KEY_NAMES = tuple(f"{tonic} {mode}" for mode in ("major", "minor") for tonic in _PITCH_CLASSES)
 
 _PATH_COLUMNS = ("path", "file", "filename", "file_path", "filepath", "audio", "audio_path", "mp3_path")
 _LABEL_COLUMNS = ("label", "labels", "tags", "tag", "genre", "class", "classes", "target")
@@ -79,6 +112,8 @@ class Dataset:
         raise :class:`~mirzoo.errors.ParameterError`.
     multilabel : bool, optional
         By default True when any item has other than exactly one label.
+    annotations : sequence of dict, optional
+        Per-item annotations beyond the labels (beat times, pitch, ...), aligned with ``items``.
     name : str
         Layout or dataset name, for messages.
     root : path, optional
@@ -90,10 +125,12 @@ class Dataset:
     classes : list of str
         Sorted vocabulary (order of the columns of ``Y``).
     multilabel : bool
+    annotations : list of dict or None
     """
 
     def __init__(self, items: Iterable[Tuple[PathLike, Sequence[str]]], classes: Optional[Sequence[str]] = None,
-                 multilabel: Optional[bool] = None, *, name: str = "dataset", root: Optional[PathLike] = None):
+                 multilabel: Optional[bool] = None, *, name: str = "dataset", root: Optional[PathLike] = None,
+                 annotations: Optional[Sequence[dict]] = None):
         self.items: List[Tuple[str, List[str]]] = []
         for entry in items:
             try:
@@ -118,6 +155,9 @@ class Dataset:
             multilabel = any(len(labels) != 1 for _, labels in self.items)
         self.multilabel = bool(multilabel)
         self._index: Dict[str, int] = {c: i for i, c in enumerate(self.classes)}
+        self.annotations: Optional[List[dict]] = None if annotations is None else [dict(a) for a in annotations]
+        if self.annotations is not None and len(self.annotations) != len(self.items):
+            raise ParameterError(f"{name}: {len(self.annotations)} annotations for {len(self.items)} items")
 
     def __len__(self) -> int:
         return len(self.items)
@@ -181,7 +221,9 @@ class Dataset:
 
     def subset(self, indices: Sequence[int]) -> "Dataset":
         """A dataset of the items at ``indices``, with the same classes."""
-        return Dataset([self.items[i] for i in indices], self.classes, self.multilabel, name=self.name, root=self.root)
+        notes = None if self.annotations is None else [self.annotations[i] for i in indices]
+        return Dataset([self.items[i] for i in indices], self.classes, self.multilabel, name=self.name, root=self.root,
+                       annotations=notes)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -477,6 +519,244 @@ def load_corpus(folder: PathLike, *, split: Optional[str] = None,
     return Dataset(items, sorted(all_tags), True, name="corpus", root=root)
 
 
+# --------------------------------------------------------------------------- key, beat and note data sets
+
+
+def parse_key(text: str, *, source: str = "key", line: int = 1) -> str:
+    """A key name such as ``"Eb minor"``, ``"c# Major"`` or ``"A min"`` as one of :data:`KEY_NAMES`.
+
+    Raises
+    ------
+    mirzoo.errors.ParameterError
+        Naming ``source`` and ``line`` when ``text`` is not ``"<tonic> <major|minor>"``.
+    """
+    parts = text.split()
+    if len(parts) != 2:
+        raise ParameterError(f"'{source}' line {line}: {text.strip()!r} is not a key; expected '<tonic> <mode>' "
+                             f"such as 'Eb minor' or 'A major'")
+    tonic, mode = parts
+    mode = {"major": "major", "maj": "major", "minor": "minor", "min": "minor"}.get(mode.lower())
+    letter = tonic[:1].upper()
+    accidentals = tonic[1:]
+    if mode is None or letter not in _NATURAL or accidentals not in ("", "b", "#", "\u266d", "\u266f"):
+        raise ParameterError(f"'{source}' line {line}: {text.strip()!r} is not a key; expected a tonic A-G with "
+                             f"an optional '#' or 'b' and the mode 'major' or 'minor' (e.g. 'Eb minor')")
+    shift = {"": 0, "b": -1, "\u266d": -1, "#": 1, "\u266f": 1}[accidentals]
+    return f"{_PITCH_CLASSES[(_NATURAL[letter] + shift) % 12]} {mode}"
+
+
+def _audio_by_stem(folder: Path) -> Dict[str, Path]:
+    found: Dict[str, Path] = {}
+    for path in _audio_files(folder):
+        found.setdefault(path.name[: -len(path.suffix)], path)
+    return found
+
+
+def load_giantsteps_key(root: PathLike, *, check_files: bool = True) -> Dataset:
+    """GiantSteps key: ``annotations/key/<id>.LOFI.key`` with the audio in ``audio/<id>.LOFI.mp3``.
+
+    The layout is that of github.com/GiantSteps/giantsteps-key-dataset after its
+    ``audio_dl.sh`` has filled ``audio/`` (``.mp3``; ``.wav`` and the other audio
+    extensions are accepted).  Every ``.key`` file holds one line ``"<tonic> <mode>"``;
+    labels are normalised to :data:`KEY_NAMES` (``"D# minor"`` -> ``"Eb minor"``), which
+    is what the MIREX weighted key score compares.
+
+    Parameters
+    ----------
+    root : path
+        The data set folder (holding ``annotations/key`` and ``audio``).
+    check_files : bool
+        Raise if the audio of an annotated track is missing.
+
+    Raises
+    ------
+    mirzoo.errors.ParameterError
+        If a folder is missing, a ``.key`` file is empty or malformed (the message names the
+        file and the line), or audio is missing.
+    """
+    base = _require_dir(root, "GiantSteps key")
+    key_dir = base / "annotations" / "key"
+    if not key_dir.is_dir():
+        raise ParameterError(f"'{base}' is not a GiantSteps key data set: '{key_dir}' not found "
+                             f"(expected annotations/key/<id>.LOFI.key and audio/<id>.LOFI.mp3)")
+    key_files = sorted(key_dir.glob("*.key"))
+    if not key_files:
+        raise ParameterError(f"no .key files in '{key_dir}'")
+    audio = _audio_by_stem(base / "audio") if (base / "audio").is_dir() else {}
+    items, notes = [], []
+    for key_file in key_files:
+        lines = [(n, line) for n, line in enumerate(key_file.read_text(encoding="utf-8-sig").splitlines(), 1)
+                 if line.strip()]
+        if not lines:
+            raise ParameterError(f"'{key_file}' line 1: the file is empty; expected a key such as 'Eb minor'")
+        if len(lines) > 1:
+            raise ParameterError(f"'{key_file}' line {lines[1][0]}: expected a single key line, found "
+                                 f"{len(lines)} non-empty lines")
+        n, text = lines[0]
+        key = parse_key(text, source=str(key_file), line=n)
+        stem = key_file.name[: -len(".key")]
+        path = audio.get(stem, base / "audio" / f"{stem}.mp3")
+        items.append((str(path), [key]))
+        notes.append({"key": key, "annotation": str(key_file)})
+    if check_files:
+        _check_files(items, key_dir)
+    return Dataset(items, None, False, name="giantsteps", root=base, annotations=notes)
+
+
+def _read_beats(path: Path) -> np.ndarray:
+    """``time position`` per line (Krebs et al. 2013) -> float64 [n, 2]."""
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) != 2:
+            raise ParameterError(f"'{path}' line {n}: {line.strip()!r} has {len(fields)} field(s); expected "
+                                 f"'<time in seconds> <beat position in bar>'")
+        try:
+            time, position = float(fields[0]), int(fields[1])
+        except ValueError:
+            raise ParameterError(f"'{path}' line {n}: {line.strip()!r} is not '<time in seconds> <beat position "
+                                 f"in bar>' (a number and an integer)") from None
+        if not np.isfinite(time) or time < 0 or position < 1:
+            raise ParameterError(f"'{path}' line {n}: time {fields[0]} must be >= 0 and position {fields[1]} >= 1")
+        if rows and time <= rows[-1][0]:
+            raise ParameterError(f"'{path}' line {n}: time {time} does not follow the previous beat "
+                                 f"({rows[-1][0]}); beat times must increase")
+        rows.append((time, position))
+    if not rows:
+        raise ParameterError(f"'{path}' line 1: the file holds no beats")
+    return np.asarray(rows, dtype=np.float64)
+
+
+def load_ballroom(root: PathLike, *, annotations_dir: Optional[PathLike] = None, beats: bool = True) -> Dataset:
+    """Ballroom: ``BallroomData/<Genre>/<name>.wav``, beats in ``BallroomAnnotations/<name>.beats``.
+
+    The audio layout is that of the BallroomData archive (Gouyon et al. 2006); the beat
+    files are those of Krebs, Böck & Widmer 2013 (github.com/CPJKU/BallroomAnnotations),
+    one line ``"<time in seconds> <beat position in bar>"`` per beat (``1`` = downbeat).
+
+    Parameters
+    ----------
+    root : path
+        A folder holding ``BallroomData`` (and usually ``BallroomAnnotations``), or
+        ``BallroomData`` itself.
+    annotations_dir : path, optional
+        Folder of the ``.beats`` files (default: ``BallroomAnnotations`` next to, or inside,
+        ``BallroomData``).
+    beats : bool
+        Read the beat annotations (every track then needs its ``.beats`` file).  Each
+        item's annotation holds ``beats`` (float64 [n, 2]: time, position) and
+        ``downbeats`` (times with position 1).
+
+    Raises
+    ------
+    mirzoo.errors.ParameterError
+        If a folder or a ``.beats`` file is missing, or a line is malformed (the message
+        names the file and the line).
+    """
+    base = _require_dir(root, "Ballroom")
+    data = base / "BallroomData" if (base / "BallroomData").is_dir() else base
+    dataset = _folder_items(data, "Ballroom")
+    odd = sorted(set(dataset.classes) - set(BALLROOM_GENRES))
+    if odd:
+        logger.warning("Ballroom folder '%s' has folders %s that are not Ballroom styles", data, odd)
+    notes = None
+    if beats:
+        if annotations_dir is not None:
+            ann = _require_dir(annotations_dir, "Ballroom annotations")
+        else:
+            candidates = [data.parent / "BallroomAnnotations", data / "BallroomAnnotations", base / "BallroomAnnotations"]
+            ann = next((c for c in candidates if c.is_dir()), None)
+            if ann is None:
+                raise ParameterError(
+                    f"Ballroom beat annotations not found: expected a 'BallroomAnnotations' folder of <name>.beats "
+                    f"files (github.com/CPJKU/BallroomAnnotations) in '{data.parent}', or pass annotations_dir= "
+                    f"(or beats=False for genre labels only)")
+        notes = []
+        for path, _ in dataset.items:
+            beat_file = ann / (Path(path).stem + ".beats")
+            if not beat_file.is_file():
+                raise ParameterError(f"beat annotation file '{beat_file}' for '{path}' not found")
+            table = _read_beats(beat_file)
+            notes.append({"beats": table, "downbeats": table[table[:, 1] == 1, 0], "annotation": str(beat_file)})
+    return Dataset(dataset.items, dataset.classes, False, name="ballroom", root=data, annotations=notes)
+
+
+_NSYNTH_TARGETS = {"instrument_family": "instrument_family_str", "instrument_source": "instrument_source_str",
+                   "pitch": "pitch"}
+
+
+def _json_line(text: str, key: str) -> int:
+    at = text.find(f'"{key}"')
+    return text.count("\n", 0, at) + 1 if at >= 0 else 1
+
+
+def load_nsynth(root: PathLike, *, split: Optional[str] = None, target: str = "instrument_family",
+                check_files: bool = True) -> Dataset:
+    """NSynth: ``nsynth-<split>/examples.json`` and ``nsynth-<split>/audio/<note_str>.wav``.
+
+    ``examples.json`` maps each ``note_str`` to its fields (``instrument_family_str``,
+    ``instrument_source_str``, ``pitch``, ``velocity``, ``qualities_str``...), as in the
+    archives of Engel et al. 2017 (magenta.tensorflow.org/datasets/nsynth).
+
+    Parameters
+    ----------
+    root : path
+        An ``nsynth-<split>`` folder, or the folder holding them (then ``split`` is needed).
+    split : {"train", "valid", "test"}, optional
+    target : {"instrument_family", "instrument_source", "pitch"}
+        What the labels are (pitch labels are MIDI numbers as strings, ``"60"``); every
+        field of the note is kept in ``Dataset.annotations``.
+    check_files : bool
+        Raise if listed audio is missing.
+
+    Raises
+    ------
+    mirzoo.errors.ParameterError
+        If ``examples.json`` is missing or malformed (the message names the file and the
+        line), a note lacks the target field, or audio is missing.
+    """
+    if target not in _NSYNTH_TARGETS:
+        raise ParameterError(f"target={target!r}: expected one of {sorted(_NSYNTH_TARGETS)}")
+    if split not in (None, "train", "valid", "test"):
+        raise ParameterError(f"split={split!r}: expected None, 'train', 'valid' or 'test'")
+    base = _require_dir(root, "NSynth")
+    if not (base / "examples.json").is_file():
+        if split is None:
+            found = sorted(p.name for p in base.glob("nsynth-*") if (p / "examples.json").is_file())
+            raise ParameterError(f"'{base}' holds no examples.json: pass an nsynth-<split> folder or split= "
+                                 f"(found {found or 'no nsynth-<split> folders'})")
+        base = _require_dir(base / f"nsynth-{split}", f"NSynth {split}")
+    elif split is not None and base.name != f"nsynth-{split}":
+        raise ParameterError(f"split={split!r} but '{base}' is not an nsynth-{split} folder")
+    meta = base / "examples.json"
+    if not meta.is_file():
+        raise ParameterError(f"NSynth annotations not found: '{meta}'")
+    text = meta.read_text(encoding="utf-8")
+    try:
+        examples = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ParameterError(f"'{meta}' line {exc.lineno}: invalid JSON ({exc.msg})") from None
+    if not isinstance(examples, dict) or not examples:
+        raise ParameterError(f"'{meta}' line 1: expected a non-empty object mapping note_str to its fields")
+    field = _NSYNTH_TARGETS[target]
+    items, notes = [], []
+    for note in sorted(examples):
+        fields = examples[note]
+        if not isinstance(fields, dict) or field not in fields:
+            raise ParameterError(f"'{meta}' line {_json_line(text, note)}: note {note!r} has no {field!r} field")
+        value = fields[field]
+        if field == "pitch" and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 127):
+            raise ParameterError(f"'{meta}' line {_json_line(text, note)}: note {note!r} has pitch {value!r}; "
+                                 f"expected a MIDI number 0-127")
+        items.append((str(base / "audio" / f"{note}.wav"), [str(value)]))
+        notes.append(dict(fields, note_str=note))
+    if check_files:
+        _check_files(items, meta)
+    return Dataset(items, None, False, name="nsynth", root=base, annotations=notes)
+
+
 # --------------------------------------------------------------------------- detection
 
 
@@ -491,6 +771,12 @@ def _detect(path: Path) -> str:
         return "corpus"
     if (path / "annotations_final.csv").is_file():
         return "magnatagatune"
+    if (path / "annotations" / "key").is_dir():
+        return "giantsteps"
+    if (path / "BallroomData").is_dir() or path.name == "BallroomData":
+        return "ballroom"
+    if (path / "examples.json").is_file() and (path / "audio").is_dir():
+        return "nsynth"
     if (path / "genres").is_dir():
         return "gtzan"
     subdirs = {p.name for p in path.iterdir() if p.is_dir()}
@@ -514,7 +800,7 @@ def load_dataset(source, kind: str = "auto", **kwargs) -> Dataset:
     ----------
     source : path or sequence of (path, label)
         A folder or file on disk; or ``[(path, "label"), (path, ["a", "b"]), ...]``.
-    kind : {"auto", "magnatagatune", "gtzan", "folder", "csv", "corpus"}
+    kind : {"auto", "magnatagatune", "gtzan", "folder", "csv", "corpus", "giantsteps", "ballroom", "nsynth"}
         Layout; ``auto`` detects it (see :mod:`mirzoo.datasets`).
     **kwargs
         Passed to the loader (``split=``, ``top_k=``, ``audio_dir=``...).
@@ -551,5 +837,6 @@ def load_dataset(source, kind: str = "auto", **kwargs) -> Dataset:
             raise ParameterError(f"kind='csv' with folder '{path}': expected exactly one .csv in it, found {len(csvs)}")
         path = csvs[0]
     loaders = {"magnatagatune": load_magnatagatune, "gtzan": load_gtzan, "folder": load_folder,
-               "csv": load_csv, "corpus": load_corpus}
+               "csv": load_csv, "corpus": load_corpus, "giantsteps": load_giantsteps_key, "ballroom": load_ballroom,
+               "nsynth": load_nsynth}
     return loaders[kind](path, **kwargs)

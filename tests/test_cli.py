@@ -110,3 +110,68 @@ def test_console_script_help_and_exit_codes():
     assert run.returncode == 0 and "--pool" in run.stdout
     run = subprocess.run([sys.executable, "-m", "mirzoo", "info", "nope"], capture_output=True, text=True)
     assert run.returncode == 2 and "unknown model 'nope'" in run.stderr
+
+
+# -- fine-tune and evaluate ----------------------------------------------------------------------------
+
+
+def _labelled(root, per_class, offset, seconds=3.0):
+    """Folder per label: 'low' (80-200 Hz tones) and 'high' (1.5-3 kHz tones), seeded."""
+    import soundfile as sf
+    from conftest import SR, tone_mix
+
+    for kind, band in (("low", (80, 200)), ("high", (1500, 3000))):
+        (root / kind).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            rng = np.random.default_rng(offset + 17 * i + len(kind))
+            sf.write(root / kind / f"{kind}{i}.wav", tone_mix(seconds, seed=offset + i, freqs=tuple(rng.uniform(*band, 2))), SR)
+    return root
+
+
+def test_fine_tune_then_evaluate(tmp_path, capsys):
+    train = _labelled(tmp_path / "train", 6, 0)
+    test = _labelled(tmp_path / "test", 3, 500)
+    out = tmp_path / "model"
+    assert main(["fine-tune", "random-cnn", str(train), "-o", str(out), "--epochs", "15", "--validation", "0.34", "-q"]) == 0
+    text = capsys.readouterr().out
+    assert "on 8 clips (4 for validation); 2 classes, single-label (softmax): high, low" in text
+    line = next(l for l in text.splitlines() if l.startswith("validation: "))
+    assert "accuracy" in line and "macro_f1" in line and "n_clips 4" in line
+    assert float(line.split("accuracy ")[1].split(",")[0]) >= 0.75  # chance 0.5
+    again = mirzoo.load(str(out))
+    assert again.labels == ["high", "low"] and not again.entry["head"]["multilabel"]
+
+    assert main(["evaluate", str(out), str(test)]) == 0
+    text = capsys.readouterr().out
+    acc = float(next(l for l in text.splitlines() if l.startswith("accuracy")).split()[1])
+    assert acc >= 5 / 6
+    assert "macro-F1" in text and "confusion matrix (rows: true, columns: predicted" in text
+    rows = [l.split() for l in text.splitlines() if l.startswith(("high ", "low "))]
+    assert [r[0] for r in rows] == ["high", "low"] and sum(int(v) for r in rows for v in r[1:3]) == 6
+    assert main(["evaluate", str(out), str(test), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["labels"] == ["high", "low"] and np.trace(scores["confusion_matrix"]) == round(acc * 6)
+    assert scores["accuracy"] == pytest.approx(acc, abs=1e-4)
+
+    # an existing output is refused before any training; unknown test labels are an error naming them
+    assert main(["fine-tune", "random-cnn", str(train), "-o", str(out)]) == 2
+    assert "already exists: pass --overwrite" in capsys.readouterr().err
+    (test / "mid").mkdir()
+    (test / "high" / "high0.wav").rename(test / "mid" / "mid0.wav")
+    assert main(["evaluate", str(out), str(test)]) == 2
+    assert "labels ['mid'] are not among the classes ['high', 'low']" in capsys.readouterr().err
+
+
+def test_fine_tune_multi_label_flag(tmp_path, capsys):
+    train = _labelled(tmp_path / "train", 4, 40)
+    out = tmp_path / "model"
+    assert main(["fine-tune", "random-cnn", str(train), "-o", str(out), "--epochs", "10", "--multi-label", "-q"]) == 0
+    text = capsys.readouterr().out
+    assert "2 classes, multi-label (sigmoid)" in text and "validation: none" in text
+    assert mirzoo.load(str(out)).entry["head"]["activation"] == "sigmoid"
+    assert main(["evaluate", str(out), str(_labelled(tmp_path / "test", 3, 700))]) == 0
+    text = capsys.readouterr().out
+    auc = float(next(l for l in text.splitlines() if l.startswith("ROC-AUC")).split()[-1])
+    assert auc > 0.8 and "PR-AUC (macro)" in text and "confusion" not in text
+    assert main(["fine-tune", "random-cnn", str(train), "-o", str(tmp_path / "m2"), "--epochs", "0"]) == 2
+    assert "epochs=0" in capsys.readouterr().err

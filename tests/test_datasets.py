@@ -225,3 +225,175 @@ def test_corpus_loader_on_fake_metadata(tmp_path):
         datasets.load_corpus(root, split="dev")
     with pytest.raises(ParameterError, match="not a built corpus"):
         datasets.load_corpus(tmp_path / "corpus" / "audio")
+
+
+# --------------------------------------------------------------------------- GiantSteps key, Ballroom, NSynth
+# Fixtures copy each data set's layout and annotation format; the audio is generated.
+
+
+@pytest.fixture
+def giantsteps(tmp_path):
+    # github.com/GiantSteps/giantsteps-key-dataset: annotations/key/<id>.LOFI.key, audio/<id>.LOFI.mp3
+    root = tmp_path / "giantsteps-key-dataset"
+    keys = {"10089.LOFI": "Eb minor", "1011271.LOFI": "A major", "102282.LOFI": "C# minor\n", "1030011.LOFI": "F minor"}
+    for i, (stem, key) in enumerate(keys.items()):
+        (root / "annotations" / "key").mkdir(parents=True, exist_ok=True)
+        (root / "annotations" / "key" / f"{stem}.key").write_text(key)
+        _sine(root / "audio" / f"{stem}.wav", 200.0 + 50 * i)
+    return root
+
+
+def test_giantsteps_key_labels_and_auto_detection(giantsteps):
+    ds = datasets.load_giantsteps_key(giantsteps)
+    assert len(ds) == 4 and not ds.multilabel and ds.name == "giantsteps"
+    by_id = {p.split("/")[-1]: labels[0] for p, labels in ds}
+    assert by_id == {"10089.LOFI.wav": "Eb minor", "1011271.LOFI.wav": "A major",
+                     "102282.LOFI.wav": "Db minor", "1030011.LOFI.wav": "F minor"}  # C# spelled Db
+    assert set(ds.classes) <= set(datasets.KEY_NAMES) and len(datasets.KEY_NAMES) == 24
+    assert ds.annotations[0]["annotation"].endswith("annotations/key/10089.LOFI.key")
+    assert datasets.load_dataset(giantsteps).name == "giantsteps"
+
+
+@pytest.mark.parametrize("text, canonical", [("Eb minor", "Eb minor"), ("d# MINOR", "Eb minor"), ("B maj", "B major"),
+                                             ("Cb major", "B major"), ("E# minor", "F minor")])
+def test_parse_key_spellings(text, canonical):
+    assert datasets.parse_key(text) == canonical
+
+
+@pytest.mark.parametrize("text, message", [("H minor", "line 1: 'H minor' is not a key"),
+                                           ("Eb dorian", "line 1: 'Eb dorian' is not a key"),
+                                           ("Eb", "line 1: 'Eb' is not a key; expected '<tonic> <mode>'"),
+                                           ("", "line 1: the file is empty"),
+                                           ("Eb minor\nA major", "line 2: expected a single key line")])
+def test_giantsteps_bad_key_file_names_file_and_line(giantsteps, text, message):
+    bad = giantsteps / "annotations" / "key" / "10089.LOFI.key"
+    bad.write_text(text)
+    with pytest.raises(ParameterError, match="10089.LOFI.key' " + message.replace("(", r"\(").replace(")", r"\)")):
+        datasets.load_giantsteps_key(giantsteps)
+
+
+def test_giantsteps_missing_audio_and_folder(giantsteps, tmp_path):
+    (giantsteps / "audio" / "10089.LOFI.wav").unlink()
+    with pytest.raises(ParameterError, match=r"1 audio file\(s\) listed .* do not exist: '.*10089.LOFI.mp3'"):
+        datasets.load_giantsteps_key(giantsteps)
+    assert len(datasets.load_giantsteps_key(giantsteps, check_files=False)) == 4
+    with pytest.raises(ParameterError, match="annotations/key' not found"):
+        datasets.load_giantsteps_key(tmp_path)
+
+
+# Krebs et al. 2013 (github.com/CPJKU/BallroomAnnotations): "<time> <beat position>" per line
+_BEATS = "0.0299 3\n0.4399 4\n0.8399 1\n1.2399 2\n1.6299 3\n2.0299 4\n2.4199 1\n"
+
+
+@pytest.fixture
+def ballroom(tmp_path):
+    root = tmp_path / "ballroom"
+    names = {"ChaChaCha": ["Albums-Cafe_Paradiso-05", "Media-103402"], "Waltz": ["Albums-Ballroom_Classics4-01"],
+             "Samba": ["Albums-Latin_Jam-08"]}
+    for i, (genre, stems) in enumerate(names.items()):
+        for j, stem in enumerate(stems):
+            _sine(root / "BallroomData" / genre / f"{stem}.wav", 300.0 + 40 * i + j)
+            (root / "BallroomAnnotations").mkdir(parents=True, exist_ok=True)
+            (root / "BallroomAnnotations" / f"{stem}.beats").write_text(_BEATS if i != 1 else "0.5 1\n1.1 2\n1.7 3\n")
+    return root
+
+
+def test_ballroom_genres_and_beats(ballroom):
+    ds = datasets.load_ballroom(ballroom)
+    assert ds.classes == ["ChaChaCha", "Samba", "Waltz"] and len(ds) == 4 and ds.name == "ballroom"
+    index = {p.split("/")[-1]: i for i, p in enumerate(ds.paths)}
+    cafe = ds.annotations[index["Albums-Cafe_Paradiso-05.wav"]]
+    np.testing.assert_allclose(cafe["beats"][:, 0], [0.0299, 0.4399, 0.8399, 1.2399, 1.6299, 2.0299, 2.4199])
+    np.testing.assert_array_equal(cafe["beats"][:, 1], [3, 4, 1, 2, 3, 4, 1])
+    np.testing.assert_allclose(cafe["downbeats"], [0.8399, 2.4199])
+    waltz = ds.annotations[index["Albums-Ballroom_Classics4-01.wav"]]
+    assert waltz["beats"].shape == (3, 2) and waltz["downbeats"].tolist() == [0.5]
+    assert datasets.load_dataset(ballroom).name == "ballroom"
+    assert datasets.load_dataset(ballroom / "BallroomData").name == "ballroom"  # annotations found beside it
+    sub = ds.subset([index["Albums-Ballroom_Classics4-01.wav"]])
+    assert sub.annotations[0]["beats"].shape == (3, 2)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("0.1 1\n0.5\n", "line 2: '0.5' has 1 field"),
+    ("0.1 1\n\n0.5 x\n", "line 3: '0.5 x' is not '<time in seconds> <beat position in bar>'"),
+    ("0.1 1\n0.05 2\n", "line 2: time 0.05 does not follow"),
+    ("0.1 0\n", "line 1: time 0.1 must be >= 0 and position 0 >= 1"),
+    ("\n", "line 1: the file holds no beats"),
+])
+def test_ballroom_bad_beats_file_names_file_and_line(ballroom, text, message):
+    (ballroom / "BallroomAnnotations" / "Media-103402.beats").write_text(text)
+    with pytest.raises(ParameterError, match="Media-103402.beats' " + message):
+        datasets.load_ballroom(ballroom)
+
+
+def test_ballroom_missing_beats(ballroom):
+    (ballroom / "BallroomAnnotations" / "Albums-Latin_Jam-08.beats").unlink()
+    with pytest.raises(ParameterError, match=r"beat annotation file '.*Albums-Latin_Jam-08.beats' for "
+                                             r"'.*Samba/Albums-Latin_Jam-08.wav' not found"):
+        datasets.load_ballroom(ballroom)
+    assert datasets.load_ballroom(ballroom, beats=False).annotations is None
+    import shutil
+    shutil.rmtree(ballroom / "BallroomAnnotations")
+    with pytest.raises(ParameterError, match="'BallroomAnnotations' folder"):
+        datasets.load_ballroom(ballroom)
+
+
+def _nsynth_note(family, source, pitch, velocity=100, instrument=0):
+    name = f"{family}_{source}_{instrument:03d}"
+    return f"{name}-{pitch:03d}-{velocity:03d}", {
+        "note": 1000 + pitch, "sample_rate": 16000, "pitch": pitch, "instrument_source": ["acoustic", "electronic", "synthetic"].index(source),
+        "instrument_family_str": family, "instrument_str": name, "note_str": f"{name}-{pitch:03d}-{velocity:03d}",
+        "qualities_str": ["bright"], "instrument_source_str": source, "velocity": velocity,
+        "instrument_family": ["bass", "brass", "flute", "guitar", "keyboard", "mallet", "organ", "reed",
+                              "string", "synth_lead", "vocal"].index(family),
+        "instrument": instrument, "qualities": [1, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+    }
+
+
+@pytest.fixture
+def nsynth(tmp_path):
+    root = tmp_path / "nsynth"
+    split = root / "nsynth-valid"
+    notes = dict(_nsynth_note(f, s, p) for f, s, p in
+                 [("bass", "synthetic", 40), ("guitar", "acoustic", 60), ("guitar", "electronic", 64), ("organ", "electronic", 60)])
+    for note, fields in notes.items():
+        _sine(split / "audio" / f"{note}.wav", 440.0 * 2 ** ((fields["pitch"] - 69) / 12), seconds=0.2, sr=16000)
+    (split / "examples.json").write_text(json.dumps(notes, indent=4))
+    return root
+
+
+def test_nsynth_targets_and_annotations(nsynth):
+    ds = datasets.load_nsynth(nsynth, split="valid")
+    assert ds.classes == ["bass", "guitar", "organ"] and len(ds) == 4 and ds.name == "nsynth"
+    assert ds.items[0][0].endswith("nsynth-valid/audio/bass_synthetic_000-040-100.wav")
+    assert ds.annotations[0]["pitch"] == 40 and ds.annotations[0]["velocity"] == 100
+    pitch = datasets.load_nsynth(nsynth / "nsynth-valid", target="pitch")
+    assert pitch.classes == ["40", "60", "64"]
+    assert datasets.load_nsynth(nsynth / "nsynth-valid", target="instrument_source").classes == [
+        "acoustic", "electronic", "synthetic"]
+    assert datasets.load_dataset(nsynth / "nsynth-valid").name == "nsynth"
+    with pytest.raises(ParameterError, match=r"pass an nsynth-<split> folder or split= \(found \['nsynth-valid'\]\)"):
+        datasets.load_nsynth(nsynth)
+    with pytest.raises(ParameterError, match="target='velocity'"):
+        datasets.load_nsynth(nsynth, split="valid", target="velocity")
+
+
+def test_nsynth_bad_examples_json_names_file_and_line(nsynth):
+    meta = nsynth / "nsynth-valid" / "examples.json"
+    notes = json.loads(meta.read_text())
+    del notes["guitar_acoustic_000-060-100"]["instrument_family_str"]
+    meta.write_text(json.dumps(notes, indent=4))
+    line = meta.read_text().splitlines().index('    "guitar_acoustic_000-060-100": {') + 1
+    with pytest.raises(ParameterError, match=f"examples.json' line {line}: note 'guitar_acoustic_000-060-100' has no "
+                                             "'instrument_family_str' field"):
+        datasets.load_nsynth(nsynth, split="valid")
+    meta.write_text('{\n  "a": {"pitch": 60,}\n}\n')
+    with pytest.raises(ParameterError, match="examples.json' line 2: invalid JSON"):
+        datasets.load_nsynth(nsynth, split="valid")
+    meta.write_text('{"bass_synthetic_000-040-100": {"pitch": 300}}')
+    with pytest.raises(ParameterError, match="line 1: note 'bass_synthetic_000-040-100' has pitch 300"):
+        datasets.load_nsynth(nsynth, split="valid", target="pitch")
+    meta.unlink()
+    with pytest.raises(ParameterError, match="holds no examples.json"):
+        datasets.load_nsynth(nsynth / "nsynth-valid")

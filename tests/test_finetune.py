@@ -115,3 +115,12 @@ def test_fine_tune_errors(folder):
         base.fine_tune(str(folder), layer="all")
     with pytest.raises(mirzoo.ParameterError, match="no head"):
         base.evaluate(str(folder))
+
+
+def test_multilabel_option_checked_against_the_data():
+    base = mirzoo.load("random-cnn")
+    data = [(_clip("low", 1, 3.0), ["low", "high"]), (_clip("high", 2, 3.0), ["high"])]
+    with pytest.raises(mirzoo.ParameterError, match=r"multilabel=False but clip #0 has labels \['low', 'high'\]"):
+        base.fine_tune(data, sr=SR, multilabel=False)
+    with pytest.raises(mirzoo.ParameterError, match="multilabel='yes'"):
+        base.fine_tune(data, sr=SR, multilabel="yes")

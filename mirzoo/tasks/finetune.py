@@ -153,6 +153,7 @@ def fine_tune(
     seed: int = 0,
     progress: bool = False,
     classes: Optional[Sequence[str]] = None,
+    multilabel: Optional[bool] = None,
 ):
     """Train a classifier on top of ``base`` (an Extractor or a model name).
 
@@ -182,6 +183,10 @@ def fine_tune(
         Number of top backbone blocks to train end to end after the head (0: none).
     class_weight : bool
         Weight classes inversely to their frequency (single-label data).
+    multilabel : bool, optional
+        True: a sigmoid head (independent labels) even when every clip has one label;
+        False: a softmax head, and an error if a clip has other than one label.  Default
+        (None): follow the data.
 
     Returns
     -------
@@ -201,7 +206,15 @@ def fine_tune(
         raise ParameterError("fine_tune needs a single embedding layer, not layer='all'")
     feature = keys[0]
 
-    inputs, labels, classes, multilabel = resolve_dataset(data, sr=sr, classes=classes)
+    if multilabel is not None and not isinstance(multilabel, bool):
+        raise ParameterError(f"multilabel={multilabel!r}: expected True, False or None")
+    inputs, labels, classes, seen_multilabel = resolve_dataset(data, sr=sr, classes=classes)
+    if multilabel is False and seen_multilabel:
+        odd = next(i for i, l in enumerate(labels) if len(l) != 1)
+        where = repr(inputs[odd]) if isinstance(inputs[odd], str) else f"#{odd}"
+        raise ParameterError(f"multilabel=False but clip {where} has labels {labels[odd]}: a single-label "
+                             f"head needs exactly one label per clip")
+    multilabel = seen_multilabel if multilabel is None else multilabel
     y_clip = _targets(labels, classes)
     if validation is None:
         validation = 0.2 if y_clip.sum(axis=0).min() >= 25 else 0.0
@@ -339,14 +352,16 @@ def _unfreeze(classifier, work, inputs, sr, y_clip, train_idx, val_idx, multilab
     return {"blocks": sorted(top), **{k: [float(v) for v in vs] for k, vs in hist.history.items()}}
 
 
-def evaluate(model, data, *, sr: Optional[int] = None) -> dict:
+def evaluate(model, data, *, sr: Optional[int] = None, confusion: bool = False) -> dict:
     """Clip-level metrics of a model with a head on labelled data.
 
     Single-label: ``accuracy`` and ``macro_f1``; multi-label: ``roc_auc_macro`` and
     ``pr_auc_macro`` (over labels with positives and negatives).  Probabilities are the
-    head's outputs averaged over each clip's patches.
+    head's outputs averaged over each clip's patches.  With ``confusion=True`` a
+    single-label result also holds ``confusion_matrix`` (rows: true class, columns:
+    predicted class, both in the order of ``labels``) and ``labels``.
     """
-    from sklearn.metrics import accuracy_score, average_precision_score, f1_score, roc_auc_score  # deferred: optional dependency (scikit-learn)
+    from sklearn.metrics import accuracy_score, average_precision_score, confusion_matrix, f1_score, roc_auc_score  # deferred: optional dependency (scikit-learn)
 
     if model.labels is None:
         raise ParameterError(f"model {model.name!r} has no head to evaluate")
@@ -364,8 +379,12 @@ def evaluate(model, data, *, sr: Optional[int] = None) -> dict:
             "n_clips": int(len(y)),
         }
     truth, pred = y.argmax(axis=1), probs.argmax(axis=1)
-    return {
+    scores = {
         "accuracy": float(accuracy_score(truth, pred)),
         "macro_f1": float(f1_score(truth, pred, average="macro", labels=np.unique(truth), zero_division=0)),
         "n_clips": int(len(y)),
     }
+    if confusion:
+        scores["labels"] = list(model.labels)
+        scores["confusion_matrix"] = confusion_matrix(truth, pred, labels=np.arange(len(model.labels))).tolist()
+    return scores
