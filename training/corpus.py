@@ -977,7 +977,11 @@ def build(out: str, cfg: BuildConfig, *, hours: float, workers: Optional[int] = 
     pool = None
     try:
         if workers > 1:
-            pool = multiprocessing.get_context("fork").Pool(workers, initializer=_init_worker)
+            # fork is cheapest, but a child forked from a process that has loaded TensorFlow can
+            # abort when the garbage collector frees TensorFlow functions it inherited (seen in the
+            # test suite): start clean workers through a fork server then
+            method = "forkserver" if "tensorflow" in sys.modules else "fork"
+            pool = multiprocessing.get_context(method).Pool(workers, initializer=_init_worker)
             results: Iterator[PieceResult] = pool.imap(process_piece, tasks, chunksize=1)
         else:
             results = map(process_piece, tasks)
