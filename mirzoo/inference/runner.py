@@ -9,6 +9,12 @@ signal.  :class:`Runner` is the base of :class:`mirzoo.Extractor`; the folder en
 fine-tuning use its public methods.
 
 Every computation is per example, so a clip gives the same output alone or in a batch.
+
+Clip models take a ``hop`` (seconds between patch starts) on every path; ``None`` is the
+manifest's ``patch_hop_seconds``.  The network that runs is :attr:`Runner.inference_model`:
+the loaded model with each batch normalisation folded into the convolution before it
+(:func:`mirzoo.nn.fold.fold_batch_norm`), built on the first run; the loaded model and the
+weights on disk are not changed.
 """
 
 from __future__ import annotations
@@ -20,10 +26,11 @@ from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 import keras
 import numpy as np
 
-from mirzoo._checks import valid_int
+from mirzoo._checks import valid_int, valid_number
 from mirzoo.audio import load_audio, prepare_audio
 from mirzoo.errors import ParameterError, UnknownLayerError
 from mirzoo.inference.windows import ClipPlan, FramePlan, WindowPlan, frame_margin
+from mirzoo.nn.fold import fold_batch_norm
 from mirzoo.spec import ModelSpec
 
 __all__ = ["Runner", "AudioInput", "bucket", "progress_bar", "as_list"]
@@ -83,6 +90,7 @@ class Runner:
         self.name = entry.get("name", model.name)
         self.spec = ModelSpec.from_entry(self.name, entry)
         self.source = source
+        self._inference_model: Optional[keras.Model] = None
         spec = self.spec
         self.sample_rate = spec.sample_rate
         self.output_kind = spec.output
@@ -143,35 +151,88 @@ class Runner:
             raise ParameterError(f"head={head!r} is not one of model {self.name!r}'s heads {list(self.heads)}")
         return head
 
-    def timestamps(self, count: int) -> np.ndarray:
-        """Centre, in seconds, of each of ``count`` patches (clip models) or frames (frame models)."""
-        return self.plan.timestamps(count)
+    def plan_for(self, hop: Optional[float] = None) -> WindowPlan:
+        """The window plan with patches every ``hop`` seconds (clip models; ``None``: the manifest's hop).
+
+        Frame models have no patch hop: any ``hop`` but ``None`` is an error for them.
+        """
+        if hop is None:
+            return self.plan
+        if not self.spec.is_clip:
+            raise ParameterError(
+                f"hop={hop!r}: model {self.name!r} is frame-level (one output every "
+                f"{self.hop_length / self.sample_rate:g} s); hop applies to clip models only, leave it None"
+            )
+        seconds = valid_number("hop", hop, unit="seconds")
+        samples = int(round(seconds * self.sample_rate))
+        if samples < 1:
+            raise ParameterError(f"hop={hop!r} is shorter than one sample at {self.sample_rate} Hz")
+        if samples == self.plan.hop_samples:
+            return self.plan
+        return ClipPlan(self.patch_samples, samples, self.sample_rate)
+
+    def timestamps(self, count: int, hop: Optional[float] = None) -> np.ndarray:
+        """Centre, in seconds, of each of ``count`` patches (clip models, patches ``hop`` s apart)
+        or frames (frame models)."""
+        return self.plan_for(hop).timestamps(count)
 
     # -- running ------------------------------------------------------------------------------
+    @property
+    def inference_model(self) -> keras.Model:
+        """The network that runs: :attr:`model` with batch norm folded into the convolutions.
+
+        Built on first use from the weights :attr:`model` has then; the folded convolutions
+        are copies, so weights assigned to :attr:`model` later are not seen (call
+        :meth:`refresh` after changing them).
+        """
+        if self._inference_model is None:
+            self._inference_model = fold_batch_norm(self.model)
+        return self._inference_model
+
+    def refresh(self) -> None:
+        """Rebuild :attr:`inference_model` from :attr:`model`'s current weights on the next run."""
+        self._inference_model = None
+
     def run_batch(self, windows: Sequence[np.ndarray], keys: list[str], batch_size: int) -> list[dict[str, np.ndarray]]:
         """Run the model on equal-length windows, padding the batch to a bucketed size; one dict per window."""
         x = np.stack(windows).astype(np.float32, copy=False)
         size = bucket(len(windows), batch_size)
         if size > len(windows):
             x = np.concatenate([x, np.zeros((size - len(windows),) + x.shape[1:], np.float32)])
-        out = self.model.predict_on_batch(x)
+        out = self.inference_model.predict_on_batch(x)
         arrays = {k: np.asarray(keras.ops.convert_to_numpy(out[k])) for k in keys}
         return [{k: arrays[k][i] for k in keys} for i in range(len(windows))]
 
-    def forward(self, signals: list[np.ndarray], keys: list[str], batch_size: int, progress: bool = False):
-        """Outputs ``{key: [T, ...]}`` per signal, windows of all signals batched together."""
+    def forward(
+        self,
+        signals: list[np.ndarray],
+        keys: list[str],
+        batch_size: int,
+        progress: bool = False,
+        *,
+        hop: Optional[float] = None,
+    ):
+        """Outputs ``{key: [T, ...]}`` per signal, windows of all signals batched together
+        (clip models: patches every ``hop`` seconds, default the manifest's)."""
         batch_size = valid_int("batch_size", batch_size)
-        if isinstance(self.plan, ClipPlan):
-            return self._forward_clip(signals, keys, batch_size, progress)
+        plan = self.plan_for(hop)
+        if isinstance(plan, ClipPlan):
+            return self._forward_clip(signals, keys, batch_size, progress, plan)
         return self._forward_frame(signals, keys, batch_size, progress)
 
     def stream_clip(
-        self, items: Iterable[tuple[Any, np.ndarray]], keys: list[str], batch_size: int
+        self,
+        items: Iterable[tuple[Any, np.ndarray]],
+        keys: list[str],
+        batch_size: int,
+        *,
+        hop: Optional[float] = None,
     ) -> Iterator[tuple[Any, np.ndarray, dict[str, np.ndarray]]]:
-        """Clip models: patches of a stream of ``(tag, signal)`` batched across signals; yields
-        ``(tag, signal, {key: [T, ...]})`` in input order as soon as a signal is complete."""
+        """Clip models: patches (every ``hop`` seconds) of a stream of ``(tag, signal)`` batched
+        across signals; yields ``(tag, signal, {key: [T, ...]})`` in input order as soon as a
+        signal is complete."""
 
-        plan = self.plan
+        plan = self.plan_for(hop)
         windows: deque = deque()  # (entry, start)
         open_items: deque = deque()  # [tag, y, remaining, outputs], in input order
 
@@ -196,11 +257,12 @@ class Runner:
         while windows:
             yield from step(min(batch_size, len(windows)))
 
-    def _forward_clip(self, signals, keys, batch_size, progress):
-        total = sum(self.plan.count(y.shape[0]) for y in signals)
+    def _forward_clip(self, signals, keys, batch_size, progress, plan: ClipPlan):
+        total = sum(plan.count(y.shape[0]) for y in signals)
         bar = progress_bar(total, progress, f"{self.name} patches")
         results = []
-        for _, _, out in self.stream_clip(enumerate(signals), keys, batch_size):
+        hop = plan.hop_samples / self.sample_rate
+        for _, _, out in self.stream_clip(enumerate(signals), keys, batch_size, hop=hop):
             bar.update(len(next(iter(out.values()))))
             results.append(out)
         bar.close()
