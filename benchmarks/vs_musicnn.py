@@ -82,7 +82,7 @@ for overlap_s, batch in settings:
         overlap_s, sr=config.SR, n_fft=config.FFT_SIZE, hop_length=config.FFT_HOP)
     def call():
         patches, _ = mx.batch_data(path, n_frames, step)
-        size = patches.shape[0] if batch == "all" else int(batch)
+        size = patches.shape[0] if batch == "all" else config.BATCH_SIZE
         for lo in range(0, patches.shape[0], size):
             sess.run(fetch, feed_dict={x: patches[lo:lo + size], is_training: False})
         return patches.shape[0]
