@@ -163,3 +163,26 @@ def test_fold_uses_the_batch_norm_statistics():
     assert folded.get_layer("c").use_bias and not model.get_layer("c").use_bias
     model_nobn = keras.Model(inp, {"out": keras.layers.Conv2D(3, 3)(inp)})
     assert fold_batch_norm(model_nobn) is model_nobn
+
+
+def test_split_batch_computes_no_padding_and_few_shapes():
+    from mirzoo.inference.runner import split_batch
+
+    assert split_batch(10, 16) == [(0, 8), (8, 2)]
+    assert split_batch(35, 16) == [(0, 16), (16, 16), (32, 2), (34, 1)]
+    assert split_batch(12, 12) == [(0, 12)]
+    for n in range(1, 70):
+        parts = split_batch(n, 16)
+        assert sum(size for _, size in parts) == n
+        assert [lo for lo, _ in parts] == list(np.cumsum([0] + [s for _, s in parts])[:-1])
+        assert {size for _, size in parts} <= {1, 2, 4, 8, 16}
+
+
+def test_ten_patches_run_as_eight_and_two(monkeypatch):
+    m = mirzoo.load(CLIP)
+    shapes = []
+    model = m.inference_model
+    original = model.predict_on_batch
+    monkeypatch.setattr(model, "predict_on_batch", lambda x: shapes.append(x.shape[0]) or original(x))
+    m.extract(tone_mix(30.0, seed=8), sr=SR, hop=3.0)
+    assert shapes == [8, 2]

@@ -2,9 +2,9 @@
 
 Owns everything between "decoded mono signals" and "one array per layer per signal":
 resolving layer names, loading an input (path or array) at the model's rate, cutting
-windows with the model's :mod:`~mirzoo.inference.windows` plan, padding each batch to a
-bucketed size (few distinct shapes to compile) and stitching the outputs back per
-signal.  :class:`Runner` is the base of :class:`mirzoo.Extractor`; the folder engine
+windows with the model's :mod:`~mirzoo.inference.windows` plan, splitting a short batch
+into power-of-two passes (:func:`split_batch`: few distinct shapes to compile and no
+padding windows computed for nothing) and stitching the outputs back per signal.  :class:`Runner` is the base of :class:`mirzoo.Extractor`; the folder engine
 (:mod:`mirzoo.batch`), Ray actors (:mod:`mirzoo.distributed`), HEAR, sklearn and
 fine-tuning use its public methods.
 
@@ -33,7 +33,7 @@ from mirzoo.inference.windows import ClipPlan, FramePlan, WindowPlan, frame_marg
 from mirzoo.nn.fold import fold_batch_norm
 from mirzoo.spec import ModelSpec
 
-__all__ = ["Runner", "AudioInput", "bucket", "progress_bar", "as_list"]
+__all__ = ["Runner", "AudioInput", "bucket", "split_batch", "progress_bar", "as_list"]
 
 AudioInput = Union[str, os.PathLike, np.ndarray]
 
@@ -44,6 +44,20 @@ def bucket(n: int, limit: int) -> int:
     while size < n:
         size *= 2
     return min(size, max(limit, 1))
+
+
+def split_batch(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """``(start, size)`` forward passes for ``n`` windows: full batches of ``batch_size``, then
+    the rest as descending powers of two (10 -> 8 + 2), so no window is padding and the
+    shapes to compile stay few (``batch_size`` and powers of two below it)."""
+    out = []
+    lo = 0
+    while lo < n:
+        left = n - lo
+        size = batch_size if left >= batch_size else 1 << (left.bit_length() - 1)
+        out.append((lo, size))
+        lo += size
+    return out
 
 
 def as_list(audio) -> tuple[list, bool]:
@@ -194,13 +208,15 @@ class Runner:
         self._inference_model = None
 
     def run_batch(self, windows: Sequence[np.ndarray], keys: list[str], batch_size: int) -> list[dict[str, np.ndarray]]:
-        """Run the model on equal-length windows, padding the batch to a bucketed size; one dict per window."""
+        """Run the model on equal-length windows (passes from :func:`split_batch`); one dict per window."""
         x = np.stack(windows).astype(np.float32, copy=False)
-        size = bucket(len(windows), batch_size)
-        if size > len(windows):
-            x = np.concatenate([x, np.zeros((size - len(windows),) + x.shape[1:], np.float32)])
-        out = self.inference_model.predict_on_batch(x)
-        arrays = {k: np.asarray(keras.ops.convert_to_numpy(out[k])) for k in keys}
+        model = self.inference_model
+        pieces: dict[str, list] = {k: [] for k in keys}
+        for lo, size in split_batch(len(windows), batch_size):
+            out = model.predict_on_batch(x[lo : lo + size])
+            for k in keys:
+                pieces[k].append(np.asarray(keras.ops.convert_to_numpy(out[k])))
+        arrays = {k: v[0] if len(v) == 1 else np.concatenate(v) for k, v in pieces.items()}
         return [{k: arrays[k][i] for k in keys} for i in range(len(windows))]
 
     def forward(
