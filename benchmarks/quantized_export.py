@@ -29,7 +29,6 @@ import argparse
 import csv
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time

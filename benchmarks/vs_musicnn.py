@@ -46,7 +46,6 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
 
 from benchmarks.throughput import CACHE_DIR, SR, env_tag, environment, synth  # noqa: E402
 
@@ -206,7 +205,7 @@ def main(argv=None) -> int:
         rows.append(row)
 
     print(f"\n== {CLIP_SECONDS:.0f} s clip, from the file; audio seconds per wall second (median of "
-          f"{args.repeats}{' x 2 for mirzoo' if True else ''})")
+          f"{args.repeats}, twice for mirzoo: before and after musicnn)")
     print(f"{'system':28s} {'overlap':10s} {'batch':>5s} {'patches':>7s} {'x-rt':>8s} {'vs musicnn b1':>13s} {'vs musicnn all':>14s}")
     for r in rows:
         b1, ball = r.get("x_musicnn_b1"), r.get("x_musicnn_ball")
