@@ -7,6 +7,8 @@ Usage::
     python benchmarks/throughput.py --quick              # fewer repeats, 5-minute long file
     python benchmarks/throughput.py --models cnn-tagging dense-frame
     KERAS_BACKEND=jax python benchmarks/throughput.py    # writes a separate result file
+    python benchmarks/throughput.py --hop 3              # non-overlapping patches (clip models)
+    python benchmarks/throughput.py --batch 64 --mixed-precision   # a GPU: bigger batches, float16 compute
 
 For each model it measures
 
@@ -29,7 +31,16 @@ For each model it measures
    float32 2048x2048 numpy matmul measured right before each model (interleaved, so
    both see the same machine load).
 
-Results go to ``benchmarks/results/throughput-<os>-<arch>-<N>cpu-py<X.Y>-<backend>.{json,csv}``.
+4. **Batch-norm folding**: the batch-N time of the model as loaded (BN separate) against
+   the folded inference model that mirzoo runs, interleaved (``fold_speedup``).
+5. **End to end on a folder** (``--folder``): 200 ten-second 44.1 kHz FLAC files through
+   :func:`mirzoo.batch.extract_files` (decoding and resampling included) against the
+   model-only throughput on the same audio already decoded (``folder_ratio``; target 0.8).
+
+``--batch N`` sets the batch of the "b16" columns (default 16; use 64 or more on a GPU),
+``--mixed-precision`` runs Keras' ``mixed_float16`` policy (for GPUs; on CPUs it is slower),
+``--hop`` the clip models' patch hop.  Results go to
+``benchmarks/results/throughput-<os>-<arch>-<N>cpu-py<X.Y>-<backend>[-<device>][-hop<H>][-b<N>][-mp].{json,csv}``.
 See ``benchmarks/README.md`` for the meaning of every column.
 """
 
@@ -187,6 +198,7 @@ def environment(backend: str) -> dict:
         import jax
 
         env["jax"] = jax.__version__
+    env["gpu"] = _gpus(backend)
     try:
         import mirzoo
 
@@ -202,9 +214,32 @@ def environment(backend: str) -> dict:
     return env
 
 
-def env_tag(env: dict) -> str:
+def env_tag(env: dict, hop=None, batch: int = 16, mixed: bool = False) -> str:
     py = ".".join(env["python"].split(".")[:2])
-    return f"{env['os']}-{env['arch']}-{env['cores']}cpu-py{py}-{env['backend']}"
+    tag = f"{env['os']}-{env['arch']}-{env['cores']}cpu-py{py}-{env['backend']}"
+    if env.get("gpu"):
+        tag += "-gpu"
+    if hop is not None:
+        tag += f"-hop{hop:g}"
+    if batch != 16:
+        tag += f"-b{batch}"
+    if mixed:
+        tag += "-mp"
+    return tag
+
+
+def _gpus(backend: str) -> list[str]:
+    """Names of the accelerators the backend sees (empty on a CPU-only machine)."""
+    try:
+        if backend == "jax":
+            import jax
+
+            return [str(d.device_kind) for d in jax.devices() if d.platform != "cpu"]
+        import tensorflow as tf
+
+        return [d.name for d in tf.config.list_physical_devices("GPU")]
+    except Exception:
+        return []
 
 
 def _proc_status(key: str) -> float:
@@ -384,19 +419,20 @@ def frontend_share(extractor, samples: int, batch: int, repeats: int) -> float |
     return statistics.median(t_fe) / statistics.median(t_all)
 
 
-def bench_model(name: str, clips: list[np.ndarray], repeats: int) -> dict:
+def bench_model(name: str, clips: list[np.ndarray], repeats: int, hop=None, batch: int = 16) -> dict:
     import mirzoo
 
     t0 = time.perf_counter()
     m = mirzoo.load(name)
     load_s = time.perf_counter() - t0
+    hop = hop if m.spec.is_clip else None
     one = clips[0]
     # warm-up: trace/compile every batch shape used below; record the shapes for the FLOP count
     t0 = time.perf_counter()
-    with ShapeRecorder(m.keras_model) as rec1:
-        m.extract(one, sr=SR, batch_size=1)
-    with ShapeRecorder(m.keras_model) as rec16:
-        m.extract(clips, sr=SR, batch_size=16)
+    with ShapeRecorder(m.inference_model) as rec1:
+        m.extract(one, sr=SR, batch_size=1, hop=hop)
+    with ShapeRecorder(m.inference_model) as rec16:
+        m.extract(clips, sr=SR, batch_size=batch, hop=hop)
     warmup_s = time.perf_counter() - t0
     flops16, windows16 = call_flops(m, rec16.shapes)
     flops1, windows1 = call_flops(m, rec1.shapes)
@@ -408,12 +444,22 @@ def bench_model(name: str, clips: list[np.ndarray], repeats: int) -> dict:
 
     mm, t16, c16, t1 = [], [], [], []
     del _MM_UTIL[:]
+    folded = m.inference_model
+    unfolded_t = []
+    if folded is not m.model:  # BN folding: the same batch on the model as loaded, interleaved
+        m._inference_model = m.model
+        m.extract(clips, sr=SR, batch_size=batch, hop=hop)  # trace
+        m._inference_model = folded
     for _ in range(repeats):
         mm.append(matmul_gflops())  # interleaved: the reference sees the same machine load
-        wall, cpu = timed(lambda: m.extract(clips, sr=SR, batch_size=16))
+        wall, cpu = timed(lambda: m.extract(clips, sr=SR, batch_size=batch, hop=hop))
         t16.append(wall)
         c16.append(cpu)
-        t1.append(timed(lambda: m.extract(one, sr=SR, batch_size=1))[0])
+        t1.append(timed(lambda: m.extract(one, sr=SR, batch_size=1, hop=hop))[0])
+        if folded is not m.model:
+            m._inference_model = m.model
+            unfolded_t.append(timed(lambda: m.extract(clips, sr=SR, batch_size=batch, hop=hop))[0])
+            m._inference_model = folded
 
     audio16 = CLIP_SECONDS * len(clips)
     med16, med1, med_mm = statistics.median(t16), statistics.median(t1), statistics.median(mm)
@@ -445,22 +491,57 @@ def bench_model(name: str, clips: list[np.ndarray], repeats: int) -> dict:
         "matmul_cpu_util": round(statistics.median(_MM_UTIL), 2) if _MM_UTIL else None,
         "ratio_vs_matmul": round(gflops16 / med_mm, 3),
         "frontend_share_b16": None if share is None else round(share, 3),
+        "b16_unfolded_audio_per_s": round(audio16 / statistics.median(unfolded_t), 2) if unfolded_t else None,
+        "fold_speedup": round(statistics.median(unfolded_t) / med16, 3) if unfolded_t else None,
+        "hop_s": None if hop is None else float(hop),
+        "batch": int(batch),
     }
+
+
+def bench_folder(name: str, hop=None, batch: int = 16, clips: int = 200, seconds: float = 10.0) -> dict:
+    """End to end (files -> extract_files, decoding included) against the model alone on the same audio."""
+    import tempfile
+
+    import mirzoo
+    from mirzoo.audio import load_audio
+    from mirzoo.batch import extract_files
+
+    from benchmarks.folder_extract import make_folder  # the same cached folder as benchmarks/folder_extract.py
+
+    folder = make_folder(clips, seconds)
+    paths = sorted(str(p) for p in Path(folder).rglob("*.flac"))
+    m = mirzoo.load(name)
+    hop = hop if m.spec.is_clip else None
+    signals = [load_audio(p, m.sample_rate) for p in paths]
+    audio = sum(y.shape[0] for y in signals) / m.sample_rate
+    m.extract(signals[:batch], sr=m.sample_rate, batch_size=batch, hop=hop, pool="mean")  # trace
+    with tempfile.TemporaryDirectory() as tmp:
+        extract_files(m, paths[:4], Path(tmp) / "warm.npz", pool="mean", batch_size=batch, hop=hop, workers=0)
+        t_model, t_e2e = [], []
+        for i in range(2):  # interleaved
+            t_model.append(timed(lambda: m.extract(signals, sr=m.sample_rate, batch_size=batch, hop=hop, pool="mean"))[0])
+            t_e2e.append(timed(lambda: extract_files(m, paths, Path(tmp) / f"out{i}.npz", pool="mean",
+                                                     batch_size=batch, hop=hop))[0])
+    model_only, e2e = audio / min(t_model), audio / min(t_e2e)
+    return {"files": len(paths), "audio_s": audio, "model_only_audio_per_s": round(model_only, 2),
+            "end_to_end_audio_per_s": round(e2e, 2), "ratio": round(e2e / model_only, 3),
+            "model_only_times_s": [round(v, 2) for v in t_model], "end_to_end_times_s": [round(v, 2) for v in t_e2e]}
 
 
 # -- long-file memory (subprocess) ---------------------------------------------------------------
 
 
-def child_main(name: str, path: str) -> None:
+def child_main(name: str, path: str, hop: str = "") -> None:
     """Inside the subprocess: load, warm up on 30 s, extract the long file, report peak RSS."""
     import mirzoo
     from mirzoo.audio import load_audio
 
     m = mirzoo.load(name)
-    m.extract(synth(CLIP_SECONDS, seed=3), sr=SR)
+    hop = float(hop) if hop and m.spec.is_clip else None
+    m.extract(synth(CLIP_SECONDS, seed=3), sr=SR, hop=hop)
     baseline = _proc_status("VmRSS")
     t0 = time.perf_counter()
-    e = m.extract(path)
+    e = m.extract(path, hop=hop)
     seconds = time.perf_counter() - t0
     hwm = _proc_status("VmHWM")
     rss_end = _proc_status("VmRSS")
@@ -485,8 +566,8 @@ def child_main(name: str, path: str) -> None:
     )
 
 
-def run_child(name: str, path: Path, timeout: float) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--_child", name, str(path)]
+def run_child(name: str, path: Path, timeout: float, hop=None) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--_child", name, str(path), "" if hop is None else str(hop)]
     try:
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -497,7 +578,7 @@ def run_child(name: str, path: Path, timeout: float) -> dict:
     return {"error": f"exit {proc.returncode}: {proc.stderr.strip()[-500:]}"}
 
 
-def bench_memory(name: str, b16_rate: float, quick: bool, budget_s: float) -> dict:
+def bench_memory(name: str, b16_rate: float, quick: bool, budget_s: float, hop=None) -> dict:
     """Peak RSS for 1 hour of audio (or 5 min with --quick; 20 min + extrapolation if too slow)."""
     if quick:
         minutes, target = 5, 5
@@ -506,7 +587,7 @@ def bench_memory(name: str, b16_rate: float, quick: bool, budget_s: float) -> di
         expected = 3600.0 / max(b16_rate, 1e-9)
         minutes = 60 if (name in ALWAYS_FULL_HOUR or expected <= budget_s) else 20
     path = long_file(minutes)
-    res = run_child(name, path, timeout=max(600.0, 3 * minutes * 60 / max(b16_rate, 1e-9)))
+    res = run_child(name, path, timeout=max(600.0, 3 * minutes * 60 / max(b16_rate, 1e-9)), hop=hop)
     out = {"file_minutes": minutes, "target_minutes": target}
     if "error" in res:
         out["error"] = res["error"]
@@ -537,6 +618,8 @@ COLUMNS = [
     ("matmul_cpu_util", "mm cpu", "{:.2f}"),
     ("ratio_vs_matmul", "ratio", "{:.2f}"),
     ("frontend_share_b16", "fe share", "{:.0%}"),
+    ("fold_speedup", "fold x", "{:.2f}"),
+    ("folder_ratio", "folder/model", "{:.2f}"),
     ("long_file", "long file", "{}"),
     ("long_audio_per_s", "long x-rt", "{:.1f}"),
     ("peak_rss_target_mb", "peak RSS MB", "{:.0f}"),
@@ -606,7 +689,12 @@ def main(argv=None) -> int:
         f"(never for {', '.join(ALWAYS_FULL_HOUR)}) (default 90)",
     )
     p.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "results")
-    p.add_argument("--_child", nargs=2, metavar=("MODEL", "PATH"), help=argparse.SUPPRESS)
+    p.add_argument("--hop", type=float, default=None, help="clip models' patch hop in seconds (default: the model's)")
+    p.add_argument("--batch", type=int, default=16, help="batch of the 'b16' columns (default 16; 64+ on a GPU)")
+    p.add_argument("--mixed-precision", action="store_true", help="Keras mixed_float16 policy (GPUs)")
+    p.add_argument("--folder", action="store_true",
+                   help="also time 200 ten-second FLAC files end to end against model-only throughput")
+    p.add_argument("--_child", nargs=3, metavar=("MODEL", "PATH", "HOP"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     if args._child:
@@ -617,9 +705,12 @@ def main(argv=None) -> int:
 
     import mirzoo
 
+    if args.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
     backend = keras.backend.backend()
     env = environment(backend)
-    tag = env_tag(env)
+    env["mixed_precision"] = bool(args.mixed_precision)
+    tag = env_tag(env, args.hop, args.batch, args.mixed_precision)
     repeats = args.repeats or (3 if args.quick else 5)
     models = args.models or mirzoo.list_models()
     unknown = [n for n in models if n not in mirzoo.list_models()]
@@ -635,25 +726,36 @@ def main(argv=None) -> int:
     mm0 = matmul_gflops(tries=5)
     print(f"  numpy float32 2048x2048 matmul: {mm0:.1f} GFLOP/s (best of 5)", flush=True)
 
-    clips = [synth(CLIP_SECONDS, seed=s) for s in range(N_CLIPS)]
+    n_clips = max(N_CLIPS, args.batch)
+    clips = [synth(CLIP_SECONDS, seed=s) for s in range(n_clips)]
     rows = []
-    print(f"\n== throughput ({repeats} repeats, median; batch 16 = {N_CLIPS} x {CLIP_SECONDS:.0f} s clips)", flush=True)
+    print(f"\n== throughput ({repeats} repeats, median; batch {args.batch} = {n_clips} x {CLIP_SECONDS:.0f} s clips"
+          f"{'' if args.hop is None else f', hop {args.hop:g} s'})", flush=True)
     for name in models:
         t0 = time.perf_counter()
-        row = bench_model(name, clips, repeats)
+        row = bench_model(name, clips, repeats, args.hop, args.batch)
         print(
             f"  {name:20s} b1 {row['b1_audio_per_s']:7.1f}x  b16 {row['b16_audio_per_s']:7.1f}x  "
             f"{row['b16_gflop_per_s']:6.1f} GF/s = {row['ratio_vs_matmul']:.2f} x matmul "
-            f"({row['matmul_gflop_per_s']:.1f})  [{time.perf_counter() - t0:.0f} s]",
+            f"({row['matmul_gflop_per_s']:.1f})  fold x{row['fold_speedup'] or 1:.2f}  [{time.perf_counter() - t0:.0f} s]",
             flush=True,
         )
         rows.append(row)
+
+    if args.folder:
+        print("\n== end to end: 200 x 10 s FLAC files (44.1 kHz) vs model-only on the decoded audio", flush=True)
+        for row in rows:
+            row["folder"] = bench_folder(row["model"], args.hop, args.batch)
+            row["folder_ratio"] = row["folder"]["ratio"]
+            f = row["folder"]
+            print(f"  {row['model']:20s} end to end {f['end_to_end_audio_per_s']:.1f}x, model only "
+                  f"{f['model_only_audio_per_s']:.1f}x: ratio {f['ratio']:.2f}", flush=True)
 
     if not args.no_memory:
         print(f"\n== peak RSS on a long file (one subprocess per model; target < {RSS_TARGET_MB:.0f} MB)", flush=True)
         for row in rows:
             t0 = time.perf_counter()
-            mem = bench_memory(row["model"], row["b16_audio_per_s"], args.quick, args.memory_budget)
+            mem = bench_memory(row["model"], row["b16_audio_per_s"], args.quick, args.memory_budget, args.hop)
             row["memory"] = mem
             if "error" in mem:
                 print(f"  {row['model']:20s} ERROR {mem['error']}", flush=True)
@@ -721,6 +823,9 @@ def main(argv=None) -> int:
             "flops": "2 per multiply-add; conv/dense/GRU layers + front-end conv kernel and projection; "
             "elementwise ops (BN, ELU, pooling, dB) not counted; includes batch padding windows",
             "memory_budget_s": args.memory_budget,
+            "hop_s": args.hop,
+            "batch": args.batch,
+            "mixed_precision": bool(args.mixed_precision),
         },
         "environment": env,
         "matmul_gflop_per_s_start": round(mm0, 2),

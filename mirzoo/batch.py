@@ -323,8 +323,23 @@ class _Block:
         )
 
 
-def meta_of(model: str, layer: str, pool: Optional[str]) -> dict:
-    return {"model": str(model), "layer": str(layer), "pool": pool or ""}
+_META_KEYS = ("model", "layer", "pool", "hop")
+
+
+def meta_of(model: str, layer: str, pool: Optional[str], hop: str = "") -> dict:
+    """What an output file records about how it was made; ``hop`` (:func:`hop_key`) only when not the default."""
+    meta = {"model": str(model), "layer": str(layer), "pool": pool or ""}
+    if hop:
+        meta["hop"] = str(hop)
+    return meta
+
+
+def hop_key(extractor, hop: Optional[float]) -> str:
+    """``hop`` as recorded in output files: "" for the model's default patch hop, else seconds."""
+    plan = extractor.plan_for(hop)
+    if plan is extractor.plan:
+        return ""
+    return f"{plan.hop_samples / extractor.sample_rate:g}"
 
 
 def _save_npz(target: str, block: _Block, meta: dict, *, layout: bool) -> None:
@@ -339,13 +354,13 @@ def _save_npz(target: str, block: _Block, meta: dict, *, layout: bool) -> None:
             offsets=block.offsets,
         )
     with open(target, "wb") as f:
-        np.savez(f, model=meta["model"], layer=meta["layer"], pool=meta["pool"], **arrays)
+        np.savez(f, **{k: meta[k] for k in _META_KEYS if k in meta}, **arrays)
 
 
 def _load_npz(path: Union[str, Path]) -> tuple[_Block, dict]:
     try:
         with np.load(path, allow_pickle=False) as data:
-            meta = {k: str(data[k]) if k in data else "" for k in ("model", "layer", "pool")}
+            meta = meta_of(*(str(data[k]) if k in data else "" for k in _META_KEYS))
             paths = [str(p) for p in data["paths"]]
             emb = np.asarray(data["embeddings"], dtype=np.float32)
             if "offsets" in data:
@@ -396,7 +411,7 @@ def _parquet_meta(path: Union[str, Path]) -> tuple[dict, int, list]:
         f = pq.ParquetFile(path)
         schema = f.schema_arrow
         raw = schema.metadata or {}
-        meta = {k: raw.get(f"mirzoo.{k}".encode(), b"").decode() for k in ("model", "layer", "pool")}
+        meta = meta_of(*(raw.get(f"mirzoo.{k}".encode(), b"").decode() for k in _META_KEYS))
         dim = schema.field("embedding").type.list_size
         column = f.read(columns=["path"]).column("path").to_pylist()
     except Exception as exc:
@@ -418,7 +433,7 @@ def read_embeddings(path: Union[str, os.PathLike]) -> tuple[list, dict]:
         _, pq = require_pyarrow()
         table = pq.read_table(path)
         raw = table.schema.metadata or {}
-        meta = {k: raw.get(f"mirzoo.{k}".encode(), b"").decode() for k in ("model", "layer", "pool")}
+        meta = meta_of(*(raw.get(f"mirzoo.{k}".encode(), b"").decode() for k in _META_KEYS))
         paths = table.column("path").to_pylist()
         dim = table.schema.field("embedding").type.list_size
         values = table.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
@@ -525,9 +540,9 @@ class _Parts:
 
 
 def _check_meta(where, found: dict, wanted: dict) -> None:
-    if any(found.get(k, "") != wanted[k] for k in wanted):
-        have = ", ".join(f"{k}={found.get(k, '')!r}" for k in wanted)
-        want = ", ".join(f"{k}={v!r}" for k, v in wanted.items())
+    if any(found.get(k, "") != wanted.get(k, "") for k in _META_KEYS):
+        have = ", ".join(f"{k}={found.get(k, '')!r}" for k in _META_KEYS)
+        want = ", ".join(f"{k}={wanted.get(k, '')!r}" for k in _META_KEYS)
         raise ParameterError(
             f"cannot resume into '{where}': it holds {have}, but this run asks for {want}; "
             f"write to a new file or run without --resume"
@@ -541,19 +556,23 @@ class Embedder:
     give what :meth:`mirzoo.Extractor.extract` gives file by file.
     """
 
-    def __init__(self, extractor, keys: list[str], layer: str, pool: Optional[str], batch_size: int):
+    def __init__(
+        self, extractor, keys: list[str], layer: str, pool: Optional[str], batch_size: int, hop: Optional[float] = None
+    ):
         self.extractor = extractor
         self.keys = keys
         self.layer = layer
         self.pool = pool
         self.batch_size = batch_size
+        self.hop = hop
+        self.plan = extractor.plan_for(hop)  # a bad hop fails here, before any file is read
 
     def _result(self, path: str, outputs: dict, duration: float):
         ex = self.extractor
         emb = ex.embeddings_of(outputs, self.keys)
         result = Embeddings(
             embeddings=emb,
-            timestamps=ex.timestamps(emb.shape[0]),
+            timestamps=self.plan.timestamps(emb.shape[0]),
             layer=self.layer,
             model=ex.name,
             source=path,
@@ -565,7 +584,7 @@ class Embedder:
         """``(path, Embeddings or pooled vector)`` for each ``(path, signal)``, in input order."""
         ex = self.extractor
         if ex.spec.is_clip:
-            for path, y, out in ex.stream_clip(files, self.keys, self.batch_size):
+            for path, y, out in ex.stream_clip(files, self.keys, self.batch_size, hop=self.hop):
                 yield path, self._result(path, out, y.shape[0] / ex.sample_rate)
         else:
             yield from self._run_grouped(files)
@@ -607,6 +626,7 @@ def extract_files(
     layer: Optional[str] = None,
     pool: Optional[str] = None,
     batch_size: int = 16,
+    hop: Optional[float] = None,
     workers: Optional[int] = None,
     resume: bool = False,
     files_from: Optional[Union[str, os.PathLike]] = None,
@@ -630,6 +650,9 @@ def extract_files(
         One vector per file instead of one per patch/frame.
     batch_size : int > 0
         Patches per forward pass.
+    hop : float > 0, optional
+        Clip models: seconds between patch starts (default: the model's); recorded in
+        the output, and a ``resume`` with another hop is refused.
     workers : int >= 0, optional
         Decoder processes.  0 decodes in the main process; None picks
         ``min(4, cores - 1)`` (at least 1), or 0 for fewer than 8 files.
@@ -667,7 +690,7 @@ def extract_files(
     valid_int("workers", workers, minimum=0, allow_none=True)
     extractor = as_extractor(model)
     layer_name, keys = extractor.resolve_layers(layer)
-    meta = meta_of(extractor.name, layer_name, pool)
+    meta = meta_of(extractor.name, layer_name, pool, hop_key(extractor, hop))
     paths = find_audio_files(inputs, files_from=files_from)
     if not paths:
         raise ParameterError("no input files: give audio files, folders that contain some, or a file list")
@@ -719,7 +742,7 @@ def _extract_locked(
                 continue
             yield path, y
 
-    embedder = Embedder(extractor, keys, layer_name, pool, batch_size)
+    embedder = Embedder(extractor, keys, layer_name, pool, batch_size, hop)
     pending: list = []
     last_part = time.monotonic()
     try:

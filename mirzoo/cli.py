@@ -144,7 +144,7 @@ def _extract_ray(args) -> int:
         md.init(args.address, progress=not args.quiet)
         ds = md.read_audio(inputs)
         emb = md.extract(ds, args.model, layer=args.layer, pool=args.pool, batch_size=args.batch_size,
-                         concurrency=args.concurrency, num_gpus=args.num_gpus)
+                         hop=args.hop, concurrency=args.concurrency, num_gpus=args.num_gpus)
         report = md.write_parquet(emb, out, overwrite=True)
     except KeyboardInterrupt:
         print("\nmirzoo extract: interrupted; nothing was written", file=sys.stderr)
@@ -206,6 +206,7 @@ def _cmd_extract(args) -> int:
             layer=args.layer,
             pool=args.pool,
             batch_size=args.batch_size,
+            hop=args.hop,
             workers=args.workers,
             resume=args.resume,
             files_from=args.files_from,
@@ -230,6 +231,7 @@ def _cmd_export(args) -> int:
         samples=args.samples,
         overwrite=args.overwrite,
         opset=args.opset,
+        quantize=args.quantize,
     )
     if not args.quiet:
         print(f"wrote {path}")
@@ -486,6 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pool", choices=["mean", "max", "mean+std"], default=None,
                    help="pool each file over time into one vector")
     p.add_argument("--batch-size", type=int, default=16, help="patches per forward pass (default 16)")
+    p.add_argument("--hop", type=float, default=None, metavar="SECONDS",
+                   help="clip models: seconds between patch starts (default: the model's, half a patch; "
+                   "the patch length gives non-overlapping patches, half the work)")
     p.add_argument("--workers", type=int, default=None,
                    help="decoder processes (default: cores - 1, between 1 and 4, or none for fewer than 8 files; "
                    "0 decodes in the main process)")
@@ -519,6 +524,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=None,
                    help="input length in samples for frame models (default: patch_seconds of audio)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: tf2onnx's)")
+    p.add_argument("--quantize", choices=["float16", "int8"], default=None,
+                   help="tflite only: float16 weights, or int8 weights and activations calibrated on the "
+                   "shipped example clip (float input and output kept); parity in benchmarks/README.md")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary")
     p.set_defaults(func=_cmd_export)

@@ -76,7 +76,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from mirzoo._checks import valid_int, valid_pool
+from mirzoo._checks import valid_int, valid_number, valid_pool
 from mirzoo.audio import AUDIO_EXTENSIONS, check_sr, load_audio, prepare_audio, stream_file, validate_audio
 from mirzoo.embeddings import POOLS
 from mirzoo.errors import AudioFileError, MirzooError, MissingDependencyError, ParameterError, UnknownLayerError
@@ -477,18 +477,21 @@ def _output_schema(dim: int, meta: dict):
 class _EmbedActor:
     """A Ray Data callable class: loads the model once, then embeds batches of files."""
 
-    def __init__(self, model: str, layer: Optional[str], pool: Optional[str], batch_size: int, env: dict):
+    def __init__(
+        self, model: str, layer: Optional[str], pool: Optional[str], batch_size: int, env: dict,
+        hop: Optional[float] = None,
+    ):
         for key, value in env.items():  # before Keras is imported in this worker
             os.environ.setdefault(key, value)
         # deferred: these import Keras, which must see the environment just set in this worker
-        from mirzoo.batch import Embedder, meta_of
+        from mirzoo.batch import Embedder, hop_key, meta_of
         from mirzoo.loader import load
 
         self.extractor = load(model)
         layer_name, keys = self.extractor.resolve_layers(layer)
         self.pool = pool
-        self.embedder = Embedder(self.extractor, keys, layer_name, pool, batch_size)
-        self.meta = meta_of(self.extractor.name, layer_name, pool)
+        self.embedder = Embedder(self.extractor, keys, layer_name, pool, batch_size, hop)
+        self.meta = meta_of(self.extractor.name, layer_name, pool, hop_key(self.extractor, hop))
         # one forward pass: the embedding size of this layer/pooling, and the model traced
         rate = self.extractor.sample_rate
         probe = self.extractor.extract(np.zeros(rate, np.float32), sr=rate, layer=layer, pool=pool)
@@ -588,8 +591,8 @@ class _EmbedActor:
         )
 
 
-def _check_model(model, layer) -> str:
-    """The model reference an actor can load; the layer checked here when the entry is at hand."""
+def _check_model(model, layer, hop=None) -> str:
+    """The model reference an actor can load; layer and hop checked here when the entry is at hand."""
 
     if isinstance(model, os.PathLike) or (isinstance(model, str) and os.path.isdir(model)):
         directory = os.path.abspath(os.fspath(model))  # actors may run in another folder
@@ -614,6 +617,8 @@ def _check_model(model, layer) -> str:
             raise UnknownLayerError(
                 f"layer={layer!r} is not a layer of model {model!r}; valid layers: {', '.join(names)}"
             )
+    if entry is not None and hop is not None and entry.get("output") != "clip":
+        raise ParameterError(f"hop={hop!r}: model {model!r} is frame-level; hop applies to clip models only")
     return ref
 
 
@@ -624,6 +629,7 @@ def extract(
     layer: Optional[str] = None,
     pool: Optional[str] = "mean",
     batch_size: int = 32,
+    hop: Optional[float] = None,
     files_per_call: int = 16,
     concurrency: Union[int, tuple, None] = None,
     num_gpus: float = 0,
@@ -646,6 +652,9 @@ def extract(
         its timestamp.
     batch_size : int > 0
         Patches per forward pass; patches of different files share batches.
+    hop : float > 0, optional
+        Clip models: seconds between patch starts (default: the model's), as in
+        :meth:`mirzoo.Extractor.extract`.
     files_per_call : int > 0
         Files an actor takes at a time (Ray Data's ``batch_size``).
     concurrency : int > 0 or (min, max), optional
@@ -673,6 +682,7 @@ def extract(
     if layer is not None and not isinstance(layer, str):
         raise ParameterError(f"layer={layer!r} must be a layer name or 'all'")
     batch_size = valid_int("batch_size", batch_size)
+    valid_number("hop", hop, unit="seconds", allow_none=True)
     files_per_call = valid_int("files_per_call", files_per_call)
     if isinstance(num_gpus, bool) or not isinstance(num_gpus, (int, float)) or not num_gpus >= 0:
         raise ParameterError(f"num_gpus={num_gpus!r} must be a number >= 0")
@@ -686,7 +696,7 @@ def extract(
                 raise ParameterError(f"concurrency={concurrency!r} must be a positive int or a (min, max) pair")
         else:
             concurrency = valid_int("concurrency", concurrency)
-    ref = _check_model(model, layer)
+    ref = _check_model(model, layer, hop)
     _ensure_init()
 
     resources = ray.cluster_resources()
@@ -720,7 +730,9 @@ def extract(
         options["num_gpus"] = num_gpus
     return ds.map_batches(
         _EmbedActor,
-        fn_constructor_kwargs={"model": ref, "layer": layer, "pool": pool, "batch_size": batch_size, "env": env},
+        fn_constructor_kwargs={
+            "model": ref, "layer": layer, "pool": pool, "batch_size": batch_size, "env": env, "hop": hop,
+        },
         batch_size=files_per_call,
         batch_format="pyarrow",
         concurrency=concurrency,

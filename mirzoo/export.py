@@ -23,6 +23,12 @@ Formats:
     A TFLite (LiteRT) flatbuffer with **builtin ops only** (no ``SELECT_TF_OPS``): the
     front-end is a strided convolution and the GRUs are unrolled, so nothing needs the
     TF runtime.  The same description is stored as the model's ``mirzoo`` metadata entry.
+    ``quantize="float16"`` stores the weights as float16 (half the size, computed in
+    float32); ``quantize="int8"`` quantises the network's weights and activations to int8,
+    calibrated on patches of the shipped example clip (``mirzoo/data/example.flac``) at
+    three gains; the front-end stays float32 (int8 cannot hold the range of its Fourier
+    kernels and power spectrum), and so do the input and outputs.
+    Parity with the float model is measured by ``benchmarks/quantized_export.py``.
 ``"onnx"``
     ONNX via ``tf2onnx`` (Keras' ``export(format="onnx")``), no RFFT or complex ops,
     runs on onnxruntime; the description is in ``metadata_props["mirzoo"]``.  Needs
@@ -38,6 +44,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -50,7 +57,10 @@ from mirzoo.errors import MirzooError, ParameterError
 from mirzoo.fileio import atomic_directory, atomic_file
 from mirzoo.loader import as_extractor
 
-__all__ = ["export", "FORMATS", "export_description", "read_tflite_metadata"]
+__all__ = ["export", "FORMATS", "QUANTIZATIONS", "export_description", "read_tflite_metadata", "calibration_windows"]
+
+#: TFLite quantisations of :func:`export` (``quantize=``).
+QUANTIZATIONS = ("float16", "int8")
 
 #: Export formats and the aliases accepted for them.
 FORMATS = {
@@ -167,7 +177,27 @@ def _write_savedmodel(sub, samples: int, directory: Path) -> None:
     archive.write_out(str(directory), verbose=False)
 
 
-def _write_tflite(sub, samples: int, target: Path, description: dict) -> None:
+def calibration_windows(extractor, samples: int, gains=(1.0, 0.5, 0.125)) -> list:
+    """Windows of ``samples`` samples of the shipped example clip (every half window, at each
+    of ``gains``): the int8 calibration set, float32 ``[1, samples]`` each."""
+    import numpy as np
+
+    from mirzoo.audio import load_audio
+
+    y = load_audio(Path(__file__).resolve().parent / "data" / "example.flac", extractor.sample_rate)
+    hop = max(1, samples // 2)
+    starts = range(0, max(1, y.shape[0] - samples + 1), hop)
+    out = []
+    for gain in gains:
+        for s in starts:
+            piece = np.zeros(samples, np.float32)
+            chunk = y[s : s + samples]
+            piece[: chunk.shape[0]] = chunk * gain
+            out.append(piece[None])
+    return out
+
+
+def _write_tflite(sub, samples: int, target: Path, description: dict, quantize=None, calibration=None) -> None:
     import tensorflow as tf  # deferred: TensorFlow itself only where it is used (the Keras backend may be jax)
 
     with tempfile.TemporaryDirectory(prefix=".mirzoo-export-", dir=target.parent) as tmp:
@@ -175,14 +205,43 @@ def _write_tflite(sub, samples: int, target: Path, description: dict) -> None:
         _write_savedmodel(sub, samples, saved)
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=["serving_default"])
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if quantize == "float16":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
         try:
             flatbuffer = converter.convert()
+            if quantize == "int8":
+                flatbuffer = _int8_network(tf, saved, flatbuffer, list(calibration))
         except Exception as exc:  # the converter raises ConverterError and others
             raise MirzooError(
                 f"TFLite conversion with builtin ops only failed for {description['model']!r}: {exc}"
             ) from exc
     flatbuffer = _tflite_with_metadata(flatbuffer, description)
     _write_file_atomic(target, lambda f: f.write(flatbuffer))
+
+
+_FRONTEND_TENSOR = re.compile(r"(^|/)frontend(_\d+)?/")
+
+
+def _int8_network(tf, saved: Path, float_flatbuffer: bytes, windows: list) -> bytes:
+    """int8 weights and activations for the network, float32 for the front-end.
+
+    The front-end's Fourier kernels and its power spectrum span a dynamic range that int8
+    cannot hold (quantising them too gave an embedding cosine of ~0.5 against the float
+    model); every tensor of the ``frontend`` layer is left float through TFLite's
+    quantisation debugger (``denylisted_nodes``), the rest is calibrated on ``windows``.
+    """
+    interpreter = tf.lite.Interpreter(model_content=float_flatbuffer)
+    frontend = sorted({d["name"] for d in interpreter.get_tensor_details() if _FRONTEND_TENSOR.search(d["name"])})
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=["serving_default"])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([w] for w in windows)
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=frontend)
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=lambda: ([w] for w in windows[:2]), debug_options=options
+    )
+    return bytes(debugger.get_nondebug_quantized_model())
 
 
 def _tflite_with_metadata(flatbuffer: bytes, description: dict) -> bytes:
@@ -261,6 +320,7 @@ def export(
     samples: Optional[int] = None,
     overwrite: bool = False,
     opset: Optional[int] = None,
+    quantize: Optional[str] = None,
 ) -> Path:
     """Export ``model`` (front-end included: waveform in, named layers out).
 
@@ -282,6 +342,9 @@ def export(
         Replace an existing ``path``; otherwise that is an error.
     opset : int, optional
         ONNX opset (default: tf2onnx's).
+    quantize : {"float16", "int8"}, optional
+        TFLite only: float16 weights, or int8 weights and activations calibrated on the
+        shipped example clip (see the module docstring).  Default: float32.
 
     Returns
     -------
@@ -290,6 +353,11 @@ def export(
     """
     target = Path(path)
     kind = _format_of(fmt, target)
+    if quantize is not None:
+        if quantize not in QUANTIZATIONS:
+            raise ParameterError(f"quantize={quantize!r} is not one of {QUANTIZATIONS} (or None for float32)")
+        if kind != "tflite":
+            raise ParameterError(f"quantize={quantize!r} applies to the tflite format only, not {kind!r}")
     if keras.backend.backend() != "tensorflow":
         raise ParameterError(
             f"export needs the tensorflow Keras backend, but KERAS_BACKEND is "
@@ -303,6 +371,7 @@ def export(
     names = _output_layers(extractor, layers)
     n = _input_samples(extractor, samples)
     description = export_description(extractor, names, n, kind)
+    description["quantize"] = quantize
     sub = _submodel(extractor, names)
     target.parent.mkdir(parents=True, exist_ok=True)
     if kind == "savedmodel":
@@ -310,7 +379,8 @@ def export(
             _write_savedmodel(sub, n, tmp)
             (tmp / "mirzoo.json").write_text(json.dumps(description, indent=2), encoding="utf-8")
     elif kind == "tflite":
-        _write_tflite(sub, n, target, description)
+        calibration = calibration_windows(extractor, n) if quantize == "int8" else None
+        _write_tflite(sub, n, target, description, quantize, calibration)
     else:
         _write_onnx(sub, n, target, description, opset)
     return target

@@ -85,6 +85,7 @@ class Extractor(Runner):
         pool: Optional[str] = None,
         batch_size: int = 16,
         progress: bool = False,
+        hop: Optional[float] = None,
     ):
         """Embeddings of one input or of a list of inputs.
 
@@ -108,6 +109,11 @@ class Extractor(Runner):
             Patches per forward pass; memory grows with it, not with the input length.
         progress : bool
             Show a progress bar over patches.
+        hop : float > 0, optional
+            Clip models: seconds between patch starts (default ``spec.patch_hop_seconds``,
+            half a patch).  ``hop=spec.patch_seconds`` gives non-overlapping patches and
+            halves the work; a smaller hop gives a finer time grid.  Timestamps (patch
+            centres) follow the hop.  Frame models have no patch hop (``None`` only).
 
         Returns
         -------
@@ -115,15 +121,16 @@ class Extractor(Runner):
         """
         valid_pool(pool, POOLS)
         layer_name, keys = self.resolve_layers(layer)
+        plan = self.plan_for(hop)  # checked before any audio is read
         items, is_list = as_list(audio)
         loaded = [self.load_indexed(item, sr, i if is_list else None) for i, item in enumerate(items)]
-        outputs = self.forward([y for y, _ in loaded], keys, batch_size, progress)
+        outputs = self.forward([y for y, _ in loaded], keys, batch_size, progress, hop=hop)
         results = []
         for (y, path), out in zip(loaded, outputs):
             emb = self.embeddings_of(out, keys)
             result = Embeddings(
                 embeddings=emb,
-                timestamps=self.timestamps(emb.shape[0]),
+                timestamps=plan.timestamps(emb.shape[0]),
                 layer=layer_name,
                 model=self.name,
                 source=path,

@@ -34,7 +34,7 @@ from typing import Optional
 
 import numpy as np
 
-from mirzoo._checks import valid_int, valid_pool
+from mirzoo._checks import valid_int, valid_number, valid_pool
 from mirzoo.embeddings import POOLS
 from mirzoo.errors import AudioError, ParameterError
 from mirzoo.inference.windows import pad_for_centres
@@ -69,7 +69,7 @@ def _model_class():
                 The wrapped model.
             """
 
-            def __init__(self, extractor, layer, keys, pool, hop_ms, batch_size):
+            def __init__(self, extractor, layer, keys, pool, hop_ms, batch_size, scene_hop_ms=None):
                 super().__init__(name="mirzoo_hear")
                 self._mirzoo = {"extractor": extractor}  # a plain dict: keep tf.Module from tracking Keras
                 self.sample_rate = int(extractor.sample_rate)
@@ -78,6 +78,7 @@ def _model_class():
                 self.pool = pool
                 self.hop_ms = float(hop_ms)
                 self.batch_size = int(batch_size)
+                self.scene_hop_ms = None if scene_hop_ms is None else float(scene_hop_ms)
                 dim = sum(int(extractor.layers[k]) for k in keys)
                 self.timestamp_embedding_size = int(dim)
                 self.scene_embedding_size = int(dim * (2 if pool == "mean+std" else 1))
@@ -105,6 +106,7 @@ def load_model(
     pool: str = "mean",
     hop_ms: Optional[float] = None,
     batch_size: int = 16,
+    scene_hop_ms: Optional[float] = None,
 ):
     """Load a mirzoo model for the HEAR API.
 
@@ -125,6 +127,10 @@ def load_model(
         models always use their frame hop; passing another value for them is an error.
     batch_size : int > 0
         Patches per forward pass.
+    scene_hop_ms : float > 0, optional
+        Clip models: spacing of the patches pooled into scene embeddings (default: the
+        model's patch hop, half a patch); the patch length gives non-overlapping
+        patches at half the cost.  ``None`` only for frame models.
 
     Returns
     -------
@@ -160,7 +166,10 @@ def load_model(
             raise ParameterError(f"hop_ms={hop_ms!r} must be a positive number of milliseconds")
         if round(float(hop) * extractor.sample_rate / 1000.0) < 1:
             raise ParameterError(f"hop_ms={hop_ms!r} is shorter than one sample at {extractor.sample_rate} Hz")
-    return _model_class()(extractor, layer_name, keys, pool, hop, batch_size)
+    if scene_hop_ms is not None:
+        valid_number("scene_hop_ms", scene_hop_ms, unit="milliseconds")
+        extractor.plan_for(float(scene_hop_ms) / 1000.0)  # frame models and sub-sample hops refused here
+    return _model_class()(extractor, layer_name, keys, pool, hop, batch_size, scene_hop_ms)
 
 
 # -- tensors in, tensors out ----------------------------------------------------------------
@@ -232,8 +241,9 @@ def get_scene_embeddings(audio, model):
     if x.shape[0] == 0:
         return _from_numpy(np.zeros((0, model.scene_embedding_size), np.float32), kind, audio)
     extractor = model.extractor
+    hop = None if model.scene_hop_ms is None else model.scene_hop_ms / 1000.0
     vectors = extractor.extract(
-        list(x), sr=model.sample_rate, layer=model.layer, pool=model.pool, batch_size=model.batch_size
+        list(x), sr=model.sample_rate, layer=model.layer, pool=model.pool, batch_size=model.batch_size, hop=hop
     )
     return _from_numpy(np.stack(vectors).astype(np.float32), kind, audio)
 

@@ -66,6 +66,9 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
         paths (files are decoded and resampled to the model's rate).
     batch_size : int > 0
         Patches per forward pass.
+    hop : float > 0 or None
+        Clip models: seconds between patch starts (default: the model's, half a patch);
+        ``hop=3.0`` on a 3 s-patch model gives non-overlapping patches at half the cost.
 
     Input ``X``
     -----------
@@ -89,12 +92,13 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
         The layer actually used (``layer`` resolved against the model).
     """
 
-    def __init__(self, model="cnn-tagging", pool="mean+std", layer=None, sr=None, batch_size=16):
+    def __init__(self, model="cnn-tagging", pool="mean+std", layer=None, sr=None, batch_size=16, hop=None):
         self.model = model
         self.pool = pool
         self.layer = layer
         self.sr = sr
         self.batch_size = batch_size
+        self.hop = hop
 
     # -- parameters and the lazily loaded model ---------------------------------------------
     def _check_params(self) -> None:
@@ -109,6 +113,7 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
             raise ParameterError(f"layer={self.layer!r} must be a layer name, 'all' or None")
         valid_number("sr", self.sr, unit="Hz", allow_none=True)
         valid_int("batch_size", self.batch_size)
+        valid_number("hop", self.hop, unit="seconds", allow_none=True)
 
     def _get_extractor(self):
         """The Extractor for ``self.model``, loaded on first use and kept until pickling."""
@@ -220,6 +225,7 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
         self._items(X)
         extractor = self._get_extractor()
         layer, keys = extractor.resolve_layers(self.layer)
+        extractor.plan_for(self.hop)  # a frame model with a hop is refused here
         dim = sum(int(extractor.layers[k]) for k in keys)
         self.model_name_ = extractor.name
         self.layer_ = layer
@@ -238,6 +244,7 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
             layer=self.layer,
             pool=self.pool,
             batch_size=int(self.batch_size),
+            hop=self.hop,
         )
         out = np.stack(vectors).astype(np.float32, copy=False)
         if out.shape[1] != self.n_features_out_:

@@ -213,3 +213,38 @@ def test_description_labels_every_exported_head():
     info = export_description(m, ["embedding", *m.heads], 16000, "onnx")
     assert info["labels"] == m.heads and len(info["labels"]["pitch_classes"]) == 12
     assert export_description(m, ["embedding"], 16000, "onnx")["labels"] == {}
+
+
+@pytest.mark.parametrize(
+    "quantize, min_cosine", [("float16", 0.9999), pytest.param("int8", 0.99, marks=pytest.mark.slow)]
+)
+def test_quantized_tflite_is_smaller_and_close_to_the_float_model(quantize, min_cosine, tmp_path):
+    m = mirzoo.load("cnn-tagging")
+    plain = export(m, "tflite", tmp_path / "f32.tflite", layers=["embedding"])
+    path = export(m, "tflite", tmp_path / f"{quantize}.tflite", layers=["embedding"], quantize=quantize)
+    _no_leftovers(tmp_path, "f32.tflite", f"{quantize}.tflite")
+    assert path.stat().st_size < 0.6 * plain.stat().st_size  # float16 halves the weights; int8 the network's
+    assert read_tflite_metadata(path)["quantize"] == quantize
+    # the example clip is the calibration set: test on other audio too (seeded tones + noise)
+    x = np.concatenate([m.plan.patches(m.load_input(mirzoo.example_audio(), None)[0])[1:3],
+                        _waveforms(2, m.patch_samples, seed=3)])
+    ref = np.asarray(_reference(m, x, ["embedding"])["embedding"])
+    runner = _tflite_interpreter(path).get_signature_runner("serving_default")
+    got = np.stack([np.asarray(runner(waveform=w[None])["embedding"])[0] for w in x])
+    cos = np.sum(got * ref, 1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
+    assert cos.min() >= min_cosine, cos
+    if quantize == "int8":
+        assert not np.allclose(got, ref, atol=1e-6)  # really quantised, not a float copy
+
+
+def test_quantize_errors_and_cli(tmp_path, capsys):
+    with pytest.raises(ParameterError, match="quantize='int4'"):
+        export("random-cnn", "tflite", tmp_path / "m.tflite", quantize="int4")
+    with pytest.raises(ParameterError, match="tflite format only"):
+        export("random-cnn", "onnx", tmp_path / "m.onnx", quantize="int8")
+    assert not list(tmp_path.iterdir())
+    out = tmp_path / "m.tflite"
+    assert main(["export", "random-cnn", "--format", "tflite", "--quantize", "float16", "-o", str(out), "-q"]) == 0
+    assert read_tflite_metadata(out)["quantize"] == "float16"
+    with pytest.raises(SystemExit):
+        main(["export", "random-cnn", "--format", "tflite", "--quantize", "int4", "-o", str(out)])

@@ -2,13 +2,19 @@
 
 Owns everything between "decoded mono signals" and "one array per layer per signal":
 resolving layer names, loading an input (path or array) at the model's rate, cutting
-windows with the model's :mod:`~mirzoo.inference.windows` plan, padding each batch to a
-bucketed size (few distinct shapes to compile) and stitching the outputs back per
-signal.  :class:`Runner` is the base of :class:`mirzoo.Extractor`; the folder engine
+windows with the model's :mod:`~mirzoo.inference.windows` plan, splitting a short batch
+into power-of-two passes (:func:`split_batch`: few distinct shapes to compile and no
+padding windows computed for nothing) and stitching the outputs back per signal.  :class:`Runner` is the base of :class:`mirzoo.Extractor`; the folder engine
 (:mod:`mirzoo.batch`), Ray actors (:mod:`mirzoo.distributed`), HEAR, sklearn and
 fine-tuning use its public methods.
 
 Every computation is per example, so a clip gives the same output alone or in a batch.
+
+Clip models take a ``hop`` (seconds between patch starts) on every path; ``None`` is the
+manifest's ``patch_hop_seconds``.  The network that runs is :attr:`Runner.inference_model`:
+the loaded model with each batch normalisation folded into the convolution before it
+(:func:`mirzoo.nn.fold.fold_batch_norm`), built on the first run; the loaded model and the
+weights on disk are not changed.
 """
 
 from __future__ import annotations
@@ -20,13 +26,14 @@ from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 import keras
 import numpy as np
 
-from mirzoo._checks import valid_int
+from mirzoo._checks import valid_int, valid_number
 from mirzoo.audio import load_audio, prepare_audio
 from mirzoo.errors import MirzooError, ParameterError, UnknownLayerError, UnknownModelError
 from mirzoo.inference.windows import ClipPlan, FramePlan, WindowPlan, frame_margin
+from mirzoo.nn.fold import fold_batch_norm
 from mirzoo.spec import ModelSpec
 
-__all__ = ["Runner", "AudioInput", "bucket", "progress_bar", "as_list"]
+__all__ = ["Runner", "AudioInput", "bucket", "split_batch", "progress_bar", "as_list"]
 
 AudioInput = Union[str, os.PathLike, np.ndarray]
 
@@ -37,6 +44,20 @@ def bucket(n: int, limit: int) -> int:
     while size < n:
         size *= 2
     return min(size, max(limit, 1))
+
+
+def split_batch(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """``(start, size)`` forward passes for ``n`` windows: full batches of ``batch_size``, then
+    the rest as descending powers of two (10 -> 8 + 2), so no window is padding and the
+    shapes to compile stay few (``batch_size`` and powers of two below it)."""
+    out = []
+    lo = 0
+    while lo < n:
+        left = n - lo
+        size = batch_size if left >= batch_size else 1 << (left.bit_length() - 1)
+        out.append((lo, size))
+        lo += size
+    return out
 
 
 def as_list(audio) -> tuple[list, bool]:
@@ -83,6 +104,7 @@ class Runner:
         self.name = entry.get("name", model.name)
         self.spec = ModelSpec.from_entry(self.name, entry)
         self.source = source
+        self._inference_model: Optional[keras.Model] = None
         spec = self.spec
         self.sample_rate = spec.sample_rate
         self.output_kind = spec.output
@@ -155,35 +177,90 @@ class Runner:
             raise ParameterError(f"head={head!r} is not one of model {self.name!r}'s heads {list(self.heads)}")
         return head
 
-    def timestamps(self, count: int) -> np.ndarray:
-        """Centre, in seconds, of each of ``count`` patches (clip models) or frames (frame models)."""
-        return self.plan.timestamps(count)
+    def plan_for(self, hop: Optional[float] = None) -> WindowPlan:
+        """The window plan with patches every ``hop`` seconds (clip models; ``None``: the manifest's hop).
+
+        Frame models have no patch hop: any ``hop`` but ``None`` is an error for them.
+        """
+        if hop is None:
+            return self.plan
+        if not self.spec.is_clip:
+            raise ParameterError(
+                f"hop={hop!r}: model {self.name!r} is frame-level (one output every "
+                f"{self.hop_length / self.sample_rate:g} s); hop applies to clip models only, leave it None"
+            )
+        seconds = valid_number("hop", hop, unit="seconds")
+        samples = int(round(seconds * self.sample_rate))
+        if samples < 1:
+            raise ParameterError(f"hop={hop!r} is shorter than one sample at {self.sample_rate} Hz")
+        if samples == self.plan.hop_samples:
+            return self.plan
+        return ClipPlan(self.patch_samples, samples, self.sample_rate)
+
+    def timestamps(self, count: int, hop: Optional[float] = None) -> np.ndarray:
+        """Centre, in seconds, of each of ``count`` patches (clip models, patches ``hop`` s apart)
+        or frames (frame models)."""
+        return self.plan_for(hop).timestamps(count)
 
     # -- running ------------------------------------------------------------------------------
+    @property
+    def inference_model(self) -> keras.Model:
+        """The network that runs: :attr:`model` with batch norm folded into the convolutions.
+
+        Built on first use from the weights :attr:`model` has then; the folded convolutions
+        are copies, so weights assigned to :attr:`model` later are not seen (call
+        :meth:`refresh` after changing them).
+        """
+        if self._inference_model is None:
+            self._inference_model = fold_batch_norm(self.model)
+        return self._inference_model
+
+    def refresh(self) -> None:
+        """Rebuild :attr:`inference_model` from :attr:`model`'s current weights on the next run."""
+        self._inference_model = None
+
     def run_batch(self, windows: Sequence[np.ndarray], keys: list[str], batch_size: int) -> list[dict[str, np.ndarray]]:
-        """Run the model on equal-length windows, padding the batch to a bucketed size; one dict per window."""
+        """Run the model on equal-length windows (passes from :func:`split_batch`); one dict per window."""
         x = np.stack(windows).astype(np.float32, copy=False)
-        size = bucket(len(windows), batch_size)
-        if size > len(windows):
-            x = np.concatenate([x, np.zeros((size - len(windows),) + x.shape[1:], np.float32)])
-        out = self.model.predict_on_batch(x)
-        arrays = {k: np.asarray(keras.ops.convert_to_numpy(out[k])) for k in keys}
+        model = self.inference_model
+        pieces: dict[str, list] = {k: [] for k in keys}
+        for lo, size in split_batch(len(windows), batch_size):
+            out = model.predict_on_batch(x[lo : lo + size])
+            for k in keys:
+                pieces[k].append(np.asarray(keras.ops.convert_to_numpy(out[k])))
+        arrays = {k: v[0] if len(v) == 1 else np.concatenate(v) for k, v in pieces.items()}
         return [{k: arrays[k][i] for k in keys} for i in range(len(windows))]
 
-    def forward(self, signals: list[np.ndarray], keys: list[str], batch_size: int, progress: bool = False):
-        """Outputs ``{key: [T, ...]}`` per signal, windows of all signals batched together."""
+    def forward(
+        self,
+        signals: list[np.ndarray],
+        keys: list[str],
+        batch_size: int,
+        progress: bool = False,
+        *,
+        hop: Optional[float] = None,
+    ):
+        """Outputs ``{key: [T, ...]}`` per signal, windows of all signals batched together
+        (clip models: patches every ``hop`` seconds, default the manifest's)."""
         batch_size = valid_int("batch_size", batch_size)
-        if isinstance(self.plan, ClipPlan):
-            return self._forward_clip(signals, keys, batch_size, progress)
+        plan = self.plan_for(hop)
+        if isinstance(plan, ClipPlan):
+            return self._forward_clip(signals, keys, batch_size, progress, plan)
         return self._forward_frame(signals, keys, batch_size, progress)
 
     def stream_clip(
-        self, items: Iterable[tuple[Any, np.ndarray]], keys: list[str], batch_size: int
+        self,
+        items: Iterable[tuple[Any, np.ndarray]],
+        keys: list[str],
+        batch_size: int,
+        *,
+        hop: Optional[float] = None,
     ) -> Iterator[tuple[Any, np.ndarray, dict[str, np.ndarray]]]:
-        """Clip models: patches of a stream of ``(tag, signal)`` batched across signals; yields
-        ``(tag, signal, {key: [T, ...]})`` in input order as soon as a signal is complete."""
+        """Clip models: patches (every ``hop`` seconds) of a stream of ``(tag, signal)`` batched
+        across signals; yields ``(tag, signal, {key: [T, ...]})`` in input order as soon as a
+        signal is complete."""
 
-        plan = self.plan
+        plan = self.plan_for(hop)
         windows: deque = deque()  # (entry, start)
         open_items: deque = deque()  # [tag, y, remaining, outputs], in input order
 
@@ -208,11 +285,12 @@ class Runner:
         while windows:
             yield from step(min(batch_size, len(windows)))
 
-    def _forward_clip(self, signals, keys, batch_size, progress):
-        total = sum(self.plan.count(y.shape[0]) for y in signals)
+    def _forward_clip(self, signals, keys, batch_size, progress, plan: ClipPlan):
+        total = sum(plan.count(y.shape[0]) for y in signals)
         bar = progress_bar(total, progress, f"{self.name} patches")
         results = []
-        for _, _, out in self.stream_clip(enumerate(signals), keys, batch_size):
+        hop = plan.hop_samples / self.sample_rate
+        for _, _, out in self.stream_clip(enumerate(signals), keys, batch_size, hop=hop):
             bar.update(len(next(iter(out.values()))))
             results.append(out)
         bar.close()
