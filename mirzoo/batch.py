@@ -697,13 +697,13 @@ def extract_files(
     with output_lock(target):  # one writer per output: a second run gets "being written by process N"
         return _extract_locked(
             extractor, target, paths, keys, layer_name, meta, pool, batch_size, workers, resume, progress,
-            on_failure, _decode, start_time,
+            on_failure, _decode, start_time, hop,
         )
 
 
 def _extract_locked(
     extractor, target, paths, keys, layer_name, meta, pool, batch_size, workers, resume, progress, on_failure,
-    _decode, start_time,
+    _decode, start_time, hop,
 ) -> ExtractionReport:
     parts = _Parts(target)
     done: set[str] = set()
