@@ -412,7 +412,13 @@ def train(args) -> dict:
             state["best"], state["best_epoch"] = score, state["epoch"]
             full.save_weights(out / "best.weights.h5")
         state["epoch"] += 1
-        state.update(hardware=hardware_text(), config=cfg, model_config=config)
+        hop_s = hop / entry["sample_rate"]
+        hours = {}
+        for split, clips in data.items():
+            for c in clips:
+                key = f"{c['corpus']} {split}"
+                hours[key] = round(hours.get(key, 0.0) + len(c["feats"]) * hop_s / 3600, 3)
+        state.update(hardware=hardware_text(), config=cfg, model_config=config, data_hours=hours)
         tmp = out / ".state.json"
         tmp.write_text(json.dumps(state, indent=1))
         os.replace(tmp, state_path)
@@ -421,8 +427,6 @@ def train(args) -> dict:
 
 def ship(args) -> None:
     """Copy the run's best weights into the package and rewrite the manifest entry."""
-    from mirzoo.fileio import atomic_file, file_sha256  # noqa: F401
-
     run = Path(args.run)
     state = json.loads((run / "state.json").read_text())
     root = Path(__file__).resolve().parent.parent
@@ -442,9 +446,9 @@ def ship(args) -> None:
     entry["pretrained"] = True
     best = state["history"][state["best_epoch"]]
     entry["training"] = {
-        "data": "corpus version 2 (music21 scores rendered with FluidR3, plus the train/valid pieces "
-                "rendered with MuseScore_General_Lite mixed per channel with sf_GMbank and FluidR3); "
-                "score targets: beats, downbeats, 24 keys, 109 chords, 12 meters, tempo, clip tags",
+        "data": "corpus version 2 (music21 scores rendered with FluidSynth, training/README.md), the cached "
+                f"clips used (hours per corpus and split): {state.get('data_hours', 'not recorded')}; score "
+                "targets: beats, downbeats, 24 keys, 109 chords, 12 meters, tempo, clip tags",
         "command": f"python -m training.musical train --config {state['config'].get('_path', 'training/configs/tcn-music.json')}",
         "epochs": state["epoch"], "best_epoch": state["best_epoch"],
         "train_minutes": round(state["minutes"], 1), "hardware": state.get("hardware"),
