@@ -33,7 +33,6 @@ import json
 import logging
 import math
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -343,15 +342,11 @@ def choose_vocabulary(clips: list, min_count: int, groups: list) -> list:
     return sorted(t for t, n in counts.items() if n >= min_count)
 
 
-def hardware_text() -> str:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{platform.processor() or platform.machine()}, {cores} CPU cores usable, no GPU"
-
-
 def train(args) -> dict:
     import keras
 
     from mirzoo.zoo.manifest import get_entry
+    from training.train import hardware_text
 
     cfg = json.loads(Path(args.config).read_text())
     seed = int(cfg.get("seed", 0))
@@ -386,6 +381,12 @@ def train(args) -> dict:
         rng = np.random.default_rng([seed, state["epoch"]])
         sampler.rng = rng
         log.info("resumed after epoch %d (best %.4f at %d)", state["epoch"], state["best"], state["best_epoch"])
+    hours: dict = {}  # what the run trains and validates on, recorded with every checkpoint
+    for split, clips in data.items():
+        for c in clips:
+            key = f"{c['corpus']} {split}"
+            hours[key] = round(hours.get(key, 0.0) + len(c["feats"]) * hop / entry["sample_rate"] / 3600, 3)
+    hardware = hardware_text()
     steps, batch = int(cfg.get("steps_per_epoch", 100)), int(cfg.get("batch_size", 8))
     deadline = time.time() + 60 * float(args.max_minutes)
     while state["epoch"] < int(cfg.get("epochs", 100)) and time.time() < deadline:
@@ -412,13 +413,7 @@ def train(args) -> dict:
             state["best"], state["best_epoch"] = score, state["epoch"]
             full.save_weights(out / "best.weights.h5")
         state["epoch"] += 1
-        hop_s = hop / entry["sample_rate"]
-        hours = {}
-        for split, clips in data.items():
-            for c in clips:
-                key = f"{c['corpus']} {split}"
-                hours[key] = round(hours.get(key, 0.0) + len(c["feats"]) * hop_s / 3600, 3)
-        state.update(hardware=hardware_text(), config=cfg, model_config=config, data_hours=hours)
+        state.update(hardware=hardware, config=cfg, model_config=config, data_hours=hours)
         tmp = out / ".state.json"
         tmp.write_text(json.dumps(state, indent=1))
         os.replace(tmp, state_path)
@@ -427,6 +422,8 @@ def train(args) -> dict:
 
 def ship(args) -> None:
     """Copy the run's best weights into the package and rewrite the manifest entry."""
+    from mirzoo.fileio import atomic_file
+
     run = Path(args.run)
     state = json.loads((run / "state.json").read_text())
     root = Path(__file__).resolve().parent.parent
@@ -435,9 +432,8 @@ def ship(args) -> None:
     entry = manifest["models"][MODEL]
     target = root / "mirzoo" / "weights" / f"{MODEL}.weights.h5"
     data = (run / "best.weights.h5").read_bytes()
-    tmp = target.with_suffix(".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)
+    with atomic_file(target) as tmp:
+        Path(tmp).write_bytes(data)
     entry["config"] = state["model_config"]
     entry["layers"]["tags"] = len(state["vocabulary"])
     entry["head"]["labels"] = state["vocabulary"]
@@ -449,16 +445,15 @@ def ship(args) -> None:
         "data": "corpus version 2 (music21 scores rendered with FluidSynth, training/README.md), the cached "
                 f"clips used (hours per corpus and split): {state.get('data_hours', 'not recorded')}; score "
                 "targets: beats, downbeats, 24 keys, 109 chords, 12 meters, tempo, clip tags",
-        "command": f"python -m training.musical train --config {state['config'].get('_path', 'training/configs/tcn-music.json')}",
+        "command": "python -m training.musical train --config training/configs/tcn-music.json",
         "epochs": state["epoch"], "best_epoch": state["best_epoch"],
         "train_minutes": round(state["minutes"], 1), "hardware": state.get("hardware"),
         "valid": {k: round(v, 4) for k, v in best.items() if k.endswith(("_acc", "_f1"))},
     }
     text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
     for p in manifest_paths:
-        tmp = p.with_suffix(".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, p)
+        with atomic_file(p) as tmp:
+            Path(tmp).write_text(text, encoding="utf-8")
 
 
 def main(argv=None) -> int:
