@@ -316,6 +316,12 @@ def valid_metrics(model, crops, batch: int = 8) -> dict:
     return m
 
 
+def validation_score(metrics: dict) -> float:
+    """The model-selection score: the mean of the head accuracies and beat/downbeat F1."""
+    return float(np.nanmean([metrics[k] for k in ("key_acc", "chord_acc", "beat_f1", "downbeat_f1",
+                                                  "meter_acc", "tempo_acc")]))
+
+
 def build_training_model(entry: dict, n_tags: int):
     """``(full waveform model, features-in training model)`` sharing one set of weights."""
     import keras
@@ -374,13 +380,23 @@ def train(args) -> dict:
     valid_clips = data.get("valid") or data["train"]
     crops = fixed_crops(CropSampler(valid_clips, vocab, length, rng, augment={}), int(cfg.get("valid_crops", 64)), seed + 1)
     out.mkdir(parents=True, exist_ok=True)
-    state = {"epoch": 0, "best": -1e9, "best_epoch": -1, "history": [], "minutes": 0.0, "vocabulary": vocab}
+    state = {"epoch": 0, "best": -1e9, "best_epoch": -1, "history": [], "minutes": 0.0, "vocabulary": vocab,
+             "valid_crops": len(crops[0])}
     if args.resume and state_path.exists():
         state = json.loads(state_path.read_text())
         full.load_weights(out / "last.weights.h5")
         rng = np.random.default_rng([seed, state["epoch"]])
         sampler.rng = rng
         log.info("resumed after epoch %d (best %.4f at %d)", state["epoch"], state["best"], state["best_epoch"])
+        if state.get("valid_crops") != len(crops[0]):
+            # the validation crops changed since the best was scored: rescore the resumed weights on the new
+            # crops so that "best" compares like with like
+            metrics = valid_metrics(model, crops)
+            state["history"][-1].update(metrics, score=validation_score(metrics), rescored=True)
+            state["best"], state["best_epoch"] = validation_score(metrics), state["epoch"] - 1
+            full.save_weights(out / "best.weights.h5")
+            log.info("validation crops changed: the resumed weights score %.4f on the new ones", state["best"])
+        state["valid_crops"] = len(crops[0])
     hours: dict = {}  # what the run trains and validates on, recorded with every checkpoint
     for split, clips in data.items():
         for c in clips:
@@ -388,23 +404,28 @@ def train(args) -> dict:
             hours[key] = round(hours.get(key, 0.0) + len(c["feats"]) * hop / entry["sample_rate"] / 3600, 3)
     hardware = hardware_text()
     steps, batch = int(cfg.get("steps_per_epoch", 100)), int(cfg.get("batch_size", 8))
-    deadline = time.time() + 60 * float(args.max_minutes)
+    started = time.time()
+    deadline = started + 60 * float(args.max_minutes)
+    lr0 = float(cfg.get("learning_rate", 1e-3))
     while state["epoch"] < int(cfg.get("epochs", 100)) and time.time() < deadline:
         te = time.time()
         losses = []
         for _ in range(steps):
+            if args.anneal:
+                # cosine decay over this invocation's time budget, down to 5 % of the base rate
+                frac = min(1.0, (time.time() - started) / (deadline - started))
+                model.optimizer.learning_rate.assign(lr0 * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * frac))))
             x, y, w = sampler.batch(batch)
             loss = model.train_on_batch(x, y, sample_weight=w)
             losses.append(float(loss[0] if isinstance(loss, (list, tuple)) else loss))
             if time.time() > deadline:
                 break
         metrics = valid_metrics(model, crops)
-        score = float(np.nanmean([metrics["key_acc"], metrics["chord_acc"], metrics["beat_f1"],
-                                  metrics["downbeat_f1"], metrics["meter_acc"], metrics["tempo_acc"]]))
+        score = validation_score(metrics)
         minutes = (time.time() - te) / 60
         state["minutes"] += minutes
         record = {"epoch": state["epoch"], "loss": float(np.mean(losses)), "score": score, **metrics,
-                  "minutes": minutes}
+                  "minutes": minutes, "learning_rate": float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))}
         state["history"].append(record)
         log.info("epoch %d loss %.4f score %.4f %s (%.1f min)", state["epoch"], record["loss"], score,
                  {k: round(v, 3) for k, v in metrics.items()}, minutes)
@@ -471,6 +492,8 @@ def main(argv=None) -> int:
     t.add_argument("--out", default="runs/tcn-music")
     t.add_argument("--max-minutes", type=float, default=60)
     t.add_argument("--resume", action="store_true")
+    t.add_argument("--anneal", action="store_true",
+                   help="cosine-decay the learning rate over this run's --max-minutes (for a final fixed-budget stretch)")
     s = sub.add_parser("ship", help="ship a run's best weights into the package")
     s.add_argument("--run", required=True)
     args = parser.parse_args(argv)
