@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 
 from mirzoo import publish
 from mirzoo.errors import MirzooError
-from mirzoo.fileio import atomic_file, write_json_atomic
+from mirzoo.fileio import atomic_file, check_writable, write_json_atomic
 from mirzoo.zoo.manifest import PACKAGE_MANIFEST, REPO_MANIFEST, get_spec, list_models, manifest_path, model_info
 
 log = logging.getLogger("mirzoo")
@@ -135,6 +135,9 @@ def _extract_ray(args) -> int:
                 print(f"mirzoo extract: error: cannot read the file list '{args.files_from}': {exc}", file=sys.stderr)
                 return 2
         inputs += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+    if "://" not in out or out.startswith("file://"):  # a local output is checked before Ray starts
+        check_writable(out.split("://", 1)[-1], folder=Path(out).suffix.lower() != ".parquet")
 
     import mirzoo.distributed as md  # deferred: Ray is optional
 
@@ -288,15 +291,15 @@ def _cmd_fine_tune(args) -> int:
     clf = base.fine_tune(args.data, epochs=args.epochs, unfreeze=args.unfreeze, validation=args.validation,
                          multilabel=True if args.multi_label else None, seed=args.seed, progress=not args.quiet)
     clf.save(out, overwrite=args.overwrite)
-    head = clf.entry["head"]
-    kind = "multi-label (sigmoid)" if head["multilabel"] else "single-label (softmax)"
-    print(f"{clf.entry['training']['data']}; {len(head['labels'])} classes, {kind}: {', '.join(head['labels'])}")
+    head = clf.spec.head
+    kind = "multi-label (sigmoid)" if head.multilabel else "single-label (softmax)"
+    print(f"{clf.spec.training['data']}; {len(head.labels)} classes, {kind}: {', '.join(head.labels)}")
     losses = clf.history["head"]
     print(f"head: {len(losses['loss'])} epoch(s), final training loss {losses['loss'][-1]:.4f}"
           + (f", validation loss {losses['val_loss'][-1]:.4f}" if "val_loss" in losses else ""))
     if "unfreeze" in clf.history:
         print(f"unfrozen: {', '.join(clf.history['unfreeze']['blocks'])}")
-    validation = clf.entry.get("metrics", {}).get("validation")
+    validation = clf.spec.metrics.get("validation")
     if validation:
         print(f"validation: {_fmt_metrics(validation)}")
     else:
@@ -431,6 +434,56 @@ def _cmd_analyze(args) -> int:
     if not model.pretrained:
         print(f"note: {model.name!r} is not pretrained: this analysis is meaningless", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def add_publish_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The ``publish`` options and handler on ``parser`` (also used by ``python -m training.publish``)."""
+    parser.add_argument("model", help="a saved model directory (Extractor.save), a zoo name or an hf:// reference")
+    parser.add_argument("--repo", required=True, metavar="OWNER/NAME", help="Hugging Face repo id")
+    parser.add_argument("--out", metavar="DIR",
+                        help="where to build the hub folder (default: ./<name>-hub; a previous build is replaced)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out even if it is not a previous build")
+    parser.add_argument("--license", help="license to record instead of the model's (e.g. MIT, CC-BY-4.0)")
+    parser.add_argument("--push", action="store_true", help="upload (token from $HF_TOKEN); default is a dry run")
+    parser.add_argument("--private", action="store_true", help="create the repo as private")
+    parser.add_argument("--branch", help="branch to commit to (default: main)")
+    parser.add_argument("--tag", help="tag the new commit, e.g. v1")
+    parser.add_argument("--message", help="commit message")
+    parser.add_argument("--update-manifest", action="store_true",
+                        help="after --push, pin the zoo entry's hub repo_id and revision (the commit) in both "
+                        "manifest copies")
+    parser.set_defaults(func=_cmd_publish, command="publish")
+    return parser
+
+
+def _cmd_publish(args) -> int:
+    result = publish.publish_model(
+        args.model, args.repo, out=args.out, overwrite=args.overwrite, license=args.license, push_to_hub=args.push,
+        private=args.private, branch=args.branch, tag=args.tag, message=args.message,
+        update_manifest_entry=args.update_manifest,
+    )
+    print(f"hub folder for {args.repo}: {result.folder}")
+    width = max(len(f) for f, _ in result.files)
+    for f, size in result.files:
+        print(f"  {f:<{width}}  {_human(size):>9}  ({size} bytes)")
+    print(f"  {len(result.files)} files, {_human(result.total_bytes)}")
+    if result.commit is None:
+        print(f"dry run: nothing uploaded. Add --push to upload to https://huggingface.co/{args.repo}")
+        return 0
+    print(f"pushed {args.repo}: commit {result.commit}")
+    print(f"load it with: mirzoo.load('hf://{args.repo}@{result.revision}')")
+    if result.manifests:
+        print(f"manifest entry {result.name!r} now pins {args.repo}@{result.commit} in "
+              f"{', '.join(map(str, result.manifests))}")
+    return 0
 
 
 def _cmd_manifest(args) -> int:
@@ -597,7 +650,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=_cmd_analyze)
 
-    publish.add_cli_commands(sub)
+    p = sub.add_parser("publish", help="build a Hugging Face Hub model repo (and with --push, upload it)",
+                       description="Build a hub-ready folder of a saved model, a zoo name or an hf:// reference (the "
+                       "Keras layout, mirzoo.json with every file's sha256, a model card) and list it; --push uploads "
+                       "it (token from $HF_TOKEN).")
+    add_publish_arguments(p)
 
     p = sub.add_parser("manifest", help="check the weights manifest (maintainers: --refresh-seeded)",
                        description="Validate weights_manifest.json; --refresh-seeded recomputes the sha256 of "
@@ -613,6 +670,17 @@ def _quiet_backend() -> None:
     absl::InitializeLog()", CPU-feature notes).  Must run before TensorFlow is first imported; a value
     the user set is kept."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def publish_main(argv: Optional[Sequence[str]] = None, *, prog: str = "mirzoo publish") -> int:
+    """The ``publish`` command on its own, under another program name (``python -m training.publish``)."""
+    parser = add_publish_arguments(argparse.ArgumentParser(prog=prog, description=publish.__doc__.split("\n\n")[0]))
+    args = parser.parse_args(argv)
+    try:
+        return _cmd_publish(args)
+    except MirzooError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -80,8 +80,9 @@ from mirzoo._checks import valid_int, valid_number, valid_pool
 from mirzoo.audio import AUDIO_EXTENSIONS, check_sr, load_audio, prepare_audio, stream_file, validate_audio
 from mirzoo.embeddings import POOLS
 from mirzoo.errors import AudioFileError, MirzooError, MissingDependencyError, ParameterError, UnknownLayerError
-from mirzoo.fileio import atomic_directory, atomic_file
-from mirzoo.zoo.manifest import get_entry
+from mirzoo.fileio import atomic_directory, atomic_file, check_writable, output_lock
+from mirzoo.spec import ModelSpec
+from mirzoo.zoo.manifest import get_spec
 
 __all__ = [
     "init",
@@ -592,32 +593,33 @@ class _EmbedActor:
 
 
 def _check_model(model, layer, hop=None) -> str:
-    """The model reference an actor can load; layer and hop checked here when the entry is at hand."""
+    """The model reference an actor can load; layer and hop checked here when the spec is at hand."""
 
+    spec = None
     if isinstance(model, os.PathLike) or (isinstance(model, str) and os.path.isdir(model)):
         directory = os.path.abspath(os.fspath(model))  # actors may run in another folder
         try:
-            entry = json.loads(Path(directory, "mirzoo.json").read_text(encoding="utf-8"))["entry"]
-        except (OSError, ValueError, KeyError, TypeError):
-            entry = None
+            meta = json.loads(Path(directory, "mirzoo.json").read_text(encoding="utf-8"))
+            spec = ModelSpec.from_entry(meta.get("name") or Path(directory).name, meta["entry"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, MirzooError):
+            spec = None  # the actors' load reports a missing or malformed mirzoo.json with its own message
         ref = directory
     elif isinstance(model, str) and model:
         ref = model
-        entry = None
         if not model.startswith("hf://") and "@" not in model:
-            entry = get_entry(model)  # UnknownModelError with close matches
+            spec = get_spec(model)  # UnknownModelError with close matches
     else:
         raise ParameterError(
             f"model={model!r} must be a zoo name, 'hf://owner/repo@rev' or a saved-model directory: every Ray "
             f"actor loads its own copy (save an Extractor with .save(dir) and pass the directory)"
         )
-    if entry is not None and layer is not None:
-        names = list(entry.get("layers", {})) + ["all"]
+    if spec is not None and layer is not None:
+        names = list(spec.layers) + ["all"]
         if layer not in names:
             raise UnknownLayerError(
                 f"layer={layer!r} is not a layer of model {model!r}; valid layers: {', '.join(names)}"
             )
-    if entry is not None and hop is not None and entry.get("output") != "clip":
+    if spec is not None and hop is not None and not spec.is_clip:
         raise ParameterError(f"hop={hop!r}: model {model!r} is frame-level; hop applies to clip models only")
     return ref
 
@@ -799,10 +801,14 @@ def write_parquet(ds, path: Union[str, os.PathLike], *, filesystem=None, overwri
     start = time.perf_counter()
     if target.lower().endswith(".npz"):
         raise ParameterError(f"output '{target}' must be a .parquet file or a folder (NPZ: use mirzoo.batch)")
-    if target.lower().endswith(".parquet"):
-        report = _write_single(ds, target, fs, local, overwrite)
+    single = target.lower().endswith(".parquet")
+    if local:
+        # before the dataset runs (it is lazy: writing is what executes it), and one writer per output
+        check_writable(target, folder=not single)
+        with output_lock(target):
+            report = (_write_single if single else _write_folder)(ds, target, fs, local, overwrite)
     else:
-        report = _write_folder(ds, target, fs, local, overwrite)
+        report = (_write_single if single else _write_folder)(ds, target, fs, local, overwrite)
     report.seconds = time.perf_counter() - start
     return report
 

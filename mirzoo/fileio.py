@@ -108,15 +108,19 @@ def safe_relative(name: Any) -> bool:
     return not name.startswith("/") and all(p not in ("", ".", "..") for p in parts)
 
 
-def check_writable(target: Union[str, os.PathLike]) -> Path:
-    """``target`` as a Path if a file can be written there (and renamed onto it); :class:`OutputError` if not.
+def check_writable(target: Union[str, os.PathLike], *, folder: bool = False) -> Path:
+    """``target`` as a Path if a file (``folder=True``: a folder) can be written there and renamed onto
+    it; :class:`OutputError` if not.
 
-    Refuses an existing directory, a parent that is a file, and a folder this process cannot
-    write to (tested by creating and removing a temporary file), before any work is done.
+    Refuses an existing directory where a file is expected (an existing file where a folder is),
+    a parent that is a file, and a folder this process cannot write to (tested by creating and
+    removing a temporary file), before any work is done.
     """
     target = Path(target)
-    if target.is_dir():
+    if target.is_dir() and not folder:
         raise OutputError(f"output '{target}' is an existing directory: expected a file name")
+    if folder and target.exists() and not target.is_dir():
+        raise OutputError(f"output '{target}' is an existing file: expected a folder (or a name ending in .parquet)")
     parent = target.parent
     blocked = next((p for p in [parent, *parent.parents] if p.exists() and not p.is_dir()), None)
     if blocked is not None:

@@ -86,10 +86,10 @@ def saved_files(directory: Union[str, os.PathLike], meta: dict) -> dict[str, str
     """
     d = Path(directory)
     meta_path = d / "mirzoo.json"
-    weights = meta["entry"]["weights"]
-    if weights.get("file") != "model.weights.h5":
+    weights = ModelSpec.from_entry(meta.get("name") or d.name, meta["entry"]).weights
+    if weights.file != "model.weights.h5":
         raise WeightsError(
-            f"'{meta_path}': weights.file={weights.get('file')!r} must be 'model.weights.h5', the file Keras "
+            f"'{meta_path}': weights.file={weights.file!r} must be 'model.weights.h5', the file Keras "
             f"reads; the folder was modified, save the model again"
         )
     files = meta.get("files")
@@ -111,7 +111,7 @@ def saved_files(directory: Union[str, os.PathLike], meta: dict) -> dict[str, str
         if not (d / name).is_file():
             raise WeightsError(f"file '{name}' with a sha256 in '{meta_path}' is missing from '{d}'")
         out[name] = sha
-    if out.get("model.weights.h5") != weights.get("sha256"):
+    if out.get("model.weights.h5") != weights.sha256:
         raise WeightsError(f"'{meta_path}': the sha256 of model.weights.h5 differs between 'entry' and 'files'")
     for name in KERAS_FILES:
         if name not in out:
@@ -128,8 +128,8 @@ def trust_saved(directory: Union[str, os.PathLike]) -> Path:
     d = Path(directory)
     meta_path = d / "mirzoo.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    weights = meta["entry"]["weights"]
-    if weights.get("file") != "model.weights.h5" or file_sha256(d / "model.weights.h5") != weights.get("sha256"):
+    weights = ModelSpec.from_entry(meta.get("name") or d.name, meta["entry"]).weights
+    if weights.file != "model.weights.h5" or file_sha256(d / "model.weights.h5") != weights.sha256:
         raise WeightsError(f"'{d / 'model.weights.h5'}' does not match the sha256 in '{meta_path}': save the model again")
     meta["files"] = {n: {"sha256": file_sha256(d / n), "size": (d / n).stat().st_size} for n in KERAS_FILES}
     write_json_atomic(meta_path, meta)
@@ -244,8 +244,7 @@ def load_reference(ref: str) -> Extractor:
     extractor.source = f"{SCHEME}{parsed.repo_id}@{parsed.pinned_revision}" + (
         f" (commit {commit})" if commit and commit != parsed.pinned_revision else ""
     )
-    hub = dict(extractor.entry.get("hub") or {}, repo_id=parsed.repo_id, revision=commit or parsed.revision)
-    extractor.entry["hub"] = hub
+    extractor.update_entry(hub={"repo_id": parsed.repo_id, "revision": commit or parsed.revision})
     logger.info("loaded %s from %s", ref, folder)
     return extractor
 

@@ -8,7 +8,8 @@ model card.  ``mirzoo.json`` gains the repo id and a ``files`` map with the
 sha256 and size of every model file, which :func:`mirzoo.loader.load_reference`
 checks.
 
-Command line (a dry run unless ``--push``)::
+The ``mirzoo publish`` command (:mod:`mirzoo.cli`) is :func:`publish_model` plus printing;
+a dry run unless ``--push``::
 
     mirzoo publish my-finetuned/ --repo owner/my-model            # build the folder, list what would upload
     mirzoo publish my-finetuned/ --repo owner/my-model --push     # upload with $HF_TOKEN, print the commit
@@ -17,12 +18,12 @@ Command line (a dry run unless ``--push``)::
 
 from __future__ import annotations
 
-import argparse
 import copy
+import dataclasses
 import json
 import os
 import shutil
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -41,8 +42,10 @@ __all__ = [
     "push",
     "update_manifest",
     "manifest_paths",
-    "add_cli_commands",
-    "main",
+    "publish_model",
+    "PublishResult",
+    "default_out",
+    "is_previous_build",
 ]
 
 # Files of a saved model that go to the hub, in the order they are listed.
@@ -85,11 +88,11 @@ def _read_saved(directory: Path) -> dict[str, Any]:
     from mirzoo.loader import read_saved  # deferred: Keras/TensorFlow, kept out of `mirzoo --help` start-up
 
     meta = read_saved(directory)
-    weights = meta["entry"]["weights"]
-    if weights.get("kind") != "file" or weights.get("file") != "model.weights.h5":
+    weights = ModelSpec.from_entry(meta.get("name") or directory.name, meta["entry"]).weights
+    if weights.kind != "file" or weights.file != "model.weights.h5":
         raise ParameterError(
             f"'{directory / META}': weights must be {{'kind': 'file', 'file': 'model.weights.h5', ...}} as "
-            f"written by Extractor.save, got {weights!r}"
+            f"written by Extractor.save, got {meta['entry']['weights']!r}"
         )
     for f in MODEL_FILES:
         if not (directory / f).is_file():
@@ -172,7 +175,7 @@ def _metrics_section(metrics: Any, pretrained: bool) -> str:
     return "\n".join(rows) + "\n" + (f"\n{note}\n" if note else "")
 
 
-def model_card(name: str, entry: dict[str, Any], repo_id: str) -> str:
+def model_card(spec: ModelSpec, repo_id: str) -> str:
     """The ``README.md`` model card of a model: YAML front matter and the usual sections.
 
     Front matter: ``library_name: keras`` (the repo is in Keras' layout, so the hub shows
@@ -180,15 +183,16 @@ def model_card(name: str, entry: dict[str, Any], repo_id: str) -> str:
     Sections: model, how to use, training data, metrics (from the manifest entry),
     intended use, limitations, citation.
     """
-    license_id, license_name = _hub_license(entry.get("license", ""))
-    task = entry.get("task", "")
-    pretrained = bool(entry.get("pretrained"))
-    datasets = _datasets(entry.get("training") or {})
+    name = spec.name
+    license_id, license_name = _hub_license(spec.license)
+    task = spec.task
+    pretrained = spec.pretrained
+    datasets = _datasets(dict(spec.training))
     tags = ["mirzoo", "keras", "audio", "music", "music-information-retrieval"]
-    tags += [t for t in (task, entry.get("family", "").replace("_", "-")) if t and t not in tags]
+    tags += [t for t in (task, spec.family.replace("_", "-")) if t and t not in tags]
     if not pretrained:
         tags.append("random-weights")
-    pipeline = "audio-classification" if entry.get("head") else "feature-extraction"
+    pipeline = "audio-classification" if spec.head else "feature-extraction"
 
     front = ["---", "library_name: keras", f"license: {license_id}"]
     if license_name:
@@ -199,45 +203,42 @@ def model_card(name: str, entry: dict[str, Any], repo_id: str) -> str:
     front += [f"- {_yaml_str(d)}" for d in datasets]
     front += [f"pipeline_tag: {pipeline}", "---", ""]
 
-    layers = entry.get("layers", {})
-    layer_rows = "\n".join(f"| `{k}` | {v} |" for k, v in layers.items())
-    head = entry.get("head") or {}
-    labels = head.get("labels") or []
-    if entry.get("output") == "clip":
+    layer_rows = "\n".join(f"| `{k}` | {v} |" for k, v in spec.layers.items())
+    labels = spec.labels or []
+    if spec.is_clip:
         framing = (
-            f"clip-level: {entry.get('patch_seconds')} s patches every {entry.get('patch_hop_seconds')} s, "
+            f"clip-level: {spec.patch_seconds} s patches every {spec.patch_hop_seconds} s, "
             f"one vector per patch"
         )
     else:
         framing = "frame-level: one vector per spectrogram frame"
-    training = entry.get("training") or {}
-    notes = training.get("notes") if isinstance(training, dict) else None
-    saved_from = entry.get("saved_from")
+    training = dict(spec.training)
+    notes = training.get("notes")
+    saved_from = spec.saved_from
 
-    body = [f"# {name}", "", entry.get("description", "").strip(), ""]
+    body = [f"# {name}", "", spec.description.strip(), ""]
     if saved_from and saved_from != name:
         body += [f"Derived from the mirzoo model `{saved_from}`.", ""]
     body += [
         "## Model",
         "",
-        f"- Input: mono waveform at {entry.get('sample_rate')} Hz (mirzoo resamples and down-mixes for you);"
+        f"- Input: mono waveform at {spec.sample_rate} Hz (mirzoo resamples and down-mixes for you);"
         " the audio front-end is a layer inside the model.",
         f"- Output: {framing}.",
-        f"- Default embedding layer: `{entry.get('default_layer')}`.",
+        f"- Default embedding layer: `{spec.default_layer}`.",
         "",
         "| layer | dimensions |",
         "|---|---|",
         layer_rows,
         "",
     ]
-    frame = entry.get("output") == "frame"
+    frame = spec.is_frame
     if labels:
-        what = f"Labels of the frame-wise head `{head.get('output')}`" if frame else "Tag vocabulary"
+        what = f"Labels of the frame-wise head `{spec.head_output}`" if frame else "Tag vocabulary"
         body += [f"{what} ({len(labels)}): " + ", ".join(f"`{t}`" for t in labels) + ".", ""]
-    aux_heads = [h for h in entry.get("aux_heads") or [] if isinstance(h, dict)]
-    for h in aux_heads:
-        body += [f"Second head `{h.get('output')}` ({len(h.get('labels', []))} labels, read with "
-                 f"`m.tag(audio, head=\"{h.get('output')}\")`): " + ", ".join(f"`{t}`" for t in h.get("labels", [])) + ".", ""]
+    for h in spec.aux_heads:
+        body += [f"Second head `{h.output}` ({len(h.labels)} labels, read with "
+                 f"`m.tag(audio, head=\"{h.output}\")`): " + ", ".join(f"`{t}`" for t in h.labels) + ".", ""]
     body += [
         "## How to use",
         "",
@@ -269,7 +270,7 @@ def model_card(name: str, entry: dict[str, Any], repo_id: str) -> str:
         body.append("None: the weights come from a fixed random seed, not from training.")
     if notes:
         body += ["", str(notes)]
-    if isinstance(training, dict) and (training.get("train_minutes") or training.get("hardware")):
+    if training.get("train_minutes") or training.get("hardware"):
         line = "Training took"
         if training.get("train_minutes"):
             line += f" {training['train_minutes']} min"
@@ -278,9 +279,9 @@ def model_card(name: str, entry: dict[str, Any], repo_id: str) -> str:
         if training.get("best_epoch") is not None:
             line += f" (best epoch {training['best_epoch']} on the validation split)"
         body += ["", line + "."]
-    if isinstance(training, dict) and training.get("command"):
+    if training.get("command"):
         body += ["", "Reproduce with:", "", "```bash", str(training["command"]), "```"]
-    body += ["", "## Metrics", "", _metrics_section(entry.get("metrics"), pretrained)]
+    body += ["", "## Metrics", "", _metrics_section(dict(spec.metrics), pretrained)]
 
     if not pretrained:
         use = (
@@ -288,7 +289,7 @@ def model_card(name: str, entry: dict[str, Any], repo_id: str) -> str:
             "model for testing pipelines. Not a feature extractor to rely on for results."
         )
     elif labels and frame:
-        heads = [head.get("output")] + [h.get("output") for h in entry.get("aux_heads") or [] if isinstance(h, dict)]
+        heads = list(spec.heads)
         use = (
             "Frame-level analysis of music audio (one output every hop): " + " and ".join(f"`{h}`" for h in heads)
             + " per frame, and frame embeddings from the layers above for downstream tasks (chord recognition, "
@@ -304,8 +305,8 @@ def model_card(name: str, entry: dict[str, Any], repo_id: str) -> str:
     body += ["## Intended use", "", use, ""]
 
     limits = [
-        f"- Works on {entry.get('sample_rate')} Hz mono audio: other input is resampled and down-mixed, so "
-        f"content above {int(entry.get('sample_rate', 0)) // 2} Hz and stereo information are lost.",
+        f"- Works on {spec.sample_rate} Hz mono audio: other input is resampled and down-mixed, so "
+        f"content above {spec.sample_rate // 2} Hz and stereo information are lost.",
     ]
     if not pretrained:
         limits.append("- Untrained: embeddings carry only what a random convolutional network preserves.")
@@ -320,10 +321,10 @@ def model_card(name: str, entry: dict[str, Any], repo_id: str) -> str:
         limits.append("- Tag probabilities are not calibrated across tags; choose thresholds per tag.")
     body += ["## Limitations", "", *limits, ""]
 
-    refs = entry.get("references") or []
+    refs = list(spec.references)
     body += ["## Citation", ""]
     body += [f"- {r}" for r in refs] if refs else ["No reference recorded."]
-    body += ["", f"Published with [mirzoo](https://pypi.org/project/mirzoo/); license: {entry.get('license')}.", ""]
+    body += ["", f"Published with [mirzoo](https://pypi.org/project/mirzoo/); license: {spec.license}.", ""]
     return "\n".join(front + body)
 
 
@@ -408,7 +409,7 @@ def build_repo_folder(
                     files[p.relative_to(tmp).as_posix()] = _file_record(p)
         entry["weights"] = {"kind": "file", "file": "model.weights.h5", **files["model.weights.h5"]}
         write_json_atomic(tmp / META, {"name": name, "entry": entry, "files": files})
-        (tmp / CARD).write_text(model_card(name, entry, repo_id), encoding="utf-8")
+        (tmp / CARD).write_text(model_card(ModelSpec.from_entry(name, entry), repo_id), encoding="utf-8")
     return target
 
 
@@ -524,113 +525,73 @@ def update_manifest(
     return targets
 
 
-# -- command line ------------------------------------------------------------------------------
+# -- the whole job -----------------------------------------------------------------------------
 
 
-def _default_out(repo_id: str) -> Path:
+@dataclass(frozen=True)
+class PublishResult:
+    """What :func:`publish_model` did: the folder it built, its files and, after a push, the commit."""
+
+    name: str
+    repo_id: str
+    folder: Path
+    files: tuple[tuple[str, int], ...]
+    commit: Optional[str] = None
+    revision: Optional[str] = None  # the tag if one was made, else the commit
+    manifests: tuple[Path, ...] = ()  # the manifest copies re-pinned by update_manifest=True
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(size for _, size in self.files)
+
+
+def default_out(repo_id: str) -> Path:
+    """Where a hub folder goes when no ``out`` is given: ``./<name>-hub``."""
     return Path(f"{repo_id.split('/')[-1]}-hub")
 
 
-def _is_previous_build(folder: Path) -> bool:
+def is_previous_build(folder: Union[str, os.PathLike]) -> bool:
+    """Whether ``folder`` looks like a hub folder built by :func:`build_repo_folder` (safe to replace)."""
+    folder = Path(folder)
     return (folder / META).is_file() and (folder / CARD).is_file() and (folder / "config.json").is_file()
 
 
-def _human(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"  # pragma: no cover
+def publish_model(
+    model: Union[Any, str, os.PathLike],
+    repo_id: str,
+    *,
+    out: Optional[Union[str, os.PathLike]] = None,
+    overwrite: bool = False,
+    license: Optional[str] = None,
+    push_to_hub: bool = False,
+    private: bool = False,
+    branch: Optional[str] = None,
+    tag: Optional[str] = None,
+    message: Optional[str] = None,
+    update_manifest_entry: bool = False,
+) -> PublishResult:
+    """Build the hub folder of ``model`` and, with ``push_to_hub``, upload it: ``mirzoo publish``.
 
-
-def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the ``publish`` options to ``parser``."""
-    parser.add_argument("model", help="a saved model directory (Extractor.save), a zoo name or an hf:// reference")
-    parser.add_argument("--repo", required=True, metavar="OWNER/NAME", help="Hugging Face repo id")
-    parser.add_argument(
-        "--out",
-        metavar="DIR",
-        help="where to build the hub folder (default: ./<name>-hub; a previous build is replaced)",
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace --out even if it is not a previous build")
-    parser.add_argument("--license", help="license to record instead of the model's (e.g. MIT, CC-BY-4.0)")
-    parser.add_argument("--push", action="store_true", help="upload (token from $HF_TOKEN); default is a dry run")
-    parser.add_argument("--private", action="store_true", help="create the repo as private")
-    parser.add_argument("--branch", help="branch to commit to (default: main)")
-    parser.add_argument("--tag", help="tag the new commit, e.g. v1")
-    parser.add_argument("--message", help="commit message")
-    parser.add_argument(
-        "--update-manifest",
-        action="store_true",
-        help="after --push, pin the zoo entry's hub repo_id and revision (the commit) in both manifest copies",
-    )
-    parser.set_defaults(func=run, command="publish")
-    return parser
-
-
-def add_cli_commands(subparsers) -> argparse.ArgumentParser:
-    """Register ``publish`` on an ``argparse`` sub-parser set; the handler is ``args.func(args) -> int``."""
-    parser = subparsers.add_parser(
-        "publish",
-        help="build a Hugging Face Hub model repo (and with --push, upload it)",
-        description=__doc__.split("\n\n")[0],
-    )
-    return configure_parser(parser)
-
-
-def run(args: argparse.Namespace, *, stdout=None) -> int:
-    """Carry out ``publish`` for parsed ``args``; returns the exit status."""
-    out_stream = stdout or sys.stdout
-    _check_repo_id(args.repo)
-    if args.update_manifest and not args.push:
+    Everything that can be refused is checked before anything is written: the repo id, an
+    ``update_manifest_entry`` without a push, a push in offline mode.  A previous build at
+    ``out`` (default :func:`default_out`) is replaced; another existing folder needs ``overwrite``.
+    """
+    _check_repo_id(repo_id)
+    if update_manifest_entry and not push_to_hub:
         raise ParameterError("--update-manifest needs --push: the manifest pins the commit that the push creates")
-    if args.push:
-        if offline():
-            raise PublishError(
-                f"cannot push to {args.repo!r}: offline mode is on (HF_HUB_OFFLINE or MIRZOO_OFFLINE); run without "
-                f"--push for a dry run, or unset it on a connected machine"
-            )
-    out = Path(args.out) if args.out else _default_out(args.repo)
-    overwrite = args.overwrite or (out.exists() and _is_previous_build(out))
-    folder = build_repo_folder(args.model, out, args.repo, overwrite=overwrite, license=args.license)
-    files = repo_files(folder)
-    total = sum(size for _, size in files)
-    print(f"hub folder for {args.repo}: {folder}", file=out_stream)
-    width = max(len(f) for f, _ in files)
-    for f, size in files:
-        print(f"  {f:<{width}}  {_human(size):>9}  ({size} bytes)", file=out_stream)
-    print(f"  {len(files)} files, {_human(total)}", file=out_stream)
-    if not args.push:
-        print(f"dry run: nothing uploaded. Add --push to upload to https://huggingface.co/{args.repo}", file=out_stream)
-        return 0
-    commit = push(
-        folder,
-        args.repo,
-        private=True if args.private else None,
-        branch=args.branch,
-        tag=args.tag,
-        commit_message=args.message,
-    )
-    rev = args.tag or commit
-    print(f"pushed {args.repo}: commit {commit}", file=out_stream)
-    print(f"load it with: mirzoo.load('hf://{args.repo}@{rev}')", file=out_stream)
-    if args.update_manifest:
-        name = json.loads((folder / META).read_text(encoding="utf-8"))["name"]
-        paths = update_manifest(name, args.repo, commit)
-        print(f"manifest entry {name!r} now pins {args.repo}@{commit} in {', '.join(map(str, paths))}", file=out_stream)
-    return 0
-
-
-def main(argv: Optional[Sequence[str]] = None, *, prog: str = "mirzoo publish") -> int:
-    """``python -m mirzoo.publish``: the ``publish`` command on its own."""
-    parser = configure_parser(argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0]))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except MirzooError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    if push_to_hub and offline():
+        raise PublishError(
+            f"cannot push to {repo_id!r}: offline mode is on (HF_HUB_OFFLINE or MIRZOO_OFFLINE); run without "
+            f"--push for a dry run, or unset it on a connected machine"
+        )
+    target = Path(out) if out is not None else default_out(repo_id)
+    overwrite = overwrite or (target.exists() and is_previous_build(target))
+    folder = build_repo_folder(model, target, repo_id, overwrite=overwrite, license=license)
+    name = json.loads((folder / META).read_text(encoding="utf-8"))["name"]
+    result = PublishResult(name, repo_id, folder, tuple(repo_files(folder)))
+    if not push_to_hub:
+        return result
+    commit = push(folder, repo_id, private=True if private else None, branch=branch, tag=tag,
+                  commit_message=message)
+    manifests = tuple(update_manifest(name, repo_id, commit)) if update_manifest_entry else ()
+    return dataclasses.replace(result, commit=commit, revision=tag or commit, manifests=manifests)

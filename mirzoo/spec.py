@@ -94,6 +94,8 @@ class ModelSpec:
     training: Mapping[str, Any] = field(default_factory=dict, compare=False)
     metrics: Mapping[str, Any] = field(default_factory=dict, compare=False)
     references: tuple[str, ...] = ()
+    #: the zoo model a saved or fine-tuned model was derived from (``Extractor.save`` records it)
+    saved_from: Optional[str] = None
     entry: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     # -- derived values ------------------------------------------------------------------
@@ -254,6 +256,7 @@ class ModelSpec:
             training=MappingProxyType(dict(frozen.get("training") or {})),
             metrics=MappingProxyType(dict(frozen.get("metrics") or {})),
             references=tuple(frozen.get("references") or ()),
+            saved_from=frozen.get("saved_from"),
             entry=MappingProxyType(frozen),
         )
 

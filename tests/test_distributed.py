@@ -21,6 +21,7 @@ import mirzoo  # noqa: E402
 import mirzoo.distributed as md  # noqa: E402
 from mirzoo.batch import read_embeddings as read_cli_embeddings  # noqa: E402
 from mirzoo.cli import main  # noqa: E402
+from mirzoo.fileio import output_lock  # noqa: E402
 
 from conftest import SR, tone_mix  # noqa: E402
 
@@ -178,6 +179,27 @@ def test_cli_engine_ray_usage_errors(cluster, clips, tmp_path, capsys):
     assert main(["extract", "random-cnn", str(clips), "-o", str(tmp_path / "x.npz"), "--address", "auto"]) == 2
     assert "--engine ray" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_ray_outputs_are_checked_and_locked_before_any_work(cluster, clips, tmp_path, capsys):
+    existing_dir = tmp_path / "out.parquet"
+    existing_dir.mkdir()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    cases = {existing_dir: "is an existing directory", blocker / "o.parquet": "is a file, not a directory",
+             blocker: "is an existing file: expected a folder"}
+    for out, words in cases.items():  # the CLI refuses before Ray runs anything: exit 2, no traceback
+        assert main(["extract", "random-cnn", str(clips), "-o", str(out), "--engine", "ray", "-q"]) == 2
+        err = capsys.readouterr().err
+        assert words in err and str(out) in err and "Traceback" not in err
+    ds = md.extract(md.read_audio(clips), "random-cnn", pool="mean")
+    with pytest.raises(mirzoo.OutputError, match="is an existing directory"):
+        md.write_parquet(ds, existing_dir)
+    out = tmp_path / "shared.parquet"
+    with output_lock(out):  # one writer per output, as with the local engine
+        with pytest.raises(mirzoo.OutputError, match=rf"'{out}' is being written by process {os.getpid()}"):
+            md.write_parquet(ds, out)
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["file", "out.parquet"]
 
 
 def test_read_audio_paths_globs_uris_and_filesystems(cluster, clips):

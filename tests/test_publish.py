@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 import mirzoo
-from mirzoo import publish
+from mirzoo import cli, publish
 from mirzoo.errors import ParameterError, UnknownModelError, WeightsError
+from mirzoo.spec import ModelSpec
 
 from test_hub import add_to_cache  # noqa: E402  (tests/ is on sys.path under pytest's rootdir)
 
@@ -150,7 +151,7 @@ def test_card_of_a_finetuned_directory(finetuned, tmp_path):
     assert "Fine-tuned for 3 epochs." in card and "Derived from the mirzoo model `random-cnn`" in card
     assert json.loads((out / "mirzoo.json").read_text())["name"] == "my-finetuned"
     entry = json.loads((out / "mirzoo.json").read_text())["entry"]
-    unusual = publish.model_card("x", dict(entry, license="Custom"), "o/x")
+    unusual = publish.model_card(ModelSpec.from_entry("x", dict(entry, license="Custom")), "o/x")
     assert front_matter(unusual)["license"] == "other" and front_matter(unusual)["license_name"] == "Custom"
 
 
@@ -164,7 +165,7 @@ def test_card_of_a_shipped_training_record():
                         "how": "frame-level pitch-class activity"}
     entry["layers"]["tags"] = 2
     entry["aux_heads"] = [{"output": "tags", "labels": ["instrument:piano", "style:folk"], "activation": "sigmoid"}]
-    card = publish.model_card("dense-frame", entry, "o/dense-frame")
+    card = publish.model_card(ModelSpec.from_entry("dense-frame", entry), "o/dense-frame")
     assert "Training took 12.5 min on x86_64, 2 CPU cores, no GPU (best epoch 3 on the validation split)." in card
     assert "python -m training.train --model dense-frame --ship\n```" in card
     assert "| test_fluidr3: frame_f1 | 0.87 | n_frames: 1000; tags_n_clips: 10 |" in card
@@ -219,14 +220,14 @@ def test_build_errors(folder, finetuned, tmp_path):
 
 def test_dry_run(finetuned, tmp_path, capsys, no_network, monkeypatch):
     out = tmp_path / "hub-folder"
-    assert publish.main([str(finetuned), "--repo", "owner/my-model", "--out", str(out)]) == 0
+    assert cli.publish_main([str(finetuned), "--repo", "owner/my-model", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     for name in FILES:
         assert name in text and str((out / name).stat().st_size) in text
     assert "dry run: nothing uploaded" in text
     # A second dry run replaces its own previous build; an unrelated folder is kept.
-    assert publish.main([str(finetuned), "--repo", "owner/my-model", "--out", str(out)]) == 0
-    assert publish.main([str(finetuned), "--repo", "owner/my-model", "--out", str(finetuned)]) == 2
+    assert cli.publish_main([str(finetuned), "--repo", "owner/my-model", "--out", str(out)]) == 0
+    assert cli.publish_main([str(finetuned), "--repo", "owner/my-model", "--out", str(finetuned)]) == 2
     assert "already exists" in capsys.readouterr().err
     monkeypatch.chdir(tmp_path)
     from training.publish import main as training_main
@@ -237,7 +238,7 @@ def test_dry_run(finetuned, tmp_path, capsys, no_network, monkeypatch):
 
 def test_add_cli_commands_registers_publish(finetuned, tmp_path, capsys, no_network):
     parser = argparse.ArgumentParser(prog="mirzoo")
-    publish.add_cli_commands(parser.add_subparsers(dest="command", required=True))
+    cli.add_publish_arguments(parser.add_subparsers(dest="command", required=True).add_parser("publish"))
     args = parser.parse_args(["publish", str(finetuned), "--repo", "owner/my-model", "--out", str(tmp_path / "o")])
     assert args.command == "publish" and args.func(args) == 0
     assert "dry run" in capsys.readouterr().out
@@ -250,7 +251,7 @@ def test_push_uploads_tags_and_pins_the_manifest(online, tmp_path, capsys, monke
         manifests.append(tmp_path / name)
     monkeypatch.setattr(publish, "manifest_paths", lambda: list(manifests))
     argv = ["random-cnn", "--repo", "owner/random-cnn", "--out", str(tmp_path / "o"), "--push", "--tag", "v1"]
-    assert publish.main(argv + ["--update-manifest"]) == 0
+    assert cli.publish_main(argv + ["--update-manifest"]) == 0
     text = capsys.readouterr().out
     commit = online.commit
     assert f"pushed owner/random-cnn: commit {commit}" in text and "hf://owner/random-cnn@v1" in text
@@ -282,15 +283,14 @@ def test_recording_api_refuses_arguments_the_real_hfapi_does_not_take(online):
 
 def test_push_errors(folder, online, tmp_path, monkeypatch, capsys):
     with pytest.raises(ParameterError, match="--update-manifest needs --push"):
-        publish.run(publish.configure_parser(argparse.ArgumentParser()).parse_args(
-            [str(folder), "--repo", "o/m", "--update-manifest"]))
+        publish.publish_model(folder, "o/m", update_manifest_entry=True)
     with pytest.raises(UnknownModelError, match="'my-finetuned' is not in the manifest"):
         publish.update_manifest("my-finetuned", "o/m", "a" * 40, paths=[REPO_ROOT / "weights_manifest.json"])
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(publish.PublishError, match="offline mode is on"):
         publish.push(folder, "owner/my-model")
     out = tmp_path / "never-built"
-    assert publish.main([str(folder), "--repo", "o/m", "--out", str(out), "--push"]) == 2
+    assert cli.publish_main([str(folder), "--repo", "o/m", "--out", str(out), "--push"]) == 2
     assert "offline mode is on" in capsys.readouterr().err and not out.exists()
     assert online.calls == []
 

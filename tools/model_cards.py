@@ -22,13 +22,12 @@ CARDS = ROOT / "docs" / "model-cards"
 
 def cards() -> dict[str, str]:
     from mirzoo.publish import model_card
-    from mirzoo.zoo.registry import get_entry, list_models
+    from mirzoo.zoo.manifest import get_spec, list_models
 
     out = {}
     for name in list_models():
-        entry = get_entry(name)
-        repo_id = (entry.get("hub") or {}).get("repo_id") or f"mirzoo/{name}"
-        out[name] = model_card(name, entry, repo_id)
+        spec = get_spec(name)
+        out[name] = model_card(spec, spec.hub_repo_id or f"mirzoo/{name}")
     return out
 
 

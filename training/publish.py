@@ -1,6 +1,6 @@
 """Publish a trained model to the Hugging Face Hub: ``python -m training.publish``.
 
-A thin wrapper around :mod:`mirzoo.publish` (the ``mirzoo publish`` command), so that
+The ``mirzoo publish`` command (:func:`mirzoo.cli.publish_main`) under its own name, so that
 the training workflow ends with one command from the repository root::
 
     python -m training.publish runs/crnn-tagging/best/ --repo mirzoo/crnn-tagging            # dry run
@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from mirzoo.publish import main as _publish_main
+from mirzoo.cli import publish_main
 
 __all__ = ["main"]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    return _publish_main(argv, prog="python -m training.publish")
+    return publish_main(argv, prog="python -m training.publish")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -129,6 +129,13 @@ class Runner:
             min_samples = max(self.frontend.min_samples(), 2 * self.hop_length + 1)
             self.plan = FramePlan(self.hop_length, self.chunk_frames, self.margin_frames, min_samples, self.sample_rate)
 
+    def update_entry(self, **changes: Any) -> None:
+        """Set top-level keys of the manifest entry and re-parse :attr:`spec` from it, so the two never
+        disagree (a fine-tuned model's validation metrics, the hub commit a snapshot was loaded from)."""
+        entry = dict(self.entry, **changes)
+        self.spec = ModelSpec.from_entry(self.name, entry)
+        self.entry = entry
+
     # -- inputs and names ---------------------------------------------------------------------
     def load_input(self, item: AudioInput, sr: Optional[int]) -> tuple[np.ndarray, Optional[str]]:
         """``(mono float32 signal at the model's rate, path or None)`` of a path or an array with ``sr``."""

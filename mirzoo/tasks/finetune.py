@@ -299,7 +299,7 @@ def fine_tune(
     clf.history = log_history
     if len(val_idx):
         val_inputs = [inputs[i] for i in val_idx]
-        clf.entry["metrics"]["validation"] = evaluate(clf, list(zip(val_inputs, [labels[i] for i in val_idx])), sr=sr)
+        clf.update_entry(metrics={"validation": evaluate(clf, list(zip(val_inputs, [labels[i] for i in val_idx])), sr=sr)})
     return clf
 
 

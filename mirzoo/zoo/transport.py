@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Optional
 
 from mirzoo._version import __version__
-from mirzoo.errors import ParameterError, WeightsError
+from mirzoo.errors import ManifestError, ParameterError, WeightsError
 from mirzoo.fileio import file_sha256
+from mirzoo.spec import ModelSpec
 
 __all__ = [
     "SCHEME",
@@ -158,8 +159,9 @@ def _missing_files(snapshot: Path) -> list[str]:
         return missing
     try:
         meta = json.loads((snapshot / "mirzoo.json").read_text(encoding="utf-8"))
-        names = [meta["entry"]["weights"]["file"], *(meta.get("files") or {})]
-    except (OSError, ValueError, KeyError, TypeError):
+        weights = ModelSpec.from_entry(meta.get("name") or snapshot.name, meta["entry"]).weights
+        names = [f for f in (weights.file, *(meta.get("files") or {})) if f]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, ManifestError):
         return []  # let load_directory report the malformed mirzoo.json
     return [f for f in dict.fromkeys(names) if not (snapshot / f).is_file()]
 
@@ -285,9 +287,10 @@ def verify_snapshot(
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         files = dict(meta.get("files") or {})
-        weights = meta["entry"]["weights"]
-        files.setdefault(weights["file"], {"sha256": weights["sha256"]})
-    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        weights = ModelSpec.from_entry(meta.get("name") or directory.name, meta["entry"]).weights
+        if weights.file:
+            files.setdefault(weights.file, {"sha256": weights.sha256})
+    except (OSError, ValueError, AttributeError, KeyError, TypeError, ManifestError):
         files = {}  # load_directory reports a missing or malformed mirzoo.json
     for name, record in files.items():
         sha = record.get("sha256") if isinstance(record, dict) else record
