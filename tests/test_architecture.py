@@ -192,3 +192,47 @@ def test_list_info_and_help_import_neither_keras_nor_tensorflow():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "none", out.stdout + out.stderr
+
+
+# -- library code never prints; the spec follows the entry ---------------------------------------
+
+
+def _writes_to_a_terminal(tree) -> list:
+    """``print(...)`` calls and ``sys.stdout`` / ``sys.stderr`` uses in a parsed module."""
+    import ast
+
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
+            found.append(node.lineno)
+        if (isinstance(node, ast.Attribute) and node.attr in ("stdout", "stderr")
+                and isinstance(node.value, ast.Name) and node.value.id == "sys"):
+            found.append(node.lineno)
+    return found
+
+
+def test_only_the_cli_prints():
+    import ast
+    from pathlib import Path
+
+    root = Path(mirzoo.__file__).parent
+    offenders = {}
+    for path in sorted(root.rglob("*.py")):
+        if path.name in ("cli.py", "__main__.py"):
+            continue
+        lines = _writes_to_a_terminal(ast.parse(path.read_text(encoding="utf-8")))
+        if lines:
+            offenders[str(path.relative_to(root))] = lines
+    assert offenders == {}
+    # the checker itself finds what it looks for
+    assert _writes_to_a_terminal(ast.parse("import sys\nprint(1)\nsys.stderr.write('x')\n")) == [2, 3]
+
+
+def test_update_entry_re_parses_the_spec():
+    m = mirzoo.load("random-cnn")
+    m.update_entry(metrics={"validation": {"accuracy": 0.5}}, hub={"repo_id": "o/m", "revision": "v1"})
+    assert m.spec.metrics["validation"] == {"accuracy": 0.5} and m.entry["metrics"]["validation"] == {"accuracy": 0.5}
+    assert (m.spec.hub_repo_id, m.spec.hub_revision) == ("o/m", "v1")
+    with pytest.raises(ManifestError, match="output='nope'"):
+        m.update_entry(output="nope")
+    assert m.spec.output == m.entry["output"] == "clip"  # a refused change leaves both as they were
