@@ -104,3 +104,49 @@ def test_file_errors_name_the_path(tmp_path):
     sf.write(silent_empty, np.zeros(0, np.float32), SR)
     with pytest.raises(mirzoo.AudioError, match="empty"):
         load_audio(silent_empty, SR)
+
+
+def test_long_file_decodes_into_one_buffer_of_its_size(tmp_path, monkeypatch):
+    """A header's frame count is trusted as far as the file size makes plausible: one buffer, no doubling."""
+    import tracemalloc
+
+    import mirzoo.audio as ma
+
+    monkeypatch.setattr(ma, "_MAX_PREALLOC", 4096)  # as if the file were far longer than the fixed bound
+    y0 = tone_mix(120.0, seed=5)
+    p = tmp_path / "long.flac"
+    sf.write(p, y0, SR, format="FLAC")
+    tracemalloc.start()
+    try:
+        y = ma.load_audio(p, SR)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert y.size == y0.size
+    np.testing.assert_allclose(y, y0, atol=2.0 / 32768)  # 16-bit FLAC
+    assert peak < 1.3 * y.nbytes, f"decoding peaked at {peak / y.nbytes:.2f}x the signal"
+
+
+def test_validation_makes_no_signal_sized_temporary():
+    import tracemalloc
+
+    from mirzoo.audio import validate_audio
+    from mirzoo.errors import AudioError
+
+    y = np.random.default_rng(0).uniform(-1, 1, 4_000_000).astype(np.float32)
+    tracemalloc.start()
+    try:
+        assert validate_audio(y) is y
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.05 * y.nbytes
+    for bad, count in ((np.nan, 1), (np.inf, 1), (-np.inf, 1)):
+        z = y.copy()
+        z[123] = bad
+        with pytest.raises(AudioError, match=f"contains {count} non-finite sample"):
+            validate_audio(z)
+    z = y.copy()
+    z[5] = -3e6
+    with pytest.raises(AudioError, match="peak amplitude 3e\\+06"):
+        validate_audio(z)
