@@ -6,13 +6,16 @@ gives the clip embedding; a sigmoid layer gives multi-label tag probabilities.
 
 Named outputs (used by ``Extractor.extract(layer=...)``):
 ``block1`` .. ``blockN`` (each block's feature map, averaged over time and
-frequency: the "convnet feature" of Choi et al. 2017), ``embedding`` and ``tags``.
+frequency: the "convnet feature" of Choi et al. 2017), ``embedding`` and ``tags``, and one
+sigmoid output per entry of the optional ``extra_heads`` (a second tag vocabulary on the same
+embedding, e.g. the real-music tags distilled by ``training/distill.py``).
 """
 
 from __future__ import annotations
 
 import keras
 
+from mirzoo.errors import ManifestError
 from mirzoo.nn.frontend import build_frontend
 from mirzoo.nn.base import conv_block, global_pool, register_family
 
@@ -22,7 +25,8 @@ def build_cnn(config: dict, name: str = "cnn") -> keras.Model:
     """Build the tagging CNN.
 
     Config keys: ``frontend`` (dict), ``patch_samples`` (int), ``filters`` (list of int),
-    ``pools`` (list of [time, freq]), ``n_tags`` (int), ``dropout`` (float).
+    ``pools`` (list of [time, freq]), ``n_tags`` (int), ``dropout`` (float), and optionally
+    ``extra_heads`` (``{output name: n_units}``: more sigmoid heads on the embedding).
     """
     frontend = build_frontend(config["frontend"])
     waveform = keras.Input(shape=(config["patch_samples"],), name="waveform")
@@ -38,4 +42,8 @@ def build_cnn(config: dict, name: str = "cnn") -> keras.Model:
     tags = keras.layers.Dense(config["n_tags"], activation="sigmoid", name="tags")(h)
     outputs = {f"block{i}": f for i, f in enumerate(block_features, start=1)}
     outputs.update(embedding=embedding, tags=tags)
+    for head, units in (config.get("extra_heads") or {}).items():
+        if head in outputs:
+            raise ManifestError(f"extra_heads names {head!r}, which is already an output of the model {sorted(outputs)}")
+        outputs[head] = keras.layers.Dense(int(units), activation="sigmoid", name=head)(h)
     return keras.Model(waveform, outputs, name=name)

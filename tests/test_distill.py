@@ -1,0 +1,277 @@
+"""training/distill.py: patch alignment with musicnn, teacher metrics, a smoke run, resume and ship.
+
+Fixtures are tiny: a few generated tone clips laid out as ``training.real`` writes them, a fake teacher
+cache in the npz layout of ``training/musicnn_worker.py`` (keys ``<model>/<output>``, one row per 3-s
+patch) and a fake corpus with the student's own tags.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from mirzoo.fileio import write_json_atomic
+from mirzoo.zoo.manifest import PACKAGE_MANIFEST, get_spec
+from training import distill as td
+from training import teacher as tt
+
+SR = 16000
+N_TAGS = 50
+LABELS = [f"teacher-tag-{j:02d}" for j in range(N_TAGS)]
+
+
+# -- alignment -----------------------------------------------------------------------------------
+
+
+def test_patch_alignment_by_hand():
+    # musicnn: 3 s -> floor((48000 - 256) / 256) + 1 = 187 frames; 10 s at hop 256 -> 1 + 625 = 626 frames;
+    # patches start at frames 0, 187, 374 (374 + 187 = 561 <= 626; 561 + 187 > 626) -> samples 0, 47872, 95744
+    assert td.MUSICNN_PATCH_FRAMES == 187 and td.MUSICNN_PATCH_HOP == 47872
+    assert td.teacher_patch_count(160000) == 3
+    assert td.teacher_patch_starts(160000).tolist() == [0, 47872, 95744]
+    # one patch needs 187 frames: 1 + n // 256 >= 187 <=> n >= 186 * 256 = 47616 samples
+    assert td.teacher_patch_count(47615) == 0 and td.teacher_patch_count(47616) == 1
+    # a second patch needs 374 frames: n >= 373 * 256 = 95488
+    assert td.teacher_patch_count(95487) == 1 and td.teacher_patch_count(95488) == 2
+    # musicnn's loop, written out: range(0, frames - n_frames + 1, n_frames) over librosa's center=True frames
+    for n in [0, 1000, 47615, 47616, 48000, 95487, 95488, 160000, 160255, 480000]:
+        frames = 1 + n // 256
+        assert td.teacher_patch_count(n) == len(range(0, frames - 187 + 1, 187)), n
+    with pytest.raises(td.ParameterError, match="n_samples=-1"):
+        td.teacher_patch_count(-1)
+
+
+def test_aligned_patches_share_the_teacher_frame_centres():
+    """The student's front-end on an aligned patch gives the frames of the whole clip at musicnn's
+    patch frames (187 k + i), away from the patch edges where the padding differs."""
+    import keras
+
+    from mirzoo.nn.frontend import build_frontend
+
+    spec = get_spec("cnn-tagging")
+    y = np.random.default_rng(0).standard_normal(160000).astype(np.float32) * 0.1
+    patches = td.aligned_patches(y, spec.patch_samples)
+    assert patches.shape == (3, 48000)
+    np.testing.assert_array_equal(patches[1], y[47872 : 47872 + 48000])
+    fe = build_frontend(dict(spec.frontend))
+    whole = np.asarray(keras.ops.convert_to_numpy(fe(y[None])))[0]
+    parts = np.asarray(keras.ops.convert_to_numpy(fe(patches)))
+    assert parts.shape[1] == 188  # 1 + 48000 // 256: the teacher's 187 frames and one more
+    for k in range(3):
+        np.testing.assert_allclose(parts[k, 2:185], whole[187 * k + 2 : 187 * k + 185], atol=1e-3)
+    with pytest.raises(td.ParameterError, match=r"shape \(2, 10\)"):
+        td.aligned_patches(np.zeros((2, 10)), 48000)
+
+
+def test_soft_roc_auc_matches_hand_values():
+    from sklearn.metrics import roc_auc_score
+
+    # 0/1 labels: the ordinary ROC-AUC
+    y = np.array([0, 1, 1, 0, 1.0])
+    s = np.array([0.1, 0.8, 0.3, 0.4, 0.9])
+    assert td.soft_roc_auc(y, s) == pytest.approx(roc_auc_score(y, s))
+    # soft labels by hand: p = [0.8, 0.2], s = [0.9, 0.1]; pairs (i pos, j neg) weight p_i (1 - p_j):
+    # (0,0) 0.8*0.2 tie, (0,1) 0.8*0.8 right, (1,0) 0.2*0.2 wrong, (1,1) 0.2*0.8 tie
+    num = 0.8 * 0.8 + 0.5 * (0.8 * 0.2 + 0.2 * 0.8)
+    den = (0.8 + 0.2) * (0.2 + 0.8)
+    assert td.soft_roc_auc(np.array([0.8, 0.2]), np.array([0.9, 0.1])) == pytest.approx(num / den)
+    assert np.isnan(td.soft_roc_auc(np.zeros(4), np.arange(4.0)))
+    m = td.teacher_agreement(np.array([[0.9, 0.0], [0.1, 0.0]]), np.array([[0.9, 0.5], [0.1, 0.5]]), ["a", "b"])
+    assert m["n_tags_hard"] == 1 and m["auc_hard_macro"] == 1.0 and m["n_tags_soft"] == 1
+    t = np.array([0.9, 0.1])
+    entropy = -np.mean(t * np.log(t) + (1 - t) * np.log(1 - t)) / 2  # tag b: teacher 0 has no entropy
+    assert m["kl"] == pytest.approx(m["bce"] - entropy, abs=1e-5)
+
+
+# -- fixtures ------------------------------------------------------------------------------------
+
+
+def tone(freq: float, seconds: float, seed: int) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    rng = np.random.default_rng(seed)
+    return (0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def teacher_outputs(high: bool, n_patches: int) -> dict:
+    """Fake musicnn outputs: tag 0 on for high tones, tag 1 for low ones, the rest near 0."""
+    tags = np.full((n_patches, N_TAGS), 0.02, np.float32)
+    tags[:, 0] = 0.9 if high else 0.1
+    tags[:, 1] = 0.1 if high else 0.9
+    feats = np.zeros((n_patches, 200), np.float32)
+    feats[:, :100] = 1.0 if high else 0.0
+    feats[:, 100:] = 0.0 if high else 1.0
+    out = {}
+    for model in tt.MODELS:
+        out[f"{model}/tags"] = tags
+        out[f"{model}/penultimate"] = feats
+        out[f"{model}/mean_pool"] = np.zeros((n_patches, 753), np.float32)
+        out[f"{model}/max_pool"] = np.zeros((n_patches, 753), np.float32)
+    return out
+
+
+@pytest.fixture(scope="module")
+def distill_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distill")
+    real, cache, corpus = root / "real", root / "teacher", root / "corpus"
+    fields = ["path", "split", "package", "version", "source", "track", "group", "offset_s", "duration_s", "sr",
+              "licence", "licence_files", "licence_ambiguous", "commercial", "source_sha256", "sha256"]
+    rows = []
+    clips = [("train", 1800.0, True), ("train", 220.0, False), ("train", 2500.0, True), ("train", 300.0, False),
+             ("valid", 2000.0, True), ("valid", 250.0, False), ("test", 900.0, True)]
+    for i, (split, freq, high) in enumerate(clips):
+        rel = f"audio/{split}/pkg-data/track{i}-00000.flac"
+        (real / rel).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(real / rel, tone(freq, 10.0, i), SR, subtype="PCM_16")
+        sha = tt.file_sha256(real / rel)
+        if split != "test":  # the test clip has no teacher targets: it must be skipped
+            target = tt.cache_file(cache, sha)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(target, **teacher_outputs(high, 3))
+        rows.append({"path": rel, "split": split, "package": "pkg-data", "version": "1.0-1", "source": f"/x/{i}.ogg",
+                     "track": f"track{i}", "group": f"track{i}", "offset_s": "0", "duration_s": "10", "sr": "16000",
+                     "licence": "GPL-2+" if i % 2 else "CC-BY-SA-3.0", "licence_files": "*",
+                     "licence_ambiguous": "0", "commercial": "yes", "source_sha256": "0" * 64, "sha256": sha})
+    with open(real / "metadata.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    write_json_atomic(cache / tt.TEACHER / "meta.json",
+                      {"teacher": tt.TEACHER, "labels": {m: LABELS for m in tt.MODELS}, "licence": tt.LICENCE})
+    vocab = list(get_spec("cnn-tagging").head.labels)
+    crow = []
+    for i, (split, tags) in enumerate([("train", "instrument:piano;mode:major"), ("train", "instrument:organ"),
+                                       ("train", "instrument:piano;tempo:fast"), ("valid", "instrument:piano"),
+                                       ("valid", "instrument:organ")]):
+        assert set(tags.split(";")) <= set(vocab)
+        rel = f"audio/{split}/c{i}.flac"
+        (corpus / rel).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(corpus / rel, tone(440.0 * (i + 1), 4.0, 100 + i), SR, subtype="PCM_16")
+        crow.append({"clip_id": f"c{i}", "path": rel, "split": split, "tags": tags, "duration": "4.0",
+                     "soundfont": "FluidR3"})
+    with open(corpus / "metadata.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(crow[0]))
+        w.writeheader()
+        w.writerows(crow)
+    return root
+
+
+def write_config(path, root, **over):
+    cfg = {"seed": 3, "student": "cnn-tagging", "teacher_model": "MTT_musicnn", "head": "mtt_tags",
+           "real": str(root / "real"), "teacher_cache": str(root / "teacher"), "corpus": str(root / "corpus"),
+           "cache": str(root / "audio-cache"), "batch_size": 8, "real_fraction": 0.75, "steps_per_epoch": 6,
+           "epochs": 2, "patience": 5, "learning_rate": 0.003, "feature_loss": "cosine",
+           "loss_weights": {"distill": 1.0, "features": 0.5, "corpus": 1.0},
+           "augment": {"gain_db": 0.0, "noise_prob": 0.0, "polarity": False},
+           "min_real_valid_clips": 2, "max_minutes": 10}
+    cfg.update(over)
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+# -- runs ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smoke_run(distill_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "r"
+    cfg = write_config(out.parent / "cfg.json", distill_data)
+    assert td.main(["train", "--config", str(cfg), "--out", str(out)]) == 0
+    return out, cfg
+
+
+def test_smoke_run_learns_the_teacher_and_records_its_data(smoke_run):
+    out, _ = smoke_run
+    state = json.loads((out / "state.json").read_text())
+    assert [h["epoch"] for h in state["history"]] == [-1, 0, 1] and state["epoch"] == 2
+    before, after = state["history"][0]["real_valid"], state["history"][-1]["real_valid"]
+    # 2 valid clips x 3 aligned patches, tags 0 and 1 evaluated (the rest are constant: no soft/hard classes)
+    assert before["n_patches"] == 6 and after["n_patches"] == 6
+    assert after["bce"] < before["bce"] - 0.05, (before, after)
+    assert {"tags_loss", "mtt_tags_loss", "features_loss"} <= set(state["history"][1]["loss"])
+    assert state["history"][0]["corpus_valid"]["n_clips"] == 2
+    assert state["labels"] == LABELS and state["model_config"]["extra_heads"] == {"mtt_tags": 50}
+    real = state["data"]["real"]
+    # 4 train clips (the test clip without teacher targets is not read), 10 s each
+    assert real["clips_train"] == 4 and real["hours_train"] == pytest.approx(40 / 3600, abs=1e-3)
+    assert real["clips_valid"] == 2 and real["commercial_use"] == "yes"
+    assert set(real["licences_hours"]) == {"GPL-2+", "CC-BY-SA-3.0"}
+    assert state["data"]["teacher"]["licence"] == "ISC" and "CPU core" in state["hardware"]
+    assert (out / "best.weights.h5").exists() and (out / "last.optimizer.npz").exists()
+
+
+def test_resume_continues_from_the_saved_epoch_exactly(smoke_run, distill_data, tmp_path):
+    """One epoch, then --resume up to two: the same history and weights as the uninterrupted smoke run
+    (the optimizer state and dropout random state are checkpointed; each epoch has its own generator)."""
+    import h5py
+
+    out, cfg = smoke_run
+    run = tmp_path / "r"
+    one = write_config(tmp_path / "one.json", distill_data, epochs=1)
+    assert td.main(["train", "--config", str(one), "--out", str(run)]) == 0
+    assert json.loads((run / "state.json").read_text())["epoch"] == 1
+    assert td.main(["train", "--config", str(cfg), "--out", str(run), "--resume"]) == 0
+    state, whole = json.loads((run / "state.json").read_text()), json.loads((out / "state.json").read_text())
+    assert [h["epoch"] for h in state["history"]] == [-1, 0, 1] and state["epoch"] == 2 and state["steps"] == 12
+    for a, b in zip(state["history"], whole["history"]):
+        assert a.get("loss") == b.get("loss") and a["real_valid"] == b["real_valid"], a["epoch"]
+
+    def arrays(path):
+        with h5py.File(path, "r") as f:
+            found = {}
+            f.visititems(lambda k, v: found.__setitem__(k, v[()]) if isinstance(v, h5py.Dataset) else None)
+            return found
+
+    a, b = arrays(run / "last.weights.h5"), arrays(out / "last.weights.h5")
+    assert a.keys() == b.keys() and len(a) > 30
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_ship_into_a_temporary_manifest_loads_with_the_teacher_head(smoke_run, tmp_path, monkeypatch):
+    import mirzoo
+    from mirzoo.spec import ModelSpec
+
+    out, _ = smoke_run
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(PACKAGE_MANIFEST.read_text())
+    weights = tmp_path / "weights"
+    assert td.main(["ship", "--run", str(out), "--name", "cnn-tagging-distilled", "--manifest", str(manifest),
+                    "--weights-dir", str(weights)]) == 0
+    data = json.loads(manifest.read_text())
+    entry = data["models"]["cnn-tagging-distilled"]
+    spec = ModelSpec.from_entry("cnn-tagging-distilled", entry)
+    assert spec.heads["mtt_tags"] == LABELS and spec.head.output == "tags"
+    assert data["models"]["cnn-tagging"] == json.loads(PACKAGE_MANIFEST.read_text())["models"]["cnn-tagging"]
+    assert "ISC" in entry["training"]["notes"] and entry["training"]["licences"]["commercial_use_of_recordings"] == "yes"
+    assert entry["metrics"]["distill_valid_real"]["n_patches"] == 6
+    monkeypatch.setenv("MIRZOO_MANIFEST", str(manifest))
+    monkeypatch.setenv("MIRZOO_WEIGHTS_DIR", str(weights))
+    m = mirzoo.load("cnn-tagging-distilled")
+    y = tone(2000.0, 6.0, 0)
+    tags = m.tag(y, sr=SR, head="mtt_tags", top_k=None)
+    assert {t for t, _ in tags} == set(LABELS)
+    assert len(m.tag(y, sr=SR, top_k=None)) == len(spec.labels)  # the corpus head is still the primary one
+    with pytest.raises(td.DistillError, match="holds no finished epoch"):
+        td.ship(type("A", (), {"run": str(tmp_path), "name": None, "manifest": [str(manifest)],
+                               "weights_dir": str(weights)})())
+
+
+def test_bad_config_and_missing_teacher_targets_are_named(distill_data, tmp_path):
+    bad = write_config(tmp_path / "bad.json", distill_data, real_fraction=1.5)
+    with pytest.raises(td.DistillError, match="real_fraction=1.5"):
+        td.load_config(bad)
+    bad = write_config(tmp_path / "bad2.json", distill_data, epochz=3)
+    with pytest.raises(td.DistillError, match="epochz"):
+        td.load_config(bad)
+    empty = tmp_path / "empty-cache"
+    rows, missing = td.real_rows(distill_data / "real", "valid", empty)
+    assert rows == [] and missing == 2
+    cfg = write_config(tmp_path / "c.json", distill_data, teacher_cache=str(distill_data / "teacher"),
+                       min_real_valid_clips=3)
+    with pytest.raises(td.DistillError, match="only 2 valid clips .* --split valid"):
+        td.train(type("A", (), {"config": str(cfg), "real": None, "teacher_cache": None, "corpus": None,
+                                "cache": None, "out": str(tmp_path / "o"), "max_minutes": None, "resume": False})())

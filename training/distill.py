@@ -1,0 +1,698 @@
+"""Distil musicnn's real-music tags into a zoo model, keeping its corpus tag head (issue 16, part 2b).
+
+    python -m training.distill train --config training/configs/distill-cnn-tagging.json [--max-minutes M] [--resume]
+    python -m training.distill ship --run runs/distill-cnn-tagging [--name NAME] [--manifest PATH ...]
+
+The student is a zoo model (default ``cnn-tagging``) with its pretrained weights and one more sigmoid
+head on its embedding, for the teacher's vocabulary (``MTT_musicnn``: the 50 MagnaTagATune tags that
+``training/teacher.py`` records in ``<cache>/musicnn-0.1.0/meta.json``, which are musicnn's
+``configuration.MTT_LABELS``).  Every batch mixes two sources:
+
+* **real clips** (``python -m training.real build``) whose teacher outputs are cached
+  (``python -m training.teacher``): one 3-s patch per example, *aligned* with a musicnn patch
+  (:func:`teacher_patch_starts`), with the teacher's tag probabilities of that patch as soft
+  binary cross-entropy targets and, optionally, its 200-d penultimate features (standardised per
+  dimension) as targets of a small linear projection of the student's embedding (cosine or MSE);
+* **corpus clips** (``python -m training.corpus build``) with their tags on the student's own
+  (shipped) vocabulary, so that what the student learnt from the scores is kept.
+
+Each output's loss only counts the examples of its source (per-example weights scaled so that each
+loss is the mean over its own rows).  Validation after each epoch, and once before training
+(epoch ``-1``: the pretrained student with its new, untrained head): agreement with the teacher on
+the aligned patches of the real *valid* split (soft-label ROC-AUC, ROC-AUC against the teacher
+thresholded at 0.5, and the distillation BCE; see :func:`teacher_agreement`) and the corpus tag
+ROC-AUC (clip means of the patch probabilities, as ``training.train``) on the corpus valid split.
+
+Deterministic (the seed of the config; each epoch draws from ``default_rng([seed, epoch])``) and
+resumable: every epoch writes ``last.weights.h5`` (student and projection), the optimizer state and
+``state.json``; ``--resume`` continues after the last finished epoch.  ``best.weights.h5`` is the
+student at the best validation score.  ``ship`` writes that student as a manifest entry whose
+``aux_heads`` holds the teacher's head.
+
+Patch alignment.  musicnn (``musicnn/extractor.py`` ``batch_data``) computes a librosa mel
+spectrogram (16 kHz, n_fft 512, hop 256, ``center=True``) of the whole clip and cuts it into
+non-overlapping patches of ``n_frames = librosa.time_to_frames(3, sr=16000, n_fft=512,
+hop_length=256) + 1 = 187`` frames (``range(0, frames - 187 + 1, 187)``), so patch ``k`` holds the
+frames centred on samples ``47872 k + 256 i`` for ``i = 0 .. 186`` (a patch is 2.992 s, not 3 s).
+mirzoo's ``cnn-tagging`` front-end (same n_fft and hop, ``center=True``) gives ``1 + 48000 // 256 =
+188`` frames for a 48000-sample patch, centred on ``start + 256 i``; a student patch starting at
+sample ``47872 k`` therefore has exactly the teacher's 187 frame centres, plus one frame 16 ms
+later.  What differs: the edge frames (the student pads its patch by reflection where musicnn sees
+the neighbouring audio) and the front-end itself (mirzoo's dB log-mel vs musicnn's log10(10000 x + 1)).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from mirzoo.errors import ParameterError
+from mirzoo.fileio import atomic_file, file_sha256, write_json_atomic
+from mirzoo.spec import ModelSpec
+from mirzoo.zoo.manifest import PACKAGE_DIR, PACKAGE_MANIFEST, get_spec
+from training import teacher as tt
+from training.data import audio_cache, read_metadata
+from training.train import PatchSampler, augment, augment_config, hardware_text, multi_hot, predict_clips, tag_metrics
+
+log = logging.getLogger("training.distill")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: musicnn's signal settings (``musicnn/configuration.py``: SR, FFT_SIZE, FFT_HOP) and its 3-s input
+MUSICNN_SR, MUSICNN_FFT_SIZE, MUSICNN_FFT_HOP, MUSICNN_SECONDS = 16000, 512, 256, 3.0
+#: frames per musicnn patch: ``librosa.time_to_frames(3.0, sr, n_fft, hop) + 1``
+#: (``floor((48000 - 512 // 2) / 256) + 1 = 187``)
+MUSICNN_PATCH_FRAMES = (int(MUSICNN_SECONDS * MUSICNN_SR) - MUSICNN_FFT_SIZE // 2) // MUSICNN_FFT_HOP + 1
+#: samples between the starts of two musicnn patches (187 x 256 = 47872)
+MUSICNN_PATCH_HOP = MUSICNN_PATCH_FRAMES * MUSICNN_FFT_HOP
+
+FEATURE_LOSSES = ("cosine", "mse", "none")
+CONFIG_KEYS = {
+    "seed", "student", "teacher_model", "head", "real", "teacher_cache", "corpus", "cache", "out",
+    "batch_size", "real_fraction", "steps_per_epoch", "epochs", "patience", "learning_rate", "loss_weights",
+    "feature_loss", "augment", "corpus_train_clips", "corpus_valid_clips", "min_real_valid_clips",
+    "max_minutes", "selection",
+}
+
+
+class DistillError(RuntimeError):
+    """The distillation data or run folder is not what the command needs."""
+
+
+# -- patch alignment -------------------------------------------------------------------------------
+
+
+def teacher_patch_count(n_samples: int) -> int:
+    """How many patches musicnn's ``batch_data`` cuts from ``n_samples`` samples at 16 kHz."""
+    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 0:
+        raise ParameterError(f"n_samples={n_samples!r} must be a non-negative integer")
+    frames = 1 + int(n_samples) // MUSICNN_FFT_HOP  # librosa center=True
+    if frames < MUSICNN_PATCH_FRAMES:
+        return 0
+    return (frames - MUSICNN_PATCH_FRAMES) // MUSICNN_PATCH_FRAMES + 1
+
+
+def teacher_patch_starts(n_samples: int) -> np.ndarray:
+    """Start samples of the student patches aligned with musicnn's patches of an ``n_samples`` clip."""
+    return np.arange(teacher_patch_count(n_samples), dtype=np.int64) * MUSICNN_PATCH_HOP
+
+
+def aligned_patches(y: np.ndarray, length: int) -> np.ndarray:
+    """``[P, length]`` float32 patches of ``y`` starting at :func:`teacher_patch_starts` (zero-padded at the end)."""
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ParameterError(f"y must be a mono signal [samples], got shape {y.shape}")
+    starts = teacher_patch_starts(y.shape[0])
+    out = np.zeros((len(starts), int(length)), np.float32)
+    for i, s in enumerate(starts):
+        piece = y[s : s + length]
+        out[i, : piece.shape[0]] = piece
+    return out
+
+
+# -- data ------------------------------------------------------------------------------------------
+
+
+def real_rows(real: Path, split: str, teacher_cache: Path) -> tuple[list[dict], int]:
+    """Rows of ``split`` in ``<real>/metadata.csv`` whose teacher outputs are cached, and how many lack them.
+
+    Each row gets ``clip_id`` = its file's sha256 (the key of the teacher cache and of the audio cache).
+    """
+    if not (real / "metadata.csv").exists():
+        raise DistillError(f"no metadata.csv in '{real}': expected a `python -m training.real build` folder")
+    rows, missing = [], 0
+    for r in read_metadata(real, split):
+        if tt.cache_file(teacher_cache, r["sha256"]).exists():
+            rows.append(dict(r, clip_id=r["sha256"]))
+        else:
+            missing += 1
+    return rows, missing
+
+
+class RealData:
+    """The real clips of one split: int16 audio cache, offsets, and per aligned patch the teacher's
+    tags ``[P, n_tags]`` and penultimate features ``[P, D]`` (all patches of all clips stacked)."""
+
+    def __init__(self, real: Path, split: str, teacher_cache: Path, cache_dir: Path, sr: int, model: str):
+        if sr != MUSICNN_SR:
+            raise DistillError(f"the student runs at {sr} Hz; the teacher's patches are aligned at {MUSICNN_SR} Hz")
+        self.rows, self.missing = real_rows(real, split, teacher_cache)
+        self.split = split
+        if not self.rows:
+            self.audio, self.offsets = np.zeros(0, np.int16), np.zeros(1, np.int64)
+            self.tags = self.feats = np.zeros((0, 0), np.float32)
+            self.clip_of_patch = self.start_of_patch = np.zeros(0, np.int64)
+            return
+        self.audio, self.offsets = audio_cache(real, self.rows, cache_dir, f"real-{split}", sr)
+        tags, feats, clip_of, start_of = [], [], [], []
+        for c, r in enumerate(self.rows):
+            t = tt.load_targets(teacher_cache, r["sha256"])
+            n = int(self.offsets[c + 1] - self.offsets[c])
+            starts = teacher_patch_starts(n)
+            got = t[f"{model}/tags"].shape[0]
+            if got != len(starts):
+                raise DistillError(
+                    f"teacher cache of clip {r['path']} (sha256 {r['sha256']}) has {got} patches, but musicnn cuts "
+                    f"{len(starts)} from its {n} samples: the cache was made from other audio")
+            tags.append(t[f"{model}/tags"])
+            feats.append(t[f"{model}/penultimate"])
+            clip_of += [c] * got
+            start_of += list(starts)
+        self.tags = np.concatenate(tags).astype(np.float32)
+        self.feats = np.concatenate(feats).astype(np.float32)
+        self.clip_of_patch = np.asarray(clip_of, np.int64)
+        self.start_of_patch = np.asarray(start_of, np.int64)
+
+    @property
+    def n_patches(self) -> int:
+        return int(self.clip_of_patch.size)
+
+    def patches(self, index: np.ndarray, length: int) -> np.ndarray:
+        """Waveforms ``[len(index), length]`` of the aligned patches ``index`` (zero-padded at a clip's end)."""
+        x = np.zeros((len(index), length), np.float32)
+        for i, p in enumerate(index):
+            c, s = self.clip_of_patch[p], self.start_of_patch[p]
+            end = self.offsets[c + 1]
+            piece = self.audio[self.offsets[c] + s : min(end, self.offsets[c] + s + length)]
+            x[i, : piece.size] = piece.astype(np.float32) / 32768.0
+        return x
+
+    def hours(self) -> float:
+        return float(sum(float(r["duration_s"]) for r in self.rows) / 3600)
+
+
+def data_record(real_train: RealData, real_valid: RealData, corpus: Path, corpus_rows: dict) -> dict:
+    """What the run learns from, for the model card: hours per source, licences, commercial use."""
+    packages: dict = {}
+    licences: dict = {}
+    commercial: dict = {}
+    for r in real_train.rows:
+        h = float(r["duration_s"]) / 3600
+        p = packages.setdefault(r["package"], {"version": r["version"], "hours": 0.0, "clips": 0, "licences": {}})
+        p["hours"] += h
+        p["clips"] += 1
+        p["licences"][r["licence"]] = p["licences"].get(r["licence"], 0.0) + h
+        licences[r["licence"]] = licences.get(r["licence"], 0.0) + h
+        commercial[r["commercial"]] = commercial.get(r["commercial"], 0.0) + h
+
+    def rounded(d):
+        return {k: (rounded(v) if isinstance(v, dict) else round(v, 3) if isinstance(v, float) else v) for k, v in d.items()}
+
+    corpus_hours = {s: round(sum(float(r["duration"]) for r in rows) / 3600, 3) for s, rows in corpus_rows.items()}
+    fonts = sorted({r.get("soundfont", "?") for rows in corpus_rows.values() for r in rows})
+    return {
+        "real": {
+            "hours_train": round(real_train.hours(), 3), "clips_train": len(real_train.rows),
+            "train_clips_without_teacher_targets": real_train.missing,
+            "hours_valid": round(real_valid.hours(), 3), "clips_valid": len(real_valid.rows),
+            "packages": rounded(packages), "licences_hours": rounded(licences),
+            "commercial_hours": rounded(commercial),
+            "commercial_use": "yes" if real_train.rows and set(commercial) == {"yes"} else
+            ("no" if "no" in commercial else "unknown"),
+        },
+        "corpus": {"folder": str(corpus), "hours": corpus_hours, "soundfonts": fonts},
+        "teacher": {"name": tt.TEACHER, "licence": tt.LICENCE, "attribution": tt.ATTRIBUTION},
+    }
+
+
+def teacher_labels(teacher_cache: Path, model: str) -> list[str]:
+    """The teacher's tag vocabulary as ``training.teacher`` recorded it (``meta.json``)."""
+    meta = Path(teacher_cache) / tt.TEACHER / "meta.json"
+    if not meta.exists():
+        raise DistillError(f"no {meta}: run `python -m training.teacher` first (it records the tag vocabularies)")
+    labels = json.loads(meta.read_text(encoding="utf-8")).get("labels", {}).get(model)
+    if not labels:
+        raise DistillError(f"{meta} records no labels for teacher model {model!r}")
+    return list(labels)
+
+
+# -- metrics ---------------------------------------------------------------------------------------
+
+
+def soft_roc_auc(teacher: np.ndarray, student: np.ndarray) -> float:
+    """ROC-AUC of ``student`` scores against the soft labels ``teacher`` in [0, 1].
+
+    Each example counts as a positive with weight ``p`` and as a negative with weight ``1 - p``;
+    the result is the weighted share of (positive, negative) pairs the student orders like that,
+    ties counting half: ``sum_ij p_i (1 - p_j) [s_i > s_j] / (sum_i p_i * sum_j (1 - p_j))``.  With
+    0/1 labels it is the ordinary ROC-AUC.  An example paired with itself is a tie (a bias
+    towards 0.5 of ``sum_i p_i (1 - p_i) / (sum p * sum (1 - p))``, about ``1 / n``).
+    NaN when all weight is on one side.
+    """
+    from sklearn.metrics import roc_auc_score  # deferred: optional dependency (scikit-learn)
+
+    p = np.clip(np.asarray(teacher, np.float64), 0, 1)
+    if p.sum() <= 1e-9 or (1 - p).sum() <= 1e-9:
+        return float("nan")
+    s = np.asarray(student, np.float64)
+    y = np.r_[np.ones_like(p), np.zeros_like(p)]
+    return float(roc_auc_score(y, np.r_[s, s], sample_weight=np.r_[p, 1 - p]))
+
+
+def teacher_agreement(teacher: np.ndarray, student: np.ndarray, labels: Sequence[str]) -> dict:
+    """Agreement of student and teacher tag probabilities ``[patches, tags]`` on aligned patches.
+
+    ``auc_soft_macro``: :func:`soft_roc_auc` per tag, mean over tags; ``auc_hard_macro``: ROC-AUC
+    against the teacher thresholded at 0.5, mean over the tags with both classes
+    (``n_tags_hard``); ``bce``: mean binary cross-entropy of the student against the teacher (the
+    distillation loss, without augmentation); ``kl``: ``bce`` minus the teacher's own entropy
+    (0 when the student copies the teacher).
+    """
+    from sklearn.metrics import roc_auc_score  # deferred: optional dependency (scikit-learn)
+
+    t = np.asarray(teacher, np.float64)
+    s = np.clip(np.asarray(student, np.float64), 1e-7, 1 - 1e-7)
+    soft = {labels[j]: soft_roc_auc(t[:, j], s[:, j]) for j in range(t.shape[1])}
+    soft = {k: v for k, v in soft.items() if np.isfinite(v)}
+    hard = {}
+    for j in range(t.shape[1]):
+        y = t[:, j] >= 0.5
+        if 0 < y.sum() < y.size:
+            hard[labels[j]] = float(roc_auc_score(y, s[:, j]))
+    bce = -(t * np.log(s) + (1 - t) * np.log(1 - s)).mean()
+    tc = np.clip(t, 1e-7, 1 - 1e-7)
+    entropy = -(tc * np.log(tc) + (1 - tc) * np.log(1 - tc)).mean()
+    return {
+        "auc_soft_macro": float(np.mean(list(soft.values()))) if soft else float("nan"),
+        "auc_hard_macro": float(np.mean(list(hard.values()))) if hard else float("nan"),
+        "bce": float(bce), "kl": float(bce - entropy),
+        "n_patches": int(t.shape[0]), "n_tags_soft": len(soft), "n_tags_hard": len(hard),
+    }
+
+
+# -- model -----------------------------------------------------------------------------------------
+
+
+def build_student(student: str, head: str, n_teacher: int, feature_dim: int, feature_loss: str, seed: int):
+    """``(full student, training model, student config)``.
+
+    The full student is the zoo model's family with ``extra_heads = {head: n_teacher}``; every
+    layer it shares with the zoo model gets the zoo model's verified weights; the new head (and
+    the projection to the teacher's features, training only) start from Keras initialisers seeded
+    by ``seed``.
+    """
+    import keras  # deferred: Keras only after the command line is parsed
+
+    from mirzoo.nn import get_family  # deferred: imports Keras
+    from mirzoo.zoo.registry import build_from_spec  # deferred: imports Keras
+
+    spec = get_spec(student)
+    if not spec.is_clip or "tags" not in spec.layers:
+        raise DistillError(f"student {student!r} must be a clip model with a 'tags' head (as cnn-tagging)")
+    if head in spec.layers:
+        raise DistillError(f"head={head!r} is already a layer of {student!r} {sorted(spec.layers)}: choose another name")
+    config = json.loads(json.dumps(dict(spec.config)))
+    config["extra_heads"] = dict(config.get("extra_heads") or {}, **{head: int(n_teacher)})
+    keras.utils.set_random_seed(seed)
+    full = get_family(spec.family)(config, name=student.replace("-", "_"))
+    base = build_from_spec(spec)  # the zoo model with its sha256-checked weights
+    copied = 0
+    for layer in base.layers:
+        if layer.weights:
+            full.get_layer(layer.name).set_weights(layer.get_weights())
+            copied += 1
+    log.info("student %s: %d layers from the zoo weights, new head %r (%d tags)", student, copied, head, n_teacher)
+    outputs = {"tags": full.output["tags"], head: full.output[head]}
+    if feature_loss != "none":
+        outputs["features"] = keras.layers.Dense(feature_dim, name="teacher_projection")(full.output["embedding"])
+    model = keras.Model(full.input, outputs, name=f"{full.name}_distill")
+    return full, model, config
+
+
+def compile_model(model, head: str, cfg: dict) -> None:
+    import keras  # deferred: see build_student
+
+    weights = {"distill": 1.0, "features": 0.5, "corpus": 1.0, **(cfg.get("loss_weights") or {})}
+    losses = {"tags": "binary_crossentropy", head: "binary_crossentropy"}
+    loss_weights = {"tags": float(weights["corpus"]), head: float(weights["distill"])}
+    if "features" in model.output:
+        losses["features"] = "cosine_similarity" if cfg.get("feature_loss", "cosine") == "cosine" else "mse"
+        loss_weights["features"] = float(weights["features"])
+    model.compile(optimizer=keras.optimizers.Adam(float(cfg.get("learning_rate", 3e-4))), loss=losses,
+                  loss_weights=loss_weights)
+    model.optimizer.build(model.trainable_variables)
+
+
+def random_state(model) -> list:
+    """The model's variables that ``save_weights`` leaves out: the dropout seed generators' states."""
+    saved = {id(v) for v in model.weights}
+    return [v for v in model.variables if id(v) not in saved]
+
+
+def save_optimizer(model, path: Path) -> None:
+    """The optimizer's variables and the dropout random state, so that a resumed run continues exactly."""
+    import keras  # deferred: see build_student
+
+    arrays = {f"v{i:04d}": keras.ops.convert_to_numpy(v) for i, v in enumerate(model.optimizer.variables)}
+    arrays.update({f"r{i:04d}": keras.ops.convert_to_numpy(v) for i, v in enumerate(random_state(model))})
+    with atomic_file(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+
+def load_optimizer(model, path: Path) -> None:
+    with np.load(path) as z:
+        values = [z[k] for k in sorted(z.files) if k.startswith("v")]
+        rand = [z[k] for k in sorted(z.files) if k.startswith("r")]
+    variables, states = model.optimizer.variables, random_state(model)
+    if len(values) != len(variables) or len(rand) != len(states):
+        raise DistillError(f"optimizer state {path} holds {len(values)} + {len(rand)} variables, the model's optimizer "
+                           f"and random state {len(variables)} + {len(states)}")
+    for v, value in zip(list(variables) + states, values + rand):
+        v.assign(value)
+
+
+def save_weights(model, path: Path) -> None:
+    """``model.save_weights`` through a temporary name, renamed into place."""
+    tmp = path.with_name(f".{path.name[:-len('.weights.h5')]}.tmp.weights.h5")
+    model.save_weights(tmp)
+    os.replace(tmp, path)
+
+
+# -- training --------------------------------------------------------------------------------------
+
+
+def load_config(path: os.PathLike) -> dict:
+    cfg = json.loads(Path(path).read_text(encoding="utf-8"))
+    unknown = set(cfg) - CONFIG_KEYS
+    if unknown:
+        raise DistillError(f"config {path}: unknown keys {sorted(unknown)}; expected some of {sorted(CONFIG_KEYS)}")
+    frac = cfg.get("real_fraction", 0.5)
+    if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac <= 1:
+        raise DistillError(f"config {path}: real_fraction={frac!r} must be a number in (0, 1]")
+    if cfg.get("feature_loss", "cosine") not in FEATURE_LOSSES:
+        raise DistillError(f"config {path}: feature_loss={cfg['feature_loss']!r} must be one of {FEATURE_LOSSES}")
+    try:
+        augment_config(cfg)
+    except SystemExit as e:
+        raise DistillError(f"config {path}: {e}") from None
+    return cfg
+
+
+def subset(rows: list[dict], count: int, seed: int) -> list[dict]:
+    """``count`` rows drawn without replacement by ``seed`` (in their original order); all when 0."""
+    if not count or count >= len(rows):
+        return rows
+    keep = np.sort(np.random.default_rng(seed).choice(len(rows), size=int(count), replace=False))
+    return [rows[i] for i in keep]
+
+
+def evaluate(full, head: str, real_valid: RealData, labels: list[str], corpus_valid, vocab: list[str],
+             length: int, hop: int, batch: int = 32) -> dict:
+    """Teacher agreement on the real valid patches and corpus tag metrics on the corpus valid clips."""
+    import keras  # deferred: see build_student
+
+    out: dict = {}
+    if real_valid.n_patches:
+        probe = keras.Model(full.input, full.output[head])
+        preds = []
+        for lo in range(0, real_valid.n_patches, batch):
+            x = real_valid.patches(np.arange(lo, min(lo + batch, real_valid.n_patches)), length)
+            preds.append(np.asarray(probe.predict_on_batch(x)))
+        out["real_valid"] = teacher_agreement(real_valid.tags, np.concatenate(preds), labels)
+    if corpus_valid is not None:
+        rows, aud, y = corpus_valid
+        probe = keras.Model(full.input, full.output["tags"])
+        m = tag_metrics(y, predict_clips(probe, *aud, length, hop), vocab)
+        m.pop("roc_auc_per_tag")
+        out["corpus_valid"] = m
+    return out
+
+
+def selection_score(metrics: dict, cfg: dict) -> float:
+    """Weighted mean of the real valid soft AUC and the corpus valid ROC-AUC (config ``selection``)."""
+    w = {"real": 0.5, "corpus": 0.5, **(cfg.get("selection") or {})}
+    parts = []
+    if "real_valid" in metrics:
+        parts.append((w["real"], metrics["real_valid"]["auc_soft_macro"]))
+    if "corpus_valid" in metrics:
+        parts.append((w["corpus"], metrics["corpus_valid"]["roc_auc_macro"]))
+    total = sum(a for a, _ in parts)
+    return float(sum(a * v for a, v in parts) / total) if total else float("nan")
+
+
+def train(args) -> dict:
+    cfg = load_config(args.config)
+    seed = int(cfg.get("seed", 0))
+    student = cfg.get("student", "cnn-tagging")
+    model_name = cfg.get("teacher_model", "MTT_musicnn")
+    if model_name not in tt.MODELS:
+        raise DistillError(f"teacher_model={model_name!r} must be one of {tt.MODELS}")
+    head = cfg.get("head", "mtt_tags")
+    real = Path(args.real or cfg.get("real", "real"))
+    teacher_cache = Path(args.teacher_cache or cfg.get("teacher_cache", "teacher"))
+    corpus = Path(args.corpus or cfg.get("corpus", "corpus"))
+    cache = Path(args.cache or cfg.get("cache", "cache-distill"))
+    out = Path(args.out or cfg.get("out", f"runs/distill-{student}"))
+    feature_loss = cfg.get("feature_loss", "cosine")
+    spec = get_spec(student)
+    sr, length, hop = spec.sample_rate, spec.patch_samples, spec.patch_hop_samples
+    labels = teacher_labels(teacher_cache, model_name)
+    vocab = list(spec.head.labels)
+
+    state_path = out / "state.json"
+    state = json.loads(state_path.read_text()) if args.resume and state_path.exists() else None
+    if args.resume and state is None:
+        log.warning("--resume: no %s yet, starting a new run", state_path)
+
+    t0 = time.time()
+    real_train = RealData(real, "train", teacher_cache, cache / real.name, sr, model_name)
+    real_valid = RealData(real, "valid", teacher_cache, cache / real.name, sr, model_name)
+    if real_train.n_patches == 0:
+        raise DistillError(f"no train clip of {real} has teacher targets in {teacher_cache}: run "
+                           f"`python -m training.teacher --real {real} --split train --cache {teacher_cache}`")
+    min_valid = int(cfg.get("min_real_valid_clips", 20))
+    if len(real_valid.rows) < min_valid:
+        raise DistillError(
+            f"only {len(real_valid.rows)} valid clips of {real} have teacher targets ({real_valid.missing} lack them; "
+            f"min_real_valid_clips={min_valid}): run `python -m training.teacher --real {real} --split valid "
+            f"--cache {teacher_cache}` first")
+    log.info("real clips with teacher targets: train %d (%.2f h; %d without), valid %d (%d without)",
+             len(real_train.rows), real_train.hours(), real_train.missing, len(real_valid.rows), real_valid.missing)
+    corpus_rows = {s: subset(read_metadata(corpus, s), int(cfg.get(f"corpus_{s}_clips", 0)), seed)
+                   for s in ("train", "valid")}
+    if not corpus_rows["train"]:
+        raise DistillError(f"no train clips in {corpus}/metadata.csv")
+    corpus_audio = {s: audio_cache(corpus, corpus_rows[s], cache / corpus.name, f"{s}-{len(corpus_rows[s])}", sr)
+                    for s in corpus_rows if corpus_rows[s]}
+    corpus_y = {s: multi_hot(corpus_rows[s], vocab) for s in corpus_rows}
+    absent = [t for j, t in enumerate(vocab) if corpus_y["train"][:, j].sum() == 0]
+    if absent:
+        log.warning("tags of %s's head with no corpus train clip (their head only learns 'absent'): %s", student, absent)
+    corpus_valid = (corpus_rows["valid"], corpus_audio["valid"], corpus_y["valid"]) if corpus_rows["valid"] else None
+    log.info("data ready in %.0f s: corpus train %d clips, valid %d", time.time() - t0, len(corpus_rows["train"]),
+             len(corpus_rows["valid"]))
+
+    # teacher features standardised per dimension with the training patches' statistics (kept on resume)
+    if state is not None:
+        f_mean, f_std = np.asarray(state["feature_mean"], np.float32), np.asarray(state["feature_std"], np.float32)
+    else:
+        f_mean, f_std = real_train.feats.mean(axis=0), real_train.feats.std(axis=0) + 1e-3
+    full, model, student_config = build_student(student, head, len(labels), real_train.feats.shape[1], feature_loss,
+                                                seed)
+    compile_model(model, head, cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    if state is not None:
+        model.load_weights(out / "last.weights.h5")
+        load_optimizer(model, out / "last.optimizer.npz")
+        log.info("resumed after epoch %d (best %.4f at epoch %d)", state["epoch"] - 1, state["best"], state["best_epoch"])
+    else:
+        before = evaluate(full, head, real_valid, labels, corpus_valid, vocab, length, hop)
+        log.info("before distillation: %s", before)
+        state = {"epoch": 0, "best": -1e9, "best_epoch": -1, "steps": 0, "minutes": 0.0,
+                 "history": [{"epoch": -1, **before}], "feature_mean": f_mean.tolist(), "feature_std": f_std.tolist()}
+
+    batch = int(cfg.get("batch_size", 32))
+    n_real = max(1, int(round(batch * float(cfg.get("real_fraction", 0.5)))))
+    n_corpus = batch - n_real
+    aug = cfg.get("augment", {})
+    steps = int(cfg.get("steps_per_epoch", 100))
+    patience = int(cfg.get("patience", 6))
+    started = time.time()
+    deadline = started + 60 * float(args.max_minutes or cfg.get("max_minutes", 60))
+    hardware = hardware_text()
+    record = data_record(real_train, real_valid, corpus, corpus_rows)
+    command = "python -m training.distill train --config " + shlex.quote(str(args.config))
+    with_features = "features" in model.output
+    w_real = np.r_[np.full(n_real, batch / n_real), np.zeros(n_corpus)].astype(np.float32)
+    w_corpus = np.r_[np.zeros(n_real), np.full(n_corpus, batch / max(n_corpus, 1))].astype(np.float32)
+    while state["epoch"] < int(cfg.get("epochs", 40)) and time.time() < deadline:
+        epoch = state["epoch"]
+        # every epoch draws from its own generator: a resumed run sees the batches an uninterrupted one sees
+        rng = np.random.default_rng([seed, epoch])
+        sampler = PatchSampler(*corpus_audio["train"], corpus_y["train"], length, hop, rng)
+        te = time.time()
+        losses: dict = {}
+        done = 0
+        for _ in range(steps):
+            idx = rng.integers(0, real_train.n_patches, n_real)
+            xr = real_train.patches(idx, length)
+            if n_corpus:
+                xc, yc = sampler.batch(n_corpus)
+            else:
+                xc, yc = np.zeros((0, length), np.float32), np.zeros((0, len(vocab)), np.float32)
+            x = augment(np.concatenate([xr, xc]), rng, aug)
+            y = {"tags": np.concatenate([np.zeros((n_real, len(vocab)), np.float32), yc]),
+                 head: np.concatenate([real_train.tags[idx], np.zeros((n_corpus, len(labels)), np.float32)])}
+            w = {"tags": w_corpus, head: w_real}
+            if with_features:
+                f = (real_train.feats[idx] - f_mean) / f_std
+                y["features"] = np.concatenate([f, np.zeros((n_corpus, f.shape[1]), np.float32)]).astype(np.float32)
+                w["features"] = w_real
+            result = model.train_on_batch(x, y, sample_weight=w, return_dict=True)
+            for k, v in result.items():
+                losses.setdefault(k, []).append(float(v))
+            done += 1
+            if time.time() > deadline:
+                break
+        metrics = evaluate(full, head, real_valid, labels, corpus_valid, vocab, length, hop)
+        score = selection_score(metrics, cfg)
+        minutes = (time.time() - te) / 60
+        state["minutes"] += minutes
+        state["steps"] += done
+        entry = {"epoch": epoch, "steps": done, "loss": {k: float(np.mean(v)) for k, v in losses.items()},
+                 **metrics, "score": score, "minutes": minutes, "steps_per_second": done / max(time.time() - te, 1e-9)}
+        state["history"].append(entry)
+        log.info("epoch %d loss %s score %.4f %s (%.1f min)", epoch, {k: round(v, 4) for k, v in entry["loss"].items()},
+                 score, metrics, minutes)
+        save_weights(model, out / "last.weights.h5")
+        save_optimizer(model, out / "last.optimizer.npz")
+        if score > state["best"]:
+            state["best"], state["best_epoch"] = score, epoch
+            save_weights(full, out / "best.weights.h5")
+        state["epoch"] = epoch + 1
+        state.update(student=student, head=head, teacher_model=model_name, labels=labels, vocabulary=vocab,
+                     model_config=student_config, config=cfg, data=record, hardware=hardware, command=command,
+                     batch={"size": batch, "real": n_real, "corpus": n_corpus})
+        write_json_atomic(state_path, state)
+        if epoch - state["best_epoch"] >= patience:
+            log.info("early stop: no better validation score for %d epochs", patience)
+            break
+    return state
+
+
+# -- ship ------------------------------------------------------------------------------------------
+
+
+def ship(args) -> dict:
+    """Write the run's best student into a weights folder and manifest(s) as a model with a second head."""
+    from mirzoo.nn import get_family  # deferred: imports Keras
+
+    run = Path(args.run)
+    state_path = run / "state.json"
+    if not state_path.exists() or not (run / "best.weights.h5").exists():
+        raise DistillError(f"'{run}' holds no finished epoch (state.json and best.weights.h5): train first")
+    state = json.loads(state_path.read_text())
+    student, head, name = state["student"], state["head"], args.name or state["student"]
+    full = get_family(get_spec(student).family)(state["model_config"], name=student.replace("-", "_"))
+    full.load_weights(run / "best.weights.h5")  # refuses weights that do not fit the recorded config
+    weights_dir = Path(args.weights_dir or PACKAGE_DIR / "weights")
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    target = weights_dir / f"{name}.weights.h5"
+    save_weights(full, target)
+    size = target.stat().st_size
+    if size > 10 * 1024 * 1024:
+        raise DistillError(f"{target} is {size} bytes: the package limit is 10 MB per file")
+    manifests = [Path(p) for p in (args.manifest or [ROOT / "weights_manifest.json", PACKAGE_MANIFEST])]
+    data = json.loads(manifests[0].read_text(encoding="utf-8"))
+    if student not in data["models"]:
+        raise DistillError(f"manifest {manifests[0]} has no entry {student!r} to build on")
+    e = json.loads(json.dumps(data["models"][student]))
+    e["config"] = state["model_config"]
+    e["layers"][head] = len(state["labels"])
+    e["aux_heads"] = [h for h in e.get("aux_heads") or [] if h["output"] != head] + [
+        {"output": head, "labels": list(state["labels"]), "activation": "sigmoid"}]
+    e["weights"] = {"kind": "file", "file": target.name, "sha256": file_sha256(target), "size": size}
+    e["pretrained"] = True
+    rec = state["data"]
+    realr = rec["real"]
+    pk = "; ".join(f"{p} {v['version']} {v['hours']:.2f} h ({', '.join(sorted(v['licences']))})"
+                   for p, v in sorted(realr["packages"].items()))
+    before = e.get("training") or {}
+    e["training"] = {
+        "data": [
+            f"mirzoo public corpus {Path(rec['corpus']['folder']).name} (music21 scores rendered with "
+            f"{', '.join(rec['corpus']['soundfonts'])}; hours {rec['corpus']['hours']}): the corpus tag head",
+            f"real recordings: music of Debian game packages (training/real.py), {realr['hours_train']:.2f} h train "
+            f"({realr['clips_train']} clips of 10 s): {pk}",
+            f"teacher: {rec['teacher']['name']} ({rec['teacher']['licence']}) tag probabilities "
+            f"({state['teacher_model']}) and penultimate features on those clips",
+        ],
+        "licences": {"real_hours_by_licence": realr["licences_hours"], "commercial_use_of_recordings":
+                     realr["commercial_use"], "teacher": rec["teacher"]["licence"]},
+        "command": state["command"] + f"  # then: python -m training.distill ship --run {run}",
+        "config": state["config"],
+        "best_epoch": state["best_epoch"],
+        "train_minutes": round(state["minutes"], 1),
+        "hardware": state["hardware"],
+        "started_from": {"model": student, "weights_sha256": data["models"][student]["weights"].get("sha256"),
+                         "training_command": before.get("command")},
+        "notes": (f"Distilled from {student}'s pretrained weights: head `{head}` learns the teacher's "
+                  f"{len(state['labels'])} tags from aligned 3-s patches of real recordings, while the `tags` head "
+                  "keeps training on the corpus. Commercial use of the recordings: "
+                  f"{realr['commercial_use']} (licences {sorted(realr['licences_hours'])}; GPL / CC-BY-SA "
+                  "conditions may apply). " + rec["teacher"]["attribution"]),
+    }
+    best = next(h for h in state["history"] if h["epoch"] == state["best_epoch"])
+    first = state["history"][0]
+    e["metrics"] = {
+        "distill_valid_real": best.get("real_valid", {}),
+        "distill_valid_corpus": best.get("corpus_valid", {}),
+        "before_distillation_valid_corpus": first.get("corpus_valid", {}),
+        "how": (f"best epoch on the validation splits; real: {state['teacher_model']} tags of the teacher on the "
+                "aligned 3-s patches of the real valid clips against the student's head (auc_soft: soft-label "
+                "ROC-AUC; auc_hard: teacher thresholded at 0.5; bce/kl: distillation loss); corpus: clip-mean tag "
+                "ROC-AUC on the corpus valid clips. Benchmarks of the earlier weights no longer apply: rerun them "
+                "with --record."),
+    }
+    refs = list(e.get("references") or [])
+    cite = "Pons & Serra (2019), musicnn: pre-trained convolutional neural networks for music audio tagging (teacher)"
+    if cite not in refs:
+        refs.append(cite)
+    e["references"] = refs
+    data["models"][name] = e
+    ModelSpec.from_entry(name, e)  # refuse to write an entry the zoo cannot read
+    for path in manifests:
+        write_json_atomic(path, data)
+    log.info("shipped %s (%d bytes) as %r with head %r in %s", target, size, name, head, [str(p) for p in manifests])
+    return e
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.distill", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="distil the teacher's tags into the student (resumable)")
+    t.add_argument("--config", default="training/configs/distill-cnn-tagging.json")
+    t.add_argument("--real", help="training.real build folder (overrides the config)")
+    t.add_argument("--teacher-cache", help="training.teacher cache folder (overrides the config)")
+    t.add_argument("--corpus", help="training.corpus build folder (overrides the config)")
+    t.add_argument("--cache", help="decoded-audio cache folder (overrides the config)")
+    t.add_argument("--out", help="run folder: checkpoints and state.json (overrides the config)")
+    t.add_argument("--max-minutes", type=float, help="time budget of this invocation (default: config max_minutes)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out after its last finished epoch")
+    s = sub.add_parser("ship", help="write a run's best student into the weights folder and manifest(s)")
+    s.add_argument("--run", required=True)
+    s.add_argument("--name", help="manifest entry to write (default: the student's own name, replacing it)")
+    s.add_argument("--manifest", action="append", help="manifest file(s) to update (default: weights_manifest.json "
+                   "and mirzoo/weights_manifest.json)")
+    s.add_argument("--weights-dir", help="where the weight file goes (default: mirzoo/weights)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    try:
+        {"train": train, "ship": ship}[args.cmd](args)
+    except (DistillError, tt.TeacherError) as e:
+        parser.exit(2, f"error: {e}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
