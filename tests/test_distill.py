@@ -67,6 +67,15 @@ def test_aligned_patches_share_the_teacher_frame_centres():
         td.aligned_patches(np.zeros((2, 10)), 48000)
 
 
+def test_cnn_extra_heads_cannot_shadow_an_output():
+    from mirzoo.errors import ManifestError
+    from mirzoo.nn import get_family
+
+    config = dict(get_spec("cnn-tagging").config, extra_heads={"embedding": 3})
+    with pytest.raises(ManifestError, match="extra_heads names 'embedding'"):
+        get_family("cnn")(config)
+
+
 def test_soft_roc_auc_matches_hand_values():
     from sklearn.metrics import roc_auc_score
 
@@ -166,7 +175,7 @@ def write_config(path, root, **over):
            "epochs": 2, "patience": 5, "learning_rate": 0.003, "feature_loss": "cosine",
            "loss_weights": {"distill": 1.0, "features": 0.5, "corpus": 1.0},
            "augment": {"gain_db": 0.0, "noise_prob": 0.0, "polarity": False},
-           "min_real_valid_clips": 2, "max_minutes": 10}
+           "min_real_valid_clips": 2, "max_minutes": 10, "max_corpus_auc_drop": 1.0}
     cfg.update(over)
     path.write_text(json.dumps(cfg))
     return path
@@ -246,7 +255,8 @@ def test_ship_into_a_temporary_manifest_loads_with_the_teacher_head(smoke_run, t
     spec = ModelSpec.from_entry("cnn-tagging-distilled", entry)
     assert spec.heads["mtt_tags"] == LABELS and spec.head.output == "tags"
     assert data["models"]["cnn-tagging"] == json.loads(PACKAGE_MANIFEST.read_text())["models"]["cnn-tagging"]
-    assert "ISC" in entry["training"]["notes"] and entry["training"]["licences"]["commercial_use_of_recordings"] == "yes"
+    assert "ISC" in entry["training"]["notes"]
+    assert entry["training"]["licences"]["commercial_use_of_recordings"] == "yes"
     assert entry["metrics"]["distill_valid_real"]["n_patches"] == 6
     monkeypatch.setenv("MIRZOO_MANIFEST", str(manifest))
     monkeypatch.setenv("MIRZOO_WEIGHTS_DIR", str(weights))
@@ -255,9 +265,19 @@ def test_ship_into_a_temporary_manifest_loads_with_the_teacher_head(smoke_run, t
     tags = m.tag(y, sr=SR, head="mtt_tags", top_k=None)
     assert {t for t, _ in tags} == set(LABELS)
     assert len(m.tag(y, sr=SR, top_k=None)) == len(spec.labels)  # the corpus head is still the primary one
-    with pytest.raises(td.DistillError, match="holds no finished epoch"):
+    with pytest.raises(td.DistillError, match="holds no best student"):
         td.ship(type("A", (), {"run": str(tmp_path), "name": None, "manifest": [str(manifest)],
                                "weights_dir": str(weights)})())
+
+
+def test_model_selection_keeps_the_corpus_auc():
+    before = {"corpus_valid": {"roc_auc_macro": 0.90}}
+    assert td.corpus_auc_kept({"corpus_valid": {"roc_auc_macro": 0.8905}}, before, {})
+    assert not td.corpus_auc_kept({"corpus_valid": {"roc_auc_macro": 0.8895}}, before, {})
+    assert td.corpus_auc_kept({"corpus_valid": {"roc_auc_macro": 0.85}}, before, {"max_corpus_auc_drop": 0.06})
+    m = {"real_valid": {"auc_soft_macro": 0.8}, "corpus_valid": {"roc_auc_macro": 0.9}}
+    assert td.selection_score(m, {}) == pytest.approx(0.85)
+    assert td.selection_score(m, {"selection": {"real": 1.0, "corpus": 0.0}}) == pytest.approx(0.8)
 
 
 def test_bad_config_and_missing_teacher_targets_are_named(distill_data, tmp_path):

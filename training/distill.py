@@ -22,6 +22,8 @@ loss is the mean over its own rows).  Validation after each epoch, and once befo
 the aligned patches of the real *valid* split (soft-label ROC-AUC, ROC-AUC against the teacher
 thresholded at 0.5, and the distillation BCE; see :func:`teacher_agreement`) and the corpus tag
 ROC-AUC (clip means of the patch probabilities, as ``training.train``) on the corpus valid split.
+The best epoch has the highest :func:`selection_score` among the epochs whose corpus ROC-AUC is
+within ``max_corpus_auc_drop`` (default 0.01) of the pretrained student's (:func:`corpus_auc_kept`).
 
 Deterministic (the seed of the config; each epoch draws from ``default_rng([seed, epoch])``) and
 resumable: every epoch writes ``last.weights.h5`` (student and projection), the optimizer state and
@@ -80,7 +82,7 @@ CONFIG_KEYS = {
     "seed", "student", "teacher_model", "head", "real", "teacher_cache", "corpus", "cache", "out",
     "batch_size", "real_fraction", "steps_per_epoch", "epochs", "patience", "learning_rate", "loss_weights",
     "feature_loss", "augment", "corpus_train_clips", "corpus_valid_clips", "min_real_valid_clips",
-    "max_minutes", "selection",
+    "max_minutes", "selection", "max_corpus_auc_drop",
 }
 
 
@@ -205,7 +207,8 @@ def data_record(real_train: RealData, real_valid: RealData, corpus: Path, corpus
         commercial[r["commercial"]] = commercial.get(r["commercial"], 0.0) + h
 
     def rounded(d):
-        return {k: (rounded(v) if isinstance(v, dict) else round(v, 3) if isinstance(v, float) else v) for k, v in d.items()}
+        return {k: (rounded(v) if isinstance(v, dict) else round(v, 3) if isinstance(v, float) else v)
+                for k, v in d.items()}
 
     corpus_hours = {s: round(sum(float(r["duration"]) for r in rows) / 3600, 3) for s, rows in corpus_rows.items()}
     fonts = sorted({r.get("soundfont", "?") for rows in corpus_rows.values() for r in rows})
@@ -213,7 +216,8 @@ def data_record(real_train: RealData, real_valid: RealData, corpus: Path, corpus
         "real": {
             "hours_train": round(real_train.hours(), 3), "clips_train": len(real_train.rows),
             "train_clips_without_teacher_targets": real_train.missing,
-            "hours_valid": round(real_valid.hours(), 3), "clips_valid": len(real_valid.rows),
+            "hours_valid": round(real_valid.hours(), 3),
+            "clips_valid": len(real_valid.rows),
             "packages": rounded(packages), "licences_hours": rounded(licences),
             "commercial_hours": rounded(commercial),
             "commercial_use": "yes" if real_train.rows and set(commercial) == {"yes"} else
@@ -309,11 +313,15 @@ def build_student(student: str, head: str, n_teacher: int, feature_dim: int, fea
     if not spec.is_clip or "tags" not in spec.layers:
         raise DistillError(f"student {student!r} must be a clip model with a 'tags' head (as cnn-tagging)")
     if head in spec.layers:
-        raise DistillError(f"head={head!r} is already a layer of {student!r} {sorted(spec.layers)}: choose another name")
+        raise DistillError(
+            f"head={head!r} is already a layer of {student!r} {sorted(spec.layers)}: choose another name")
     config = json.loads(json.dumps(dict(spec.config)))
     config["extra_heads"] = dict(config.get("extra_heads") or {}, **{head: int(n_teacher)})
     keras.utils.set_random_seed(seed)
     full = get_family(spec.family)(config, name=student.replace("-", "_"))
+    if head not in full.output:
+        raise DistillError(f"family {spec.family!r} of {student!r} does not build config['extra_heads'] "
+                           f"(outputs {sorted(full.output)}); only the 'cnn' family does so far")
     base = build_from_spec(spec)  # the zoo model with its sha256-checked weights
     copied = 0
     for layer in base.layers:
@@ -440,6 +448,16 @@ def selection_score(metrics: dict, cfg: dict) -> float:
     return float(sum(a * v for a, v in parts) / total) if total else float("nan")
 
 
+def corpus_auc_kept(metrics: dict, before: dict, cfg: dict) -> bool:
+    """Whether the corpus valid ROC-AUC is at most ``max_corpus_auc_drop`` (default 0.01: the issue's
+    "no loss above 1 point") below the pretrained student's (epoch -1); an epoch that lost more
+    cannot become the best one."""
+    drop = float(cfg.get("max_corpus_auc_drop", 0.01))
+    if "corpus_valid" not in metrics or "corpus_valid" not in before:
+        return True
+    return metrics["corpus_valid"]["roc_auc_macro"] >= before["corpus_valid"]["roc_auc_macro"] - drop
+
+
 def train(args) -> dict:
     cfg = load_config(args.config)
     seed = int(cfg.get("seed", 0))
@@ -487,7 +505,8 @@ def train(args) -> dict:
     corpus_y = {s: multi_hot(corpus_rows[s], vocab) for s in corpus_rows}
     absent = [t for j, t in enumerate(vocab) if corpus_y["train"][:, j].sum() == 0]
     if absent:
-        log.warning("tags of %s's head with no corpus train clip (their head only learns 'absent'): %s", student, absent)
+        log.warning("tags of %s's head with no corpus train clip (their head only learns 'absent'): %s",
+                    student, absent)
     corpus_valid = (corpus_rows["valid"], corpus_audio["valid"], corpus_y["valid"]) if corpus_rows["valid"] else None
     log.info("data ready in %.0f s: corpus train %d clips, valid %d", time.time() - t0, len(corpus_rows["train"]),
              len(corpus_rows["valid"]))
@@ -504,7 +523,8 @@ def train(args) -> dict:
     if state is not None:
         model.load_weights(out / "last.weights.h5")
         load_optimizer(model, out / "last.optimizer.npz")
-        log.info("resumed after epoch %d (best %.4f at epoch %d)", state["epoch"] - 1, state["best"], state["best_epoch"])
+        log.info("resumed after epoch %d (best %.4f at epoch %d)", state["epoch"] - 1, state["best"],
+                 state["best_epoch"])
     else:
         before = evaluate(full, head, real_valid, labels, corpus_valid, vocab, length, hop)
         log.info("before distillation: %s", before)
@@ -521,7 +541,9 @@ def train(args) -> dict:
     deadline = started + 60 * float(args.max_minutes or cfg.get("max_minutes", 60))
     hardware = hardware_text()
     record = data_record(real_train, real_valid, corpus, corpus_rows)
-    command = "python -m training.distill train --config " + shlex.quote(str(args.config))
+    command = "python -m training.distill train --config " + shlex.quote(str(args.config)) + "".join(
+        f" --{k.replace('_', '-')} {shlex.quote(str(getattr(args, k)))}"
+        for k in ("real", "teacher_cache", "corpus", "cache", "out") if getattr(args, k, None))
     with_features = "features" in model.output
     w_real = np.r_[np.full(n_real, batch / n_real), np.zeros(n_corpus)].astype(np.float32)
     w_corpus = np.r_[np.zeros(n_real), np.full(n_corpus, batch / max(n_corpus, 1))].astype(np.float32)
@@ -554,19 +576,23 @@ def train(args) -> dict:
             done += 1
             if time.time() > deadline:
                 break
+        train_seconds = time.time() - te
         metrics = evaluate(full, head, real_valid, labels, corpus_valid, vocab, length, hop)
         score = selection_score(metrics, cfg)
         minutes = (time.time() - te) / 60
         state["minutes"] += minutes
         state["steps"] += done
         entry = {"epoch": epoch, "steps": done, "loss": {k: float(np.mean(v)) for k, v in losses.items()},
-                 **metrics, "score": score, "minutes": minutes, "steps_per_second": done / max(time.time() - te, 1e-9)}
+                 **metrics, "score": score, "minutes": minutes, "train_seconds": train_seconds,
+                 "steps_per_second": done / max(train_seconds, 1e-9)}
         state["history"].append(entry)
         log.info("epoch %d loss %s score %.4f %s (%.1f min)", epoch, {k: round(v, 4) for k, v in entry["loss"].items()},
                  score, metrics, minutes)
         save_weights(model, out / "last.weights.h5")
         save_optimizer(model, out / "last.optimizer.npz")
-        if score > state["best"]:
+        eligible = corpus_auc_kept(metrics, state["history"][0], cfg)
+        entry["eligible"] = eligible
+        if eligible and score > state["best"]:
             state["best"], state["best_epoch"] = score, epoch
             save_weights(full, out / "best.weights.h5")
         state["epoch"] = epoch + 1
@@ -590,7 +616,8 @@ def ship(args) -> dict:
     run = Path(args.run)
     state_path = run / "state.json"
     if not state_path.exists() or not (run / "best.weights.h5").exists():
-        raise DistillError(f"'{run}' holds no finished epoch (state.json and best.weights.h5): train first")
+        raise DistillError(f"'{run}' holds no best student (state.json and best.weights.h5): train first; a run "
+                           "whose every epoch lost more than max_corpus_auc_drop of corpus ROC-AUC has none")
     state = json.loads(state_path.read_text())
     student, head, name = state["student"], state["head"], args.name or state["student"]
     full = get_family(get_spec(student).family)(state["model_config"], name=student.replace("-", "_"))

@@ -44,6 +44,7 @@ def build_cnn(config: dict, name: str = "cnn") -> keras.Model:
     outputs.update(embedding=embedding, tags=tags)
     for head, units in (config.get("extra_heads") or {}).items():
         if head in outputs:
-            raise ManifestError(f"extra_heads names {head!r}, which is already an output of the model {sorted(outputs)}")
+            raise ManifestError(
+                f"extra_heads names {head!r}, which is already an output of the model {sorted(outputs)}")
         outputs[head] = keras.layers.Dense(int(units), activation="sigmoid", name=head)(h)
     return keras.Model(waveform, outputs, name=name)
