@@ -14,7 +14,7 @@ Two probes, both on standardised features and both seeded:
 
 Tasks, splits and metrics:
 
-* MagnaTagATune top-50 tagging: train on folders ``0``-``b``, choose the layer and the probe's
+* MagnaTagATune top-50 tagging (clips with none of the 50 tags left out): train on folders ``0``-``b``, choose the layer and the probe's
   hyper-parameter on ``c``, score on ``d``-``f`` (the split of Dieleman & Schrauwen 2014 used by
   Choi et al. 2016): macro ROC-AUC and PR-AUC over the tags present and absent in the test part.
 * GTZAN genre: the fault-filtered split (Kereliuk et al. 2015; ``train/valid/test_filtered.txt``

@@ -138,6 +138,8 @@ def test_random_split_is_seeded_and_holds_out_every_label_set():
     assert set(parts["train"].paths).isdisjoint(parts["valid"].paths + parts["test"].paths)
     assert tt.random_split(ds, 0.2, 0.1, seed=3)["valid"].paths == parts["valid"].paths
     assert tt.random_split(ds, 0.2, 0.1, seed=4)["valid"].paths != parts["valid"].paths
+    small = datasets.Dataset([(f"/x/{i}.wav", ["a"]) for i in range(4)])
+    assert [len(p) for p in tt.random_split(small, 0.49, 0.49, seed=0).values()] == [1, 2, 1]  # train, valid, test
     with pytest.raises(SystemExit, match="valid_fraction=0.6"):
         tt.random_split(ds, 0.6, 0.1, seed=0)
 

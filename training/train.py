@@ -203,6 +203,7 @@ def random_split(ds, valid_fraction: float, test_fraction: float, seed: int) -> 
         n = len(idx)
         n_valid = max(1, round(n * valid_fraction)) if n >= 3 and valid_fraction > 0 else 0
         n_test = max(1, round(n * test_fraction)) if n >= 3 and test_fraction > 0 else 0
+        n_test = min(n_test, n - 1 - n_valid)  # at least one clip of every label set is trained on
         parts["valid"] += idx[:n_valid]
         parts["test"] += idx[n_valid : n_valid + n_test]
         parts["train"] += idx[n_valid + n_test :]
