@@ -610,6 +610,8 @@ def train(args) -> dict:
         for s in audio:
             rows[s], audio[s] = drop_unreadable(rows[s], audio[s])
         disk["clips_used"] = {s: len(rows[s]) for s in audio}
+        if not rows["train"]:
+            raise SystemExit(f"--data {disk['data']}: none of the training clips could be decoded")
     # more renders of the training pieces (other soundfonts); the test split stays the main corpus's
     extra_hours = {} if disk else add_extra_corpora(rows, audio, cfg.get("extra_corpora", []), cache.parent, sr)
     log.info("audio cache ready in %.0f s", time.time() - t0)
