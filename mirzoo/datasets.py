@@ -58,6 +58,7 @@ __all__ = [
     "Dataset",
     "DATASET_KINDS",
     "GTZAN_GENRES",
+    "GTZAN_SPLIT_FILES",
     "load_dataset",
     "load_magnatagatune",
     "load_gtzan",
@@ -353,13 +354,35 @@ def _gtzan_base(root: Path) -> Path:
     return root / "genres" if (root / "genres").is_dir() else root
 
 
-def load_gtzan(root: PathLike) -> Dataset:
+#: File names of the fault-filtered GTZAN split (Kereliuk, Sturm & Larsen 2015, "Deep learning and
+#: music adversaries"; Sturm 2013 catalogues the faults: repeated excerpts, mislabellings, distortions).
+#: The three lists are published as text files with github.com/coreyker/dnn-mgr (``gtzan/``), one
+#: ``<genre>/<genre>.000NN.wav`` per line; mirzoo ships no copy, so they must lie beside the audio.
+GTZAN_SPLIT_FILES = {"train": "train_filtered.txt", "valid": "valid_filtered.txt", "test": "test_filtered.txt"}
+
+
+def load_gtzan(root: PathLike, *, split: Optional[str] = None, split_dir: Optional[PathLike] = None) -> Dataset:
     """GTZAN genre collection: ``<root>/genres/<genre>/*`` or ``<root>/<genre>/*``.
+
+    Parameters
+    ----------
+    root : path
+        The GTZAN folder.
+    split : {"train", "valid", "test"}, optional
+        One part of the fault-filtered split (:data:`GTZAN_SPLIT_FILES`: 443 / 197 / 290
+        tracks of the 1000, artists kept apart, faulty excerpts left out).  Its list
+        ``<split>_filtered.txt`` is read from ``split_dir`` (default: ``root``, then the
+        ``genres`` folder); listed ``.wav`` names also match the original ``.au`` files.
+        Without ``split``, every file of every genre folder.
+    split_dir : path, optional
+        Folder holding the three split lists.
 
     Raises
     ------
     mirzoo.errors.ParameterError
-        If the folder is missing or holds no audio in genre folders.
+        If the folder is missing or holds no audio in genre folders; with ``split``, if the
+        list is missing, a line is not ``<genre>/<file>`` (the message names the file and
+        the line) or a listed track is not on disk.
     """
     base = _gtzan_base(_require_dir(root, "GTZAN"))
     dataset = _folder_items(base, "GTZAN")
@@ -367,7 +390,42 @@ def load_gtzan(root: PathLike) -> Dataset:
     if odd:
         logger.warning("GTZAN folder '%s' has non-GTZAN genre folders %s", base, odd)
     dataset.name = "gtzan"
-    return dataset
+    if split is None:
+        return dataset
+    if split not in GTZAN_SPLIT_FILES:
+        raise ParameterError(f"split={split!r}: expected None, 'train', 'valid' or 'test'")
+    name = GTZAN_SPLIT_FILES[split]
+    folders = [_require_dir(split_dir, "GTZAN split")] if split_dir is not None else [Path(os.fspath(root)).expanduser(), base]
+    list_file = next((f / name for f in folders if (f / name).is_file()), None)
+    if list_file is None:
+        raise ParameterError(
+            f"GTZAN fault-filtered split list '{name}' not found in {' or '.join(repr(str(f)) for f in folders)}: "
+            f"put train_filtered.txt, valid_filtered.txt and test_filtered.txt (Kereliuk et al. 2015, published "
+            f"with github.com/coreyker/dnn-mgr, gtzan/) beside the genre folders, or pass split_dir=")
+    on_disk = {}
+    for path, labels in dataset.items:
+        rel = Path(path).relative_to(base)
+        on_disk.setdefault((rel.parent.as_posix(), rel.stem), (path, labels))
+    items, missing = [], []
+    for n, line in enumerate(list_file.read_text(encoding="utf-8-sig").splitlines(), 1):
+        entry = line.strip()
+        if not entry:
+            continue
+        parts = entry.replace("\\", "/").split("/")
+        if len(parts) != 2 or not all(parts):
+            raise ParameterError(f"'{list_file}' line {n}: {entry!r} is not '<genre>/<file>' "
+                                 f"(e.g. 'blues/blues.00029.wav')")
+        found = on_disk.get((parts[0], Path(parts[1]).stem))
+        if found is None:
+            missing.append(entry)
+        else:
+            items.append(found)
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise ParameterError(f"{len(missing)} track(s) listed in '{list_file}' are not under '{base}': "
+                             f"{', '.join(repr(m) for m in missing[:3])}{more}")
+    _check_nonempty(items, list_file, "GTZAN tracks")
+    return Dataset(items, dataset.classes, False, name="gtzan", root=base)
 
 
 def _folder_items(base: Path, what: str) -> Dataset:

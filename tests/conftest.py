@@ -127,3 +127,43 @@ def tiny_corpus(tmp_path_factory):
                          collections=("bach-chorales", "oneills-1850"))
     tc.build(str(out), cfg, hours=0.01, workers=1, cache_dir=str(tmp_path_factory.mktemp("scores")))
     return out
+
+
+def write_clip(path, y: np.ndarray, sr: int):
+    """Write ``y`` to ``path`` (folders made); the format follows the suffix (.wav, .flac, .mp3, .au)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    formats = {".mp3": "MP3", ".au": "AU", ".flac": "FLAC", ".ogg": "OGG"}
+    sf.write(path, y, sr, format=formats.get(path.suffix.lower(), "WAV"))
+    return path
+
+
+def write_mtat(root, rows, tags=("guitar", "classical", "slow", "techno"), *, seconds: float = 0.25, sr: int = 8000):
+    """MagnaTagATune's layout: ``annotations_final.csv`` (tab-separated, every field quoted, header
+    ``clip_id``, one 0/1 column per tag, ``mp3_path``) and the audio at each ``mp3_path`` under ``root``.
+
+    ``rows``: ``[(mp3_path, (0/1 per tag)), ...]``; audio is :func:`tone_mix`, seeded by row."""
+    import csv
+
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "annotations_final.csv", "w", newline="") as f:
+        w = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_ALL)
+        w.writerow(["clip_id", *tags, "mp3_path"])
+        for i, (rel, flags) in enumerate(rows):
+            w.writerow([i, *flags, rel])
+            write_clip(root / rel, tone_mix(seconds, sr, seed=i, freqs=(110.0 * (1 + i % 5),)), sr)
+    return root / "annotations_final.csv"
+
+
+def write_gtzan(root, genres=("blues", "classical", "rock"), per_genre: int = 2, *, seconds: float = 0.25,
+                sr: int = 8000, suffix: str = ".wav", split=None):
+    """GTZAN's layout: ``genres/<genre>/<genre>.000NN<suffix>`` (the original archive holds ``.au``).
+
+    ``split``: ``{"train": [names], "valid": [...], "test": [...]}`` written as the fault-filtered lists
+    ``<part>_filtered.txt`` beside ``genres`` (one ``<genre>/<genre>.000NN.wav`` per line, as published)."""
+    for g, genre in enumerate(genres):
+        for j in range(per_genre):
+            y = tone_mix(seconds, sr, seed=10 * g + j, freqs=(110.0 * (g + 1), 165.0 * (g + 1)))
+            write_clip(root / "genres" / genre / f"{genre}.{j:05d}{suffix}", y, sr)
+    for part, names in (split or {}).items():
+        (root / f"{part}_filtered.txt").write_text("".join(f"{n}\n" for n in names))
+    return root

@@ -343,6 +343,32 @@ def test_room_response_is_aligned_and_seeded():
     assert np.count_nonzero(np.abs(wet[4001:]) > 1e-4) > 100  # a reverberant tail
 
 
+def test_every_drawn_room_is_feasible():
+    """A large room with a short drawn RT60 (absorption above 1) is raised to Sabine's floor; others keep their draw."""
+    pra = pytest.importorskip("pyroomacoustics")
+    raised = kept = 0
+    for seed in range(300):
+        room = cr.draw_room(np.random.default_rng(seed), (0.2, 1.2))
+        floor = cr.min_rt60(room.dims)
+        assert room.rt60 >= floor
+        absorption, _ = pra.inverse_sabine(room.rt60, list(room.dims))  # raised "room may be too large" before
+        assert 0 < absorption <= 1
+        rng = np.random.default_rng(seed)
+        length = rng.uniform(3.0, 20.0)
+        rng.uniform(3.0, min(15.0, length)), rng.uniform(2.5, 8.0)  # the draws before the RT60
+        drawn = float(rng.uniform(0.2, 1.2))
+        if drawn < floor:
+            raised += 1
+            assert room.rt60 == pytest.approx(1.01 * floor)
+            big = room
+        else:
+            kept += 1
+            assert room.rt60 == drawn
+    assert raised > 0 and kept > 0
+    h = cr.room_impulse_response(big, 16000)  # a raised room renders
+    assert h[0] == pytest.approx(1.0) and np.all(np.isfinite(h))
+
+
 def test_compressor_reduces_dynamics():
     t = np.arange(32000) / 16000
     y = np.sin(2 * np.pi * 220 * t).astype(np.float32) * np.where(t < 1.0, 0.05, 0.8).astype(np.float32)

@@ -10,6 +10,7 @@ import pytest
 
 soundfile = pytest.importorskip("soundfile")
 
+from conftest import write_gtzan, write_mtat  # noqa: E402
 from mirzoo import datasets  # noqa: E402
 from mirzoo.errors import AudioFileError, ParameterError  # noqa: E402
 
@@ -91,15 +92,7 @@ def test_folder_errors(tmp_path):
 
 
 def _write_mtat(root, rows, tags=("guitar", "classical", "slow", "techno")):
-    root.mkdir(parents=True, exist_ok=True)
-    header = ["clip_id", *tags, "mp3_path"]
-    with open(root / "annotations_final.csv", "w", newline="") as f:
-        w = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_ALL)
-        w.writerow(header)
-        for i, (rel, flags) in enumerate(rows):
-            w.writerow([i, *flags, rel])
-            _sine(root / rel)
-    return root / "annotations_final.csv"
+    return write_mtat(root, rows, tags)
 
 
 def test_magnatagatune_top_k_and_split(tmp_path):
@@ -397,3 +390,42 @@ def test_nsynth_bad_examples_json_names_file_and_line(nsynth):
     meta.unlink()
     with pytest.raises(ParameterError, match="holds no examples.json"):
         datasets.load_nsynth(nsynth / "nsynth-valid")
+
+
+def test_gtzan_fault_filtered_split_lists(tmp_path):
+    # the original archive holds .au files; the published lists name .wav: matched by genre and stem
+    root = write_gtzan(tmp_path / "gtzan", per_genre=3, suffix=".au", split={
+        "train": ["blues/blues.00000.wav", "classical/classical.00000.wav", "rock/rock.00001.wav"],
+        "valid": ["blues/blues.00001.wav", "rock/rock.00000.wav"],
+        "test": ["classical/classical.00002.wav", ""],  # blank lines are ignored
+    })
+    train = datasets.load_gtzan(root, split="train")
+    assert [p.rsplit("/", 2)[-2:] for p in train.paths] == [
+        ["blues", "blues.00000.au"], ["classical", "classical.00000.au"], ["rock", "rock.00001.au"]]
+    assert train.classes == ["blues", "classical", "rock"] and not train.multilabel
+    valid, test = datasets.load_gtzan(root, split="valid"), datasets.load_gtzan(root, split="test")
+    assert [labels for _, labels in valid] == [["blues"], ["rock"]] and len(test) == 1
+    # every split keeps all genres as classes (same columns), though the test list holds one genre
+    assert test.classes == train.classes and test.label_matrix().tolist() == [[0, 1, 0]]
+    # files not on any list (faulty excerpts) are in no split
+    listed = set(train.paths) | set(valid.paths) | set(test.paths)
+    assert len(listed) == 6 and len(datasets.load_gtzan(root)) == 9
+
+
+def test_gtzan_split_errors_name_the_file_and_line(tmp_path):
+    root = write_gtzan(tmp_path / "g", per_genre=1)
+    with pytest.raises(ParameterError, match=r"'train_filtered.txt' not found in .*coreyker/dnn-mgr"):
+        datasets.load_gtzan(root, split="train")
+    with pytest.raises(ParameterError, match="split='dev'"):
+        datasets.load_gtzan(root, split="dev")
+    (root / "train_filtered.txt").write_text("blues/blues.00000.wav\nblues.00001.wav\n")
+    with pytest.raises(ParameterError, match=r"train_filtered.txt' line 2: 'blues.00001.wav' is not '<genre>/<file>'"):
+        datasets.load_gtzan(root, split="train")
+    (root / "train_filtered.txt").write_text("blues/blues.00000.wav\nrock/rock.00007.wav\n")
+    with pytest.raises(ParameterError, match=r"1 track\(s\) listed in .*train_filtered.txt' are not under .*'rock/rock.00007.wav'"):
+        datasets.load_gtzan(root, split="train")
+    # the lists may live elsewhere
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "valid_filtered.txt").write_text("rock/rock.00000.wav\n")
+    assert datasets.load_gtzan(root, split="valid", split_dir=lists).paths[0].endswith("rock/rock.00000.wav")

@@ -27,6 +27,44 @@ manifest (both copies) with sha256, size, vocabulary, training record and metric
 ``--data shards`` streams the training split from TFRecord shards with ``tf.data``
 (``training/scale.py``, ``training/shards.py``; "Training at scale" in ``training/README.md``).
 Without them the single-device loop above runs unchanged.
+
+Data sets on disk (``--data KIND:PATH``; clip models only, read with :mod:`mirzoo.datasets`)::
+
+    python -m training.train --model cnn-tagging --data mtat:/data/mtat --config training/configs/cnn-tagging-mtat.json
+    python -m training.train --model crnn-tagging --data folder:/data/my_labelled_music
+    python -m training.train --model cnn-tagging --data gtzan:/data/gtzan --data shards
+
+``--data`` answers two questions, and each value says which it answers: *where the clips come
+from* (``KIND:PATH``; default: the corpus of ``--corpus``/the config) and *how the training split
+is streamed* (``memory`` or ``shards``, as before).  A value holding a colon is a data set, a bare
+word is a streaming mode; give the option twice for both.  One option keeps the issue's command
+lines short and every existing ``--data memory|shards`` invocation valid; a second option
+(``--dataset``) would have been the only alternative, and it would still have to be told apart
+from the corpus, which has no ``KIND:`` form.
+
+* ``mtat:PATH``: MagnaTagATune (``annotations_final.csv`` beside the mp3 folders ``0`` .. ``f``),
+  the 50 most frequent tags (config ``top_k``), multi-label (sigmoid head, binary
+  cross-entropy).  Split by folder, 12:1:3: ``0``-``b`` train, ``c`` validation, ``d``-``f`` test,
+  the split of Dieleman & Schrauwen 2014 used by Choi, Fazekas & Sandler 2016 ("Automatic tagging
+  using deep convolutional neural networks", ISMIR; about 0.89 test ROC-AUC) and described by
+  Won et al. 2020 ("Evaluation of CNN-based automatic music tagging models", SMC) as the common
+  one.  Untagged clips are kept (config ``drop_untagged: true`` drops them); clips whose mp3
+  cannot be decoded (the archive holds a few empty files) are skipped with a warning.
+* ``gtzan:PATH``: GTZAN with the fault-filtered split of Kereliuk, Sturm & Larsen 2015
+  (443 / 197 / 290 tracks).  mirzoo ships no copy of the split lists: ``PATH`` must hold
+  ``train_filtered.txt``, ``valid_filtered.txt`` and ``test_filtered.txt`` as published with
+  github.com/coreyker/dnn-mgr (``gtzan/``), beside the ``genres`` folder; without them the run
+  stops and says so (no random split is substituted).  Single-label (softmax head,
+  categorical cross-entropy); validation metric accuracy.
+* ``folder:PATH`` (a folder per label) and ``csv:PATH`` (``path,label[;label]`` or one 0/1 column
+  per class): no standard split exists, so a seeded split per label set holds out
+  ``valid_fraction`` and ``test_fraction`` (config, 0.1 each) of the clips of every label set
+  with at least 3 clips.  Single- or multi-label follows the data (one label per clip: softmax).
+
+The vocabulary is the data set's classes; the run writes ``best.weights.h5``, ``report.json``
+(vocabulary, split sizes, metrics) and ``model/``, a folder that ``mirzoo.load`` reads with the
+head labelled by the data set's classes.  Augmentation, ``--max-minutes``, ``--distribute`` and
+``--data shards`` work as with the corpus; ``--ship`` (the zoo's own weights) does not apply.
 """
 
 from __future__ import annotations
@@ -43,6 +81,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mirzoo import datasets
+from mirzoo.errors import MirzooError
 from mirzoo.inference.windows import clip_patches
 from mirzoo.spec import ModelSpec
 from mirzoo.zoo.manifest import PACKAGE_DIR, PACKAGE_MANIFEST, get_spec
@@ -88,6 +128,145 @@ def multi_hot(rows: list[dict], vocab: list[str]) -> np.ndarray:
 def load_chroma(corpus: Path, rows: list[dict]) -> list[np.ndarray]:
     # rows of an extra corpus carry their own folder in "_root"
     return [np.load(Path(r.get("_root") or corpus) / r["targets"])["chroma"].astype(np.float32) for r in rows]
+
+
+#: ``--data`` values that say how the training split is streamed (the others name a data set)
+DATA_MODES = ("memory", "shards")
+#: ``--data KIND:PATH``: the data sets on disk and the :mod:`mirzoo.datasets` layout of each
+DISK_KINDS = {"mtat": "magnatagatune", "gtzan": "gtzan", "folder": "folder", "csv": "csv"}
+SPLITS = ("train", "valid", "test")
+
+
+def data_option(value: str) -> str:
+    """``--data`` value check (argparse ``type``): a streaming mode or ``KIND:PATH`` with an existing path."""
+    if value in DATA_MODES:
+        return value
+    kind, colon, path = value.partition(":")
+    expected = (f"expected {' or '.join(repr(m) for m in DATA_MODES)}, or KIND:PATH with KIND one of "
+                f"{', '.join(DISK_KINDS)} (e.g. mtat:/data/mtat)")
+    if not colon or kind not in DISK_KINDS:
+        raise argparse.ArgumentTypeError(f"{value!r}: {expected}")
+    if not path:
+        raise argparse.ArgumentTypeError(f"{value!r}: no path after '{kind}:'; {expected}")
+    if not Path(path).expanduser().exists():
+        raise argparse.ArgumentTypeError(f"{value!r}: '{path}' does not exist")
+    return value
+
+
+def split_data_options(values, cfg: dict) -> tuple[str, tuple[str, str] | None]:
+    """``(streaming mode, (kind, path) or None)`` from the ``--data`` values (a str, a list or None)
+    and the config's ``data`` (a streaming mode) and ``dataset`` (``KIND:PATH``) keys.
+
+    Raises SystemExit naming the value when two values answer the same question or one is bad."""
+    if values is None:
+        values = []
+    elif isinstance(values, str):
+        values = [values]
+    modes, sources = [], []
+    for value in values:
+        try:
+            value = data_option(value)
+        except argparse.ArgumentTypeError as exc:
+            raise SystemExit(f"--data {exc}") from None
+        (modes if value in DATA_MODES else sources).append(value)
+    if len(modes) > 1 or len(sources) > 1:
+        raise SystemExit(f"--data given {values}: at most one streaming mode ({', '.join(DATA_MODES)}) and one "
+                         f"data set (KIND:PATH)")
+    mode = modes[0] if modes else cfg.get("data", "memory")
+    if mode not in DATA_MODES:
+        raise SystemExit(f"--data {mode!r} must be 'memory' or 'shards'")
+    source = sources[0] if sources else cfg.get("dataset")
+    if source is None:
+        return mode, None
+    if not sources:
+        try:
+            data_option(source)
+        except argparse.ArgumentTypeError as exc:
+            raise SystemExit(f"config dataset {exc}") from None
+    kind, _, path = source.partition(":")
+    return mode, (kind, path)
+
+
+def random_split(ds, valid_fraction: float, test_fraction: float, seed: int) -> dict:
+    """A seeded split of a data set without a standard one: of every label set (the sorted labels of a
+    clip) with at least 3 clips, ``round(n * fraction)`` (at least 1) clips go to validation and to test."""
+    for name, value in (("valid_fraction", valid_fraction), ("test_fraction", test_fraction)):
+        if not 0 <= value < 0.5:
+            raise SystemExit(f"{name}={value!r}: expected a number in [0, 0.5)")
+    rng = np.random.default_rng(seed)
+    groups: dict[tuple, list[int]] = {}
+    for i, (_, labels) in enumerate(ds.items):
+        groups.setdefault(tuple(sorted(labels)), []).append(i)
+    parts = {s: [] for s in SPLITS}
+    for key in sorted(groups):
+        idx = [groups[key][j] for j in rng.permutation(len(groups[key]))]
+        n = len(idx)
+        n_valid = max(1, round(n * valid_fraction)) if n >= 3 and valid_fraction > 0 else 0
+        n_test = max(1, round(n * test_fraction)) if n >= 3 and test_fraction > 0 else 0
+        n_test = min(n_test, n - 1 - n_valid)  # at least one clip of every label set is trained on
+        parts["valid"] += idx[:n_valid]
+        parts["test"] += idx[n_valid : n_valid + n_test]
+        parts["train"] += idx[n_valid + n_test :]
+    return {s: ds.subset(sorted(parts[s])) for s in SPLITS}
+
+
+def disk_splits(kind: str, path: str, cfg: dict, seed: int) -> tuple[dict, str]:
+    """``({split: mirzoo.datasets.Dataset}, description of the split)`` of a data set on disk.
+
+    The loaders of :mod:`mirzoo.datasets` parse every layout; this only chooses the split (see the
+    module docstring: folders for MagnaTagATune, the fault-filtered lists for GTZAN, seeded for the
+    rest).  Raises SystemExit naming ``KIND:PATH`` when the loader refuses the data."""
+    try:
+        if kind == "mtat":
+            top_k = int(cfg.get("top_k", 50))
+            parts = {s: datasets.load_magnatagatune(path, split=s, top_k=top_k,
+                                                    drop_untagged=bool(cfg.get("drop_untagged", False)))
+                     for s in SPLITS}
+            about = (f"MagnaTagATune, top {top_k} tags, split by folder 0-b train / c valid / d-f test "
+                     f"(Dieleman & Schrauwen 2014; Choi et al. 2016)")
+        elif kind == "gtzan":
+            parts = {s: datasets.load_gtzan(path, split=s) for s in SPLITS}
+            about = "GTZAN, fault-filtered split (Kereliuk et al. 2015): train/valid/test_filtered.txt"
+        else:
+            ds = datasets.load_dataset(path, kind=DISK_KINDS[kind])
+            parts = random_split(ds, float(cfg.get("valid_fraction", 0.1)), float(cfg.get("test_fraction", 0.1)), seed)
+            about = (f"{kind} data set, seeded split per label set (valid {cfg.get('valid_fraction', 0.1)}, "
+                     f"test {cfg.get('test_fraction', 0.1)}, seed {seed})")
+    except MirzooError as exc:
+        raise SystemExit(f"--data {kind}:{path}: {exc}") from None
+    classes = parts["train"].classes
+    odd = [c for c in classes if ";" in c]
+    if odd:
+        raise SystemExit(f"--data {kind}:{path}: class names {odd[:5]} hold ';', which training rows use to join labels")
+    return parts, about
+
+
+def disk_rows(ds) -> list[dict]:
+    """The rows of a :class:`mirzoo.datasets.Dataset` in the corpus form the training loop reads
+    (``clip_id``, absolute ``path``, ``tags`` joined by ';')."""
+    return [{"clip_id": os.path.abspath(p), "path": os.path.abspath(p), "tags": ";".join(labels)}
+            for p, labels in ds.items]
+
+
+def drop_unreadable(rows: list[dict], audio: tuple) -> tuple[list[dict], tuple]:
+    """Rows and cached audio without the clips the cache could not decode (zero samples)."""
+    data, offsets = audio
+    keep = [i for i in range(len(rows)) if offsets[i + 1] > offsets[i]]
+    if len(keep) == len(rows):
+        return rows, audio
+    log.warning("dropped %d unreadable clip(s) of %d", len(rows) - len(keep), len(rows))
+    return [rows[i] for i in keep], (data, np.concatenate([offsets[:1], offsets[1:][keep]]))
+
+
+def class_metrics(y_true: np.ndarray, y_prob: np.ndarray, vocab: list[str]) -> dict:
+    """Single-label metrics: accuracy, macro F1 of the arg-max, and the ROC-AUC/PR-AUC of :func:`tag_metrics`."""
+    from sklearn.metrics import f1_score  # deferred: optional dependency (scikit-learn)
+
+    truth, guess = y_true.argmax(axis=1), y_prob.argmax(axis=1)
+    out = {"accuracy": float(np.mean(truth == guess)),
+           "macro_f1": float(f1_score(truth, guess, labels=list(range(len(vocab))), average="macro", zero_division=0))}
+    out.update(tag_metrics(y_true, y_prob, vocab))
+    return out
 
 
 #: soundfonts kept out of training for generalisation tests (matched in the ``soundfont`` column)
@@ -394,24 +573,47 @@ def train(args) -> dict:
     # training at scale (training/scale.py, training/shards.py); without these options the
     # single-device train_on_batch loop below runs exactly as before
     distribute = getattr(args, "distribute", None) or cfg.get("distribute", "none")
-    data_mode = getattr(args, "data", None) or cfg.get("data", "memory")
-    if data_mode not in ("memory", "shards"):
-        raise SystemExit(f"--data {data_mode!r} must be 'memory' or 'shards'")
+    data_mode, source = split_data_options(getattr(args, "data", None), cfg)
+    disk = None
+    if source is not None:
+        # a data set on disk (--data KIND:PATH) instead of the corpus: its split, its classes
+        kind, disk_path = source
+        if frame_model:
+            raise SystemExit(f"--data {kind}:{disk_path}: {args.model} is a frame model trained on frame targets that "
+                             f"only the corpus has; data sets on disk train clip models (cnn-tagging, crnn-tagging)")
+        if getattr(args, "ship", False) or getattr(args, "from_run", None):
+            raise SystemExit(f"--data {kind}:{disk_path} with --ship: --ship replaces the zoo's weights trained on the "
+                             f"public corpus; the run saves a loadable model folder (<out>/model) instead")
+        parts, about = disk_splits(kind, disk_path, cfg, seed)
+        disk = {"data": f"{kind}:{disk_path}", "split": about, "classes": list(parts["train"].classes),
+                "multilabel": bool(parts["train"].multilabel)}
+        corpus = Path(disk_path).expanduser()
+        cache = Path(args.cache or cfg.get("cache", "cache")) / f"{kind}-{corpus.resolve().name}"
     scaled = distribute != "none" or data_mode != "memory"
     if scaled:
         sc = ts.setup(distribute)
 
-    rows = {s: read_metadata(corpus, s) for s in ("train", "valid", "test")}
+    if disk:
+        rows = {s: disk_rows(parts[s]) for s in SPLITS}
+        disk["clips"] = {s: len(rows[s]) for s in SPLITS}
+    else:
+        rows = {s: read_metadata(corpus, s) for s in ("train", "valid", "test")}
     if not rows["train"]:
-        raise SystemExit(f"no training clips in {corpus}/metadata.csv")
+        raise SystemExit(f"no training clips in {disk['data'] if disk else f'{corpus}/metadata.csv'}")
     log.info("clips: %s", {k: len(v) for k, v in rows.items()})
     if not rows["valid"]:
         log.warning("no validation clips: validating on the training clips (only sensible for smoke tests)")
         rows["valid"] = rows["train"]
     t0 = time.time()
-    audio = {s: audio_cache(corpus, rows[s], cache, s, sr) for s in rows if rows[s]}
+    audio = {s: audio_cache(corpus, rows[s], cache, s, sr, skip_unreadable=bool(disk)) for s in rows if rows[s]}
+    if disk:
+        for s in audio:
+            rows[s], audio[s] = drop_unreadable(rows[s], audio[s])
+        disk["clips_used"] = {s: len(rows[s]) for s in audio}
+        if not rows["train"]:
+            raise SystemExit(f"--data {disk['data']}: none of the training clips could be decoded")
     # more renders of the training pieces (other soundfonts); the test split stays the main corpus's
-    extra_hours = add_extra_corpora(rows, audio, cfg.get("extra_corpora", []), cache.parent, sr)
+    extra_hours = {} if disk else add_extra_corpora(rows, audio, cfg.get("extra_corpora", []), cache.parent, sr)
     log.info("audio cache ready in %.0f s", time.time() - t0)
 
     config = json.loads(json.dumps(dict(spec.config)))
@@ -434,7 +636,12 @@ def train(args) -> dict:
             config.pop("n_tags", None)
         sampler = PatchSampler(*audio["train"], labels.get("train"), length, hop, rng, frame_targets=targets["train"])
     else:
-        vocab = choose_vocabulary(rows["train"], cfg.get("min_tag_count", 20), cfg.get("exclude_tag_groups", []))
+        if disk:
+            vocab = disk["classes"]
+            # one label per clip: a softmax head (categorical cross-entropy); else sigmoid tags
+            config["head_activation"] = "sigmoid" if disk["multilabel"] else "softmax"
+        else:
+            vocab = choose_vocabulary(rows["train"], cfg.get("min_tag_count", 20), cfg.get("exclude_tag_groups", []))
         config["n_tags"] = len(vocab)
         head = "tags"
         length = spec.patch_samples
@@ -443,6 +650,8 @@ def train(args) -> dict:
         sampler = PatchSampler(*audio["train"], labels["train"], length, hop, rng)
     log.info("vocabulary (%d): %s", len(vocab), vocab)
 
+    single_label = bool(disk) and not disk["multilabel"]
+    clip_metrics = class_metrics if single_label else tag_metrics
     # under a MirroredStrategy the model and its optimizer are built in the strategy's scope
     with sc.scope() if scaled else contextlib.nullcontext():
         full = get_family(spec.family)(config, name=args.model.replace("-", "_"))
@@ -461,7 +670,7 @@ def train(args) -> dict:
             model = keras.Model(full.input, outputs, name=f"{full.name}_train")
             model.compile(
                 optimizer=keras.optimizers.Adam(cfg.get("learning_rate", 1e-3)),
-                loss="binary_crossentropy",
+                loss="categorical_crossentropy" if single_label else "binary_crossentropy",
             )
     evaluator = model
     if scaled:
@@ -504,15 +713,19 @@ def train(args) -> dict:
             score = metric["frame_f1"] if not vocab_tags else (metric["frame_f1"] + metric["tags_roc_auc_macro"]) / 2
         else:
             probs = predict_clips(evaluator, *audio["valid"], length, hop)
-            metric = tag_metrics(labels["valid"], probs, vocab)
+            metric = clip_metrics(labels["valid"], probs, vocab)
             metric.pop("roc_auc_per_tag")
-            score = metric["roc_auc_macro"]
+            score = metric["accuracy"] if single_label else metric["roc_auc_macro"]
         record = {"epoch": epoch, "loss": float(np.mean(losses)), **metric, "seconds": time.time() - te}
         if decay:
             record["learning_rate"] = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
         history.append(record)
         log.info("epoch %d loss %.4f valid %s (%.0f s)", epoch, np.mean(losses), metric, time.time() - te)
-        if score > best:
+        if not np.isfinite(score):
+            # e.g. a validation split where no tag is both present and absent: ROC-AUC is undefined
+            log.warning("epoch %d: the validation score is %s; the first epoch's weights are kept until a finite "
+                        "score beats them", epoch, score)
+        if score > best or best_epoch < 0:
             best, best_epoch = score, epoch
             full.save_weights(ckpt / "best.weights.h5")
         elif decay and epoch - max(best_epoch, last_decay) >= decay["patience"]:
@@ -535,8 +748,8 @@ def train(args) -> dict:
 
     # final evaluation: FluidR3 test split and the TimGM6mb generalisation split
     metrics = {}
-    splits = {"test_fluidr3": (corpus, rows["test"], audio.get("test"))}
-    if (heldout / "metadata.csv").exists():
+    splits = {f"test_{kind}" if disk else "test_fluidr3": (corpus, rows["test"], audio.get("test"))}
+    if not disk and (heldout / "metadata.csv").exists():
         h_rows = read_metadata(heldout, "test")
         splits["test_timgm6mb"] = (heldout, h_rows, audio_cache(heldout, h_rows, Path(str(cache) + "-heldout"), "test", sr))
     for key, (root, srows, aud) in splits.items():
@@ -546,7 +759,7 @@ def train(args) -> dict:
             metrics[key] = frame_model_metrics(evaluator, aud, load_chroma(root, srows), length,
                                                multi_hot(srows, vocab_tags) if vocab_tags else None, vocab_tags)
         else:
-            m = tag_metrics(multi_hot(srows, vocab), predict_clips(evaluator, *aud, length, hop), vocab)
+            m = clip_metrics(multi_hot(srows, vocab), predict_clips(evaluator, *aud, length, hop), vocab)
             metrics[key] = m
         log.info("%s: %s", key, {k: v for k, v in metrics[key].items() if not k.endswith("roc_auc_per_tag")})
 
@@ -563,6 +776,9 @@ def train(args) -> dict:
         "hardware": hardware_text(),
         "threads": {k: os.environ[k] for k in THREAD_VARS if k in os.environ},
     }
+    if disk:
+        report["data_set"] = {k: v for k, v in disk.items() if k != "classes"}
+        report["model_folder"] = str(save_disk_model(full, spec, config, vocab, disk, report, ckpt / "model"))
     if scaled:
         report.update({"distribute": sc.kind, "backend": sc.backend, "replicas": sc.replicas, "devices": sc.devices,
                        "data": data_mode, "per_replica_batch": batch // sc.replicas, "global_batch": batch})
@@ -663,6 +879,38 @@ def ship(args, spec: ModelSpec, config, full, vocab, report, cfg, corpus, rows) 
     log.info("shipped %s (%d bytes) and updated the manifest", target, size)
 
 
+def save_disk_model(full, spec: ModelSpec, config: dict, vocab: list[str], disk: dict, report: dict,
+                    target: Path) -> Path:
+    """Save a model trained on a data set on disk as a folder ``mirzoo.load`` reads (``Extractor.save``:
+    Keras layout + ``mirzoo.json`` with sha256), its head labelled with the data set's classes."""
+    from mirzoo.extractor import Extractor  # deferred: imports Keras (thread settings of main() first)
+
+    entry = json.loads(json.dumps(dict(spec.entry)))
+    entry.pop("name", None)
+    entry.pop("hub", None)  # not the zoo model's hub repo: these weights are not there
+    entry["config"] = config
+    entry["layers"] = dict(entry["layers"], tags=len(vocab))
+    activation = config.get("head_activation", "sigmoid")
+    entry["head"] = {"output": "tags", "labels": list(vocab), "activation": activation,
+                     "multilabel": disk["multilabel"]}
+    if not disk["multilabel"]:
+        entry["task"] = "classification"
+    entry["pretrained"] = True
+    kind = disk["data"].split(":", 1)[0]
+    entry["description"] = f"{spec.name} trained on {disk['data']} ({len(vocab)} {'tags' if disk['multilabel'] else 'classes'})"
+    entry["training"] = {
+        "data": f"{disk['data']}: {disk['split']}; clips per split {disk.get('clips_used')}",
+        "best_epoch": report["best_epoch"],
+        "train_minutes": round(report["train_minutes"], 1),
+        "hardware": report["hardware"],
+        "notes": "Trained by training.train from the seeded initialisation; best epoch chosen on the validation split.",
+    }
+    entry["metrics"] = {k: {kk: vv for kk, vv in v.items() if not kk.endswith("roc_auc_per_tag")}
+                        for k, v in report["metrics"].items()}
+    model = Extractor(full, dict(entry, name=f"{spec.name}-{kind}"), source="training.train")
+    return model.save(target, overwrite=True)
+
+
 def ship_run(args) -> None:
     """Ship the best checkpoint of an earlier run (``--from-run``) without training again."""
     from mirzoo.nn import get_family  # deferred: imports Keras (thread settings first)
@@ -709,9 +957,11 @@ def main(argv=None) -> int:
                         help="data-parallel training over the local devices: 'mirrored' (tf.distribute.MirroredStrategy, "
                         "tensorflow backend), 'data-parallel' (keras.distribution.DataParallel, jax backend), 'auto' "
                         "(the one of the backend when there are several devices); default: config 'distribute' or none")
-    parser.add_argument("--data", choices=["memory", "shards"],
-                        help="'memory': random crops of the int16 audio cache (default); 'shards': a tf.data stream "
-                        "of TFRecord shards (training/shards.py), written first when --shards holds none")
+    parser.add_argument("--data", action="append", type=data_option, metavar="{memory,shards,KIND:PATH}",
+                        help="where the clips come from and how they stream (give it twice for both): KIND:PATH trains "
+                        "on a data set on disk, KIND one of mtat, gtzan, folder, csv (default: the corpus); 'memory': "
+                        "random crops of the int16 audio cache (default); 'shards': a tf.data stream of TFRecord "
+                        "shards (training/shards.py), written first when --shards holds none")
     parser.add_argument("--shards", help="shard folder for --data shards (default: config 'shards' or "
                         "<cache>/<corpus name>/shards-train)")
     parser.add_argument("--cpu-devices", type=int, help="split the host CPU into N logical devices before the "

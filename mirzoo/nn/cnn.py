@@ -25,7 +25,8 @@ def build_cnn(config: dict, name: str = "cnn") -> keras.Model:
     """Build the tagging CNN.
 
     Config keys: ``frontend`` (dict), ``patch_samples`` (int), ``filters`` (list of int),
-    ``pools`` (list of [time, freq]), ``n_tags`` (int), ``dropout`` (float), and optionally
+    ``pools`` (list of [time, freq]), ``n_tags`` (int), ``dropout`` (float), ``head_activation``
+    (``"sigmoid"``, the default: multi-label tags; ``"softmax"``: one label per clip), and optionally
     ``extra_heads`` (``{output name: n_units}``: more sigmoid heads on the embedding).
     """
     frontend = build_frontend(config["frontend"])
@@ -39,7 +40,7 @@ def build_cnn(config: dict, name: str = "cnn") -> keras.Model:
         block_features.append(global_pool(x, name=f"block{i}", mode="mean"))
     embedding = keras.layers.Identity(name="embedding")(block_features[-1])
     h = keras.layers.Dropout(config.get("dropout", 0.3), name="dropout")(embedding)
-    tags = keras.layers.Dense(config["n_tags"], activation="sigmoid", name="tags")(h)
+    tags = keras.layers.Dense(config["n_tags"], activation=config.get("head_activation", "sigmoid"), name="tags")(h)
     outputs = {f"block{i}": f for i, f in enumerate(block_features, start=1)}
     outputs.update(embedding=embedding, tags=tags)
     for head, units in (config.get("extra_heads") or {}).items():

@@ -26,7 +26,8 @@ def build_crnn(config: dict, name: str = "crnn") -> keras.Model:
 
     Config keys: ``frontend``, ``patch_samples``, ``filters`` (4 ints), ``pools``
     (4 [time, freq] pairs whose frequency factors reduce the bands to 1), ``gru_units``
-    (2 ints), ``n_tags``, ``dropout``.
+    (2 ints), ``n_tags``, ``dropout``, ``head_activation`` (``"sigmoid"`` by default; ``"softmax"``
+    for single-label data).
     """
     frontend = build_frontend(config["frontend"])
     waveform = keras.Input(shape=(config["patch_samples"],), name="waveform")
@@ -45,6 +46,6 @@ def build_crnn(config: dict, name: str = "crnn") -> keras.Model:
     last = keras.layers.GRU(units2, unroll=True, name="gru2_body")(seq)
     embedding = keras.layers.Identity(name="embedding")(last)
     h = keras.layers.Dropout(config.get("dropout", 0.3), name="dropout")(embedding)
-    tags = keras.layers.Dense(config["n_tags"], activation="sigmoid", name="tags")(h)
+    tags = keras.layers.Dense(config["n_tags"], activation=config.get("head_activation", "sigmoid"), name="tags")(h)
     outputs.update(embedding=embedding, tags=tags)
     return keras.Model(waveform, outputs, name=name)
