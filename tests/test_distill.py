@@ -280,7 +280,7 @@ def test_model_selection_keeps_the_corpus_auc():
     assert td.selection_score(m, {"selection": {"real": 1.0, "corpus": 0.0}}) == pytest.approx(0.8)
 
 
-def test_bad_config_and_missing_teacher_targets_are_named(distill_data, tmp_path):
+def test_bad_config_and_missing_teacher_targets_are_named(distill_data, tmp_path, capsys):
     bad = write_config(tmp_path / "bad.json", distill_data, real_fraction=1.5)
     with pytest.raises(td.DistillError, match="real_fraction=1.5"):
         td.load_config(bad)
@@ -291,7 +291,14 @@ def test_bad_config_and_missing_teacher_targets_are_named(distill_data, tmp_path
     rows, missing = td.real_rows(distill_data / "real", "valid", empty)
     assert rows == [] and missing == 2
     cfg = write_config(tmp_path / "c.json", distill_data, teacher_cache=str(distill_data / "teacher"),
-                       min_real_valid_clips=3)
+                       min_real_valid_clips=3, cache=str(tmp_path / "audio"))
     with pytest.raises(td.DistillError, match="only 2 valid clips .* --split valid"):
         td.train(type("A", (), {"config": str(cfg), "real": None, "teacher_cache": None, "corpus": None,
                                 "cache": None, "out": str(tmp_path / "o"), "max_minutes": None, "resume": False})())
+    assert not (tmp_path / "audio").exists()  # refused before any audio was decoded
+    # the command line reports it as an error with exit status 2
+    with pytest.raises(SystemExit) as exit_info:
+        td.main(["train", "--config", str(cfg), "--teacher-cache", str(empty)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no ") and "meta.json: run `python -m training.teacher` first" in err

@@ -483,17 +483,19 @@ def train(args) -> dict:
         log.warning("--resume: no %s yet, starting a new run", state_path)
 
     t0 = time.time()
-    real_train = RealData(real, "train", teacher_cache, cache / real.name, sr, model_name)
-    real_valid = RealData(real, "valid", teacher_cache, cache / real.name, sr, model_name)
-    if real_train.n_patches == 0:
-        raise DistillError(f"no train clip of {real} has teacher targets in {teacher_cache}: run "
-                           f"`python -m training.teacher --real {real} --split train --cache {teacher_cache}`")
+    # the cheap checks first: no audio is decoded for a run that cannot start
+    valid_rows, valid_missing = real_rows(real, "valid", teacher_cache)
     min_valid = int(cfg.get("min_real_valid_clips", 20))
-    if len(real_valid.rows) < min_valid:
+    if len(valid_rows) < min_valid:
         raise DistillError(
-            f"only {len(real_valid.rows)} valid clips of {real} have teacher targets ({real_valid.missing} lack them; "
+            f"only {len(valid_rows)} valid clips of {real} have teacher targets ({valid_missing} lack them; "
             f"min_real_valid_clips={min_valid}): run `python -m training.teacher --real {real} --split valid "
             f"--cache {teacher_cache}` first")
+    if not real_rows(real, "train", teacher_cache)[0]:
+        raise DistillError(f"no train clip of {real} has teacher targets in {teacher_cache}: run "
+                           f"`python -m training.teacher --real {real} --split train --cache {teacher_cache}`")
+    real_train = RealData(real, "train", teacher_cache, cache / real.name, sr, model_name)
+    real_valid = RealData(real, "valid", teacher_cache, cache / real.name, sr, model_name)
     log.info("real clips with teacher targets: train %d (%.2f h; %d without), valid %d (%d without)",
              len(real_train.rows), real_train.hours(), real_train.missing, len(real_valid.rows), real_valid.missing)
     corpus_rows = {s: subset(read_metadata(corpus, s), int(cfg.get(f"corpus_{s}_clips", 0)), seed)
