@@ -200,6 +200,9 @@ def test_smoke_run_learns_the_teacher_and_records_its_data(smoke_run):
     # 2 valid clips x 3 aligned patches, tags 0 and 1 evaluated (the rest are constant: no soft/hard classes)
     assert before["n_patches"] == 6 and after["n_patches"] == 6
     assert after["bce"] < before["bce"] - 0.05, (before, after)
+    # clip level (means over each clip's 3 patches): 2 clips, one high and one low tone -> tags 0 and 1
+    # are evaluated hard (teacher 0.9 vs 0.1) and the student orders the two clips like the teacher
+    assert after["clip_auc_hard_macro"] == 1.0
     assert {"tags_loss", "mtt_tags_loss", "features_loss"} <= set(state["history"][1]["loss"])
     assert state["history"][0]["corpus_valid"]["n_clips"] == 2
     assert state["labels"] == LABELS and state["model_config"]["extra_heads"] == {"mtt_tags": 50}

@@ -20,7 +20,8 @@ Each output's loss only counts the examples of its source (per-example weights s
 loss is the mean over its own rows).  Validation after each epoch, and once before training
 (epoch ``-1``: the pretrained student with its new, untrained head): agreement with the teacher on
 the aligned patches of the real *valid* split (soft-label ROC-AUC, ROC-AUC against the teacher
-thresholded at 0.5, and the distillation BCE; see :func:`teacher_agreement`) and the corpus tag
+thresholded at 0.5, and the distillation BCE; see :func:`teacher_agreement`; ``clip_*``: the same
+AUCs on each clip's mean over its patches) and the corpus tag
 ROC-AUC (clip means of the patch probabilities, as ``training.train``) on the corpus valid split.
 The best epoch has the highest :func:`selection_score` among the epochs whose corpus ROC-AUC is
 within ``max_corpus_auc_drop`` (default 0.01) of the pretrained student's (:func:`corpus_auc_kept`).
@@ -426,7 +427,18 @@ def evaluate(full, head: str, real_valid: RealData, labels: list[str], corpus_va
         for lo in range(0, real_valid.n_patches, batch):
             x = real_valid.patches(np.arange(lo, min(lo + batch, real_valid.n_patches)), length)
             preds.append(np.asarray(probe.predict_on_batch(x)))
-        out["real_valid"] = teacher_agreement(real_valid.tags, np.concatenate(preds), labels)
+        preds = np.concatenate(preds)
+        out["real_valid"] = teacher_agreement(real_valid.tags, preds, labels)
+        # clip level, as a user of tag() sees it: means over each clip's aligned patches
+        n_clips = len(real_valid.rows)
+        count = np.bincount(real_valid.clip_of_patch, minlength=n_clips)[:, None]
+
+        def clip_mean(a):
+            sums = [np.bincount(real_valid.clip_of_patch, a[:, j], n_clips) for j in range(a.shape[1])]
+            return np.stack(sums, axis=1) / count
+
+        clip = teacher_agreement(clip_mean(real_valid.tags), clip_mean(preds), labels)
+        out["real_valid"].update({f"clip_{k}": v for k, v in clip.items() if k in ("auc_soft_macro", "auc_hard_macro")})
     if corpus_valid is not None:
         rows, aud, y = corpus_valid
         probe = keras.Model(full.input, full.output["tags"])
