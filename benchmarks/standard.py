@@ -28,9 +28,14 @@ Tasks, splits and metrics:
   MLP fits by the grid).  GiantSteps also gets the MIREX weighted key score of out-of-fold
   predictions.
 
-Not done: beat tracking F-measure on Ballroom/GTZAN (no zoo model's beat head is evaluated here
-yet: ``benchmarks/musicality.py`` does beats on rendered audio), NSynth's pitch-range restriction
-used by HEAR, artist-grouped folds where a data set lacks a split.
+* Ballroom beats (with ``BallroomAnnotations``): every model with a ``beats`` head (``tcn-music``)
+  analyses each track; beat and downbeat F-measure (``mir_eval.beat.f_measure``, +-70 ms) after
+  ``mir_eval.beat.trim_beats`` drops the first 5 s of reference and estimate alike, as MIREX does.
+  Models without a beat head are skipped for this task with a line.  GTZAN's beat annotations are
+  not part of its layout (they come from separate releases), so GTZAN has no beat task here.
+
+Not done: NSynth's pitch-range restriction used by HEAR, artist-grouped folds where a data set
+lacks a split.
 
 Every data set not given (or not found) is skipped with a line saying where it is expected.
 Results go to ``benchmarks/results/standard-<env>.{json,md}``; the markdown puts them beside the
@@ -90,7 +95,8 @@ PUBLISHED = (
 #: The metric of each task that the table shows.
 HEADLINE = {"mtat-tagging": ("roc_auc_macro", "pr_auc_macro"), "gtzan-genre": ("accuracy",),
             "giantsteps-key": ("mirex_weighted", "accuracy"), "ballroom-style": ("accuracy",),
-            "nsynth-instrument": ("accuracy",), "nsynth-pitch": ("accuracy",)}
+            "nsynth-instrument": ("accuracy",), "nsynth-pitch": ("accuracy",),
+            "ballroom-beats": ("beat_f", "downbeat_f")}
 
 
 def mirex_key_score(reference: list[str], estimate: list[str]) -> float:
@@ -200,6 +206,7 @@ def load_tasks(args) -> dict:
     """``{task: dataset or {"train", "valid", "test"} datasets}`` for every data set present; prints a
     line for each absent one (and for a GTZAN without its split lists)."""
     from mirzoo import datasets
+    from mirzoo.errors import ParameterError
 
     present = {}
 
@@ -211,10 +218,18 @@ def load_tasks(args) -> dict:
               f"in '{path}': running grouped {args.folds}-fold CV instead, not comparable with published figures")
         return {"gtzan-genre": datasets.load_gtzan(path)}
 
+    def ballroom(path):
+        tasks = {"ballroom-style": datasets.load_ballroom(path, beats=False)}
+        try:
+            tasks["ballroom-beats"] = datasets.load_ballroom(path, beats=True)
+        except ParameterError as exc:  # no BallroomAnnotations: the style task still runs
+            print(f"skipped ballroom-beats: {exc}")
+        return tasks
+
     sources = {
         "gtzan": gtzan,
         "giantsteps": lambda p: {"giantsteps-key": datasets.load_giantsteps_key(p)},
-        "ballroom": lambda p: {"ballroom-style": datasets.load_ballroom(p, beats=False)},
+        "ballroom": ballroom,
         "nsynth": lambda p: {"nsynth-instrument": datasets.load_nsynth(p, split=args.nsynth_split),
                              "nsynth-pitch": datasets.load_nsynth(p, split=args.nsynth_split, target="pitch")},
         "mtat": lambda p: {"mtat-tagging": {s: datasets.load_magnatagatune(p, split=s, drop_untagged=True)
@@ -227,9 +242,22 @@ def load_tasks(args) -> dict:
             print(f"skipped {name} ({where}): pass --{name} PATH; expected {EXPECTED[name]}")
             continue
         present.update(load(path))
-    print("skipped beats (Ballroom/GTZAN F-measure): not implemented yet (benchmarks/musicality.py measures beats "
-          "on rendered audio)")
     return present
+
+
+def beat_scores(m, ds, *, trim: float = 5.0) -> dict:
+    """Mean beat and downbeat F-measure of ``m``'s beat head over a beat-annotated data set."""
+    import mir_eval.beat
+
+    beat_f, downbeat_f = [], []
+    for (path, _), ann in zip(ds.items, ds.annotations):
+        a = m.analyze(path)
+        ref_beats = mir_eval.beat.trim_beats(np.asarray(ann["beats"])[:, 0], min_beat_time=trim)
+        ref_down = mir_eval.beat.trim_beats(np.asarray(ann["downbeats"]), min_beat_time=trim)
+        beat_f.append(mir_eval.beat.f_measure(ref_beats, mir_eval.beat.trim_beats(a.beats, min_beat_time=trim)))
+        downbeat_f.append(mir_eval.beat.f_measure(ref_down, mir_eval.beat.trim_beats(a.downbeats, min_beat_time=trim)))
+    return {"beat_f": float(np.mean(beat_f)), "downbeat_f": float(np.mean(downbeat_f)), "n_clips": len(ds),
+            "protocol": f"mir_eval F-measure +-70 ms, first {trim:g} s trimmed"}
 
 
 def _subsample(ds, limit: int, seed: int):
@@ -241,6 +269,11 @@ def _subsample(ds, limit: int, seed: int):
 
 def run_task(m, task: str, data, args, layers: list[str]) -> dict:
     """``{probe: scores}`` of one model on one task."""
+    if task == "ballroom-beats":  # not a probe: the model's own beat head
+        if "beats" not in m.heads:
+            print(f"{m.name} {task}: skipped, the model has no beat head (only {', '.join(m.heads) or 'embeddings'})")
+            return {}
+        return {"beat head": beat_scores(m, _subsample(data, args.max_clips, args.seed))}
     grids = {"logreg": tuple(args.Cs), "mlp": tuple(args.alphas)}
     out = {}
     if isinstance(data, dict):  # a standard split
@@ -315,7 +348,7 @@ def main(argv=None) -> int:
     for name in ("mtat", "gtzan", "giantsteps", "ballroom", "nsynth"):
         parser.add_argument(f"--{name}", default=None, help=EXPECTED[name])
     parser.add_argument("--nsynth-split", default="test", choices=["train", "valid", "test"])
-    parser.add_argument("--models", nargs="+", default=["cnn-tagging", "crnn-tagging", "random-cnn"])
+    parser.add_argument("--models", nargs="+", default=["cnn-tagging", "crnn-tagging", "tcn-music", "random-cnn"])
     parser.add_argument("--probes", nargs="+", default=list(PROBES), choices=PROBES)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)

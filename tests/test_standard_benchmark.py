@@ -109,3 +109,71 @@ def test_gtzan_without_split_lists_runs_cv_and_says_so(tmp_path, capsys):
     assert "train_filtered.txt, valid_filtered.txt, test_filtered.txt) are not in" in printed
     assert "running grouped 2-fold CV instead, not comparable with published figures" in printed
     assert "| gtzan-genre | accuracy | mirzoo random-cnn | mlp |" in printed and "| 2-fold CV |" in printed
+
+
+def _ballroom_clicks(root, bpm=120.0, seconds=12.0, sr=16000):
+    """Ballroom layout: click tracks (accented downbeats, 4/4) and their .beats files."""
+    import soundfile as sf
+
+    period = 60.0 / bpm
+    stems = {"ChaChaCha": ["Media-100001", "Media-100002"], "Waltz": ["Media-100003"]}
+    truth = {}
+    for k, (style, names) in enumerate(stems.items()):
+        for j, stem in enumerate(names):
+            offset = 0.25 + 0.1 * (k + j)
+            beats = np.arange(offset, seconds - 0.2, period)
+            y = np.zeros(int(seconds * sr), np.float32)
+            t = np.arange(int(0.03 * sr)) / sr
+            for i, b in enumerate(beats):
+                click = (0.9 if i % 4 == 0 else 0.4) * np.sin(2 * np.pi * (1500 if i % 4 == 0 else 1000) * t)
+                s = int(b * sr)
+                y[s : s + click.size] += (click * np.exp(-t * 60)).astype(np.float32)
+            path = root / "BallroomData" / style / f"{stem}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, y, sr)
+            ann = root / "BallroomAnnotations"
+            ann.mkdir(parents=True, exist_ok=True)
+            (ann / f"{stem}.beats").write_text("".join(f"{b:.4f} {i % 4 + 1}\n" for i, b in enumerate(beats)))
+            truth[str(path)] = beats
+    return truth
+
+
+def test_beat_scores_follow_mir_eval(tmp_path):
+    pytest.importorskip("mir_eval")
+    from types import SimpleNamespace
+
+    from mirzoo import datasets
+
+    truth = _ballroom_clicks(tmp_path / "ballroom")
+    ds = datasets.load_ballroom(tmp_path / "ballroom")
+
+    class Fake:  # the beat head's answer, shifted by `shift` seconds
+        def __init__(self, shift):
+            self.shift = shift
+
+        def analyze(self, path):
+            b = truth[str(path)] + self.shift
+            return SimpleNamespace(beats=b, downbeats=b[::4])
+
+    exact = standard.beat_scores(Fake(0.0), ds)
+    assert exact["beat_f"] == pytest.approx(1.0) and exact["downbeat_f"] == pytest.approx(1.0) and exact["n_clips"] == 3
+    assert standard.beat_scores(Fake(0.05), ds)["beat_f"] == pytest.approx(1.0)  # inside +-70 ms
+    off = standard.beat_scores(Fake(0.2), ds)
+    assert off["beat_f"] == 0.0 and off["downbeat_f"] == 0.0
+
+
+def test_ballroom_beat_task_runs_the_beat_head_and_skips_other_models(tmp_path, capsys):
+    pytest.importorskip("mir_eval")
+    import json
+
+    _ballroom_clicks(tmp_path / "ballroom")
+    out = tmp_path / "res"
+    assert standard.main(["--ballroom", str(tmp_path / "ballroom"), "--models", "random-cnn", "tcn-music",
+                          "--probes", "logreg", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "random-cnn ballroom-beats: skipped, the model has no beat head" in text
+    result = json.loads(next(out.glob("standard-*.json")).read_text())["results"]["ballroom-beats"]
+    scores = result["tcn-music"]["beat head"]
+    assert set(result) == {"tcn-music"} and scores["n_clips"] == 3
+    assert 0.0 <= scores["beat_f"] <= 1.0 and 0.0 <= scores["downbeat_f"] <= 1.0
+    assert "| ballroom-beats | beat_f | mirzoo tcn-music | beat head |" in next(out.glob("standard-*.md")).read_text()
