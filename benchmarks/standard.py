@@ -34,8 +34,9 @@ Tasks, splits and metrics:
   Models without a beat head are skipped for this task with a line.  GTZAN's beat annotations are
   not part of its layout (they come from separate releases), so GTZAN has no beat task here.
 
-Not done: NSynth's pitch-range restriction used by HEAR, artist-grouped folds where a data set
-lacks a split.
+* NSynth pitch keeps MIDI 21-108 (HEAR's restriction to the piano range; ``--nsynth-pitches``).
+
+Not done: artist-grouped folds where a data set lacks a split.
 
 Every data set not given (or not found) is skipped with a line saying where it is expected.
 Results go to ``benchmarks/results/standard-<env>.{json,md}``; the markdown puts them beside the
@@ -231,7 +232,8 @@ def load_tasks(args) -> dict:
         "giantsteps": lambda p: {"giantsteps-key": datasets.load_giantsteps_key(p)},
         "ballroom": ballroom,
         "nsynth": lambda p: {"nsynth-instrument": datasets.load_nsynth(p, split=args.nsynth_split),
-                             "nsynth-pitch": datasets.load_nsynth(p, split=args.nsynth_split, target="pitch")},
+                             "nsynth-pitch": pitch_range(datasets.load_nsynth(p, split=args.nsynth_split,
+                                                                              target="pitch"), *args.nsynth_pitches)},
         "mtat": lambda p: {"mtat-tagging": {s: datasets.load_magnatagatune(p, split=s, drop_untagged=True)
                                             for s in ("train", "valid", "test")}},
     }
@@ -243,6 +245,13 @@ def load_tasks(args) -> dict:
             continue
         present.update(load(path))
     return present
+
+
+def pitch_range(ds, lowest: int, highest: int):
+    """The NSynth notes whose MIDI pitch is in ``[lowest, highest]`` (HEAR's nsynth-pitch task keeps the 88
+    piano keys, 21-108)."""
+    keep = [i for i, (_, labels) in enumerate(ds.items) if lowest <= int(labels[0]) <= highest]
+    return ds.subset(keep)
 
 
 def beat_scores(m, ds, *, trim: float = 5.0) -> dict:
@@ -348,6 +357,8 @@ def main(argv=None) -> int:
     for name in ("mtat", "gtzan", "giantsteps", "ballroom", "nsynth"):
         parser.add_argument(f"--{name}", default=None, help=EXPECTED[name])
     parser.add_argument("--nsynth-split", default="test", choices=["train", "valid", "test"])
+    parser.add_argument("--nsynth-pitches", type=int, nargs=2, default=[21, 108], metavar=("LOW", "HIGH"),
+                        help="MIDI pitches kept for nsynth-pitch (default 21 108, the piano range, as HEAR)")
     parser.add_argument("--models", nargs="+", default=["cnn-tagging", "crnn-tagging", "tcn-music", "random-cnn"])
     parser.add_argument("--probes", nargs="+", default=list(PROBES), choices=PROBES)
     parser.add_argument("--folds", type=int, default=5)

@@ -177,3 +177,11 @@ def test_ballroom_beat_task_runs_the_beat_head_and_skips_other_models(tmp_path, 
     assert set(result) == {"tcn-music"} and scores["n_clips"] == 3
     assert 0.0 <= scores["beat_f"] <= 1.0 and 0.0 <= scores["downbeat_f"] <= 1.0
     assert "| ballroom-beats | beat_f | mirzoo tcn-music | beat head |" in next(out.glob("standard-*.md")).read_text()
+
+
+def test_nsynth_pitch_keeps_the_piano_range():
+    from mirzoo.datasets import Dataset
+
+    ds = Dataset([(f"n{p}.wav", [str(p)]) for p in (9, 21, 60, 108, 120)], name="nsynth")
+    kept = standard.pitch_range(ds, 21, 108)
+    assert [labels[0] for _, labels in kept.items] == ["21", "60", "108"] and kept.classes == ds.classes
