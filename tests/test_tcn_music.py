@@ -107,3 +107,51 @@ def test_widen_and_shift_bins():
     assert shift_bins(x, -2, -1.0).tolist() == [[2, 3, 4, 5, -1, -1]]
     with pytest.raises(ValueError):
         build_frontend(dict(CQT, n_bins=0))
+
+
+def _fake_cache(folder, clips=4, frames=600, bins=216, seed=0):
+    """A feature cache in the shard layout ``training.musical cache`` writes (random features and targets)."""
+    rng = np.random.default_rng(seed)
+    n = clips * frames
+    arrays = {
+        "feats": rng.normal(-40, 10, (n, bins)).astype(np.float16),
+        "offsets": np.arange(clips + 1) * frames,
+        "beat": (np.arange(n) % 25 == 0).astype(np.uint8), "downbeat": (np.arange(n) % 100 == 0).astype(np.uint8),
+        "beat_mask": np.ones(n, np.uint8), "key": rng.integers(0, 24, n).astype(np.int16),
+        "chord": rng.integers(0, NO_CHORD + 1, n).astype(np.int16),
+        "meter": np.arange(clips) % 3, "tempo_bpm": np.full(clips, 120.0),
+        "clip_id": np.array([f"c{i}" for i in range(clips)]), "piece_id": np.array([f"p{i}" for i in range(clips)]),
+        "split": np.array(["train"] * (clips - 1) + ["valid"]), "tags": np.array(["instrument:piano"] * clips),
+        "corpus": np.array(["fake"] * clips), "split_key": np.array([f"p{i}" for i in range(clips)]),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(folder / "shard-0000.npz", **arrays)
+    return folder
+
+
+def test_training_resumes_and_anneals(tmp_path):
+    """Two short stints of ``training.musical train``: the second resumes at the saved epoch, with a cosine
+    learning rate that falls over its time budget; the validation crops are rescored when they change."""
+    import json
+
+    from training import musical
+
+    cache = _fake_cache(tmp_path / "cache")
+    cfg = json.loads(open("training/configs/tcn-music.json").read())
+    cfg.update(crop_seconds=2.0, batch_size=2, steps_per_epoch=2, epochs=2, valid_crops=2, min_tag_count=1)
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    run = tmp_path / "run"
+    args = ["train", "--cache", str(cache), "--config", str(tmp_path / "cfg.json"), "--out", str(run)]
+    assert musical.main(args + ["--max-minutes", "5"]) == 0
+    state = json.loads((run / "state.json").read_text())
+    assert state["epoch"] == 2 and state["vocabulary"] == ["instrument:piano"] and state["valid_crops"] == 2
+    cfg.update(epochs=4, valid_crops=3)
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    assert musical.main(args + ["--max-minutes", "0.4", "--resume", "--anneal"]) == 0
+    state = json.loads((run / "state.json").read_text())
+    assert state["valid_crops"] == 3 and state["history"][1].get("rescored") is True
+    assert [h["epoch"] for h in state["history"]] == list(range(state["epoch"]))
+    resumed = [h["learning_rate"] for h in state["history"][2:]]
+    assert len(resumed) >= 1 and all(lr <= cfg["learning_rate"] for lr in resumed)
+    assert resumed == sorted(resumed, reverse=True)  # cosine decay: never rises within the stint
+    assert (run / "best.weights.h5").is_file() and (run / "last.weights.h5").is_file()

@@ -466,11 +466,14 @@ def ship(args) -> None:
         "data": "corpus version 2 (music21 scores rendered with FluidSynth, training/README.md), the cached "
                 f"clips used (hours per corpus and split): {state.get('data_hours', 'not recorded')}; score "
                 "targets: beats, downbeats, 24 keys, 109 chords, 12 meters, tempo, clip tags",
-        "command": "python -m training.musical train --config training/configs/tcn-music.json",
+        "command": "python -m training.musical cache --corpus CORPUS --out CACHE && python -m training.musical train "
+                   "--cache CACHE --config training/configs/tcn-music.json --max-minutes M [--resume] [--anneal]",
         "epochs": state["epoch"], "best_epoch": state["best_epoch"],
         "train_minutes": round(state["minutes"], 1), "hardware": state.get("hardware"),
         "valid": {k: round(v, 4) for k, v in best.items() if k.endswith(("_acc", "_f1"))},
     }
+    if args.notes:
+        entry["training"]["notes"] = args.notes
     text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
     for p in manifest_paths:
         with atomic_file(p) as tmp:
@@ -496,6 +499,7 @@ def main(argv=None) -> int:
                    help="cosine-decay the learning rate over this run's --max-minutes (for a final fixed-budget stretch)")
     s = sub.add_parser("ship", help="ship a run's best weights into the package")
     s.add_argument("--run", required=True)
+    s.add_argument("--notes", default="", help="how the run went (stints, schedule), for the model card")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     {"cache": cache, "train": train, "ship": ship}[args.cmd](args)
