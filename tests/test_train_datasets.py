@@ -162,3 +162,21 @@ def test_csv_multilabel_run_with_shards_and_an_unreadable_clip(tmp_path):
     assert sum(used.values()) == 9 and report["data_set"]["clips"]["train"] + report["data_set"]["clips"]["valid"] == 10
     m = mirzoo.load(str(out / "model"))
     assert m.labels == ["fiddle", "jig", "reel"] and m.spec.head.activation == "sigmoid"
+
+
+def test_resume_continues_after_the_last_finished_epoch(mtat, tmp_path):
+    """A run stopped after 2 epochs continues at epoch 2 with --resume and ends where one 3-epoch run does."""
+    out, first = _run(tmp_path, [f"mtat:{mtat}"], top_k=4, epochs=2)
+    state = json.loads((out / "state.json").read_text())
+    assert state["epoch"] == 1 and state["vocabulary"] == first["vocabulary"] and (out / "last.weights.h5").is_file()
+    argv = ["--model", "cnn-tagging", "--config", _config(tmp_path, top_k=4, epochs=3), "--cache",
+            str(tmp_path / "cache"), "--out", str(out), "--data", f"mtat:{mtat}", "--resume"]
+    assert tt.main(argv) == 0
+    resumed = json.loads((out / "report.json").read_text())
+    assert [h["epoch"] for h in resumed["history"]] == [0, 1, 2]
+    assert resumed["history"][:2] == first["history"]  # the first stint's record is kept, not redone
+    assert resumed["train_minutes"] >= first["train_minutes"]
+    # another vocabulary cannot resume this run
+    argv[argv.index("--config") + 1] = _config(tmp_path, top_k=3, epochs=4)
+    with pytest.raises(SystemExit, match="another vocabulary"):
+        tt.main(argv)

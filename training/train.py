@@ -63,8 +63,14 @@ from the corpus, which has no ``KIND:`` form.
 
 The vocabulary is the data set's classes; the run writes ``best.weights.h5``, ``report.json``
 (vocabulary, split sizes, metrics) and ``model/``, a folder that ``mirzoo.load`` reads with the
-head labelled by the data set's classes.  Augmentation, ``--max-minutes``, ``--distribute`` and
-``--data shards`` work as with the corpus; ``--ship`` (the zoo's own weights) does not apply.
+head labelled by the data set's classes.  Augmentation, ``--max-minutes``, ``--resume``,
+``--distribute`` and ``--data shards`` work as with the corpus; ``--ship`` (the zoo's own weights)
+does not apply.
+
+``--resume`` continues the run in ``--out`` after its last finished epoch: every epoch writes
+``last.weights.h5`` and ``state.json`` (best score and epoch, history, learning rate, vocabulary).
+The optimizer's moments restart and the data stream is reseeded from ``(seed, epoch)``; a run
+whose vocabulary differs (another data set or tag threshold) is refused.
 """
 
 from __future__ import annotations
@@ -693,7 +699,26 @@ def train(args) -> dict:
         train_ds, batch = scaled_train_data(args, cfg, sc, data_mode, corpus, cache, rows["train"], audio["train"], sr,
                                             length, hop, frame_model, head, vocab, vocab_tags, sampler, rng, batch, seed)
     start = time.time()
-    for epoch in range(int(cfg.get("epochs", 30))):
+    first_epoch, done_minutes = 0, 0.0
+    state_path = ckpt / "state.json"
+    if getattr(args, "resume", False) and state_path.exists():
+        # continue after the last finished epoch: weights, best score, history, learning rate; the
+        # optimizer's moments restart, and the data stream is reseeded from (seed, epoch)
+        state = json.loads(state_path.read_text())
+        if state["vocabulary"] != vocab:
+            raise SystemExit(f"--resume: the run in '{ckpt}' was trained with another vocabulary "
+                             f"({len(state['vocabulary'])} labels, now {len(vocab)}): use a new --out")
+        full.load_weights(ckpt / "last.weights.h5")
+        first_epoch, best_epoch = state["epoch"] + 1, state["best_epoch"]
+        best = -np.inf if state["best"] is None else state["best"]
+        history, last_decay, done_minutes = state["history"], state["last_decay"], state["minutes"]
+        if state.get("learning_rate") is not None:
+            model.optimizer.learning_rate.assign(state["learning_rate"])
+        rng = np.random.default_rng([seed, first_epoch])
+        if sampler is not None:
+            sampler.rng = rng
+        log.info("resumed after epoch %d (best %.4f at epoch %d)", state["epoch"], best, best_epoch)
+    for epoch in range(first_epoch, int(cfg.get("epochs", 30))):
         te = time.time()
         losses = []
         if train_ds is not None:
@@ -737,13 +762,20 @@ def train(args) -> dict:
                 last_decay = epoch
                 log.info("no improvement for %d epochs: learning rate %.2g -> %.2g", decay["patience"], lr, new_lr)
         (ckpt / "history.json").write_text(json.dumps(history, indent=2))
+        full.save_weights(ckpt / "last.weights.h5")
+        write_json_atomic(state_path, {
+            "epoch": epoch, "best": float(best) if np.isfinite(best) else None, "best_epoch": best_epoch,
+            "history": history, "last_decay": last_decay, "vocabulary": vocab,
+            "minutes": done_minutes + (time.time() - start) / 60,
+            "learning_rate": float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
+        })
         if epoch - best_epoch >= patience:
             log.info("early stop: no improvement for %d epochs", patience)
             break
         if time.time() > deadline:
             log.info("time budget reached")
             break
-    train_minutes = (time.time() - start) / 60
+    train_minutes = done_minutes + (time.time() - start) / 60
     full.load_weights(ckpt / "best.weights.h5")
 
     # final evaluation: FluidR3 test split and the TimGM6mb generalisation split
@@ -947,6 +979,9 @@ def main(argv=None) -> int:
     parser.add_argument("--cache", help="audio cache folder (overrides the config)")
     parser.add_argument("--out", help="checkpoint/report folder (overrides the config)")
     parser.add_argument("--max-minutes", type=float, help="training time budget")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out after its last finished epoch (weights, best score, history, "
+                        "learning rate; the optimizer's moments restart)")
     parser.add_argument("--ship", action="store_true", help="write weights into mirzoo/weights and the manifest")
     parser.add_argument("--manifest", action="append", help="manifest file(s) to update with --ship "
                         "(default: weights_manifest.json and mirzoo/weights_manifest.json)")
