@@ -373,7 +373,8 @@ def _write_analyses(out: Path, analyses: list, failed: list) -> None:
 
 
 def _cmd_analyze(args) -> int:
-    from mirzoo.inference.runner import progress_bar  # deferred: Keras/TensorFlow (see _expand_inputs)
+    # deferred: Keras/TensorFlow (see _expand_inputs)
+    from mirzoo.inference.runner import progress_bar
     from mirzoo.loader import load
     from mirzoo.tasks.analyze import check_analysis_heads
 

@@ -51,8 +51,10 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import keras
+import numpy as np
 
 from mirzoo._version import __version__
+from mirzoo.audio import load_audio
 from mirzoo.errors import MirzooError, ParameterError
 from mirzoo.fileio import atomic_directory, atomic_file
 from mirzoo.loader import as_extractor
@@ -180,10 +182,6 @@ def _write_savedmodel(sub, samples: int, directory: Path) -> None:
 def calibration_windows(extractor, samples: int, gains=(1.0, 0.5, 0.125)) -> list:
     """Windows of ``samples`` samples of the shipped example clip (every half window, at each
     of ``gains``): the int8 calibration set, float32 ``[1, samples]`` each."""
-    import numpy as np
-
-    from mirzoo.audio import load_audio
-
     y = load_audio(Path(__file__).resolve().parent / "data" / "example.flac", extractor.sample_rate)
     hop = max(1, samples // 2)
     starts = range(0, max(1, y.shape[0] - samples + 1), hop)

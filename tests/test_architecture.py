@@ -236,3 +236,36 @@ def test_update_entry_re_parses_the_spec():
     with pytest.raises(ManifestError, match="output='nope'"):
         m.update_entry(output="nope")
     assert m.spec.output == m.entry["output"] == "clip"  # a refused change leaves both as they were
+
+
+def test_every_function_level_import_says_why():
+    """A function-level import defers something (a heavy or optional dependency); the reason is written on the
+    import, on a line of its block, on the comment line just above the block, or in a "deferred" comment at
+    the top of the function."""
+    import ast
+    from pathlib import Path
+
+    root = Path(mirzoo.__file__).parent
+    silent = []
+    for path in sorted(root.rglob("*.py")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for fn in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            rows = sorted({n.lineno for n in ast.walk(fn) if isinstance(n, (ast.Import, ast.ImportFrom))})
+            blocks, current = [], []
+            for row in rows:  # imports separated by blank lines only belong to one block
+                if current and any(lines[i - 1].strip() for i in range(current[-1] + 1, row)):
+                    blocks.append(current)
+                    current = []
+                current.append(row)
+            blocks += [current] if current else []
+            # a comment at the top of the function that says "deferred" covers all of its imports
+            head = lines[fn.lineno - 1 : fn.body[0].lineno - 1]
+            if any("#" in line and "deferred" in line for line in head):
+                continue
+            for block in blocks:
+                said = [lines[r - 1] for r in block] + [lines[block[0] - 2]]
+                if not any("#" in line for line in said):
+                    silent.append(f"{path.relative_to(root)}:{block[0]}")
+    assert silent == []

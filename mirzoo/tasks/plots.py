@@ -52,7 +52,7 @@ def plot_analysis(analysis, y: np.ndarray, sr: int, path: Union[str, os.PathLike
     (``.png``, ``.pdf`` or ``.svg``) atomically.
     """
     Figure, Canvas = require_matplotlib()
-    import librosa
+    import librosa  # deferred: slow to import (numba), and only plots need its display helpers here
     try:
         import librosa.display  # deferred: imports matplotlib
     except ImportError as exc:  # pragma: no cover - matplotlib present but librosa.display broken
