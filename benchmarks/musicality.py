@@ -501,8 +501,36 @@ def main(argv=None) -> int:
     if args.record:
         from _record import record
 
-        record(args.model, "musicality", {"clips": len(clips), "data": str(data), "results": res})
+        # the headline figures, flat, as the model card prints them (the full report is in the results file)
+        record(args.model, "musicality", dict(headline(res, args.model), n_clips=len(clips),
+                                              soundfonts=", ".join(sorted(soundfonts))))
     return 0
+
+
+def headline(res: dict, model_name: str) -> dict:
+    """The model's figures and their same-run baselines, one number per name (``None`` left out)."""
+    out: dict = {}
+
+    def put(name, value):
+        if value is not None:
+            out[name] = round(float(value), 4)
+
+    put("key_mirex", res["key_weighted"]["model"])
+    put("key_mirex_krumhansl_schmuckler", res["key_weighted"]["baseline"])
+    put("beat_f", res["beat_f"]["model"])
+    put("beat_f_librosa", res["beat_f"]["baseline"])
+    put("downbeat_f", res["downbeat_f"]["model"])
+    put("tempo_acc1", res["tempo"]["model"]["acc1"])
+    put("tempo_acc1_librosa", res["tempo"]["baseline"]["acc1"])
+    chords = res.get("chords", {})
+    put("chord_root", chords.get("model", {}).get("root"))
+    put("chord_majmin", chords.get("model", {}).get("majmin"))
+    put("chord_root_templates", chords.get("base", {}).get("root"))
+    for task, by_method in res.get("probes", {}).items():
+        put(f"probe_{task}", (by_method.get(model_name) or {}).get("balanced_accuracy"))
+        put(f"probe_{task}_mfcc", (by_method.get("mfcc") or {}).get("balanced_accuracy"))
+    put("tag_roc_auc", (res.get("tag_roc_auc") or {}).get("model"))
+    return out
 
 
 def fmt(v) -> str:

@@ -462,10 +462,15 @@ def ship(args) -> None:
                         "size": len(data)}
     entry["pretrained"] = True
     best = state["history"][state["best_epoch"]]
+    hours = state.get("data_hours") or {}
+    train_hours = round(sum(v for k, v in hours.items() if k.endswith(" train")), 2) or "not recorded"
+    valid_crops = state.get("valid_crops", "the")
     entry["training"] = {
-        "data": "corpus version 2 (music21 scores rendered with FluidSynth, training/README.md), the cached "
-                f"clips used (hours per corpus and split): {state.get('data_hours', 'not recorded')}; score "
-                "targets: beats, downbeats, 24 keys, 109 chords, 12 meters, tempo, clip tags",
+        "data": "corpus version 2 (music21 scores rendered with FluidSynth and the FluidR3_GM soundfont, "
+                f"training/README.md): trained on the train split, {train_hours} h; the best epoch chosen on "
+                f"{valid_crops} fixed crops of the valid split (hours in the cache per corpus and split: "
+                f"{state.get('data_hours', 'not recorded')}; the test split is never used); score targets: beats, "
+                "downbeats, 24 keys, 109 chords, 12 meters, tempo, clip tags",
         "command": "python -m training.musical cache --corpus CORPUS --out CACHE && python -m training.musical train "
                    "--cache CACHE --config training/configs/tcn-music.json --max-minutes M [--resume] [--anneal]",
         "epochs": state["epoch"], "best_epoch": state["best_epoch"],
