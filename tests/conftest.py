@@ -167,3 +167,15 @@ def write_gtzan(root, genres=("blues", "classical", "rock"), per_genre: int = 2,
     for part, names in (split or {}).items():
         (root / f"{part}_filtered.txt").write_text("".join(f"{n}\n" for n in names))
     return root
+
+
+def traced_peak(fn, *args, **kwargs):
+    """``(fn(*args, **kwargs), peak bytes allocated while it ran)`` as tracemalloc sees them (numpy included)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        result = fn(*args, **kwargs)
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()

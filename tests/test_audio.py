@@ -7,7 +7,7 @@ import soundfile as sf
 import mirzoo
 from mirzoo.audio import load_audio, prepare_audio
 
-from conftest import SR, tone_mix
+from conftest import SR, tone_mix, traced_peak
 
 
 def _peak_hz(y, sr):
@@ -108,39 +108,25 @@ def test_file_errors_name_the_path(tmp_path):
 
 def test_long_file_decodes_into_one_buffer_of_its_size(tmp_path, monkeypatch):
     """A header's frame count is trusted as far as the file size makes plausible: one buffer, no doubling."""
-    import tracemalloc
-
     import mirzoo.audio as ma
 
     monkeypatch.setattr(ma, "_MAX_PREALLOC", 4096)  # as if the file were far longer than the fixed bound
     y0 = tone_mix(120.0, seed=5)
     p = tmp_path / "long.flac"
     sf.write(p, y0, SR, format="FLAC")
-    tracemalloc.start()
-    try:
-        y = ma.load_audio(p, SR)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    y, peak = traced_peak(ma.load_audio, p, SR)
     assert y.size == y0.size
     np.testing.assert_allclose(y, y0, atol=2.0 / 32768)  # 16-bit FLAC
     assert peak < 1.3 * y.nbytes, f"decoding peaked at {peak / y.nbytes:.2f}x the signal"
 
 
 def test_validation_makes_no_signal_sized_temporary():
-    import tracemalloc
-
     from mirzoo.audio import validate_audio
     from mirzoo.errors import AudioError
 
     y = np.random.default_rng(0).uniform(-1, 1, 4_000_000).astype(np.float32)
-    tracemalloc.start()
-    try:
-        assert validate_audio(y) is y
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 0.05 * y.nbytes
+    checked, peak = traced_peak(validate_audio, y)
+    assert checked is y and peak < 0.05 * y.nbytes
     for bad, count in ((np.nan, 1), (np.inf, 1), (-np.inf, 1)):
         z = y.copy()
         z[123] = bad

@@ -28,7 +28,7 @@ from mirzoo.batch import extract_files, read_embeddings
 from mirzoo.errors import AudioError, AudioFileError, OutputError, ParameterError, WeightsError
 from mirzoo.fileio import output_lock
 
-from conftest import SR, tone_mix
+from conftest import SR, tone_mix, traced_peak
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODELS = list(mirzoo.list_models())
@@ -189,8 +189,6 @@ def test_unknown_format_message_is_not_empty(tmp_path):
 
 
 def test_flac_header_claiming_2_pow_36_samples_streams(tmp_path):
-    import tracemalloc
-
     p = tmp_path / "liar.flac"
     sf.write(p, tone_mix(1.0, seed=4), SR, format="FLAC")
     data = bytearray(p.read_bytes())
@@ -200,12 +198,7 @@ def test_flac_header_claiming_2_pow_36_samples_streams(tmp_path):
     data[18:26] = word.to_bytes(8, "big")
     p.write_bytes(bytes(data))
     assert sf.info(str(p)).frames == (1 << 36) - 1
-    tracemalloc.start()
-    try:
-        y = ma.load_audio(p, SR)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    y, peak = traced_peak(ma.load_audio, p, SR)
     assert abs(y.size - SR) < 4096 and np.all(np.isfinite(y))
     assert peak < 512 * 2**20, f"decoding peaked at {peak / 2**20:.0f} MiB"
 
