@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import sys
 import tempfile
@@ -41,7 +40,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from benchmarks.throughput import env_tag, environment, synth  # noqa: E402
+from benchmarks.throughput import environment, synth, write_run  # noqa: E402
 
 
 def load_clips(data: Path | None, limit: int):
@@ -189,16 +188,10 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             rows.append(bench(name, clips, tags, Path(tmp)))
-    load1 = os.getloadavg()
-    payload = {"schema": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-               "command": " ".join([os.path.basename(sys.executable)] + sys.argv), "environment": env,
-               "data": str(args.data) if tags else "synthetic (benchmarks.throughput.synth, 20 s, seeds 100+)",
-               "calibration": "mirzoo/data/example.flac, patches every half patch, gains 1, 0.5, 0.125",
-               "loadavg_start": [round(v, 2) for v in load0], "loadavg_end": [round(v, 2) for v in load1],
-               "results": rows}
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    out = args.out_dir / f"quantized_export-{env_tag(env)}.json"
-    out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    out = write_run(args.out_dir, "quantized_export", env, load0, os.getloadavg(), {
+        "data": str(args.data) if tags else "synthetic (benchmarks.throughput.synth, 20 s, seeds 100+)",
+        "calibration": "mirzoo/data/example.flac, patches every half patch, gains 1, 0.5, 0.125",
+        "results": rows})
     print(f"wrote {out}")
     return 0
 

@@ -228,6 +228,21 @@ def env_tag(env: dict, hop=None, batch: int = 16, mixed: bool = False) -> str:
     return tag
 
 
+def write_run(out_dir: Path, name: str, env: dict, loadavg_start, loadavg_end, body: dict) -> Path:
+    """``<out_dir>/<name>-<env tag>.json``, written atomically: the run's header (schema, time, command,
+    environment, load averages at start and end) followed by ``body``."""
+    from mirzoo.fileio import write_json_atomic  # deferred: keeps this module importable before mirzoo is set up
+
+    payload = {"schema": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+               "command": " ".join([os.path.basename(sys.executable)] + sys.argv), "environment": env,
+               "loadavg_start": [round(v, 2) for v in loadavg_start],
+               "loadavg_end": [round(v, 2) for v in loadavg_end], **body}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"{name}-{env_tag(env)}.json"
+    write_json_atomic(out, payload)
+    return out
+
+
 def _gpus(backend: str) -> list[str]:
     """Names of the accelerators the backend sees (empty on a CPU-only machine)."""
     try:

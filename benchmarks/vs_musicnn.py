@@ -47,7 +47,7 @@ if str(REPO) not in sys.path:
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-from benchmarks.throughput import CACHE_DIR, SR, env_tag, environment, synth  # noqa: E402
+from benchmarks.throughput import CACHE_DIR, SR, environment, synth, write_run  # noqa: E402
 
 CLIP_SECONDS = 30.0
 DEFAULT_VENV = Path.home() / ".cache" / "mirzoo-peers" / "musicnn"
@@ -218,20 +218,11 @@ def main(argv=None) -> int:
         print(f"cnn-tagging, no overlap: {ct['x_musicnn_b1']:.1f}x musicnn (its batching) {verdict} the 50x target; "
               f"{ct['x_musicnn_ball']:.1f}x musicnn with every patch in one run")
 
-    payload = {
-        "schema": 1,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+    out = write_run(args.out_dir, "vs_musicnn", env, load_start, load_end, {
         "clip": {"seconds": CLIP_SECONDS, "sample_rate": SR, "file": path.name, "signal": "benchmarks.throughput.synth(seed=0)"},
-        "environment": env,
-        "loadavg_start": [round(v, 2) for v in load_start],
-        "loadavg_end": [round(v, 2) for v in load_end],
         "musicnn": {k: v for k, v in musicnn.items() if k != "rows"},
         "rows": rows,
-    }
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    out = args.out_dir / f"vs_musicnn-{env_tag(env)}.json"
-    out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    })
     print(f"wrote {out}")
     return 0
 
