@@ -179,3 +179,14 @@ def traced_peak(fn, *args, **kwargs):
         return result, tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+
+
+@pytest.fixture
+def hf_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache of this test's own (``HF_HOME``, ``HF_HUB_CACHE``), offline: the hub folder."""
+    home = tmp_path / "hf"
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("MIRZOO_OFFLINE", raising=False)
+    return home / "hub"

@@ -424,12 +424,8 @@ def test_folder_saved_before_file_hashes_needs_trust(saved, tmp_path, models):
 
 
 @pytest.fixture
-def hub_cache(tmp_path, monkeypatch) -> Path:
-    home = tmp_path / "hf"
-    monkeypatch.setenv("HF_HOME", str(home))
-    monkeypatch.setenv("HF_HUB_CACHE", str(home / "hub"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return home / "hub"
+def hub_cache(hf_cache) -> Path:
+    return hf_cache
 
 
 @pytest.mark.parametrize("name", ["config.json", "metadata.json", "model.weights.h5", "mirzoo.json"])

@@ -72,13 +72,8 @@ def saved(original, tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def cache(tmp_path, monkeypatch) -> Path:
-    home = tmp_path / "hf"
-    monkeypatch.setenv("HF_HOME", str(home))
-    monkeypatch.setenv("HF_HUB_CACHE", str(home / "hub"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.delenv("MIRZOO_OFFLINE", raising=False)
-    return home / "hub"
+def cache(hf_cache) -> Path:
+    return hf_cache
 
 
 @pytest.fixture
