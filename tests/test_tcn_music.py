@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,7 +138,7 @@ def test_training_resumes_and_anneals(tmp_path):
     from training import musical
 
     cache = _fake_cache(tmp_path / "cache")
-    cfg = json.loads(open("training/configs/tcn-music.json").read())
+    cfg = json.loads((Path(__file__).resolve().parents[1] / "training" / "configs" / "tcn-music.json").read_text())
     cfg.update(crop_seconds=2.0, batch_size=2, steps_per_epoch=2, epochs=2, valid_crops=2, min_tag_count=1)
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     run = tmp_path / "run"
