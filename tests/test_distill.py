@@ -130,17 +130,21 @@ def distill_data(tmp_path_factory):
               "licence", "licence_files", "licence_ambiguous", "commercial", "source_sha256", "sha256"]
     rows = []
     clips = [("train", 1800.0, True), ("train", 220.0, False), ("train", 2500.0, True), ("train", 300.0, False),
-             ("valid", 2000.0, True), ("valid", 250.0, False), ("test", 900.0, True)]
+             ("valid", 2000.0, True), ("valid", 250.0, False), ("test", 900.0, True), ("valid", 2200.0, True),
+             ("valid", 270.0, False)]
     for i, (split, freq, high) in enumerate(clips):
         rel = f"audio/{split}/pkg-data/track{i}-00000.flac"
         (real / rel).parent.mkdir(parents=True, exist_ok=True)
         sf.write(real / rel, tone(freq, 10.0, i), SR, subtype="PCM_16")
         sha = tt.file_sha256(real / rel)
-        if split != "test":  # the test clip has no teacher targets: it must be skipped
+        if split != "test" and i < 7:  # the test clip has no teacher targets: it must be skipped, and so are
+            # the last two valid clips (read only by runs without a teacher)
             target = tt.cache_file(cache, sha)
             target.parent.mkdir(parents=True, exist_ok=True)
             np.savez(target, **teacher_outputs(high, 3))
-        rows.append({"path": rel, "split": split, "package": "pkg-data", "version": "1.0-1", "source": f"/x/{i}.ogg",
+        # two packages, high and low tones: the package probe can tell them apart by pitch
+        rows.append({"path": rel, "split": split, "package": "pkg-hi" if high else "pkg-lo", "version": "1.0-1",
+                     "source": f"/x/{i}.ogg",
                      "track": f"track{i}", "group": f"track{i}", "offset_s": "0", "duration_s": "10", "sr": "16000",
                      "licence": "GPL-2+" if i % 2 else "CC-BY-SA-3.0", "licence_files": "*",
                      "licence_ambiguous": "0", "commercial": "yes", "source_sha256": "0" * 64, "sha256": sha})
@@ -292,7 +296,7 @@ def test_bad_config_and_missing_teacher_targets_are_named(distill_data, tmp_path
         td.load_config(bad)
     empty = tmp_path / "empty-cache"
     rows, missing = td.real_rows(distill_data / "real", "valid", empty)
-    assert rows == [] and missing == 2
+    assert rows == [] and missing == 4
     cfg = write_config(tmp_path / "c.json", distill_data, teacher_cache=str(distill_data / "teacher"),
                        min_real_valid_clips=3, cache=str(tmp_path / "audio"))
     with pytest.raises(td.DistillError, match="only 2 valid clips .* --split valid"):
@@ -305,3 +309,115 @@ def test_bad_config_and_missing_teacher_targets_are_named(distill_data, tmp_path
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: no ") and "meta.json: run `python -m training.teacher` first" in err
+
+
+# -- self-supervised (contrastive) ---------------------------------------------------------------
+
+
+def nt_xent_reference(z, pair, group, t):
+    """NT-Xent written out row by row in numpy (see training.distill.nt_xent)."""
+    z = z / np.linalg.norm(z, axis=1, keepdims=True)
+    out = np.zeros(len(z))
+    for i in range(len(z)):
+        if pair[i] < 0:
+            continue
+        pos = [j for j in range(len(z)) if j != i and pair[j] == pair[i]]
+        neg = [j for j in range(len(z)) if pair[j] >= 0 and group[j] != group[i]]
+        s = z @ z[i] / t
+        log_norm = np.log(np.sum(np.exp(s[pos + neg])))
+        out[i] = log_norm - np.mean(s[pos])
+    return out
+
+
+def test_nt_xent_matches_a_row_by_row_reference():
+    import keras
+
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((10, 5)).astype(np.float32)
+    # 3 pairs (rows 0-5; row i pairs with row i + 3); pairs 1 and 2 come from the same group, so their rows
+    # are neither positives nor negatives of each other; rows 6-9 are corpus rows
+    pair = np.array([0, 1, 2, 0, 1, 2, -1, -1, -1, -1], np.float32)
+    group = np.array([7, 4, 4, 7, 4, 4, -1, -1, -1, -1], np.float32)
+    got = np.asarray(keras.ops.convert_to_numpy(td.nt_xent(0.5)(np.stack([pair, group], 1), z)))
+    np.testing.assert_allclose(got, nt_xent_reference(z, pair, group, 0.5), rtol=1e-5, atol=1e-5)
+    assert np.all(got[6:] == 0) and np.all(got[:6] > 0)
+    # identical views of a pair with orthogonal negatives: the loss is log(1 + n_neg * exp(-1 / t)) (small)
+    e = np.eye(4, dtype=np.float32)
+    z2 = np.stack([e[0], e[1], e[0], e[1]])
+    ids = np.array([[0, 0], [1, 1], [0, 0], [1, 1]], np.float32)
+    got = np.asarray(keras.ops.convert_to_numpy(td.nt_xent(0.1)(ids, z2)))
+    np.testing.assert_allclose(got, np.log(1 + 2 * np.exp(-10.0)), atol=1e-6)  # float32: 10.00009 - 10
+
+
+def test_positives_are_other_segments_of_the_same_group(distill_data, tmp_path):
+    data = td.RealData(distill_data / "real", "train", None, tmp_path / "cache", SR, None)
+    assert data.tags.shape == (12, 0) and len(data.groups) == 4 and data.n_patches == 12
+    anchors = np.arange(data.n_patches).repeat(20)
+    pos = data.positives(anchors, np.random.default_rng(0))
+    assert np.all(data.group_of_patch[pos] == data.group_of_patch[anchors]) and np.all(pos != anchors)
+    # every other patch of the group is drawn (3 patches per clip, one clip per group)
+    for a in range(3):
+        assert set(pos[anchors == a].tolist()) == {0, 1, 2} - {a}
+
+
+def test_group_probe_by_hand():
+    # two packages (0, 1), four groups; clips of the same package point the same way
+    e = np.array([[1, 0.1], [1, -0.1], [-1, 0.1], [-1, -0.1], [0.9, 0]])
+    group = np.array([0, 1, 2, 3, 0])
+    label = np.array([0, 0, 1, 1, 0])
+    m = td.group_probe(e, group, label)
+    assert m["balanced_accuracy"] == 1.0 and m["n_clips"] == 5 and m["n_groups"] == 4
+    # a clip may not match its own group: with its package's only other clip in its group it goes wrong
+    m = td.group_probe(e[[0, 2, 3, 4]], np.array([0, 2, 3, 0]), np.array([0, 1, 1, 0]))
+    assert m["balanced_accuracy"] == 0.5  # package 0: both clips go to package 1 (recall 0); package 1: recall 1
+    assert np.isnan(td.group_probe(e, group, np.zeros(5, int))["balanced_accuracy"])
+
+
+def test_contrastive_run_without_a_teacher_trains_ships_and_loads(distill_data, tmp_path, monkeypatch):
+    import mirzoo
+
+    out = tmp_path / "ssl"
+    cfg = write_config(tmp_path / "ssl.json", distill_data, head=None, teacher_cache=str(tmp_path / "no-teacher"),
+                       feature_loss="none", loss_weights={"distill": 0, "features": 0, "corpus": 1.0,
+                                                          "contrastive": 1.0},
+                       contrastive={"temperature": 0.2, "hidden": 16, "dim": 8},
+                       selection={"real": 0.0, "probe": 0.5, "corpus": 0.5})
+    assert td.main(["train", "--config", str(cfg), "--out", str(out)]) == 0
+    state = json.loads((out / "state.json").read_text())
+    assert state["head"] is None and state["labels"] == [] and "extra_heads" not in state["model_config"]
+    assert state["objectives"] == {"corpus": 1.0, "contrastive": 1.0} and state["data"]["teacher"] is None
+    # no teacher needed: all 4 valid clips are read (2 have no teacher targets), 2 packages x 2 groups
+    assert state["data"]["real"]["clips_valid"] == 4
+    for h in state["history"]:
+        assert "real_valid" not in h and h["real_probe"]["n_clips"] == 4 and h["real_probe"]["n_groups"] == 4
+    assert state["history"][-1]["real_probe"]["balanced_accuracy"] == 1.0  # high vs low tones
+    assert "ssl_loss" in state["history"][1]["loss"] and "mtt_tags_loss" not in state["history"][1]["loss"]
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(PACKAGE_MANIFEST.read_text())
+    weights = tmp_path / "weights"
+    assert td.main(["ship", "--run", str(out), "--name", "cnn-tagging-ssl", "--manifest", str(manifest),
+                    "--weights-dir", str(weights)]) == 0
+    entry = json.loads(manifest.read_text())["models"]["cnn-tagging-ssl"]
+    assert "aux_heads" not in entry or not entry["aux_heads"]
+    assert "NT-Xent" in entry["training"]["notes"] and "teacher" not in entry["training"]["licences"]
+    assert not any("musicnn" in r for r in entry["references"]) and any("SimCLR" in r for r in entry["references"])
+    assert entry["training"]["objectives"] == {"corpus": 1.0, "contrastive": 1.0}
+    monkeypatch.setenv("MIRZOO_MANIFEST", str(manifest))
+    monkeypatch.setenv("MIRZOO_WEIGHTS_DIR", str(weights))
+    m = mirzoo.load("cnn-tagging-ssl")
+    assert m.extract(tone(300.0, 4.0, 1), sr=SR).embeddings.shape[-1] == get_spec("cnn-tagging").embedding_dim
+
+
+def test_contrastive_and_teacher_settings_are_checked(distill_data, tmp_path):
+    cases = [
+        ({"head": None}, "head=null .* distill 0"),
+        ({"head": None, "feature_loss": "none", "loss_weights": {"distill": 0}}, "nothing to learn"),
+        ({"loss_weights": {"contrastive": 1.0}, "batch_size": 6, "real_fraction": 0.5},
+         "= 3 must be even and at least 4"),
+        ({"loss_weights": {"contrastive": -1}}, "'contrastive': -1"),
+        ({"loss_weights": {"ssl": 1}}, "'ssl': 1"),
+        ({"contrastive": {"temp": 0.1}}, "contrastive=.*'temp'"),
+    ]
+    for over, message in cases:
+        with pytest.raises(td.DistillError, match=message):
+            td.load_config(write_config(tmp_path / "c.json", distill_data, **over))

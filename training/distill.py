@@ -1,7 +1,17 @@
-"""Distil musicnn's real-music tags into a zoo model, keeping its corpus tag head (issue 16, part 2b).
+"""Train a zoo model further on real recordings, keeping its corpus tag head (issue 16, part 2):
+musicnn's real-music tags distilled into it (2b), a contrastive self-supervised objective (2a), or both.
 
     python -m training.distill train --config training/configs/distill-cnn-tagging.json [--max-minutes M] [--resume]
+    python -m training.distill train --config training/configs/ssl-cnn-tagging.json   # no teacher: contrastive
     python -m training.distill ship --run runs/distill-cnn-tagging [--name NAME] [--manifest PATH ...]
+
+Self-supervised (config ``loss_weights.contrastive`` > 0, ``contrastive`` for its settings): the real
+rows of each batch are pairs, an anchor patch and another 3-s segment of the same track group
+(:meth:`RealData.positives`), each augmented on its own; a projection MLP (``ssl``, training only)
+on the student's embedding is trained with NT-Xent (:func:`nt_xent`; SimCLR, Chen et al. 2020),
+the other real rows of *other* track groups as negatives.  With ``head: null`` the run needs no
+teacher at all.  Every run also reports, each epoch, a package probe on the real valid clips
+(:func:`group_probe`), which the config's ``selection.probe`` can weigh in model selection.
 
 The student is a zoo model (default ``cnn-tagging``) with its pretrained weights and one more sigmoid
 head on its embedding, for the teacher's vocabulary (``MTT_musicnn``: the 50 MagnaTagATune tags that
@@ -83,8 +93,10 @@ CONFIG_KEYS = {
     "seed", "student", "teacher_model", "head", "real", "teacher_cache", "corpus", "cache", "out",
     "batch_size", "real_fraction", "steps_per_epoch", "epochs", "patience", "learning_rate", "loss_weights",
     "feature_loss", "augment", "corpus_train_clips", "corpus_valid_clips", "min_real_valid_clips",
-    "max_minutes", "selection", "max_corpus_auc_drop",
+    "max_minutes", "selection", "max_corpus_auc_drop", "contrastive",
 }
+#: the contrastive objective's defaults (config ``contrastive``): NT-Xent temperature, projection MLP
+CONTRASTIVE_DEFAULTS = {"temperature": 0.1, "hidden": 256, "dim": 128}
 
 
 class DistillError(RuntimeError):
@@ -125,8 +137,9 @@ def aligned_patches(y: np.ndarray, length: int) -> np.ndarray:
 # -- data ------------------------------------------------------------------------------------------
 
 
-def real_rows(real: Path, split: str, teacher_cache: Path) -> tuple[list[dict], int]:
-    """Rows of ``split`` in ``<real>/metadata.csv`` whose teacher outputs are cached, and how many lack them.
+def real_rows(real: Path, split: str, teacher_cache: Optional[Path]) -> tuple[list[dict], int]:
+    """Rows of ``split`` in ``<real>/metadata.csv`` whose teacher outputs are cached, and how many lack them
+    (every row, none missing, when ``teacher_cache`` is None: a run without a teacher).
 
     Each row gets ``clip_id`` = its file's sha256 (the key of the teacher cache and of the audio cache).
     """
@@ -134,7 +147,7 @@ def real_rows(real: Path, split: str, teacher_cache: Path) -> tuple[list[dict], 
         raise DistillError(f"no metadata.csv in '{real}': expected a `python -m training.real build` folder")
     rows, missing = [], 0
     for r in read_metadata(real, split):
-        if tt.cache_file(teacher_cache, r["sha256"]).exists():
+        if teacher_cache is None or tt.cache_file(teacher_cache, r["sha256"]).exists():
             rows.append(dict(r, clip_id=r["sha256"]))
         else:
             missing += 1
@@ -143,37 +156,72 @@ def real_rows(real: Path, split: str, teacher_cache: Path) -> tuple[list[dict], 
 
 class RealData:
     """The real clips of one split: int16 audio cache, offsets, and per aligned patch the teacher's
-    tags ``[P, n_tags]`` and penultimate features ``[P, D]`` (all patches of all clips stacked)."""
+    tags ``[P, n_tags]`` and penultimate features ``[P, D]`` (all patches of all clips stacked).
 
-    def __init__(self, real: Path, split: str, teacher_cache: Path, cache_dir: Path, sr: int, model: str):
+    Without a teacher (``teacher_cache=None``) every clip of the split is read, cut on the same
+    patch grid, and ``tags``/``feats`` have no columns.  ``group_of_patch`` numbers each patch's
+    track group (the ``group`` column of ``training.real``: the unit of the split), for the
+    contrastive objective's positives and negatives and the validation probe.
+    """
+
+    def __init__(self, real: Path, split: str, teacher_cache: Optional[Path], cache_dir: Path, sr: int,
+                 model: Optional[str]):
         if sr != MUSICNN_SR:
             raise DistillError(f"the student runs at {sr} Hz; the teacher's patches are aligned at {MUSICNN_SR} Hz")
         self.rows, self.missing = real_rows(real, split, teacher_cache)
         self.split = split
+        groups = sorted({(r["package"], r["group"]) for r in self.rows})
+        self.groups = [f"{p}/{g}" for p, g in groups]
+        group_id = {k: i for i, k in enumerate(groups)}
         if not self.rows:
             self.audio, self.offsets = np.zeros(0, np.int16), np.zeros(1, np.int64)
             self.tags = self.feats = np.zeros((0, 0), np.float32)
-            self.clip_of_patch = self.start_of_patch = np.zeros(0, np.int64)
+            self.clip_of_patch = self.start_of_patch = self.group_of_patch = np.zeros(0, np.int64)
             return
         self.audio, self.offsets = audio_cache(real, self.rows, cache_dir, f"real-{split}", sr)
         tags, feats, clip_of, start_of = [], [], [], []
         for c, r in enumerate(self.rows):
-            t = tt.load_targets(teacher_cache, r["sha256"])
             n = int(self.offsets[c + 1] - self.offsets[c])
             starts = teacher_patch_starts(n)
-            got = t[f"{model}/tags"].shape[0]
-            if got != len(starts):
-                raise DistillError(
-                    f"teacher cache of clip {r['path']} (sha256 {r['sha256']}) has {got} patches, but musicnn cuts "
-                    f"{len(starts)} from its {n} samples: the cache was made from other audio")
-            tags.append(t[f"{model}/tags"])
-            feats.append(t[f"{model}/penultimate"])
-            clip_of += [c] * got
+            if teacher_cache is not None:
+                t = tt.load_targets(teacher_cache, r["sha256"])
+                got = t[f"{model}/tags"].shape[0]
+                if got != len(starts):
+                    raise DistillError(
+                        f"teacher cache of clip {r['path']} (sha256 {r['sha256']}) has {got} patches, but musicnn "
+                        f"cuts {len(starts)} from its {n} samples: the cache was made from other audio")
+                tags.append(t[f"{model}/tags"])
+                feats.append(t[f"{model}/penultimate"])
+            clip_of += [c] * len(starts)
             start_of += list(starts)
-        self.tags = np.concatenate(tags).astype(np.float32)
-        self.feats = np.concatenate(feats).astype(np.float32)
+        self.tags = np.concatenate(tags).astype(np.float32) if tags else np.zeros((len(clip_of), 0), np.float32)
+        self.feats = np.concatenate(feats).astype(np.float32) if feats else np.zeros((len(clip_of), 0), np.float32)
         self.clip_of_patch = np.asarray(clip_of, np.int64)
         self.start_of_patch = np.asarray(start_of, np.int64)
+        clip_group = np.asarray([group_id[(r["package"], r["group"])] for r in self.rows], np.int64)
+        self.group_of_patch = clip_group[self.clip_of_patch]
+        self.package_of_group = [p for p, _ in groups]
+
+    def positives(self, anchors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """For each anchor patch, another patch of the same track group drawn by ``rng`` (another
+        segment of the same music: the contrastive objective's positive); the anchor itself only
+        where its group has a single patch."""
+        if not hasattr(self, "_by_group"):
+            order = np.argsort(self.group_of_patch, kind="stable")
+            bounds = np.searchsorted(self.group_of_patch[order], np.arange(len(self.groups) + 1))
+            self._by_group = (order, bounds)
+        order, bounds = self._by_group
+        out = np.empty_like(anchors)
+        for i, a in enumerate(anchors):
+            g = self.group_of_patch[a]
+            lo, hi = bounds[g], bounds[g + 1]
+            if hi - lo < 2:
+                out[i] = a
+                continue
+            k = lo + rng.integers(0, hi - lo - 1)
+            # skip the anchor itself: draw among the others
+            out[i] = order[k] if order[k] != a else order[hi - 1]
+        return out
 
     @property
     def n_patches(self) -> int:
@@ -193,7 +241,8 @@ class RealData:
         return float(sum(float(r["duration_s"]) for r in self.rows) / 3600)
 
 
-def data_record(real_train: RealData, real_valid: RealData, corpus: Path, corpus_rows: dict) -> dict:
+def data_record(real_train: RealData, real_valid: RealData, corpus: Path, corpus_rows: dict,
+                teacher: bool = True) -> dict:
     """What the run learns from, for the model card: hours per source, licences, commercial use."""
     packages: dict = {}
     licences: dict = {}
@@ -225,7 +274,7 @@ def data_record(real_train: RealData, real_valid: RealData, corpus: Path, corpus
             ("no" if "no" in commercial else "unknown"),
         },
         "corpus": {"folder": str(corpus), "hours": corpus_hours, "soundfonts": fonts},
-        "teacher": {"name": tt.TEACHER, "licence": tt.LICENCE, "attribution": tt.ATTRIBUTION},
+        "teacher": {"name": tt.TEACHER, "licence": tt.LICENCE, "attribution": tt.ATTRIBUTION} if teacher else None,
     }
 
 
@@ -294,16 +343,77 @@ def teacher_agreement(teacher: np.ndarray, student: np.ndarray, labels: Sequence
     }
 
 
+def group_probe(embeddings: np.ndarray, group: np.ndarray, label: np.ndarray) -> dict:
+    """Which package a clip is from, by its nearest neighbour (cosine) among the clips of *other*
+    track groups: leave-one-group-out 1-NN balanced accuracy, the validation stand-in for the
+    real-audio benchmark (its labels are the package; no clip is matched with its own track).
+
+    ``embeddings [n, D]`` (one row per clip), ``group [n]`` and ``label [n]`` integers.  NaN when
+    fewer than two labels have a clip with a neighbour of its label in another group.
+    """
+    from sklearn.metrics import balanced_accuracy_score  # deferred: optional dependency (scikit-learn)
+
+    e = np.asarray(embeddings, np.float64)
+    e = e - e.mean(axis=0)
+    e /= np.linalg.norm(e, axis=1, keepdims=True) + 1e-12
+    sim = e @ e.T
+    sim[np.asarray(group)[:, None] == np.asarray(group)[None, :]] = -np.inf
+    has = np.isfinite(sim).any(axis=1)
+    if len(set(np.asarray(label)[has].tolist())) < 2:
+        return {"balanced_accuracy": float("nan"), "n_clips": int(has.sum())}
+    pred = np.asarray(label)[np.argmax(sim[has], axis=1)]
+    return {"balanced_accuracy": float(balanced_accuracy_score(np.asarray(label)[has], pred)),
+            "n_clips": int(has.sum()), "n_groups": int(len(set(np.asarray(group).tolist())))}
+
+
+def nt_xent(temperature: float):
+    """NT-Xent (SimCLR's normalised temperature-scaled cross-entropy) as a Keras loss.
+
+    ``y_true [B, 2]``: per row its pair id and its track group id, ``-1`` for rows outside the
+    objective (corpus clips; their loss is 0 and their sample weight 0); ``y_pred [B, D]``: the
+    projections.  For row ``i`` the positive is the other row of its pair; the candidates are every
+    other objective row of another group (rows of the anchor's own group are neither positive nor
+    negative: two segments of one track are not a "different music" example), and the loss is
+    ``-log exp(s_ip / t) / (exp(s_ip / t) + sum_n exp(s_in / t))`` with cosine similarities ``s``.
+    """
+    import keras  # deferred: see build_student
+
+    ops = keras.ops
+    t = float(temperature)
+
+    def loss(y_true, y_pred):
+        pair, group = y_true[:, 0], y_true[:, 1]
+        z = y_pred / (ops.sqrt(ops.sum(ops.square(y_pred), axis=1, keepdims=True)) + 1e-12)
+        sim = ops.matmul(z, ops.transpose(z)) / t
+        used = pair >= 0
+        n = ops.shape(y_pred)[0]
+        not_self = ops.logical_not(ops.cast(ops.eye(n), "bool"))
+        pos = ops.logical_and(ops.equal(pair[:, None], pair[None, :]), not_self)
+        pos = ops.logical_and(pos, used[:, None])
+        neg = ops.logical_and(ops.not_equal(group[:, None], group[None, :]), used[None, :])
+        keep = ops.logical_or(pos, neg)
+        logits = ops.where(keep, sim, -1e9)
+        log_norm = ops.logsumexp(logits, axis=1)
+        n_pos = ops.maximum(ops.sum(ops.cast(pos, y_pred.dtype), axis=1), 1.0)
+        pos_logit = ops.sum(ops.where(pos, sim, 0.0), axis=1) / n_pos
+        return ops.where(used, log_norm - pos_logit, 0.0)
+
+    loss.__name__ = "nt_xent"
+    return loss
+
+
 # -- model -----------------------------------------------------------------------------------------
 
 
-def build_student(student: str, head: str, n_teacher: int, feature_dim: int, feature_loss: str, seed: int):
+def build_student(student: str, head: Optional[str], n_teacher: int, feature_dim: int, feature_loss: str,
+                  seed: int, contrastive: Optional[dict] = None):
     """``(full student, training model, student config)``.
 
-    The full student is the zoo model's family with ``extra_heads = {head: n_teacher}``; every
-    layer it shares with the zoo model gets the zoo model's verified weights; the new head (and
-    the projection to the teacher's features, training only) start from Keras initialisers seeded
-    by ``seed``.
+    The full student is the zoo model's family with ``extra_heads = {head: n_teacher}`` (no extra
+    head when ``head`` is None: a run without a teacher); every layer it shares with the zoo model
+    gets the zoo model's verified weights; the new head (and, training only, the projection to the
+    teacher's features and the contrastive projection MLP ``ssl``) start from Keras initialisers
+    seeded by ``seed``.
     """
     import keras  # deferred: Keras only after the command line is parsed
 
@@ -317,10 +427,11 @@ def build_student(student: str, head: str, n_teacher: int, feature_dim: int, fea
         raise DistillError(
             f"head={head!r} is already a layer of {student!r} {sorted(spec.layers)}: choose another name")
     config = json.loads(json.dumps(dict(spec.config)))
-    config["extra_heads"] = dict(config.get("extra_heads") or {}, **{head: int(n_teacher)})
+    if head is not None:
+        config["extra_heads"] = dict(config.get("extra_heads") or {}, **{head: int(n_teacher)})
     keras.utils.set_random_seed(seed)
     full = get_family(spec.family)(config, name=student.replace("-", "_"))
-    if head not in full.output:
+    if head is not None and head not in full.output:
         raise DistillError(f"family {spec.family!r} of {student!r} does not build config['extra_heads'] "
                            f"(outputs {sorted(full.output)}); only the 'cnn' family does so far")
     base = build_from_spec(spec)  # the zoo model with its sha256-checked weights
@@ -330,22 +441,39 @@ def build_student(student: str, head: str, n_teacher: int, feature_dim: int, fea
             full.get_layer(layer.name).set_weights(layer.get_weights())
             copied += 1
     log.info("student %s: %d layers from the zoo weights, new head %r (%d tags)", student, copied, head, n_teacher)
-    outputs = {"tags": full.output["tags"], head: full.output[head]}
-    if feature_loss != "none":
+    outputs = {"tags": full.output["tags"]}
+    if head is not None:
+        outputs[head] = full.output[head]
+    if head is not None and feature_loss != "none":
         outputs["features"] = keras.layers.Dense(feature_dim, name="teacher_projection")(full.output["embedding"])
+    if contrastive is not None:
+        c = {**CONTRASTIVE_DEFAULTS, **contrastive}
+        h = keras.layers.Dense(int(c["hidden"]), activation="relu", name="ssl_hidden")(full.output["embedding"])
+        outputs["ssl"] = keras.layers.Dense(int(c["dim"]), name="ssl_projection")(h)
     model = keras.Model(full.input, outputs, name=f"{full.name}_distill")
     return full, model, config
 
 
-def compile_model(model, head: str, cfg: dict) -> None:
+def loss_weights_of(cfg: dict) -> dict:
+    """The config's loss weights over their defaults (``contrastive`` 0: no self-supervised objective)."""
+    return {"distill": 1.0, "features": 0.5, "corpus": 1.0, "contrastive": 0.0, **(cfg.get("loss_weights") or {})}
+
+
+def compile_model(model, head: Optional[str], cfg: dict) -> None:
     import keras  # deferred: see build_student
 
-    weights = {"distill": 1.0, "features": 0.5, "corpus": 1.0, **(cfg.get("loss_weights") or {})}
-    losses = {"tags": "binary_crossentropy", head: "binary_crossentropy"}
-    loss_weights = {"tags": float(weights["corpus"]), head: float(weights["distill"])}
+    weights = loss_weights_of(cfg)
+    losses = {"tags": "binary_crossentropy"}
+    loss_weights = {"tags": float(weights["corpus"])}
+    if head is not None:
+        losses[head] = "binary_crossentropy"
+        loss_weights[head] = float(weights["distill"])
     if "features" in model.output:
         losses["features"] = "cosine_similarity" if cfg.get("feature_loss", "cosine") == "cosine" else "mse"
         loss_weights["features"] = float(weights["features"])
+    if "ssl" in model.output:
+        losses["ssl"] = nt_xent(float({**CONTRASTIVE_DEFAULTS, **(cfg.get("contrastive") or {})}["temperature"]))
+        loss_weights["ssl"] = float(weights["contrastive"])
     model.compile(optimizer=keras.optimizers.Adam(float(cfg.get("learning_rate", 3e-4))), loss=losses,
                   loss_weights=loss_weights)
     model.optimizer.build(model.trainable_variables)
@@ -400,6 +528,29 @@ def load_config(path: os.PathLike) -> dict:
         raise DistillError(f"config {path}: real_fraction={frac!r} must be a number in (0, 1]")
     if cfg.get("feature_loss", "cosine") not in FEATURE_LOSSES:
         raise DistillError(f"config {path}: feature_loss={cfg['feature_loss']!r} must be one of {FEATURE_LOSSES}")
+    weights = loss_weights_of(cfg)
+    bad = {k: v for k, v in weights.items()
+           if k not in ("distill", "features", "corpus", "contrastive") or isinstance(v, bool)
+           or not isinstance(v, (int, float)) or v < 0}
+    if bad:
+        raise DistillError(f"config {path}: loss_weights {bad} must be numbers >= 0 for keys distill, features, "
+                           "corpus, contrastive")
+    contrastive = cfg.get("contrastive") or {}
+    if not isinstance(contrastive, dict) or set(contrastive) - set(CONTRASTIVE_DEFAULTS):
+        raise DistillError(f"config {path}: contrastive={contrastive!r} must be an object with some of "
+                           f"{sorted(CONTRASTIVE_DEFAULTS)}")
+    if cfg.get("head", "mtt_tags") is None:
+        if weights["distill"] or (weights["features"] and cfg.get("feature_loss", "cosine") != "none"):
+            raise DistillError(f"config {path}: head=null (no teacher) needs loss_weights distill 0 and "
+                               "feature_loss 'none'")
+        if not weights["contrastive"]:
+            raise DistillError(f"config {path}: head=null (no teacher) and contrastive weight 0 leave nothing to "
+                               "learn from the real clips")
+    if weights["contrastive"]:
+        n_real = int(round(int(cfg.get("batch_size", 32)) * float(frac)))
+        if n_real < 4 or n_real % 2:
+            raise DistillError(f"config {path}: the contrastive objective pairs the real rows of a batch: "
+                               f"batch_size x real_fraction = {n_real} must be even and at least 4")
     try:
         augment_config(cfg)
     except SystemExit as e:
@@ -415,30 +566,46 @@ def subset(rows: list[dict], count: int, seed: int) -> list[dict]:
     return [rows[i] for i in keep]
 
 
-def evaluate(full, head: str, real_valid: RealData, labels: list[str], corpus_valid, vocab: list[str],
+def evaluate(full, head: Optional[str], real_valid: RealData, labels: list[str], corpus_valid, vocab: list[str],
              length: int, hop: int, batch: int = 32) -> dict:
-    """Teacher agreement on the real valid patches and corpus tag metrics on the corpus valid clips."""
+    """Teacher agreement on the real valid patches (with a teacher head), the package probe on the
+    real valid clips' mean embeddings (:func:`group_probe`) and corpus tag metrics on the corpus
+    valid clips."""
     import keras  # deferred: see build_student
 
     out: dict = {}
     if real_valid.n_patches:
-        probe = keras.Model(full.input, full.output[head])
-        preds = []
+        outputs = {"embedding": full.output["embedding"]}
+        if head is not None:
+            outputs[head] = full.output[head]
+        probe = keras.Model(full.input, outputs)
+        preds, embs = [], []
         for lo in range(0, real_valid.n_patches, batch):
             x = real_valid.patches(np.arange(lo, min(lo + batch, real_valid.n_patches)), length)
-            preds.append(np.asarray(probe.predict_on_batch(x)))
-        preds = np.concatenate(preds)
-        out["real_valid"] = teacher_agreement(real_valid.tags, preds, labels)
-        # clip level, as a user of tag() sees it: means over each clip's aligned patches
+            y = probe.predict_on_batch(x)
+            embs.append(np.asarray(y["embedding"]))
+            if head is not None:
+                preds.append(np.asarray(y[head]))
+        # clip level, as a user of tag() and extract() sees it: means over each clip's aligned patches
         n_clips = len(real_valid.rows)
         count = np.bincount(real_valid.clip_of_patch, minlength=n_clips)[:, None]
 
         def clip_mean(a):
             sums = [np.bincount(real_valid.clip_of_patch, a[:, j], n_clips) for j in range(a.shape[1])]
-            return np.stack(sums, axis=1) / count
+            return np.stack(sums, axis=1) / np.maximum(count, 1)
 
-        clip = teacher_agreement(clip_mean(real_valid.tags), clip_mean(preds), labels)
-        out["real_valid"].update({f"clip_{k}": v for k, v in clip.items() if k in ("auc_soft_macro", "auc_hard_macro")})
+        clip_group = np.zeros(n_clips, np.int64)
+        clip_group[real_valid.clip_of_patch] = real_valid.group_of_patch
+        package_ids = {p: i for i, p in enumerate(sorted(set(real_valid.package_of_group)))}
+        clip_package = np.asarray([package_ids[real_valid.package_of_group[g]] for g in clip_group])
+        seen = count[:, 0] > 0
+        out["real_probe"] = group_probe(clip_mean(np.concatenate(embs))[seen], clip_group[seen], clip_package[seen])
+        if head is not None:
+            preds = np.concatenate(preds)
+            out["real_valid"] = teacher_agreement(real_valid.tags, preds, labels)
+            clip = teacher_agreement(clip_mean(real_valid.tags), clip_mean(preds), labels)
+            out["real_valid"].update(
+                {f"clip_{k}": v for k, v in clip.items() if k in ("auc_soft_macro", "auc_hard_macro")})
     if corpus_valid is not None:
         rows, aud, y = corpus_valid
         probe = keras.Model(full.input, full.output["tags"])
@@ -449,11 +616,14 @@ def evaluate(full, head: str, real_valid: RealData, labels: list[str], corpus_va
 
 
 def selection_score(metrics: dict, cfg: dict) -> float:
-    """Weighted mean of the real valid soft AUC and the corpus valid ROC-AUC (config ``selection``)."""
-    w = {"real": 0.5, "corpus": 0.5, **(cfg.get("selection") or {})}
+    """Weighted mean of the real valid soft AUC (``real``), the package probe's balanced accuracy
+    (``probe``, default weight 0) and the corpus valid ROC-AUC (``corpus``) (config ``selection``)."""
+    w = {"real": 0.5, "corpus": 0.5, "probe": 0.0, **(cfg.get("selection") or {})}
     parts = []
     if "real_valid" in metrics:
         parts.append((w["real"], metrics["real_valid"]["auc_soft_macro"]))
+    if w["probe"] and np.isfinite((metrics.get("real_probe") or {}).get("balanced_accuracy", float("nan"))):
+        parts.append((w["probe"], metrics["real_probe"]["balanced_accuracy"]))
     if "corpus_valid" in metrics:
         parts.append((w["corpus"], metrics["corpus_valid"]["roc_auc_macro"]))
     total = sum(a for a, _ in parts)
@@ -474,19 +644,21 @@ def train(args) -> dict:
     cfg = load_config(args.config)
     seed = int(cfg.get("seed", 0))
     student = cfg.get("student", "cnn-tagging")
-    model_name = cfg.get("teacher_model", "MTT_musicnn")
-    if model_name not in tt.MODELS:
-        raise DistillError(f"teacher_model={model_name!r} must be one of {tt.MODELS}")
     head = cfg.get("head", "mtt_tags")
+    model_name = cfg.get("teacher_model", "MTT_musicnn") if head is not None else None
+    if head is not None and model_name not in tt.MODELS:
+        raise DistillError(f"teacher_model={model_name!r} must be one of {tt.MODELS}")
+    weights = loss_weights_of(cfg)
+    contrastive = {**CONTRASTIVE_DEFAULTS, **(cfg.get("contrastive") or {})} if weights["contrastive"] else None
     real = Path(args.real or cfg.get("real", "real"))
-    teacher_cache = Path(args.teacher_cache or cfg.get("teacher_cache", "teacher"))
+    teacher_cache = Path(args.teacher_cache or cfg.get("teacher_cache", "teacher")) if head is not None else None
     corpus = Path(args.corpus or cfg.get("corpus", "corpus"))
     cache = Path(args.cache or cfg.get("cache", "cache-distill"))
     out = Path(args.out or cfg.get("out", f"runs/distill-{student}"))
     feature_loss = cfg.get("feature_loss", "cosine")
     spec = get_spec(student)
     sr, length, hop = spec.sample_rate, spec.patch_samples, spec.patch_hop_samples
-    labels = teacher_labels(teacher_cache, model_name)
+    labels = teacher_labels(teacher_cache, model_name) if head is not None else []
     vocab = list(spec.head.labels)
 
     state_path = out / "state.json"
@@ -531,7 +703,7 @@ def train(args) -> dict:
     else:
         f_mean, f_std = real_train.feats.mean(axis=0), real_train.feats.std(axis=0) + 1e-3
     full, model, student_config = build_student(student, head, len(labels), real_train.feats.shape[1], feature_loss,
-                                                seed)
+                                                seed, contrastive)
     compile_model(model, head, cfg)
     out.mkdir(parents=True, exist_ok=True)
     if state is not None:
@@ -554,11 +726,12 @@ def train(args) -> dict:
     started = time.time()
     deadline = started + 60 * float(args.max_minutes or cfg.get("max_minutes", 60))
     hardware = hardware_text()
-    record = data_record(real_train, real_valid, corpus, corpus_rows)
+    record = data_record(real_train, real_valid, corpus, corpus_rows, teacher=head is not None)
     command = "python -m training.distill train --config " + shlex.quote(str(args.config)) + "".join(
         f" --{k.replace('_', '-')} {shlex.quote(str(getattr(args, k)))}"
         for k in ("real", "teacher_cache", "corpus", "cache", "out") if getattr(args, k, None))
     with_features = "features" in model.output
+    n_pairs = n_real // 2 if contrastive is not None else 0
     w_real = np.r_[np.full(n_real, batch / n_real), np.zeros(n_corpus)].astype(np.float32)
     w_corpus = np.r_[np.zeros(n_real), np.full(n_corpus, batch / max(n_corpus, 1))].astype(np.float32)
     while state["epoch"] < int(cfg.get("epochs", 40)) and time.time() < deadline:
@@ -570,16 +743,29 @@ def train(args) -> dict:
         losses: dict = {}
         done = 0
         for _ in range(steps):
-            idx = rng.integers(0, real_train.n_patches, n_real)
+            if n_pairs:  # anchors, then for each another segment of its track group (a different draw of
+                # the generator than a run without the objective: the two kinds of run are not comparable
+                # batch by batch anyway)
+                anchors = rng.integers(0, real_train.n_patches, n_pairs)
+                idx = np.r_[anchors, real_train.positives(anchors, rng)]
+            else:
+                idx = rng.integers(0, real_train.n_patches, n_real)
             xr = real_train.patches(idx, length)
             if n_corpus:
                 xc, yc = sampler.batch(n_corpus)
             else:
                 xc, yc = np.zeros((0, length), np.float32), np.zeros((0, len(vocab)), np.float32)
             x = augment(np.concatenate([xr, xc]), rng, aug)
-            y = {"tags": np.concatenate([np.zeros((n_real, len(vocab)), np.float32), yc]),
-                 head: np.concatenate([real_train.tags[idx], np.zeros((n_corpus, len(labels)), np.float32)])}
-            w = {"tags": w_corpus, head: w_real}
+            y = {"tags": np.concatenate([np.zeros((n_real, len(vocab)), np.float32), yc])}
+            w = {"tags": w_corpus}
+            if head is not None:
+                y[head] = np.concatenate([real_train.tags[idx], np.zeros((n_corpus, len(labels)), np.float32)])
+                w[head] = w_real
+            if n_pairs:
+                ids = np.full((batch, 2), -1, np.float32)
+                ids[:n_real, 0] = np.r_[np.arange(n_pairs), np.arange(n_pairs)]
+                ids[:n_real, 1] = real_train.group_of_patch[idx]
+                y["ssl"], w["ssl"] = ids, w_real
             if with_features:
                 f = (real_train.feats[idx] - f_mean) / f_std
                 y["features"] = np.concatenate([f, np.zeros((n_corpus, f.shape[1]), np.float32)]).astype(np.float32)
@@ -612,6 +798,8 @@ def train(args) -> dict:
         state["epoch"] = epoch + 1
         state.update(student=student, head=head, teacher_model=model_name, labels=labels, vocabulary=vocab,
                      model_config=student_config, config=cfg, data=record, hardware=hardware, command=command,
+                     objectives={k: v for k, v in weights.items()
+                                 if v and (k != "features" or with_features) and (k != "distill" or head)},
                      batch={"size": batch, "real": n_real, "corpus": n_corpus})
         write_json_atomic(state_path, state)
         if epoch - state["best_epoch"] >= patience:
@@ -649,9 +837,10 @@ def ship(args) -> dict:
         raise DistillError(f"manifest {manifests[0]} has no entry {student!r} to build on")
     e = json.loads(json.dumps(data["models"][student]))
     e["config"] = state["model_config"]
-    e["layers"][head] = len(state["labels"])
-    e["aux_heads"] = [h for h in e.get("aux_heads") or [] if h["output"] != head] + [
-        {"output": head, "labels": list(state["labels"]), "activation": "sigmoid"}]
+    if head is not None:
+        e["layers"][head] = len(state["labels"])
+        e["aux_heads"] = [h for h in e.get("aux_heads") or [] if h["output"] != head] + [
+            {"output": head, "labels": list(state["labels"]), "activation": "sigmoid"}]
     e["weights"] = {"kind": "file", "file": target.name, "sha256": file_sha256(target), "size": size}
     e["pretrained"] = True
     rec = state["data"]
@@ -659,17 +848,32 @@ def ship(args) -> dict:
     pk = "; ".join(f"{p} {v['version']} {v['hours']:.2f} h ({', '.join(sorted(v['licences']))})"
                    for p, v in sorted(realr["packages"].items()))
     before = e.get("training") or {}
+    teacher = rec.get("teacher")
+    objectives = state.get("objectives") or {"distill": 1.0}
+    data_lines = [
+        f"mirzoo public corpus {Path(rec['corpus']['folder']).name} (music21 scores rendered with "
+        f"{', '.join(rec['corpus']['soundfonts'])}; hours {rec['corpus']['hours']}): the corpus tag head",
+        f"real recordings: music of Debian game packages (training/real.py), {realr['hours_train']:.2f} h train "
+        f"({realr['clips_train']} clips of 10 s): {pk}",
+    ]
+    if teacher:
+        data_lines.append(f"teacher: {teacher['name']} ({teacher['licence']}) tag probabilities "
+                          f"({state['teacher_model']}) and penultimate features on those clips")
+    licences = {"real_hours_by_licence": realr["licences_hours"],
+                "commercial_use_of_recordings": realr["commercial_use"]}
+    if teacher:
+        licences["teacher"] = teacher["licence"]
+    how = []
+    if head is not None:
+        how.append(f"head `{head}` learns the teacher's {len(state['labels'])} tags from aligned 3-s patches of "
+                   "real recordings")
+    if objectives.get("contrastive"):
+        c = {**CONTRASTIVE_DEFAULTS, **(state["config"].get("contrastive") or {})}
+        how.append(f"a contrastive objective (NT-Xent, temperature {c['temperature']}) pulls together the "
+                   "embeddings of two 3-s segments of the same real track and pushes apart those of other tracks")
     e["training"] = {
-        "data": [
-            f"mirzoo public corpus {Path(rec['corpus']['folder']).name} (music21 scores rendered with "
-            f"{', '.join(rec['corpus']['soundfonts'])}; hours {rec['corpus']['hours']}): the corpus tag head",
-            f"real recordings: music of Debian game packages (training/real.py), {realr['hours_train']:.2f} h train "
-            f"({realr['clips_train']} clips of 10 s): {pk}",
-            f"teacher: {rec['teacher']['name']} ({rec['teacher']['licence']}) tag probabilities "
-            f"({state['teacher_model']}) and penultimate features on those clips",
-        ],
-        "licences": {"real_hours_by_licence": realr["licences_hours"], "commercial_use_of_recordings":
-                     realr["commercial_use"], "teacher": rec["teacher"]["licence"]},
+        "data": data_lines,
+        "licences": licences,
         "command": state["command"] + f"  # then: python -m training.distill ship --run {run}",
         "config": state["config"],
         "best_epoch": state["best_epoch"],
@@ -677,28 +881,35 @@ def ship(args) -> dict:
         "hardware": state["hardware"],
         "started_from": {"model": student, "weights_sha256": data["models"][student]["weights"].get("sha256"),
                          "training_command": before.get("command")},
-        "notes": (f"Distilled from {student}'s pretrained weights: head `{head}` learns the teacher's "
-                  f"{len(state['labels'])} tags from aligned 3-s patches of real recordings, while the `tags` head "
-                  "keeps training on the corpus. Commercial use of the recordings: "
+        "objectives": objectives,
+        "notes": (f"Trained further from {student}'s pretrained weights: " + "; ".join(how) + ", while the `tags` "
+                  "head keeps training on the corpus. Commercial use of the recordings: "
                   f"{realr['commercial_use']} (licences {sorted(realr['licences_hours'])}; GPL / CC-BY-SA "
-                  "conditions may apply). " + rec["teacher"]["attribution"]),
+                  "conditions may apply)." + (" " + teacher["attribution"] if teacher else "")),
     }
     best = next(h for h in state["history"] if h["epoch"] == state["best_epoch"])
     first = state["history"][0]
     e["metrics"] = {
         "distill_valid_real": best.get("real_valid", {}),
+        "valid_real_package_probe": best.get("real_probe", {}),
         "distill_valid_corpus": best.get("corpus_valid", {}),
         "before_distillation_valid_corpus": first.get("corpus_valid", {}),
         "how": (f"best epoch on the validation splits; real: {state['teacher_model']} tags of the teacher on the "
                 "aligned 3-s patches of the real valid clips against the student's head (auc_soft: soft-label "
                 "ROC-AUC; auc_hard: teacher thresholded at 0.5; bce/kl: distillation loss); corpus: clip-mean tag "
-                "ROC-AUC on the corpus valid clips. Benchmarks of the earlier weights no longer apply: rerun them "
-                "with --record."),
+                "ROC-AUC on the corpus valid clips; package probe: leave-one-track-group-out 1-NN balanced accuracy "
+                "of the package on the real valid clips' mean embeddings. Benchmarks of the earlier weights no "
+                "longer apply: rerun them with --record."),
     }
     refs = list(e.get("references") or [])
-    cite = "Pons & Serra (2019), musicnn: pre-trained convolutional neural networks for music audio tagging (teacher)"
-    if cite not in refs:
-        refs.append(cite)
+    cites = []
+    if teacher:
+        cites.append("Pons & Serra (2019), musicnn: pre-trained convolutional neural networks for music audio "
+                     "tagging (teacher)")
+    if objectives.get("contrastive"):
+        cites.append("Chen et al. (2020), A simple framework for contrastive learning of visual representations "
+                     "(SimCLR, NT-Xent)")
+    refs += [c for c in cites if c not in refs]
     e["references"] = refs
     data["models"][name] = e
     ModelSpec.from_entry(name, e)  # refuse to write an entry the zoo cannot read
