@@ -27,6 +27,8 @@ SCRIPT = textwrap.dedent(
         m = mirzoo.load(name)
         out[name] = {"sha": weights_sha256(m.keras_model),
                      "emb": m.extract(y, sr=16000, layer="all").embeddings.tolist()}
+    # nothing on the way (loading, folding, extracting) imports TensorFlow on another backend
+    out["tensorflow_imported"] = "tensorflow" in sys.modules
     print("RESULT" + json.dumps(out))
     """
 )
@@ -41,6 +43,8 @@ def test_jax_backend_matches_tensorflow(tmp_path):
     run = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "y.npy")], capture_output=True, text=True, env=env, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     jax_out = json.loads(run.stdout.split("RESULT", 1)[1])
+    # TensorFlow's runtime is about 400 MB of resident memory a JAX process does not need
+    assert jax_out.pop("tensorflow_imported") is False
     for name in mirzoo.list_models():
         m = mirzoo.load(name)
         assert jax_out[name]["sha"] == weights_sha256(m.keras_model), name  # identical weights

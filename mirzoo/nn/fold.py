@@ -76,6 +76,20 @@ def _folded_kernel(conv, bn) -> tuple[np.ndarray, np.ndarray]:
     return (kernel * scale).astype(np.float32), ((bias - mean) * scale + beta).astype(np.float32)
 
 
+def _conv_arguments(conv) -> dict:
+    """Constructor arguments of a biased copy of ``conv``, read from its attributes.
+
+    Not ``conv.get_config()``: Keras serialises the dtype policy there, and its serialiser checks
+    whether TensorFlow is importable by importing it, which on the JAX, torch or NumPy backend adds
+    TensorFlow's whole runtime (about 400 MB of resident memory) to a process that never runs it.
+    The initialisers do not matter: the kernel and bias are assigned after the copy is built.
+    """
+    return {"filters": conv.filters, "kernel_size": conv.kernel_size, "strides": conv.strides,
+            "padding": conv.padding, "data_format": conv.data_format, "dilation_rate": conv.dilation_rate,
+            "groups": conv.groups, "activation": conv.activation, "use_bias": True, "name": conv.name,
+            "dtype": conv.dtype_policy}
+
+
 def fold_batch_norm(model: keras.Model) -> keras.Model:
     """An inference copy of ``model`` with each ``Conv -> BN`` pair merged into one biased conv.
 
@@ -92,8 +106,7 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
 
     def clone(layer):
         if layer.name in convs:
-            config = dict(layer.get_config(), use_bias=True)
-            new = layer.__class__.from_config(config)
+            new = layer.__class__(**_conv_arguments(layer))
             new_convs[layer.name] = new
             return new
         if layer.name in bns:
