@@ -210,7 +210,8 @@ def _nested_probe(feats, y, groups, folds, seed, Cs, repeats) -> dict:
 
 
 def main(argv=None) -> int:
-    import mirzoo
+    import mirzoo  # deferred: --help answers without importing Keras
+    from mirzoo.fileio import atomic_file, write_json_atomic
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="/work/data/real", help="training.real build folder")
@@ -222,6 +223,8 @@ def main(argv=None) -> int:
     parser.add_argument("--models", nargs="*", default=None, help="zoo models (default: all)")
     parser.add_argument("--Cs", type=float, nargs="+", default=[0.01, 0.1, 1.0])
     parser.add_argument("--cache", default=os.path.expanduser("~/.cache/mirzoo-bench/real_audio"))
+    parser.add_argument("--out", default=str(HERE / "results"),
+                        help="folder of the result files (default benchmarks/results; another folder for a candidate)")
     parser.add_argument("--teacher-cache", default=os.path.expanduser("~/.cache/mirzoo/teacher"))
     parser.add_argument("--venv", default=None, help="musicnn venv (default: training.teacher's)")
     args = parser.parse_args(argv)
@@ -305,8 +308,8 @@ def main(argv=None) -> int:
         targets[name] = t
 
     env = env_name()
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     n_groups = {c: len({g for g, yy in zip(groups, y) if yy == c}) for c in classes}
     n_clips = {c: int((y == c).sum()) for c in classes}
     payload = {
@@ -318,7 +321,7 @@ def main(argv=None) -> int:
         "summary": summary, "results": results, "targets": targets, "skipped": skipped,
         "feature_seconds": timings,
     }
-    (out / f"real_audio-{env}.json").write_text(json.dumps(payload, indent=2))
+    write_json_atomic(out / f"real_audio-{env}.json", payload)
     lines = ["| method | kind | balanced acc. (layer chosen in folds) | per repeat | accuracy | "
              "balanced acc. (layer=\"all\") | fold mean ± std | layers chosen |", "|---|---|---|---|---|---|---|---|"]
     for r in summary:
@@ -340,7 +343,7 @@ def main(argv=None) -> int:
             parts.append(f"{100 * t['vs_random_cnn']:+.1f} vs random-cnn ({'met' if t['met_random'] else 'not met'})")
         tlines.append(f"- {name}: " + ", ".join(parts))
     class_text = ", ".join(f"{c} {n_clips[c]} clips / {n_groups[c]} tracks" for c in classes)
-    (out / f"real_audio-{env}.md").write_text(
+    text = (
         f"Which soundtrack (Debian package) a 10-s clip of real game music is from: {len(rows)} clips of "
         f"{len(set(groups))} test-split track groups ({class_text}). Linear probes on mean+std pooled embeddings; "
         f"{args.folds}-fold stratified CV grouped by track, {args.repeats} repeat(s); layer and C ({args.Cs}) chosen "
@@ -348,6 +351,8 @@ def main(argv=None) -> int:
         f"of all clips, mean over repeats (chance {100 / len(classes):.1f}); *fold mean ± std* is the mean and "
         f"spread of the per-fold balanced accuracies.\n\n{table}\n\n"
         + "\n".join(tlines) + "\n")
+    with atomic_file(out / f"real_audio-{env}.md") as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
     print(table)
     print("\n".join(tlines))
     return 0
