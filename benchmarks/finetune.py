@@ -5,6 +5,7 @@
     python benchmarks/finetune.py --seeds 0 --no-unfreeze
     python benchmarks/finetune.py --models cnn-tagging --train-clips 100
     python benchmarks/finetune.py --epochs 50 --validation 0 --out /tmp/ft   # longer head training, all 50 clips
+    python benchmarks/finetune.py --real /work/data/real       # real recordings: which soundtrack (issue 16)
 
 Data: the TimGM6mb renders of test-split pieces in ``--data`` (see ``downstream.py``),
 task *instrument family* (clips with exactly one ``instrument:`` tag), restricted to the
@@ -32,6 +33,12 @@ Methods, each on the same split:
 * ``<model> probe``: mean+std pooled embeddings -> ``StandardScaler`` +
   ``LogisticRegression`` on all 50 clips (as in ``downstream.py``), a reference for the head;
 * ``mfcc``: 20 MFCCs + deltas, mean+std over time -> the same logistic regression.
+
+With ``--real`` (a ``python -m training.real build`` folder) the task is instead *which game
+soundtrack* (Debian package) a 10-s clip of real music comes from, on its **test** split (the
+tracks no model trained on), the ``--classes`` packages with the most clips; the unit kept on one
+side of the split is the track group instead of the piece.  Results go to
+``finetune-real-<env>.{json,md}``.
 
 Models: ``cnn-tagging``, ``crnn-tagging`` (pretrained) and ``random-cnn`` (untrained: the
 no-pretraining baseline).  Times are wall-clock seconds of the whole call on the shared
@@ -79,6 +86,14 @@ def instrument_clips(data: Path) -> list[dict]:
         if len(inst) == 1:
             out.append(dict(r, label=inst[0], abspath=str(data / r["path"])))
     return out
+
+
+def real_clips(data: Path, split: str = "test") -> list[dict]:
+    """The ``split`` clips of a ``training.real`` build, labelled by package, grouped by track group."""
+    with open(data / "metadata.csv", newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == split]
+    return [dict(r, label=r["package"], piece_id=f"{r['package']}/{r['group']}", clip_id=r["sha256"][:16],
+                 abspath=str(data / r["path"])) for r in rows]
 
 
 def make_split(clips: list[dict], classes: list[str], train_clips: int, seed: int):
@@ -285,6 +300,8 @@ def summarise(records: list) -> list[dict]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="/work/data/heldout", help="TimGM6mb corpus folder")
+    parser.add_argument("--real", default=None,
+                        help="training.real build folder: the soundtrack task on its test split instead")
     parser.add_argument("--models", nargs="*", default=["cnn-tagging", "crnn-tagging", "random-cnn"])
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2], help="split (and training) seeds")
     parser.add_argument("--classes", type=int, default=5, help="most frequent instrument families kept")
@@ -304,14 +321,16 @@ def main(argv=None) -> int:
     import keras
 
     import mirzoo
+    from mirzoo.fileio import atomic_file, write_json_atomic
 
-    data = Path(args.data)
-    clips = instrument_clips(data)
+    data = Path(args.real or args.data)
+    task = "soundtrack" if args.real else "instrument"
+    clips = real_clips(data) if args.real else instrument_clips(data)
     counts: dict[str, int] = {}
     for c in clips:
         counts[c["label"]] = counts.get(c["label"], 0) + 1
     classes = sorted(sorted(counts, key=lambda c: (-counts[c], c))[: args.classes])
-    print(f"instrument task: {len(clips)} single-instrument clips; classes {classes} "
+    print(f"{task} task: {len(clips)} clips; classes {classes} "
           f"({', '.join(str(counts[c]) for c in classes)} clips); backend {keras.backend.backend()}", flush=True)
 
     t_start = time.perf_counter()
@@ -332,7 +351,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     payload = {
-        "env": env, "data": str(data), "task": "instrument", "classes": classes,
+        "env": env, "data": str(data), "task": task, "classes": classes,
         "train_clips": args.train_clips, "clip_seconds": args.clip_seconds, "epochs": args.epochs,
         "validation": args.validation,
         "unfreeze": args.unfreeze, "unfreeze_epochs": args.unfreeze_epochs, "seeds": args.seeds,
@@ -341,7 +360,8 @@ def main(argv=None) -> int:
         "splits": {str(k): v for k, v in splits.items()}, "summary": summary, "runs": records,
         "loadavg": list(os.getloadavg()),
     }
-    (out / f"finetune-{env}.json").write_text(json.dumps(payload, indent=2))
+    stem = f"finetune-real-{env}" if args.real else f"finetune-{env}"
+    write_json_atomic(out / f"{stem}.json", payload)
 
     def pm(row, key, scale=100.0, fmt="{:.1f}"):
         return f"{fmt.format(scale * row[key])} ± {fmt.format(scale * row[key + '_std'])}"
@@ -360,13 +380,19 @@ def main(argv=None) -> int:
     val = "" if args.validation is None else f", validation={args.validation:g}"
     n_test = sorted({sum(s["test"].values()) for s in splits.values()})
     header = (
-        f"Fine-tuning on {args.train_clips} clips of {args.clip_seconds:g} s ({len(classes)} instrument families: "
-        f"{', '.join(classes)}; TimGM6mb renders of test-split pieces), evaluated on {'/'.join(map(str, n_test))} "
-        f"balanced 10 s segments of other pieces. Mean ± std over split seeds {args.seeds}; "
+        (f"Fine-tuning on {args.train_clips} clips of {args.clip_seconds:g} s ({len(classes)} game soundtracks: "
+         f"{', '.join(classes)}; real recordings of the test split of {data}), evaluated on "
+         f"{'/'.join(map(str, n_test))} balanced 10 s segments of other track groups. "
+         if args.real else
+         f"Fine-tuning on {args.train_clips} clips of {args.clip_seconds:g} s ({len(classes)} instrument families: "
+         f"{', '.join(classes)}; TimGM6mb renders of test-split pieces), evaluated on {'/'.join(map(str, n_test))} "
+         f"balanced 10 s segments of other pieces. ") +
+        f"Mean ± std over split seeds {args.seeds}; "
         f"`fine_tune(folder, epochs={args.epochs}{val})`, wall-clock seconds on {env} "
         f"(model load: {', '.join(f'{k} {v:.1f} s' for k, v in load_seconds.items())}; whole run {total / 60:.1f} min)."
     )
-    (out / f"finetune-{env}.md").write_text(header + "\n\n" + table + "\n")
+    with atomic_file(out / f"{stem}.md") as tmp:
+        Path(tmp).write_text(header + "\n\n" + table + "\n", encoding="utf-8")
     print()
     print(header)
     print(table)
