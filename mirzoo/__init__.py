@@ -8,11 +8,21 @@
 
 Nothing heavy happens at import: Keras and the backend are imported when a
 model is first built or loaded.
+
+One process-wide default is set here, before TensorFlow can be imported:
+``TF_ENABLE_ONEDNN_OPTS=1`` unless the variable is already set.  TensorFlow 2.21 turns its
+oneDNN kernels on by default only on some CPUs (not, for example, on an AMD EPYC with AVX2),
+and without them its convolutions ran 1.7x slower end to end for ``cnn-tagging`` and up to 20x
+slower for one-channel filters (``benchmarks/README.md``).  Set the variable to ``0`` before
+importing mirzoo to keep TensorFlow's own choice; it has no effect once TensorFlow is imported.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 from mirzoo import errors as _errors
 from mirzoo._version import __version__
