@@ -142,7 +142,7 @@ def main(argv=None) -> int:
             rows.append(row)
             forms = "  ".join(f"{k} {v:7.1f}" for k, v in row["ms"].items())
             print(f"{name:20s} {row['layer']:18s} k={tuple(row['kernel'])!s:9s} F={row['filters']:3d}  ms/batch: {forms}"
-                  f"  | conv {row['conv_gflops']:5.1f} GF/s, jax rule: {row["rule_picks"]} ({row['speedup_of_pick']:.2f}x)",
+                  f"  | conv {row['conv_gflops']:5.1f} GF/s, jax rule: {row['rule_picks']} ({row['speedup_of_pick']:.2f}x)",
                   flush=True)
     env = environment(keras.backend.backend())
     payload = {"schema": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
