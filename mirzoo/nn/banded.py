@@ -27,13 +27,15 @@ per-layer timings on the JAX backend (benchmarks/README.md), never by timing at 
   e.g. the ``(128, 1)`` temporal filters) and the input's length ``n`` along the filter's axis is
   fixed, with ``n / k`` at most :data:`BAND_MAX_OVERHEAD`: it becomes ``banded`` along that axis.
 
-Measured at batch 16 on the JAX backend (2 cores, contended): the (128, 1), (64, 1) and (32, 1)
-filters of ``random-cnn-musical`` took 520, 261 and 137 ms as convolutions and ~25 ms each in the
-banded form.  Kept because no form paid: the 3x3 first blocks of the taggers (im2col 44-58 ms
-against 40-42 ms for the convolution; the banded form, 32-63x the arithmetic, 3-6x slower) and
-the timbral filters (7, 86) and (7, 38), which XLA already runs at ~55 GFLOP/s (banded 21 and 239 ms
-against 23 and 111 ms).  The ``patches`` form is kept for convolutions a caller asks for by hand
-(:class:`MatmulConv2D` directly); :func:`convs_as_matmul` never picks it.
+Measured at batch 16 on the JAX backend (``benchmarks/conv_as_matmul.py``, 2 cores shared with
+two training jobs): the (128, 1), (64, 1) and (32, 1) filters of ``random-cnn-musical`` took 519,
+283 and 148 ms as convolutions and 36-40 ms each in the banded form (14.5x, 7.2x, 3.8x).  Kept,
+because no form paid: the 3x3 first blocks of the taggers (convolution 32-49 ms; im2col 50-70 ms;
+banded, 32-63x the arithmetic, 110-264 ms), the 3x3 first block of ``tcn-music`` (whose time axis
+has no fixed length; im2col 100 against 110 ms) and the timbral filters (7, 86) and (7, 38), which
+XLA already runs at 50-60 GFLOP/s (banded 21 and 269 ms against 20 and 116 ms).  The ``patches``
+form is there for a caller who builds :class:`MatmulConv2D` by hand; :func:`convs_as_matmul` never
+picks it.
 
 The original model, its weights and the weight files are untouched; every other layer is shared.
 Nothing here is JAX-specific (the layer uses ``keras.ops`` only); the runner applies it on the
