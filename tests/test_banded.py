@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import mirzoo
+from mirzoo.errors import ParameterError
 from mirzoo.nn.banded import BAND_MAX_OVERHEAD, MatmulConv2D, banded_matrix, convs_as_matmul, matmul_plan
 
 # (input rows, cols), kernel, filters, form, banded axis
@@ -70,21 +71,21 @@ def test_banded_matrix_layout():
 
 
 def test_matmul_conv_rejects_bad_arguments():
-    with pytest.raises(ValueError, match=r"padding='causal'.*'same' or 'valid'"):
+    with pytest.raises(ParameterError, match=r"padding='causal'.*'same' or 'valid'"):
         MatmulConv2D(2, (3, 1), padding="causal")
-    with pytest.raises(ValueError, match=r"form='toeplitz'"):
+    with pytest.raises(ParameterError, match=r"form='toeplitz'"):
         MatmulConv2D(2, (3, 1), form="toeplitz")
-    with pytest.raises(ValueError, match=r"axis=3"):
+    with pytest.raises(ParameterError, match=r"axis=3"):
         MatmulConv2D(2, (3, 1), form="banded", axis=3, axis_length=10)
     layer = MatmulConv2D(2, (3, 1), padding="same", form="banded", axis=1, axis_length=10)
-    with pytest.raises(ValueError, match=r"one input channel"):
+    with pytest.raises(ParameterError, match=r"one input channel"):
         layer.build((None, 10, 4, 2))
-    with pytest.raises(ValueError, match=r"axis 1 of the input is 12, the banded matrix was built for 10"):
+    with pytest.raises(ParameterError, match=r"axis 1 of the input is 12, the banded matrix was built for 10"):
         layer.build((None, 12, 4, 1))
     layer.build((None, 10, 4, 1))
-    with pytest.raises(ValueError, match=r"kernel of shape \(3, 1, 1, 3\): expected \(3, 1, 1, 2\)"):
+    with pytest.raises(ParameterError, match=r"kernel of shape \(3, 1, 1, 3\): expected \(3, 1, 1, 2\)"):
         layer.set_kernel(np.zeros((3, 1, 1, 3)))
-    with pytest.raises(ValueError, match=r"axis of 2 is shorter than the kernel's 3 taps"):
+    with pytest.raises(ParameterError, match=r"axis of 2 is shorter than the kernel's 3 taps"):
         banded_matrix(np.ones((3, 1, 1)), 2, "valid")
 
 

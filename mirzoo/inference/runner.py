@@ -216,7 +216,7 @@ class Runner:
     def inference_model(self) -> keras.Model:
         """The network that runs: :attr:`model` with batch norm folded into the convolutions and,
         on the JAX backend only, the convolutions :func:`~mirzoo.nn.banded.matmul_plan` accepts
-        as matmuls (TensorFlow's oneDNN convolutions are faster than those matmuls there).
+        as matmuls (TensorFlow's oneDNN convolutions are faster than those matmuls).
 
         Built on first use from the weights :attr:`model` has then; the folded convolutions
         are copies, so weights assigned to :attr:`model` later are not seen (call

@@ -39,7 +39,9 @@ picks it.
 
 The original model, its weights and the weight files are untouched; every other layer is shared.
 Nothing here is JAX-specific (the layer uses ``keras.ops`` only); the runner applies it on the
-JAX backend only, because TensorFlow's oneDNN convolutions are faster than these matmuls.
+JAX backend only, because TensorFlow's oneDNN convolutions are 1.5-2.6x faster than these
+matmuls (measured with ``TF_ENABLE_ONEDNN_OPTS=1``; TensorFlow turns oneDNN on by default only on
+some CPUs, and without it its convolutions are as slow as XLA's here: benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ from typing import Optional
 
 import keras
 import numpy as np
+
+from mirzoo.errors import ParameterError
 
 __all__ = ["MatmulConv2D", "convs_as_matmul", "matmul_plan", "BAND_MAX_OVERHEAD", "banded_matrix"]
 
@@ -73,7 +77,7 @@ def banded_matrix(kernel: np.ndarray, n_in: int, padding: str) -> np.ndarray:
     before, after = _pads(k_band, padding)
     n_out = n_in + before + after - k_band + 1
     if n_out < 1:
-        raise ValueError(f"an axis of {n_in} is shorter than the kernel's {k_band} taps with padding={padding!r}")
+        raise ParameterError(f"an axis of {n_in} is shorter than the kernel's {k_band} taps with padding={padding!r}")
     matrix = np.zeros((k_other, n_in, n_out, filters), dtype=np.float64)
     for a_out in range(n_out):
         lo = max(0, a_out - before)
@@ -105,11 +109,11 @@ class MatmulConv2D(keras.layers.Layer):
                  activation=None, **kwargs):
         super().__init__(**kwargs)
         if padding not in ("same", "valid"):
-            raise ValueError(f"padding={padding!r}: expected 'same' or 'valid'")
+            raise ParameterError(f"padding={padding!r}: expected 'same' or 'valid'")
         if form not in ("banded", "patches"):
-            raise ValueError(f"form={form!r}: expected 'banded' or 'patches'")
+            raise ParameterError(f"form={form!r}: expected 'banded' or 'patches'")
         if form == "banded" and (axis not in (1, 2) or not axis_length):
-            raise ValueError(f"the banded form needs axis 1 or 2 and its length, got axis={axis!r}, "
+            raise ParameterError(f"the banded form needs axis 1 or 2 and its length, got axis={axis!r}, "
                              f"axis_length={axis_length!r}")
         self.filters = int(filters)
         self.kernel_size = tuple(int(k) for k in kernel_size)
@@ -129,9 +133,9 @@ class MatmulConv2D(keras.layers.Layer):
 
     def build(self, input_shape):
         if input_shape[-1] != 1:
-            raise ValueError(f"MatmulConv2D takes one input channel, got input shape {tuple(input_shape)}")
+            raise ParameterError(f"MatmulConv2D takes one input channel, got input shape {tuple(input_shape)}")
         if self.form == "banded" and input_shape[self.axis] is not None and input_shape[self.axis] != self.axis_length:
-            raise ValueError(f"axis {self.axis} of the input is {input_shape[self.axis]}, the banded matrix "
+            raise ParameterError(f"axis {self.axis} of the input is {input_shape[self.axis]}, the banded matrix "
                              f"was built for {self.axis_length}")
         self.matrix = self.add_weight(name="matrix", shape=self._matrix_shape, initializer="zeros", trainable=False)
         self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros", trainable=False)
@@ -141,7 +145,7 @@ class MatmulConv2D(keras.layers.Layer):
         kernel = np.asarray(kernel, dtype=np.float64)
         expected = self.kernel_size + (1, self.filters)
         if kernel.shape != expected:
-            raise ValueError(f"kernel of shape {kernel.shape}: expected {expected}")
+            raise ParameterError(f"kernel of shape {kernel.shape}: expected {expected}")
         kernel = kernel[:, :, 0, :]
         if self.form == "patches":
             matrix = kernel.reshape(-1, self.filters)
