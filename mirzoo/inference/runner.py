@@ -13,8 +13,9 @@ Every computation is per example, so a clip gives the same output alone or in a 
 Clip models take a ``hop`` (seconds between patch starts) on every path; ``None`` is the
 manifest's ``patch_hop_seconds``.  The network that runs is :attr:`Runner.inference_model`:
 the loaded model with each batch normalisation folded into the convolution before it
-(:func:`mirzoo.nn.fold.fold_batch_norm`), built on the first run; the loaded model and the
-weights on disk are not changed.
+(:func:`mirzoo.nn.fold.fold_batch_norm`) and, on the JAX backend, the one-channel 1-D filters
+XLA runs slowly computed as banded matmuls (:func:`mirzoo.nn.banded.convs_as_matmul`), built on
+the first run; the loaded model and the weights on disk are not changed.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from mirzoo._checks import valid_int, valid_number
 from mirzoo.audio import load_audio, prepare_audio
 from mirzoo.errors import MirzooError, ParameterError, UnknownLayerError, UnknownModelError
 from mirzoo.inference.windows import ClipPlan, FramePlan, WindowPlan, frame_margin
+from mirzoo.nn.banded import convs_as_matmul
 from mirzoo.nn.fold import fold_batch_norm
 from mirzoo.spec import ModelSpec
 
@@ -212,14 +214,19 @@ class Runner:
     # -- running ------------------------------------------------------------------------------
     @property
     def inference_model(self) -> keras.Model:
-        """The network that runs: :attr:`model` with batch norm folded into the convolutions.
+        """The network that runs: :attr:`model` with batch norm folded into the convolutions and,
+        on the JAX backend only, the convolutions :func:`~mirzoo.nn.banded.matmul_plan` accepts
+        as matmuls (TensorFlow's oneDNN convolutions are faster than those matmuls).
 
         Built on first use from the weights :attr:`model` has then; the folded convolutions
         are copies, so weights assigned to :attr:`model` later are not seen (call
         :meth:`refresh` after changing them).
         """
         if self._inference_model is None:
-            self._inference_model = fold_batch_norm(self.model)
+            model = fold_batch_norm(self.model)
+            if keras.backend.backend() == "jax":
+                model = convs_as_matmul(model)
+            self._inference_model = model
         return self._inference_model
 
     def refresh(self) -> None:
