@@ -52,3 +52,15 @@ def test_jax_backend_matches_tensorflow(tmp_path):
         jax_emb = np.asarray(jax_out[name]["emb"], dtype=np.float32)
         scale = max(1.0, float(np.abs(tf_emb).max()))
         assert np.abs(tf_emb - jax_emb).max() <= 1e-4 * scale, (name, np.abs(tf_emb - jax_emb).max(), scale)
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "1"), ("0", "0"), ("1", "1")])
+def test_onednn_is_on_by_default_and_the_user_setting_wins(preset, expected):
+    """``import mirzoo`` sets TF_ENABLE_ONEDNN_OPTS=1 before TensorFlow can be imported, unless it is set."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if preset is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = preset
+    code = "import os, sys, mirzoo; print(os.environ['TF_ENABLE_ONEDNN_OPTS'], 'tensorflow' in sys.modules)"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == [expected, "False"]  # set before TensorFlow is (lazily) imported
