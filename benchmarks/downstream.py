@@ -55,6 +55,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import mirzoo  # noqa: E402,F401  (before Keras: sets TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported)
 
 HERE = Path(__file__).resolve().parent
 

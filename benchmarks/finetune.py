@@ -70,6 +70,7 @@ REPO = HERE.parent
 for _p in (str(REPO), str(HERE)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
+import mirzoo  # noqa: E402,F401  (before Keras: sets TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported)
 
 from downstream import env_name, mfcc_features  # noqa: E402
 

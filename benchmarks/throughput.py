@@ -65,6 +65,7 @@ if str(REPO) not in sys.path:
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+import mirzoo  # noqa: E402,F401  (before Keras: sets TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported)
 
 SR = 16000
 CLIP_SECONDS = 30.0
@@ -190,6 +191,8 @@ def environment(backend: str) -> dict:
         env["tensorflow"] = tf.__version__
     except Exception:
         env["tensorflow"] = None
+    # read by TensorFlow once, at import: 1 = oneDNN kernels (mirzoo's default since session 7)
+    env["tf_enable_onednn_opts"] = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
     try:  # tensorflow vs tensorflow-cpu builds differ in import-time memory (CUDA probing)
         from importlib import metadata
 

@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+import mirzoo  # noqa: F401, E402  (before any test imports Keras: sets TF_ENABLE_ONEDNN_OPTS before TensorFlow)
+
 SR = 16000
 
 #: What ``pytest.importorskip`` says when the import fails (pytest's own wording).
