@@ -280,11 +280,13 @@ def targets_text(targets: dict[str, dict]) -> str:
 
 
 def main(argv=None) -> int:
-    import mirzoo
+    from mirzoo.fileio import atomic_file, write_json_atomic
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="/work/data/heldout6", help="TimGM6mb corpus folder")
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--out", default=str(HERE / "results"),
+                        help="folder of the result files (default benchmarks/results; another folder for a candidate)")
     parser.add_argument("--min-class", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models", nargs="*", default=None, help="zoo models (default: all)")
@@ -373,8 +375,8 @@ def main(argv=None) -> int:
         row["mean"] = float(np.mean([row[t] for t in results]))
         summary.append(row)
 
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     env = env_name()
     pretrained = {n: mirzoo.model_info(n)["pretrained"] for n in methods if n != "mfcc" and n not in oracles}
     targets = transfer_targets(summary, pretrained)
@@ -387,7 +389,7 @@ def main(argv=None) -> int:
         "pretrained": pretrained, "oracles": oracles, "summary": summary, "results": results,
         "targets": targets, "extract_seconds": timings,
     }
-    (out / f"downstream-{env}.json").write_text(json.dumps(payload, indent=2))
+    write_json_atomic(out / f"downstream-{env}.json", payload)
     lines = ["| method | weights | " + " | ".join(f"{t} (balanced)" for t in results)
              + " | mean balanced | mean accuracy | layers chosen (outer folds, all tasks) |",
              "|---" * (5 + len(results)) + "|"]
@@ -402,12 +404,14 @@ def main(argv=None) -> int:
                      f"{100 * row['mean']:.1f} | {layers} |")
     table = "\n".join(lines)
     task_text = "; ".join(f"{t}: {len(v)} clips, {len(set(v.values()))} classes" for t, v in tasks.items())
-    (out / f"downstream-{env}.md").write_text(
+    text = (
         f"Linear-probe balanced accuracy (%) on {data.name}: {len(paths)} TimGM6mb renders of test-split "
         f"pieces, {len(set(pieces))} split_key groups ({task_text}).\n{args.folds}-fold stratified CV grouped by "
         f"split_key; in each outer fold the layer and C (from {args.Cs}) are chosen by an inner grouped 3-fold CV "
         f"on its training part; *mean accuracy* is plain accuracy beside the balanced headline.\n\n"
         f"{table}\n\n{targets_text(targets)}\n")
+    with atomic_file(out / f"downstream-{env}.md") as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
     print(table)
     print(targets_text(targets))
     if args.record:

@@ -53,7 +53,6 @@ from __future__ import annotations
 import argparse
 import csv
 import gc
-import json
 import os
 import shutil
 import sys
@@ -321,7 +320,6 @@ def main(argv=None) -> int:
 
     import keras
 
-    import mirzoo
     from mirzoo.fileio import atomic_file, write_json_atomic
 
     data = Path(args.real or args.data)

@@ -210,7 +210,7 @@ def _nested_probe(feats, y, groups, folds, seed, Cs, repeats) -> dict:
 
 
 def main(argv=None) -> int:
-    import mirzoo  # deferred: --help answers without importing Keras
+    import mirzoo  # mirzoo itself imports no Keras: --help stays fast
     from mirzoo.fileio import atomic_file, write_json_atomic
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
