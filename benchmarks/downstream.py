@@ -73,8 +73,7 @@ def load_tasks(data: Path, min_class: int) -> tuple[list[str], list[str], dict[s
     with open(data / "metadata.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     paths = [str(data / r["path"]) for r in rows]
-    # CV groups: what the corpus splits by (corpus v2 has no split_key column: its pieces)
-    pieces = [r.get("split_key") or r.get("piece_id") for r in rows]
+    pieces = [r.get("split_key") for r in rows]  # CV groups: what the corpus splits by
     missing = [r["path"] for r, key in zip(rows, pieces) if not key]
     if missing:
         raise ValueError(

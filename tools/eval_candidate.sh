@@ -6,8 +6,8 @@
 #   tools/eval_candidate.sh TAG "RUN_DIR:NAME [RUN_DIR:NAME ...]" [real_audio] [downstream] [finetune] [musicality]
 #
 # DATA (default /work/data) holds the real build (DATA/real), the teacher cache (DATA/teacher) and the
-# candidates (DATA/cand/TAG: manifest.json, weights/, results/); HELDOUT (default DATA/heldout-v2) the
-# TimGM6mb render for downstream.  Default benchmark: real_audio.
+# candidates (DATA/cand/TAG: manifest.json, weights/, results/); HELDOUT (default DATA/heldout6) the
+# TimGM6mb render for downstream (it must have split_key).  Default benchmark: real_audio.
 set -euo pipefail
 TAG=$1; PAIRS=$2; shift 2
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,7 +28,7 @@ for b in "${@:-real_audio}"; do
   case $b in
     real_audio) python3 benchmarks/real_audio.py --data "$DATA/real" --teacher-cache "$DATA/teacher" \
                   --models cnn-tagging random-cnn $NAMES --repeats 3 --out "$C/results" ;;
-    downstream) python3 benchmarks/downstream.py --data "${HELDOUT:-$DATA/heldout-v2}" --models cnn-tagging random-cnn $NAMES --no-oracles --out "$C/results" ;;
+    downstream) python3 benchmarks/downstream.py --data "${HELDOUT:-$DATA/heldout6}" --models cnn-tagging random-cnn $NAMES --no-oracles --out "$C/results" ;;
     finetune) python3 benchmarks/finetune.py --real "$DATA/real" --models cnn-tagging random-cnn $NAMES \
                 --seeds 0 1 2 --out "$C/results" ;;
     musicality) python3 benchmarks/musicality.py --probe-models cnn-tagging $NAMES --out "$C/musicality" ;;
