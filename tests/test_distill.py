@@ -402,6 +402,7 @@ def test_contrastive_run_without_a_teacher_trains_ships_and_loads(distill_data, 
     assert "NT-Xent" in entry["training"]["notes"] and "teacher" not in entry["training"]["licences"]
     assert not any("musicnn" in r for r in entry["references"]) and any("SimCLR" in r for r in entry["references"])
     assert entry["training"]["objectives"] == {"corpus": 1.0, "contrastive": 1.0}
+    assert "teacher" not in entry["metrics"]["how"] and entry["metrics"]["valid_real_package_probe"]["n_clips"] == 4
     monkeypatch.setenv("MIRZOO_MANIFEST", str(manifest))
     monkeypatch.setenv("MIRZOO_WEIGHTS_DIR", str(weights))
     m = mirzoo.load("cnn-tagging-ssl")

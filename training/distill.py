@@ -894,12 +894,13 @@ def ship(args) -> dict:
         "valid_real_package_probe": best.get("real_probe", {}),
         "distill_valid_corpus": best.get("corpus_valid", {}),
         "before_distillation_valid_corpus": first.get("corpus_valid", {}),
-        "how": (f"best epoch on the validation splits; real: {state['teacher_model']} tags of the teacher on the "
-                "aligned 3-s patches of the real valid clips against the student's head (auc_soft: soft-label "
-                "ROC-AUC; auc_hard: teacher thresholded at 0.5; bce/kl: distillation loss); corpus: clip-mean tag "
-                "ROC-AUC on the corpus valid clips; package probe: leave-one-track-group-out 1-NN balanced accuracy "
-                "of the package on the real valid clips' mean embeddings. Benchmarks of the earlier weights no "
-                "longer apply: rerun them with --record."),
+        "how": ("best epoch on the validation splits; "
+                + (f"real: {state['teacher_model']} tags of the teacher on the aligned 3-s patches of the real valid "
+                   "clips against the student's head (auc_soft: soft-label ROC-AUC; auc_hard: teacher thresholded at "
+                   "0.5; bce/kl: distillation loss); " if head is not None else "")
+                + "corpus: clip-mean tag ROC-AUC on the corpus valid clips; package probe: leave-one-track-group-out "
+                "1-NN balanced accuracy of the package on the real valid clips' mean embeddings. Benchmarks of the "
+                "earlier weights no longer apply: rerun them with --record."),
     }
     refs = list(e.get("references") or [])
     cites = []
