@@ -159,9 +159,10 @@ class RealData:
     tags ``[P, n_tags]`` and penultimate features ``[P, D]`` (all patches of all clips stacked).
 
     Without a teacher (``teacher_cache=None``) every clip of the split is read, cut on the same
-    patch grid, and ``tags``/``feats`` have no columns.  ``group_of_patch`` numbers each patch's
-    track group (the ``group`` column of ``training.real``: the unit of the split), for the
-    contrastive objective's positives and negatives and the validation probe.
+    patch grid, and ``tags``/``feats`` have no columns.  ``group_of_clip`` / ``group_of_patch`` number
+    each clip's / patch's track group (the ``group`` column of ``training.real``: the unit of the
+    split; ``package_of_group`` its package), for the contrastive objective's positives and negatives
+    and the validation probe.
     """
 
     def __init__(self, real: Path, split: str, teacher_cache: Optional[Path], cache_dir: Path, sr: int,
@@ -172,11 +173,14 @@ class RealData:
         self.split = split
         groups = sorted({(r["package"], r["group"]) for r in self.rows})
         self.groups = [f"{p}/{g}" for p, g in groups]
+        self.package_of_group = [p for p, _ in groups]
         group_id = {k: i for i, k in enumerate(groups)}
+        self.group_of_clip = np.asarray([group_id[(r["package"], r["group"])] for r in self.rows], np.int64)
         if not self.rows:
             self.audio, self.offsets = np.zeros(0, np.int16), np.zeros(1, np.int64)
             self.tags = self.feats = np.zeros((0, 0), np.float32)
             self.clip_of_patch = self.start_of_patch = self.group_of_patch = np.zeros(0, np.int64)
+            self._patches_by_group = (np.zeros(0, np.int64), np.zeros(1, np.int64))
             return
         self.audio, self.offsets = audio_cache(real, self.rows, cache_dir, f"real-{split}", sr)
         tags, feats, clip_of, start_of = [], [], [], []
@@ -198,19 +202,16 @@ class RealData:
         self.feats = np.concatenate(feats).astype(np.float32) if feats else np.zeros((len(clip_of), 0), np.float32)
         self.clip_of_patch = np.asarray(clip_of, np.int64)
         self.start_of_patch = np.asarray(start_of, np.int64)
-        clip_group = np.asarray([group_id[(r["package"], r["group"])] for r in self.rows], np.int64)
-        self.group_of_patch = clip_group[self.clip_of_patch]
-        self.package_of_group = [p for p, _ in groups]
+        self.group_of_patch = self.group_of_clip[self.clip_of_patch]
+        # the patches of group g are order[bounds[g]:bounds[g + 1]]
+        order = np.argsort(self.group_of_patch, kind="stable")
+        self._patches_by_group = (order, np.searchsorted(self.group_of_patch[order], np.arange(len(groups) + 1)))
 
     def positives(self, anchors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """For each anchor patch, another patch of the same track group drawn by ``rng`` (another
         segment of the same music: the contrastive objective's positive); the anchor itself only
         where its group has a single patch."""
-        if not hasattr(self, "_by_group"):
-            order = np.argsort(self.group_of_patch, kind="stable")
-            bounds = np.searchsorted(self.group_of_patch[order], np.arange(len(self.groups) + 1))
-            self._by_group = (order, bounds)
-        order, bounds = self._by_group
+        order, bounds = self._patches_by_group
         out = np.empty_like(anchors)
         for i, a in enumerate(anchors):
             g = self.group_of_patch[a]
@@ -518,6 +519,11 @@ def save_weights(model, path: Path) -> None:
 # -- training --------------------------------------------------------------------------------------
 
 
+def real_rows_per_batch(cfg: dict) -> int:
+    """How many rows of a batch are real clips: ``batch_size x real_fraction``, rounded, at least 1."""
+    return max(1, int(round(int(cfg.get("batch_size", 32)) * float(cfg.get("real_fraction", 0.5)))))
+
+
 def load_config(path: os.PathLike) -> dict:
     cfg = json.loads(Path(path).read_text(encoding="utf-8"))
     unknown = set(cfg) - CONFIG_KEYS
@@ -547,7 +553,7 @@ def load_config(path: os.PathLike) -> dict:
             raise DistillError(f"config {path}: head=null (no teacher) and contrastive weight 0 leave nothing to "
                                "learn from the real clips")
     if weights["contrastive"]:
-        n_real = int(round(int(cfg.get("batch_size", 32)) * float(frac)))
+        n_real = real_rows_per_batch(cfg)
         if n_real < 4 or n_real % 2:
             raise DistillError(f"config {path}: the contrastive objective pairs the real rows of a batch: "
                                f"batch_size x real_fraction = {n_real} must be even and at least 4")
@@ -594,8 +600,7 @@ def evaluate(full, head: Optional[str], real_valid: RealData, labels: list[str],
             sums = [np.bincount(real_valid.clip_of_patch, a[:, j], n_clips) for j in range(a.shape[1])]
             return np.stack(sums, axis=1) / np.maximum(count, 1)
 
-        clip_group = np.zeros(n_clips, np.int64)
-        clip_group[real_valid.clip_of_patch] = real_valid.group_of_patch
+        clip_group = real_valid.group_of_clip
         package_ids = {p: i for i, p in enumerate(sorted(set(real_valid.package_of_group)))}
         clip_package = np.asarray([package_ids[real_valid.package_of_group[g]] for g in clip_group])
         seen = count[:, 0] > 0
@@ -718,7 +723,7 @@ def train(args) -> dict:
                  "history": [{"epoch": -1, **before}], "feature_mean": f_mean.tolist(), "feature_std": f_std.tolist()}
 
     batch = int(cfg.get("batch_size", 32))
-    n_real = max(1, int(round(batch * float(cfg.get("real_fraction", 0.5)))))
+    n_real = real_rows_per_batch(cfg)
     n_corpus = batch - n_real
     aug = cfg.get("augment", {})
     steps = int(cfg.get("steps_per_epoch", 100))

@@ -54,6 +54,7 @@ import keras
 import numpy as np
 
 from mirzoo.errors import ParameterError
+from mirzoo.nn.fold import single_input
 
 __all__ = ["MatmulConv2D", "convs_as_matmul", "matmul_plan", "BAND_MAX_OVERHEAD", "banded_matrix"]
 
@@ -223,13 +224,6 @@ def matmul_plan(conv, input_shape) -> Optional[dict]:
     return {"form": "banded", "axis": axis, "axis_length": int(n)}
 
 
-def _single_input_shape(layer):
-    nodes = getattr(layer, "_inbound_nodes", [])
-    if len(nodes) != 1 or len(nodes[0].input_tensors) != 1:
-        return None  # a shared layer (or one with several inputs) is kept
-    return tuple(nodes[0].input_tensors[0].shape)
-
-
 def convs_as_matmul(model: keras.Model) -> keras.Model:
     """An inference copy of ``model`` with each convolution :func:`matmul_plan` accepts as a
     :class:`MatmulConv2D` built from its kernel and bias; ``model`` itself if there is none.
@@ -239,8 +233,8 @@ def convs_as_matmul(model: keras.Model) -> keras.Model:
     """
     plans = {}
     for layer in model.layers:
-        shape = _single_input_shape(layer)
-        plan = None if shape is None else matmul_plan(layer, shape)
+        tensor = single_input(layer)  # a shared layer (or one with several inputs) is kept
+        plan = None if tensor is None else matmul_plan(layer, tuple(tensor.shape))
         if plan is not None:
             plans[layer.name] = plan
     if not plans:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-__all__ = ["fold_batch_norm", "foldable_pairs", "FoldedBatchNorm"]
+__all__ = ["fold_batch_norm", "foldable_pairs", "single_input", "FoldedBatchNorm"]
 
 _CONVS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 
@@ -33,15 +33,19 @@ class FoldedBatchNorm(keras.layers.Layer):
         return input_shape
 
 
+def single_input(layer):
+    """The one input tensor of a layer called once on one input, or ``None`` (a shared layer, or one
+    with several inputs, which an inference rewrite leaves as it is)."""
+    nodes = getattr(layer, "_inbound_nodes", [])
+    if len(nodes) != 1 or len(nodes[0].input_tensors) != 1:
+        return None
+    return nodes[0].input_tensors[0]
+
+
 def _producer(layer):
     """The single layer whose output is ``layer``'s single input, or ``None``."""
-    nodes = getattr(layer, "_inbound_nodes", [])
-    if len(nodes) != 1:
-        return None
-    tensors = nodes[0].input_tensors
-    if len(tensors) != 1:
-        return None
-    history = getattr(tensors[0], "_keras_history", None)
+    tensor = single_input(layer)
+    history = None if tensor is None else getattr(tensor, "_keras_history", None)
     return None if history is None else history[0]
 
 
