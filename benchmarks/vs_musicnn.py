@@ -50,6 +50,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from benchmarks.throughput import CACHE_DIR, SR, environment, synth, write_run  # noqa: E402
 
 CLIP_SECONDS = 30.0
+# musicnn's TF_ENABLE_ONEDNN_OPTS per run: unset (TensorFlow 2.7's default) and on
+MUSICNN_CONFIGS = {"as-installed": None, "onednn-on": "1"}
 DEFAULT_VENV = Path.home() / ".cache" / "mirzoo-peers" / "musicnn"
 DEFAULT_SETUP = Path("/work/shared/peers/setup-musicnn.sh")
 _MARK = "MUSICNN_RESULT "
@@ -128,8 +130,12 @@ def musicnn_python(setup: bool) -> tuple[Path | None, str]:
     return python, f"musicnn venv {venv}"
 
 
-def run_musicnn(python: Path, path: Path, repeats: int, settings: list) -> dict:
+def run_musicnn(python: Path, path: Path, repeats: int, settings: list, onednn: str | None) -> dict:
+    """musicnn's rows; ``onednn`` is its TF_ENABLE_ONEDNN_OPTS (None: unset, TensorFlow's own default)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    env.pop("TF_ENABLE_ONEDNN_OPTS", None)
+    if onednn is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = onednn
     proc = subprocess.run([str(python), "-c", _MUSICNN_CHILD, str(path), str(repeats), json.dumps(settings)],
                           capture_output=True, text=True, env=env, timeout=1800)
     for line in proc.stdout.splitlines():
@@ -173,54 +179,68 @@ def main(argv=None) -> int:
     hops = [3.0, None]  # no overlap; mirzoo's default (1.5 s)
     settings = [[False, "default"], [False, "all"], [1.5, "default"], [1.5, "all"]]
 
-    # back to back, mirzoo on both sides of musicnn so that both see the same load
+    # back to back, mirzoo on both sides of musicnn so that both see the same load.  musicnn runs
+    # twice: as installed (TensorFlow 2.7's own oneDNN default, off on this kind of CPU) and with
+    # oneDNN on, as mirzoo runs its own TensorFlow; the ratio against each is reported.
     first = time_mirzoo(models, path, args.repeats, hops)
-    musicnn = run_musicnn(python, path, args.repeats, settings) if python else {"error": note}
+    musicnn = {}
+    for config, onednn in MUSICNN_CONFIGS.items():
+        musicnn[config] = run_musicnn(python, path, args.repeats, settings, onednn) if python else {"error": note}
     second = time_mirzoo(models, path, args.repeats, hops)
     load_end = os.getloadavg()
 
     rows = []
     ref = {}
-    if "error" not in musicnn:
-        for r in musicnn["rows"]:
+    for config, result in musicnn.items():
+        if "error" in result:
+            print(f"musicnn ({config}): {result['error']}", flush=True)
+            continue
+        for r in result["rows"]:
             speed = CLIP_SECONDS / r["median_s"]
-            batch = musicnn["batch_size_default"] if r["batch"] == "default" else r["patches"]
-            ref[(bool(r["input_overlap"]), r["batch"])] = speed
-            rows.append({"system": "musicnn MTT_musicnn", "overlap": "1.5 s hop" if r["input_overlap"] else "none",
+            batch = result["batch_size_default"] if r["batch"] == "default" else r["patches"]
+            ref[(config, bool(r["input_overlap"]), r["batch"])] = speed
+            rows.append({"system": "musicnn MTT_musicnn", "config": config,
+                         "overlap": "1.5 s hop" if r["input_overlap"] else "none",
                          "batch": batch, "patches": r["patches"], "audio_per_s": round(speed, 2),
                          "times_s": r["times_s"]})
-    else:
-        print(musicnn["error"], flush=True)
     for (name, hop), times in first.items():
         times = times + second[(name, hop)]
         speed = CLIP_SECONDS / statistics.median(times)
         overlapped = hop is None
         m = models[name]
-        row = {"system": f"mirzoo {name}", "overlap": "1.5 s hop" if overlapped else "none", "batch": 16,
+        row = {"system": f"mirzoo {name}", "config": f"onednn={env.get('tf_enable_onednn_opts')}",
+               "overlap": "1.5 s hop" if overlapped else "none", "batch": 16,
                "patches": m.plan_for(hop).count(int(CLIP_SECONDS * SR)), "audio_per_s": round(speed, 2),
                "times_s": [round(t, 4) for t in times]}
-        for batching in ("default", "all"):
-            if (overlapped, batching) in ref:
-                row[f"x_musicnn_{'b1' if batching == 'default' else 'ball'}"] = round(speed / ref[(overlapped, batching)], 2)
+        for config in MUSICNN_CONFIGS:
+            for batching in ("default", "all"):
+                key = (config, overlapped, batching)
+                if key in ref:
+                    row[f"x_musicnn_{config}_{'b1' if batching == 'default' else 'ball'}"] = round(speed / ref[key], 2)
         rows.append(row)
 
+    configs = list(MUSICNN_CONFIGS)
     print(f"\n== {CLIP_SECONDS:.0f} s clip, from the file; audio seconds per wall second (median of "
-          f"{args.repeats}, twice for mirzoo: before and after musicnn)")
-    print(f"{'system':28s} {'overlap':10s} {'batch':>5s} {'patches':>7s} {'x-rt':>8s} {'vs musicnn b1':>13s} {'vs musicnn all':>14s}")
+          f"{args.repeats}, twice for mirzoo: before and after musicnn); 'vs' columns: musicnn at its "
+          f"own batching, {' / '.join(configs)}")
+    print(f"{'system':22s} {'config':14s} {'overlap':10s} {'batch':>5s} {'patches':>7s} {'x-rt':>8s} "
+          + " ".join(f"{'vs ' + c:>16s}" for c in configs))
     for r in rows:
-        b1, ball = r.get("x_musicnn_b1"), r.get("x_musicnn_ball")
-        print(f"{r['system']:28s} {r['overlap']:10s} {r['batch']:>5} {r['patches']:>7} {r['audio_per_s']:8.1f} "
-              f"{'-' if b1 is None else f'{b1:.1f}x':>13s} {'-' if ball is None else f'{ball:.1f}x':>14s}")
+        ratios = [r.get(f"x_musicnn_{c}_b1") for c in configs]
+        print(f"{r['system']:22s} {str(r['config']):14s} {r['overlap']:10s} {r['batch']:>5} {r['patches']:>7} "
+              f"{r['audio_per_s']:8.1f} " + " ".join(f"{'-' if x is None else f'{x:.1f}x':>16s}" for x in ratios))
     print(f"load average {load_start[0]:.2f} -> {load_end[0]:.2f} on {env['cores']} cores")
     ct = next((r for r in rows if r["system"] == "mirzoo cnn-tagging" and r["overlap"] == "none"), None)
-    if ct and "x_musicnn_b1" in ct:
-        verdict = "meets" if ct["x_musicnn_b1"] >= 50 else "is BELOW"
-        print(f"cnn-tagging, no overlap: {ct['x_musicnn_b1']:.1f}x musicnn (its batching) {verdict} the 50x target; "
-              f"{ct['x_musicnn_ball']:.1f}x musicnn with every patch in one run")
+    for config in configs:
+        x = ct.get(f"x_musicnn_{config}_b1") if ct else None
+        if x is not None:
+            verdict = "meets" if x >= 50 else "is BELOW"
+            print(f"cnn-tagging, no overlap: {x:.1f}x musicnn {config} (its batching) {verdict} the 50x target; "
+                  f"{ct[f'x_musicnn_{config}_ball']:.1f}x with every musicnn patch in one run")
 
     out = write_run(args.out_dir, "vs_musicnn", env, load_start, load_end, {
         "clip": {"seconds": CLIP_SECONDS, "sample_rate": SR, "file": path.name, "signal": "benchmarks.throughput.synth(seed=0)"},
-        "musicnn": {k: v for k, v in musicnn.items() if k != "rows"},
+        "musicnn": {c: {k: v for k, v in r.items() if k != "rows"} for c, r in musicnn.items()},
         "rows": rows,
     })
     print(f"wrote {out}")

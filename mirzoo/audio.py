@@ -17,16 +17,16 @@ import os
 import stat
 import warnings
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 import soundfile as sf
 import soxr
 
-from mirzoo.errors import AudioError, AudioFileError, ParameterError
+from mirzoo.errors import AudioError, AudioFileError, MirzooError, ParameterError
 
 __all__ = [
-    "load_audio", "prepare_audio", "validate_audio", "check_sr", "check_audio_path", "stream_file",
+    "load_audio", "decode_or_reason", "prepare_audio", "validate_audio", "check_sr", "check_audio_path", "stream_file",
     "AUDIO_EXTENSIONS", "MIN_SAMPLE_RATE", "MAX_SAMPLE_RATE", "MAX_AMPLITUDE",
 ]
 
@@ -236,6 +236,20 @@ def load_audio(path: AudioPath, target_sr: int) -> np.ndarray:
                 f"{type(fallback_error).__name__}: {why})"
             ) from fallback_error
     return validate_audio(y, name=f"audio file '{p}'")
+
+
+def decode_or_reason(path: str, sr: int) -> tuple[Optional[np.ndarray], Optional[str]]:
+    """:func:`load_audio` that never raises for a bad file: ``(waveform, None)`` or ``(None, reason)``.
+
+    This is what the folder engine's decoder processes run (:mod:`mirzoo.batch`); it lives here,
+    in a module that does not import Keras, so that a worker process unpickling it stays light.
+    """
+    try:
+        return load_audio(path, sr), None
+    except MirzooError as exc:
+        return None, str(exc)
+    except Exception as exc:  # a decoder bug must not stop the whole run
+        return None, f"{type(exc).__name__}: {exc}"
 
 
 def check_audio_path(path: AudioPath) -> Path:

@@ -12,8 +12,11 @@ How it works
   optionally a list file with one path (or folder) per line.  Duplicates are dropped.
 * **Decoding** runs in worker processes (``spawn`` start method, so it is safe with
   TensorFlow/JAX loaded in the main process) that call
-  :func:`mirzoo.audio.load_audio`, a few files ahead of the model; the model runs in
-  the main process.  A decoder process that dies (a crashing codec) is replaced, and the
+  :func:`mirzoo.audio.decode_or_reason`, a few files ahead of the model; the model runs in
+  the main process.  A worker imports only the audio module (no Keras, no backend), so it
+  starts in a fraction of a second; a script that imports Keras at its top level makes each
+  spawned worker import it too (Python re-runs the main module's top level in spawned
+  processes), so import mirzoo's heavy parts inside ``if __name__ == "__main__":``.  A decoder process that dies (a crashing codec) is replaced, and the
   file that killed it is found by retrying the files in flight one at a time.
 * **Batching across files**: clip models' patches are streamed into full batches
   whatever file they come from, so only the very last batch is padded; frame models'
@@ -61,7 +64,7 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 import numpy as np
 
 from mirzoo._checks import valid_int, valid_pool
-from mirzoo.audio import AUDIO_EXTENSIONS, load_audio
+from mirzoo.audio import AUDIO_EXTENSIONS, decode_or_reason
 from mirzoo.embeddings import POOLS, Embeddings
 from mirzoo.errors import MirzooError, ParameterError
 from mirzoo.fileio import atomic_file, check_writable, default_mode, output_lock, watch_parent  # noqa: F401  (default_mode re-exported)
@@ -155,17 +158,11 @@ def _key(path: str) -> str:
     return os.path.normcase(os.path.normpath(os.path.abspath(path)))
 
 
-# -- decoding (runs in worker processes: keep it importable without Keras) ---------------------
-
-
-def _decode_file(path: str, sr: int) -> tuple[Optional[np.ndarray], Optional[str]]:
-    """Decode one file; never raises for a bad file: ``(waveform, None)`` or ``(None, reason)``."""
-    try:
-        return load_audio(path, sr), None
-    except MirzooError as exc:
-        return None, str(exc)
-    except Exception as exc:  # a decoder bug must not stop the whole run
-        return None, f"{type(exc).__name__}: {exc}"
+# -- decoding (in worker processes) -----------------------------------------------------------
+# The function a worker runs is pickled by reference, so it lives in mirzoo.audio: a worker that
+# unpickled mirzoo.batch._something would import this module, hence Keras and its backend (~6 s
+# and ~0.8 GB per process), which made the folder path slower with workers than without.
+_decode_file = decode_or_reason
 
 
 class _Decoder:

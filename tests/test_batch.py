@@ -143,6 +143,26 @@ def test_decoder_process_crash_is_isolated(extractor, clips, tmp_path):
     assert report.written == 5 and report.exit_code == 1
 
 
+def test_decoder_worker_imports_no_deep_learning_framework(clips):
+    """A decoder process unpickles the decode function and runs it: that must not import Keras or
+    its backend (which cost ~6 s and ~0.8 GB per worker and made workers slower than none)."""
+    import pickle
+    import subprocess
+    import sys
+
+    code = (
+        "import pickle, sys\n"
+        "decode = pickle.loads(bytes.fromhex(sys.argv[1]))\n"
+        "y, reason = decode(sys.argv[2], 16000)\n"
+        "assert reason is None and y.dtype.name == 'float32' and y.size > 0, reason\n"
+        "print(','.join(m for m in ('keras', 'tensorflow', 'jax', 'torch', 'librosa') if m in sys.modules) or 'none')\n"
+    )
+    blob = pickle.dumps(batch._decode_file).hex()
+    out = subprocess.run([sys.executable, "-c", code, blob, str(clips / "b.flac")],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "none", out.stdout + out.stderr
+
+
 def test_resume_skips_done_files_and_merges(extractor, clips, tmp_path):
     out = tmp_path / "emb.npz"
     first = extract_files(extractor, [clips / "a.wav", clips / "b.flac"], out, workers=0)
