@@ -449,9 +449,10 @@ def bench_model(name: str, clips: list[np.ndarray], repeats: int, hop=None, batc
     one = clips[0]
     # warm-up: trace/compile every batch shape used below; record the shapes for the FLOP count
     t0 = time.perf_counter()
-    with ShapeRecorder(m.inference_model) as rec1:
+    network = m.network_for(m.resolve_layers(None)[1])  # what extract() runs for the default layer
+    with ShapeRecorder(network) as rec1:
         m.extract(one, sr=SR, batch_size=1, hop=hop)
-    with ShapeRecorder(m.inference_model) as rec16:
+    with ShapeRecorder(network) as rec16:
         m.extract(clips, sr=SR, batch_size=batch, hop=hop)
     warmup_s = time.perf_counter() - t0
     flops16, windows16 = call_flops(m, rec16.shapes)

@@ -181,8 +181,34 @@ def test_split_batch_computes_no_padding_and_few_shapes():
 def test_ten_patches_run_as_eight_and_two(monkeypatch):
     m = mirzoo.load(CLIP)
     shapes = []
-    model = m.inference_model
+    model = m.network_for(m.resolve_layers(None)[1])  # the network extract() runs for the default layer
     original = model.predict_on_batch
     monkeypatch.setattr(model, "predict_on_batch", lambda x: shapes.append(x.shape[0]) or original(x))
     m.extract(tone_mix(30.0, seed=8), sr=SR, hop=3.0)
     assert shapes == [8, 2]
+
+
+def test_only_the_requested_outputs_are_computed_and_they_equal_the_full_network():
+    m = mirzoo.load("tcn-music")
+    full = m.inference_model
+    emb = m.network_for(["embedding"])
+    assert list(emb.output) == ["embedding"]
+    assert m.network_for(["embedding"]) is emb  # cached per key set
+    pair = m.network_for(["tcn2", "key"])
+    assert list(pair.output) == ["tcn2", "key"]
+    # the 1152-wide conv1 and every head are outside the embedding network
+    heads_in_full = {l.name for l in full.layers} & set(m.heads)
+    assert "conv1" in full.output and len(heads_in_full) >= 3
+    assert not heads_in_full & {l.name for l in emb.layers}
+    x = np.stack([tone_mix(5.0, seed=s) for s in range(2)])
+    want = full.predict_on_batch(x)
+    for net in (emb, pair):
+        got = net.predict_on_batch(x)
+        for k in got:
+            np.testing.assert_array_equal(np.asarray(got[k]), np.asarray(want[k]))
+    e = m.extract(tone_mix(5.0, seed=0), sr=SR, layer="all")
+    assert e.embeddings.shape[1] == sum(m.layers[k] for k in m.all_layers)
+    with pytest.raises(mirzoo.UnknownLayerError, match="no output 'nope'"):
+        m.network_for(["nope"])
+    m.refresh()
+    assert m.network_for(["embedding"]) is not emb

@@ -35,9 +35,16 @@ from mirzoo.nn.banded import convs_as_matmul
 from mirzoo.nn.fold import fold_batch_norm
 from mirzoo.spec import ModelSpec
 
-__all__ = ["Runner", "AudioInput", "bucket", "split_batch", "progress_bar", "as_list"]
+__all__ = ["Runner", "AudioInput", "bucket", "split_batch", "progress_bar", "as_list", "MAX_PASS_SAMPLES"]
 
 AudioInput = Union[str, os.PathLike, np.ndarray]
+
+
+#: Most input samples one forward pass of a frame model takes (2^21: 131 s at 16 kHz).  A frame
+#: model's windows are long (``tcn-music``: 71 s with its context), and a pass holds every
+#: intermediate activation of all its windows: 16 of them took 2.3 GB above the runtime.  Passes
+#: of fewer windows change no output (every computation is per window).
+MAX_PASS_SAMPLES = 1 << 21
 
 
 def bucket(n: int, limit: int) -> int:
@@ -107,6 +114,7 @@ class Runner:
         self.spec = ModelSpec.from_entry(self.name, entry)
         self.source = source
         self._inference_model: Optional[keras.Model] = None
+        self._networks: dict[tuple[str, ...], tuple[keras.Model, keras.Model]] = {}  # keys -> (full, cut)
         spec = self.spec
         self.sample_rate = spec.sample_rate
         self.output_kind = spec.output
@@ -229,14 +237,37 @@ class Runner:
             self._inference_model = model
         return self._inference_model
 
+    def network_for(self, keys: Sequence[str]) -> keras.Model:
+        """:attr:`inference_model` cut down to the outputs ``keys`` (cached per key set).
+
+        The full network returns every named layer; asking only for the layers wanted means the
+        others are neither kept to the end of the pass nor copied out (a 60-s chunk of
+        ``tcn-music`` at batch 16 holds ~0.3 GB in its 1152-wide ``conv1`` output alone), and the
+        heads nobody asked for are not computed.  The layers are the same objects, so the
+        outputs are the full network's.
+        """
+        key = tuple(keys)
+        full = self.inference_model
+        cached = self._networks.get(key)
+        if cached is not None and cached[0] is full:
+            return cached[1]
+        outputs = full.output
+        missing = [k for k in key if k not in outputs]
+        if missing:
+            raise UnknownLayerError(f"model {self.name!r} has no output {missing[0]!r}")
+        net = keras.Model(full.inputs, {k: outputs[k] for k in key}, name=f"{full.name}_outputs")
+        self._networks[key] = (full, net)
+        return net
+
     def refresh(self) -> None:
         """Rebuild :attr:`inference_model` from :attr:`model`'s current weights on the next run."""
         self._inference_model = None
+        self._networks = {}
 
     def run_batch(self, windows: Sequence[np.ndarray], keys: list[str], batch_size: int) -> list[dict[str, np.ndarray]]:
         """Run the model on equal-length windows (passes from :func:`split_batch`); one dict per window."""
         x = np.stack(windows).astype(np.float32, copy=False)
-        model = self.inference_model
+        model = self.network_for(keys)
         pieces: dict[str, list] = {k: [] for k in keys}
         for lo, size in split_batch(len(windows), batch_size):
             out = model.predict_on_batch(x[lo : lo + size])
@@ -321,11 +352,12 @@ class Runner:
         for job in jobs:
             by_length.setdefault(job[1].right - job[1].left, []).append(job)
         bar = progress_bar(len(jobs), progress, f"{self.name} chunks")
-        for _, group in sorted(by_length.items()):
-            for lo in range(0, len(group), batch_size):
-                part = group[lo : lo + batch_size]
+        for length, group in sorted(by_length.items()):
+            per_pass = min(batch_size, max(1, MAX_PASS_SAMPLES // max(length, 1)))
+            for lo in range(0, len(group), per_pass):
+                part = group[lo : lo + per_pass]
                 windows = [plan.window(signals[idx], chunk) for idx, chunk in part]
-                for (idx, chunk), out in zip(part, self.run_batch(windows, keys, batch_size)):
+                for (idx, chunk), out in zip(part, self.run_batch(windows, keys, per_pass)):
                     first = plan.first_frame(chunk)
                     for k in keys:
                         if k not in results[idx]:
