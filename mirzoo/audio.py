@@ -17,7 +17,7 @@ import os
 import stat
 import warnings
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 
 import numpy as np
 import soundfile as sf
@@ -26,7 +26,7 @@ import soxr
 from mirzoo.errors import AudioError, AudioFileError, MirzooError, ParameterError
 
 __all__ = [
-    "load_audio", "decode_or_reason", "prepare_audio", "validate_audio", "check_sr", "check_audio_path", "stream_file",
+    "load_audio", "decode_or_reason", "FileStream", "prepare_audio", "validate_audio", "check_sr", "check_audio_path", "stream_file",
     "AUDIO_EXTENSIONS", "MIN_SAMPLE_RATE", "MAX_SAMPLE_RATE", "MAX_AMPLITUDE",
 ]
 
@@ -167,11 +167,25 @@ def prepare_audio(y, sr, target_sr: int, *, name: str = "audio") -> np.ndarray:
     return validate_audio(_resample(y, sr, target_sr), name=name)
 
 
+def _decoded_blocks(f: sf.SoundFile, sr_in: int, target_sr: int) -> Iterator[np.ndarray]:
+    """Mono float32 blocks of an open file at ``target_sr`` (streaming resampler; none empty)."""
+    resampler = None if sr_in == target_sr else soxr.ResampleStream(sr_in, target_sr, 1, dtype="float32", quality="HQ")
+    while True:
+        block = f.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
+        last = block.shape[0] < _BLOCK_FRAMES
+        mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
+        if resampler is not None:
+            mono = resampler.resample_chunk(np.ascontiguousarray(mono), last=last)
+        if mono.size:
+            yield mono
+        if last:
+            return
+
+
 def stream_file(path: str, target_sr: int) -> np.ndarray:
     """Decode ``path`` with libsndfile block by block into mono float32 at ``target_sr``."""
     with sf.SoundFile(path) as f:
         sr_in = check_sr(int(f.samplerate), name=f"sample rate of '{path}'")
-        resampler = None if sr_in == target_sr else soxr.ResampleStream(sr_in, target_sr, 1, dtype="float32", quality="HQ")
         # preallocate the mono output (a little slack for the resampler) instead of keeping a list of
         # blocks and their concatenation: the peak is one copy of the signal, not two
         expected = int(np.ceil(max(f.frames, 0) * target_sr / sr_in)) + 64 if f.frames > 0 else _BLOCK_FRAMES
@@ -179,20 +193,52 @@ def stream_file(path: str, target_sr: int) -> np.ndarray:
         expected = min(expected, max(_MAX_PREALLOC, _PREALLOC_PER_BYTE * os.path.getsize(path)))
         out = np.empty(expected, dtype=np.float32)
         filled = 0
-        while True:
-            block = f.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
-            last = block.shape[0] < _BLOCK_FRAMES
-            mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
-            if resampler is not None:
-                mono = resampler.resample_chunk(np.ascontiguousarray(mono), last=last)
-            if mono.size:
-                if filled + mono.size > out.size:  # frame count unknown or underestimated
-                    out = np.resize(out, max(2 * out.size, filled + mono.size))
-                out[filled : filled + mono.size] = mono
-                filled += mono.size
-            if last:
-                break
+        for mono in _decoded_blocks(f, sr_in, target_sr):
+            if filled + mono.size > out.size:  # frame count unknown or underestimated
+                out = np.resize(out, max(2 * out.size, filled + mono.size))
+            out[filled : filled + mono.size] = mono
+            filled += mono.size
     return out[:filled].copy() if filled < out.size // 2 else out[:filled]
+
+
+class FileStream:
+    """A file decoded block by block into checked mono float32 at ``target_sr``, never whole.
+
+    For audio too long to hold decoded: :meth:`mirzoo.inference.runner.Runner.run_inputs` cuts
+    windows from the blocks as they arrive.  The blocks are exactly those :func:`load_audio`
+    concatenates for a file libsndfile reads.  Opening reads only the header
+    (:class:`~mirzoo.errors.AudioFileError` for a missing file; any libsndfile error as is, so
+    the caller can fall back to :func:`load_audio`).
+
+    Attributes
+    ----------
+    expected_samples : int
+        Decoded length the header announces (0 if unknown); the real length may differ by the
+        resampler's rounding, or more for a damaged header.
+    """
+
+    def __init__(self, path: AudioPath, target_sr: int):
+        self.path = check_audio_path(path)
+        self.target_sr = check_sr(target_sr, name="target_sr")
+        with sf.SoundFile(str(self.path)) as f:
+            self.sr_in = check_sr(int(f.samplerate), name=f"sample rate of '{self.path}'")
+            frames = max(int(f.frames), 0)
+        self.expected_samples = int(np.ceil(frames * self.target_sr / self.sr_in))
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        name = f"audio file '{self.path}'"
+        total = 0
+        try:
+            with _quiet_stderr(_is_mpeg(self.path)), sf.SoundFile(str(self.path)) as f:
+                for block in _decoded_blocks(f, self.sr_in, self.target_sr):
+                    yield validate_audio(block, name=f"{name} (the block at {total / self.target_sr:.1f} s)")
+                    total += block.size
+        except MirzooError:
+            raise
+        except Exception as exc:  # a decoding error after the header was read
+            raise AudioFileError(f"cannot decode {name} after {total / self.target_sr:.1f} s: {exc}") from exc
+        if total == 0:
+            raise AudioError(f"{name} is empty (0 samples): expected at least one sample")
 
 
 def load_audio(path: AudioPath, target_sr: int) -> np.ndarray:

@@ -7,8 +7,10 @@ Windowing and batching live in :mod:`mirzoo.inference` (one engine for every pat
 fine-tuning in :mod:`mirzoo.tasks.finetune`.
 
 Long audio is cut into windows, so the network never sees more than one batch of
-windows at a time; what grows with the length is only the decoded mono signal at the
-model's rate (about 230 MB per hour at 16 kHz) and the embeddings themselves:
+windows at a time.  A long file (from about 9 minutes at 16 kHz,
+:data:`mirzoo.inference.runner.STREAM_MIN_SAMPLES`) is never decoded whole: windows are cut
+from its blocks as they are decoded, so what grows with its length is only the embeddings.
+Shorter inputs are decoded whole (about 230 MB per hour at 16 kHz) and batched together:
 
 * **clip models** (``output == "clip"``) see patches of ``patch_seconds`` every
   ``patch_hop_seconds``; each patch gives one embedding, time-stamped at the
@@ -123,10 +125,8 @@ class Extractor(Runner):
         layer_name, keys = self.resolve_layers(layer)
         plan = self.plan_for(hop)  # checked before any audio is read
         items, is_list = as_list(audio)
-        loaded = [self.load_indexed(item, sr, i if is_list else None) for i, item in enumerate(items)]
-        outputs = self.forward([y for y, _ in loaded], keys, batch_size, progress, hop=hop)
         results = []
-        for (y, path), out in zip(loaded, outputs):
+        for out, path, samples in self.run_inputs(items, sr, keys, batch_size, progress, hop=hop, indexed=is_list):
             emb = self.embeddings_of(out, keys)
             result = Embeddings(
                 embeddings=emb,
@@ -134,7 +134,7 @@ class Extractor(Runner):
                 layer=layer_name,
                 model=self.name,
                 source=path,
-                duration=y.shape[0] / self.sample_rate,
+                duration=samples / self.sample_rate,
             )
             results.append(result.pooled(pool) if pool else result)
         return results if is_list else results[0]

@@ -148,13 +148,14 @@ def test_extract_errors():
 def test_long_audio_is_windowed_in_bounded_batches(monkeypatch):
     m = mirzoo.load("cnn-tagging")
     seen = []
-    original = m.inference_model.predict_on_batch  # the network that runs (BN folded)
+    network = m.network_for(m.resolve_layers(None)[1])  # the network that runs (BN folded, default layer)
+    original = network.predict_on_batch
 
     def spy(x):
         seen.append(x.shape)
         return original(x)
 
-    monkeypatch.setattr(m.inference_model, "predict_on_batch", spy)
+    monkeypatch.setattr(network, "predict_on_batch", spy)
     y = tone_mix(60.0, seed=3)
     e = m.extract(y, sr=SR, batch_size=8)
     assert e.embeddings.shape[0] == 1 + int(np.ceil((60.0 - 3.0) / 1.5))

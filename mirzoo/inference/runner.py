@@ -28,14 +28,17 @@ import keras
 import numpy as np
 
 from mirzoo._checks import valid_int, valid_number
-from mirzoo.audio import load_audio, prepare_audio
+from mirzoo.audio import FileStream, load_audio, prepare_audio
 from mirzoo.errors import MirzooError, ParameterError, UnknownLayerError, UnknownModelError
-from mirzoo.inference.windows import ClipPlan, FramePlan, WindowPlan, frame_margin
+from mirzoo.inference.windows import ClipPlan, FrameChunk, FramePlan, WindowPlan, cut, frame_margin
 from mirzoo.nn.banded import convs_as_matmul
 from mirzoo.nn.fold import fold_batch_norm
 from mirzoo.spec import ModelSpec
 
-__all__ = ["Runner", "AudioInput", "bucket", "split_batch", "progress_bar", "as_list", "MAX_PASS_SAMPLES"]
+__all__ = [
+    "Runner", "AudioInput", "bucket", "split_batch", "progress_bar", "as_list", "MAX_PASS_SAMPLES",
+    "STREAM_MIN_SAMPLES",
+]
 
 AudioInput = Union[str, os.PathLike, np.ndarray]
 
@@ -45,6 +48,12 @@ AudioInput = Union[str, os.PathLike, np.ndarray]
 #: intermediate activation of all its windows: 16 of them took 2.3 GB above the runtime.  Passes
 #: of fewer windows change no output (every computation is per window).
 MAX_PASS_SAMPLES = 1 << 21
+
+#: Files whose header announces at least this many samples at the model's rate (2^23: 8.7 min at
+#: 16 kHz, 32 MB decoded) are never decoded whole: windows are cut from the decoded blocks as they
+#: arrive (:meth:`Runner.run_inputs`), so memory does not grow with the file's length, only the
+#: embeddings do.  Shorter files are decoded whole and batched with the other inputs of a call.
+STREAM_MIN_SAMPLES = 1 << 23
 
 
 def bucket(n: int, limit: int) -> int:
@@ -329,6 +338,158 @@ class Runner:
                 yield from step(batch_size)
         while windows:
             yield from step(min(batch_size, len(windows)))
+
+    def run_inputs(
+        self,
+        items: list,
+        sr: Optional[int],
+        keys: list[str],
+        batch_size: int,
+        progress: bool = False,
+        *,
+        hop: Optional[float] = None,
+        indexed: bool = False,
+    ) -> list[tuple[dict[str, np.ndarray], Optional[str], int]]:
+        """``(outputs {key: [T, ...]}, path or None, samples at the model's rate)`` per input.
+
+        Files of at least :data:`STREAM_MIN_SAMPLES` are streamed one by one
+        (:meth:`forward_stream`); the other inputs are decoded and their windows batched
+        together (:meth:`forward`).  Both give the same outputs.  ``indexed``: error messages
+        start with ``audio[i]`` (list input).
+        """
+        batch_size = valid_int("batch_size", batch_size)
+        plan = self.plan_for(hop)
+        streams: dict[int, FileStream] = {}
+        loaded: list[tuple[int, np.ndarray, Optional[str]]] = []
+        for i, item in enumerate(items):
+            stream = self._long_file(item)
+            if stream is not None:
+                streams[i] = stream
+            else:
+                y, path = self.load_indexed(item, sr, i if indexed else None)
+                loaded.append((i, y, path))
+        results: list = [None] * len(items)
+        for i, stream in streams.items():
+            try:
+                out, n = self.forward_stream(stream, keys, batch_size, plan, progress)
+            except MirzooError as exc:
+                if not indexed or isinstance(exc, UnknownModelError) or len(exc.args) != 1:
+                    raise
+                raise type(exc)(f"audio[{i}]: {exc}") from exc
+            results[i] = (out, os.fspath(items[i]), n)
+        outputs = self.forward([y for _, y, _ in loaded], keys, batch_size, progress, hop=hop) if loaded else []
+        for (i, y, path), out in zip(loaded, outputs):
+            results[i] = (out, path, int(y.shape[0]))
+        return results
+
+    def _long_file(self, item) -> Optional[FileStream]:
+        """A :class:`FileStream` of ``item`` if it is a file libsndfile reads whose header announces
+        at least :data:`STREAM_MIN_SAMPLES`; else None (decoded whole, errors reported there)."""
+        if not isinstance(item, (str, os.PathLike)):
+            return None
+        try:
+            stream = FileStream(item, self.sample_rate)
+        except Exception:  # noqa: BLE001 -- missing, unreadable or not libsndfile's: load_input reports it
+            return None
+        return stream if stream.expected_samples >= STREAM_MIN_SAMPLES else None
+
+    def forward_stream(
+        self, blocks: Iterable[np.ndarray], keys: list[str], batch_size: int, plan: WindowPlan, progress: bool = False
+    ) -> tuple[dict[str, np.ndarray], int]:
+        """Outputs ``{key: [T, ...]}`` of one signal given as consecutive blocks, and its length.
+
+        Windows are cut from a buffer holding only the samples that later windows still need,
+        run in batches as they complete and the rest once the length is known at the end: the
+        same windows, hence the same outputs, as :meth:`forward` on the whole signal.
+        """
+        expected = int(getattr(blocks, "expected_samples", 0))
+        bar = progress_bar(plan.count(expected) if expected else 0, progress, f"{self.name} windows")
+        try:
+            if isinstance(plan, ClipPlan):
+                return self._stream_clip(blocks, keys, batch_size, plan, bar)
+            return self._stream_frame(blocks, keys, batch_size, plan, expected, bar)
+        finally:
+            bar.close()
+
+    def _stream_clip(self, blocks, keys, batch_size, plan: ClipPlan, bar):
+        size, step = plan.patch_samples, plan.hop_samples
+        pieces: dict[str, list] = {k: [] for k in keys}
+        pending: list[np.ndarray] = []
+
+        def flush():
+            for out in self.run_batch(pending, keys, batch_size):
+                for k in keys:
+                    pieces[k].append(out[k])
+            bar.update(len(pending))
+            pending.clear()
+
+        buf, start, n, k = np.zeros(0, np.float32), 0, 0, 0  # buf holds samples [start, n)
+        for block in blocks:
+            buf = np.concatenate([buf, block])
+            n += block.shape[0]
+            while k * step + size <= n:  # a patch wholly inside the audio is in the plan whatever the length
+                lo = k * step - start
+                pending.append(buf[lo : lo + size].copy())
+                k += 1
+                if len(pending) == batch_size:
+                    flush()
+            drop = min(k * step - start, buf.shape[0])
+            if drop > 0:
+                buf, start = buf[drop:], start + drop
+        for j in range(k, plan.count(n)):  # the patches that reach past the end: zero-padded
+            pending.append(cut(buf, j * step - start, size))  # start <= k * step <= j * step
+            if len(pending) == batch_size:
+                flush()
+        if pending:
+            flush()
+        return {k: np.stack(v) for k, v in pieces.items()}, n
+
+    def _stream_frame(self, blocks, keys, batch_size, plan: FramePlan, expected: int, bar):
+        hop, width, margin = plan.hop_length, plan.chunk_frames, plan.margin_frames
+        results: dict[str, np.ndarray] = {}
+        pending: list[tuple[FrameChunk, np.ndarray]] = []
+
+        def flush():
+            for (chunk, _), out in zip(pending, self.run_batch([w for _, w in pending], keys, batch_size)):
+                first = plan.first_frame(chunk)
+                for key in keys:
+                    rows = out[key][chunk.skip : chunk.skip + chunk.keep]
+                    have = results.get(key)
+                    if have is None:  # sized from the header; grown if the file is longer
+                        have = results[key] = np.empty((plan.n_frames(expected),) + rows.shape[1:], np.float32)
+                    if first + chunk.keep > have.shape[0]:
+                        have = results[key] = np.resize(have, (max(2 * have.shape[0], first + chunk.keep),) + have.shape[1:])
+                    have[first : first + chunk.keep] = rows
+            bar.update(len(pending))
+            pending.clear()
+
+        def add(chunk: FrameChunk, window: np.ndarray):
+            if pending and pending[0][1].shape[0] != window.shape[0]:
+                flush()  # one pass holds windows of one length
+            pending.append((chunk, window))
+            if len(pending) >= min(batch_size, max(1, MAX_PASS_SAMPLES // window.shape[0])):
+                flush()
+
+        buf, start, n, first = np.zeros(0, np.float32), 0, 0, 0  # buf holds samples [start, n)
+        for block in blocks:
+            buf = np.concatenate([buf, block])
+            n += block.shape[0]
+            # a chunk whose right margin is inside the audio is final whatever the length
+            while (first + width + margin) * hop <= n:
+                left, right = max(0, (first - margin) * hop), (first + width + margin) * hop
+                add(FrameChunk(left, right, first - left // hop, width), buf[left - start : right - start].copy())
+                first += width
+            drop = max(0, (first - margin) * hop) - start
+            if drop > 0:
+                buf, start = buf[drop:], start + drop
+        for chunk in plan.chunks(n):
+            if plan.first_frame(chunk) >= first:
+                local = FrameChunk(chunk.left - start, chunk.right - start, chunk.skip, chunk.keep)
+                add(chunk, plan.window(buf, local))
+        if pending:
+            flush()
+        total = plan.n_frames(n)
+        return {key: v[:total] for key, v in results.items()}, n
 
     def _forward_clip(self, signals, keys, batch_size, progress, plan: ClipPlan):
         total = sum(plan.count(y.shape[0]) for y in signals)

@@ -508,13 +508,11 @@ def analyze(model, audio, sr: Optional[int] = None, *, batch_size: int = 16, pro
     """
     check_analysis_heads(model)
     items, is_list = as_list(audio)
-    loaded = [model.load_input(item, sr) for item in items]
     keys = list(REQUIRED_HEADS)
-    outputs = model.forward([y for y, _ in loaded], keys, batch_size, progress)
     fps = model.sample_rate / model.hop_length
     results = [
-        analyze_frames(out, model.heads, fps, duration=y.shape[0] / model.sample_rate, source=path,
+        analyze_frames(out, model.heads, fps, duration=samples / model.sample_rate, source=path,
                        model=model.name, **options)
-        for (y, path), out in zip(loaded, outputs)
+        for out, path, samples in model.run_inputs(items, sr, keys, batch_size, progress)
     ]
     return results if is_list else results[0]
