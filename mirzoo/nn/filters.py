@@ -166,7 +166,7 @@ def chroma(
     # DFT bins 1 .. n_fft - 1 (the full spectrum; only the first half is returned)
     hz = np.arange(1, n_fft, dtype=np.float64) * (sr / n_fft)
     a440 = 440.0 * 2.0 ** (float(tuning) / n_chroma)
-    # position in chroma bins above C0-ish reference A440 / 16 (four octaves below A440)
+    # pitch in chroma bins above A0 = A440 / 16 (four octaves below the tuned A4)
     pitch = n_chroma * np.log2(hz / (a440 / 16.0))
     # the DC bin is put 1.5 octaves below bin 1 so that it gets (almost) no weight
     pitch = np.concatenate(([pitch[0] - 1.5 * n_chroma], pitch))  # (n_fft,)
@@ -197,19 +197,19 @@ def chroma(
 
 
 def _relative_bandwidth(freqs: np.ndarray) -> np.ndarray:
-    """Each bin's bandwidth relative to its frequency, from the local spacing on a log axis.
+    """Each bin's relative bandwidth ``alpha``, from the local spacing of ``freqs`` on a log axis.
 
-    A bin's octave fraction is the distance in octaves to its neighbours (half the span
-    across both for inner bins, the one gap for the end bins); a band of ``d`` octaves
-    centred on ``f`` in log frequency has relative width ``(2^d - 1) / (2^d + 1)`` (the band
-    width divided by the arithmetic mean of its edges).
+    ``d`` is a bin's distance in octaves to its neighbours (half the span across both for
+    inner bins, the one gap for the end bins).  The band from ``f 2^-d`` to ``f 2^d`` has
+    ``(upper - lower) / (upper + lower) = (4^d - 1) / (4^d + 1)``: its width over twice
+    its arithmetic centre, the ``alpha`` of ``Q = filter_scale / alpha``.
     """
     logf = np.log2(freqs)
     octaves = np.empty_like(freqs)
     octaves[0] = logf[1] - logf[0]
     octaves[-1] = logf[-1] - logf[-2]
     octaves[1:-1] = (logf[2:] - logf[:-2]) / 2.0
-    # written as 1 / (1 / d) to round as librosa's bins-per-octave form does
+    # via bins per octave (1 / d) rather than 2 ** (2 d) directly: the same value, rounded as librosa rounds it
     bins_per_octave = 1.0 / octaves
     ratio = 2.0 ** (2.0 / bins_per_octave)
     return (ratio - 1.0) / (ratio + 1.0)
@@ -277,7 +277,9 @@ def wavelet(freqs, *, sr: float, filter_scale: float = 1.0, norm: Optional[float
 
 
 def kaiser_lowpass(n_taps: int, cutoff: float, *, beta: float = 8.0) -> np.ndarray:
-    """Linear-phase low-pass FIR by the window method, as ``scipy.signal.firwin(n_taps, cutoff, window=("kaiser", beta))``.
+    """Linear-phase low-pass FIR by the window method, as ``scipy.signal.firwin`` with a Kaiser window.
+
+    Equal to ``scipy.signal.firwin(n_taps, cutoff, window=("kaiser", beta))``.
 
     The ideal low-pass impulse response ``cutoff * sinc(cutoff * (n - (n_taps - 1) / 2))``
     (``cutoff`` as a fraction of Nyquist) times a symmetric Kaiser window, scaled to unit
