@@ -12,9 +12,10 @@ which means that they
   clip's representation never depends on the other clips in its batch
   (``keras.layers.MelSpectrogram`` clips ``top_db`` against the batch max).
 
-The fixed kernels are computed from the layer config with numpy/librosa when
-the layer is built; they are constants, not weights, so they are neither
-trained nor stored in weight files.
+The fixed kernels are computed from the layer config with numpy
+(:mod:`mirzoo.nn.filters`, equal to librosa's and scipy's to 1e-10) when the
+layer is built, so loading a model imports neither librosa nor scipy; they are
+constants, not weights, so they are neither trained nor stored in weight files.
 
 Representations (``kind`` of :func:`build_frontend`):
 
@@ -46,6 +47,7 @@ import numpy as np
 from keras import ops
 
 from mirzoo.errors import ParameterError
+from mirzoo.nn import filters
 
 __all__ = [
     "SpectralFrontend",
@@ -340,15 +342,13 @@ class MelSpectrogram(STFTMagnitude):
         super().__init__(fmax=None, **kwargs)
 
     def _kernels(self):
-        import librosa  # deferred: librosa is slow to import (numba) and only needed here
-
         fmax = self.sample_rate / 2.0 if self.mel_fmax is None else self.mel_fmax
         if not 0 <= self.fmin < fmax <= self.sample_rate / 2.0:
             raise ParameterError(
                 f"mel band edges fmin={self.fmin}, fmax={fmax} must satisfy 0 <= fmin < fmax <= "
                 f"sample_rate/2 = {self.sample_rate / 2}"
             )
-        mel = librosa.filters.mel(
+        mel = filters.mel(
             sr=self.sample_rate, n_fft=self.n_fft, n_mels=self.n_mels, fmin=self.fmin, fmax=fmax,
             htk=True, norm=None, dtype=np.float64,
         )  # (n_mels, 1 + n_fft // 2)
@@ -383,9 +383,7 @@ class Chroma(STFTMagnitude):
         super().__init__(fmax=None, **kwargs)
 
     def _kernels(self):
-        import librosa  # deferred: librosa is slow to import (numba) and only needed here
-
-        fb = librosa.filters.chroma(
+        fb = filters.chroma(
             sr=self.sample_rate, n_fft=self.n_fft, n_chroma=self.n_chroma, tuning=self.tuning, dtype=np.float64
         )  # (n_chroma, 1 + n_fft // 2)
         real, imag = _dft_kernels(self.n_fft, self.win_length, self.n_fft // 2 + 1)
@@ -409,8 +407,8 @@ class Chroma(STFTMagnitude):
 class ConstantQ(SpectralFrontend):
     """Constant-Q transform by direct convolution with constant-Q wavelets.
 
-    The kernels are ``librosa.filters.wavelet`` (Hann-windowed complex
-    exponentials, L1-normalised) centred in a common length; each bin is then
+    The kernels are :func:`mirzoo.nn.filters.wavelet` (equal to ``librosa.filters.wavelet``:
+    Hann-windowed complex exponentials, L1-normalised) centred in a common length; each bin is then
     multiplied by the square root of its filter length as ``librosa.cqt(scale=True)`` does,
     so the result approximates ``librosa.cqt`` (which computes the same
     transform by recursive downsampling and sparsified FFT kernels).
@@ -451,25 +449,22 @@ class ConstantQ(SpectralFrontend):
         super().__init__(**kwargs)
 
     def _kernels(self):
-        import librosa  # deferred: librosa is slow to import (numba) and only needed here
-
         freqs = self.fmin * 2.0 ** (np.arange(self.n_cq_bins) / self.bins_per_octave)
         if freqs[-1] >= self.sample_rate / 2:
             raise ParameterError(
                 f"the top CQT bin ({freqs[-1]:.1f} Hz, from fmin={self.fmin}, n_bins={self.n_cq_bins}, "
                 f"bins_per_octave={self.bins_per_octave}) must be below Nyquist ({self.sample_rate / 2} Hz)"
             )
-        filters, lengths = librosa.filters.wavelet(
-            freqs=freqs, sr=self.sample_rate, window="hann", filter_scale=self.filter_scale,
-            pad_fft=False, norm=1, dtype=np.complex128,
+        bank, lengths = filters.wavelet(
+            freqs, sr=self.sample_rate, filter_scale=self.filter_scale, norm=1, dtype=np.complex128
         )
-        length = filters.shape[1]
+        length = bank.shape[1]
         # keras' conv is a cross-correlation, which is what the CQT inner product is; for a real
         # input only the magnitude is kept, so conjugation does not matter.  librosa.cqt scales its
         # L1-normalised filters by their length and then (scale=True) divides by the square root
         # of the length: sqrt(length) in all.
         scale = np.sqrt(lengths)[None, :]
-        kernel = filters.T  # (length, n_bins)
+        kernel = bank.T  # (length, n_bins)
         real = np.real(kernel) * scale
         imag = np.imag(kernel) * scale
         # octave_kernels: one convolution per octave of bins, each run on the signal decimated
@@ -479,8 +474,6 @@ class ConstantQ(SpectralFrontend):
         # the same, instead of the lowest octave's length for every bin.
         self._groups = []
         if self.octave_kernels:
-            from scipy.signal import firwin  # deferred with librosa (scipy comes with it)
-
             for lo in range(0, self.n_cq_bins, self.bins_per_octave):
                 hi = min(lo + self.bins_per_octave, self.n_cq_bins)
                 top = freqs[hi - 1] * 2.0 ** (1.0 / self.bins_per_octave)
@@ -490,9 +483,8 @@ class ConstantQ(SpectralFrontend):
                        and top * 1.1 < 0.7 * self.sample_rate / (4 * factor)):
                     factor *= 2
                 sr_g = self.sample_rate / factor
-                g, glens = librosa.filters.wavelet(
-                    freqs=freqs[lo:hi], sr=sr_g, window="hann", filter_scale=self.filter_scale,
-                    pad_fft=False, norm=1, dtype=np.complex128,
+                g, glens = filters.wavelet(
+                    freqs[lo:hi], sr=sr_g, filter_scale=self.filter_scale, norm=1, dtype=np.complex128
                 )
                 if g.shape[1] % 2 == 0:  # odd length: centred on a sample of the decimated signal
                     g = np.pad(g, [(0, 0), (0, 1)])
@@ -500,7 +492,7 @@ class ConstantQ(SpectralFrontend):
                 kernel = np.concatenate([np.real(gk), np.imag(gk)], axis=1)[:, None, :].astype(np.float32)
                 if factor > 1:
                     taps = 16 * factor + 1
-                    lowpass = firwin(taps, 0.8 / factor, window=("kaiser", 8.0)).astype(np.float32)
+                    lowpass = filters.kaiser_lowpass(taps, 0.8 / factor, beta=8.0).astype(np.float32)
                     lowpass = lowpass[:, None, None]
                 else:
                     lowpass = None
