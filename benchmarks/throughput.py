@@ -329,6 +329,15 @@ def layer_flops(layer, frames: int) -> tuple[int, str]:
 
     name = type(layer).__name__
     if hasattr(layer, "_conv_kernel"):  # mirzoo.nn.frontend.SpectralFrontend
+        groups = getattr(layer, "_groups", None)
+        if groups:  # ConstantQ(octave_kernels=True): per octave, a decimating low-pass then short kernels
+            hop = int(layer.hop_length)
+            flops = 0
+            for factor, lowpass, kernel, _ in groups:
+                if lowpass is not None:  # one output per `factor` input samples
+                    flops += 2 * (frames * hop // factor) * int(lowpass.shape[0])
+                flops += 2 * frames * int(kernel.shape[0]) * int(kernel.shape[-1])
+            return flops, "frontend"
         length, _, channels = (int(d) for d in layer._conv_kernel.shape)
         flops = 2 * frames * length * channels
         if getattr(layer, "_proj", None) is not None:
@@ -567,6 +576,7 @@ def child_main(name: str, path: str, hop: str = "") -> None:
     hwm = _proc_status("VmHWM")
     rss_end = _proc_status("VmRSS")
     duration = e.duration
+    output_mb = (e.embeddings.nbytes + e.timestamps.nbytes) / 2**20  # what the caller asked to hold
     del e
     t0 = time.perf_counter()
     load_audio(path, m.sample_rate)
@@ -578,6 +588,7 @@ def child_main(name: str, path: str, hop: str = "") -> None:
                 "baseline_rss_mb": round(baseline, 1),
                 "peak_rss_mb": round(hwm, 1),
                 "end_rss_mb": round(rss_end, 1),
+                "output_mb": round(output_mb, 1),
                 "extract_s": round(seconds, 2),
                 "decode_s": round(decode, 2),
                 "duration_s": duration,
@@ -651,7 +662,8 @@ def _flat(row: dict) -> dict:
     flat = {k: v for k, v in row.items() if not isinstance(v, (list, dict))}
     mem = row.get("memory") or {}
     if mem:
-        for key in ("peak_rss_mb", "baseline_rss_mb", "peak_rss_target_mb", "long_audio_per_s", "extract_s", "decode_s"):
+        for key in ("peak_rss_mb", "baseline_rss_mb", "peak_rss_target_mb", "output_mb", "long_audio_per_s", "extract_s",
+                    "decode_s"):
             flat[key] = mem.get(key)
         flat["long_file_minutes"] = mem.get("file_minutes")
         flat["rss_extrapolated"] = mem.get("extrapolated")
@@ -784,7 +796,8 @@ def main(argv=None) -> int:
             extra = " (extrapolated to 60 min)" if mem["extrapolated"] else ""
             print(
                 f"  {row['model']:20s} {mem['file_minutes']} min: peak {mem['peak_rss_mb']:.0f} MB "
-                f"(baseline {mem['baseline_rss_mb']:.0f} MB), {mem['long_audio_per_s']:.1f}x realtime, "
+                f"(baseline {mem['baseline_rss_mb']:.0f} MB, returned embeddings {mem.get('output_mb', 0):.0f} MB), "
+                f"{mem['long_audio_per_s']:.1f}x realtime, "
                 f"decode {mem['decode_s']:.1f} s -> {mem['target_minutes']} min: "
                 f"{mem['peak_rss_target_mb']:.0f} MB{extra}  [{time.perf_counter() - t0:.0f} s]",
                 flush=True,

@@ -78,6 +78,17 @@ sess = tf.compat.v1.Session()
 sess.run(tf.compat.v1.global_variables_initializer())
 tf.compat.v1.train.Saver().restore(sess, os.path.join(os.path.dirname(mx.__file__), "MTT_musicnn") + "/")
 out = {"tensorflow": tf.__version__, "n_frames": int(n_frames), "batch_size_default": config.BATCH_SIZE, "rows": []}
+try:  # FLOPs of one patch through the network (its mel spectrogram is computed by librosa, outside the graph)
+    g = tf.Graph()
+    with g.as_default():
+        xp = tf.compat.v1.placeholder(tf.float32, [1, n_frames, config.N_MELS])
+        with tf.name_scope("model"):
+            models.define_model(xp, tf.compat.v1.placeholder_with_default(False, []), "MTT_musicnn", len(config.MTT_LABELS))
+        opts = tf.compat.v1.profiler.ProfileOptionBuilder(
+            tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()).with_empty_output().build()
+        out["flops_per_patch"] = int(tf.compat.v1.profiler.profile(g, options=opts).total_float_ops)
+except Exception as exc:
+    out["flops_error"] = repr(exc)[:300]
 for overlap_s, batch in settings:
     step = n_frames if not overlap_s else librosa.time_to_frames(
         overlap_s, sr=config.SR, n_fft=config.FFT_SIZE, hop_length=config.FFT_HOP)
@@ -238,7 +249,22 @@ def main(argv=None) -> int:
             print(f"cnn-tagging, no overlap: {x:.1f}x musicnn {config} (its batching) {verdict} the 50x target; "
                   f"{ct[f'x_musicnn_{config}_ball']:.1f}x with every musicnn patch in one run")
 
+    # work per patch: at equal FLOP/s, the speed ratio would be the FLOP ratio
+    from benchmarks.throughput import window_flops
+
+    flops = {f"mirzoo {name}": int(window_flops(m, m.patch_samples)["total"]) for name, m in models.items()
+             if m.spec.is_clip}
+    musicnn_flops = next((r["flops_per_patch"] for r in musicnn.values() if "flops_per_patch" in r), None)
+    if musicnn_flops:
+        flops["musicnn MTT_musicnn"] = int(musicnn_flops)
+    print("FLOPs per 3-s patch (multiply and add counted apart): " + ", ".join(
+        f"{k} {v / 1e9:.3f} G" for k, v in flops.items())
+        + ("; musicnn's mel spectrogram runs in librosa, outside its count" if musicnn_flops else ""))
+    if musicnn_flops and "mirzoo cnn-tagging" in flops:
+        print(f"at equal FLOP/s cnn-tagging would run {musicnn_flops / flops['mirzoo cnn-tagging']:.2f}x musicnn's speed")
+
     out = write_run(args.out_dir, "vs_musicnn", env, load_start, load_end, {
+        "flops_per_patch": flops,
         "clip": {"seconds": CLIP_SECONDS, "sample_rate": SR, "file": path.name, "signal": "benchmarks.throughput.synth(seed=0)"},
         "musicnn": {c: {k: v for k, v in r.items() if k != "rows"} for c, r in musicnn.items()},
         "rows": rows,

@@ -123,7 +123,8 @@ class Runner:
         self.spec = ModelSpec.from_entry(self.name, entry)
         self.source = source
         self._inference_model: Optional[keras.Model] = None
-        self._networks: dict[tuple[str, ...], tuple[keras.Model, keras.Model]] = {}  # keys -> (full, cut)
+        # (id of the full network, keys) -> (full network, cut network); the full one is kept so its id stays its own
+        self._networks: dict[tuple[int, tuple[str, ...]], tuple[keras.Model, keras.Model]] = {}
         spec = self.spec
         self.sample_rate = spec.sample_rate
         self.output_kind = spec.output
@@ -247,7 +248,8 @@ class Runner:
         return self._inference_model
 
     def network_for(self, keys: Sequence[str]) -> keras.Model:
-        """:attr:`inference_model` cut down to the outputs ``keys`` (cached per key set).
+        """:attr:`inference_model` cut down to the outputs ``keys`` (cached per network and key set,
+        so each keeps its traced functions).
 
         The full network returns every named layer; asking only for the layers wanted means the
         others are neither kept to the end of the pass nor copied out (a 60-s chunk of
@@ -255,16 +257,16 @@ class Runner:
         heads nobody asked for are not computed.  The layers are the same objects, so the
         outputs are the full network's.
         """
-        key = tuple(keys)
         full = self.inference_model
+        key = (id(full), tuple(keys))
         cached = self._networks.get(key)
         if cached is not None and cached[0] is full:
             return cached[1]
         outputs = full.output
-        missing = [k for k in key if k not in outputs]
+        missing = [k for k in keys if k not in outputs]
         if missing:
             raise UnknownLayerError(f"model {self.name!r} has no output {missing[0]!r}")
-        net = keras.Model(full.inputs, {k: outputs[k] for k in key}, name=f"{full.name}_outputs")
+        net = keras.Model(full.inputs, {k: outputs[k] for k in keys}, name=f"{full.name}_outputs")
         self._networks[key] = (full, net)
         return net
 
