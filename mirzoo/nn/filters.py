@@ -46,6 +46,11 @@ def _positive_float(name: str, value) -> float:
     return v
 
 
+def _bank_sizes(sr, n_fft, count_name: str, count) -> tuple[float, int, int]:
+    """``(sr, n_fft, count)`` of a DFT-bin filterbank, checked."""
+    return _positive_float("sr", sr), _positive_int("n_fft", n_fft), _positive_int(count_name, count)
+
+
 def hz_to_mel(frequencies, *, htk: bool = False) -> np.ndarray:
     """Hz to mels: HTK's ``2595 log10(1 + f / 700)`` or (``htk=False``) Slaney's piecewise scale."""
     f = np.asarray(frequencies, dtype=np.float64)
@@ -104,9 +109,7 @@ def mel(
     -------
     np.ndarray [shape=(n_mels, 1 + n_fft // 2)]
     """
-    sr = _positive_float("sr", sr)
-    n_fft = _positive_int("n_fft", n_fft)
-    n_mels = _positive_int("n_mels", n_mels)
+    sr, n_fft, n_mels = _bank_sizes(sr, n_fft, "n_mels", n_mels)
     if norm not in (None, "slaney"):
         raise ParameterError(f"norm={norm!r} must be None or 'slaney'")
     fmax = sr / 2.0 if fmax is None else float(fmax)
@@ -155,9 +158,7 @@ def chroma(
     -------
     np.ndarray [shape=(n_chroma, 1 + n_fft // 2)]
     """
-    sr = _positive_float("sr", sr)
-    n_fft = _positive_int("n_fft", n_fft)
-    n_chroma = _positive_int("n_chroma", n_chroma)
+    sr, n_fft, n_chroma = _bank_sizes(sr, n_fft, "n_chroma", n_chroma)
     if n_fft < 2:
         raise ParameterError(f"n_fft={n_fft} must be at least 2 for a chroma filterbank")
     if norm not in (None, 1, 2, np.inf):
