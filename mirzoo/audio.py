@@ -220,7 +220,7 @@ class FileStream:
     def __init__(self, path: AudioPath, target_sr: int):
         self.path = check_audio_path(path)
         self.target_sr = check_sr(target_sr, name="target_sr")
-        with sf.SoundFile(str(self.path)) as f:
+        with _quiet_stderr(_is_mpeg(self.path)), sf.SoundFile(str(self.path)) as f:
             self.sr_in = check_sr(int(f.samplerate), name=f"sample rate of '{self.path}'")
             frames = max(int(f.frames), 0)
         self.expected_samples = int(np.ceil(frames * self.target_sr / self.sr_in))
