@@ -328,22 +328,8 @@ def layer_flops(layer, frames: int) -> tuple[int, str]:
     import keras
 
     name = type(layer).__name__
-    if hasattr(layer, "_conv_kernel"):  # mirzoo.nn.frontend.SpectralFrontend
-        groups = getattr(layer, "_groups", None)
-        if groups:  # ConstantQ(octave_kernels=True): per octave, a decimating low-pass then short kernels
-            hop = int(layer.hop_length)
-            flops = 0
-            for factor, lowpass, kernel, _ in groups:
-                if lowpass is not None:  # one output per `factor` input samples
-                    flops += 2 * (frames * hop // factor) * int(lowpass.shape[0])
-                flops += 2 * frames * int(kernel.shape[0]) * int(kernel.shape[-1])
-            return flops, "frontend"
-        length, _, channels = (int(d) for d in layer._conv_kernel.shape)
-        flops = 2 * frames * length * channels
-        if getattr(layer, "_proj", None) is not None:
-            p_in, p_out = (int(d) for d in layer._proj.shape)
-            flops += 2 * frames * p_in * p_out
-        return flops, "frontend"
+    if hasattr(layer, "flops_per_frame"):  # mirzoo.nn.frontend.SpectralFrontend: as its call() runs
+        return frames * int(layer.flops_per_frame()), "frontend"
     try:
         out_shape = layer.output.shape
         in_shape = layer.input.shape

@@ -231,6 +231,15 @@ class SpectralFrontend(keras.layers.Layer):
         imaginary parts), from the centred and padded signal ``x`` ``(batch, samples + L, 1)``."""
         return ops.conv(x, ops.convert_to_tensor(self._conv_kernel), strides=self.hop_length, padding="valid")
 
+    def flops_per_frame(self) -> int:
+        """Floating-point operations (multiplies and adds counted apart) of the framing
+        convolutions and the projection for one output frame, as :meth:`call` runs them."""
+        length, _, channels = self._conv_kernel.shape
+        flops = 2 * int(length) * int(channels)
+        if self._proj is not None:
+            flops += 2 * int(self._proj.shape[0]) * int(self._proj.shape[1])
+        return flops
+
     def _compress(self, s):
         if self.compression == "db":
             # librosa.power_to_db(ref=1.0); amplitude (power=1) input uses 20 log10, i.e. amplitude_to_db
@@ -447,6 +456,17 @@ class ConstantQ(SpectralFrontend):
         kwargs.setdefault("power", 1.0)
         kwargs.setdefault("pad_mode", "constant")
         super().__init__(**kwargs)
+        self._trimmed = [] if self._groups else self._support_groups()
+
+    def flops_per_frame(self) -> int:
+        if self._groups:  # per octave: a decimating low-pass (one output per `factor` samples), then short kernels
+            flops = 0
+            for factor, lowpass, kernel, _ in self._groups:
+                if lowpass is not None:
+                    flops += 2 * int(lowpass.shape[0]) * (self.hop_length // factor)
+                flops += 2 * int(kernel.shape[0]) * int(kernel.shape[-1])
+            return flops
+        return sum(2 * int(kernel.shape[0]) * int(kernel.shape[-1]) for _, kernel, _ in self._trimmed)
 
     def _kernels(self):
         freqs = self.fmin * 2.0 ** (np.arange(self.n_cq_bins) / self.bins_per_octave)
@@ -499,9 +519,40 @@ class ConstantQ(SpectralFrontend):
                 self._groups.append((factor, lowpass, kernel, hi - lo))
         return real, imag, None, length
 
+    def _support_groups(self):
+        """Full rate (``octave_kernels=False``): per octave of bins, ``(offset, kernel)`` where
+        ``kernel`` is the octave's rows of :attr:`_conv_kernel` that are not zero in every one
+        of its filters, starting at row ``offset``.
+
+        Every constant-Q filter is zero outside its own length around the common centre, and
+        the lowest octave's filters are ``2^(octaves - 1)`` times longer than the top one's, so
+        one convolution with the longest length multiplies mostly zeros for the upper octaves.
+        A convolution per octave over only its non-zero rows leaves out exactly those products:
+        the same sums, in another order.
+        """
+        kernel = self._conv_kernel[:, 0, :]
+        n = self.n_cq_bins
+        groups = []
+        for lo in range(0, n, self.bins_per_octave):
+            hi = min(lo + self.bins_per_octave, n)
+            cols = np.r_[lo:hi, n + lo : n + hi]
+            rows = np.nonzero(np.any(kernel[:, cols] != 0, axis=1))[0]
+            first, last = (int(rows[0]), int(rows[-1]) + 1) if rows.size else (0, 1)
+            groups.append((first, kernel[first:last, cols][:, None, :].astype(np.float32), hi - lo))
+        return groups
+
     def _frames(self, x):
         if not self._groups:
-            return super()._frames(x)
+            if not self._trimmed:
+                return super()._frames(x)
+            n_frames = (ops.shape(x)[1] - self.kernel_length) // self.hop_length + 1
+            reals, imags = [], []
+            for offset, kernel, width in self._trimmed:
+                y = ops.conv(x[:, offset:, :], ops.convert_to_tensor(kernel), strides=self.hop_length, padding="valid")
+                y = y[:, :n_frames, :]
+                reals.append(y[..., :width])
+                imags.append(y[..., width:])
+            return ops.concatenate(reals + imags, axis=-1)
         # x holds the signal's sample n at index n + L // 2 (centred padding); frame t is
         # centred on sample t * hop.  Every group is computed from a zero-padded copy.
         n_frames = (ops.shape(x)[1] - self.kernel_length) // self.hop_length + 1
