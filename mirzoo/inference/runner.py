@@ -87,6 +87,14 @@ def as_list(audio) -> tuple[list, bool]:
     return [audio], False
 
 
+def _naming_item(exc: MirzooError, index: Optional[int]) -> Optional[MirzooError]:
+    """``exc`` again with its message starting ``audio[index]: `` (item ``index`` of a list input),
+    or None when it should be raised as it is (no index, or not a one-message error)."""
+    if index is None or isinstance(exc, UnknownModelError) or len(exc.args) != 1:
+        return None
+    return type(exc)(f"audio[{index}]: {exc}")
+
+
 class _NoBar:
     def update(self, n=1):
         pass
@@ -170,14 +178,13 @@ class Runner:
 
     def load_indexed(self, item: AudioInput, sr: Optional[int], index: Optional[int]):
         """:meth:`load_input`; for item ``index`` of a list, an error message starts with ``audio[index]``."""
-        if index is None:
-            return self.load_input(item, sr)
         try:
             return self.load_input(item, sr)
         except MirzooError as exc:
-            if isinstance(exc, UnknownModelError) or len(exc.args) != 1:
+            named = _naming_item(exc, index)
+            if named is None:
                 raise
-            raise type(exc)(f"audio[{index}]: {exc}") from exc
+            raise named from exc
 
     def resolve_layers(self, layer: Optional[str]) -> tuple[str, list[str]]:
         """``(layer name, output keys)``: ``None`` is the default layer, ``"all"`` every layer of ``all_layers``."""
@@ -375,9 +382,10 @@ class Runner:
             try:
                 out, n = self.forward_stream(stream, keys, batch_size, plan, progress)
             except MirzooError as exc:
-                if not indexed or isinstance(exc, UnknownModelError) or len(exc.args) != 1:
+                named = _naming_item(exc, i if indexed else None)
+                if named is None:
                     raise
-                raise type(exc)(f"audio[{i}]: {exc}") from exc
+                raise named from exc
             results[i] = (out, os.fspath(items[i]), n)
         outputs = self.forward([y for _, y, _ in loaded], keys, batch_size, progress, hop=hop) if loaded else []
         for (i, y, path), out in zip(loaded, outputs):
