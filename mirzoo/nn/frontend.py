@@ -520,9 +520,10 @@ class ConstantQ(SpectralFrontend):
         return real, imag, None, length
 
     def _support_groups(self):
-        """Full rate (``octave_kernels=False``): per octave of bins, ``(offset, kernel)`` where
-        ``kernel`` is the octave's rows of :attr:`_conv_kernel` that are not zero in every one
-        of its filters, starting at row ``offset``.
+        """Full rate (``octave_kernels=False``): per octave of bins, ``(offset, kernel, width)``:
+        ``kernel`` ``(rows, 1, 2 * width)`` holds the real then imaginary columns of the octave's
+        ``width`` bins, over the rows of :attr:`_conv_kernel` where any of them is non-zero,
+        starting at row ``offset``.
 
         Every constant-Q filter is zero outside its own length around the common centre, and
         the lowest octave's filters are ``2^(octaves - 1)`` times longer than the top one's, so
