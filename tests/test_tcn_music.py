@@ -156,3 +156,24 @@ def test_training_resumes_and_anneals(tmp_path):
     assert len(resumed) >= 1 and all(lr <= cfg["learning_rate"] for lr in resumed)
     assert resumed == sorted(resumed, reverse=True)  # cosine decay: never rises within the stint
     assert (run / "best.weights.h5").is_file() and (run / "last.weights.h5").is_file()
+
+
+def test_crop_key_mirex_scores_one_key_per_crop():
+    from training.corpus_targets import KEYS
+    from training.musical import crop_key_mirex
+
+    c_major, g_major, a_minor = KEYS.index("C major"), KEYS.index("G major"), KEYS.index("A minor")
+    frames = 10
+    labels = np.full((4, frames), c_major)
+    labels[2, :3] = a_minor  # the reference is the crop's most frequent key
+    weights = np.ones((4, frames))
+    weights[3] = 0  # no key known: left out
+    probs = np.full((4, frames, 24), 0.01)
+    probs[0, :, c_major] = 0.9  # right: 1.0
+    probs[1, :, g_major] = 0.9  # a fifth above: 0.5
+    probs[2, :, a_minor] = 0.9  # relative minor of the reference: 0.3
+    probs[2, :2, c_major] = 2.0  # two frames say C, but the mean over frames still says A minor
+    probs[2, :2, a_minor] = 0.0
+    probs[3, :, g_major] = 0.9
+    assert crop_key_mirex(probs, labels, weights) == pytest.approx((1.0 + 0.5 + 0.3) / 3)
+    assert np.isnan(crop_key_mirex(probs[3:], labels[3:], weights[3:]))

@@ -313,7 +313,33 @@ def valid_metrics(model, crops, batch: int = 8) -> dict:
         prec = tp / max(hit.sum(), 1)
         rec = float((hit & truth).sum()) / max(truth.sum(), 1)
         m[f"{name}_f1"] = 2 * prec * rec / max(prec + rec, 1e-9)
+    # reported, not (yet) in validation_score: the frame accuracy above swings by +-0.05 between
+    # epochs and did not track benchmarks/musicality.py's clip-level key score
+    m["key_mirex"] = crop_key_mirex(preds["key"], y["key"], w["key"])
     return m
+
+
+def crop_key_mirex(probs: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> float:
+    """Mean MIREX weighted key score (``mir_eval.key.weighted_score``) of one key per crop.
+
+    ``probs`` ``[crops, frames, 24]``, ``labels`` and ``weights`` ``[crops, frames]`` (key classes of
+    :data:`training.corpus_targets.KEYS`; weight 0 where the key is unknown).  A crop's estimate is
+    the argmax of its labelled frames' mean probabilities and its reference the most frequent
+    labelled key, as ``benchmarks/musicality.py`` scores whole clips; crops without a key are left out.
+    """
+    import mir_eval  # deferred: in the corpus and test extras, needed only for this figure
+
+    from training.corpus_targets import KEYS
+
+    scores = []
+    for p, y, w in zip(probs, labels, weights):
+        mask = w > 0
+        if not mask.any():
+            continue
+        ref = int(np.bincount(y[mask].astype(int), minlength=len(KEYS)).argmax())
+        est = int(p[mask].mean(axis=0).argmax())
+        scores.append(mir_eval.key.weighted_score(KEYS[ref], KEYS[est]))
+    return float(np.mean(scores)) if scores else float("nan")
 
 
 def validation_score(metrics: dict) -> float:
