@@ -37,7 +37,7 @@ from mirzoo.spec import ModelSpec
 
 __all__ = [
     "Runner", "AudioInput", "bucket", "split_batch", "progress_bar", "as_list", "MAX_PASS_SAMPLES",
-    "STREAM_MIN_SAMPLES",
+    "STREAM_MIN_SAMPLES", "frame_pass_size",
 ]
 
 AudioInput = Union[str, os.PathLike, np.ndarray]
@@ -54,6 +54,12 @@ MAX_PASS_SAMPLES = 1 << 21
 #: arrive (:meth:`Runner.run_inputs`), so memory does not grow with the file's length, only the
 #: embeddings do.  Shorter files are decoded whole and batched with the other inputs of a call.
 STREAM_MIN_SAMPLES = 1 << 23
+
+
+def frame_pass_size(window_samples: int, batch_size: int) -> int:
+    """Windows of ``window_samples`` a frame model's forward pass takes: ``batch_size``, fewer if
+    they would hold more than :data:`MAX_PASS_SAMPLES` input samples, and at least one."""
+    return min(batch_size, max(1, MAX_PASS_SAMPLES // max(window_samples, 1)))
 
 
 def bucket(n: int, limit: int) -> int:
@@ -131,7 +137,7 @@ class Runner:
         self.spec = ModelSpec.from_entry(self.name, entry)
         self.source = source
         self._inference_model: Optional[keras.Model] = None
-        # (id of the full network, keys) -> (full network, cut network); the full one is kept so its id stays its own
+        # (id of the full network, keys) -> (full network, cut network)
         self._networks: dict[tuple[int, tuple[str, ...]], tuple[keras.Model, keras.Model]] = {}
         spec = self.spec
         self.sample_rate = spec.sample_rate
@@ -265,9 +271,9 @@ class Runner:
         outputs are the full network's.
         """
         full = self.inference_model
-        key = (id(full), tuple(keys))
+        key = (id(full), tuple(keys))  # the cache keeps `full` alive, so its id stays its own
         cached = self._networks.get(key)
-        if cached is not None and cached[0] is full:
+        if cached is not None:
             return cached[1]
         outputs = full.output
         missing = [k for k in keys if k not in outputs]
@@ -477,7 +483,7 @@ class Runner:
             if pending and pending[0][1].shape[0] != window.shape[0]:
                 flush()  # one pass holds windows of one length
             pending.append((chunk, window))
-            if len(pending) >= min(batch_size, max(1, MAX_PASS_SAMPLES // window.shape[0])):
+            if len(pending) >= frame_pass_size(window.shape[0], batch_size):
                 flush()
 
         buf, start, n, first = np.zeros(0, np.float32), 0, 0, 0  # buf holds samples [start, n)
@@ -524,7 +530,7 @@ class Runner:
             by_length.setdefault(job[1].right - job[1].left, []).append(job)
         bar = progress_bar(len(jobs), progress, f"{self.name} chunks")
         for length, group in sorted(by_length.items()):
-            per_pass = min(batch_size, max(1, MAX_PASS_SAMPLES // max(length, 1)))
+            per_pass = frame_pass_size(length, batch_size)
             for lo in range(0, len(group), per_pass):
                 part = group[lo : lo + per_pass]
                 windows = [plan.window(signals[idx], chunk) for idx, chunk in part]
