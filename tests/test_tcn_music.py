@@ -177,3 +177,70 @@ def test_crop_key_mirex_scores_one_key_per_crop():
     probs[3, :, g_major] = 0.9
     assert crop_key_mirex(probs, labels, weights) == pytest.approx((1.0 + 0.5 + 0.3) / 3)
     assert np.isnan(crop_key_mirex(probs[3:], labels[3:], weights[3:]))
+
+
+def test_weight_average_is_the_running_mean_of_every_variable():
+    from training.musical import WeightAverage
+
+    rng = np.random.default_rng(0)
+    epochs = [[rng.normal(size=(3, 2)).astype(np.float32), rng.normal(size=4).astype(np.float32)] for _ in range(5)]
+    avg = WeightAverage()
+    for e, w in enumerate(epochs, start=7):
+        avg.add(w, e)
+    assert avg.first == 7 and avg.count == 5
+    for j in range(2):
+        np.testing.assert_allclose(avg.weights()[j], np.mean([w[j] for w in epochs], axis=0), rtol=1e-6)
+        assert avg.weights()[j].dtype == np.float32
+
+
+def test_fine_tuning_from_the_shipped_weights_averages_epochs(tmp_path):
+    """``--init shipped``: the run starts from the package's weights and tag vocabulary, scores them first,
+    and with ``--average-from 0`` scores the running weight average after every epoch."""
+    import hashlib
+    import json
+
+    from mirzoo.zoo.manifest import get_entry
+    from training import musical
+
+    entry = get_entry("tcn-music")
+    cache = _fake_cache(tmp_path / "cache")
+    cfg = json.loads((Path(__file__).resolve().parents[1] / "training" / "configs" / "tcn-music.json").read_text())
+    cfg.update(crop_seconds=2.0, batch_size=2, steps_per_epoch=2, epochs=3, valid_crops=2, min_tag_count=1,
+               learning_rate=1e-4)
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    run = tmp_path / "run"
+    args = ["train", "--cache", str(cache), "--config", str(tmp_path / "cfg.json"), "--out", str(run),
+            "--init", "shipped", "--anneal", "--average-from", "0", "--max-minutes", "5"]
+    assert musical.main(args) == 0
+    state = json.loads((run / "state.json").read_text())
+    shipped = Path(musical.__file__).resolve().parents[1] / "mirzoo" / "weights" / entry["weights"]["file"]
+    assert state["init"]["sha256"] == hashlib.sha256(shipped.read_bytes()).hexdigest() == entry["weights"]["sha256"]
+    assert state["vocabulary"] == entry["head"]["labels"]
+    assert state["score_version"] == musical.SCORE_VERSION and np.isfinite(state["init"]["score"])
+    assert [h["average"]["epochs"] for h in state["history"]] == [[0, 0], [0, 1], [0, 2]]
+    # one epoch averaged is that epoch's weights: the same validation figures
+    assert state["history"][0]["average"]["score"] == pytest.approx(state["history"][0]["score"], abs=1e-6)
+    assert state["best"] >= state["init"]["score"]
+    assert state["best_source"] in {"init", "epoch"} or state["best_source"].startswith("average of epochs 0-")
+    assert (run / "average.weights.h5").is_file() and (run / "best.weights.h5").is_file()
+
+
+def test_ship_refuses_a_run_that_never_beat_its_initial_weights(tmp_path):
+    import json
+
+    from training import musical
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "state.json").write_text(json.dumps({"epoch": 2, "best": 0.5, "best_epoch": -1, "best_source": "init",
+                                                "history": [], "minutes": 1.0, "vocabulary": []}))
+    with pytest.raises(SystemExit, match="no epoch scored above the run's initial weights"):
+        musical.main(["ship", "--run", str(run)])
+
+
+def test_average_from_outside_0_1_is_refused(capsys):
+    from training import musical
+
+    with pytest.raises(SystemExit):
+        musical.main(["train", "--cache", "x", "--average-from", "1.5"])
+    assert "--average-from 1.5: expected a fraction" in capsys.readouterr().err

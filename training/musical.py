@@ -16,6 +16,12 @@ Three steps, each resumable:
     and gain augmentation; checkpoints every epoch (``last.weights.h5``, ``state.json``) and
     keeps the best on the validation crops (``best.weights.h5``).
 
+``python -m training.musical train ... --init shipped --anneal --average-from 0.5``
+    Fine-tunes from the shipped weights (or a weights file), keeping the shipped tag vocabulary,
+    and keeps a running average of the weights of every epoch after the given fraction of the
+    stint (stochastic weight averaging), scored on the same validation crops as each epoch; the
+    average becomes the best weights when it scores higher.
+
 ``python -m training.musical ship --run RUN``
     Writes the best weights into ``mirzoo/weights/`` and the manifest entry (vocabulary,
     training record), atomically.
@@ -313,8 +319,8 @@ def valid_metrics(model, crops, batch: int = 8) -> dict:
         prec = tp / max(hit.sum(), 1)
         rec = float((hit & truth).sum()) / max(truth.sum(), 1)
         m[f"{name}_f1"] = 2 * prec * rec / max(prec + rec, 1e-9)
-    # reported, not (yet) in validation_score: the frame accuracy above swings by +-0.05 between
-    # epochs and did not track benchmarks/musicality.py's clip-level key score
+    # the frame accuracy above swings by +-0.05 between epochs and did not track
+    # benchmarks/musicality.py's clip-level key score; this one scores a key per crop the same way
     m["key_mirex"] = crop_key_mirex(preds["key"], y["key"], w["key"])
     return m
 
@@ -342,10 +348,45 @@ def crop_key_mirex(probs: np.ndarray, labels: np.ndarray, weights: np.ndarray) -
     return float(np.mean(scores)) if scores else float("nan")
 
 
+#: what :func:`validation_score` averages; version 2 added the crop-level MIREX key score, so that a
+#: run resumed from a version-1 state rescores its best epoch before comparing
+SCORE_KEYS = ("key_acc", "key_mirex", "chord_acc", "beat_f1", "downbeat_f1", "meter_acc", "tempo_acc")
+SCORE_VERSION = 2
+
+
 def validation_score(metrics: dict) -> float:
-    """The model-selection score: the mean of the head accuracies and beat/downbeat F1."""
-    return float(np.nanmean([metrics[k] for k in ("key_acc", "chord_acc", "beat_f1", "downbeat_f1",
-                                                  "meter_acc", "tempo_acc")]))
+    """The model-selection score: the mean of the key accuracy and crop-level MIREX key score, the
+    chord, meter and tempo accuracies and beat/downbeat F1 (NaN entries left out)."""
+    return float(np.nanmean([metrics.get(k, float("nan")) for k in SCORE_KEYS]))
+
+
+class WeightAverage:
+    """Running mean of a model's weights (every variable, batch-norm statistics included) over epochs."""
+
+    def __init__(self):
+        self.mean, self.count, self.first = None, 0, None
+
+    def add(self, weights: list, epoch: int) -> None:
+        if self.mean is None:
+            self.mean, self.first = [np.array(w, np.float64) for w in weights], epoch
+        else:
+            for m, w in zip(self.mean, weights):
+                m += (np.asarray(w, np.float64) - m) / (self.count + 1)
+        self.count += 1
+
+    def weights(self) -> list:
+        return [m.astype(np.float32) for m in self.mean]
+
+
+def init_weights_path(init: str, entry: dict) -> Path:
+    """The weights file a run starts from: ``"shipped"`` (the package's ``tcn-music`` weights) or a path."""
+    if init == "shipped":
+        path = Path(__file__).resolve().parent.parent / "mirzoo" / "weights" / entry["weights"]["file"]
+    else:
+        path = Path(init)
+    if not path.is_file():
+        raise SystemExit(f"--init {init!r}: no weights file at {path}")
+    return path
 
 
 def build_training_model(entry: dict, n_tags: int):
@@ -391,9 +432,15 @@ def train(args) -> dict:
     entry = get_entry(MODEL)
     out = Path(args.out)
     state_path = out / "state.json"
+    init = None
+    if args.init and not (args.resume and state_path.exists()):
+        init = init_weights_path(args.init, entry)
     if args.resume and state_path.exists():
         # a resumed run keeps its tag vocabulary (the cache may have grown since)
         vocab = json.loads(state_path.read_text())["vocabulary"]
+    elif init is not None:
+        # the tag head's width and order are the initial weights'
+        vocab = list(entry["head"]["labels"])
     else:
         vocab = choose_vocabulary(data["train"], int(cfg.get("min_tag_count", 20)), cfg["tag_groups"])
     full, model, config = build_training_model(entry, len(vocab))
@@ -407,22 +454,32 @@ def train(args) -> dict:
     crops = fixed_crops(CropSampler(valid_clips, vocab, length, rng, augment={}), int(cfg.get("valid_crops", 64)), seed + 1)
     out.mkdir(parents=True, exist_ok=True)
     state = {"epoch": 0, "best": -1e9, "best_epoch": -1, "history": [], "minutes": 0.0, "vocabulary": vocab,
-             "valid_crops": len(crops[0])}
+             "valid_crops": len(crops[0]), "score_version": SCORE_VERSION}
+    if init is not None:
+        full.load_weights(init)
+        state["init"] = {"weights": str(init), "sha256": hashlib.sha256(init.read_bytes()).hexdigest(),
+                         "training": entry.get("training") if args.init == "shipped" else None}
+        metrics = valid_metrics(model, crops)
+        state["init"].update(metrics, score=validation_score(metrics))
+        state["best"] = validation_score(metrics)
+        full.save_weights(out / "best.weights.h5")
+        state["best_source"] = "init"
+        log.info("initial weights %s score %.4f %s", init, state["best"], {k: round(v, 3) for k, v in metrics.items()})
     if args.resume and state_path.exists():
         state = json.loads(state_path.read_text())
         full.load_weights(out / "last.weights.h5")
         rng = np.random.default_rng([seed, state["epoch"]])
         sampler.rng = rng
         log.info("resumed after epoch %d (best %.4f at %d)", state["epoch"], state["best"], state["best_epoch"])
-        if state.get("valid_crops") != len(crops[0]):
-            # the validation crops changed since the best was scored: rescore the resumed weights on the new
-            # crops so that "best" compares like with like
+        if state.get("valid_crops") != len(crops[0]) or state.get("score_version", 1) != SCORE_VERSION:
+            # the validation crops or the score changed since the best was scored: rescore the resumed
+            # weights so that "best" compares like with like
             metrics = valid_metrics(model, crops)
             state["history"][-1].update(metrics, score=validation_score(metrics), rescored=True)
             state["best"], state["best_epoch"] = validation_score(metrics), state["epoch"] - 1
             full.save_weights(out / "best.weights.h5")
             log.info("validation crops changed: the resumed weights score %.4f on the new ones", state["best"])
-        state["valid_crops"] = len(crops[0])
+        state["valid_crops"], state["score_version"] = len(crops[0]), SCORE_VERSION
     hours: dict = {}  # what the run trains and validates on, recorded with every checkpoint
     for split, clips in data.items():
         for c in clips:
@@ -433,6 +490,7 @@ def train(args) -> dict:
     started = time.time()
     deadline = started + 60 * float(args.max_minutes)
     lr0 = float(cfg.get("learning_rate", 1e-3))
+    average = WeightAverage() if args.average_from is not None else None
     while state["epoch"] < int(cfg.get("epochs", 100)) and time.time() < deadline:
         te = time.time()
         losses = []
@@ -457,8 +515,23 @@ def train(args) -> dict:
                  {k: round(v, 3) for k, v in metrics.items()}, minutes)
         full.save_weights(out / "last.weights.h5")
         if score > state["best"]:
-            state["best"], state["best_epoch"] = score, state["epoch"]
+            state["best"], state["best_epoch"], state["best_source"] = score, state["epoch"], "epoch"
             full.save_weights(out / "best.weights.h5")
+        if average is not None and (time.time() - started) >= args.average_from * (deadline - started):
+            average.add(full.get_weights(), state["epoch"])
+            current = full.get_weights()
+            full.set_weights(average.weights())
+            avg_metrics = valid_metrics(model, crops)
+            avg_score = validation_score(avg_metrics)
+            full.save_weights(out / "average.weights.h5")
+            record["average"] = {"epochs": [average.first, state["epoch"]], "score": avg_score, **avg_metrics}
+            log.info("average of epochs %d-%d: score %.4f %s", average.first, state["epoch"], avg_score,
+                     {k: round(v, 3) for k, v in avg_metrics.items()})
+            if avg_score > state["best"]:
+                state["best"], state["best_epoch"] = avg_score, state["epoch"]
+                state["best_source"] = f"average of epochs {average.first}-{state['epoch']}"
+                full.save_weights(out / "best.weights.h5")
+            full.set_weights(current)
         state["epoch"] += 1
         state.update(hardware=hardware, config=cfg, model_config=config, data_hours=hours)
         tmp = out / ".state.json"
@@ -473,6 +546,9 @@ def ship(args) -> None:
 
     run = Path(args.run)
     state = json.loads((run / "state.json").read_text())
+    source = state.get("best_source", "epoch")
+    if source == "init" or state["best_epoch"] < 0:
+        raise SystemExit(f"{run}: no epoch scored above the run's initial weights on the validation crops; nothing to ship")
     root = Path(__file__).resolve().parent.parent
     manifest_paths = [root / "weights_manifest.json", root / "mirzoo" / "weights_manifest.json"]
     manifest = json.loads(manifest_paths[0].read_text())
@@ -488,6 +564,8 @@ def ship(args) -> None:
                         "size": len(data)}
     entry["pretrained"] = True
     best = state["history"][state["best_epoch"]]
+    if source.startswith("average"):
+        best = best["average"]
     hours = state.get("data_hours") or {}
     train_hours = round(sum(v for k, v in hours.items() if k.endswith(" train")), 2) or "not recorded"
     valid_crops = state.get("valid_crops", "the")
@@ -499,10 +577,18 @@ def ship(args) -> None:
                 "downbeats, 24 keys, 109 chords, 12 meters, tempo, clip tags",
         "command": "python -m training.musical cache --corpus CORPUS --out CACHE && python -m training.musical train "
                    "--cache CACHE --config training/configs/tcn-music.json --max-minutes M [--resume] [--anneal]",
-        "epochs": state["epoch"], "best_epoch": state["best_epoch"],
+        "epochs": state["epoch"], "best_epoch": state["best_epoch"], "best_weights": source,
         "train_minutes": round(state["minutes"], 1), "hardware": state.get("hardware"),
-        "valid": {k: round(v, 4) for k, v in best.items() if k.endswith(("_acc", "_f1"))},
+        "valid": {k: round(v, 4) for k, v in best.items() if k.endswith(("_acc", "_f1", "_mirex"))},
     }
+    init = state.get("init")
+    if init:
+        # a fine-tuning run: its lineage, so that the card counts all the training behind the weights
+        before = init.get("training") or {}
+        entry["training"]["init"] = {"sha256": init["sha256"], "epochs": before.get("epochs"),
+                                     "train_minutes": before.get("train_minutes"), "hardware": before.get("hardware")}
+        if before.get("train_minutes") is not None:
+            entry["training"]["train_minutes_in_all"] = round(before["train_minutes"] + state["minutes"], 1)
     if args.notes:
         entry["training"]["notes"] = args.notes
     text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
@@ -528,10 +614,16 @@ def main(argv=None) -> int:
     t.add_argument("--resume", action="store_true")
     t.add_argument("--anneal", action="store_true",
                    help="cosine-decay the learning rate over this run's --max-minutes (for a final fixed-budget stretch)")
+    t.add_argument("--init", default=None,
+                   help="start a new run from 'shipped' (the package's weights and tag vocabulary) or a weights file")
+    t.add_argument("--average-from", type=float, default=None, metavar="FRACTION",
+                   help="average the weights of every epoch after this fraction of --max-minutes (0..1)")
     s = sub.add_parser("ship", help="ship a run's best weights into the package")
     s.add_argument("--run", required=True)
     s.add_argument("--notes", default="", help="how the run went (stints, schedule), for the model card")
     args = parser.parse_args(argv)
+    if getattr(args, "average_from", None) is not None and not 0.0 <= args.average_from < 1.0:
+        parser.error(f"--average-from {args.average_from}: expected a fraction of the time budget in [0, 1)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     {"cache": cache, "train": train, "ship": ship}[args.cmd](args)
     return 0
