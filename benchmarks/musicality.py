@@ -15,6 +15,8 @@ Measures (model: ``Extractor.analyze`` of ``--model``; every baseline computed h
 * **key**, MIREX weighted score (``mir_eval.key.weighted_score``): reference = the most frequent
   unmasked frame key of the clip; baseline = Krumhansl-Schmuckler: the clip's mean
   ``librosa.feature.chroma_cqt`` correlated with the 24 rotations of the Krumhansl-Kessler profiles.
+  The model's key is ``analyze``'s global key (with the model's ``clip_key`` record when it has one:
+  key and chord heads together); the key head's clip mean alone is reported beside it.
 * **beats**, F-measure (``mir_eval.beat.f_measure``, 70 ms window, first 5 s trimmed as mir_eval
   does); reference = the score's beat times; baseline ``librosa.beat.beat_track``.  Estimated beats
   where the score's beat grid is unknown (``beat_mask == 0``) are left out, for every method alike.
@@ -340,7 +342,7 @@ def main(argv=None) -> int:
 
     import mirzoo
     from mirzoo.embeddings import pool_embeddings
-    from mirzoo.tasks.analyze import REQUIRED_HEADS, analyze_frames
+    from mirzoo.tasks.analyze import REQUIRED_HEADS, analyze_frames, global_distribution
 
     data = Path(args.heldout)
     notes = []
@@ -365,13 +367,14 @@ def main(argv=None) -> int:
     keys = list(REQUIRED_HEADS) + (["tags"] if "tags" in heads else []) + [l for l in layers if l not in REQUIRED_HEADS]
     others = [mirzoo.load(name) for name in args.probe_models]
 
-    per = {k: [] for k in ("key_model", "key_base", "beat_model", "beat_base", "down_model", "tempo_model",
+    per = {k: [] for k in ("key_model", "key_head_mean", "key_base", "beat_model", "beat_base", "down_model", "tempo_model",
                            "tempo_base", "tempo_simple")}
     chord_tot = {"model": np.zeros(4), "base": np.zeros(4)}
     feats: dict[str, dict[str, list]] = {"mfcc": {"mfcc": []}, args.model: {l: [] for l in layers}}
     for o in others:
         feats[o.name] = {l: [] for l in o.all_layers}
     tag_probs, tag_truth = [], []
+    clip_key = None if args.oracle else m.spec.clip_key  # the oracle checks the chain with one-hot heads alone
     t0 = time.time()
     timing = {"model": 0.0, "baselines": 0.0, "probe_models": 0.0}
     for i, clip in enumerate(clips):
@@ -381,7 +384,9 @@ def main(argv=None) -> int:
         out = m.forward([y], keys, 16)[0]
         if args.oracle:
             out.update(oracle_frames(clip["targets"], heads, out["beats"].shape[0]))
-        a = analyze_frames(out, heads, fps, duration=y.shape[0] / sr, source=clip["audio"], model=m.name)
+        a = analyze_frames(out, heads, fps, duration=y.shape[0] / sr, source=clip["audio"], model=m.name,
+                           clip_key=clip_key)
+        head_key = global_distribution(out["key"], heads["key"], top_k=1)[0][0]
         timing["model"] += time.time() - ts
         for l in layers:
             feats[args.model][l].append(pool_embeddings(out[l].reshape(out[l].shape[0], -1), "mean+std"))
@@ -395,6 +400,7 @@ def main(argv=None) -> int:
             import mir_eval
 
             per["key_model"].append(mir_eval.key.weighted_score(ref["key"], a.key))
+            per["key_head_mean"].append(mir_eval.key.weighted_score(ref["key"], head_key))
             per["key_base"].append(mir_eval.key.weighted_score(ref["key"], ks_key(chroma)))
         _, base_beats = librosa.beat.beat_track(y=y, sr=sr, hop_length=m.hop_length, units="time")
         for name, est in (("beat_model", a.beats), ("beat_base", base_beats)):
@@ -437,7 +443,10 @@ def main(argv=None) -> int:
 
     res = {
         "key_weighted": {"model": mean(per["key_model"]), "baseline": mean(per["key_base"]),
-                         "baseline_name": "Krumhansl-Schmuckler on chroma_cqt", "n": len(per["key_model"])},
+                         "baseline_name": "Krumhansl-Schmuckler on chroma_cqt", "n": len(per["key_model"]),
+                         # the key head's clip mean alone (what `model` is without a clip_key record)
+                         "model_head_mean": mean(per["key_head_mean"]),
+                         "clip_key": clip_key is not None},
         "beat_f": {"model": mean(per["beat_model"]), "baseline": mean(per["beat_base"]),
                    "baseline_name": "librosa.beat.beat_track", "n": len(per["beat_model"])},
         "downbeat_f": {"model": mean(per["down_model"]), "baseline": None, "n": len(per["down_model"])},
@@ -518,6 +527,8 @@ def headline(res: dict, model_name: str) -> dict:
 
     put("key_mirex", res["key_weighted"]["model"])
     put("key_mirex_krumhansl_schmuckler", res["key_weighted"]["baseline"])
+    if res["key_weighted"].get("clip_key"):
+        put("key_mirex_head_mean", res["key_weighted"].get("model_head_mean"))
     put("beat_f", res["beat_f"]["model"])
     put("beat_f_librosa", res["beat_f"]["baseline"])
     put("downbeat_f", res["downbeat_f"]["model"])
@@ -550,6 +561,8 @@ def render_table(r: dict) -> str:
     lines += ["", "| measure | model | baseline in the same run | target |", "|---|---|---|---|"]
     k = res["key_weighted"]
     lines.append(f"| key, MIREX weighted (n={k['n']}) | {fmt(k['model'])} | {fmt(k['baseline'])} ({k['baseline_name']}) | {TARGETS['key_weighted']} |")
+    if k.get("clip_key"):
+        lines.append(f"| key, the key head's clip mean alone | {fmt(k.get('model_head_mean'))} | | |")
     b = res["beat_f"]
     lines.append(f"| beat F-measure (n={b['n']}) | {fmt(b['model'])} | {fmt(b['baseline'])} ({b['baseline_name']}) | {TARGETS['beat_f']} |")
     d = res["downbeat_f"]

@@ -279,6 +279,26 @@ def model_card(spec: ModelSpec, repo_id: str) -> str:
         if training.get("best_epoch") is not None:
             line += f" (best epoch {training['best_epoch']} on the validation split)"
         body += ["", line + "."]
+    init = training.get("init")
+    if isinstance(init, dict):
+        line = f"Fine-tuned from earlier weights (sha256 `{str(init.get('sha256', '?'))[:12]}`"
+        if init.get("epochs") is not None:
+            line += f", {init['epochs']} epochs"
+        if init.get("train_minutes") is not None:
+            line += f", {init['train_minutes']} min"
+        line += ")"
+        if training.get("train_minutes_in_all") is not None:
+            line += f": {training['train_minutes_in_all']} min of training in all"
+        body += ["", line + "."]
+    clip_key = spec.clip_key
+    if clip_key:
+        v = dict(clip_key.get("valid") or {})
+        body += ["", "Clip key: `analyze()` and `m.tag(audio, head=\"key\")` score a clip's key from the key and "
+                 "chord heads together (a transposition-equivariant logistic regression, 220 parameters"
+                 + (f", fitted on {clip_key['fitted_on']}" if clip_key.get("fitted_on") else "") + ")"
+                 + (f"; MIREX weighted score cross-validated by piece {v['key_mirex_cv']}, against "
+                    f"{v['key_mirex_head_mean']} for the key head's clip mean alone" if "key_mirex_cv" in v else "")
+                 + "."]
     if training.get("command"):
         body += ["", "Reproduce with:", "", "```bash", str(training["command"]), "```"]
     body += ["", "## Metrics", "", _metrics_section(dict(spec.metrics), pretrained)]

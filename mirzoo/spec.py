@@ -96,6 +96,9 @@ class ModelSpec:
     references: tuple[str, ...] = ()
     #: the zoo model a saved or fine-tuned model was derived from (``Extractor.save`` records it)
     saved_from: Optional[str] = None
+    #: clip-level key from the frame ``key`` and ``chord`` heads (``mirzoo.tasks.analyze.clip_key_distribution``):
+    #: ``{"scale": [2], "bias": [2], "chord": [2][12][9], ...}`` (major, minor), or ``None``
+    clip_key: Optional[Mapping[str, Any]] = field(default=None, compare=False)
     entry: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     # -- derived values ------------------------------------------------------------------
@@ -257,8 +260,50 @@ class ModelSpec:
             metrics=MappingProxyType(dict(frozen.get("metrics") or {})),
             references=tuple(frozen.get("references") or ()),
             saved_from=frozen.get("saved_from"),
+            clip_key=_parse_clip_key(where, frozen.get("clip_key"), head, aux),
             entry=MappingProxyType(frozen),
         )
+
+
+def _parse_clip_key(where: str, record: Any, head: Optional[HeadSpec], aux: tuple) -> Optional[Mapping[str, Any]]:
+    """The ``clip_key`` record, checked: its arrays' shapes, and ``key`` (24) and ``chord`` (12 x 9 + 1) heads."""
+    if record is None:
+        return None
+    if not isinstance(record, Mapping):
+        raise ManifestError(f"{where}: clip_key={record!r} must be an object with 'scale', 'bias' and 'chord'")
+    labels = {h.output: h.labels for h in ([head] if head else []) + list(aux)}
+    key, chord = labels.get("key", ()), labels.get("chord", ())
+    # the layout clip_key_distribution reads: keys tonic + 12 * minor from C, chords root * 9 + quality, then N
+    if len(key) != 24 or key[0] != "C major" or key[12] != "C minor" or len(chord) != 12 * 9 + 1 \
+            or chord[0] != "C:maj" or chord[9] != "C#:maj" or chord[-1] != "N":
+        raise ManifestError(
+            f"{where}: clip_key needs the 24-label 'key' head ('C major' .. 'B minor') and the 109-label 'chord' "
+            f"head ('C:maj' .. 'B:dim7', 'N'); the model's heads are {[(k, len(v)) for k, v in labels.items()]}"
+        )
+    shapes = {"scale": (2,), "bias": (2,), "chord": (2, 12, 9)}
+    for name, shape in shapes.items():
+        value = record.get(name)
+        try:
+            ok = _nested_shape(value) == shape
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ManifestError(f"{where}: clip_key[{name!r}] must be numbers of shape {shape}, got {value!r:.80}")
+    return MappingProxyType(dict(record))
+
+
+def _nested_shape(value: Any) -> tuple:
+    """Shape of a nested list of numbers (``ValueError`` when ragged, ``TypeError`` for non-numbers)."""
+    if isinstance(value, bool):
+        raise TypeError("a boolean is not a number")
+    if isinstance(value, (int, float)):
+        return ()
+    if not isinstance(value, (list, tuple)) or not value:
+        raise TypeError("not a non-empty list")
+    inner = {_nested_shape(v) for v in value}
+    if len(inner) != 1:
+        raise ValueError("ragged")
+    return (len(value),) + inner.pop()
 
 
 def _parse_weights(where: str, weights: Mapping[str, Any]) -> WeightsSpec:

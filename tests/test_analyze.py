@@ -301,3 +301,92 @@ def test_taggram_checks_shapes(tmp_path):
         plots.plot_taggram(np.zeros((3, 3)), ["a", "b"], np.arange(3.0), tmp_path / "t.png")
     with pytest.raises(ParameterError, match="must end in .png, .pdf or .svg"):
         plots.plot_taggram(np.zeros((3, 2)), ["a", "b"], np.arange(3.0), tmp_path / "t.jpg")
+
+
+# -- clip key: key and chord heads together ---------------------------------------------------------
+FULL_CHORDS = [f"{r}:{q}" for r in ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+               for q in ("maj", "min", "dim", "aug", "7", "maj7", "min7", "hdim7", "dim7")] + ["N"]
+
+
+def _clip_key_params(seed=0, scale=(1.0, 1.0), bias=(0.0, 0.0)):
+    rng = np.random.default_rng(seed)
+    return {"scale": list(scale), "bias": list(bias), "chord": rng.normal(size=(2, 12, 9)).tolist()}
+
+
+def test_clip_key_scores_match_their_definition_and_follow_transposition():
+    rng = np.random.default_rng(3)
+    key = rng.dirichlet(np.ones(24), size=40)
+    chord = rng.dirichlet(np.ones(109), size=40)
+    params = _clip_key_params(1, scale=(0.7, 1.3), bias=(0.2, -0.4))
+    s = an.clip_key_scores(key, chord, params)
+    W, km, cm = np.asarray(params["chord"]), key.mean(0), chord.mean(0)
+    for m in range(2):
+        for t in range(12):
+            want = params["scale"][m] * np.log(km[12 * m + t] + 1e-6) + params["bias"][m]
+            want += sum(W[m, r, q] * cm[((t + r) % 12) * 9 + q] for r in range(12) for q in range(9))
+            assert s[12 * m + t] == pytest.approx(want, rel=1e-9, abs=1e-9)
+    # everything moved up 5 semitones: the scores move with it, mode by mode
+    up_key = np.concatenate([np.roll(key[:, :12], 5, axis=1), np.roll(key[:, 12:], 5, axis=1)], axis=1)
+    up_chord = np.concatenate([np.roll(chord[:, :108].reshape(-1, 12, 9), 5, axis=1).reshape(-1, 108), chord[:, 108:]], axis=1)
+    s_up = an.clip_key_scores(up_key, up_chord, params).reshape(2, 12)
+    np.testing.assert_allclose(s_up, np.roll(s.reshape(2, 12), 5, axis=1), rtol=1e-10, atol=1e-10)
+    p = an.clip_key_distribution(key, chord, params)
+    assert p.shape == (24,) and p.sum() == pytest.approx(1.0) and p.argmax() == s.argmax()
+    with pytest.raises(ParameterError, match=r"chord_probs must be a non-empty \[frames, 109\]"):
+        an.clip_key_scores(key, chord[:, :108], params)
+
+
+def test_clip_key_reads_the_key_from_the_chords_when_the_key_head_is_unsure():
+    frames, heads, _ = fake_frames()
+    heads = dict(heads, chord=FULL_CHORDS)
+    n = frames["key"].shape[0]
+    frames = dict(frames, key=np.full((n, 24), 1 / 24))  # a key head that cannot tell
+    path = np.array([FULL_CHORDS.index(c) for c in ("D:maj", "G:maj", "A:7", "D:maj")]).repeat(n // 4 + 1)[:n]
+    frames["chord"] = one_hot_probs(path, len(FULL_CHORDS))
+    # a major key weighs its I, IV and V7; nothing else
+    w = np.zeros((2, 12, 9))
+    w[0, 0, 0], w[0, 5, 0], w[0, 7, 4] = 3.0, 2.0, 2.0
+    params = {"scale": [1.0, 1.0], "bias": [0.0, 0.0], "chord": w.tolist()}
+    a = an.analyze_frames(frames, heads, FPS, clip_key=params)
+    assert a.key == "D major"
+    probs = [p for _, p in a.key_candidates]
+    assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-9
+    want = an.clip_key_distribution(frames["key"], frames["chord"], params)
+    assert probs[0] == pytest.approx(float(want.max()))
+    # without the record the global key is the flat key head's (the first label on a tie)
+    assert an.analyze_frames(frames, heads, FPS).key == "C major"
+
+
+def test_tag_key_and_analyze_agree_and_use_the_clip_key(tcn):
+    import copy
+
+    assert tcn.spec.clip_key is not None  # the shipped model carries its fitted record
+    y = tone_mix(4.0, seed=4)
+    m = mirzoo.load("tcn-music")
+    rec = copy.deepcopy(dict(m.spec.clip_key))
+    rec["bias"] = [0.0, 50.0]  # a record that forces a minor key: both readings must follow it
+    m.update_entry(clip_key=rec)
+    top = m.tag(y, sr=SR, head="key", top_k=3)
+    assert top[0][0].endswith("minor") and m.analyze(y, sr=SR).key == top[0][0]
+    frames = m.forward([y], ["key", "chord"], 16)[0]
+    want = an.clip_key_distribution(frames["key"], frames["chord"], rec)
+    assert top[0][1] == pytest.approx(float(want.max()), rel=1e-6)
+    both = m.tag([y, tone_mix(3.0, seed=5)], sr=SR, head="key", top_k=1)
+    assert isinstance(both, list) and both[0] == top[:1]
+    # predict() stays the head's own clip mean
+    np.testing.assert_allclose(m.predict(y, sr=SR, head="key"), frames["key"].mean(axis=0), rtol=1e-5, atol=1e-6)
+
+
+def test_manifest_clip_key_records_are_checked():
+    from mirzoo.errors import ManifestError
+    from mirzoo.spec import ModelSpec
+    from mirzoo.zoo.manifest import get_entry
+
+    entry = dict(get_entry("tcn-music"))
+    entry["clip_key"] = _clip_key_params()
+    assert ModelSpec.from_entry("tcn-music", entry).clip_key["scale"] == [1.0, 1.0]
+    bad = dict(entry, clip_key=dict(_clip_key_params(), chord=[[0.0] * 9] * 12))
+    with pytest.raises(ManifestError, match=r"clip_key\['chord'\] must be numbers of shape \(2, 12, 9\)"):
+        ModelSpec.from_entry("tcn-music", bad)
+    with pytest.raises(ManifestError, match=r"clip_key needs the 24-label 'key' head"):
+        ModelSpec.from_entry("cnn-tagging", dict(get_entry("cnn-tagging"), clip_key=_clip_key_params()))

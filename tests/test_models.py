@@ -105,7 +105,9 @@ def test_save_load_round_trip(name, tmp_path):
     assert sorted(p.name for p in out.iterdir() if p.is_file()) == ["config.json", "metadata.json", "mirzoo.json", "model.weights.h5"]
     again = mirzoo.load(str(out))
     assert again.name == name and again.layers == m.layers
-    np.testing.assert_allclose(again.extract(y, sr=SR, layer="all").embeddings, before, rtol=1e-6, atol=1e-6)
+    # 1e-5, the parity the project holds folded and exported models to: under load, oneDNN (TensorFlow 2.21)
+    # gave tcn-music's reloaded copy differences of up to 3e-6 on 0.7 % of the values
+    np.testing.assert_allclose(again.extract(y, sr=SR, layer="all").embeddings, before, rtol=1e-5, atol=1e-5)
     # Keras reads the same directory on its own
     plain = keras.saving.load_model(str(out))
     x = np.zeros((1,) + tuple(d or 48000 for d in m.keras_model.input_shape[1:]), np.float32)

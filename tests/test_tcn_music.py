@@ -244,3 +244,46 @@ def test_average_from_outside_0_1_is_refused(capsys):
     with pytest.raises(SystemExit):
         musical.main(["train", "--cache", "x", "--average-from", "1.5"])
     assert "--average-from 1.5: expected a fraction" in capsys.readouterr().err
+
+
+def _synthetic_clip_key_data(n=240, seed=0):
+    """Clips whose key head is noisy but whose chords are the key's I, IV and V (major) or i, iv and V (minor)."""
+    rng = np.random.default_rng(seed)
+    refs = rng.integers(0, 24, n)
+    keys = rng.dirichlet(np.ones(24), size=n) * 0.8
+    keys[np.arange(n), refs] += 0.2 * rng.random(n)  # weak evidence from the key head
+    keys /= keys.sum(axis=1, keepdims=True)
+    chords = np.full((n, 109), 0.01)
+    for i, k in enumerate(refs):
+        tonic, minor = k % 12, k // 12
+        for interval, quality in ((0, minor), (5, minor), (7, 4)):  # maj/min on I and IV, a dominant 7th on V
+            chords[i, ((tonic + interval) % 12) * 9 + quality] += rng.uniform(0.5, 1.0)
+    chords /= chords.sum(axis=1, keepdims=True)
+    return keys, chords, refs
+
+
+def test_fit_clip_key_learns_chord_evidence_and_matches_the_library_scores():
+    from mirzoo.tasks.analyze import clip_key_scores
+    from training.musical import clip_key_design, fit_clip_key, key_mirex
+
+    keys, chords, refs = _synthetic_clip_key_data()
+    params = fit_clip_key(keys[:160], chords[:160], refs[:160], l2=1e-3)
+    assert np.asarray(params["chord"]).shape == (2, 12, 9) and params["l2"] == 1e-3
+    pred = np.array([np.argmax(clip_key_scores(k[None], c[None], params)) for k, c in zip(keys[160:], chords[160:])])
+    assert key_mirex(pred, refs[160:]) > 0.95 > key_mirex(keys[160:].argmax(axis=1), refs[160:])
+    # the design matrix the fit uses gives the library's scores
+    theta = np.r_[params["scale"], params["bias"], np.ravel(params["chord"])]
+    np.testing.assert_allclose(clip_key_design(keys[:5], chords[:5]) @ theta,
+                               np.stack([clip_key_scores(k[None], c[None], params) for k, c in zip(keys[:5], chords[:5])]),
+                               rtol=1e-9, atol=1e-9)
+
+
+def test_choose_clip_key_cross_validates_by_piece():
+    from training.musical import CLIP_KEY_L2, choose_clip_key
+
+    keys, chords, refs = _synthetic_clip_key_data(120, seed=1)
+    pieces = np.array([f"p{i // 2}" for i in range(len(refs))])
+    rec = choose_clip_key(keys, chords, refs, pieces, folds=3)
+    assert rec["l2"] in CLIP_KEY_L2 and set(rec["valid"]["key_mirex_cv_by_l2"]) == {f"{x:g}" for x in CLIP_KEY_L2}
+    assert rec["valid"]["key_mirex_cv"] == max(rec["valid"]["key_mirex_cv_by_l2"].values()) > rec["valid"]["key_mirex_head_mean"]
+    assert rec["valid"]["clips"] == 120 and rec["valid"]["pieces"] == 60

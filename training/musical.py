@@ -540,6 +540,161 @@ def train(args) -> dict:
     return state
 
 
+# -- clip key -------------------------------------------------------------------------------------
+#: the L2 penalties ``fit-key`` chooses from by grouped cross-validation on the valid clips
+CLIP_KEY_L2 = (1e-4, 3e-4, 1e-3, 3e-3)
+
+
+def clip_key_design(key_means: np.ndarray, chord_means: np.ndarray) -> np.ndarray:
+    """``[clips, 24, 220]``: the linear features behind :func:`mirzoo.tasks.analyze.clip_key_scores`.
+
+    Parameter order: ``scale[2], bias[2], chord[2, 12, 9]`` (major, minor).
+    """
+    n = len(key_means)
+    log_key = np.log(np.asarray(key_means, np.float64) + 1e-6).reshape(n, 2, 12)
+    chords = np.asarray(chord_means, np.float64)[:, :108].reshape(n, 12, 9)
+    rel = chords[:, (np.arange(12)[:, None] + np.arange(12)[None, :]) % 12]  # [n, tonic, interval, quality]
+    x = np.zeros((n, 2, 12, 4 + 2 * 108))
+    for m in range(2):
+        x[:, m, :, m] = log_key[:, m]
+        x[:, m, :, 2 + m] = 1.0
+        x[:, m, :, 4 + 108 * m: 4 + 108 * (m + 1)] = rel.reshape(n, 12, 108)
+    return x.reshape(n, 24, -1)
+
+
+def fit_clip_key(key_means: np.ndarray, chord_means: np.ndarray, refs: np.ndarray, l2: float) -> dict:
+    """Multinomial logistic regression of the reference keys on :func:`clip_key_design` (L-BFGS, L2 on the
+    chord weights), started from the key head alone (scale 1, everything else 0)."""
+    from scipy.optimize import minimize  # deferred: scipy is in the corpus and test extras
+
+    x = clip_key_design(key_means, chord_means)
+    y = np.asarray(refs, int)
+    n = len(y)
+    penal = np.r_[np.zeros(4), np.ones(216)]
+
+    def loss(theta):
+        s = x @ theta
+        s -= s.max(axis=1, keepdims=True)
+        p = np.exp(s)
+        p /= p.sum(axis=1, keepdims=True)
+        nll = -np.log(p[np.arange(n), y] + 1e-300).mean()
+        p[np.arange(n), y] -= 1.0
+        grad = np.einsum("nk,nkd->d", p, x) / n + 2 * l2 * penal * theta
+        return nll + l2 * float((penal * theta ** 2).sum()), grad
+
+    theta0 = np.r_[1.0, 1.0, np.zeros(2 + 216)]
+    theta = minimize(loss, theta0, jac=True, method="L-BFGS-B", options={"maxiter": 2000}).x
+    return {"scale": theta[:2].tolist(), "bias": theta[2:4].tolist(),
+            "chord": theta[4:].reshape(2, 12, 9).tolist(), "l2": l2}
+
+
+def key_mirex(estimates, refs) -> float:
+    """Mean MIREX weighted score of key indices (``training.corpus_targets.KEYS``)."""
+    import mir_eval
+
+    from training.corpus_targets import KEYS
+
+    return float(np.mean([mir_eval.key.weighted_score(KEYS[int(r)], KEYS[int(e)]) for e, r in zip(estimates, refs)]))
+
+
+def clip_key_inputs(extractor, corpus: Path, split: str, limit: int = 0):
+    """Clip means of the key and chord heads and the reference key (the most frequent labelled frame key,
+    as ``benchmarks/musicality.py`` scores) of every clip of ``split`` with a known key; plus piece ids."""
+    from collections import Counter
+
+    from training.corpus import load_clip_targets
+
+    files = sorted(glob.glob(str(corpus / "targets" / split / "**" / "*.npz"), recursive=True))
+    if limit:
+        files = files[:limit]
+    keys, chords, refs, pieces = [], [], [], []
+    for path in files:
+        t = load_clip_targets(path)
+        labelled = t["key"][t["key"] >= 0]
+        if not labelled.size:
+            continue
+        y, _ = extractor.load_input(str(corpus / t["meta"]["path"]), None)
+        out = extractor.forward([y], ["key", "chord"], 16)[0]
+        keys.append(out["key"].astype(np.float64).mean(axis=0))
+        chords.append(out["chord"].astype(np.float64).mean(axis=0))
+        refs.append(int(Counter(labelled.tolist()).most_common(1)[0][0]))
+        pieces.append(t["meta"]["piece_id"])
+    return np.array(keys), np.array(chords), np.array(refs), np.array(pieces)
+
+
+def choose_clip_key(key_means, chord_means, refs, pieces, folds: int = 5, seed: int = 0) -> dict:
+    """Fit :func:`fit_clip_key` with the L2 penalty of :data:`CLIP_KEY_L2` that scores best in
+    ``folds``-fold cross-validation grouped by piece; the record carries the cross-validated figures."""
+    from mirzoo.tasks.analyze import clip_key_scores
+
+    uniq = np.unique(pieces)
+    fold_of = dict(zip(uniq, np.random.default_rng(seed).permutation(len(uniq)) % folds))
+    fold = np.array([fold_of[p] for p in pieces])
+    cv = {}
+    for l2 in CLIP_KEY_L2:
+        pred = np.zeros(len(refs), int)
+        for f in range(folds):
+            tr, te = fold != f, fold == f
+            params = fit_clip_key(key_means[tr], chord_means[tr], refs[tr], l2)
+            pred[te] = [int(np.argmax(clip_key_scores(k[None], c[None], params))) for k, c in
+                        zip(key_means[te], chord_means[te])]
+        cv[l2] = key_mirex(pred, refs)
+    best = max(CLIP_KEY_L2, key=lambda l2: (cv[l2], -l2))
+    params = fit_clip_key(key_means, chord_means, refs, best)
+    params["valid"] = {"clips": int(len(refs)), "pieces": int(len(uniq)),
+                       "key_mirex_head_mean": round(key_mirex(key_means.argmax(axis=1), refs), 4),
+                       "key_mirex_cv": round(cv[best], 4),
+                       "key_mirex_cv_by_l2": {f"{k:g}": round(v, 4) for k, v in cv.items()}}
+    return params
+
+
+def fit_key(args) -> None:
+    """Fit the ``clip_key`` record of some ``tcn-music`` weights on the valid clips of a corpus."""
+    from mirzoo.extractor import Extractor
+    from mirzoo.fileio import write_json_atomic
+    from mirzoo.zoo.manifest import get_entry
+
+    entry = dict(get_entry(MODEL), name=MODEL)
+    if args.weights == "shipped" and not args.out:
+        raise SystemExit("--weights shipped: give --out FILE, or --out manifest to put the record into the package's entry")
+    path = init_weights_path(args.weights, entry)
+    if args.weights == "shipped":
+        vocab = list(entry["head"]["labels"])
+    else:
+        vocab = json.loads((path.parent / "state.json").read_text())["vocabulary"]
+    full, _, config = build_training_model(entry, len(vocab))
+    full.load_weights(path)
+    entry.pop("clip_key", None)
+    extractor = Extractor(full, dict(entry, config=config))
+    t0 = time.time()
+    key_means, chord_means, refs, pieces = clip_key_inputs(extractor, Path(args.corpus), args.split, args.limit)
+    if len(refs) < 20:
+        raise SystemExit(f"{args.corpus} split {args.split!r}: {len(refs)} clips with a key, need at least 20")
+    record = choose_clip_key(key_means, chord_means, refs, pieces)
+    record["weights_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    record["fitted_on"] = (f"{Path(args.corpus).name} split {args.split}: {len(refs)} clips of "
+                           f"{record['valid']['pieces']} pieces (python -m training.musical fit-key)")
+    if args.out == "manifest":
+        # the package's own weights: the record goes into their manifest entry (both copies)
+        if args.weights != "shipped":
+            raise SystemExit("--out manifest is for --weights shipped; a run's record is shipped with the run")
+        from mirzoo.fileio import atomic_file
+
+        root = Path(__file__).resolve().parent.parent
+        for manifest_path in (root / "weights_manifest.json", root / "mirzoo" / "weights_manifest.json"):
+            manifest = json.loads(manifest_path.read_text())
+            manifest["models"][MODEL]["clip_key"] = record
+            with atomic_file(manifest_path) as tmp:
+                Path(tmp).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        out = "the manifest entry"
+    else:
+        out = Path(args.out) if args.out else path.parent / "clip_key.json"
+        write_json_atomic(out, record)
+    log.info("clip key on %d %s clips (%.0f s): MIREX head mean %.4f, clip key (cross-validated, l2 %g) %.4f -> %s",
+             len(refs), args.split, time.time() - t0, record["valid"]["key_mirex_head_mean"], record["l2"],
+             record["valid"]["key_mirex_cv"], out)
+
+
 def ship(args) -> None:
     """Copy the run's best weights into the package and rewrite the manifest entry."""
     from mirzoo.fileio import atomic_file
@@ -563,6 +718,13 @@ def ship(args) -> None:
     entry["weights"] = {"kind": "file", "file": target.name, "sha256": hashlib.sha256(data).hexdigest(),
                         "size": len(data)}
     entry["pretrained"] = True
+    clip_key = run / "clip_key.json"
+    entry.pop("clip_key", None)  # fitted on other weights
+    if clip_key.is_file():
+        record = json.loads(clip_key.read_text())
+        if record.get("weights_sha256") != entry["weights"]["sha256"]:
+            raise SystemExit(f"{clip_key} was fitted on other weights than {run / 'best.weights.h5'}: rerun fit-key")
+        entry["clip_key"] = record
     best = state["history"][state["best_epoch"]]
     if source.startswith("average"):
         best = best["average"]
@@ -589,6 +751,13 @@ def ship(args) -> None:
                                      "train_minutes": before.get("train_minutes"), "hardware": before.get("hardware")}
         if before.get("train_minutes") is not None:
             entry["training"]["train_minutes_in_all"] = round(before["train_minutes"] + state["minutes"], 1)
+    if state.get("init"):
+        entry["training"]["command"] = (
+            "python -m training.musical cache --corpus CORPUS --out CACHE && python -m training.musical train "
+            "--cache CACHE --config training/configs/tcn-music-finetune.json --init shipped --anneal "
+            "--average-from 0.5 --max-minutes M")
+    if "clip_key" in entry:
+        entry["training"]["command"] += " && python -m training.musical fit-key --corpus CORPUS --weights RUN/best.weights.h5"
     if args.notes:
         entry["training"]["notes"] = args.notes
     text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
@@ -618,6 +787,13 @@ def main(argv=None) -> int:
                    help="start a new run from 'shipped' (the package's weights and tag vocabulary) or a weights file")
     t.add_argument("--average-from", type=float, default=None, metavar="FRACTION",
                    help="average the weights of every epoch after this fraction of --max-minutes (0..1)")
+    k = sub.add_parser("fit-key", help="fit the clip key (key and chord heads together) on a corpus's valid clips")
+    k.add_argument("--corpus", required=True, help="a version-2 corpus folder (its --split clips are used)")
+    k.add_argument("--split", default="valid")
+    k.add_argument("--weights", default="shipped", help="'shipped' or a run's weights file (its state.json beside it)")
+    k.add_argument("--out", default=None,
+                   help="JSON record (default: clip_key.json beside a run's weights), or 'manifest' (shipped weights only)")
+    k.add_argument("--limit", type=int, default=0, help=argparse.SUPPRESS)
     s = sub.add_parser("ship", help="ship a run's best weights into the package")
     s.add_argument("--run", required=True)
     s.add_argument("--notes", default="", help="how the run went (stints, schedule), for the model card")
@@ -625,7 +801,7 @@ def main(argv=None) -> int:
     if getattr(args, "average_from", None) is not None and not 0.0 <= args.average_from < 1.0:
         parser.error(f"--average-from {args.average_from}: expected a fraction of the time budget in [0, 1)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    {"cache": cache, "train": train, "ship": ship}[args.cmd](args)
+    {"cache": cache, "train": train, "fit-key": fit_key, "ship": ship}[args.cmd](args)
     return 0
 
 

@@ -8,8 +8,11 @@ so they can be used (and are tested) on activations from anywhere.
 
 How each answer is read (``fps`` is the model's frame rate, 50 for ``tcn-music``):
 
-* **key**: the mean of the frame key probabilities; its best label is the global key,
-  and the top three are kept with their probabilities.  **Local keys**: the most probable
+* **key**: when the model carries a ``clip_key`` record (``tcn-music`` does), the global key
+  is scored from the key head's clip average *and* the chord head's (:func:`clip_key_scores`:
+  the chords a key uses, weighed per interval from the tonic, fitted on the valid split);
+  otherwise it is the mean of the frame key probabilities.  The top three are kept with their
+  probabilities.  **Local keys**: the most probable
   key path under a switching penalty (:func:`smooth_labels`, a Viterbi decode whose only
   transition cost is a fixed penalty per change), merged into segments.
 * **meter**: the mean of the frame meter probabilities.  Beats per bar follow the beat
@@ -222,6 +225,40 @@ def global_distribution(probs: np.ndarray, labels: Sequence[str], top_k: int = 3
     return [(labels[i], float(mean[i])) for i in order]
 
 
+def clip_key_scores(key_probs: np.ndarray, chord_probs: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
+    """Unnormalised log-scores of the 24 keys of a clip, from its frame key and chord probabilities.
+
+    For the key with tonic ``t`` and mode ``m`` (0 major, 1 minor)::
+
+        score = scale[m] * log(mean_frames key_probs)[t + 12 m]
+                + sum_{r, q} chord[m][r][q] * mean_frames chord_probs[(t + r) % 12, q] + bias[m]
+
+    ``chord[m][r][q]`` weighs a chord of quality ``q`` whose root lies ``r`` semitones above the tonic,
+    the same for every tonic, so the score is transposition-equivariant: the key head's clip average
+    plus what the chord head heard (the chords a key uses), with a bias per mode.  Keys are indexed
+    ``tonic + 12 * minor`` and chords ``root * 9 + quality`` (then ``N``, unused), as ``tcn-music``'s heads.
+    The parameters are fitted on the valid split by ``python -m training.musical fit-key``.
+    """
+    key_probs = _frames(key_probs, 24, "key_probs")
+    chord_probs = _frames(chord_probs, 12 * 9 + 1, "chord_probs")
+    scale = np.asarray(params["scale"], dtype=np.float64)
+    bias = np.asarray(params["bias"], dtype=np.float64)
+    weights = np.asarray(params["chord"], dtype=np.float64)  # [mode, interval, quality]
+    log_key = np.log(key_probs.mean(axis=0) + 1e-6).reshape(2, 12)
+    chords = chord_probs.mean(axis=0)[:108].reshape(12, 9)  # [root, quality]
+    # rel[t, r, q] = chords[(t + r) % 12, q]: the chord histogram seen from each tonic
+    rel = chords[(np.arange(12)[:, None] + np.arange(12)[None, :]) % 12]
+    scores = scale[:, None] * log_key + np.einsum("trq,mrq->mt", rel, weights) + bias[:, None]
+    return scores.reshape(24)
+
+
+def clip_key_distribution(key_probs: np.ndarray, chord_probs: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
+    """The clip's 24 key probabilities: the softmax of :func:`clip_key_scores`."""
+    s = clip_key_scores(key_probs, chord_probs, params)
+    e = np.exp(s - s.max())
+    return e / e.sum()
+
+
 def smooth_labels(probs: np.ndarray, switch_penalty: float) -> np.ndarray:
     """Most probable label path of ``probs [T, K]`` when each change of label costs ``switch_penalty`` nats.
 
@@ -425,6 +462,7 @@ def analyze_frames(
     chord_penalty: float = 8.0,
     key_penalty: float = 60.0,
     tightness: float = 100.0,
+    clip_key: Optional[Mapping[str, Any]] = None,
 ) -> Analysis:
     """An :class:`Analysis` from frame-wise head outputs.
 
@@ -444,6 +482,10 @@ def analyze_frames(
         second the defaults ask for about 0.3 s (chords) and 2 s (keys) of clear evidence.
     tightness : float > 0
         How strictly beat intervals follow the tempo (:func:`track_beats`).
+    clip_key : mapping, optional
+        Parameters of :func:`clip_key_distribution` (the model's ``clip_key`` record): the global key
+        and its candidates come from the key and chord heads together.  Without it, from the mean of
+        the frame key probabilities.  Local keys always come from the key head alone.
     """
     missing = [h for h in REQUIRED_HEADS if h not in frames]
     if missing:
@@ -460,7 +502,11 @@ def analyze_frames(
     meter_probs = _frames(frames["meter"], len(heads["meter"]), "frames['meter']")
     tempo_probs = _frames(frames["tempo"], len(heads["tempo"]), "frames['tempo']")
 
-    key_top = global_distribution(key_probs, heads["key"])
+    if clip_key is None:
+        key_top = global_distribution(key_probs, heads["key"])
+    else:
+        dist = clip_key_distribution(key_probs, chord_probs, clip_key)
+        key_top = [(heads["key"][i], float(dist[i])) for i in np.argsort(-dist, kind="stable")[:3]]
     local_keys = label_segments(smooth_labels(key_probs, key_penalty), heads["key"], fps, duration, key_probs)
     meter_top = global_distribution(meter_probs, heads["meter"])
     meter = meter_top[0][0]
@@ -507,6 +553,7 @@ def analyze(model, audio, sr: Optional[int] = None, *, batch_size: int = 16, pro
     go to :func:`analyze_frames`.  Returns an :class:`Analysis`, or a list for list input.
     """
     check_analysis_heads(model)
+    options.setdefault("clip_key", model.spec.clip_key)
     items, is_list = as_list(audio)
     keys = list(REQUIRED_HEADS)
     fps = model.sample_rate / model.hop_length
