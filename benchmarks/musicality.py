@@ -511,10 +511,14 @@ def main(argv=None) -> int:
     if args.record:
         from _record import record
 
-        # the headline figures, flat, as the model card prints them (the full report is in the results file)
-        record(args.model, "musicality", dict(headline(res, args.model), n_clips=len(clips),
-                                              soundfonts=", ".join(sorted(soundfonts))))
+        record(args.model, "musicality", record_figures(res, args.model, len(clips), soundfonts))
     return 0
+
+
+def record_figures(res: dict, model_name: str, n_clips: int, soundfonts: list) -> dict:
+    """The headline figures, flat, as the model card prints them (the full report is in the results file);
+    ``soundfonts`` as ``[(name, clips), ...]``."""
+    return dict(headline(res, model_name), n_clips=n_clips, soundfonts=", ".join(name for name, _ in soundfonts))
 
 
 def headline(res: dict, model_name: str) -> dict:

@@ -48,3 +48,18 @@ def test_oracle_frames_are_one_hot_where_labelled():
     assert fr["key"][0, 3] == 1.0 and fr["key"][2].std() == pytest.approx(0.0)
     assert fr["beats"][1, 0] == 1.0 and fr["beats"][0, 0] == 0.5 and fr["beats"][4, 1] == 0.0
     assert int(np.argmax(fr["tempo"][0])) == int(round(16 * np.log2(120 / 40)))
+
+
+def test_record_figures_are_flat_and_name_the_soundfonts():
+    res = {"key_weighted": {"model": 0.77, "baseline": 0.70, "clip_key": True, "model_head_mean": 0.72},
+           "beat_f": {"model": 0.87, "baseline": 0.6}, "downbeat_f": {"model": 0.47},
+           "tempo": {"model": {"acc1": 0.89, "acc2": 0.95}, "baseline": {"acc1": 0.58, "acc2": 0.86}},
+           "chords": {"model": {"root": 0.83, "majmin": 0.84}, "baseline": {"root": 0.71, "majmin": 0.72}},
+           "probes": {}, "tags": {"roc_auc_macro": 0.79}}
+    try:
+        out = mu.record_figures(res, "tcn-music", 444, [("TimGM6mb", 440), ("FluidR3", 4)])
+    except KeyError as exc:  # the fixture lacks a field headline() reads: say which
+        pytest.fail(f"headline() reads {exc}, absent from this fixture")
+    assert out["soundfonts"] == "TimGM6mb, FluidR3" and out["n_clips"] == 444
+    assert out["key_mirex"] == 0.77 and out["key_mirex_head_mean"] == 0.72
+    assert all(not isinstance(v, (dict, list)) for v in out.values())
