@@ -390,3 +390,37 @@ def test_manifest_clip_key_records_are_checked():
         ModelSpec.from_entry("tcn-music", bad)
     with pytest.raises(ManifestError, match=r"clip_key needs the 24-label 'key' head"):
         ModelSpec.from_entry("cnn-tagging", dict(get_entry("cnn-tagging"), clip_key=_clip_key_params()))
+
+
+# -- meter: the meter head and the downbeat activation together ----------------------------------
+def test_bar_contrast_measures_the_downbeat_pattern():
+    act, times = click_activation(20.0, bpm=120.0, per_bar=3, first_downbeat=1)
+    beats = np.round(times * FPS).astype(int)
+    c3 = an.bar_contrast(beats, act[:, 1], 3)
+    assert c3 == pytest.approx(0.8 - 0.1, abs=0.01)  # downbeats 0.8, other beats 0.1
+    assert c3 > an.bar_contrast(beats, act[:, 1], 4) and c3 > an.bar_contrast(beats, act[:, 1], 2)
+    assert an.bar_contrast(beats, act[:, 1], 1) == 0.0 and an.bar_contrast(beats[:5], act[:, 1], 3) == 0.0
+
+
+def test_choose_meter_weighs_the_downbeats_against_the_meter_head():
+    act, times = click_activation(20.0, bpm=120.0, per_bar=3, first_downbeat=0)
+    beats = np.round(times * FPS).astype(int)
+    n = act.shape[0]
+    probs = np.full((n, len(METERS)), 0.02)
+    probs[:, METERS.index("4/4")] = 0.6  # the head leans to 4/4 ...
+    probs[:, METERS.index("3/4")] = 0.15  # ... but the downbeats recur every 3 beats
+    probs /= probs.sum(axis=1, keepdims=True)
+    assert an.choose_meter(probs, METERS, beats, act[:, 1], 0.0) == "4/4"
+    assert an.choose_meter(probs, METERS, beats, act[:, 1], 300.0) == "3/4"
+    # a flat downbeat activation leaves the head's answer
+    assert an.choose_meter(probs, METERS, beats, np.full(n, 0.3), 300.0) == "4/4"
+    with pytest.raises(ParameterError, match=r"contrast_weight=-1 must be >= 0"):
+        an.choose_meter(probs, METERS, beats, act[:, 1], -1)
+    # and analyze_frames places the downbeats with that bar length
+    frames, heads, _ = fake_frames()
+    frames["meter"] = probs[: frames["beats"].shape[0]]
+    frames["beats"] = act[: frames["beats"].shape[0]]
+    a = an.analyze_frames(frames, heads, FPS)
+    assert a.meter == "3/4" and a.meter_candidates[0][0] == "4/4"
+    np.testing.assert_allclose(a.downbeats, times[0::3], atol=0.021)
+    assert an.analyze_frames(frames, heads, FPS, meter_contrast=0.0).meter == "4/4"
