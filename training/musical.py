@@ -333,19 +333,14 @@ def crop_key_mirex(probs: np.ndarray, labels: np.ndarray, weights: np.ndarray) -
     the argmax of its labelled frames' mean probabilities and its reference the most frequent
     labelled key, as ``benchmarks/musicality.py`` scores whole clips; crops without a key are left out.
     """
-    import mir_eval  # deferred: in the corpus and test extras, needed only for this figure
-
-    from training.corpus_targets import KEYS
-
-    scores = []
+    refs, ests = [], []
     for p, y, w in zip(probs, labels, weights):
         mask = w > 0
         if not mask.any():
             continue
-        ref = int(np.bincount(y[mask].astype(int), minlength=len(KEYS)).argmax())
-        est = int(p[mask].mean(axis=0).argmax())
-        scores.append(mir_eval.key.weighted_score(KEYS[ref], KEYS[est]))
-    return float(np.mean(scores)) if scores else float("nan")
+        refs.append(int(np.bincount(y[mask].astype(int), minlength=p.shape[-1]).argmax()))
+        ests.append(int(p[mask].mean(axis=0).argmax()))
+    return key_mirex(ests, refs) if refs else float("nan")
 
 
 #: what :func:`validation_score` averages; version 2 added the crop-level MIREX key score, so that a
@@ -550,10 +545,10 @@ def clip_key_design(key_means: np.ndarray, chord_means: np.ndarray) -> np.ndarra
 
     Parameter order: ``scale[2], bias[2], chord[2, 12, 9]`` (major, minor).
     """
+    from mirzoo.tasks.analyze import clip_key_features
+
     n = len(key_means)
-    log_key = np.log(np.asarray(key_means, np.float64) + 1e-6).reshape(n, 2, 12)
-    chords = np.asarray(chord_means, np.float64)[:, :108].reshape(n, 12, 9)
-    rel = chords[:, (np.arange(12)[:, None] + np.arange(12)[None, :]) % 12]  # [n, tonic, interval, quality]
+    log_key, rel = clip_key_features(key_means, chord_means)  # [n, mode, tonic], [n, tonic, interval, quality]
     x = np.zeros((n, 2, 12, 4 + 2 * 108))
     for m in range(2):
         x[:, m, :, m] = log_key[:, m]
@@ -590,7 +585,7 @@ def fit_clip_key(key_means: np.ndarray, chord_means: np.ndarray, refs: np.ndarra
 
 def key_mirex(estimates, refs) -> float:
     """Mean MIREX weighted score of key indices (``training.corpus_targets.KEYS``)."""
-    import mir_eval
+    import mir_eval  # deferred: in the corpus and test extras, needed only for this figure
 
     from training.corpus_targets import KEYS
 

@@ -249,12 +249,21 @@ def clip_key_scores(key_probs: np.ndarray, chord_probs: np.ndarray, params: Mapp
     scale = np.asarray(params["scale"], dtype=np.float64)
     bias = np.asarray(params["bias"], dtype=np.float64)
     weights = np.asarray(params["chord"], dtype=np.float64)  # [mode, interval, quality]
-    log_key = np.log(key_probs.mean(axis=0) + 1e-6).reshape(2, 12)
-    chords = chord_probs.mean(axis=0)[:108].reshape(12, 9)  # [root, quality]
-    # rel[t, r, q] = chords[(t + r) % 12, q]: the chord histogram seen from each tonic
-    rel = chords[(np.arange(12)[:, None] + np.arange(12)[None, :]) % 12]
+    log_key, rel = clip_key_features(key_probs.mean(axis=0), chord_probs.mean(axis=0))
     scores = scale[:, None] * log_key + np.einsum("trq,mrq->mt", rel, weights) + bias[:, None]
     return scores.reshape(24)
+
+
+def clip_key_features(key_mean: np.ndarray, chord_mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What :func:`clip_key_scores` weighs, from clip means (leading batch axes allowed):
+    ``log(key_mean)`` as ``[..., mode, tonic]`` and the chord means seen from each tonic,
+    ``rel[..., t, r, q] = chord_mean[..., ((t + r) % 12) * 9 + q]`` (``N`` left out)."""
+    key_mean = np.asarray(key_mean, dtype=np.float64)
+    chord_mean = np.asarray(chord_mean, dtype=np.float64)
+    log_key = np.log(key_mean + 1e-6).reshape(key_mean.shape[:-1] + (2, 12))
+    chords = chord_mean[..., :108].reshape(chord_mean.shape[:-1] + (12, 9))  # [..., root, quality]
+    rel = chords[..., (np.arange(12)[:, None] + np.arange(12)[None, :]) % 12, :]
+    return log_key, rel
 
 
 def clip_key_distribution(key_probs: np.ndarray, chord_probs: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
