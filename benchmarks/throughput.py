@@ -255,6 +255,10 @@ def _gpus(backend: str) -> list[str]:
             import jax
 
             return [str(d.device_kind) for d in jax.devices() if d.platform != "cpu"]
+        if backend == "torch":
+            import torch
+
+            return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         import tensorflow as tf
 
         return [d.name for d in tf.config.list_physical_devices("GPU")]

@@ -32,8 +32,9 @@ __all__ = ["load", "load_directory", "load_reference", "read_saved", "saved_file
 
 logger = logging.getLogger(__name__)
 
-# Built models are cached per (reference, backend): loading the same model twice
-# returns extractors sharing one graph instead of rebuilding it.
+# Built models are cached per (reference, backend, dtype policy): loading the same model twice
+# returns extractors sharing one graph instead of rebuilding it; a model loaded after
+# ``keras.mixed_precision.set_global_policy(...)`` is built anew under that policy.
 _CACHE: dict = {}
 
 
@@ -202,7 +203,7 @@ def load(model: Union[str, os.PathLike]) -> Extractor:
         return load_reference(model)
     entry = get_entry(model)
     spec = ModelSpec.from_entry(model, entry)
-    key = (model, keras.backend.backend(), json.dumps(entry, sort_keys=True))
+    key = (model, keras.backend.backend(), keras.config.dtype_policy().name, json.dumps(entry, sort_keys=True))
     path = None
     if spec.weights.kind == "file":
         # verified on every load, cached or not: the file may have changed since

@@ -260,3 +260,26 @@ def test_dense_frame_accepts_every_representation(frontend):
     clone = type(model).from_config(model.get_config())
     clone.set_weights(model.get_weights())
     np.testing.assert_allclose(clone.predict_on_batch(y)["embedding"], out["embedding"], atol=1e-6)
+
+
+def test_load_builds_anew_under_another_dtype_policy():
+    """The model cache is per dtype policy: a model loaded under ``mixed_bfloat16`` computes in bfloat16
+    (its embeddings differ slightly from float32's), and float32 loads still share the float32 graph."""
+    x = tone_mix(3.0, seed=3)
+    ref = mirzoo.load("cnn-tagging")
+    before = keras.config.dtype_policy()
+    try:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        mixed = mirzoo.load("cnn-tagging")
+        assert mixed.keras_model is not ref.keras_model
+        assert mirzoo.load("cnn-tagging").keras_model is mixed.keras_model
+        assert {l.dtype_policy.name for l in mixed.keras_model.layers if l.weights} == {"mixed_bfloat16"}
+        a = ref.extract(x, sr=SR).embeddings
+        b = mixed.extract(x, sr=SR).embeddings
+    finally:
+        keras.mixed_precision.set_global_policy(before)
+    assert mirzoo.load("cnn-tagging").keras_model is ref.keras_model
+    assert b.dtype == np.float32 and np.isfinite(b).all()
+    assert not np.array_equal(a, b)
+    cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+    assert cos.min() > 0.999
