@@ -212,3 +212,28 @@ def test_only_the_requested_outputs_are_computed_and_they_equal_the_full_network
         m.network_for(["nope"])
     m.refresh()
     assert m.network_for(["embedding"]) is not emb
+
+
+def test_gpu_benchmark_helpers_and_refusal_without_an_accelerator(capsys, monkeypatch):
+    """benchmarks/gpu.py: parity figures against numpy, the device matmul probe, and a clear refusal
+    (exit 2, nothing written) on a machine whose backend sees no accelerator."""
+    import keras
+
+    from benchmarks import gpu
+
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((5, 8)).astype(np.float32)
+    p = gpu.parity(ref, ref * 1.001)
+    assert p["finite"] and p["min_cosine"] == pytest.approx(1.0, abs=1e-6)
+    assert p["max_rel_diff"] == pytest.approx(0.001, rel=1e-2)
+    flipped = ref.copy()
+    flipped[2] *= -1.0
+    p = gpu.parity(ref, flipped)
+    assert p["min_cosine"] == pytest.approx(-1.0, abs=1e-6)
+    assert p["max_rel_diff"] == pytest.approx(2 * np.abs(ref[2]).max() / np.abs(ref).max(), rel=1e-3)
+    flipped[4, 0] = np.nan
+    assert not gpu.parity(ref, flipped)["finite"]
+    assert gpu.device_matmul_tflops("float32", n=64, chain=2, tries=1) > 0
+    monkeypatch.setattr(gpu.tp, "_gpus", lambda backend: [])
+    assert gpu.main(["--models", "cnn-tagging", "--out-dir", "/nonexistent/never-written"]) == 2
+    assert f"no accelerator visible to the {keras.backend.backend()} backend" in capsys.readouterr().out
