@@ -230,7 +230,7 @@ def test_gpu_benchmark_helpers_and_refusal_without_an_accelerator(capsys, monkey
     flipped[2] *= -1.0
     p = gpu.parity(ref, flipped)
     assert p["min_cosine"] == pytest.approx(-1.0, abs=1e-6)
-    assert p["max_rel_diff"] == pytest.approx(2 * np.abs(ref[2]).max() / np.abs(ref).max(), rel=1e-3)
+    assert p["max_rel_diff"] == pytest.approx(2 * np.abs(ref[2]).max() / np.abs(ref).max(), rel=1e-2)  # 3 significant digits
     flipped[4, 0] = np.nan
     assert not gpu.parity(ref, flipped)["finite"]
     assert gpu.device_matmul_tflops("float32", n=64, chain=2, tries=1) > 0
