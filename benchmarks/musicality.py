@@ -37,6 +37,10 @@ Measures (model: ``Extractor.analyze`` of ``--model``; every baseline computed h
   ``StratifiedGroupKFold`` grouped by piece; the layer and C are chosen *inside* each outer
   fold by an inner grouped 3-fold CV on its training part.  Score: balanced accuracy, mean
   over outer folds.  Baseline: 20 MFCCs + deltas + delta-deltas, mean+std (same protocol).
+  Reported beside it, not in its place: the same probe with the model's head outputs as one more
+  candidate layer (``<model>+heads``: the clip means of the key, chord, meter, tempo and tag heads
+  and, with a ``clip_key`` record, the clip key distribution), i.e. what a user gets from a
+  linear probe on everything ``extract(layer=...)`` returns, heads included.
 * **tag ROC-AUC**: macro ROC-AUC of the tag head (frame mean) over tags with both classes present.
 
 ``--oracle`` replaces the model's head outputs by one-hot frames built from the score targets
@@ -73,6 +77,8 @@ TONICS = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"]
 KEY_LABELS = [f"{t} major" for t in TONICS] + [f"{t} minor" for t in TONICS]
 COMPOUND = {"6/8", "9/8", "12/8", "6/4", "3/8"}
 PROBE_TASKS = ("mode", "meter", "tune", "style", "instrument")
+#: heads whose clip means form the ``heads`` features of the ``<model>+heads`` probe
+HEAD_PROBE = ("key", "chord", "meter", "tempo", "tags")
 
 
 def env_name() -> str:
@@ -342,7 +348,7 @@ def main(argv=None) -> int:
 
     import mirzoo
     from mirzoo.embeddings import pool_embeddings
-    from mirzoo.tasks.analyze import REQUIRED_HEADS, analyze_frames, global_distribution
+    from mirzoo.tasks.analyze import REQUIRED_HEADS, analyze_frames, clip_key_distribution, global_distribution
 
     data = Path(args.heldout)
     notes = []
@@ -371,6 +377,9 @@ def main(argv=None) -> int:
                            "tempo_base", "tempo_simple")}
     chord_tot = {"model": np.zeros(4), "base": np.zeros(4)}
     feats: dict[str, dict[str, list]] = {"mfcc": {"mfcc": []}, args.model: {l: [] for l in layers}}
+    with_heads = f"{args.model}+heads"
+    probe_heads = [h for h in HEAD_PROBE if h in heads]
+    head_feats: list[np.ndarray] = []
     for o in others:
         feats[o.name] = {l: [] for l in o.all_layers}
     tag_probs, tag_truth = [], []
@@ -390,6 +399,11 @@ def main(argv=None) -> int:
         timing["model"] += time.time() - ts
         for l in layers:
             feats[args.model][l].append(pool_embeddings(out[l].reshape(out[l].shape[0], -1), "mean+std"))
+        if probe_heads:
+            vec = [out[h].reshape(out[h].shape[0], -1).mean(axis=0) for h in probe_heads]
+            if clip_key is not None:
+                vec.append(clip_key_distribution(out["key"], out["chord"], clip_key))
+            head_feats.append(np.concatenate(vec).astype(np.float32))
         if "tags" in heads:
             tag_probs.append(out["tags"].mean(axis=0))
             tags = set(clip["meta"].get("tags", "").split(";"))
@@ -464,6 +478,8 @@ def main(argv=None) -> int:
     labels = [probe_labels(c["meta"]) for c in clips]
     groups_all = np.array([c["meta"]["piece_id"] for c in clips])
     arrays = {method: {l: np.stack(v) for l, v in fl.items()} for method, fl in feats.items()}
+    if head_feats:  # the model's layers, plus its head outputs as one more candidate
+        arrays[with_heads] = dict(arrays[args.model], heads=np.stack(head_feats))
     probes = {}
     from threadpoolctl import threadpool_limits
 
@@ -545,6 +561,7 @@ def headline(res: dict, model_name: str) -> dict:
     for task, by_method in res.get("probes", {}).items():
         put(f"probe_{task}", (by_method.get(model_name) or {}).get("balanced_accuracy"))
         put(f"probe_{task}_mfcc", (by_method.get("mfcc") or {}).get("balanced_accuracy"))
+        put(f"probe_{task}_with_heads", (by_method.get(f"{model_name}+heads") or {}).get("balanced_accuracy"))
     put("tag_roc_auc", (res.get("tag_roc_auc") or {}).get("model"))
     return out
 
@@ -584,10 +601,14 @@ def render_table(r: dict) -> str:
             lines.append(f"| probe {task} (balanced accuracy) | — | — | {TARGETS['probe_' + task]} ({p['why']}) |")
             continue
         model = p.get(r["model"], {})
-        others = "; ".join(f"{name} {fmt(v['balanced_accuracy'])}" for name, v in p.items() if name not in (r["model"], "mfcc"))
+        plus = f"{r['model']}+heads"
+        others = "; ".join(f"{name} {fmt(v['balanced_accuracy'])}" for name, v in p.items()
+                           if name not in (r["model"], "mfcc", plus))
         base = f"{fmt(p.get('mfcc', {}).get('balanced_accuracy'))} (MFCC)" + (f"; {others}" if others else "")
         lines.append(f"| probe {task} (balanced acc., n={model.get('n')}, {model.get('classes')} classes) | "
                      f"{fmt(model.get('balanced_accuracy'))} | {base} | {TARGETS['probe_' + task]} |")
+        if plus in p:
+            lines.append(f"| probe {task}, head outputs also a candidate layer | {fmt(p[plus].get('balanced_accuracy'))} | | |")
     if "tag_roc_auc" in res:
         lines.append(f"| tag ROC-AUC ({res['tag_roc_auc']['tags']} tags) | {fmt(res['tag_roc_auc']['model'])} | — | {TARGETS['tag_roc_auc']} |")
     lines += ["", f"Time: model {r['timing_s']['model']} s, baselines {r['timing_s']['baselines']} s, "

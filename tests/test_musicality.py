@@ -63,3 +63,27 @@ def test_record_figures_are_flat_and_name_the_soundfonts():
     assert out["soundfonts"] == "TimGM6mb, FluidR3" and out["n_clips"] == 444
     assert out["key_mirex"] == 0.77 and out["key_mirex_head_mean"] == 0.72
     assert all(not isinstance(v, (dict, list)) for v in out.values())
+
+
+def test_head_output_probe_is_reported_beside_the_embedding_probe_not_in_its_place():
+    probe = {"tcn-music": {"balanced_accuracy": 0.6, "n": 68, "classes": 2},
+             "mfcc": {"balanced_accuracy": 0.55, "n": 68, "classes": 2},
+             "tcn-music+heads": {"balanced_accuracy": 0.9, "n": 68, "classes": 2}}
+    res = {"key_weighted": {"model": 0.77, "baseline": 0.70, "baseline_name": "KS", "n": 10},
+           "beat_f": {"model": 0.87, "baseline": 0.6, "baseline_name": "librosa", "n": 10},
+           "downbeat_f": {"model": 0.47, "n": 10},
+           "tempo": {"model": {"acc1": 0.89, "acc2": 0.95, "acc1_simple_meter": 0.9, "n": 10, "n_simple": 8},
+                     "baseline": {"acc1": 0.58, "acc2": 0.86, "acc1_simple_meter": 0.5}, "baseline_name": "librosa"},
+           "chords": {"model": {"root": 0.83, "majmin": 0.84, "frames_root": 5, "frames_majmin": 5},
+                      "base": {"root": 0.71, "majmin": 0.72}, "baseline_name": "templates"},
+           "probes": {"mode": probe}}
+    figures = mu.headline(res, "tcn-music")
+    assert figures["probe_mode"] == 0.6 and figures["probe_mode_with_heads"] == 0.9
+    report = {"results": res, "model": "tcn-music", "pretrained": True, "clips": 10, "pieces": 5, "data": "d",
+              "soundfonts": {"TimGM6mb": 10}, "env": "e", "date": "today", "notes": [],
+              "timing_s": {"model": 1, "baselines": 1, "probe_models": 0}}
+    lines = mu.render_table(report).splitlines()
+    row = [l for l in lines if l.startswith("| probe mode (")]
+    assert len(row) == 1 and "| 0.600 | 0.550 (MFCC) |" in row[0] and "0.900" not in row[0]
+    plus = [l for l in lines if l.startswith("| probe mode, head outputs")]
+    assert len(plus) == 1 and "| 0.900 |" in plus[0]
