@@ -13,7 +13,9 @@ a FluidR3 render is *not* the held-out condition.
 Measures (model: ``Extractor.analyze`` of ``--model``; every baseline computed here, same clips):
 
 * **key**, MIREX weighted score (``mir_eval.key.weighted_score``): reference = the most frequent
-  unmasked frame key of the clip; baseline = Krumhansl-Schmuckler: the clip's mean
+  unmasked frame key of the clip (also reported by where that label came from: the key written
+  in the score, or music21's windowed analysis where the score has none, e.g. Palestrina, the
+  trecento pieces and most Essen songs); baseline = Krumhansl-Schmuckler: the clip's mean
   ``librosa.feature.chroma_cqt`` correlated with the 24 rotations of the Krumhansl-Kessler profiles.
   The model's key is ``analyze``'s global key (with the model's ``clip_key`` record when it has one:
   key and chord heads together); the key head's clip mean alone is reported beside it.
@@ -77,6 +79,8 @@ TONICS = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"]
 KEY_LABELS = [f"{t} major" for t in TONICS] + [f"{t} minor" for t in TONICS]
 COMPOUND = {"6/8", "9/8", "12/8", "6/4", "3/8"}
 PROBE_TASKS = ("mode", "meter", "tune", "style", "instrument")
+#: names of the corpus's ``key_source`` codes (training.corpus_targets.KEY_SOURCES)
+KEY_SOURCE_NAMES = {0: "none", 1: "written", 2: "analysis"}
 #: heads whose clip means form the ``heads`` features of the ``<model>+heads`` probe
 HEAD_PROBE = ("key", "chord", "meter", "tempo", "tags")
 
@@ -115,6 +119,13 @@ def reference(clip: dict, key_labels: list[str], chord_labels: list[str], meter_
     t = clip["targets"]
     keys = t["key"][t["key"] >= 0]
     ref = {"key": key_labels[int(Counter(keys.tolist()).most_common(1)[0][0])] if keys.size else None}
+    # where that label came from (corpus KEY_SOURCES: 1 written in the score, 2 music21's windowed analysis)
+    source = np.asarray(t.get("key_source", np.zeros(0)))
+    if keys.size and source.shape == np.shape(t["key"]):
+        code = Counter(source[t["key"] == key_labels.index(ref["key"])].tolist()).most_common(1)[0][0]
+        ref["key_source"] = KEY_SOURCE_NAMES.get(int(code), "none")
+    else:
+        ref["key_source"] = None
     beats = np.asarray(t["beat_times"], dtype=np.float64)
     ref["beats"] = beats
     ref["downbeats"] = beats[np.asarray(t["beat_position"]) == 1]
@@ -373,7 +384,7 @@ def main(argv=None) -> int:
     keys = list(REQUIRED_HEADS) + (["tags"] if "tags" in heads else []) + [l for l in layers if l not in REQUIRED_HEADS]
     others = [mirzoo.load(name) for name in args.probe_models]
 
-    per = {k: [] for k in ("key_model", "key_head_mean", "key_base", "beat_model", "beat_base", "down_model", "tempo_model",
+    per = {k: [] for k in ("key_model", "key_head_mean", "key_base", "key_source", "beat_model", "beat_base", "down_model", "tempo_model",
                            "tempo_base", "tempo_simple")}
     chord_tot = {"model": np.zeros(4), "base": np.zeros(4)}
     feats: dict[str, dict[str, list]] = {"mfcc": {"mfcc": []}, args.model: {l: [] for l in layers}}
@@ -416,6 +427,7 @@ def main(argv=None) -> int:
             per["key_model"].append(mir_eval.key.weighted_score(ref["key"], a.key))
             per["key_head_mean"].append(mir_eval.key.weighted_score(ref["key"], head_key))
             per["key_base"].append(mir_eval.key.weighted_score(ref["key"], ks_key(chroma)))
+            per["key_source"].append(ref["key_source"])
         _, base_beats = librosa.beat.beat_track(y=y, sr=sr, hop_length=m.hop_length, units="time")
         for name, est in (("beat_model", a.beats), ("beat_base", base_beats)):
             f = beat_f(ref["beats"], inside_grid(est, clip["targets"]))
@@ -460,7 +472,12 @@ def main(argv=None) -> int:
                          "baseline_name": "Krumhansl-Schmuckler on chroma_cqt", "n": len(per["key_model"]),
                          # the key head's clip mean alone (what `model` is without a clip_key record)
                          "model_head_mean": mean(per["key_head_mean"]),
-                         "clip_key": clip_key is not None},
+                         "clip_key": clip_key is not None,
+                         # by where the reference came from: the score's written key, or music21's analysis
+                         "by_source": {src: {"model": mean([v for v, s_ in zip(per["key_model"], per["key_source"]) if s_ == src]),
+                                             "baseline": mean([v for v, s_ in zip(per["key_base"], per["key_source"]) if s_ == src]),
+                                             "n": sum(s_ == src for s_ in per["key_source"])}
+                                       for src in sorted(set(s_ for s_ in per["key_source"] if s_))}},
         "beat_f": {"model": mean(per["beat_model"]), "baseline": mean(per["beat_base"]),
                    "baseline_name": "librosa.beat.beat_track", "n": len(per["beat_model"])},
         "downbeat_f": {"model": mean(per["down_model"]), "baseline": None, "n": len(per["down_model"])},
@@ -547,6 +564,8 @@ def headline(res: dict, model_name: str) -> dict:
 
     put("key_mirex", res["key_weighted"]["model"])
     put("key_mirex_krumhansl_schmuckler", res["key_weighted"]["baseline"])
+    for src, v in (res["key_weighted"].get("by_source") or {}).items():
+        put(f"key_mirex_{src}_reference", v.get("model"))
     if res["key_weighted"].get("clip_key"):
         put("key_mirex_head_mean", res["key_weighted"].get("model_head_mean"))
     put("beat_f", res["beat_f"]["model"])
@@ -584,6 +603,9 @@ def render_table(r: dict) -> str:
     lines.append(f"| key, MIREX weighted (n={k['n']}) | {fmt(k['model'])} | {fmt(k['baseline'])} ({k['baseline_name']}) | {TARGETS['key_weighted']} |")
     if k.get("clip_key"):
         lines.append(f"| key, the key head's clip mean alone | {fmt(k.get('model_head_mean'))} | | |")
+    for src, v in (k.get("by_source") or {}).items():
+        what = {"written": "reference written in the score", "analysis": "reference from music21's windowed analysis"}.get(src, src)
+        lines.append(f"| key, {what} (n={v['n']}) | {fmt(v['model'])} | {fmt(v['baseline'])} | |")
     b = res["beat_f"]
     lines.append(f"| beat F-measure (n={b['n']}) | {fmt(b['model'])} | {fmt(b['baseline'])} ({b['baseline_name']}) | {TARGETS['beat_f']} |")
     d = res["downbeat_f"]

@@ -77,13 +77,30 @@ def test_head_output_probe_is_reported_beside_the_embedding_probe_not_in_its_pla
            "chords": {"model": {"root": 0.83, "majmin": 0.84, "frames_root": 5, "frames_majmin": 5},
                       "base": {"root": 0.71, "majmin": 0.72}, "baseline_name": "templates"},
            "probes": {"mode": probe}}
+    res["key_weighted"]["by_source"] = {"written": {"model": 0.86, "baseline": 0.7, "n": 6},
+                                        "analysis": {"model": 0.66, "baseline": 0.71, "n": 4}}
     figures = mu.headline(res, "tcn-music")
     assert figures["probe_mode"] == 0.6 and figures["probe_mode_with_heads"] == 0.9
+    assert figures["key_mirex_written_reference"] == 0.86 and figures["key_mirex_analysis_reference"] == 0.66
     report = {"results": res, "model": "tcn-music", "pretrained": True, "clips": 10, "pieces": 5, "data": "d",
               "soundfonts": {"TimGM6mb": 10}, "env": "e", "date": "today", "notes": [],
               "timing_s": {"model": 1, "baselines": 1, "probe_models": 0}}
     lines = mu.render_table(report).splitlines()
     row = [l for l in lines if l.startswith("| probe mode (")]
     assert len(row) == 1 and "| 0.600 | 0.550 (MFCC) |" in row[0] and "0.900" not in row[0]
+    assert "| key, reference written in the score (n=6) | 0.860 | 0.700 | |" in lines
     plus = [l for l in lines if l.startswith("| probe mode, head outputs")]
     assert len(plus) == 1 and "| 0.900 |" in plus[0]
+
+
+def test_reference_key_says_where_the_label_came_from():
+    keys = [f"k{i}" for i in range(24)]
+    t = {"key": np.array([3, 3, 3, -1, 5]), "key_source": np.array([1, 1, 2, 0, 2], np.uint8),
+         "beat_times": np.array([0.5, 1.0]), "beat_position": np.array([1, 2]), "tempo_bpm": np.float32(120),
+         "meter": np.int16(-1), "chord": np.array([-1] * 5), "hop": 320, "sr": 16000}
+    ref = mu.reference({"targets": t, "meta": {}}, keys, ["c"] * 109, ["m"] * 12)
+    assert ref["key"] == "k3" and ref["key_source"] == "written"
+    t["key_source"] = np.array([2, 2, 1, 0, 2], np.uint8)
+    assert mu.reference({"targets": t, "meta": {}}, keys, ["c"] * 109, ["m"] * 12)["key_source"] == "analysis"
+    del t["key_source"]
+    assert mu.reference({"targets": t, "meta": {}}, keys, ["c"] * 109, ["m"] * 12)["key_source"] is None
