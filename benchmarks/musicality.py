@@ -39,10 +39,12 @@ Measures (model: ``Extractor.analyze`` of ``--model``; every baseline computed h
   ``StratifiedGroupKFold`` grouped by piece; the layer and C are chosen *inside* each outer
   fold by an inner grouped 3-fold CV on its training part.  Score: balanced accuracy, mean
   over outer folds.  Baseline: 20 MFCCs + deltas + delta-deltas, mean+std (same protocol).
-  Reported beside it, not in its place: the same probe with the model's head outputs as one more
-  candidate layer (``<model>+heads``: the clip means of the key, chord, meter, tempo and tag heads
-  and, with a ``clip_key`` record, the clip key distribution), i.e. what a user gets from a
-  linear probe on everything ``extract(layer=...)`` returns, heads included.
+  Reported beside it, not in its place: the same probe with each of the model's head outputs as
+  one more candidate layer (``<model>+heads``: the clip mean of the key, chord, meter, tempo and
+  tag heads, and with a ``clip_key`` record the clip key distribution), i.e. what a user gets from
+  a linear probe on everything ``extract(layer=...)`` and ``tag(head=...)`` return.
+* **mode of the reported key** (not a probe): balanced accuracy of the mode of ``analyze()``'s key
+  against the ``mode:major`` / ``mode:minor`` tag, on every clip with one of them.
 * **tag ROC-AUC**: macro ROC-AUC of the tag head (frame mean) over tags with both classes present.
 
 ``--oracle`` replaces the model's head outputs by one-hot frames built from the score targets
@@ -384,17 +386,17 @@ def main(argv=None) -> int:
     keys = list(REQUIRED_HEADS) + (["tags"] if "tags" in heads else []) + [l for l in layers if l not in REQUIRED_HEADS]
     others = [mirzoo.load(name) for name in args.probe_models]
 
-    per = {k: [] for k in ("key_model", "key_head_mean", "key_base", "key_source", "beat_model", "beat_base", "down_model", "tempo_model",
+    per = {k: [] for k in ("key_model", "key_head_mean", "key_base", "key_source", "mode_pairs", "beat_model", "beat_base", "down_model", "tempo_model",
                            "tempo_base", "tempo_simple")}
     chord_tot = {"model": np.zeros(4), "base": np.zeros(4)}
     feats: dict[str, dict[str, list]] = {"mfcc": {"mfcc": []}, args.model: {l: [] for l in layers}}
     with_heads = f"{args.model}+heads"
     probe_heads = [h for h in HEAD_PROBE if h in heads]
-    head_feats: list[np.ndarray] = []
     for o in others:
         feats[o.name] = {l: [] for l in o.all_layers}
     tag_probs, tag_truth = [], []
     clip_key = None if args.oracle else m.spec.clip_key  # the oracle checks the chain with one-hot heads alone
+    head_feats: dict[str, list] = {f"head:{h}": [] for h in probe_heads + (["clip_key"] if clip_key is not None else [])}
     t0 = time.time()
     timing = {"model": 0.0, "baselines": 0.0, "probe_models": 0.0}
     for i, clip in enumerate(clips):
@@ -410,11 +412,10 @@ def main(argv=None) -> int:
         timing["model"] += time.time() - ts
         for l in layers:
             feats[args.model][l].append(pool_embeddings(out[l].reshape(out[l].shape[0], -1), "mean+std"))
-        if probe_heads:
-            vec = [out[h].reshape(out[h].shape[0], -1).mean(axis=0) for h in probe_heads]
-            if clip_key is not None:
-                vec.append(clip_key_distribution(out["key"], out["chord"], clip_key))
-            head_feats.append(np.concatenate(vec).astype(np.float32))
+        for h in probe_heads:
+            head_feats[f"head:{h}"].append(out[h].reshape(out[h].shape[0], -1).mean(axis=0).astype(np.float32))
+        if clip_key is not None:
+            head_feats["head:clip_key"].append(clip_key_distribution(out["key"], out["chord"], clip_key).astype(np.float32))
         if "tags" in heads:
             tag_probs.append(out["tags"].mean(axis=0))
             tags = set(clip["meta"].get("tags", "").split(";"))
@@ -446,6 +447,9 @@ def main(argv=None) -> int:
             frames = np.clip(np.round(ref["chord_times"] * fps).astype(int), 0, chroma.shape[1] - 1)
             chord_tot["base"] += chord_scores(ref["chord_labels"], template_chords(chroma, fps)[frames])
         feats["mfcc"]["mfcc"].append(mfcc_vector(y, sr))
+        tagged = probe_labels(clip["meta"]).get("mode")
+        if tagged and a.key:
+            per["mode_pairs"].append((tagged, a.key.split()[-1]))
         timing["baselines"] += time.time() - ts
         ts = time.time()
         for o in others:
@@ -495,8 +499,8 @@ def main(argv=None) -> int:
     labels = [probe_labels(c["meta"]) for c in clips]
     groups_all = np.array([c["meta"]["piece_id"] for c in clips])
     arrays = {method: {l: np.stack(v) for l, v in fl.items()} for method, fl in feats.items()}
-    if head_feats:  # the model's layers, plus its head outputs as one more candidate
-        arrays[with_heads] = dict(arrays[args.model], heads=np.stack(head_feats))
+    if head_feats:  # the model's layers, plus each head's clip-mean output as one more candidate
+        arrays[with_heads] = dict(arrays[args.model], **{h: np.stack(v) for h, v in head_feats.items()})
     probes = {}
     from threadpoolctl import threadpool_limits
 
@@ -515,6 +519,12 @@ def main(argv=None) -> int:
             print(f"  probe {task}: " + ", ".join(f"{k} {v['balanced_accuracy'] if v['balanced_accuracy'] is None else round(v['balanced_accuracy'], 3)}"
                                                   for k, v in probes[task].items()), flush=True)
     res["probes"] = probes
+    if per["mode_pairs"]:  # not a probe: the mode of the key analyze() reports, on every mode-tagged clip
+        from sklearn.metrics import balanced_accuracy_score
+
+        truth, said = zip(*per["mode_pairs"])
+        res["mode_from_key"] = {"model": float(balanced_accuracy_score(truth, said)), "n": len(truth),
+                                "classes": dict(Counter(truth))}
     if tag_probs:
         from sklearn.metrics import roc_auc_score
 
@@ -582,6 +592,7 @@ def headline(res: dict, model_name: str) -> dict:
         put(f"probe_{task}_mfcc", (by_method.get("mfcc") or {}).get("balanced_accuracy"))
         put(f"probe_{task}_with_heads", (by_method.get(f"{model_name}+heads") or {}).get("balanced_accuracy"))
     put("tag_roc_auc", (res.get("tag_roc_auc") or {}).get("model"))
+    put("mode_from_key", (res.get("mode_from_key") or {}).get("model"))
     return out
 
 
@@ -630,7 +641,11 @@ def render_table(r: dict) -> str:
         lines.append(f"| probe {task} (balanced acc., n={model.get('n')}, {model.get('classes')} classes) | "
                      f"{fmt(model.get('balanced_accuracy'))} | {base} | {TARGETS['probe_' + task]} |")
         if plus in p:
-            lines.append(f"| probe {task}, head outputs also a candidate layer | {fmt(p[plus].get('balanced_accuracy'))} | | |")
+            lines.append(f"| probe {task}, head outputs also candidate layers | {fmt(p[plus].get('balanced_accuracy'))} | | |")
+    if "mode_from_key" in res:
+        mk = res["mode_from_key"]
+        lines.append(f"| mode of the key `analyze()` reports (balanced acc., all {mk['n']} major/minor-tagged clips: "
+                     f"{', '.join(f'{k} {v}' for k, v in sorted(mk['classes'].items()))}) | {fmt(mk['model'])} | | not a probe |")
     if "tag_roc_auc" in res:
         lines.append(f"| tag ROC-AUC ({res['tag_roc_auc']['tags']} tags) | {fmt(res['tag_roc_auc']['model'])} | — | {TARGETS['tag_roc_auc']} |")
     lines += ["", f"Time: model {r['timing_s']['model']} s, baselines {r['timing_s']['baselines']} s, "

@@ -76,11 +76,12 @@ def test_head_output_probe_is_reported_beside_the_embedding_probe_not_in_its_pla
                      "baseline": {"acc1": 0.58, "acc2": 0.86, "acc1_simple_meter": 0.5}, "baseline_name": "librosa"},
            "chords": {"model": {"root": 0.83, "majmin": 0.84, "frames_root": 5, "frames_majmin": 5},
                       "base": {"root": 0.71, "majmin": 0.72}, "baseline_name": "templates"},
-           "probes": {"mode": probe}}
+           "probes": {"mode": probe}, "mode_from_key": {"model": 0.85, "n": 240, "classes": {"major": 206, "minor": 34}}}
     res["key_weighted"]["by_source"] = {"written": {"model": 0.86, "baseline": 0.7, "n": 6},
                                         "analysis": {"model": 0.66, "baseline": 0.71, "n": 4}}
     figures = mu.headline(res, "tcn-music")
     assert figures["probe_mode"] == 0.6 and figures["probe_mode_with_heads"] == 0.9
+    assert figures["mode_from_key"] == 0.85
     assert figures["key_mirex_written_reference"] == 0.86 and figures["key_mirex_analysis_reference"] == 0.66
     report = {"results": res, "model": "tcn-music", "pretrained": True, "clips": 10, "pieces": 5, "data": "d",
               "soundfonts": {"TimGM6mb": 10}, "env": "e", "date": "today", "notes": [],
@@ -89,7 +90,9 @@ def test_head_output_probe_is_reported_beside_the_embedding_probe_not_in_its_pla
     row = [l for l in lines if l.startswith("| probe mode (")]
     assert len(row) == 1 and "| 0.600 | 0.550 (MFCC) |" in row[0] and "0.900" not in row[0]
     assert "| key, reference written in the score (n=6) | 0.860 | 0.700 | |" in lines
-    plus = [l for l in lines if l.startswith("| probe mode, head outputs")]
+    assert any(l.startswith("| mode of the key `analyze()` reports") and "major 206, minor 34" in l
+               and "| 0.850 |" in l for l in lines)
+    plus = [l for l in lines if l.startswith("| probe mode, head outputs also")]
     assert len(plus) == 1 and "| 0.900 |" in plus[0]
 
 
