@@ -64,3 +64,29 @@ def test_onednn_is_on_by_default_and_the_user_setting_wins(preset, expected):
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.split() == [expected, "False"]  # set before TensorFlow is (lazily) imported
+
+
+def test_torch_backend_extracts_without_structure_warnings(tmp_path):
+    """On the torch backend every model extracts with UserWarnings turned into errors: the network
+    that runs takes one tensor (Keras warned on every batch when it was built with a list of one)."""
+    pytest.importorskip("torch")
+    y = tone_mix(4.0, seed=5)
+    np.save(tmp_path / "y.npy", y)
+    script = textwrap.dedent(
+        """
+        import sys, warnings
+        import numpy as np
+        import keras, mirzoo
+        assert keras.backend.backend() == "torch", keras.backend.backend()
+        warnings.simplefilter("error", UserWarning)
+        y = np.load(sys.argv[1])
+        for name in ("cnn-tagging", "tcn-music"):
+            e = mirzoo.load(name).extract(y, sr=16000)
+            assert np.isfinite(e.embeddings).all() and e.embeddings.shape[0] > 0
+        print("RESULT ok")
+        """
+    )
+    env = dict(os.environ, KERAS_BACKEND="torch")
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "y.npy")], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert proc.returncode == 0 and "RESULT ok" in proc.stdout, proc.stderr[-3000:]

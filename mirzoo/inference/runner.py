@@ -279,7 +279,10 @@ class Runner:
         missing = [k for k in keys if k not in outputs]
         if missing:
             raise UnknownLayerError(f"model {self.name!r} has no output {missing[0]!r}")
-        net = keras.Model(full.inputs, {k: outputs[k] for k in keys}, name=f"{full.name}_outputs")
+        # one input tensor, not a list of one: run_batch passes a bare array, and a list-structured
+        # model makes Keras warn about the mismatch on every call (torch backend)
+        inputs = full.inputs[0] if len(full.inputs) == 1 else full.inputs
+        net = keras.Model(inputs, {k: outputs[k] for k in keys}, name=f"{full.name}_outputs")
         self._networks[key] = (full, net)
         return net
 
