@@ -287,3 +287,45 @@ def test_choose_clip_key_cross_validates_by_piece():
     assert rec["l2"] in CLIP_KEY_L2 and set(rec["valid"]["key_mirex_cv_by_l2"]) == {f"{x:g}" for x in CLIP_KEY_L2}
     assert rec["valid"]["key_mirex_cv"] == max(rec["valid"]["key_mirex_cv_by_l2"].values()) > rec["valid"]["key_mirex_head_mean"]
     assert rec["valid"]["clips"] == 120 and rec["valid"]["pieces"] == 60
+
+
+def test_freeze_through_the_embedding_trains_the_heads_alone(tmp_path):
+    """``freeze_through: "embedding"``: a fine-tune from the shipped weights changes the heads and leaves
+    every layer up to the embedding (all that ``extract()`` returns) bit-identical; a name that is not a
+    layer is refused with the list of layers."""
+    import json
+
+    import keras
+
+    from mirzoo.zoo.manifest import get_entry
+    from training import musical
+
+    entry = get_entry("tcn-music")
+    cache = _fake_cache(tmp_path / "cache")
+    cfg = json.loads((Path(__file__).resolve().parents[1] / "training" / "configs" / "tcn-music-finetune.json").read_text())
+    cfg.update(crop_seconds=2.0, batch_size=2, steps_per_epoch=2, epochs=1, valid_crops=2, min_tag_count=1,
+               learning_rate=1e-2, freeze_through="embedding")
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    run = tmp_path / "run"
+    args = ["train", "--cache", str(cache), "--config", str(tmp_path / "cfg.json"), "--out", str(run),
+            "--init", "shipped", "--max-minutes", "5"]
+    assert musical.main(args) == 0
+    shipped, _, _ = musical.build_training_model(entry, len(entry["head"]["labels"]))
+    shipped.load_weights(musical.init_weights_path("shipped", entry))
+    trained, _, _ = musical.build_training_model(entry, len(entry["head"]["labels"]))
+    trained.load_weights(run / "last.weights.h5")
+    names = [layer.name for layer in shipped.layers]
+    cut = names.index("embedding")
+    changed = set()
+    for i, (a, b) in enumerate(zip(shipped.layers, trained.layers)):
+        for wa, wb in zip(a.weights, b.weights):
+            same = np.array_equal(keras.ops.convert_to_numpy(wa), keras.ops.convert_to_numpy(wb))
+            if i <= cut:
+                assert same, f"frozen layer {a.name} changed ({wa.path})"
+            elif not same:
+                changed.add(a.name)
+    assert {"key", "beats", "tags"} <= changed
+    full, _, _ = musical.build_training_model(entry, 3)
+    with pytest.raises(SystemExit, match="freeze_through='nope' is not a layer of tcn-music; its layers: .*embedding"):
+        musical.freeze_through(full, "nope")
+    assert musical.freeze_through(full, None) == [] and all(layer.trainable for layer in full.layers)

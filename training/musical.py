@@ -410,6 +410,21 @@ def choose_vocabulary(clips: list, min_count: int, groups: list) -> list:
     return sorted(t for t, n in counts.items() if n >= min_count)
 
 
+def freeze_through(full, name) -> list:
+    """Make every layer of ``full`` up to and including the layer ``name`` (in the model's layer order)
+    untrainable, so that a fine-tune changes only what comes after it (``"embedding"``: the heads alone,
+    every layer that ``extract()`` returns stays as it was). Returns the frozen layers' names."""
+    if not name:
+        return []
+    names = [layer.name for layer in full.layers]
+    if name not in names:
+        raise SystemExit(f"freeze_through={name!r} is not a layer of {MODEL}; its layers: {names}")
+    frozen = full.layers[: names.index(name) + 1]
+    for layer in frozen:
+        layer.trainable = False
+    return [layer.name for layer in frozen]
+
+
 def train(args) -> dict:
     import keras
 
@@ -439,6 +454,9 @@ def train(args) -> dict:
     else:
         vocab = choose_vocabulary(data["train"], int(cfg.get("min_tag_count", 20)), cfg["tag_groups"])
     full, model, config = build_training_model(entry, len(vocab))
+    frozen = freeze_through(full, cfg.get("freeze_through"))
+    if frozen:
+        log.info("frozen (not trained): %d layers, up to and including %r", len(frozen), cfg["freeze_through"])
     weights = cfg.get("loss_weights", {})
     model.compile(optimizer=keras.optimizers.Adam(float(cfg.get("learning_rate", 1e-3)), clipnorm=1.0),
                   loss=HEAD_LOSSES, loss_weights={k: float(weights.get(k, 1.0)) for k in HEAD_LOSSES})
