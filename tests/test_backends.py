@@ -66,6 +66,7 @@ def test_onednn_is_on_by_default_and_the_user_setting_wins(preset, expected):
     assert run.stdout.split() == [expected, "False"]  # set before TensorFlow is (lazily) imported
 
 
+@pytest.mark.slow
 def test_torch_backend_extracts_without_structure_warnings(tmp_path):
     """On the torch backend every model extracts with UserWarnings turned into errors: the network
     that runs takes one tensor (Keras warned on every batch when it was built with a list of one)."""
