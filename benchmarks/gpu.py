@@ -84,7 +84,7 @@ def embeddings_of(extractor, clips, batch: int) -> np.ndarray:
     return np.concatenate([np.asarray(e.embeddings, dtype=np.float32) for e in out])
 
 
-def tags_of(extractor, clips, batch: int):
+def head_outputs(extractor, clips, batch: int):
     """Every head's per-window outputs, flattened (None for a model without heads)."""
     if not extractor.heads:
         return None
@@ -224,7 +224,7 @@ def main(argv=None) -> int:
             row["ratio_vs_device_matmul"] = round(row["b16_gflop_per_s"] / ceiling, 4)
             m = mirzoo.load(name)
             emb = embeddings_of(m, probe, args.batch)
-            tags = tags_of(m, probe, args.batch)
+            tags = head_outputs(m, probe, args.batch)
             if pol == "float32":
                 reference[name] = (emb, tags)
             elif name in reference:

@@ -73,6 +73,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 import mirzoo  # noqa: E402,F401  (before Keras: sets TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported)
+from training.corpus_targets import KEY_SOURCES  # noqa: E402  (names of the targets' key_source codes)
 
 FPS_REF = 50.0
 KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
@@ -81,9 +82,7 @@ TONICS = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"]
 KEY_LABELS = [f"{t} major" for t in TONICS] + [f"{t} minor" for t in TONICS]
 COMPOUND = {"6/8", "9/8", "12/8", "6/4", "3/8"}
 PROBE_TASKS = ("mode", "meter", "tune", "style", "instrument")
-#: names of the corpus's ``key_source`` codes (training.corpus_targets.KEY_SOURCES)
-KEY_SOURCE_NAMES = {0: "none", 1: "written", 2: "analysis"}
-#: heads whose clip means form the ``heads`` features of the ``<model>+heads`` probe
+#: heads whose clip means are candidate layers (``head:<name>``) of the ``<model>+heads`` probe
 HEAD_PROBE = ("key", "chord", "meter", "tempo", "tags")
 
 
@@ -121,11 +120,11 @@ def reference(clip: dict, key_labels: list[str], chord_labels: list[str], meter_
     t = clip["targets"]
     keys = t["key"][t["key"] >= 0]
     ref = {"key": key_labels[int(Counter(keys.tolist()).most_common(1)[0][0])] if keys.size else None}
-    # where that label came from (corpus KEY_SOURCES: 1 written in the score, 2 music21's windowed analysis)
+    # where that label came from (KEY_SOURCES: "written" in the score, or music21's windowed "analysis")
     source = np.asarray(t.get("key_source", np.zeros(0)))
     if keys.size and source.shape == np.shape(t["key"]):
         code = Counter(source[t["key"] == key_labels.index(ref["key"])].tolist()).most_common(1)[0][0]
-        ref["key_source"] = KEY_SOURCE_NAMES.get(int(code), "none")
+        ref["key_source"] = KEY_SOURCES[int(code)] if 0 <= int(code) < len(KEY_SOURCES) else "none"
     else:
         ref["key_source"] = None
     beats = np.asarray(t["beat_times"], dtype=np.float64)
