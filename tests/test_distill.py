@@ -277,6 +277,81 @@ def test_ship_into_a_temporary_manifest_loads_with_the_teacher_head(smoke_run, t
                                "weights_dir": str(weights)})())
 
 
+def layer_drift(run, inputs) -> dict:
+    """1 - cosine between each extract() layer of the run's best student and of the pretrained
+    cnn-tagging, per layer, averaged over ``inputs`` (3-s patches)."""
+    import keras
+
+    from mirzoo.nn import get_family
+    from mirzoo.zoo.registry import build_from_spec
+
+    spec = get_spec("cnn-tagging")
+    state = json.loads((run / "state.json").read_text())
+    student = get_family(spec.family)(state["model_config"], name="cnn_tagging")
+    student.load_weights(run / "best.weights.h5")
+    base = build_from_spec(spec)
+    names = [n for n in spec.layers if n != "tags"]
+    a = keras.Model(student.input, [student.get_layer(n).output for n in names]).predict_on_batch(inputs)
+    b = keras.Model(base.input, [base.get_layer(n).output for n in names]).predict_on_batch(inputs)
+    out = {}
+    for n, u, v in zip(names, a, b):
+        u, v = np.asarray(u, np.float64), np.asarray(v, np.float64)
+        cos = (u * v).sum(1) / (np.linalg.norm(u, axis=1) * np.linalg.norm(v, axis=1) + 1e-12)
+        out[n] = float(np.mean(1 - cos))
+    return out
+
+
+def test_anchor_holds_the_probed_layers_near_the_pretrained_student(smoke_run, distill_data, tmp_path):
+    """The same run as the smoke run plus the anchor objective (every row, a large weight): its layers
+    stay nearer the frozen pretrained student's than the plain run's, the loss is logged per layer,
+    and ship names the objective."""
+    out, _ = smoke_run
+    run = tmp_path / "anchored"
+    cfg = write_config(tmp_path / "a.json", distill_data,
+                       loss_weights={"distill": 1.0, "features": 0.5, "corpus": 1.0, "anchor": 50.0},
+                       anchor={"rows": "all"}, freeze_batchnorm=True)
+    assert td.main(["train", "--config", str(cfg), "--out", str(run)]) == 0
+    state = json.loads((run / "state.json").read_text())
+    names = [n for n in get_spec("cnn-tagging").layers if n != "tags"]
+    assert {f"anchor_{n}_loss" for n in names} <= set(state["history"][1]["loss"])
+    assert state["objectives"]["anchor"] == 50.0
+    x = np.stack([tone(f, 3.0, 7)[:48000] for f in (220.0, 660.0, 1500.0)]).astype(np.float32)
+    plain, anchored = layer_drift(out, x), layer_drift(run, x)
+    assert sum(anchored.values()) < 0.5 * sum(plain.values()), (plain, anchored)
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(PACKAGE_MANIFEST.read_text())
+    assert td.main(["ship", "--run", str(run), "--name", "cnn-tagging-anchored", "--manifest", str(manifest),
+                    "--weights-dir", str(tmp_path / "w")]) == 0
+    notes = json.loads(manifest.read_text())["models"]["cnn-tagging-anchored"]["training"]["notes"]
+    assert "frozen copy of the pretrained cnn-tagging" in notes and "embedding" in notes
+    assert "inference mode with its pretrained statistics" in notes
+
+
+def test_frozen_batchnorm_keeps_its_pretrained_statistics(distill_data, tmp_path):
+    import keras
+
+    from mirzoo.nn import get_family
+    from mirzoo.zoo.registry import build_from_spec
+
+    run = tmp_path / "bn"
+    cfg = write_config(tmp_path / "bn.json", distill_data, epochs=1, freeze_batchnorm=True)
+    assert td.main(["train", "--config", str(cfg), "--out", str(run)]) == 0
+    spec = get_spec("cnn-tagging")
+    state = json.loads((run / "state.json").read_text())
+    student = get_family(spec.family)(state["model_config"], name="cnn_tagging")
+    student.load_weights(run / "best.weights.h5")
+    base = build_from_spec(spec)
+    bns = [layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(bns) >= 5
+    for layer in bns:
+        for a, b in zip(layer.get_weights(), student.get_layer(layer.name).get_weights()):
+            np.testing.assert_array_equal(a, b, err_msg=layer.name)
+    conv = student.get_layer("block1_body_conv").get_weights()[0]
+    assert not np.array_equal(conv, base.get_layer("block1_body_conv").get_weights()[0])  # the rest trains
+    with pytest.raises(td.DistillError, match="freeze_batchnorm='yes' must be true or false"):
+        td.load_config(write_config(tmp_path / "c.json", distill_data, freeze_batchnorm="yes"))
+
+
 def test_model_selection_keeps_the_corpus_auc():
     before = {"corpus_valid": {"roc_auc_macro": 0.90}}
     assert td.corpus_auc_kept({"corpus_valid": {"roc_auc_macro": 0.8905}}, before, {})
@@ -418,6 +493,10 @@ def test_contrastive_and_teacher_settings_are_checked(distill_data, tmp_path):
         ({"loss_weights": {"contrastive": -1}}, "'contrastive': -1"),
         ({"loss_weights": {"ssl": 1}}, "'ssl': 1"),
         ({"contrastive": {"temp": 0.1}}, "contrastive=.*'temp'"),
+        ({"anchor": {"layer": ["embedding"]}}, "anchor=.*'layer'"),
+        ({"anchor": {"rows": "real"}}, "anchor.rows='real' must be one of"),
+        ({"loss_weights": {"anchor": 1.0}, "anchor": {"layers": ["block9"]}}, r"\['block9'\] are not layers"),
+        ({"loss_weights": {"anchor": 1.0}, "anchor": {"layers": "embedding"}}, "non-empty list"),
     ]
     for over, message in cases:
         with pytest.raises(td.DistillError, match=message):

@@ -10,7 +10,18 @@ rows of each batch are pairs, an anchor patch and another 3-s segment of the sam
 (:meth:`RealData.positives`), each augmented on its own; a projection MLP (``ssl``, training only)
 on the student's embedding is trained with NT-Xent (:func:`nt_xent`; SimCLR, Chen et al. 2020),
 the other real rows of *other* track groups as negatives.  With ``head: null`` the run needs no
-teacher at all.  Every run also reports, each epoch, a package probe on the real valid clips
+teacher at all.
+
+Anchor (config ``loss_weights.anchor`` > 0, ``anchor`` for its settings): a frozen copy of the
+pretrained student sees every batch too, and on the *corpus* rows (``anchor.rows``: ``"corpus"``, or
+``"all"``) each of the named layers of the student (``anchor.layers``, default every ``extract()``
+layer but the head; these are the pooled vectors a user probes) is pulled towards the frozen copy's
+with a cosine loss: what the scores taught the embedding is kept (learning without forgetting; Li &
+Hoiem 2017) while the real rows are free to move it.  Use it with ``freeze_batchnorm: true``: otherwise
+the student's batch-norm layers normalise with the statistics of each mixed batch (and their moving
+statistics drift towards the real audio, which no loss sees), so even a perfectly anchored student would
+differ from the frozen copy at inference.  ``freeze_batchnorm`` keeps every batch norm in inference mode
+with its pretrained statistics and scale.  Every run also reports, each epoch, a package probe on the real valid clips
 (:func:`group_probe`), which the config's ``selection.probe`` can weigh in model selection.
 
 The student is a zoo model (default ``cnn-tagging``) with its pretrained weights and one more sigmoid
@@ -93,10 +104,14 @@ CONFIG_KEYS = {
     "seed", "student", "teacher_model", "head", "real", "teacher_cache", "corpus", "cache", "out",
     "batch_size", "real_fraction", "steps_per_epoch", "epochs", "patience", "learning_rate", "loss_weights",
     "feature_loss", "augment", "corpus_train_clips", "corpus_valid_clips", "min_real_valid_clips",
-    "max_minutes", "selection", "max_corpus_auc_drop", "contrastive",
+    "max_minutes", "selection", "max_corpus_auc_drop", "contrastive", "anchor", "freeze_batchnorm",
 }
 #: the contrastive objective's defaults (config ``contrastive``): NT-Xent temperature, projection MLP
 CONTRASTIVE_DEFAULTS = {"temperature": 0.1, "hidden": 256, "dim": 128}
+#: the anchor objective's defaults (config ``anchor``): layers (None: every extract() layer but the
+#: tag head) and which rows of a batch it counts
+ANCHOR_DEFAULTS = {"layers": None, "rows": "corpus"}
+ANCHOR_ROWS = ("corpus", "all")
 
 
 class DistillError(RuntimeError):
@@ -406,15 +421,36 @@ def nt_xent(temperature: float):
 # -- model -----------------------------------------------------------------------------------------
 
 
+def anchor_layers(student: str, anchor: dict) -> list[str]:
+    """The student layers the anchor objective holds: ``anchor["layers"]``, checked against the
+    model's ``extract()`` layers, or all of them but the tag head."""
+    spec = get_spec(student)
+    names = [n for n in spec.layers if n != "tags"]
+    layers = anchor.get("layers")
+    if layers is None:
+        return names
+    if isinstance(layers, str) or not isinstance(layers, list) or not layers:
+        raise DistillError(f"anchor.layers={layers!r} must be a non-empty list of layer names of {student!r}: "
+                           f"{names}")
+    bad = [n for n in layers if n not in names]
+    if bad:
+        raise DistillError(f"anchor.layers {bad} are not layers of {student!r}; expected some of {names}")
+    return list(layers)
+
+
 def build_student(student: str, head: Optional[str], n_teacher: int, feature_dim: int, feature_loss: str,
-                  seed: int, contrastive: Optional[dict] = None):
-    """``(full student, training model, student config)``.
+                  seed: int, contrastive: Optional[dict] = None, anchor: Optional[list] = None,
+                  freeze_batchnorm: bool = False):
+    """``(full student, training model, student config, frozen anchor model or None)``.
 
     The full student is the zoo model's family with ``extra_heads = {head: n_teacher}`` (no extra
     head when ``head`` is None: a run without a teacher); every layer it shares with the zoo model
     gets the zoo model's verified weights; the new head (and, training only, the projection to the
     teacher's features and the contrastive projection MLP ``ssl``) start from Keras initialisers
-    seeded by ``seed``.
+    seeded by ``seed``.  With ``anchor`` (layer names), the training model also outputs those layers
+    (``anchor_<layer>``) and the frozen anchor model is the pretrained student with the same outputs.
+    ``freeze_batchnorm`` makes every batch-norm layer of the student non-trainable, which in Keras 3
+    also runs it in inference mode (its moving statistics, not the batch's, and no update of them).
     """
     import keras  # deferred: Keras only after the command line is parsed
 
@@ -442,6 +478,11 @@ def build_student(student: str, head: Optional[str], n_teacher: int, feature_dim
             full.get_layer(layer.name).set_weights(layer.get_weights())
             copied += 1
     log.info("student %s: %d layers from the zoo weights, new head %r (%d tags)", student, copied, head, n_teacher)
+    if freeze_batchnorm:
+        frozen_bn = [layer for layer in full.layers if isinstance(layer, keras.layers.BatchNormalization)]
+        for layer in frozen_bn:
+            layer.trainable = False
+        log.info("batch norm frozen in inference mode: %d layers", len(frozen_bn))
     outputs = {"tags": full.output["tags"]}
     if head is not None:
         outputs[head] = full.output[head]
@@ -451,13 +492,21 @@ def build_student(student: str, head: Optional[str], n_teacher: int, feature_dim
         c = {**CONTRASTIVE_DEFAULTS, **contrastive}
         h = keras.layers.Dense(int(c["hidden"]), activation="relu", name="ssl_hidden")(full.output["embedding"])
         outputs["ssl"] = keras.layers.Dense(int(c["dim"]), name="ssl_projection")(h)
+    frozen = None
+    if anchor:
+        for name in anchor:
+            outputs[f"anchor_{name}"] = full.get_layer(name).output
+        base.trainable = False
+        frozen = keras.Model(base.input, {f"anchor_{n}": base.get_layer(n).output for n in anchor},
+                             name=f"{full.name}_anchor")
     model = keras.Model(full.input, outputs, name=f"{full.name}_distill")
-    return full, model, config
+    return full, model, config, frozen
 
 
 def loss_weights_of(cfg: dict) -> dict:
     """The config's loss weights over their defaults (``contrastive`` 0: no self-supervised objective)."""
-    return {"distill": 1.0, "features": 0.5, "corpus": 1.0, "contrastive": 0.0, **(cfg.get("loss_weights") or {})}
+    return {"distill": 1.0, "features": 0.5, "corpus": 1.0, "contrastive": 0.0, "anchor": 0.0,
+            **(cfg.get("loss_weights") or {})}
 
 
 def compile_model(model, head: Optional[str], cfg: dict) -> None:
@@ -475,6 +524,10 @@ def compile_model(model, head: Optional[str], cfg: dict) -> None:
     if "ssl" in model.output:
         losses["ssl"] = nt_xent(float({**CONTRASTIVE_DEFAULTS, **(cfg.get("contrastive") or {})}["temperature"]))
         loss_weights["ssl"] = float(weights["contrastive"])
+    anchors = [k for k in model.output if k.startswith("anchor_")]
+    for k in anchors:  # the anchor weight shared by its layers
+        losses[k] = "cosine_similarity"
+        loss_weights[k] = float(weights["anchor"]) / len(anchors)
     model.compile(optimizer=keras.optimizers.Adam(float(cfg.get("learning_rate", 3e-4))), loss=losses,
                   loss_weights=loss_weights)
     model.optimizer.build(model.trainable_variables)
@@ -536,15 +589,27 @@ def load_config(path: os.PathLike) -> dict:
         raise DistillError(f"config {path}: feature_loss={cfg['feature_loss']!r} must be one of {FEATURE_LOSSES}")
     weights = loss_weights_of(cfg)
     bad = {k: v for k, v in weights.items()
-           if k not in ("distill", "features", "corpus", "contrastive") or isinstance(v, bool)
+           if k not in ("distill", "features", "corpus", "contrastive", "anchor") or isinstance(v, bool)
            or not isinstance(v, (int, float)) or v < 0}
     if bad:
         raise DistillError(f"config {path}: loss_weights {bad} must be numbers >= 0 for keys distill, features, "
-                           "corpus, contrastive")
+                           "corpus, contrastive, anchor")
     contrastive = cfg.get("contrastive") or {}
     if not isinstance(contrastive, dict) or set(contrastive) - set(CONTRASTIVE_DEFAULTS):
         raise DistillError(f"config {path}: contrastive={contrastive!r} must be an object with some of "
                            f"{sorted(CONTRASTIVE_DEFAULTS)}")
+    anchor = cfg.get("anchor") or {}
+    if not isinstance(anchor, dict) or set(anchor) - set(ANCHOR_DEFAULTS):
+        raise DistillError(f"config {path}: anchor={anchor!r} must be an object with some of {sorted(ANCHOR_DEFAULTS)}")
+    if anchor.get("rows", "corpus") not in ANCHOR_ROWS:
+        raise DistillError(f"config {path}: anchor.rows={anchor['rows']!r} must be one of {ANCHOR_ROWS}")
+    if weights["anchor"]:
+        try:
+            anchor_layers(cfg.get("student", "cnn-tagging"), anchor)
+        except DistillError as e:
+            raise DistillError(f"config {path}: {e}") from None
+    if not isinstance(cfg.get("freeze_batchnorm", False), bool):
+        raise DistillError(f"config {path}: freeze_batchnorm={cfg['freeze_batchnorm']!r} must be true or false")
     if cfg.get("head", "mtt_tags") is None:
         if weights["distill"] or (weights["features"] and cfg.get("feature_loss", "cosine") != "none"):
             raise DistillError(f"config {path}: head=null (no teacher) needs loss_weights distill 0 and "
@@ -655,6 +720,8 @@ def train(args) -> dict:
         raise DistillError(f"teacher_model={model_name!r} must be one of {tt.MODELS}")
     weights = loss_weights_of(cfg)
     contrastive = {**CONTRASTIVE_DEFAULTS, **(cfg.get("contrastive") or {})} if weights["contrastive"] else None
+    anchor_cfg = {**ANCHOR_DEFAULTS, **(cfg.get("anchor") or {})}
+    anchored = anchor_layers(student, anchor_cfg) if weights["anchor"] else None
     real = Path(args.real or cfg.get("real", "real"))
     teacher_cache = Path(args.teacher_cache or cfg.get("teacher_cache", "teacher")) if head is not None else None
     corpus = Path(args.corpus or cfg.get("corpus", "corpus"))
@@ -707,8 +774,9 @@ def train(args) -> dict:
         f_mean, f_std = np.asarray(state["feature_mean"], np.float32), np.asarray(state["feature_std"], np.float32)
     else:
         f_mean, f_std = real_train.feats.mean(axis=0), real_train.feats.std(axis=0) + 1e-3
-    full, model, student_config = build_student(student, head, len(labels), real_train.feats.shape[1], feature_loss,
-                                                seed, contrastive)
+    full, model, student_config, frozen = build_student(student, head, len(labels), real_train.feats.shape[1],
+                                                        feature_loss, seed, contrastive, anchored,
+                                                        bool(cfg.get("freeze_batchnorm", False)))
     compile_model(model, head, cfg)
     out.mkdir(parents=True, exist_ok=True)
     if state is not None:
@@ -739,6 +807,9 @@ def train(args) -> dict:
     n_pairs = n_real // 2 if contrastive is not None else 0
     w_real = np.r_[np.full(n_real, batch / n_real), np.zeros(n_corpus)].astype(np.float32)
     w_corpus = np.r_[np.zeros(n_real), np.full(n_corpus, batch / max(n_corpus, 1))].astype(np.float32)
+    w_anchor = w_corpus if anchor_cfg["rows"] == "corpus" else np.ones(batch, np.float32)
+    if frozen is not None and anchor_cfg["rows"] == "corpus" and not n_corpus:
+        raise DistillError("anchor.rows='corpus' with real_fraction 1 leaves no corpus row to anchor")
     while state["epoch"] < int(cfg.get("epochs", 40)) and time.time() < deadline:
         epoch = state["epoch"]
         # every epoch draws from its own generator: a resumed run sees the batches an uninterrupted one sees
@@ -775,6 +846,9 @@ def train(args) -> dict:
                 f = (real_train.feats[idx] - f_mean) / f_std
                 y["features"] = np.concatenate([f, np.zeros((n_corpus, f.shape[1]), np.float32)]).astype(np.float32)
                 w["features"] = w_real
+            if frozen is not None:  # the pretrained student's layers on the same (augmented) batch
+                for k, v in frozen.predict_on_batch(x).items():
+                    y[k], w[k] = np.asarray(v, np.float32), w_anchor
             result = model.train_on_batch(x, y, sample_weight=w, return_dict=True)
             for k, v in result.items():
                 losses.setdefault(k, []).append(float(v))
@@ -876,6 +950,12 @@ def ship(args) -> dict:
         c = {**CONTRASTIVE_DEFAULTS, **(state["config"].get("contrastive") or {})}
         how.append(f"a contrastive objective (NT-Xent, temperature {c['temperature']}) pulls together the "
                    "embeddings of two 3-s segments of the same real track and pushes apart those of other tracks")
+    if objectives.get("anchor"):
+        a = {**ANCHOR_DEFAULTS, **(state["config"].get("anchor") or {})}
+        how.append(f"a cosine loss holds the layers {anchor_layers(student, a)} on the {a['rows']} rows near a frozen "
+                   f"copy of the pretrained {student}")
+    if state["config"].get("freeze_batchnorm"):
+        how.append("every batch norm stayed in inference mode with its pretrained statistics")
     e["training"] = {
         "data": data_lines,
         "licences": licences,
