@@ -38,7 +38,10 @@ Measures (model: ``Extractor.analyze`` of ``--model``; every baseline computed h
   one ``instrument:`` tag).  Logistic regression on standardised features; outer 5-fold
   ``StratifiedGroupKFold`` grouped by piece; the layer and C are chosen *inside* each outer
   fold by an inner grouped 3-fold CV on its training part.  Score: balanced accuracy, mean
-  over outer folds.  Baseline: 20 MFCCs + deltas + delta-deltas, mean+std (same protocol).
+  over outer folds, then over ``--probe-repeats`` repeats (default 5; repeat ``r`` draws its balanced
+  subset and its folds with seed ``--seed + r``, so repeat 0 is the single draw earlier sessions
+  reported): a 68-clip probe moves by several points with the draw alone, and a ship decision needs
+  the mean, with the spread across repeats (``repeat_std``) beside it.  Baseline: 20 MFCCs + deltas + delta-deltas, mean+std (same protocol).
   Reported beside it, not in its place: the same probe with each of the model's head outputs as
   one more candidate layer (``<model>+heads``: the clip mean of the key, chord, meter, tempo and
   tag heads, and with a ``clip_key`` record the clip key distribution), i.e. what a user gets from
@@ -272,6 +275,24 @@ def balanced_subset(labels: dict[int, str], min_class: int, seed: int) -> list[i
     return sorted(idx)
 
 
+def repeated_probe(features: dict[str, np.ndarray], task_labels: dict[int, str], groups_all: np.ndarray,
+                   min_class: int, Cs: tuple, seed: int, repeats: int) -> dict:
+    """:func:`nested_probe` on ``repeats`` seeded balanced subsets (seed ``seed + r``): the mean
+    balanced accuracy over repeats, their spread and each repeat's figure; ``n`` and ``classes``
+    of one subset (all subsets have the same size)."""
+    runs = []
+    for r in range(repeats):
+        idx = balanced_subset(task_labels, min_class, seed + r)
+        y = np.array([task_labels[i] for i in idx])
+        runs.append(nested_probe({l: x[idx] for l, x in features.items()}, y, groups_all[idx], Cs, seed + r))
+    scores = [r["balanced_accuracy"] for r in runs]
+    if any(v is None for v in scores):
+        return runs[0]
+    return {"balanced_accuracy": float(np.mean(scores)), "repeat_std": float(np.std(scores)),
+            "per_repeat": [float(v) for v in scores], "std": float(np.mean([r["std"] for r in runs])),
+            "n": runs[0]["n"], "classes": runs[0]["classes"], "chosen": [c for r in runs for c in r["chosen"]]}
+
+
 def nested_probe(features: dict[str, np.ndarray], y: np.ndarray, groups: np.ndarray, Cs: tuple, seed: int,
                  folds: int = 5) -> dict:
     """Balanced accuracy of a logistic-regression probe; layer and C chosen by inner grouped CV per outer fold."""
@@ -350,11 +371,15 @@ def main(argv=None) -> int:
     parser.add_argument("--min-class", type=int, default=6)
     parser.add_argument("--Cs", type=float, nargs="+", default=[0.01, 0.1, 1.0])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--probe-repeats", type=int, default=5,
+                        help="balanced subsets (and fold draws) per probe, seeds seed .. seed+R-1; the mean is reported")
     parser.add_argument("--oracle", action="store_true",
                         help="feed one-hot score targets instead of the model's heads (checks the chain)")
     parser.add_argument("--record", action="store_true", help="write the model's figures into its manifest entry")
     parser.add_argument("--out", default=str(HERE / "results"))
     args = parser.parse_args(argv)
+    if args.probe_repeats < 1:
+        parser.error(f"--probe-repeats={args.probe_repeats}: expected at least 1")
 
     import librosa
 
@@ -511,9 +536,8 @@ def main(argv=None) -> int:
                 probes[task] = {"why": f"fewer than two classes with >= {args.min_class} clips "
                                        f"({dict(Counter(task_labels.values()))})"}
                 continue
-            y = np.array([task_labels[i] for i in idx])
-            probes[task] = {method: nested_probe({l: x[idx] for l, x in fl.items()}, y, groups_all[idx],
-                                                 tuple(args.Cs), args.seed)
+            probes[task] = {method: repeated_probe(fl, task_labels, groups_all, args.min_class, tuple(args.Cs),
+                                                   args.seed, args.probe_repeats)
                             for method, fl in arrays.items()}
             print(f"  probe {task}: " + ", ".join(f"{k} {v['balanced_accuracy'] if v['balanced_accuracy'] is None else round(v['balanced_accuracy'], 3)}"
                                                   for k, v in probes[task].items()), flush=True)
@@ -537,6 +561,7 @@ def main(argv=None) -> int:
         "data": str(data), "clips": len(clips), "pieces": len(set(groups_all.tolist())),
         "soundfonts": dict(soundfonts), "model": args.model, "pretrained": bool(m.pretrained),
         "weights_sha256": m.entry.get("weights", {}).get("sha256"), "oracle": bool(args.oracle), "notes": notes,
+        "probe_repeats": args.probe_repeats,
         "timing_s": {k: round(v, 1) for k, v in timing.items()}, "results": res, "targets": TARGETS,
     }
     table = render_table(report)
@@ -599,6 +624,12 @@ def fmt(v) -> str:
     return "—" if v is None else f"{v:.3f}"
 
 
+def fmt_probe(p: dict) -> str:
+    """A probe's balanced accuracy, with the spread over its repeats when there were several."""
+    v = p.get("balanced_accuracy")
+    return fmt(v) + (f" ± {p['repeat_std']:.3f}" if v is not None and len(p.get("per_repeat") or []) > 1 else "")
+
+
 def render_table(r: dict) -> str:
     res = r["results"]
     what = 'pretrained' if r['pretrained'] else 'NOT pretrained: seeded weights'
@@ -634,13 +665,15 @@ def render_table(r: dict) -> str:
             continue
         model = p.get(r["model"], {})
         plus = f"{r['model']}+heads"
-        others = "; ".join(f"{name} {fmt(v['balanced_accuracy'])}" for name, v in p.items()
+        others = "; ".join(f"{name} {fmt_probe(v)}" for name, v in p.items()
                            if name not in (r["model"], "mfcc", plus))
-        base = f"{fmt(p.get('mfcc', {}).get('balanced_accuracy'))} (MFCC)" + (f"; {others}" if others else "")
-        lines.append(f"| probe {task} (balanced acc., n={model.get('n')}, {model.get('classes')} classes) | "
-                     f"{fmt(model.get('balanced_accuracy'))} | {base} | {TARGETS['probe_' + task]} |")
+        base = f"{fmt_probe(p.get('mfcc', {}))} (MFCC)" + (f"; {others}" if others else "")
+        reps = len(model.get("per_repeat") or [1])
+        lines.append(f"| probe {task} (balanced acc., n={model.get('n')}, {model.get('classes')} classes"
+                     + (f", mean ± std of {reps} draws" if reps > 1 else "") + f") | "
+                     f"{fmt_probe(model)} | {base} | {TARGETS['probe_' + task]} |")
         if plus in p:
-            lines.append(f"| probe {task}, head outputs also candidate layers | {fmt(p[plus].get('balanced_accuracy'))} | | |")
+            lines.append(f"| probe {task}, head outputs also candidate layers | {fmt_probe(p[plus])} | | |")
     if "mode_from_key" in res:
         mk = res["mode_from_key"]
         lines.append(f"| mode of the key `analyze()` reports (balanced acc., all {mk['n']} major/minor-tagged clips: "

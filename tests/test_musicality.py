@@ -39,6 +39,28 @@ def test_balanced_subset_and_probe_labels():
     assert mu.probe_labels(meta) == {"meter": "triple", "tune": "jig", "style": "folk"}
 
 
+def test_repeated_probe_averages_seeded_draws_and_repeat_zero_is_the_single_draw():
+    rng = np.random.default_rng(0)
+    n = 60
+    labels = {i: ("minor" if i % 5 == 0 else "major") for i in range(n)}  # 12 minor, 48 major
+    groups = np.array([f"p{i // 2}" for i in range(n)])
+    y_all = np.array([labels[i] for i in range(n)])
+    # a weakly informative feature: draws of the balanced subset give different scores
+    x = rng.standard_normal((n, 4)) + 0.8 * (y_all == "minor")[:, None]
+    feats = {"layer": x}
+    one = mu.repeated_probe(feats, labels, groups, 6, (0.1, 1.0), seed=3, repeats=1)
+    idx = mu.balanced_subset(labels, 6, 3)
+    direct = mu.nested_probe({"layer": x[idx]}, y_all[idx], groups[idx], (0.1, 1.0), 3)
+    assert one["balanced_accuracy"] == direct["balanced_accuracy"] and one["n"] == 24
+    five = mu.repeated_probe(feats, labels, groups, 6, (0.1, 1.0), seed=3, repeats=5)
+    assert five["per_repeat"][0] == direct["balanced_accuracy"] and len(five["per_repeat"]) == 5
+    assert five["balanced_accuracy"] == pytest.approx(np.mean(five["per_repeat"]))
+    assert five["repeat_std"] == pytest.approx(np.std(five["per_repeat"])) and five["repeat_std"] > 0
+    assert len(five["chosen"]) == sum(1 for _ in five["per_repeat"]) * len(direct["chosen"])
+    assert mu.fmt_probe(five).startswith(f"{five['balanced_accuracy']:.3f} ± ")
+    assert mu.fmt_probe(direct) == f"{direct['balanced_accuracy']:.3f}"
+
+
 def test_oracle_frames_are_one_hot_where_labelled():
     heads = {"key": ["k"] * 24, "chord": ["c"] * 109, "meter": ["m"] * 12, "tempo": ["t"] * 48}
     t = {"beat": np.array([0, 1, 0, 0, 1, 0], np.uint8), "downbeat": np.array([0, 1, 0, 0, 0, 0], np.uint8),
@@ -107,3 +129,9 @@ def test_reference_key_says_where_the_label_came_from():
     assert mu.reference({"targets": t, "meta": {}}, keys, ["c"] * 109, ["m"] * 12)["key_source"] == "analysis"
     del t["key_source"]
     assert mu.reference({"targets": t, "meta": {}}, keys, ["c"] * 109, ["m"] * 12)["key_source"] is None
+
+
+def test_probe_repeats_below_one_is_refused(capsys):
+    with pytest.raises(SystemExit) as exc:
+        mu.main(["--probe-repeats", "0"])
+    assert exc.value.code == 2 and "--probe-repeats=0: expected at least 1" in capsys.readouterr().err
