@@ -46,6 +46,9 @@ Measures (model: ``Extractor.analyze`` of ``--model``; every baseline computed h
   one more candidate layer (``<model>+heads``: the clip mean of the key, chord, meter, tempo and
   tag heads, and with a ``clip_key`` record the clip key distribution), i.e. what a user gets from
   a linear probe on everything ``extract(layer=...)`` and ``tag(head=...)`` return.
+* **meter analyze() reports** (not a probe): on every clip with a reference meter, the fraction
+  whose time signature is the reference's, and the balanced accuracy of its meter class (the
+  corpus's ``meter:`` tag of a time signature, e.g. 6/8 -> ``compound-duple``) over the classes.
 * **mode of the reported key** (not a probe): balanced accuracy of the mode of ``analyze()``'s key
   against the ``mode:major`` / ``mode:minor`` tag, on every clip with one of them.
 * **tag ROC-AUC**: macro ROC-AUC of the tag head (frame mean) over tags with both classes present.
@@ -76,6 +79,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 import mirzoo  # noqa: E402,F401  (before Keras: sets TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported)
+from training.corpus import meter_class  # noqa: E402  (the meter tag of a time signature, as the corpus writes it)
 from training.corpus_targets import KEY_SOURCES  # noqa: E402  (names of the targets' key_source codes)
 
 FPS_REF = 50.0
@@ -261,6 +265,24 @@ def probe_labels(meta: dict) -> dict[str, str]:
     return out
 
 
+def meter_agreement(pairs: list[tuple[str, str]]) -> dict:
+    """``(reference, reported)`` time signatures -> exact accuracy and the balanced accuracy of their
+    meter classes (:func:`training.corpus.meter_class`), with the reference class counts."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    def cls(label: str) -> str:
+        num, den = (int(v) for v in label.split("/"))
+        return meter_class(num, den)
+
+    truth = [cls(r) for r, _ in pairs]
+    said = [cls(a) for _, a in pairs]
+    with warnings.catch_warnings():  # a reported class no reference has
+        warnings.simplefilter("ignore", UserWarning)
+        balanced = float(balanced_accuracy_score(truth, said))
+    return {"exact": float(np.mean([r == a for r, a in pairs])), "class_balanced": balanced, "n": len(pairs),
+            "classes": dict(Counter(truth))}
+
+
 def balanced_subset(labels: dict[int, str], min_class: int, seed: int) -> list[int]:
     counts = Counter(labels.values())
     kept = {c for c, n in counts.items() if n >= min_class}
@@ -410,7 +432,7 @@ def main(argv=None) -> int:
     keys = list(REQUIRED_HEADS) + (["tags"] if "tags" in heads else []) + [l for l in layers if l not in REQUIRED_HEADS]
     others = [mirzoo.load(name) for name in args.probe_models]
 
-    per = {k: [] for k in ("key_model", "key_head_mean", "key_base", "key_source", "mode_pairs", "beat_model", "beat_base", "down_model", "tempo_model",
+    per = {k: [] for k in ("key_model", "key_head_mean", "key_base", "key_source", "mode_pairs", "meter_pairs", "beat_model", "beat_base", "down_model", "tempo_model",
                            "tempo_base", "tempo_simple")}
     chord_tot = {"model": np.zeros(4), "base": np.zeros(4)}
     feats: dict[str, dict[str, list]] = {"mfcc": {"mfcc": []}, args.model: {l: [] for l in layers}}
@@ -474,6 +496,8 @@ def main(argv=None) -> int:
         tagged = probe_labels(clip["meta"]).get("mode")
         if tagged and a.key:
             per["mode_pairs"].append((tagged, a.key.split()[-1]))
+        if ref["meter"] and a.meter:
+            per["meter_pairs"].append((ref["meter"], a.meter))
         timing["baselines"] += time.time() - ts
         ts = time.time()
         for o in others:
@@ -548,6 +572,8 @@ def main(argv=None) -> int:
         truth, said = zip(*per["mode_pairs"])
         res["mode_from_key"] = {"model": float(balanced_accuracy_score(truth, said)), "n": len(truth),
                                 "classes": dict(Counter(truth))}
+    if per["meter_pairs"]:  # not a probe: the meter analyze() reports, on every clip with a reference meter
+        res["meter_from_analyze"] = meter_agreement(per["meter_pairs"])
     if tag_probs:
         from sklearn.metrics import roc_auc_score
 
@@ -617,6 +643,8 @@ def headline(res: dict, model_name: str) -> dict:
         put(f"probe_{task}_with_heads", (by_method.get(f"{model_name}+heads") or {}).get("balanced_accuracy"))
     put("tag_roc_auc", (res.get("tag_roc_auc") or {}).get("model"))
     put("mode_from_key", (res.get("mode_from_key") or {}).get("model"))
+    put("meter_exact_from_analyze", (res.get("meter_from_analyze") or {}).get("exact"))
+    put("meter_class_from_analyze", (res.get("meter_from_analyze") or {}).get("class_balanced"))
     return out
 
 
@@ -678,6 +706,12 @@ def render_table(r: dict) -> str:
         mk = res["mode_from_key"]
         lines.append(f"| mode of the key `analyze()` reports (balanced acc., all {mk['n']} major/minor-tagged clips: "
                      f"{', '.join(f'{k} {v}' for k, v in sorted(mk['classes'].items()))}) | {fmt(mk['model'])} | | not a probe |")
+    if "meter_from_analyze" in res:
+        mm = res["meter_from_analyze"]
+        lines.append(f"| meter `analyze()` reports, time signature exact (all {mm['n']} clips with a reference meter) | "
+                     f"{fmt(mm['exact'])} | | not a probe |")
+        lines.append(f"| meter `analyze()` reports, meter class (balanced acc.: "
+                     f"{', '.join(f'{k} {v}' for k, v in sorted(mm['classes'].items()))}) | {fmt(mm['class_balanced'])} | | not a probe |")
     if "tag_roc_auc" in res:
         lines.append(f"| tag ROC-AUC ({res['tag_roc_auc']['tags']} tags) | {fmt(res['tag_roc_auc']['model'])} | — | {TARGETS['tag_roc_auc']} |")
     lines += ["", f"Time: model {r['timing_s']['model']} s, baselines {r['timing_s']['baselines']} s, "

@@ -101,7 +101,9 @@ def test_head_output_probe_is_reported_beside_the_embedding_probe_not_in_its_pla
            "probes": {"mode": probe}, "mode_from_key": {"model": 0.85, "n": 240, "classes": {"major": 206, "minor": 34}}}
     res["key_weighted"]["by_source"] = {"written": {"model": 0.86, "baseline": 0.7, "n": 6},
                                         "analysis": {"model": 0.66, "baseline": 0.71, "n": 4}}
+    res["meter_from_analyze"] = mu.meter_agreement([("6/8", "6/8"), ("3/4", "4/4")])
     figures = mu.headline(res, "tcn-music")
+    assert figures["meter_exact_from_analyze"] == 0.5 and figures["meter_class_from_analyze"] == 0.5
     assert figures["probe_mode"] == 0.6 and figures["probe_mode_with_heads"] == 0.9
     assert figures["mode_from_key"] == 0.85
     assert figures["key_mirex_written_reference"] == 0.86 and figures["key_mirex_analysis_reference"] == 0.66
@@ -114,6 +116,8 @@ def test_head_output_probe_is_reported_beside_the_embedding_probe_not_in_its_pla
     assert "| key, reference written in the score (n=6) | 0.860 | 0.700 | |" in lines
     assert any(l.startswith("| mode of the key `analyze()` reports") and "major 206, minor 34" in l
                and "| 0.850 |" in l for l in lines)
+    assert any(l.startswith("| meter `analyze()` reports, meter class (balanced acc.: compound-duple 1, triple 1)")
+               and "| 0.500 |" in l for l in lines)
     plus = [l for l in lines if l.startswith("| probe mode, head outputs also")]
     assert len(plus) == 1 and "| 0.900 |" in plus[0]
 
@@ -135,3 +139,12 @@ def test_probe_repeats_below_one_is_refused(capsys):
     with pytest.raises(SystemExit) as exc:
         mu.main(["--probe-repeats", "0"])
     assert exc.value.code == 2 and "--probe-repeats=0: expected at least 1" in capsys.readouterr().err
+
+
+def test_meter_agreement_by_hand():
+    pairs = [("6/8", "6/8"), ("6/8", "3/4"), ("3/4", "3/4"), ("4/4", "2/2"), ("4/4", "4/4"), ("2/4", "2/2")]
+    m = mu.meter_agreement(pairs)
+    assert m["exact"] == pytest.approx(3 / 6) and m["n"] == 6
+    assert m["classes"] == {"compound-duple": 2, "triple": 1, "quadruple": 2, "duple": 1}
+    # recall per class: compound-duple 1/2, triple 1/1, quadruple 1/2 (2/2 is duple), duple 1/1
+    assert m["class_balanced"] == pytest.approx((0.5 + 1 + 0.5 + 1) / 4)
