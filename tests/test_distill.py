@@ -352,6 +352,33 @@ def test_frozen_batchnorm_keeps_its_pretrained_statistics(distill_data, tmp_path
         td.load_config(write_config(tmp_path / "c.json", distill_data, freeze_batchnorm="yes"))
 
 
+def test_crnn_student_distills_ships_and_tags_with_the_teacher_head(distill_data, tmp_path, monkeypatch):
+    """crnn-tagging as the student (the crnn family builds ``extra_heads`` too)."""
+    import mirzoo
+    from mirzoo.nn import get_family
+
+    config = dict(get_spec("crnn-tagging").config, extra_heads={"mtt_tags": 5})
+    net = get_family("crnn")(config, name="crnn")
+    assert net.output["mtt_tags"].shape[-1] == 5 and "tags" in net.output
+    out = tmp_path / "crnn"
+    cfg = write_config(tmp_path / "crnn.json", distill_data, student="crnn-tagging", epochs=1)
+    assert td.main(["train", "--config", str(cfg), "--out", str(out)]) == 0
+    state = json.loads((out / "state.json").read_text())
+    assert state["student"] == "crnn-tagging" and state["model_config"]["gru_units"]
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(PACKAGE_MANIFEST.read_text())
+    weights = tmp_path / "weights"
+    assert td.main(["ship", "--run", str(out), "--name", "crnn-tagging-distilled", "--manifest", str(manifest),
+                    "--weights-dir", str(weights)]) == 0
+    monkeypatch.setenv("MIRZOO_MANIFEST", str(manifest))
+    monkeypatch.setenv("MIRZOO_WEIGHTS_DIR", str(weights))
+    m = mirzoo.load("crnn-tagging-distilled")
+    tags = m.tag(tone(500.0, 6.0, 2), sr=SR, head="mtt_tags", top_k=None)
+    assert {t for t, _ in tags} == set(LABELS)
+    e = m.extract(tone(500.0, 6.0, 2), sr=SR)
+    assert e.embeddings.shape[-1] == get_spec("crnn-tagging").embedding_dim
+
+
 def test_model_selection_keeps_the_corpus_auc():
     before = {"corpus_valid": {"roc_auc_macro": 0.90}}
     assert td.corpus_auc_kept({"corpus_valid": {"roc_auc_macro": 0.8905}}, before, {})

@@ -470,7 +470,7 @@ def build_student(student: str, head: Optional[str], n_teacher: int, feature_dim
     full = get_family(spec.family)(config, name=student.replace("-", "_"))
     if head is not None and head not in full.output:
         raise DistillError(f"family {spec.family!r} of {student!r} does not build config['extra_heads'] "
-                           f"(outputs {sorted(full.output)}); only the 'cnn' family does so far")
+                           f"(outputs {sorted(full.output)}); the 'cnn' and 'crnn' families do")
     base = build_from_spec(spec)  # the zoo model with its sha256-checked weights
     copied = 0
     for layer in base.layers:

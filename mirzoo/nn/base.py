@@ -61,6 +61,17 @@ def conv_block(x, filters: int, pool, *, name: str, kernel=(3, 3), batch_norm: b
     return x
 
 
+def add_extra_heads(h, outputs: dict, config: dict) -> None:
+    """One sigmoid Dense output on ``h`` per entry of ``config["extra_heads"]`` (``{output name:
+    n_units}``: a second tag vocabulary on the same embedding, e.g. the real-music tags distilled by
+    ``training/distill.py``), added to ``outputs``; a name that is already an output is refused."""
+    for head, units in (config.get("extra_heads") or {}).items():
+        if head in outputs:
+            raise ManifestError(
+                f"extra_heads names {head!r}, which is already an output of the model {sorted(outputs)}")
+        outputs[head] = keras.layers.Dense(int(units), activation="sigmoid", name=head)(h)
+
+
 def global_pool(x, *, name: str, mode: str = "mean"):
     """Pool a (batch, time, freq, channels) or (batch, time, channels) map to (batch, channels[*2])."""
     rank = len(x.shape)

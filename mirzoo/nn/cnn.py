@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import keras
 
-from mirzoo.errors import ManifestError
 from mirzoo.nn.frontend import build_frontend
-from mirzoo.nn.base import conv_block, global_pool, register_family
+from mirzoo.nn.base import add_extra_heads, conv_block, global_pool, register_family
 
 
 @register_family("cnn")
@@ -43,9 +42,5 @@ def build_cnn(config: dict, name: str = "cnn") -> keras.Model:
     tags = keras.layers.Dense(config["n_tags"], activation=config.get("head_activation", "sigmoid"), name="tags")(h)
     outputs = {f"block{i}": f for i, f in enumerate(block_features, start=1)}
     outputs.update(embedding=embedding, tags=tags)
-    for head, units in (config.get("extra_heads") or {}).items():
-        if head in outputs:
-            raise ManifestError(
-                f"extra_heads names {head!r}, which is already an output of the model {sorted(outputs)}")
-        outputs[head] = keras.layers.Dense(int(units), activation="sigmoid", name=head)(h)
+    add_extra_heads(h, outputs, config)
     return keras.Model(waveform, outputs, name=name)

@@ -9,7 +9,8 @@ The GRUs are unrolled over the (fixed) number of time steps of a patch, so the
 network has no loop or tensor-list ops and exports to TFLite builtins and ONNX.
 
 Named outputs: ``block1`` .. ``block4`` (time-frequency averaged feature maps),
-``gru1`` (time-averaged first GRU sequence), ``embedding`` (last GRU state), ``tags``.
+``gru1`` (time-averaged first GRU sequence), ``embedding`` (last GRU state), ``tags``, and one
+sigmoid output per entry of the optional ``extra_heads`` (as the ``cnn`` family).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import keras
 
 from mirzoo.nn.frontend import build_frontend
-from mirzoo.nn.base import conv_block, global_pool, register_family
+from mirzoo.nn.base import add_extra_heads, conv_block, global_pool, register_family
 
 
 @register_family("crnn")
@@ -27,7 +28,8 @@ def build_crnn(config: dict, name: str = "crnn") -> keras.Model:
     Config keys: ``frontend``, ``patch_samples``, ``filters`` (4 ints), ``pools``
     (4 [time, freq] pairs whose frequency factors reduce the bands to 1), ``gru_units``
     (2 ints), ``n_tags``, ``dropout``, ``head_activation`` (``"sigmoid"`` by default; ``"softmax"``
-    for single-label data).
+    for single-label data), and optionally ``extra_heads`` (``{output name: n_units}``: more sigmoid
+    heads on the embedding).
     """
     frontend = build_frontend(config["frontend"])
     waveform = keras.Input(shape=(config["patch_samples"],), name="waveform")
@@ -48,4 +50,5 @@ def build_crnn(config: dict, name: str = "crnn") -> keras.Model:
     h = keras.layers.Dropout(config.get("dropout", 0.3), name="dropout")(embedding)
     tags = keras.layers.Dense(config["n_tags"], activation=config.get("head_activation", "sigmoid"), name="tags")(h)
     outputs.update(embedding=embedding, tags=tags)
+    add_extra_heads(h, outputs, config)
     return keras.Model(waveform, outputs, name=name)
