@@ -329,3 +329,61 @@ def test_freeze_through_the_embedding_trains_the_heads_alone(tmp_path):
     with pytest.raises(SystemExit, match="freeze_through='nope' is not a layer of tcn-music; its layers: .*embedding"):
         musical.freeze_through(full, "nope")
     assert musical.freeze_through(full, None) == [] and all(layer.trainable for layer in full.layers)
+
+
+def test_anchor_and_frozen_batchnorm_keep_the_probed_layers_near_the_initial_weights(tmp_path):
+    """``anchor`` + ``freeze_batchnorm``: the same short fine-tune with and without them; with them the
+    anchored layers' outputs stay nearer the shipped model's, every batch norm is bit-identical, and
+    the anchor needs ``--init`` and real layer names."""
+    import json
+
+    import keras
+
+    from mirzoo.zoo.manifest import get_entry
+    from training import musical
+
+    entry = get_entry("tcn-music")
+    cache = _fake_cache(tmp_path / "cache")
+    base_cfg = json.loads((Path(__file__).resolve().parents[1] / "training" / "configs" / "tcn-music-finetune.json").read_text())
+    base_cfg.update(crop_seconds=2.0, batch_size=2, steps_per_epoch=30, epochs=1, valid_crops=2, min_tag_count=1,
+                    learning_rate=1e-3)
+    layers = ["tcn2", "tcn6", "embedding"]
+    runs = {}
+    for name, extra in (("plain", {}), ("anchored", {"anchor": {"layers": layers, "weight": 50.0},
+                                                     "freeze_batchnorm": True})):
+        (tmp_path / f"{name}.json").write_text(json.dumps(dict(base_cfg, **extra)))
+        runs[name] = tmp_path / name
+        assert musical.main(["train", "--cache", str(cache), "--config", str(tmp_path / f"{name}.json"), "--out",
+                             str(runs[name]), "--init", "shipped", "--max-minutes", "5"]) == 0
+    n_tags = len(entry["head"]["labels"])
+    shipped, shipped_in, _ = musical.build_training_model(entry, n_tags, tuple(layers))
+    shipped.load_weights(musical.init_weights_path("shipped", entry))
+    x = np.random.default_rng(5).normal(-40, 10, (2, 200, 216)).astype(np.float32)
+    ref = shipped_in.predict_on_batch(x)
+    drift = {}
+    for name, run in runs.items():
+        full, model, _ = musical.build_training_model(entry, n_tags, tuple(layers))
+        full.load_weights(run / "last.weights.h5")
+        out = model.predict_on_batch(x)
+        drift[name] = 0.0
+        for layer in layers:
+            a, b = np.asarray(out[f"anchor_{layer}"], np.float64), np.asarray(ref[f"anchor_{layer}"], np.float64)
+            cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-12)
+            drift[name] += float(np.mean(1 - cos))
+        if name == "anchored":
+            for layer in full.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    for wa, wb in zip(layer.get_weights(), shipped.get_layer(layer.name).get_weights()):
+                        np.testing.assert_array_equal(wa, wb, err_msg=layer.name)
+    assert drift["anchored"] < 0.5 * drift["plain"], drift
+    state = json.loads((runs["anchored"] / "state.json").read_text())
+    assert state["config"]["anchor"]["layers"] == layers
+    with pytest.raises(SystemExit, match="anchor.layers=\\['key'\\] must be a non-empty list of layers"):
+        musical.anchor_settings({"anchor": {"layers": ["key"]}}, entry)
+    with pytest.raises(SystemExit, match="anchor.weight=0 must be a number > 0"):
+        musical.anchor_settings({"anchor": {"layers": ["tcn1"], "weight": 0}}, entry)
+    assert musical.anchor_settings({}, entry) == ((), 0.0)
+    (tmp_path / "noinit.json").write_text(json.dumps(dict(base_cfg, anchor={"layers": ["tcn1"], "weight": 1.0})))
+    with pytest.raises(SystemExit, match="it needs --init"):
+        musical.main(["train", "--cache", str(cache), "--config", str(tmp_path / "noinit.json"), "--out",
+                      str(tmp_path / "noinit"), "--max-minutes", "5"])

@@ -495,9 +495,9 @@ def build_student(student: str, head: Optional[str], n_teacher: int, feature_dim
     frozen = None
     if anchor:
         for name in anchor:
-            outputs[f"anchor_{name}"] = full.get_layer(name).output
+            outputs[f"anchor_{name}"] = full.output[name]  # the extract() layers are outputs of the family
         base.trainable = False
-        frozen = keras.Model(base.input, {f"anchor_{n}": base.get_layer(n).output for n in anchor},
+        frozen = keras.Model(base.input, {f"anchor_{n}": base.output[n] for n in anchor},
                              name=f"{full.name}_anchor")
     model = keras.Model(full.input, outputs, name=f"{full.name}_distill")
     return full, model, config, frozen

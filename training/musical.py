@@ -26,6 +26,14 @@ Three steps, each resumable:
     Writes the best weights into ``mirzoo/weights/`` and the manifest entry (vocabulary,
     training record), atomically.
 
+Two config keys for fine-tunes that must not cost what the embedding already knows (the linear probes
+of ``benchmarks/musicality.py``): ``anchor`` (``{"layers": [...], "weight": w}``, with ``--init``) holds
+the named ``extract()`` layers, frame by frame, near a frozen copy of the initial weights with a cosine
+loss of total weight ``w`` (learning without forgetting; Li & Hoiem 2017), while the heads' losses move
+the rest; ``freeze_batchnorm: true`` keeps every batch norm in inference mode with its initial
+statistics (otherwise the batch statistics of training crops, and the moving statistics they drift,
+change every layer in a way no loss sees).
+
 The configuration is ``training/configs/tcn-music.json``; the model's architecture is its
 manifest entry (``weights_manifest.json``, ``tcn-music``).
 """
@@ -384,8 +392,9 @@ def init_weights_path(init: str, entry: dict) -> Path:
     return path
 
 
-def build_training_model(entry: dict, n_tags: int):
-    """``(full waveform model, features-in training model)`` sharing one set of weights."""
+def build_training_model(entry: dict, n_tags: int, anchor_layers: tuple = ()):
+    """``(full waveform model, features-in training model)`` sharing one set of weights; the
+    training model also outputs each of ``anchor_layers`` as ``anchor_<layer>``."""
     import keras
 
     from mirzoo.nn import get_family
@@ -395,8 +404,39 @@ def build_training_model(entry: dict, n_tags: int):
     full = get_family(entry["family"])(config, name=MODEL.replace("-", "_"))
     feats_in = full.get_layer("input_bn").input
     outputs = {k: full.output[k] for k in HEAD_LOSSES}
+    for name in anchor_layers:
+        outputs[f"anchor_{name}"] = full.output[name]  # the extract() layers are outputs of the family
     model = keras.Model(feats_in, outputs, name="tcn_music_train")
     return full, model, config
+
+
+def anchor_settings(cfg: dict, entry: dict) -> tuple:
+    """``(layers, weight)`` of the config's ``anchor`` (``((), 0.0)`` without one), checked: the
+    layers must be ``extract()`` layers of the model (not heads), the weight a number > 0."""
+    anchor = cfg.get("anchor")
+    if not anchor:
+        return (), 0.0
+    heads = set(HEAD_LOSSES)
+    names = [n for n in entry["layers"] if n not in heads]
+    if not isinstance(anchor, dict) or set(anchor) - {"layers", "weight"}:
+        raise SystemExit(f"anchor={anchor!r} must be an object with keys layers and weight")
+    layers, weight = anchor.get("layers"), anchor.get("weight", 1.0)
+    if not isinstance(layers, list) or not layers or any(n not in names for n in layers):
+        raise SystemExit(f"anchor.layers={layers!r} must be a non-empty list of layers of {MODEL}: {names}")
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0:
+        raise SystemExit(f"anchor.weight={weight!r} must be a number > 0")
+    return tuple(layers), float(weight)
+
+
+def freeze_batchnorm(full) -> list:
+    """Every batch-norm layer of ``full`` non-trainable (Keras 3: inference mode, moving statistics
+    neither used from the batch nor updated). Returns their names."""
+    import keras
+
+    layers = [layer for layer in full.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in layers:
+        layer.trainable = False
+    return [layer.name for layer in layers]
 
 
 def choose_vocabulary(clips: list, min_count: int, groups: list) -> list:
@@ -453,13 +493,23 @@ def train(args) -> dict:
         vocab = list(entry["head"]["labels"])
     else:
         vocab = choose_vocabulary(data["train"], int(cfg.get("min_tag_count", 20)), cfg["tag_groups"])
-    full, model, config = build_training_model(entry, len(vocab))
+    anchored, anchor_weight = anchor_settings(cfg, entry)
+    if anchored and init is None and not (args.resume and state_path.exists()):
+        raise SystemExit("anchor holds layers near the initial weights: it needs --init")
+    full, model, config = build_training_model(entry, len(vocab), anchored)
     frozen = freeze_through(full, cfg.get("freeze_through"))
     if frozen:
         log.info("frozen (not trained): %d layers, up to and including %r", len(frozen), cfg["freeze_through"])
+    if cfg.get("freeze_batchnorm"):
+        log.info("batch norm frozen in inference mode: %s", freeze_batchnorm(full))
     weights = cfg.get("loss_weights", {})
+    losses = dict(HEAD_LOSSES)
+    loss_weights = {k: float(weights.get(k, 1.0)) for k in HEAD_LOSSES}
+    for name in anchored:  # the anchor weight shared by its layers
+        losses[f"anchor_{name}"] = "cosine_similarity"
+        loss_weights[f"anchor_{name}"] = anchor_weight / len(anchored)
     model.compile(optimizer=keras.optimizers.Adam(float(cfg.get("learning_rate", 1e-3)), clipnorm=1.0),
-                  loss=HEAD_LOSSES, loss_weights={k: float(weights.get(k, 1.0)) for k in HEAD_LOSSES})
+                  loss=losses, loss_weights=loss_weights)
     hop = entry["config"]["frontend"]["hop_length"]
     length = int(round(float(cfg.get("crop_seconds", 12.0)) * entry["sample_rate"] / hop))
     sampler = CropSampler(data["train"], vocab, length, rng, augment=cfg.get("augment", {}))
@@ -493,6 +543,13 @@ def train(args) -> dict:
             full.save_weights(out / "best.weights.h5")
             log.info("validation crops changed: the resumed weights score %.4f on the new ones", state["best"])
         state["valid_crops"], state["score_version"] = len(crops[0]), SCORE_VERSION
+    anchor_model = None
+    if anchored:  # a frozen copy of the initial weights: the targets of the anchored layers
+        init_path = Path(state["init"]["weights"]) if "init" in state else init
+        base, _, _ = build_training_model(entry, len(vocab))
+        base.load_weights(init_path)
+        anchor_model = keras.Model(base.get_layer("input_bn").input, {f"anchor_{n}": base.output[n] for n in anchored})
+        log.info("anchored to %s: %s, weight %g", init_path, list(anchored), anchor_weight)
     hours: dict = {}  # what the run trains and validates on, recorded with every checkpoint
     for split, clips in data.items():
         for c in clips:
@@ -513,6 +570,10 @@ def train(args) -> dict:
                 frac = min(1.0, (time.time() - started) / (deadline - started))
                 model.optimizer.learning_rate.assign(lr0 * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * frac))))
             x, y, w = sampler.batch(batch)
+            if anchor_model is not None:
+                for k, v in anchor_model.predict_on_batch(x).items():
+                    y[k] = np.asarray(v, np.float32)
+                    w[k] = np.ones(y[k].shape[:-1], np.float32)
             loss = model.train_on_batch(x, y, sample_weight=w)
             losses.append(float(loss[0] if isinstance(loss, (list, tuple)) else loss))
             if time.time() > deadline:
