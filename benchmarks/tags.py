@@ -100,12 +100,12 @@ def main(argv=None) -> int:
     print(table)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"tags-{report['env']}"
-    write_json_atomic(stem.with_suffix(".json"), report)
-    tmp = stem.with_suffix(".md.tmp")
+    stem = f"tags-{report['env']}"  # not Path.with_suffix: the name holds dots ("py3.11")
+    write_json_atomic(out / f"{stem}.json", report)
+    tmp = out / f".{stem}.md.tmp"
     tmp.write_text(table + "\n", encoding="utf-8")
-    os.replace(tmp, stem.with_suffix(".md"))
-    print(f"wrote {stem}.json and .md")
+    os.replace(tmp, out / f"{stem}.md")
+    print(f"wrote {out / stem}.json and .md")
     return 0
 
 

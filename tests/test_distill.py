@@ -263,6 +263,9 @@ def test_ship_into_a_temporary_manifest_loads_with_the_teacher_head(smoke_run, t
     assert spec.heads["mtt_tags"] == LABELS and spec.head.output == "tags"
     assert data["models"]["cnn-tagging"] == json.loads(PACKAGE_MANIFEST.read_text())["models"]["cnn-tagging"]
     assert "ISC" in entry["training"]["notes"]
+    previous = json.loads(PACKAGE_MANIFEST.read_text())["models"]["cnn-tagging"]["training"]
+    assert entry["training"]["started_from"]["train_minutes"] == previous["train_minutes"]
+    assert entry["training"]["data"][0].startswith("initial weights (cnn-tagging as shipped before): ")
     assert entry["training"]["licences"]["commercial_use_of_recordings"] == "yes"
     assert entry["metrics"]["distill_valid_real"]["n_patches"] == 6
     monkeypatch.setenv("MIRZOO_MANIFEST", str(manifest))

@@ -42,7 +42,8 @@ def test_tag_auc_matches_sklearn_on_the_models_own_vocabulary(tmp_path):
     out = tmp_path / "results"
     assert bt.main(["--data", str(data), "--models", "cnn-tagging", "--out", str(out)]) == 0
     files = sorted(out.glob("tags-*.json"))
-    assert len(files) == 1 and files[0].with_suffix(".md").exists()
+    assert [f.name for f in files] == [f"tags-{bt.env_name()}.json"]  # the whole environment, "py3.11" included
+    assert (out / f"tags-{bt.env_name()}.md").exists() and len(list(out.iterdir())) == 2
     report = json.loads(files[0].read_text())
     assert report["clips"] == 4 and report["split"] == "test"  # the train clip is not scored
     got = report["models"]["cnn-tagging"]
@@ -58,7 +59,7 @@ def test_tag_auc_matches_sklearn_on_the_models_own_vocabulary(tmp_path):
     for tag, v in expected.items():
         assert got["roc_auc_per_tag"][tag] == pytest.approx(v, abs=1e-6), tag
     assert got["roc_auc_macro"] == pytest.approx(np.mean(list(expected.values())), abs=1e-6)
-    assert "| cnn-tagging |" in files[0].with_suffix(".md").read_text()
+    assert "| cnn-tagging |" in (out / f"tags-{bt.env_name()}.md").read_text()
 
 
 def test_bad_data_folder_and_split_are_named(tmp_path, capsys):

@@ -930,6 +930,9 @@ def ship(args) -> dict:
     teacher = rec.get("teacher")
     objectives = state.get("objectives") or {"distill": 1.0}
     data_lines = [
+        *([f"initial weights ({student} as shipped before): " + (before["data"] if isinstance(before["data"], str)
+                                                              else "; ".join(before["data"]))]
+          if before.get("data") else []),
         f"mirzoo public corpus {Path(rec['corpus']['folder']).name} (music21 scores rendered with "
         f"{', '.join(rec['corpus']['soundfonts'])}; hours {rec['corpus']['hours']}): the corpus tag head",
         f"real recordings: music of Debian game packages (training/real.py), {realr['hours_train']:.2f} h train "
@@ -965,7 +968,8 @@ def ship(args) -> dict:
         "train_minutes": round(state["minutes"], 1),
         "hardware": state["hardware"],
         "started_from": {"model": student, "weights_sha256": data["models"][student]["weights"].get("sha256"),
-                         "training_command": before.get("command")},
+                         "training_command": before.get("command"), "data": before.get("data"),
+                         "train_minutes": before.get("train_minutes"), "hardware": before.get("hardware")},
         "objectives": objectives,
         "notes": (f"Trained further from {student}'s pretrained weights: " + "; ".join(how) + ", while the `tags` "
                   "head keeps training on the corpus. Commercial use of the recordings: "
