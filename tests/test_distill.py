@@ -76,6 +76,22 @@ def test_cnn_extra_heads_cannot_shadow_an_output():
         get_family("cnn")(config)
 
 
+def test_a_head_name_that_is_a_layer_is_refused_unless_it_is_the_same_teacher_head():
+    spec = get_spec("cnn-tagging")
+    with pytest.raises(td.DistillError, match="head='embedding' is already a layer of 'cnn-tagging'"):
+        td.build_student("cnn-tagging", "embedding", 50, 200, "cosine", 0)
+    own = dict(spec.config.get("extra_heads") or {})
+    if own:  # the shipped student carries a teacher head: a new run goes on training it, with its width only
+        name, width = next(iter(own.items()))
+        with pytest.raises(td.DistillError, match=f"head='{name}' is already a layer .*not a teacher head of 7"):
+            td.build_student("cnn-tagging", name, 7, 200, "cosine", 0)
+        full, _, config, _ = td.build_student("cnn-tagging", name, width, 200, "cosine", 0)
+        assert config["extra_heads"] == own
+        from mirzoo.zoo.registry import build_from_spec
+        np.testing.assert_array_equal(full.get_layer(name).get_weights()[0],
+                                      build_from_spec(spec).get_layer(name).get_weights()[0])
+
+
 def test_soft_roc_auc_matches_hand_values():
     from sklearn.metrics import roc_auc_score
 

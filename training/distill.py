@@ -460,9 +460,12 @@ def build_student(student: str, head: Optional[str], n_teacher: int, feature_dim
     spec = get_spec(student)
     if not spec.is_clip or "tags" not in spec.layers:
         raise DistillError(f"student {student!r} must be a clip model with a 'tags' head (as cnn-tagging)")
-    if head in spec.layers:
+    own = dict(spec.config.get("extra_heads") or {})
+    if head in spec.layers and own.get(head) != int(n_teacher):
         raise DistillError(
-            f"head={head!r} is already a layer of {student!r} {sorted(spec.layers)}: choose another name")
+            f"head={head!r} is already a layer of {student!r} {sorted(spec.layers)} (not a teacher head of "
+            f"{n_teacher} tags): choose another name")
+    # a student shipped by an earlier distillation already has the head: it goes on training it
     config = json.loads(json.dumps(dict(spec.config)))
     if head is not None:
         config["extra_heads"] = dict(config.get("extra_heads") or {}, **{head: int(n_teacher)})
