@@ -219,7 +219,9 @@ def test_smoke_run_learns_the_teacher_and_records_its_data(smoke_run):
     before, after = state["history"][0]["real_valid"], state["history"][-1]["real_valid"]
     # 2 valid clips x 3 aligned patches, tags 0 and 1 evaluated (the rest are constant: no soft/hard classes)
     assert before["n_patches"] == 6 and after["n_patches"] == 6
-    assert after["bce"] < before["bce"] - 0.05, (before, after)
+    # the student learns the teacher's ordering of the patches (its head may start from an earlier
+    # distillation, whose BCE on these fake targets is already low: the ordering is what is learnt)
+    assert after["auc_hard_macro"] >= before["auc_hard_macro"] + 0.3, (before, after)
     # clip level (means over each clip's 3 patches): 2 clips, one high and one low tone -> tags 0 and 1
     # are evaluated hard (teacher 0.9 vs 0.1) and the student orders the two clips like the teacher
     assert after["clip_auc_hard_macro"] == 1.0
@@ -505,7 +507,9 @@ def test_contrastive_run_without_a_teacher_trains_ships_and_loads(distill_data, 
                        selection={"real": 0.0, "probe": 0.5, "corpus": 0.5})
     assert td.main(["train", "--config", str(cfg), "--out", str(out)]) == 0
     state = json.loads((out / "state.json").read_text())
-    assert state["head"] is None and state["labels"] == [] and "extra_heads" not in state["model_config"]
+    # no teacher head is added: the student keeps exactly the heads of the zoo model it starts from
+    assert state["head"] is None and state["labels"] == []
+    assert state["model_config"].get("extra_heads") == get_spec("cnn-tagging").config.get("extra_heads")
     assert state["objectives"] == {"corpus": 1.0, "contrastive": 1.0} and state["data"]["teacher"] is None
     # no teacher needed: all 4 valid clips are read (2 have no teacher targets), 2 packages x 2 groups
     assert state["data"]["real"]["clips_valid"] == 4
@@ -519,9 +523,12 @@ def test_contrastive_run_without_a_teacher_trains_ships_and_loads(distill_data, 
     assert td.main(["ship", "--run", str(out), "--name", "cnn-tagging-ssl", "--manifest", str(manifest),
                     "--weights-dir", str(weights)]) == 0
     entry = json.loads(manifest.read_text())["models"]["cnn-tagging-ssl"]
-    assert "aux_heads" not in entry or not entry["aux_heads"]
+    base_entry = json.loads(PACKAGE_MANIFEST.read_text())["models"]["cnn-tagging"]
+    assert (entry.get("aux_heads") or []) == (base_entry.get("aux_heads") or [])
     assert "NT-Xent" in entry["training"]["notes"] and "teacher" not in entry["training"]["licences"]
-    assert not any("musicnn" in r for r in entry["references"]) and any("SimCLR" in r for r in entry["references"])
+    # no teacher reference is added by this run (the zoo model's own references stay)
+    added = [r for r in entry["references"] if r not in base_entry.get("references", [])]
+    assert not any("musicnn" in r for r in added) and any("SimCLR" in r for r in added)
     assert entry["training"]["objectives"] == {"corpus": 1.0, "contrastive": 1.0}
     assert "teacher" not in entry["metrics"]["how"] and entry["metrics"]["valid_real_package_probe"]["n_clips"] == 4
     monkeypatch.setenv("MIRZOO_MANIFEST", str(manifest))
