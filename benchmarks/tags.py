@@ -20,29 +20,26 @@ A corpus folder is ``python -m training.corpus build`` output: ``metadata.csv`` 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-import mirzoo  # noqa: E402  (before Keras: sets TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported)
-from mirzoo.fileio import write_json_atomic
-from training.data import read_metadata
-from training.train import multi_hot, tag_metrics
-
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+for _p in (str(REPO), str(HERE)):  # run as a script: training/ and the sibling benchmarks importable
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+import mirzoo  # noqa: E402  (before Keras: sets TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported)
+from mirzoo.fileio import write_json_atomic  # noqa: E402
+from training.data import read_metadata  # noqa: E402
+from training.train import multi_hot, tag_metrics  # noqa: E402
+
+from downstream import env_name  # noqa: E402  (the results files' environment name, as the other benchmarks)
+
 DEFAULT_MODELS = ("cnn-tagging", "crnn-tagging")
-
-
-def env_name() -> str:
-    import keras
-
-    return f"{platform.system().lower()}-{platform.machine()}-{os.cpu_count()}cpu-py{sys.version_info.major}." \
-           f"{sys.version_info.minor}-{keras.backend.backend()}"
 
 
 def clip_probabilities(model, paths: list[Path], batch_size: int = 16) -> np.ndarray:
