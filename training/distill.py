@@ -86,6 +86,7 @@ from mirzoo.zoo.manifest import PACKAGE_DIR, PACKAGE_MANIFEST, get_spec
 from training import teacher as tt
 from training.data import audio_cache, read_metadata
 from training.train import PatchSampler, augment, augment_config, hardware_text, multi_hot, predict_clips, tag_metrics
+from training.train import freeze_batchnorm as freeze_bn
 
 log = logging.getLogger("training.distill")
 
@@ -482,10 +483,7 @@ def build_student(student: str, head: Optional[str], n_teacher: int, feature_dim
             copied += 1
     log.info("student %s: %d layers from the zoo weights, new head %r (%d tags)", student, copied, head, n_teacher)
     if freeze_batchnorm:
-        frozen_bn = [layer for layer in full.layers if isinstance(layer, keras.layers.BatchNormalization)]
-        for layer in frozen_bn:
-            layer.trainable = False
-        log.info("batch norm frozen in inference mode: %d layers", len(frozen_bn))
+        log.info("batch norm frozen in inference mode: %d layers", len(freeze_bn(full)))
     outputs = {"tags": full.output["tags"]}
     if head is not None:
         outputs[head] = full.output[head]

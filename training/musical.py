@@ -428,17 +428,6 @@ def anchor_settings(cfg: dict, entry: dict) -> tuple:
     return tuple(layers), float(weight)
 
 
-def freeze_batchnorm(full) -> list:
-    """Every batch-norm layer of ``full`` non-trainable (Keras 3: inference mode, moving statistics
-    neither used from the batch nor updated). Returns their names."""
-    import keras
-
-    layers = [layer for layer in full.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    for layer in layers:
-        layer.trainable = False
-    return [layer.name for layer in layers]
-
-
 def choose_vocabulary(clips: list, min_count: int, groups: list) -> list:
     counts: dict = {}
     for c in clips:
@@ -469,7 +458,7 @@ def train(args) -> dict:
     import keras
 
     from mirzoo.zoo.manifest import get_entry
-    from training.train import hardware_text
+    from training.train import freeze_batchnorm, hardware_text
 
     cfg = json.loads(Path(args.config).read_text())
     seed = int(cfg.get("seed", 0))

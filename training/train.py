@@ -842,6 +842,18 @@ def hardware_text() -> str:
     return f"{platform.processor() or platform.machine()}, {cores}, " + (f"{gpus} GPU" if gpus else "no GPU")
 
 
+def freeze_batchnorm(model) -> list:
+    """Make every batch-norm layer of ``model`` non-trainable, which in Keras 3 also runs it in
+    inference mode (its moving statistics, not the batch's, and no update of them): a fine-tune
+    then cannot change the layers through batch statistics no loss sees. Returns their names."""
+    import keras  # deferred: Keras/TensorFlow only after main() has set the thread variables
+
+    layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in layers:
+        layer.trainable = False
+    return [layer.name for layer in layers]
+
+
 def scale_flags(args, report) -> str:
     """The distribution/data options of a run for its recorded command ('' for the default path)."""
     flags = ""
