@@ -43,8 +43,8 @@ Measures (model: ``Extractor.analyze`` of ``--model``; every baseline computed h
   reported): a 68-clip probe moves by several points with the draw alone, and a ship decision needs
   the mean, with the spread across repeats (``repeat_std``) beside it.  Baseline: 20 MFCCs + deltas + delta-deltas, mean+std (same protocol).
   Reported beside it, not in its place: the same probe with each of the model's head outputs as
-  one more candidate layer (``<model>+heads``: the clip mean of the key, chord, meter, tempo and
-  tag heads, and with a ``clip_key`` record the clip key distribution), i.e. what a user gets from
+  one more candidate layer (``<model>+heads``: the clip mean of the key, chord, meter, tempo, mode
+  (when the model has one) and tag heads, and with a ``clip_key`` record the clip key distribution), i.e. what a user gets from
   a linear probe on everything ``extract(layer=...)`` and ``tag(head=...)`` return.
 * **meter analyze() reports** (not a probe): on every clip with a reference meter, the fraction
   whose time signature is the reference's, and the balanced accuracy of its meter class (the
@@ -90,7 +90,7 @@ KEY_LABELS = [f"{t} major" for t in TONICS] + [f"{t} minor" for t in TONICS]
 COMPOUND = {"6/8", "9/8", "12/8", "6/4", "3/8"}
 PROBE_TASKS = ("mode", "meter", "tune", "style", "instrument")
 #: heads whose clip means are candidate layers (``head:<name>``) of the ``<model>+heads`` probe
-HEAD_PROBE = ("key", "chord", "meter", "tempo", "tags")
+HEAD_PROBE = ("key", "chord", "meter", "tempo", "mode", "tags")
 
 
 def env_name() -> str:
@@ -407,7 +407,13 @@ def main(argv=None) -> int:
 
     import mirzoo
     from mirzoo.embeddings import pool_embeddings
-    from mirzoo.tasks.analyze import REQUIRED_HEADS, analyze_frames, clip_key_distribution, global_distribution
+    from mirzoo.tasks.analyze import (
+        OPTIONAL_HEADS,
+        REQUIRED_HEADS,
+        analyze_frames,
+        clip_key_distribution,
+        global_distribution,
+    )
 
     data = Path(args.heldout)
     notes = []
@@ -429,7 +435,8 @@ def main(argv=None) -> int:
     sr = m.sample_rate
     fps = sr / m.hop_length
     layers = list(m.all_layers)
-    keys = list(REQUIRED_HEADS) + (["tags"] if "tags" in heads else []) + [l for l in layers if l not in REQUIRED_HEADS]
+    keys = list(REQUIRED_HEADS) + [h for h in OPTIONAL_HEADS if h in heads] + (["tags"] if "tags" in heads else []) \
+        + [l for l in layers if l not in REQUIRED_HEADS]
     others = [mirzoo.load(name) for name in args.probe_models]
 
     per = {k: [] for k in ("key_model", "key_head_mean", "key_base", "key_source", "mode_pairs", "meter_pairs", "beat_model", "beat_base", "down_model", "tempo_model",
@@ -461,7 +468,8 @@ def main(argv=None) -> int:
         for h in probe_heads:
             head_feats[f"head:{h}"].append(out[h].reshape(out[h].shape[0], -1).mean(axis=0).astype(np.float32))
         if clip_key is not None:
-            head_feats["head:clip_key"].append(clip_key_distribution(out["key"], out["chord"], clip_key).astype(np.float32))
+            head_feats["head:clip_key"].append(
+                clip_key_distribution(out["key"], out["chord"], clip_key, out.get("mode")).astype(np.float32))
         if "tags" in heads:
             tag_probs.append(out["tags"].mean(axis=0))
             tags = set(clip["meta"].get("tags", "").split(";"))

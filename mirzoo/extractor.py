@@ -178,7 +178,7 @@ class Extractor(Runner):
         Probabilities are the head's outputs averaged over the input's patches
         (frames, for frame-level models); the ``key`` head of a model with a ``clip_key``
         record (``tcn-music``) gives the clip key that :meth:`analyze` reports, scored from
-        the key and chord heads together (:func:`mirzoo.tasks.analyze.clip_key_distribution`).
+        the key and chord heads together (and the ``mode`` head, when the record weighs it) (:func:`mirzoo.tasks.analyze.clip_key_distribution`).
         ``top_k`` keeps the best k (``None`` keeps all); ``threshold`` keeps those at or above it.  ``head`` picks one of
         :attr:`heads` (default: the primary head; e.g. ``dense-frame`` has
         ``pitch_classes`` first and ``tags`` second).  A list input gives a list of such
@@ -196,8 +196,9 @@ class Extractor(Runner):
         if output == "key" and self.spec.clip_key is not None:
             # the clip key, as analyze() reads it: key and chord heads together (one pass)
             items, many = as_list(audio)
-            probs = [_analyze.clip_key_distribution(out["key"], out["chord"], self.spec.clip_key)
-                     for out, _, _ in self.run_inputs(items, sr, ["key", "chord"], batch_size, False)]
+            keys = ["key", "chord"] + [h for h in _analyze.OPTIONAL_HEADS if h in self.heads]
+            probs = [_analyze.clip_key_distribution(out["key"], out["chord"], self.spec.clip_key, out.get("mode"))
+                     for out, _, _ in self.run_inputs(items, sr, keys, batch_size, False)]
             probs = probs if many else probs[0]
         else:
             probs = self.predict(audio, sr, pool="mean", batch_size=batch_size, head=output)

@@ -289,6 +289,13 @@ def _parse_clip_key(where: str, record: Any, head: Optional[HeadSpec], aux: tupl
             ok = False
         if not ok:
             raise ManifestError(f"{where}: clip_key[{name!r}] must be numbers of shape {shape}, got {value!r:.80}")
+    mode_scale = record.get("mode_scale")
+    if mode_scale is not None:
+        if isinstance(mode_scale, bool) or not isinstance(mode_scale, (int, float)):
+            raise ManifestError(f"{where}: clip_key['mode_scale'] must be a number, got {mode_scale!r}")
+        if tuple(labels.get("mode", ())) != ("major", "minor"):
+            raise ManifestError(f"{where}: clip_key['mode_scale'] needs a 'mode' head labelled ['major', 'minor']; "
+                                f"the model's heads are {sorted(labels)}")
     return MappingProxyType(dict(record))
 
 

@@ -391,6 +391,36 @@ def test_manifest_clip_key_records_are_checked():
     with pytest.raises(ManifestError, match=r"clip_key needs the 24-label 'key' head"):
         ModelSpec.from_entry("cnn-tagging", dict(get_entry("cnn-tagging"), clip_key=_clip_key_params()))
 
+    with_mode = dict(entry, clip_key=dict(_clip_key_params(), mode_scale=2.0))
+    with pytest.raises(ManifestError, match=r"clip_key\['mode_scale'\] needs a 'mode' head labelled \['major', 'minor'\]"):
+        ModelSpec.from_entry("tcn-music", with_mode)
+    with_mode["aux_heads"] = list(entry["aux_heads"]) + [{"output": "mode", "labels": ["major", "minor"],
+                                                          "activation": "softmax"}]
+    with_mode["layers"] = dict(entry["layers"], mode=2)
+    assert ModelSpec.from_entry("tcn-music", with_mode).clip_key["mode_scale"] == 2.0
+    with pytest.raises(ManifestError, match=r"clip_key\['mode_scale'\] must be a number, got 'big'"):
+        ModelSpec.from_entry("tcn-music", dict(with_mode, clip_key=dict(_clip_key_params(), mode_scale="big")))
+
+
+def test_clip_key_with_a_mode_head_follows_the_mode_head_between_relative_keys():
+    frames, heads, _ = fake_frames()
+    heads = dict(heads, chord=FULL_CHORDS)
+    n = frames["key"].shape[0]
+    key = np.full((n, 24), 0.01)
+    key[:, 0], key[:, 21] = 0.5, 0.4  # the key head: C major, A minor a close second
+    frames = dict(frames, key=key / key.sum(axis=1, keepdims=True), chord=np.full((n, 109), 1 / 109))
+    params = dict(_clip_key_params(), chord=np.zeros((2, 12, 9)).tolist(), mode_scale=1.0)
+    minor = np.tile([0.1, 0.9], (n, 1))  # a mode head sure of minor
+    a = an.analyze_frames(dict(frames, mode=minor), heads, FPS, clip_key=params)
+    assert a.key == "A minor"
+    assert an.analyze_frames(dict(frames, mode=minor[:, ::-1]), heads, FPS, clip_key=params).key == "C major"
+    want = an.clip_key_distribution(frames["key"], frames["chord"], params, minor)
+    assert a.key_candidates[0][1] == pytest.approx(float(want.max()))
+    with pytest.raises(ParameterError, match=r"mode_probs must be a non-empty \[frames, 2\]"):
+        an.analyze_frames(dict(frames, mode=minor[:, :1]), heads, FPS, clip_key=params)
+    with pytest.raises(ParameterError, match="weighs a mode head"):
+        an.analyze_frames(frames, heads, FPS, clip_key=params)
+
 
 # -- meter: the meter head and the downbeat activation together ----------------------------------
 def test_bar_contrast_measures_the_downbeat_pattern():

@@ -387,3 +387,127 @@ def test_anchor_and_frozen_batchnorm_keep_the_probed_layers_near_the_initial_wei
     with pytest.raises(SystemExit, match="it needs --init"):
         musical.main(["train", "--cache", str(cache), "--config", str(tmp_path / "noinit.json"), "--out",
                       str(tmp_path / "noinit"), "--max-minutes", "5"])
+
+
+def test_meter_weights_balance_the_meters_and_keep_a_mean_of_one():
+    from training.musical import meter_weights
+
+    clips = [{"meter": m} for m in [3] * 8 + [2] * 2 + [-1] * 3]  # 4/4 eight times, 3/4 twice, unknown
+    w = meter_weights(clips, 1.0)
+    assert w[2] == pytest.approx(4 * w[3])  # full balance: each meter weighs the same in all
+    assert (8 * w[3] + 2 * w[2]) / 10 == pytest.approx(1.0)
+    half = meter_weights(clips, 0.5)
+    assert half[2] == pytest.approx(2 * half[3])
+    assert meter_weights(clips, 0.0) == {3: pytest.approx(1.0), 2: pytest.approx(1.0)}
+    for bad in (1.5, -0.1, True, "0.5"):
+        with pytest.raises(SystemExit, match="meter_balance=.* must be a number in \\[0, 1\\]"):
+            meter_weights(clips, bad)
+
+
+def test_crop_sampler_derives_the_mode_target_from_the_key_and_weighs_meters():
+    from training.musical import CropSampler
+
+    frames = 50
+    key = np.full(frames, 21, np.int16)  # A minor ...
+    key[:10] = -1  # ... unknown at first ...
+    key[30:] = 7  # ... then G major
+    clip = {"feats": np.zeros((frames, 216), np.float16), "beat": np.zeros(frames, np.uint8),
+            "downbeat": np.zeros(frames, np.uint8), "beat_mask": np.ones(frames, np.uint8), "key": key,
+            "chord": np.full(frames, NO_CHORD, np.int16), "meter": 9, "tempo_bpm": 100.0, "tags": ""}
+    sampler = CropSampler([clip], [], 60, np.random.default_rng(0), augment={}, heads=("mode",),
+                          meter_weight={9: 2.5})
+    for shift in (0, 4, -3):  # transposition moves the key, never the mode
+        _, y, w = sampler.crop(0, 0, shift=shift)
+        assert y["mode"][:frames].tolist() == [0] * 10 + [1] * 20 + [0] * 20
+        assert w["mode"].tolist() == [0] * 10 + [1] * 40 + [0] * 10  # unknown key, padding: no mode loss
+        assert w["meter"].tolist() == [2.5] * frames + [0] * 10
+    plain = CropSampler([clip], [], 60, np.random.default_rng(0), augment={})
+    _, y, w = plain.crop(0, 0)
+    assert "mode" not in y and w["meter"].max() == 1.0
+
+
+def test_mode_head_is_added_to_the_shipped_weights_and_served_by_tag(tmp_path):
+    """``add_heads: ["mode"]``: the run starts from every shipped layer (the new head alone is fresh),
+    trains and scores the head, and its weights load as a model whose ``tag(head="mode")`` says
+    major or minor."""
+    import json
+
+    from mirzoo.extractor import Extractor
+    from mirzoo.zoo.manifest import get_entry
+    from training import musical
+
+    entry = get_entry("tcn-music")
+    n_tags = len(entry["head"]["labels"])
+    shipped_path = musical.init_weights_path("shipped", entry)
+    shipped, _, _ = musical.build_training_model(entry, n_tags)
+    shipped.load_weights(shipped_path)
+    full, model, config = musical.build_training_model(entry, n_tags, add_heads=("mode",))
+    assert "mode" in model.output and config["heads"]["mode"] == 2
+    assert musical.load_initial_weights(full, shipped_path, entry, n_tags) == ["mode"]
+    for layer in shipped.layers:
+        for a, b in zip(layer.get_weights(), full.get_layer(layer.name).get_weights()):
+            np.testing.assert_array_equal(a, b, err_msg=layer.name)
+    with pytest.raises(SystemExit, match="add_heads=\\['tonality'\\] must be a list of heads from \\['mode'\\]"):
+        musical.added_heads({"add_heads": ["tonality"]})
+
+    cache = _fake_cache(tmp_path / "cache")
+    cfg = json.loads((Path(__file__).resolve().parents[1] / "training" / "configs" / "tcn-music-finetune-mode.json").read_text())
+    cfg.update(crop_seconds=2.0, batch_size=2, steps_per_epoch=2, epochs=1, valid_crops=2, min_tag_count=1)
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    run = tmp_path / "run"
+    assert musical.main(["train", "--cache", str(cache), "--config", str(tmp_path / "cfg.json"), "--out", str(run),
+                         "--init", "shipped", "--max-minutes", "5"]) == 0
+    state = json.loads((run / "state.json").read_text())
+    assert 0.0 <= state["history"][0]["mode_acc"] <= 1.0 and 0.0 <= state["history"][0]["meter_bacc"] <= 1.0
+    assert state["model_config"]["heads"]["mode"] == 2 and state["config"]["meter_balance"] == 0.5
+
+    run_entry = json.loads(json.dumps(dict(entry, name="tcn-music", config=state["model_config"])))
+    run_entry.pop("clip_key", None)
+    musical.describe_derived_heads(run_entry)
+    assert run_entry["layers"]["mode"] == 2
+    assert [a for a in run_entry["aux_heads"] if a["output"] == "mode"] == [
+        {"output": "mode", "labels": ["major", "minor"], "activation": "softmax"}]
+    trained, _, _ = musical.build_training_model(entry, n_tags, add_heads=("mode",))
+    trained.load_weights(run / "last.weights.h5")
+    m = Extractor(trained, run_entry)
+    tone = np.sin(2 * np.pi * 440 * np.arange(16000 * 2) / 16000).astype(np.float32)
+    top = m.tag(tone, 16000, head="mode", top_k=None)
+    assert sorted(label for label, _ in top) == ["major", "minor"]
+    assert sum(p for _, p in top) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_clip_key_fit_weighs_a_mode_head_that_separates_relative_keys():
+    """Key heads that cannot tell a key from its relative (C major / A minor share their notes and, here,
+    their chord evidence) and a mode head that can: with the mode head's clip means the fit learns a
+    positive ``mode_scale``, the mode is right, and the library scores what the fit's design matrix does."""
+    from mirzoo.tasks.analyze import clip_key_scores
+    from training.musical import choose_clip_key, clip_key_design, fit_clip_key, mode_balanced_accuracy
+
+    rng = np.random.default_rng(3)
+    n = 240
+    refs = rng.integers(0, 24, n)
+    relative = np.where(refs < 12, (refs + 9) % 12 + 12, (refs - 12 + 3) % 12)  # C major <-> A minor
+    keys = np.full((n, 24), 0.02)
+    keys[np.arange(n), refs] += 0.4
+    keys[np.arange(n), relative] += 0.4 + 0.05 * rng.random(n)  # the relative key a little more often
+    keys /= keys.sum(axis=1, keepdims=True)
+    chords = np.full((n, 109), 1 / 109)
+    modes = np.stack([np.where(refs < 12, 0.8, 0.2), np.where(refs < 12, 0.2, 0.8)], axis=1)
+    modes = np.clip(modes + rng.normal(0, 0.05, modes.shape), 0.05, 0.95)
+    modes /= modes.sum(axis=1, keepdims=True)
+    tr, te = slice(0, 160), slice(160, None)
+    without = fit_clip_key(keys[tr], chords[tr], refs[tr], 1e-3)
+    params = fit_clip_key(keys[tr], chords[tr], refs[tr], 1e-3, modes[tr])
+    assert "mode_scale" not in without and params["mode_scale"] > 1.0
+    pred = np.array([np.argmax(clip_key_scores(k[None], c[None], params, m[None]))
+                     for k, c, m in zip(keys[te], chords[te], modes[te])])
+    blind = np.array([np.argmax(clip_key_scores(k[None], c[None], without)) for k, c in zip(keys[te], chords[te])])
+    assert mode_balanced_accuracy(pred, refs[te]) > 0.95 and mode_balanced_accuracy(blind, refs[te]) < 0.8
+    theta = np.r_[params["scale"], params["bias"], np.ravel(params["chord"]), params["mode_scale"]]
+    np.testing.assert_allclose(clip_key_design(keys[:5], chords[:5], modes[:5]) @ theta,
+                               np.stack([clip_key_scores(k[None], c[None], params, m[None])
+                                         for k, c, m in zip(keys[:5], chords[:5], modes[:5])]), rtol=1e-9, atol=1e-9)
+    with pytest.raises(Exception, match="weighs a mode head \\(mode_scale\\): give mode_probs"):
+        clip_key_scores(keys[:1], chords[:1], params)
+    rec = choose_clip_key(keys, chords, refs, np.array([f"p{i // 2}" for i in range(n)]), folds=3, mode_means=modes)
+    assert rec["mode_scale"] > 1.0 and rec["valid"]["mode_balanced_accuracy_cv"] > 0.95

@@ -48,6 +48,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -221,12 +222,52 @@ HEAD_LOSSES = {
     "tags": "binary_crossentropy",
 }
 
+#: heads a config may add (``add_heads``) whose targets are derived from the score targets already
+#: cached: ``mode``, a frame-wise softmax over major/minor, is the mode of the frame's key (masked
+#: where the key is).  The 24-way key head holds the mode only as a sum over twelve softmax outputs,
+#: which no linear read of the embedding (a probe on pooled frames) recovers; a head of its own gives
+#: the mode one direction of the embedding, and users ``tag(head="mode")``.
+DERIVED_HEADS = {"mode": ("major", "minor")}
+
+
+def head_losses(config: dict) -> dict:
+    """The loss of every trained head of a model config: :data:`HEAD_LOSSES` plus its derived heads."""
+    losses = dict(HEAD_LOSSES)
+    for head in DERIVED_HEADS:
+        if head in config.get("heads", {}):
+            losses[head] = "sparse_categorical_crossentropy"
+    return losses
+
+
+def added_heads(cfg: dict) -> tuple:
+    """The config's ``add_heads``, checked against :data:`DERIVED_HEADS`."""
+    heads = cfg.get("add_heads", [])
+    if not isinstance(heads, list) or any(h not in DERIVED_HEADS for h in heads):
+        raise SystemExit(f"add_heads={heads!r} must be a list of heads from {sorted(DERIVED_HEADS)}")
+    return tuple(heads)
+
+
+def meter_weights(clips: list, exponent: float) -> dict:
+    """Loss weight of each meter class: ``(clips of the meter / mean clips per meter) ** -exponent``,
+    scaled to a mean of 1 over the clips (``exponent`` 0: all 1; 1: every meter weighs the same in all)."""
+    if isinstance(exponent, bool) or not isinstance(exponent, (int, float)) or not 0 <= exponent <= 1:
+        raise SystemExit(f"meter_balance={exponent!r} must be a number in [0, 1] (0: no balancing)")
+    meters = np.array([int(c["meter"]) for c in clips if int(c["meter"]) >= 0])
+    if not meters.size:
+        return {}
+    kinds, counts = np.unique(meters, return_counts=True)
+    raw = (counts / counts.mean()) ** -float(exponent)
+    scale = float((raw * counts).sum() / counts.sum())
+    return {int(k): float(r / scale) for k, r in zip(kinds, raw)}
+
 
 class CropSampler:
     """Random crops of ``length`` frames with their targets and per-frame loss weights."""
 
-    def __init__(self, clips: list, vocab: list, length: int, rng: np.random.Generator, *, augment: dict):
+    def __init__(self, clips: list, vocab: list, length: int, rng: np.random.Generator, *, augment: dict,
+                 heads: tuple = (), meter_weight: dict | None = None):
         self.clips, self.vocab, self.length, self.rng, self.aug = clips, vocab, length, rng, augment
+        self.heads, self.meter_weight = tuple(heads), dict(meter_weight or {})
         lengths = np.array([len(c["feats"]) for c in clips], np.float64)
         self.p = lengths / lengths.sum()
         index = {t: i for i, t in enumerate(vocab)}
@@ -262,10 +303,15 @@ class CropSampler:
         tempo = np.full(n, tempo_class(float(c["tempo_bpm"])), np.int64) * (valid > 0) + (valid == 0) * -1
         y = {"beats": beats, "key": key, "chord": chord, "meter": meter, "tempo": tempo,
              "tags": np.repeat(self.tags[i][None], n, 0)}
+        if "mode" in self.heads:
+            y["mode"] = np.where(key >= 0, key // 12, -1)
         w = {"beats": beat_w, "tags": valid}
-        for k in ("key", "chord", "meter", "tempo"):
-            w[k] = (y[k] >= 0).astype(np.float32)
-            y[k] = np.maximum(y[k], 0)
+        for k in ("key", "chord", "meter", "tempo", "mode"):
+            if k in y:
+                w[k] = (y[k] >= 0).astype(np.float32)
+                y[k] = np.maximum(y[k], 0)
+        if self.meter_weight:
+            w["meter"] *= self.meter_weight.get(int(c["meter"]), 1.0)
         return x, y, w
 
     def batch(self, size: int):
@@ -312,9 +358,16 @@ def valid_metrics(model, crops, batch: int = 8) -> dict:
             preds.setdefault(k, []).append(np.asarray(v))
     preds = {k: np.concatenate(v) for k, v in preds.items()}
     m = {}
-    for k in ("key", "chord", "meter", "tempo"):
+    for k in ("key", "chord", "meter", "tempo", "mode"):
+        if k not in preds or k not in y:
+            continue
         mask = w[k] > 0
         m[f"{k}_acc"] = float((preds[k].argmax(-1)[mask] == y[k][mask]).mean()) if mask.any() else float("nan")
+    # meter frame accuracy is mostly 4/4's: the mean recall over the meters present is scored too
+    mask = w["meter"] > 0
+    hits = preds["meter"].argmax(-1)[mask] == y["meter"][mask]
+    recalls = [float(hits[y["meter"][mask] == c].mean()) for c in np.unique(y["meter"][mask])]
+    m["meter_bacc"] = float(np.mean(recalls)) if recalls else float("nan")
     for j, name in enumerate(("beat", "downbeat")):
         mask = w["beats"] > 0
         truth = y["beats"][..., j][mask] >= 1.0
@@ -351,10 +404,12 @@ def crop_key_mirex(probs: np.ndarray, labels: np.ndarray, weights: np.ndarray) -
     return key_mirex(ests, refs) if refs else float("nan")
 
 
-#: what :func:`validation_score` averages; version 2 added the crop-level MIREX key score, so that a
-#: run resumed from a version-1 state rescores its best epoch before comparing
-SCORE_KEYS = ("key_acc", "key_mirex", "chord_acc", "beat_f1", "downbeat_f1", "meter_acc", "tempo_acc")
-SCORE_VERSION = 2
+#: what :func:`validation_score` averages; version 2 added the crop-level MIREX key score, version 3 the
+#: meters' mean recall and the mode head's accuracy (absent heads are left out), so that a run resumed
+#: from an older state rescores its best epoch before comparing
+SCORE_KEYS = ("key_acc", "key_mirex", "chord_acc", "beat_f1", "downbeat_f1", "meter_acc", "meter_bacc",
+              "tempo_acc", "mode_acc")
+SCORE_VERSION = 3
 
 
 def validation_score(metrics: dict) -> float:
@@ -392,18 +447,21 @@ def init_weights_path(init: str, entry: dict) -> Path:
     return path
 
 
-def build_training_model(entry: dict, n_tags: int, anchor_layers: tuple = ()):
-    """``(full waveform model, features-in training model)`` sharing one set of weights; the
-    training model also outputs each of ``anchor_layers`` as ``anchor_<layer>``."""
+def build_training_model(entry: dict, n_tags: int, anchor_layers: tuple = (), add_heads: tuple = ()):
+    """``(full waveform model, features-in training model, config)`` sharing one set of weights; the
+    training model also outputs each of ``anchor_layers`` as ``anchor_<layer>``; ``add_heads`` (names
+    of :data:`DERIVED_HEADS`) are added to the entry's heads."""
     import keras
 
     from mirzoo.nn import get_family
 
     config = json.loads(json.dumps(entry["config"]))
     config["n_tags"] = n_tags
+    for head in add_heads:
+        config["heads"][head] = len(DERIVED_HEADS[head])
     full = get_family(entry["family"])(config, name=MODEL.replace("-", "_"))
     feats_in = full.get_layer("input_bn").input
-    outputs = {k: full.output[k] for k in HEAD_LOSSES}
+    outputs = {k: full.output[k] for k in head_losses(config)}
     for name in anchor_layers:
         outputs[f"anchor_{name}"] = full.output[name]  # the extract() layers are outputs of the family
     model = keras.Model(feats_in, outputs, name="tcn_music_train")
@@ -416,7 +474,7 @@ def anchor_settings(cfg: dict, entry: dict) -> tuple:
     anchor = cfg.get("anchor")
     if not anchor:
         return (), 0.0
-    heads = set(HEAD_LOSSES)
+    heads = set(HEAD_LOSSES) | set(DERIVED_HEADS)
     names = [n for n in entry["layers"] if n not in heads]
     if not isinstance(anchor, dict) or set(anchor) - {"layers", "weight"}:
         raise SystemExit(f"anchor={anchor!r} must be an object with keys layers and weight")
@@ -426,6 +484,35 @@ def anchor_settings(cfg: dict, entry: dict) -> tuple:
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0:
         raise SystemExit(f"anchor.weight={weight!r} must be a number > 0")
     return tuple(layers), float(weight)
+
+
+def load_initial_weights(full, path: Path, entry: dict, n_tags: int) -> list:
+    """Load ``path`` into ``full``; weights of a model without some of ``full``'s derived heads
+    (:data:`DERIVED_HEADS`) are copied layer by layer, and the heads the file lacks keep their fresh
+    initialisation. Returns the names of the layers that kept it."""
+    core = json.loads(json.dumps(entry))
+    for head in DERIVED_HEADS:
+        core["config"]["heads"].pop(head, None)
+    names = {layer.name for layer in full.layers}
+    wanted = tuple(h for h in DERIVED_HEADS if h in names)
+    last = None
+    for heads in dict.fromkeys([wanted, ()]):  # the model's own heads first, then none of them
+        base, _, _ = build_training_model(core, n_tags, add_heads=heads)
+        try:
+            with warnings.catch_warnings():  # keras warns of the containers it cannot match before it fails
+                warnings.filterwarnings("ignore", message="Skipping nested container")
+                base.load_weights(path)
+        except ValueError as err:  # another set of layers than this file's
+            last = err
+            continue
+        fresh = []
+        for layer in full.layers:
+            if layer.name in {b.name for b in base.layers}:
+                layer.set_weights(base.get_layer(layer.name).get_weights())
+            elif layer.weights:
+                fresh.append(layer.name)
+        return fresh
+    raise SystemExit(f"{path}: not weights of {MODEL} with heads {list(wanted)} or without them ({last})")
 
 
 def choose_vocabulary(clips: list, min_count: int, groups: list) -> list:
@@ -485,15 +572,16 @@ def train(args) -> dict:
     anchored, anchor_weight = anchor_settings(cfg, entry)
     if anchored and init is None and not (args.resume and state_path.exists()):
         raise SystemExit("anchor holds layers near the initial weights: it needs --init")
-    full, model, config = build_training_model(entry, len(vocab), anchored)
+    extra_heads = added_heads(cfg)
+    full, model, config = build_training_model(entry, len(vocab), anchored, extra_heads)
     frozen = freeze_through(full, cfg.get("freeze_through"))
     if frozen:
         log.info("frozen (not trained): %d layers, up to and including %r", len(frozen), cfg["freeze_through"])
     if cfg.get("freeze_batchnorm"):
         log.info("batch norm frozen in inference mode: %s", freeze_batchnorm(full))
     weights = cfg.get("loss_weights", {})
-    losses = dict(HEAD_LOSSES)
-    loss_weights = {k: float(weights.get(k, 1.0)) for k in HEAD_LOSSES}
+    losses = head_losses(config)
+    loss_weights = {k: float(weights.get(k, 1.0)) for k in losses}
     for name in anchored:  # the anchor weight shared by its layers
         losses[f"anchor_{name}"] = "cosine_similarity"
         loss_weights[f"anchor_{name}"] = anchor_weight / len(anchored)
@@ -501,14 +589,21 @@ def train(args) -> dict:
                   loss=losses, loss_weights=loss_weights)
     hop = entry["config"]["frontend"]["hop_length"]
     length = int(round(float(cfg.get("crop_seconds", 12.0)) * entry["sample_rate"] / hop))
-    sampler = CropSampler(data["train"], vocab, length, rng, augment=cfg.get("augment", {}))
+    balance = meter_weights(data["train"], cfg.get("meter_balance", 0.0))
+    if cfg.get("meter_balance"):
+        log.info("meter loss weights (meter class: weight): %s", {k: round(v, 3) for k, v in balance.items()})
+    sampler = CropSampler(data["train"], vocab, length, rng, augment=cfg.get("augment", {}), heads=extra_heads,
+                          meter_weight=balance if cfg.get("meter_balance") else None)
     valid_clips = data.get("valid") or data["train"]
-    crops = fixed_crops(CropSampler(valid_clips, vocab, length, rng, augment={}), int(cfg.get("valid_crops", 64)), seed + 1)
+    crops = fixed_crops(CropSampler(valid_clips, vocab, length, rng, augment={}, heads=extra_heads),
+                        int(cfg.get("valid_crops", 64)), seed + 1)
     out.mkdir(parents=True, exist_ok=True)
     state = {"epoch": 0, "best": -1e9, "best_epoch": -1, "history": [], "minutes": 0.0, "vocabulary": vocab,
              "valid_crops": len(crops[0]), "score_version": SCORE_VERSION}
     if init is not None:
-        full.load_weights(init)
+        fresh = load_initial_weights(full, init, entry, len(vocab))
+        if fresh:
+            log.info("layers not in the initial weights (freshly initialised): %s", fresh)
         state["init"] = {"weights": str(init), "sha256": hashlib.sha256(init.read_bytes()).hexdigest(),
                          "training": entry.get("training") if args.init == "shipped" else None}
         metrics = valid_metrics(model, crops)
@@ -535,8 +630,8 @@ def train(args) -> dict:
     anchor_model = None
     if anchored:  # a frozen copy of the initial weights: the targets of the anchored layers
         init_path = Path(state["init"]["weights"]) if "init" in state else init
-        base, _, _ = build_training_model(entry, len(vocab))
-        base.load_weights(init_path)
+        base, _, _ = build_training_model(entry, len(vocab), add_heads=extra_heads)
+        load_initial_weights(base, Path(init_path), entry, len(vocab))
         anchor_model = keras.Model(base.get_layer("input_bn").input, {f"anchor_{n}": base.output[n] for n in anchored})
         log.info("anchored to %s: %s, weight %g", init_path, list(anchored), anchor_weight)
     hours: dict = {}  # what the run trains and validates on, recorded with every checkpoint
@@ -608,32 +703,38 @@ def train(args) -> dict:
 CLIP_KEY_L2 = (1e-4, 3e-4, 1e-3, 3e-3)
 
 
-def clip_key_design(key_means: np.ndarray, chord_means: np.ndarray) -> np.ndarray:
-    """``[clips, 24, 220]``: the linear features behind :func:`mirzoo.tasks.analyze.clip_key_scores`.
+def clip_key_design(key_means: np.ndarray, chord_means: np.ndarray, mode_means: np.ndarray | None = None) -> np.ndarray:
+    """``[clips, 24, 220]`` (``221`` with ``mode_means [clips, 2]``): the linear features behind
+    :func:`mirzoo.tasks.analyze.clip_key_scores`.
 
-    Parameter order: ``scale[2], bias[2], chord[2, 12, 9]`` (major, minor).
+    Parameter order: ``scale[2], bias[2], chord[2, 12, 9]`` (major, minor), then ``mode_scale``.
     """
     from mirzoo.tasks.analyze import clip_key_features
 
     n = len(key_means)
     log_key, rel = clip_key_features(key_means, chord_means)  # [n, mode, tonic], [n, tonic, interval, quality]
-    x = np.zeros((n, 2, 12, 4 + 2 * 108))
+    x = np.zeros((n, 2, 12, 4 + 2 * 108 + (mode_means is not None)))
     for m in range(2):
         x[:, m, :, m] = log_key[:, m]
         x[:, m, :, 2 + m] = 1.0
         x[:, m, :, 4 + 108 * m: 4 + 108 * (m + 1)] = rel.reshape(n, 12, 108)
+        if mode_means is not None:
+            x[:, m, :, -1] = np.log(np.asarray(mode_means, np.float64)[:, m] + 1e-6)[:, None]
     return x.reshape(n, 24, -1)
 
 
-def fit_clip_key(key_means: np.ndarray, chord_means: np.ndarray, refs: np.ndarray, l2: float) -> dict:
+def fit_clip_key(key_means: np.ndarray, chord_means: np.ndarray, refs: np.ndarray, l2: float,
+                 mode_means: np.ndarray | None = None) -> dict:
     """Multinomial logistic regression of the reference keys on :func:`clip_key_design` (L-BFGS, L2 on the
-    chord weights), started from the key head alone (scale 1, everything else 0)."""
+    chord weights), started from the key head alone (scale 1, everything else 0); with ``mode_means``
+    (a mode head's clip means) also the unpenalised ``mode_scale``."""
     from scipy.optimize import minimize  # deferred: scipy is in the corpus and test extras
 
-    x = clip_key_design(key_means, chord_means)
+    x = clip_key_design(key_means, chord_means, mode_means)
     y = np.asarray(refs, int)
     n = len(y)
-    penal = np.r_[np.zeros(4), np.ones(216)]
+    with_mode = mode_means is not None
+    penal = np.r_[np.zeros(4), np.ones(216), np.zeros(int(with_mode))]
 
     def loss(theta):
         s = x @ theta
@@ -645,10 +746,13 @@ def fit_clip_key(key_means: np.ndarray, chord_means: np.ndarray, refs: np.ndarra
         grad = np.einsum("nk,nkd->d", p, x) / n + 2 * l2 * penal * theta
         return nll + l2 * float((penal * theta ** 2).sum()), grad
 
-    theta0 = np.r_[1.0, 1.0, np.zeros(2 + 216)]
+    theta0 = np.r_[1.0, 1.0, np.zeros(2 + 216 + int(with_mode))]
     theta = minimize(loss, theta0, jac=True, method="L-BFGS-B", options={"maxiter": 2000}).x
-    return {"scale": theta[:2].tolist(), "bias": theta[2:4].tolist(),
-            "chord": theta[4:].reshape(2, 12, 9).tolist(), "l2": l2}
+    record = {"scale": theta[:2].tolist(), "bias": theta[2:4].tolist(),
+              "chord": theta[4:220].reshape(2, 12, 9).tolist(), "l2": l2}
+    if with_mode:
+        record["mode_scale"] = float(theta[220])
+    return record
 
 
 def key_mirex(estimates, refs) -> float:
@@ -670,43 +774,56 @@ def clip_key_inputs(extractor, corpus: Path, split: str, limit: int = 0):
     files = sorted(glob.glob(str(corpus / "targets" / split / "**" / "*.npz"), recursive=True))
     if limit:
         files = files[:limit]
-    keys, chords, refs, pieces = [], [], [], []
+    keys, chords, modes, refs, pieces = [], [], [], [], []
+    heads = ["key", "chord"] + (["mode"] if "mode" in extractor.heads else [])
     for path in files:
         t = load_clip_targets(path)
         labelled = t["key"][t["key"] >= 0]
         if not labelled.size:
             continue
         y, _ = extractor.load_input(str(corpus / t["meta"]["path"]), None)
-        out = extractor.forward([y], ["key", "chord"], 16)[0]
+        out = extractor.forward([y], heads, 16)[0]
         keys.append(out["key"].astype(np.float64).mean(axis=0))
         chords.append(out["chord"].astype(np.float64).mean(axis=0))
+        if "mode" in out:
+            modes.append(out["mode"].astype(np.float64).mean(axis=0))
         refs.append(int(Counter(labelled.tolist()).most_common(1)[0][0]))
         pieces.append(t["meta"]["piece_id"])
-    return np.array(keys), np.array(chords), np.array(refs), np.array(pieces)
+    return np.array(keys), np.array(chords), np.array(refs), np.array(pieces), (np.array(modes) if modes else None)
 
 
-def choose_clip_key(key_means, chord_means, refs, pieces, folds: int = 5, seed: int = 0) -> dict:
+def mode_balanced_accuracy(estimates, refs) -> float:
+    """Balanced accuracy of the mode (major / minor) of key indices (``tonic + 12 * minor``)."""
+    est, ref = np.asarray(estimates) // 12, np.asarray(refs) // 12
+    return float(np.mean([np.mean(est[ref == m] == m) for m in np.unique(ref)]))
+
+
+def choose_clip_key(key_means, chord_means, refs, pieces, folds: int = 5, seed: int = 0, mode_means=None) -> dict:
     """Fit :func:`fit_clip_key` with the L2 penalty of :data:`CLIP_KEY_L2` that scores best in
-    ``folds``-fold cross-validation grouped by piece; the record carries the cross-validated figures."""
+    ``folds``-fold cross-validation grouped by piece; the record carries the cross-validated figures.
+    ``mode_means`` (a mode head's clip means) enter the fit and the record's ``mode_scale``."""
     from mirzoo.tasks.analyze import clip_key_scores
 
     uniq = np.unique(pieces)
     fold_of = dict(zip(uniq, np.random.default_rng(seed).permutation(len(uniq)) % folds))
     fold = np.array([fold_of[p] for p in pieces])
-    cv = {}
+    cv, preds = {}, {}
     for l2 in CLIP_KEY_L2:
-        pred = np.zeros(len(refs), int)
+        pred = preds[l2] = np.zeros(len(refs), int)
         for f in range(folds):
             tr, te = fold != f, fold == f
-            params = fit_clip_key(key_means[tr], chord_means[tr], refs[tr], l2)
-            pred[te] = [int(np.argmax(clip_key_scores(k[None], c[None], params))) for k, c in
-                        zip(key_means[te], chord_means[te])]
+            params = fit_clip_key(key_means[tr], chord_means[tr], refs[tr], l2,
+                                  None if mode_means is None else mode_means[tr])
+            pred[te] = [int(np.argmax(clip_key_scores(key_means[j][None], chord_means[j][None], params,
+                                                      None if mode_means is None else mode_means[j][None])))
+                        for j in np.flatnonzero(te)]
         cv[l2] = key_mirex(pred, refs)
     best = max(CLIP_KEY_L2, key=lambda l2: (cv[l2], -l2))
-    params = fit_clip_key(key_means, chord_means, refs, best)
+    params = fit_clip_key(key_means, chord_means, refs, best, mode_means)
     params["valid"] = {"clips": int(len(refs)), "pieces": int(len(uniq)),
                        "key_mirex_head_mean": round(key_mirex(key_means.argmax(axis=1), refs), 4),
                        "key_mirex_cv": round(cv[best], 4),
+                       "mode_balanced_accuracy_cv": round(mode_balanced_accuracy(preds[best], refs), 4),
                        "key_mirex_cv_by_l2": {f"{k:g}": round(v, 4) for k, v in cv.items()}}
     return params
 
@@ -721,19 +838,24 @@ def fit_key(args) -> None:
     if args.weights == "shipped" and not args.out:
         raise SystemExit("--weights shipped: give --out FILE, or --out manifest to put the record into the package's entry")
     path = init_weights_path(args.weights, entry)
+    extra: tuple = ()
     if args.weights == "shipped":
         vocab = list(entry["head"]["labels"])
     else:
-        vocab = json.loads((path.parent / "state.json").read_text())["vocabulary"]
-    full, _, config = build_training_model(entry, len(vocab))
+        state = json.loads((path.parent / "state.json").read_text())
+        vocab = state["vocabulary"]
+        run_heads = state.get("model_config", {}).get("heads", {})
+        extra = tuple(h for h in DERIVED_HEADS if h in run_heads and h not in entry["config"]["heads"])
+    full, _, config = build_training_model(entry, len(vocab), add_heads=extra)
     full.load_weights(path)
     entry.pop("clip_key", None)
-    extractor = Extractor(full, dict(entry, config=config))
+    extractor = Extractor(full, describe_derived_heads(json.loads(json.dumps(dict(entry, config=config)))))
     t0 = time.time()
-    key_means, chord_means, refs, pieces = clip_key_inputs(extractor, Path(args.corpus), args.split, args.limit)
+    key_means, chord_means, refs, pieces, mode_means = clip_key_inputs(extractor, Path(args.corpus), args.split,
+                                                                       args.limit)
     if len(refs) < 20:
         raise SystemExit(f"{args.corpus} split {args.split!r}: {len(refs)} clips with a key, need at least 20")
-    record = choose_clip_key(key_means, chord_means, refs, pieces)
+    record = choose_clip_key(key_means, chord_means, refs, pieces, mode_means=mode_means)
     record["weights_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     record["fitted_on"] = (f"{Path(args.corpus).name} split {args.split}: {len(refs)} clips of "
                            f"{record['valid']['pieces']} pieces (python -m training.musical fit-key)")
@@ -758,6 +880,18 @@ def fit_key(args) -> None:
              record["valid"]["key_mirex_cv"], out)
 
 
+def describe_derived_heads(entry: dict) -> dict:
+    """Give every derived head of ``entry``'s config (:data:`DERIVED_HEADS`) its ``layers`` width and an
+    ``aux_heads`` record with readable labels, so that ``tag(head=...)`` and ``extract(layer=...)``
+    serve it. Changes and returns ``entry``."""
+    for head, labels in DERIVED_HEADS.items():
+        if head in entry["config"].get("heads", {}):
+            entry["layers"][head] = len(labels)
+            aux = [a for a in entry.get("aux_heads", []) if a["output"] != head]
+            entry["aux_heads"] = aux + [{"output": head, "labels": list(labels), "activation": "softmax"}]
+    return entry
+
+
 def ship(args) -> None:
     """Copy the run's best weights into the package and rewrite the manifest entry."""
     from mirzoo.fileio import atomic_file
@@ -777,6 +911,7 @@ def ship(args) -> None:
         Path(tmp).write_bytes(data)
     entry["config"] = state["model_config"]
     entry["layers"]["tags"] = len(state["vocabulary"])
+    describe_derived_heads(entry)
     entry["head"]["labels"] = state["vocabulary"]
     entry["weights"] = {"kind": "file", "file": target.name, "sha256": hashlib.sha256(data).hexdigest(),
                         "size": len(data)}

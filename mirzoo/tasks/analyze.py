@@ -10,7 +10,8 @@ How each answer is read (``fps`` is the model's frame rate, 50 for ``tcn-music``
 
 * **key**: when the model carries a ``clip_key`` record (``tcn-music`` does), the global key
   is scored from the key head's clip average *and* the chord head's (:func:`clip_key_scores`:
-  the chords a key uses, weighed per interval from the tonic, fitted on the valid split);
+  the chords a key uses, weighed per interval from the tonic, fitted on the valid split, and,
+  for a model with a ``mode`` head whose record has a ``mode_scale``, the mode head's clip average);
   otherwise it is the mean of the frame key probabilities.  The top three are kept with their
   probabilities.  **Local keys**: the most probable
   key path under a switching penalty (:func:`smooth_labels`, a Viterbi decode whose only
@@ -55,6 +56,7 @@ from mirzoo.inference.runner import as_list
 
 __all__ = [
     "REQUIRED_HEADS",
+    "OPTIONAL_HEADS",
     "Analysis",
     "Segment",
     "analyze",
@@ -72,6 +74,8 @@ __all__ = [
 
 #: heads a model needs for :func:`analyze`
 REQUIRED_HEADS = ("beats", "key", "chord", "meter", "tempo")
+#: heads :func:`analyze` reads when a model has them: ``mode`` (major, minor) for the clip key
+OPTIONAL_HEADS = ("mode",)
 
 #: beats per bar of each meter label (the beat unit of the training targets)
 _BEATS_PER_BAR = {"2/2": 2, "2/4": 2, "3/4": 3, "4/4": 4, "5/4": 5, "6/4": 2, "3/2": 3, "4/2": 4,
@@ -230,7 +234,8 @@ def global_distribution(probs: np.ndarray, labels: Sequence[str], top_k: int = 3
     return [(labels[i], float(mean[i])) for i in order]
 
 
-def clip_key_scores(key_probs: np.ndarray, chord_probs: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
+def clip_key_scores(key_probs: np.ndarray, chord_probs: np.ndarray, params: Mapping[str, Any],
+                    mode_probs: Optional[np.ndarray] = None) -> np.ndarray:
     """Unnormalised log-scores of the 24 keys of a clip, from its frame key and chord probabilities.
 
     For the key with tonic ``t`` and mode ``m`` (0 major, 1 minor)::
@@ -240,7 +245,9 @@ def clip_key_scores(key_probs: np.ndarray, chord_probs: np.ndarray, params: Mapp
 
     ``chord[m][r][q]`` weighs a chord of quality ``q`` whose root lies ``r`` semitones above the tonic,
     the same for every tonic, so the score is transposition-equivariant: the key head's clip average
-    plus what the chord head heard (the chords a key uses), with a bias per mode.  Keys are indexed
+    plus what the chord head heard (the chords a key uses), with a bias per mode.  A record with a
+    ``mode_scale`` adds ``mode_scale * log(mean_frames mode_probs)[m]``, the clip average of a ``mode``
+    head ``[T, 2]`` (major, minor), which must then be given.  Keys are indexed
     ``tonic + 12 * minor`` and chords ``root * 9 + quality`` (then ``N``, unused), as ``tcn-music``'s heads.
     The parameters are fitted on the valid split by ``python -m training.musical fit-key``.
     """
@@ -251,6 +258,11 @@ def clip_key_scores(key_probs: np.ndarray, chord_probs: np.ndarray, params: Mapp
     weights = np.asarray(params["chord"], dtype=np.float64)  # [mode, interval, quality]
     log_key, rel = clip_key_features(key_probs.mean(axis=0), chord_probs.mean(axis=0))
     scores = scale[:, None] * log_key + np.einsum("trq,mrq->mt", rel, weights) + bias[:, None]
+    if params.get("mode_scale") is not None:
+        if mode_probs is None:
+            raise ParameterError("this clip_key record weighs a mode head (mode_scale): give mode_probs [frames, 2]")
+        mode_mean = _frames(mode_probs, 2, "mode_probs").mean(axis=0)
+        scores = scores + float(params["mode_scale"]) * np.log(mode_mean + 1e-6)[:, None]
     return scores.reshape(24)
 
 
@@ -266,9 +278,10 @@ def clip_key_features(key_mean: np.ndarray, chord_mean: np.ndarray) -> tuple[np.
     return log_key, rel
 
 
-def clip_key_distribution(key_probs: np.ndarray, chord_probs: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
+def clip_key_distribution(key_probs: np.ndarray, chord_probs: np.ndarray, params: Mapping[str, Any],
+                          mode_probs: Optional[np.ndarray] = None) -> np.ndarray:
     """The clip's 24 key probabilities: the softmax of :func:`clip_key_scores`."""
-    s = clip_key_scores(key_probs, chord_probs, params)
+    s = clip_key_scores(key_probs, chord_probs, params, mode_probs)
     e = np.exp(s - s.max())
     return e / e.sum()
 
@@ -532,7 +545,8 @@ def analyze_frames(
     ----------
     frames : mapping
         ``{"beats": [T, 2] (beat, downbeat), "key": [T, 24], "chord": [T, C], "meter": [T, M],
-        "tempo": [T, B]}`` (probabilities, frames at ``fps``).
+        "tempo": [T, B]}`` (probabilities, frames at ``fps``); optionally ``"mode": [T, 2]``, read
+        by a ``clip_key`` record with a ``mode_scale``.
     heads : mapping
         Labels of each head (``Extractor.heads``); ``tempo`` labels start with the BPM.
     fps : float > 0
@@ -570,7 +584,7 @@ def analyze_frames(
     if clip_key is None:
         key_top = global_distribution(key_probs, heads["key"])
     else:
-        dist = clip_key_distribution(key_probs, chord_probs, clip_key)
+        dist = clip_key_distribution(key_probs, chord_probs, clip_key, frames.get("mode"))
         key_top = [(heads["key"][i], float(dist[i])) for i in np.argsort(-dist, kind="stable")[:3]]
     local_keys = label_segments(smooth_labels(key_probs, key_penalty), heads["key"], fps, duration, key_probs)
     meter_top = global_distribution(meter_probs, heads["meter"])
@@ -620,7 +634,7 @@ def analyze(model, audio, sr: Optional[int] = None, *, batch_size: int = 16, pro
     check_analysis_heads(model)
     options.setdefault("clip_key", model.spec.clip_key)
     items, is_list = as_list(audio)
-    keys = list(REQUIRED_HEADS)
+    keys = list(REQUIRED_HEADS) + [h for h in OPTIONAL_HEADS if h in model.heads]
     fps = model.sample_rate / model.hop_length
     results = [
         analyze_frames(out, model.heads, fps, duration=samples / model.sample_rate, source=path,
