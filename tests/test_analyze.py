@@ -432,6 +432,39 @@ def test_bar_contrast_measures_the_downbeat_pattern():
     assert an.bar_contrast(beats, act[:, 1], 1) == 0.0 and an.bar_contrast(beats[:5], act[:, 1], 3) == 0.0
 
 
+def test_downbeat_evidence_is_the_downbeat_share_of_each_beat():
+    """A 4/4 click whose third beat is accented: the raw downbeat activation peaks there (0.5 against
+    0.45 on the true downbeat), but relative to each beat's activation the first beat stands out, so
+    the bar phase and the downbeats follow the ratio; ``downbeat_floor=None`` keeps the raw reading."""
+    act, times = click_activation(16.0, bpm=120.0, per_bar=4, first_downbeat=0)
+    beats = np.round(times * FPS).astype(int)
+    for i, f in enumerate(beats):
+        position = i % 4
+        act[f - 1 : f + 2, 0] = {0: 0.5, 1: 0.5, 2: 0.95, 3: 0.5}[position]
+        act[f - 1 : f + 2, 1] = {0: 0.45, 1: 0.05, 2: 0.5, 3: 0.05}[position]
+    ev = an.downbeat_evidence(beats, act[:, 1], act[:, 0], floor=0.05)
+    np.testing.assert_allclose(ev[:4], [0.45 / 0.55, 0.05 / 0.55, 0.5 / 1.0, 0.05 / 0.55])
+    np.testing.assert_array_equal(an.downbeat_evidence(beats, act[:, 1]), an._activation_at_beats(beats, act[:, 1]))
+    assert an.downbeat_phase(beats, act[:, 1], 4)[0] == 2  # the raw activation: the accent wins
+    assert an.downbeat_phase(beats, act[:, 1], 4, act[:, 0], 0.05)[0] == 0
+    first = np.arange(ev.size) % 4 == 0
+    assert an.bar_contrast(beats, act[:, 1], 4, act[:, 0]) == pytest.approx(ev[first].mean() - ev[~first].mean())
+    with pytest.raises(ParameterError, match=r"floor=0 must be > 0"):
+        an.downbeat_evidence(beats, act[:, 1], act[:, 0], floor=0)
+    frames, heads, _ = fake_frames()
+    n = frames["beats"].shape[0]
+    frames["beats"] = act[:n]
+    probs = np.full((n, len(METERS)), 0.02)
+    probs[:, METERS.index("4/4")] = 0.8
+    frames["meter"] = probs / probs.sum(axis=1, keepdims=True)
+    now = an.analyze_frames(frames, heads, FPS)
+    assert now.meter == "4/4"
+    np.testing.assert_allclose(now.downbeats, times[(times < n / FPS - 0.2)][0::4][: len(now.downbeats)], atol=0.021)
+    raw = an.analyze_frames(frames, heads, FPS, downbeat_floor=None, meter_contrast=0.0)  # 4/4 from the head
+    assert raw.meter == "4/4"
+    assert abs(raw.downbeats[0] - now.downbeats[0]) == pytest.approx(1.0, abs=0.021)  # two beats at 120 BPM
+
+
 def test_choose_meter_weighs_the_downbeats_against_the_meter_head():
     act, times = click_activation(20.0, bpm=120.0, per_bar=3, first_downbeat=0)
     beats = np.round(times * FPS).astype(int)
