@@ -452,7 +452,8 @@ def test_mode_head_is_added_to_the_shipped_weights_and_served_by_tag(tmp_path):
 
     cache = _fake_cache(tmp_path / "cache")
     cfg = json.loads((Path(__file__).resolve().parents[1] / "training" / "configs" / "tcn-music-finetune-mode.json").read_text())
-    cfg.update(crop_seconds=2.0, batch_size=2, steps_per_epoch=2, epochs=1, valid_crops=2, min_tag_count=1)
+    cfg.update(crop_seconds=2.0, batch_size=2, steps_per_epoch=2, epochs=1, valid_crops=2, min_tag_count=1,
+               beat_channel_weights=[1, 3])  # the weighted beats loss trains in the same run
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     run = tmp_path / "run"
     assert musical.main(["train", "--cache", str(cache), "--config", str(tmp_path / "cfg.json"), "--out", str(run),
@@ -511,3 +512,24 @@ def test_clip_key_fit_weighs_a_mode_head_that_separates_relative_keys():
         clip_key_scores(keys[:1], chords[:1], params)
     rec = choose_clip_key(keys, chords, refs, np.array([f"p{i // 2}" for i in range(n)]), folds=3, mode_means=modes)
     assert rec["mode_scale"] > 1.0 and rec["valid"]["mode_balanced_accuracy_cv"] > 0.95
+
+
+def test_beat_channel_loss_weighs_beats_and_downbeats():
+    import keras
+
+    from training.musical import beat_channel_loss
+
+    rng = np.random.default_rng(0)
+    y_true = (rng.random((2, 30, 2)) > 0.8).astype(np.float32)
+    y_pred = rng.uniform(0.05, 0.95, (2, 30, 2)).astype(np.float32)
+    plain = np.asarray(keras.losses.binary_crossentropy(y_true, y_pred))
+    np.testing.assert_allclose(np.asarray(beat_channel_loss([1, 1])(y_true, y_pred)), plain, rtol=1e-5)
+    eps = 1e-7
+    p = np.clip(y_pred.astype(np.float64), eps, 1 - eps)
+    bce = -(y_true * np.log(p) + (1 - y_true) * np.log(1 - p))  # per channel
+    np.testing.assert_allclose(np.asarray(beat_channel_loss([1, 3])(y_true, y_pred)),
+                               0.25 * bce[..., 0] + 0.75 * bce[..., 1], rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(beat_channel_loss([0, 2])(y_true, y_pred)), bce[..., 1], rtol=1e-4)
+    for bad in ([1], [0, 0], [1, -1], "1,3", [True, 1]):
+        with pytest.raises(SystemExit, match="beat_channel_weights=.* must be two numbers >= 0"):
+            beat_channel_loss(bad)

@@ -239,6 +239,24 @@ def head_losses(config: dict) -> dict:
     return losses
 
 
+def beat_channel_loss(weights):
+    """Binary cross-entropy of the ``beats`` head with a weight per channel (beat, downbeat), normalised
+    by their sum, so ``[1, 1]`` is the plain loss; config key ``beat_channel_weights``. Downbeats are a
+    quarter or fewer of the beats and the harder half: a larger weight asks more of them."""
+    import keras
+
+    if (not isinstance(weights, list) or len(weights) != 2 or any(isinstance(w, bool) or not isinstance(w, (int, float))
+                                                                  or w < 0 for w in weights) or sum(weights) <= 0):
+        raise SystemExit(f"beat_channel_weights={weights!r} must be two numbers >= 0 (beat, downbeat), not both 0")
+    w = np.asarray(weights, np.float32) / float(sum(weights))
+
+    def beats_loss(y_true, y_pred):
+        per_channel = keras.losses.binary_crossentropy(y_true[..., None], y_pred[..., None])  # [batch, frames, 2]
+        return keras.ops.sum(per_channel * w, axis=-1)
+
+    return beats_loss
+
+
 def added_heads(cfg: dict) -> tuple:
     """The config's ``add_heads``, checked against :data:`DERIVED_HEADS`."""
     heads = cfg.get("add_heads", [])
@@ -582,6 +600,8 @@ def train(args) -> dict:
     weights = cfg.get("loss_weights", {})
     losses = head_losses(config)
     loss_weights = {k: float(weights.get(k, 1.0)) for k in losses}
+    if cfg.get("beat_channel_weights") is not None:
+        losses["beats"] = beat_channel_loss(cfg["beat_channel_weights"])
     for name in anchored:  # the anchor weight shared by its layers
         losses[f"anchor_{name}"] = "cosine_similarity"
         loss_weights[f"anchor_{name}"] = anchor_weight / len(anchored)
