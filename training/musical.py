@@ -900,6 +900,62 @@ def fit_key(args) -> None:
              record["valid"]["key_mirex_cv"], out)
 
 
+def interpolate(args) -> None:
+    """Weight-space ensembling of a fine-tune with its initial weights (WiSE-FT, Wortsman et al. 2022).
+
+    Writes a new run folder whose ``best.weights.h5`` is ``alpha * run + (1 - alpha) * initial`` for every
+    variable the initial weights have (heads the run added keep the run's), scored on the run's own
+    validation crops; its ``state.json`` is the run's plus that record as the best, so ``fit-key`` and
+    ``ship`` take it like any run. A fine-tune that moved the heads' answers but cost some of what the
+    embedding knew can keep most of both.
+    """
+    import keras
+
+    from mirzoo.zoo.manifest import get_entry
+
+    run, out = Path(args.run), Path(args.out)
+    if not 0.0 < args.alpha < 1.0:
+        raise SystemExit(f"--alpha {args.alpha}: expected a fraction in (0, 1) of the way from the initial weights")
+    state = json.loads((run / "state.json").read_text())
+    if "init" not in state:
+        raise SystemExit(f"{run} did not start from initial weights (--init): nothing to interpolate with")
+    entry = get_entry(MODEL)
+    vocab = state["vocabulary"]
+    extra = tuple(h for h in DERIVED_HEADS if h in state["model_config"]["heads"] and h not in entry["config"]["heads"])
+    full, model, _ = build_training_model(entry, len(vocab), add_heads=extra)
+    full.load_weights(run / "best.weights.h5")
+    start, _, _ = build_training_model(entry, len(vocab), add_heads=extra)
+    fresh = set(load_initial_weights(start, Path(state["init"]["weights"]), entry, len(vocab)))
+    for layer in full.layers:
+        if layer.weights and layer.name not in fresh:
+            layer.set_weights([args.alpha * np.asarray(a, np.float64) + (1 - args.alpha) * np.asarray(b, np.float64)
+                               for a, b in zip(layer.get_weights(), start.get_layer(layer.name).get_weights())])
+    cfg = state["config"]
+    keras.utils.set_random_seed(int(cfg.get("seed", 0)))
+    data = read_cache(Path(args.cache))
+    hop = entry["config"]["frontend"]["hop_length"]
+    length = int(round(float(cfg.get("crop_seconds", 12.0)) * entry["sample_rate"] / hop))
+    sampler = CropSampler(data.get("valid") or data["train"], vocab, length, np.random.default_rng(0), augment={},
+                          heads=extra)
+    crops = fixed_crops(sampler, int(cfg.get("valid_crops", 64)), int(cfg.get("seed", 0)) + 1)
+    metrics = valid_metrics(model, crops)
+    out.mkdir(parents=True, exist_ok=True)
+    full.save_weights(out / "best.weights.h5")
+    source = state["best_source"] if state.get("best_source") != "epoch" else f"epoch {state['best_epoch']}"
+    record = {"epoch": len(state["history"]), "score": validation_score(metrics), **metrics,
+              "interpolation": {"alpha": args.alpha, "run": str(run), "run_best": source,
+                                "initial": state["init"]["weights"]}}
+    state["history"].append(record)
+    state["best"], state["best_epoch"] = record["score"], record["epoch"]
+    state["best_source"] = f"interpolation: {args.alpha:g} x ({source} of {run.name}) + {1 - args.alpha:g} x initial weights"
+    tmp = out / ".state.json"
+    tmp.write_text(json.dumps(state, indent=1))
+    os.replace(tmp, out / "state.json")
+    log.info("%s: score %.4f %s (the run's best %.4f, its initial weights %.4f)", state["best_source"], record["score"],
+             {k: round(v, 3) for k, v in metrics.items()}, state["history"][-2]["score"] if len(state["history"]) > 1 else
+             float("nan"), state["init"]["score"])
+
+
 def describe_derived_heads(entry: dict) -> dict:
     """Give every derived head of ``entry``'s config (:data:`DERIVED_HEADS`) its ``layers`` width and an
     ``aux_heads`` record with readable labels, so that ``tag(head=...)`` and ``extract(layer=...)``
@@ -974,6 +1030,10 @@ def ship(args) -> None:
             "python -m training.musical cache --corpus CORPUS --out CACHE && python -m training.musical train "
             "--cache CACHE --config training/configs/tcn-music-finetune.json --init shipped --anneal "
             "--average-from 0.5 --max-minutes M")
+    if source.startswith("interpolation"):
+        alpha = best["interpolation"]["alpha"]
+        entry["training"]["command"] += (f" && python -m training.musical interpolate --run RUN --alpha {alpha:g} "
+                                         "--cache CACHE --out RUN2")
     if "clip_key" in entry:
         entry["training"]["command"] += " && python -m training.musical fit-key --corpus CORPUS --weights RUN/best.weights.h5"
     if args.notes:
@@ -1012,6 +1072,11 @@ def main(argv=None) -> int:
     k.add_argument("--out", default=None,
                    help="JSON record (default: clip_key.json beside a run's weights), or 'manifest' (shipped weights only)")
     k.add_argument("--limit", type=int, default=0, help=argparse.SUPPRESS)
+    w = sub.add_parser("interpolate", help="a run's best weights interpolated with its initial weights (WiSE-FT)")
+    w.add_argument("--run", required=True, help="a run started with --init")
+    w.add_argument("--alpha", type=float, required=True, help="weight of the run's best (0..1); the rest is the initial weights'")
+    w.add_argument("--cache", required=True, help="the feature cache the run was validated on")
+    w.add_argument("--out", required=True, help="a new run folder")
     s = sub.add_parser("ship", help="ship a run's best weights into the package")
     s.add_argument("--run", required=True)
     s.add_argument("--notes", default="", help="how the run went (stints, schedule), for the model card")
@@ -1019,7 +1084,7 @@ def main(argv=None) -> int:
     if getattr(args, "average_from", None) is not None and not 0.0 <= args.average_from < 1.0:
         parser.error(f"--average-from {args.average_from}: expected a fraction of the time budget in [0, 1)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    {"cache": cache, "train": train, "fit-key": fit_key, "ship": ship}[args.cmd](args)
+    {"cache": cache, "train": train, "fit-key": fit_key, "interpolate": interpolate, "ship": ship}[args.cmd](args)
     return 0
 
 
