@@ -533,3 +533,48 @@ def test_beat_channel_loss_weighs_beats_and_downbeats():
     for bad in ([1], [0, 0], [1, -1], "1,3", [True, 1]):
         with pytest.raises(SystemExit, match="beat_channel_weights=.* must be two numbers >= 0"):
             beat_channel_loss(bad)
+
+
+def test_interpolate_mixes_a_fine_tune_with_its_initial_weights(tmp_path):
+    """``interpolate --alpha a``: every layer the initial weights have is ``a * run + (1 - a) * initial``, a
+    head the run added is the run's, and the new folder's state names it as the best, scored."""
+    import json
+
+    from mirzoo.zoo.manifest import get_entry
+    from training import musical
+
+    entry = get_entry("tcn-music")
+    n_tags = len(entry["head"]["labels"])
+    cache = _fake_cache(tmp_path / "cache")
+    cfg = json.loads((Path(__file__).resolve().parents[1] / "training" / "configs" / "tcn-music-finetune-mode.json").read_text())
+    cfg.update(crop_seconds=2.0, batch_size=2, steps_per_epoch=3, epochs=1, valid_crops=2, min_tag_count=1,
+               learning_rate=1e-2)
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    run, mixed = tmp_path / "run", tmp_path / "mixed"
+    assert musical.main(["train", "--cache", str(cache), "--config", str(tmp_path / "cfg.json"), "--out", str(run),
+                         "--init", "shipped", "--max-minutes", "5"]) == 0
+    state = json.loads((run / "state.json").read_text())
+    if state["best_source"] == "init":  # the interpolation reads the run's best: make it the epoch's
+        (run / "best.weights.h5").write_bytes((run / "last.weights.h5").read_bytes())
+    assert musical.main(["interpolate", "--run", str(run), "--alpha", "0.25", "--cache", str(cache),
+                         "--out", str(mixed)]) == 0
+    ft, _, _ = musical.build_training_model(entry, n_tags, add_heads=("mode",))
+    ft.load_weights(run / "best.weights.h5")
+    out, _, _ = musical.build_training_model(entry, n_tags, add_heads=("mode",))
+    out.load_weights(mixed / "best.weights.h5")
+    shipped, _, _ = musical.build_training_model(entry, n_tags)
+    shipped.load_weights(musical.init_weights_path("shipped", entry))
+    moved = 0
+    for layer in shipped.layers:
+        for a, b, c in zip(layer.get_weights(), ft.get_layer(layer.name).get_weights(), out.get_layer(layer.name).get_weights()):
+            np.testing.assert_allclose(c, 0.75 * a + 0.25 * b, rtol=1e-5, atol=1e-6, err_msg=layer.name)
+            moved += int(not np.array_equal(a, b))
+    assert moved > 0  # the fine-tune changed something to mix
+    for a, b in zip(ft.get_layer("mode").get_weights(), out.get_layer("mode").get_weights()):
+        np.testing.assert_array_equal(a, b)
+    new = json.loads((mixed / "state.json").read_text())
+    assert new["best_epoch"] == len(new["history"]) - 1 and new["history"][-1]["interpolation"]["alpha"] == 0.25
+    assert new["best_source"].startswith("interpolation: 0.25 x") and np.isfinite(new["best"])
+    for alpha in ("0", "1.5"):
+        with pytest.raises(SystemExit, match=f"--alpha {float(alpha)}: expected a fraction in \\(0, 1\\)"):
+            musical.main(["interpolate", "--run", str(run), "--alpha", alpha, "--cache", str(cache), "--out", str(mixed)])

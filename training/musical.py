@@ -945,6 +945,7 @@ def interpolate(args) -> None:
     record = {"epoch": len(state["history"]), "score": validation_score(metrics), **metrics,
               "interpolation": {"alpha": args.alpha, "run": str(run), "run_best": source,
                                 "initial": state["init"]["weights"]}}
+    run_best = state["best"]
     state["history"].append(record)
     state["best"], state["best_epoch"] = record["score"], record["epoch"]
     state["best_source"] = f"interpolation: {args.alpha:g} x ({source} of {run.name}) + {1 - args.alpha:g} x initial weights"
@@ -952,8 +953,7 @@ def interpolate(args) -> None:
     tmp.write_text(json.dumps(state, indent=1))
     os.replace(tmp, out / "state.json")
     log.info("%s: score %.4f %s (the run's best %.4f, its initial weights %.4f)", state["best_source"], record["score"],
-             {k: round(v, 3) for k, v in metrics.items()}, state["history"][-2]["score"] if len(state["history"]) > 1 else
-             float("nan"), state["init"]["score"])
+             {k: round(v, 3) for k, v in metrics.items()}, run_best, state["init"]["score"])
 
 
 def describe_derived_heads(entry: dict) -> dict:
