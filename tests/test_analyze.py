@@ -368,8 +368,8 @@ def test_tag_key_and_analyze_agree_and_use_the_clip_key(tcn):
     m.update_entry(clip_key=rec)
     top = m.tag(y, sr=SR, head="key", top_k=3)
     assert top[0][0].endswith("minor") and m.analyze(y, sr=SR).key == top[0][0]
-    frames = m.forward([y], ["key", "chord"], 16)[0]
-    want = an.clip_key_distribution(frames["key"], frames["chord"], rec)
+    frames = m.forward([y], ["key", "chord"] + [h for h in an.OPTIONAL_HEADS if h in m.heads], 16)[0]
+    want = an.clip_key_distribution(frames["key"], frames["chord"], rec, frames.get("mode"))
     assert top[0][1] == pytest.approx(float(want.max()), rel=1e-6)
     both = m.tag([y, tone_mix(3.0, seed=5)], sr=SR, head="key", top_k=1)
     assert isinstance(both, list) and both[0] == top[:1]
