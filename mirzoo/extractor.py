@@ -178,7 +178,8 @@ class Extractor(Runner):
         Probabilities are the head's outputs averaged over the input's patches
         (frames, for frame-level models); the ``key`` head of a model with a ``clip_key``
         record (``tcn-music``) gives the clip key that :meth:`analyze` reports, scored from
-        the key and chord heads together (and the ``mode`` head, when the record weighs it) (:func:`mirzoo.tasks.analyze.clip_key_distribution`).
+        the key and chord heads together (:func:`mirzoo.tasks.analyze.clip_key_distribution`;
+        with the ``mode`` head too, when the record weighs it).
         ``top_k`` keeps the best k (``None`` keeps all); ``threshold`` keeps those at or above it.  ``head`` picks one of
         :attr:`heads` (default: the primary head; e.g. ``dense-frame`` has
         ``pitch_classes`` first and ``tags`` second).  A list input gives a list of such

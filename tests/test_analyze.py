@@ -463,6 +463,9 @@ def test_downbeat_evidence_is_the_downbeat_share_of_each_beat():
     raw = an.analyze_frames(frames, heads, FPS, downbeat_floor=None, meter_contrast=0.0)  # 4/4 from the head
     assert raw.meter == "4/4"
     assert abs(raw.downbeats[0] - now.downbeats[0]) == pytest.approx(1.0, abs=0.021)  # two beats at 120 BPM
+    for bad in (0, -0.1, "0.05"):
+        with pytest.raises(ParameterError, match="downbeat_floor=.* must be a number > 0, or None"):
+            an.analyze_frames(frames, heads, FPS, downbeat_floor=bad)
 
 
 def test_choose_meter_weighs_the_downbeats_against_the_meter_head():

@@ -594,8 +594,9 @@ def analyze_frames(
         best meter.
     downbeat_floor : float > 0 or None
         Added to the beat activation before the downbeat activation is divided by it
-        (:func:`downbeat_evidence`); ``None`` weighs the downbeat activation alone (before session 12).  Both defaults were chosen on the valid split of corpus version 2
-        (``tcn-music``; confirmed on a second half of it).
+        (:func:`downbeat_evidence`); ``None`` weighs the downbeat activation alone (the earlier
+        reading).  Both defaults were chosen on half of the valid split of corpus version 2
+        (``tcn-music``) and confirmed on the other half.
     """
     missing = [h for h in REQUIRED_HEADS if h not in frames]
     if missing:
@@ -627,6 +628,9 @@ def analyze_frames(
         refined = 60.0 * fps / float(np.median(np.diff(beat_frames)))
         if abs(refined / seed - 1.0) <= 0.08:
             tempo = refined
+    if downbeat_floor is not None and not (isinstance(downbeat_floor, (int, float)) and downbeat_floor > 0):
+        raise ParameterError(f"downbeat_floor={downbeat_floor!r} must be a number > 0, or None for the downbeat "
+                             "activation alone")
     beat_act = None if downbeat_floor is None else beats_act[:, 0]
     floor = 0.05 if downbeat_floor is None else downbeat_floor
     meter = choose_meter(meter_probs, heads["meter"], beat_frames, beats_act[:, 1], meter_contrast, beat_act, floor)
