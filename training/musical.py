@@ -366,6 +366,20 @@ def fixed_crops(sampler: CropSampler, count: int, seed: int):
     return np.stack(xs), {k: np.stack(v) for k, v in ys.items()}, {k: np.stack(v) for k, v in ws.items()}
 
 
+def crop_frames(cfg: dict, entry: dict) -> int:
+    """Frames in a training or validation crop of ``crop_seconds``."""
+    hop = entry["config"]["frontend"]["hop_length"]
+    return int(round(float(cfg.get("crop_seconds", 12.0)) * entry["sample_rate"] / hop))
+
+
+def validation_crops(cfg: dict, entry: dict, data: dict, vocab: list, heads: tuple = ()):
+    """A run's fixed validation crops (its ``valid_crops`` from the valid split, seeded by its ``seed``): the
+    same every epoch, and for :func:`interpolate`, which scores against the run's own."""
+    sampler = CropSampler(data.get("valid") or data["train"], vocab, crop_frames(cfg, entry), np.random.default_rng(0),
+                          augment={}, heads=heads)
+    return fixed_crops(sampler, int(cfg.get("valid_crops", 64)), int(cfg.get("seed", 0)) + 1)
+
+
 def valid_metrics(model, crops, batch: int = 8) -> dict:
     """Masked frame accuracies of the softmax heads and beat/downbeat frame F1 on fixed crops."""
     x, y, w = crops
@@ -504,6 +518,11 @@ def anchor_settings(cfg: dict, entry: dict) -> tuple:
     return tuple(layers), float(weight)
 
 
+def run_added_heads(model_config: dict, entry: dict) -> tuple:
+    """The derived heads a run's model config has beyond the manifest entry's (what to pass as ``add_heads``)."""
+    return tuple(h for h in DERIVED_HEADS if h in model_config.get("heads", {}) and h not in entry["config"]["heads"])
+
+
 def load_initial_weights(full, path: Path, entry: dict, n_tags: int) -> list:
     """Load ``path`` into ``full``; weights of a model without some of ``full``'s derived heads
     (:data:`DERIVED_HEADS`) are copied layer by layer, and the heads the file lacks keep their fresh
@@ -523,9 +542,9 @@ def load_initial_weights(full, path: Path, entry: dict, n_tags: int) -> list:
         except ValueError as err:  # another set of layers than this file's
             last = err
             continue
-        fresh = []
+        fresh, loaded = [], {b.name for b in base.layers}
         for layer in full.layers:
-            if layer.name in {b.name for b in base.layers}:
+            if layer.name in loaded:
                 layer.set_weights(base.get_layer(layer.name).get_weights())
             elif layer.weights:
                 fresh.append(layer.name)
@@ -608,15 +627,13 @@ def train(args) -> dict:
     model.compile(optimizer=keras.optimizers.Adam(float(cfg.get("learning_rate", 1e-3)), clipnorm=1.0),
                   loss=losses, loss_weights=loss_weights)
     hop = entry["config"]["frontend"]["hop_length"]
-    length = int(round(float(cfg.get("crop_seconds", 12.0)) * entry["sample_rate"] / hop))
+    length = crop_frames(cfg, entry)
     balance = meter_weights(data["train"], cfg.get("meter_balance", 0.0))
     if cfg.get("meter_balance"):
         log.info("meter loss weights (meter class: weight): %s", {k: round(v, 3) for k, v in balance.items()})
     sampler = CropSampler(data["train"], vocab, length, rng, augment=cfg.get("augment", {}), heads=extra_heads,
                           meter_weight=balance if cfg.get("meter_balance") else None)
-    valid_clips = data.get("valid") or data["train"]
-    crops = fixed_crops(CropSampler(valid_clips, vocab, length, rng, augment={}, heads=extra_heads),
-                        int(cfg.get("valid_crops", 64)), seed + 1)
+    crops = validation_crops(cfg, entry, data, vocab, extra_heads)
     out.mkdir(parents=True, exist_ok=True)
     state = {"epoch": 0, "best": -1e9, "best_epoch": -1, "history": [], "minutes": 0.0, "vocabulary": vocab,
              "valid_crops": len(crops[0]), "score_version": SCORE_VERSION}
@@ -864,8 +881,7 @@ def fit_key(args) -> None:
     else:
         state = json.loads((path.parent / "state.json").read_text())
         vocab = state["vocabulary"]
-        run_heads = state.get("model_config", {}).get("heads", {})
-        extra = tuple(h for h in DERIVED_HEADS if h in run_heads and h not in entry["config"]["heads"])
+        extra = run_added_heads(state.get("model_config", {}), entry)
     full, _, config = build_training_model(entry, len(vocab), add_heads=extra)
     full.load_weights(path)
     entry.pop("clip_key", None)
@@ -921,7 +937,7 @@ def interpolate(args) -> None:
         raise SystemExit(f"{run} did not start from initial weights (--init): nothing to interpolate with")
     entry = get_entry(MODEL)
     vocab = state["vocabulary"]
-    extra = tuple(h for h in DERIVED_HEADS if h in state["model_config"]["heads"] and h not in entry["config"]["heads"])
+    extra = run_added_heads(state["model_config"], entry)
     full, model, _ = build_training_model(entry, len(vocab), add_heads=extra)
     full.load_weights(run / "best.weights.h5")
     start, _, _ = build_training_model(entry, len(vocab), add_heads=extra)
@@ -933,12 +949,7 @@ def interpolate(args) -> None:
     cfg = state["config"]
     keras.utils.set_random_seed(int(cfg.get("seed", 0)))
     data = read_cache(Path(args.cache))
-    hop = entry["config"]["frontend"]["hop_length"]
-    length = int(round(float(cfg.get("crop_seconds", 12.0)) * entry["sample_rate"] / hop))
-    sampler = CropSampler(data.get("valid") or data["train"], vocab, length, np.random.default_rng(0), augment={},
-                          heads=extra)
-    crops = fixed_crops(sampler, int(cfg.get("valid_crops", 64)), int(cfg.get("seed", 0)) + 1)
-    metrics = valid_metrics(model, crops)
+    metrics = valid_metrics(model, validation_crops(cfg, entry, data, vocab, extra))
     out.mkdir(parents=True, exist_ok=True)
     full.save_weights(out / "best.weights.h5")
     source = state["best_source"] if state.get("best_source") != "epoch" else f"epoch {state['best_epoch']}"

@@ -631,10 +631,9 @@ def analyze_frames(
     if downbeat_floor is not None and not (isinstance(downbeat_floor, (int, float)) and downbeat_floor > 0):
         raise ParameterError(f"downbeat_floor={downbeat_floor!r} must be a number > 0, or None for the downbeat "
                              "activation alone")
-    beat_act = None if downbeat_floor is None else beats_act[:, 0]
-    floor = 0.05 if downbeat_floor is None else downbeat_floor
-    meter = choose_meter(meter_probs, heads["meter"], beat_frames, beats_act[:, 1], meter_contrast, beat_act, floor)
-    _, positions = downbeat_phase(beat_frames, beats_act[:, 1], beats_per_bar(meter), beat_act, floor)
+    evidence = {} if downbeat_floor is None else {"beat_activation": beats_act[:, 0], "floor": downbeat_floor}
+    meter = choose_meter(meter_probs, heads["meter"], beat_frames, beats_act[:, 1], meter_contrast, **evidence)
+    _, positions = downbeat_phase(beat_frames, beats_act[:, 1], beats_per_bar(meter), **evidence)
     beat_times = beat_frames / fps
     chords = label_segments(smooth_labels(chord_probs, chord_penalty), heads["chord"], fps, duration, chord_probs)
     return Analysis(
