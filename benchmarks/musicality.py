@@ -448,12 +448,15 @@ def main(argv=None) -> int:
     for o in others:
         feats[o.name] = {l: [] for l in o.all_layers}
     tag_probs, tag_truth = [], []
+    per_clip: list[dict] = []  # every figure of every clip, for paired comparisons (compare_musicality.py)
     clip_key = None if args.oracle else m.spec.clip_key  # the oracle checks the chain with one-hot heads alone
     head_feats: dict[str, list] = {f"head:{h}": [] for h in probe_heads + (["clip_key"] if clip_key is not None else [])}
     t0 = time.time()
     timing = {"model": 0.0, "baselines": 0.0, "probe_models": 0.0}
     for i, clip in enumerate(clips):
         ref = reference(clip, heads["key"], heads["chord"], heads["meter"])
+        row: dict = {"clip": clip["meta"]["path"], "piece": clip["meta"]["piece_id"]}
+        per_clip.append(row)
         y, _ = m.load_input(clip["audio"], None)
         ts = time.time()
         out = m.forward([y], keys, 16)[0]
@@ -474,6 +477,8 @@ def main(argv=None) -> int:
             tag_probs.append(out["tags"].mean(axis=0))
             tags = set(clip["meta"].get("tags", "").split(";"))
             tag_truth.append([lab in tags for lab in heads["tags"]])
+            row["tags"] = [round(float(v), 5) for v in tag_probs[-1]]
+            row["tag_truth"] = [j for j, lab in enumerate(heads["tags"]) if lab in tags]
         ts = time.time()
         chroma = librosa.feature.chroma_cqt(y=y, sr=sr, hop_length=m.hop_length)
         if ref["key"]:
@@ -483,29 +488,37 @@ def main(argv=None) -> int:
             per["key_head_mean"].append(mir_eval.key.weighted_score(ref["key"], head_key))
             per["key_base"].append(mir_eval.key.weighted_score(ref["key"], ks_key(chroma)))
             per["key_source"].append(ref["key_source"])
+            row.update(key=per["key_model"][-1], key_head_mean=per["key_head_mean"][-1])
         _, base_beats = librosa.beat.beat_track(y=y, sr=sr, hop_length=m.hop_length, units="time")
         for name, est in (("beat_model", a.beats), ("beat_base", base_beats)):
             f = beat_f(ref["beats"], inside_grid(est, clip["targets"]))
             if f is not None:
                 per[name].append(f)
+                if name == "beat_model":
+                    row["beat_f"] = f
         f = beat_f(ref["downbeats"], inside_grid(a.downbeats, clip["targets"]))
         if f is not None:
             per["down_model"].append(f)
+            row["downbeat_f"] = f
         if ref["tempo"]:
             base_tempo = float(np.atleast_1d(librosa.feature.tempo(y=y, sr=sr, hop_length=m.hop_length))[0])
             per["tempo_model"].append(tempo_acc(ref["tempo"], a.tempo))
+            row["tempo_acc1"], row["tempo_acc2"] = (bool(v) for v in per["tempo_model"][-1])
             per["tempo_base"].append(tempo_acc(ref["tempo"], base_tempo))
             per["tempo_simple"].append(ref["meter"] not in COMPOUND if ref["meter"] else False)
         if ref["chord_labels"].size:
-            chord_tot["model"] += chord_scores(ref["chord_labels"], labels_at(ref["chord_times"], a.chords))
+            row["chords"] = list(chord_scores(ref["chord_labels"], labels_at(ref["chord_times"], a.chords)))
+            chord_tot["model"] += row["chords"]
             frames = np.clip(np.round(ref["chord_times"] * fps).astype(int), 0, chroma.shape[1] - 1)
             chord_tot["base"] += chord_scores(ref["chord_labels"], template_chords(chroma, fps)[frames])
         feats["mfcc"]["mfcc"].append(mfcc_vector(y, sr))
         tagged = probe_labels(clip["meta"]).get("mode")
         if tagged and a.key:
             per["mode_pairs"].append((tagged, a.key.split()[-1]))
+            row["mode"] = list(per["mode_pairs"][-1])
         if ref["meter"] and a.meter:
             per["meter_pairs"].append((ref["meter"], a.meter))
+            row["meter"] = list(per["meter_pairs"][-1])
         timing["baselines"] += time.time() - ts
         ts = time.time()
         for o in others:
@@ -597,6 +610,7 @@ def main(argv=None) -> int:
         "weights_sha256": m.entry.get("weights", {}).get("sha256"), "oracle": bool(args.oracle), "notes": notes,
         "probe_repeats": args.probe_repeats,
         "timing_s": {k: round(v, 1) for k, v in timing.items()}, "results": res, "targets": TARGETS,
+        "per_clip": per_clip,
     }
     table = render_table(report)
     print(table)

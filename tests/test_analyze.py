@@ -76,6 +76,51 @@ def test_beat_tracker_follows_the_given_tempo_through_a_gap():
     np.testing.assert_allclose(frames / FPS, times, atol=0.021)
 
 
+def test_hmm_beat_tracker_finds_every_click_and_keeps_the_pulse_through_a_gap():
+    act, times = click_activation(bpm=117.0, per_bar=4)  # a period of 25.6 frames: not a whole number
+    frames = an.track_beats_hmm(act[:, 0], FPS, 117.0)
+    # whole-frame intervals of 25 and 26 frames: every beat on its click or one frame beside it
+    np.testing.assert_allclose(frames / FPS, times, atol=1.01 / FPS)
+    assert np.mean(frames == np.round(times * FPS)) > 0.5
+    gap = (times > 8.0) & (times < 11.0)
+    for t in times[gap]:
+        f = int(round(t * FPS))
+        act[f - 1 : f + 2, 0] = 0.02
+    frames = an.track_beats_hmm(act[:, 0], FPS, 117.0)
+    # through the gap the path keeps one whole-frame interval: it may drift by up to two frames there
+    np.testing.assert_allclose(frames / FPS, times, atol=2.01 / FPS)
+    np.testing.assert_allclose(frames[~gap] / FPS, times[~gap], atol=1.01 / FPS)
+
+
+def test_hmm_beat_tracker_follows_an_accelerando_that_a_fixed_period_misses():
+    # intervals shrink from 30 to 20 frames (100 -> 150 BPM) over 40 beats; the seed tempo is the mean
+    intervals = np.linspace(30, 20, 40)
+    beats = np.round(10 + np.concatenate([[0.0], np.cumsum(intervals)])).astype(int)
+    act = 0.02 * np.random.default_rng(1).random(beats[-1] + 20)
+    act[beats] = 0.9
+    seed = 60 * FPS / float(np.mean(intervals))
+    hmm = an.track_beats_hmm(act, FPS, seed)
+    np.testing.assert_array_equal(hmm, beats)
+    with pytest.raises(AssertionError):  # the same seed, narrower band: the fastest beats fall outside it
+        np.testing.assert_array_equal(an.track_beats_hmm(act, FPS, seed, band=1.05), beats)
+
+
+def test_hmm_beat_tracker_drops_beats_in_silence_at_the_ends_and_checks_its_options():
+    act, times = click_activation(seconds=20.0, bpm=120.0)
+    act[: int(4 * FPS)] = 0.0  # the first four seconds are silent
+    frames = an.track_beats_hmm(act[:, 0], FPS, 120.0)
+    assert frames[0] / FPS >= 4.0 - 1e-9
+    np.testing.assert_allclose(frames / FPS, times[times >= 4.0], atol=1e-9)
+    untrimmed = an.track_beats_hmm(act[:, 0], FPS, 120.0, trim=0.0)
+    # untrimmed, the path may start up to one longest interval (35 frames) before the music
+    assert 4.3 - 36 / FPS <= untrimmed[0] / FPS < 4.3 and untrimmed[1] / FPS == pytest.approx(4.3)
+    assert an.track_beats_hmm(np.zeros(100), FPS, 120.0).size == 0
+    for kwargs, match in ((dict(tempo=0.0), "tempo=0.0"), (dict(tempo=120.0, band=0.9), "band=0.9"),
+                          (dict(tempo=120.0, trim=1.0), "trim=1.0"), (dict(tempo=120.0, off_beat_share=1.0), "off_beat_share")):
+        with pytest.raises(ParameterError, match=match):
+            an.track_beats_hmm(act[:, 0], FPS, **kwargs)
+
+
 def test_tempo_head_breaks_the_octave_ambiguity():
     act, _ = click_activation(bpm=80.0)
     centres = an.tempo_centres(TEMPI)

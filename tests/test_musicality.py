@@ -148,3 +148,66 @@ def test_meter_agreement_by_hand():
     assert m["classes"] == {"compound-duple": 2, "triple": 1, "quadruple": 2, "duple": 1}
     # recall per class: compound-duple 1/2, triple 1/1, quadruple 1/2 (2/2 is duple), duple 1/1
     assert m["class_balanced"] == pytest.approx((0.5 + 1 + 0.5 + 1) / 4)
+
+
+def _report(rows, model="m", probes=None):
+    return {"model": model, "per_clip": rows, "results": {"probes": probes or {}}}
+
+
+def _clip(i, piece, key, beat, mode, meter, chords, tags, truth):
+    return {"clip": f"c{i}", "piece": piece, "key": key, "key_head_mean": key, "beat_f": beat, "downbeat_f": beat,
+            "tempo_acc1": beat > 0.5, "tempo_acc2": True, "mode": mode, "meter": meter, "chords": chords,
+            "tags": tags, "tag_truth": truth}
+
+
+def test_paired_comparison_finds_a_real_gain_and_calls_equal_reports_noise():
+    from benchmarks import compare_musicality as cm
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    base, cand = [], []
+    for i in range(60):
+        piece = f"p{i // 2}"
+        tags = rng.random(3).round(5).tolist()
+        truth = [j for j in range(3) if rng.random() < 0.4]
+        minor = i % 3 == 0
+        base.append(_clip(i, piece, 0.5, 0.6, ("minor" if minor else "major", "major"), ["3/4", "4/4"],
+                          [5.0, 4.0, 10.0, 8.0], tags, truth))
+        cand.append(_clip(i, piece, 1.0, 0.6, ("minor" if minor else "major",) * 2, ["3/4", "3/4"],
+                          [10.0, 8.0, 10.0, 8.0], tags, truth))
+    rows = {r["measure"]: r for r in cm.compare(_report(base), _report(cand[::-1]), boot=200)}
+    key = rows["key, MIREX weighted"]
+    assert (key["base"], key["candidate"], key["verdict"]) == (0.5, 1.0, "better")
+    assert key["ci95"][0] > 0
+    assert rows["chord root"]["base"] == 0.5 and rows["chord maj/min"]["candidate"] == 1.0
+    assert rows["mode of the key (balanced)"]["base"] == 0.5 and rows["mode of the key (balanced)"]["candidate"] == 1.0
+    assert rows["meter, time signature exact"]["diff"] == 1.0
+    assert rows["beat F"]["verdict"] == "within noise" and rows["beat F"]["ci95"] == [0.0, 0.0]
+    probs = np.array([r["tags"] for r in base])
+    truth = np.zeros(probs.shape)
+    for i, r in enumerate(base):
+        truth[i, r["tag_truth"]] = 1
+    expected = np.mean([roc_auc_score(truth[:, j], probs[:, j]) for j in range(3)])
+    assert rows["tag ROC-AUC"]["base"] == pytest.approx(expected)
+    same = cm.compare(_report(base), _report(base), boot=100)
+    assert all(r["diff"] == 0 and r["verdict"] == "within noise" for r in same)
+
+
+def test_paired_comparison_refuses_reports_without_the_same_clips():
+    from benchmarks import compare_musicality as cm
+
+    rows = [_clip(0, "p", 1.0, 1.0, None, None, None, None, [])]
+    with pytest.raises(SystemExit, match="no per_clip records"):
+        cm.compare(_report(rows), {"model": "m", "results": {}})
+    other = [dict(rows[0], clip="elsewhere")]
+    with pytest.raises(SystemExit, match="different clips"):
+        cm.compare(_report(rows), _report(other))
+
+
+def test_probe_comparison_pairs_the_repeats():
+    from benchmarks import compare_musicality as cm
+
+    a = {"mode": {"m": {"balanced_accuracy": 0.6, "per_repeat": [0.5, 0.6, 0.7]}}}
+    b = {"mode": {"m": {"balanced_accuracy": 0.65, "per_repeat": [0.6, 0.55, 0.8]}}}
+    (row,) = cm.compare_probes(_report([], probes=a), _report([], probes=b))
+    assert row["diff"] == pytest.approx(0.05) and (row["repeats_up"], row["repeats_down"]) == (2, 1)

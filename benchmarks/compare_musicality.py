@@ -1,0 +1,215 @@
+"""Paired comparison of two ``musicality.py`` results on the same clips: is a candidate better, worse,
+or within the noise of the test set, measure by measure?
+
+```bash
+python benchmarks/compare_musicality.py BASE.json CANDIDATE.json            # table on stdout
+python benchmarks/compare_musicality.py BASE.json CANDIDATE.json --out cmp.md --boot 2000
+```
+
+Both files must carry ``per_clip`` records (``musicality.py`` writes them since session 13) for the
+same clips.  Every clip-level measure (key, beats, downbeats, tempo, chords, the mode of the reported
+key, the meter ``analyze()`` reports, tag ROC-AUC) is recomputed on ``--boot`` bootstrap resamples of
+the test *pieces* (clips of one piece are drawn together: they share a score, so they are not
+independent), each resample scoring both models on the same clips.  A difference whose 95 %
+interval lies above zero is *better*, below zero *worse*, otherwise *within noise*.  The probes are
+compared repeat by repeat: ``musicality.py`` draws the same balanced subsets and folds for every
+model, so the per-repeat differences are paired (with five repeats there is no interval, only the
+mean difference and how many repeats went each way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+from training.corpus import meter_class  # noqa: E402  (the meter tag of a time signature, as the corpus writes it)
+
+
+def _mean(field):
+    def f(rows):
+        vals = [r[field] for r in rows if r.get(field) is not None]
+        return float(np.mean(vals)) if vals else None
+    return f
+
+
+def _chord_ratio(num, den):
+    def f(rows):
+        tot = np.sum([r["chords"] for r in rows if r.get("chords")], axis=0) if any(r.get("chords") for r in rows) else None
+        return None if tot is None or not tot[den] else float(tot[num] / tot[den])
+    return f
+
+
+def _balanced(pairs) -> float | None:
+    """Balanced accuracy of ``(truth, said)`` pairs: the mean over the truth's classes of their recall."""
+    if not pairs:
+        return None
+    hits = defaultdict(list)
+    for truth, said in pairs:
+        hits[truth].append(truth == said)
+    return float(np.mean([np.mean(v) for v in hits.values()]))
+
+
+def _mode(rows):
+    return _balanced([tuple(r["mode"]) for r in rows if r.get("mode")])
+
+
+def _meter_exact(rows):
+    pairs = [r["meter"] for r in rows if r.get("meter")]
+    return float(np.mean([a == b for a, b in pairs])) if pairs else None
+
+
+def _meter_class(rows):
+    def cls(label):
+        num, den = (int(v) for v in label.split("/"))
+        return meter_class(num, den)
+    return _balanced([(cls(a), cls(b)) for a, b in (r["meter"] for r in rows if r.get("meter"))])
+
+
+def tag_auc(probs: np.ndarray, truth: np.ndarray) -> float | None:
+    """Macro ROC-AUC over the columns with both classes present (ties get half credit, as sklearn's)."""
+    from scipy.stats import rankdata
+
+    pos = truth.sum(axis=0)
+    usable = (pos > 0) & (pos < truth.shape[0])
+    if not usable.any():
+        return None
+    p, t = probs[:, usable], truth[:, usable]
+    ranks = rankdata(p, axis=0)
+    n_pos, n_neg = t.sum(axis=0), (1 - t).sum(axis=0)
+    auc = ((ranks * t).sum(axis=0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    return float(auc.mean())
+
+
+def _tags(rows):
+    rows = [r for r in rows if r.get("tags") is not None]
+    if not rows:
+        return None
+    probs = np.array([r["tags"] for r in rows], dtype=np.float64)
+    truth = np.zeros(probs.shape)
+    for i, r in enumerate(rows):
+        truth[i, r["tag_truth"]] = 1.0
+    return tag_auc(probs, truth)
+
+
+#: (name, function of a list of per-clip records) for every clip-level measure
+MEASURES = (
+    ("key, MIREX weighted", _mean("key")),
+    ("key, head's clip mean", _mean("key_head_mean")),
+    ("beat F", _mean("beat_f")),
+    ("downbeat F", _mean("downbeat_f")),
+    ("tempo Acc1", _mean("tempo_acc1")),
+    ("tempo Acc2", _mean("tempo_acc2")),
+    ("chord root", _chord_ratio(0, 2)),
+    ("chord maj/min", _chord_ratio(1, 3)),
+    ("mode of the key (balanced)", _mode),
+    ("meter, time signature exact", _meter_exact),
+    ("meter class (balanced)", _meter_class),
+    ("tag ROC-AUC", _tags),
+)
+
+
+def paired_rows(base: dict, cand: dict) -> tuple[list, list]:
+    """The two reports' per-clip records, matched by clip (both must hold the same clips)."""
+    for name, rep in (("base", base), ("candidate", cand)):
+        if not rep.get("per_clip"):
+            raise SystemExit(f"the {name} report has no per_clip records: rerun benchmarks/musicality.py")
+    a = {r["clip"]: r for r in base["per_clip"]}
+    b = {r["clip"]: r for r in cand["per_clip"]}
+    if set(a) != set(b):
+        raise SystemExit(f"the reports hold different clips ({len(set(a) - set(b))} only in the base, "
+                         f"{len(set(b) - set(a))} only in the candidate): compare runs on the same data")
+    clips = sorted(a)
+    return [a[c] for c in clips], [b[c] for c in clips]
+
+
+def compare(base: dict, cand: dict, boot: int = 2000, seed: int = 0) -> list[dict]:
+    """One row per measure: both values on all clips, their difference and its piece-bootstrap 95 % interval."""
+    rows_a, rows_b = paired_rows(base, cand)
+    pieces = sorted({r["piece"] for r in rows_a})
+    members = {p: [i for i, r in enumerate(rows_a) if r["piece"] == p] for p in pieces}
+    rng = np.random.default_rng(seed)
+    draws = [np.concatenate([members[pieces[j]] for j in rng.integers(0, len(pieces), len(pieces))])
+             for _ in range(boot)]
+    out = []
+    for name, fn in MEASURES:
+        va, vb = fn(rows_a), fn(rows_b)
+        if va is None or vb is None:
+            continue
+        diffs = []
+        for idx in draws:
+            sa, sb = fn([rows_a[i] for i in idx]), fn([rows_b[i] for i in idx])
+            if sa is not None and sb is not None:
+                diffs.append(sb - sa)
+        lo, hi = (np.percentile(diffs, [2.5, 97.5]) if diffs else (np.nan, np.nan))
+        verdict = "better" if lo > 0 else "worse" if hi < 0 else "within noise"
+        out.append({"measure": name, "base": va, "candidate": vb, "diff": vb - va,
+                    "ci95": [float(lo), float(hi)], "verdict": verdict})
+    return out
+
+
+def compare_probes(base: dict, cand: dict) -> list[dict]:
+    """Per probe task: the paired per-repeat differences of the two models' balanced accuracies."""
+    out = []
+    pa, pb = base["results"].get("probes", {}), cand["results"].get("probes", {})
+    for task in pa:
+        a = (pa[task] or {}).get(base["model"]) or {}
+        b = (pb.get(task) or {}).get(cand["model"]) or {}
+        ra, rb = a.get("per_repeat"), b.get("per_repeat")
+        if not ra or not rb or len(ra) != len(rb):
+            continue
+        d = np.asarray(rb) - np.asarray(ra)
+        out.append({"measure": f"probe {task}", "base": a["balanced_accuracy"], "candidate": b["balanced_accuracy"],
+                    "diff": float(d.mean()), "repeats_up": int((d > 0).sum()), "repeats_down": int((d < 0).sum()),
+                    "repeats": len(d)})
+    return out
+
+
+def render(rows: list[dict], probes: list[dict], base_name: str, cand_name: str, boot: int) -> str:
+    lines = [f"Paired comparison: {cand_name} (candidate) against {base_name} (base); 95 % intervals from "
+             f"{boot} bootstrap resamples of the test pieces.", "",
+             "| measure | base | candidate | difference | 95 % interval | verdict |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['measure']} | {r['base']:.3f} | {r['candidate']:.3f} | {100 * r['diff']:+.1f} pt | "
+                     f"[{100 * r['ci95'][0]:+.1f}, {100 * r['ci95'][1]:+.1f}] | {r['verdict']} |")
+    for r in probes:
+        lines.append(f"| {r['measure']} | {r['base']:.3f} | {r['candidate']:.3f} | {100 * r['diff']:+.1f} pt | "
+                     f"up in {r['repeats_up']}, down in {r['repeats_down']} of {r['repeats']} paired draws | |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("base", help="musicality results JSON of the shipped weights")
+    parser.add_argument("candidate", help="musicality results JSON of the candidate, on the same clips")
+    parser.add_argument("--boot", type=int, default=2000, help="bootstrap resamples of the pieces")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="also write the table (.md) and the rows (.json beside it)")
+    args = parser.parse_args(argv)
+    if args.boot < 100:
+        parser.error(f"--boot={args.boot}: expected at least 100 resamples")
+    base = json.loads(Path(args.base).read_text())
+    cand = json.loads(Path(args.candidate).read_text())
+    rows, probes = compare(base, cand, args.boot, args.seed), compare_probes(base, cand)
+    table = render(rows, probes, args.base, args.candidate, args.boot)
+    print(table)
+    if args.out:
+        from mirzoo.fileio import atomic_file, write_json_atomic
+
+        out = Path(args.out)
+        with atomic_file(out) as tmp:
+            Path(tmp).write_text(table + "\n", encoding="utf-8")
+        write_json_atomic(out.with_suffix(".json"), {"base": args.base, "candidate": args.candidate, "boot": args.boot,
+                                                     "measures": rows, "probes": probes})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
