@@ -6,8 +6,8 @@ python benchmarks/compare_musicality.py BASE.json CANDIDATE.json            # ta
 python benchmarks/compare_musicality.py BASE.json CANDIDATE.json --out cmp.md --boot 2000
 ```
 
-Both files must carry ``per_clip`` records (``musicality.py`` writes them since session 13) for the
-same clips.  Every clip-level measure (key, beats, downbeats, tempo, chords, the mode of the reported
+Both runs must have written their per-clip records (``musicality.py`` does since session 13: the
+``.clips.json.gz`` file beside the report) for the same clips.  Every clip-level measure (key, beats, downbeats, tempo, chords, the mode of the reported
 key, the meter ``analyze()`` reports, tag ROC-AUC) is recomputed on ``--boot`` bootstrap resamples of
 the test *pieces* (clips of one piece are drawn together: they share a score, so they are not
 independent), each resample scoring both models on the same clips.  A difference whose 95 %
@@ -116,6 +116,22 @@ MEASURES = (
 )
 
 
+def load_report(path) -> dict:
+    """A ``musicality.py`` report with its per-clip records (``per_clip``) read from the file it names."""
+    import gzip
+
+    path = Path(path)
+    report = json.loads(path.read_text(encoding="utf-8"))
+    name = report.get("per_clip_file")
+    if name and "per_clip" not in report:
+        clips = path.parent / name
+        if not clips.is_file():
+            raise SystemExit(f"{path} names its per-clip records {name}, which is not beside it")
+        with gzip.open(clips, "rt", encoding="utf-8") as f:
+            report["per_clip"] = json.load(f)
+    return report
+
+
 def paired_rows(base: dict, cand: dict) -> tuple[list, list]:
     """The two reports' per-clip records, matched by clip (both must hold the same clips)."""
     for name, rep in (("base", base), ("candidate", cand)):
@@ -195,8 +211,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.boot < 100:
         parser.error(f"--boot={args.boot}: expected at least 100 resamples")
-    base = json.loads(Path(args.base).read_text())
-    cand = json.loads(Path(args.candidate).read_text())
+    base, cand = load_report(args.base), load_report(args.candidate)
     rows, probes = compare(base, cand, args.boot, args.seed), compare_probes(base, cand)
     table = render(rows, probes, args.base, args.candidate, args.boot)
     print(table)

@@ -57,13 +57,15 @@ Measures (model: ``Extractor.analyze`` of ``--model``; every baseline computed h
 (beats widened to +-1 frame): a check of the analysis and scoring chain, whose scores should be
 near 1 (key, beats, downbeats, chords; tempo where the beats are regular).
 
-Results: ``benchmarks/results/musicality-<env>.{json,md}``; the table is printed with the issue's
+Results: ``benchmarks/results/musicality-<env>.{json,md}``, and every clip's figures in
+``musicality-<env>.clips.json.gz`` for ``compare_musicality.py``; the table is printed with the issue's
 targets.  ``--record`` writes the model's figures into its manifest entry.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import platform
@@ -477,7 +479,7 @@ def main(argv=None) -> int:
             tag_probs.append(out["tags"].mean(axis=0))
             tags = set(clip["meta"].get("tags", "").split(";"))
             tag_truth.append([lab in tags for lab in heads["tags"]])
-            row["tags"] = [round(float(v), 5) for v in tag_probs[-1]]
+            row["tags"] = [round(float(v), 4) for v in tag_probs[-1]]
             row["tag_truth"] = [j for j, lab in enumerate(heads["tags"]) if lab in tags]
         ts = time.time()
         chroma = librosa.feature.chroma_cqt(y=y, sr=sr, hop_length=m.hop_length)
@@ -610,7 +612,6 @@ def main(argv=None) -> int:
         "weights_sha256": m.entry.get("weights", {}).get("sha256"), "oracle": bool(args.oracle), "notes": notes,
         "probe_repeats": args.probe_repeats,
         "timing_s": {k: round(v, 1) for k, v in timing.items()}, "results": res, "targets": TARGETS,
-        "per_clip": per_clip,
     }
     table = render_table(report)
     print(table)
@@ -619,6 +620,11 @@ def main(argv=None) -> int:
     from mirzoo.fileio import atomic_file, write_json_atomic
 
     stem = out / f"musicality-{report['env']}"  # env holds dots (py3.11): no with_suffix here
+    # every clip's figures, for paired comparisons (compare_musicality.py), gzipped beside the report
+    report["per_clip_file"] = f"{stem.name}.clips.json.gz"
+    with atomic_file(Path(f"{stem}.clips.json.gz")) as tmp:
+        with gzip.open(tmp, "wt", encoding="utf-8") as f:
+            json.dump(per_clip, f, separators=(",", ":"))
     write_json_atomic(Path(f"{stem}.json"), report)
     with atomic_file(Path(f"{stem}.md")) as tmp:
         Path(tmp).write_text(table + "\n", encoding="utf-8")

@@ -230,7 +230,7 @@ class Extractor(Runner):
         (such as ``tcn-music``); other models raise :class:`~mirzoo.ParameterError` naming the
         missing heads.  Returns a :class:`mirzoo.tasks.analyze.Analysis` (``to_dict()``,
         ``to_rows()``, ``to_jams()``), or a list of them for list input.  ``options`` (switching
-        penalties, beat tightness) go to :func:`mirzoo.tasks.analyze.analyze_frames`.
+        penalties, beat tracker) go to :func:`mirzoo.tasks.analyze.analyze_frames`.
 
         Examples
         --------

@@ -211,3 +211,19 @@ def test_probe_comparison_pairs_the_repeats():
     b = {"mode": {"m": {"balanced_accuracy": 0.65, "per_repeat": [0.6, 0.55, 0.8]}}}
     (row,) = cm.compare_probes(_report([], probes=a), _report([], probes=b))
     assert row["diff"] == pytest.approx(0.05) and (row["repeats_up"], row["repeats_down"]) == (2, 1)
+
+
+def test_per_clip_records_are_read_from_the_gzipped_file_the_report_names(tmp_path):
+    import gzip
+    import json
+
+    from benchmarks import compare_musicality as cm
+
+    rows = [_clip(i, f"p{i}", 1.0, 0.5, None, None, None, None, []) for i in range(3)]
+    with gzip.open(tmp_path / "r.clips.json.gz", "wt") as f:
+        json.dump(rows, f)
+    (tmp_path / "r.json").write_text(json.dumps({"model": "m", "results": {}, "per_clip_file": "r.clips.json.gz"}))
+    assert cm.load_report(tmp_path / "r.json")["per_clip"] == rows
+    (tmp_path / "r.clips.json.gz").unlink()
+    with pytest.raises(SystemExit, match="not beside it"):
+        cm.load_report(tmp_path / "r.json")
