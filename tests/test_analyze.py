@@ -436,12 +436,15 @@ def test_manifest_clip_key_records_are_checked():
     with pytest.raises(ManifestError, match=r"clip_key needs the 24-label 'key' head"):
         ModelSpec.from_entry("cnn-tagging", dict(get_entry("cnn-tagging"), clip_key=_clip_key_params()))
 
-    with_mode = dict(entry, clip_key=dict(_clip_key_params(), mode_scale=2.0))
+    # an entry without a mode head (tcn-music's before session 13) cannot weigh one
+    no_mode = dict(entry, aux_heads=[a for a in entry["aux_heads"] if a["output"] != "mode"],
+                   layers={k: v for k, v in entry["layers"].items() if k != "mode"})
+    with_mode = dict(no_mode, clip_key=dict(_clip_key_params(), mode_scale=2.0))
     with pytest.raises(ManifestError, match=r"clip_key\['mode_scale'\] needs a 'mode' head labelled \['major', 'minor'\]"):
         ModelSpec.from_entry("tcn-music", with_mode)
-    with_mode["aux_heads"] = list(entry["aux_heads"]) + [{"output": "mode", "labels": ["major", "minor"],
-                                                          "activation": "softmax"}]
-    with_mode["layers"] = dict(entry["layers"], mode=2)
+    with_mode["aux_heads"] = list(no_mode["aux_heads"]) + [{"output": "mode", "labels": ["major", "minor"],
+                                                            "activation": "softmax"}]
+    with_mode["layers"] = dict(no_mode["layers"], mode=2)
     assert ModelSpec.from_entry("tcn-music", with_mode).clip_key["mode_scale"] == 2.0
     with pytest.raises(ManifestError, match=r"clip_key\['mode_scale'\] must be a number, got 'big'"):
         ModelSpec.from_entry("tcn-music", dict(with_mode, clip_key=dict(_clip_key_params(), mode_scale="big")))

@@ -439,14 +439,20 @@ def test_mode_head_is_added_to_the_shipped_weights_and_served_by_tag(tmp_path):
     entry = get_entry("tcn-music")
     n_tags = len(entry["head"]["labels"])
     shipped_path = musical.init_weights_path("shipped", entry)
-    shipped, _, _ = musical.build_training_model(entry, n_tags)
-    shipped.load_weights(shipped_path)
-    full, model, config = musical.build_training_model(entry, n_tags, add_heads=("mode",))
+    # weights without a mode head (as tcn-music's were before session 13): the shipped ones less that head
+    core, init = _weights_without_mode(tmp_path, entry, n_tags)
+    without, _, _ = musical.build_training_model(core, n_tags)
+    without.load_weights(init)
+    full, model, config = musical.build_training_model(core, n_tags, add_heads=("mode",))
     assert "mode" in model.output and config["heads"]["mode"] == 2
-    assert musical.load_initial_weights(full, shipped_path, entry, n_tags) == ["mode"]
-    for layer in shipped.layers:
+    assert musical.load_initial_weights(full, init, core, n_tags) == ["mode"]
+    for layer in without.layers:
         for a, b in zip(layer.get_weights(), full.get_layer(layer.name).get_weights()):
             np.testing.assert_array_equal(a, b, err_msg=layer.name)
+    # weights with one (the shipped ones since session 13) load whole
+    with_mode, _, _ = musical.build_training_model(entry, n_tags)
+    assert "mode" in musical.derived_heads_of(entry["config"])
+    assert musical.load_initial_weights(with_mode, shipped_path, entry, n_tags) == []
     with pytest.raises(SystemExit, match="add_heads=\\['tonality'\\] must be a list of heads from \\['mode'\\]"):
         musical.added_heads({"add_heads": ["tonality"]})
 
@@ -535,6 +541,22 @@ def test_beat_channel_loss_weighs_beats_and_downbeats():
             beat_channel_loss(bad)
 
 
+def _weights_without_mode(tmp_path, entry, n_tags):
+    """The shipped ``tcn-music`` weights less the mode head (as they were before session 13): ``(entry
+    without the head, weights file)``."""
+    import json
+
+    from training import musical
+
+    core = json.loads(json.dumps(entry))
+    core["config"]["heads"].pop("mode", None)
+    without, _, _ = musical.build_training_model(core, n_tags)
+    assert musical.load_initial_weights(without, musical.init_weights_path("shipped", entry), core, n_tags) == []
+    path = tmp_path / "without-mode.weights.h5"
+    without.save_weights(path)
+    return core, path
+
+
 def test_interpolate_mixes_a_fine_tune_with_its_initial_weights(tmp_path):
     """``interpolate --alpha a``: every layer the initial weights have is ``a * run + (1 - a) * initial``, a
     head the run added is the run's, and the new folder's state names it as the best, scored."""
@@ -551,19 +573,20 @@ def test_interpolate_mixes_a_fine_tune_with_its_initial_weights(tmp_path):
                learning_rate=1e-2)
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     run, mixed = tmp_path / "run", tmp_path / "mixed"
+    core, init = _weights_without_mode(tmp_path, entry, n_tags)  # initial weights without the head the run adds
     assert musical.main(["train", "--cache", str(cache), "--config", str(tmp_path / "cfg.json"), "--out", str(run),
-                         "--init", "shipped", "--max-minutes", "5"]) == 0
+                         "--init", str(init), "--max-minutes", "5"]) == 0
     state = json.loads((run / "state.json").read_text())
     if state["best_source"] == "init":  # the interpolation reads the run's best: make it the epoch's
         (run / "best.weights.h5").write_bytes((run / "last.weights.h5").read_bytes())
     assert musical.main(["interpolate", "--run", str(run), "--alpha", "0.25", "--cache", str(cache),
                          "--out", str(mixed)]) == 0
-    ft, _, _ = musical.build_training_model(entry, n_tags, add_heads=("mode",))
+    ft, _, _ = musical.build_training_model(core, n_tags, add_heads=("mode",))
     ft.load_weights(run / "best.weights.h5")
-    out, _, _ = musical.build_training_model(entry, n_tags, add_heads=("mode",))
+    out, _, _ = musical.build_training_model(core, n_tags, add_heads=("mode",))
     out.load_weights(mixed / "best.weights.h5")
-    shipped, _, _ = musical.build_training_model(entry, n_tags)
-    shipped.load_weights(musical.init_weights_path("shipped", entry))
+    shipped, _, _ = musical.build_training_model(core, n_tags)
+    shipped.load_weights(init)
     moved = 0
     for layer in shipped.layers:
         for a, b, c in zip(layer.get_weights(), ft.get_layer(layer.name).get_weights(), out.get_layer(layer.name).get_weights()):
@@ -578,3 +601,14 @@ def test_interpolate_mixes_a_fine_tune_with_its_initial_weights(tmp_path):
     for alpha in ("0", "1.5"):
         with pytest.raises(SystemExit, match=f"--alpha {float(alpha)}: expected a fraction in \\(0, 1\\)"):
             musical.main(["interpolate", "--run", str(run), "--alpha", alpha, "--cache", str(cache), "--out", str(mixed)])
+
+
+def test_the_shipped_command_names_the_config_file_a_run_was_trained_with():
+    import json
+
+    from training import musical
+
+    root = Path(musical.__file__).resolve().parent.parent
+    cfg = json.loads((root / "training" / "configs" / "tcn-music-finetune-mode-tcn4-downbeat.json").read_text())
+    assert musical.config_file_of(cfg, "fallback") == "training/configs/tcn-music-finetune-mode-tcn4-downbeat.json"
+    assert musical.config_file_of(dict(cfg, seed=12345), "fallback") == "fallback"

@@ -518,22 +518,28 @@ def anchor_settings(cfg: dict, entry: dict) -> tuple:
     return tuple(layers), float(weight)
 
 
+def derived_heads_of(config: dict) -> tuple:
+    """The derived heads (:data:`DERIVED_HEADS`) a model config has, from the entry or added by a run:
+    the ones whose targets the crops must carry."""
+    return tuple(h for h in DERIVED_HEADS if h in config.get("heads", {}))
+
+
 def run_added_heads(model_config: dict, entry: dict) -> tuple:
     """The derived heads a run's model config has beyond the manifest entry's (what to pass as ``add_heads``)."""
     return tuple(h for h in DERIVED_HEADS if h in model_config.get("heads", {}) and h not in entry["config"]["heads"])
 
 
 def load_initial_weights(full, path: Path, entry: dict, n_tags: int) -> list:
-    """Load ``path`` into ``full``; weights of a model without some of ``full``'s derived heads
-    (:data:`DERIVED_HEADS`) are copied layer by layer, and the heads the file lacks keep their fresh
-    initialisation. Returns the names of the layers that kept it."""
+    """Load ``path`` into ``full``; weights of a model with other derived heads (:data:`DERIVED_HEADS`)
+    than ``full``'s are copied layer by layer: the heads the file lacks keep their fresh initialisation,
+    and those ``full`` lacks are left out. Returns the names of the layers that kept it."""
     core = json.loads(json.dumps(entry))
     for head in DERIVED_HEADS:
         core["config"]["heads"].pop(head, None)
     names = {layer.name for layer in full.layers}
     wanted = tuple(h for h in DERIVED_HEADS if h in names)
     last = None
-    for heads in dict.fromkeys([wanted, ()]):  # the model's own heads first, then none of them
+    for heads in dict.fromkeys([wanted, tuple(DERIVED_HEADS), ()]):  # the model's own heads first, then all, then none
         base, _, _ = build_training_model(core, n_tags, add_heads=heads)
         try:
             with warnings.catch_warnings():  # keras warns of the containers it cannot match before it fails
@@ -631,9 +637,9 @@ def train(args) -> dict:
     balance = meter_weights(data["train"], cfg.get("meter_balance", 0.0))
     if cfg.get("meter_balance"):
         log.info("meter loss weights (meter class: weight): %s", {k: round(v, 3) for k, v in balance.items()})
-    sampler = CropSampler(data["train"], vocab, length, rng, augment=cfg.get("augment", {}), heads=extra_heads,
-                          meter_weight=balance if cfg.get("meter_balance") else None)
-    crops = validation_crops(cfg, entry, data, vocab, extra_heads)
+    sampler = CropSampler(data["train"], vocab, length, rng, augment=cfg.get("augment", {}),
+                          heads=derived_heads_of(config), meter_weight=balance if cfg.get("meter_balance") else None)
+    crops = validation_crops(cfg, entry, data, vocab, derived_heads_of(config))
     out.mkdir(parents=True, exist_ok=True)
     state = {"epoch": 0, "best": -1e9, "best_epoch": -1, "history": [], "minutes": 0.0, "vocabulary": vocab,
              "valid_crops": len(crops[0]), "score_version": SCORE_VERSION}
@@ -938,7 +944,7 @@ def interpolate(args) -> None:
     entry = get_entry(MODEL)
     vocab = state["vocabulary"]
     extra = run_added_heads(state["model_config"], entry)
-    full, model, _ = build_training_model(entry, len(vocab), add_heads=extra)
+    full, model, config = build_training_model(entry, len(vocab), add_heads=extra)
     full.load_weights(run / "best.weights.h5")
     start, _, _ = build_training_model(entry, len(vocab), add_heads=extra)
     fresh = set(load_initial_weights(start, Path(state["init"]["weights"]), entry, len(vocab)))
@@ -949,7 +955,7 @@ def interpolate(args) -> None:
     cfg = state["config"]
     keras.utils.set_random_seed(int(cfg.get("seed", 0)))
     data = read_cache(Path(args.cache))
-    metrics = valid_metrics(model, validation_crops(cfg, entry, data, vocab, extra))
+    metrics = valid_metrics(model, validation_crops(cfg, entry, data, vocab, derived_heads_of(config)))
     out.mkdir(parents=True, exist_ok=True)
     full.save_weights(out / "best.weights.h5")
     source = state["best_source"] if state.get("best_source") != "epoch" else f"epoch {state['best_epoch']}"
@@ -1039,8 +1045,8 @@ def ship(args) -> None:
     if state.get("init"):
         entry["training"]["command"] = (
             "python -m training.musical cache --corpus CORPUS --out CACHE && python -m training.musical train "
-            "--cache CACHE --config training/configs/tcn-music-finetune.json --init shipped --anneal "
-            "--average-from 0.5 --max-minutes M")
+            f"--cache CACHE --config {config_file_of(state.get('config'), 'training/configs/tcn-music-finetune.json')} "
+            "--init shipped --anneal --average-from 0.5 --max-minutes M")
     if source.startswith("interpolation"):
         alpha = best["interpolation"]["alpha"]
         entry["training"]["command"] += (f" && python -m training.musical interpolate --run RUN --alpha {alpha:g} "
@@ -1053,6 +1059,19 @@ def ship(args) -> None:
     for p in manifest_paths:
         with atomic_file(p) as tmp:
             Path(tmp).write_text(text, encoding="utf-8")
+
+
+def config_file_of(cfg, default: str) -> str:
+    """The file under ``training/configs/`` whose settings are ``cfg`` (a run's ``state.json`` keeps the
+    settings, not the file name), as a path from the repository root; ``default`` if none matches."""
+    root = Path(__file__).resolve().parent.parent
+    for path in sorted((root / "training" / "configs").glob("*.json")):
+        try:
+            if json.loads(path.read_text(encoding="utf-8")) == cfg:
+                return path.relative_to(root).as_posix()
+        except (OSError, ValueError):
+            continue
+    return default
 
 
 def main(argv=None) -> int:
