@@ -185,6 +185,19 @@ def fake_frames(seconds=20.0):
     return frames, heads, times
 
 
+def test_analyze_frames_chooses_its_beat_tracker():
+    frames, heads, times = fake_frames()
+    hmm = an.analyze_frames(frames, heads, FPS)
+    np.testing.assert_array_equal(np.round(hmm.beats * FPS), an.track_beats_hmm(frames["beats"][:, 0], FPS, 120.0))
+    dp = an.analyze_frames(frames, heads, FPS, beat_tracker="dp")
+    np.testing.assert_array_equal(np.round(dp.beats * FPS), an.track_beats(frames["beats"][:, 0], FPS, 120.0))
+    np.testing.assert_allclose(dp.downbeats, hmm.downbeats)  # a click track: both find every click
+    with pytest.raises(ParameterError, match="beat_tracker='madmom': expected 'hmm' or 'dp'"):
+        an.analyze_frames(frames, heads, FPS, beat_tracker="madmom")
+    with pytest.raises(ParameterError, match="band=0.5 must be >= 1"):
+        an.analyze_frames(frames, heads, FPS, beat_band=0.5)
+
+
 def test_analyze_frames_end_to_end_and_jams(tmp_path):
     frames, heads, times = fake_frames()
     a = an.analyze_frames(frames, heads, FPS, duration=20.0, source="x.wav", model="fake")

@@ -33,8 +33,9 @@ How each answer is read (``fps`` is the model's frame rate, 50 for ``tcn-music``
   below 0.3 of the median beat) are dropped.  On the valid split of corpus version 2 (448 clips,
   ``tcn-music``; band, transition cost and trimming chosen on one half, confirmed on the other),
   against the dynamic program below: beat F 0.893 -> 0.912, downbeat F 0.596 -> 0.608, meter and
-  tempo unchanged (the bar phase and meter are then read from these beats as before).  ``beat_tracker="dp"``: dynamic programming on the beat activation
-  (:func:`track_beats`, Ellis 2007): each frame's score is its activation plus the best earlier
+  tempo unchanged (the bar phase and meter are then read from these beats as before).
+  ``beat_tracker="dp"``: dynamic programming on the beat activation (:func:`track_beats`, Ellis
+  2007): each frame's score is its activation plus the best earlier
   score at a distance of half to twice the beat period, penalised by
   ``tightness * log(distance / period)**2``; weak beats at the ends (below a fifth of the
   median) are dropped.
@@ -475,8 +476,8 @@ def track_beats_hmm(activation: np.ndarray, fps: float, tempo: float, *, band: f
     |p' / p - 1|)``.  A beat frame (``k = 0``) explains the activation ``a`` with likelihood
     ``a``, any other frame with ``(1 - a) / (off_beat_share - 1)``.  The path starts anywhere
     (uniform); frames more than one longest interval before the first activation above a tenth
-    of the maximum, or after the last, are left out (silence at the ends).  Beats at the two ends whose activation is below ``trim`` times the median beat's
-    are dropped (``trim=0`` keeps all).
+    of the maximum, or after the last, are left out (silence at the ends).  Beats at the two ends
+    whose activation is below ``trim`` times the median beat's are dropped (``trim=0`` keeps all).
     """
     act = np.asarray(activation, dtype=np.float64).ravel()
     if not (np.isfinite(tempo) and tempo > 0):
