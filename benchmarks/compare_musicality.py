@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
-from training.corpus import meter_class  # noqa: E402  (the meter tag of a time signature, as the corpus writes it)
+from benchmarks.musicality import meter_agreement, mode_agreement  # noqa: E402  (the report's own readings)
 
 
 def _mean(field):
@@ -47,30 +46,16 @@ def _chord_ratio(num, den):
     return f
 
 
-def _balanced(pairs) -> float | None:
-    """Balanced accuracy of ``(truth, said)`` pairs: the mean over the truth's classes of their recall."""
-    if not pairs:
-        return None
-    hits = defaultdict(list)
-    for truth, said in pairs:
-        hits[truth].append(truth == said)
-    return float(np.mean([np.mean(v) for v in hits.values()]))
-
-
 def _mode(rows):
-    return _balanced([tuple(r["mode"]) for r in rows if r.get("mode")])
+    pairs = [tuple(r["mode"]) for r in rows if r.get("mode")]
+    return mode_agreement(pairs)["model"] if pairs else None
 
 
-def _meter_exact(rows):
-    pairs = [r["meter"] for r in rows if r.get("meter")]
-    return float(np.mean([a == b for a, b in pairs])) if pairs else None
-
-
-def _meter_class(rows):
-    def cls(label):
-        num, den = (int(v) for v in label.split("/"))
-        return meter_class(num, den)
-    return _balanced([(cls(a), cls(b)) for a, b in (r["meter"] for r in rows if r.get("meter"))])
+def _meter(field):
+    def f(rows):
+        pairs = [tuple(r["meter"]) for r in rows if r.get("meter")]
+        return meter_agreement(pairs)[field] if pairs else None
+    return f
 
 
 def tag_auc(probs: np.ndarray, truth: np.ndarray) -> float | None:
@@ -110,8 +95,8 @@ MEASURES = (
     ("chord root", _chord_ratio(0, 2)),
     ("chord maj/min", _chord_ratio(1, 3)),
     ("mode of the key (balanced)", _mode),
-    ("meter, time signature exact", _meter_exact),
-    ("meter class (balanced)", _meter_class),
+    ("meter, time signature exact", _meter("exact")),
+    ("meter class (balanced)", _meter("class_balanced")),
     ("tag ROC-AUC", _tags),
 )
 

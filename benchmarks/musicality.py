@@ -267,6 +267,14 @@ def probe_labels(meta: dict) -> dict[str, str]:
     return out
 
 
+def mode_agreement(pairs: list[tuple[str, str]]) -> dict:
+    """``(tagged, reported)`` modes (``major`` / ``minor``) -> their balanced accuracy, with the tag counts."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    truth, said = zip(*pairs)
+    return {"model": float(balanced_accuracy_score(truth, said)), "n": len(truth), "classes": dict(Counter(truth))}
+
+
 def meter_agreement(pairs: list[tuple[str, str]]) -> dict:
     """``(reference, reported)`` time signatures -> exact accuracy and the balanced accuracy of their
     meter classes (:func:`training.corpus.meter_class`), with the reference class counts."""
@@ -590,11 +598,7 @@ def main(argv=None) -> int:
                                                   for k, v in probes[task].items()), flush=True)
     res["probes"] = probes
     if per["mode_pairs"]:  # not a probe: the mode of the key analyze() reports, on every mode-tagged clip
-        from sklearn.metrics import balanced_accuracy_score
-
-        truth, said = zip(*per["mode_pairs"])
-        res["mode_from_key"] = {"model": float(balanced_accuracy_score(truth, said)), "n": len(truth),
-                                "classes": dict(Counter(truth))}
+        res["mode_from_key"] = mode_agreement(per["mode_pairs"])
     if per["meter_pairs"]:  # not a probe: the meter analyze() reports, on every clip with a reference meter
         res["meter_from_analyze"] = meter_agreement(per["meter_pairs"])
     if tag_probs:

@@ -526,7 +526,7 @@ def derived_heads_of(config: dict) -> tuple:
 
 def run_added_heads(model_config: dict, entry: dict) -> tuple:
     """The derived heads a run's model config has beyond the manifest entry's (what to pass as ``add_heads``)."""
-    return tuple(h for h in DERIVED_HEADS if h in model_config.get("heads", {}) and h not in entry["config"]["heads"])
+    return tuple(h for h in derived_heads_of(model_config) if h not in entry["config"]["heads"])
 
 
 def load_initial_weights(full, path: Path, entry: dict, n_tags: int) -> list:

@@ -457,12 +457,16 @@ def track_beats(activation: np.ndarray, fps: float, tempo: float, *, tightness: 
     while back[beats[-1]] >= 0:
         beats.append(int(back[beats[-1]]))
     beats = np.asarray(beats[::-1], dtype=np.int64)
-    if trim and beats.size:
-        strength = act[beats]
-        floor = 0.2 * float(np.median(strength))
-        keep = np.flatnonzero(strength >= floor)
-        beats = beats[keep[0] : keep[-1] + 1] if keep.size else beats[:0]
-    return beats
+    return _trim_weak_ends(beats, act, 0.2) if trim else beats
+
+
+def _trim_weak_ends(beats: np.ndarray, act: np.ndarray, fraction: float) -> np.ndarray:
+    """``beats`` less the leading and trailing ones whose activation is below ``fraction`` of the median beat's."""
+    if not beats.size:
+        return beats
+    strength = act[beats]
+    keep = np.flatnonzero(strength >= fraction * float(np.median(strength)))
+    return beats[keep[0] : keep[-1] + 1] if keep.size else beats[:0]
 
 
 def track_beats_hmm(activation: np.ndarray, fps: float, tempo: float, *, band: float = 1.4,
@@ -536,10 +540,8 @@ def track_beats_hmm(activation: np.ndarray, fps: float, tempo: float, *, band: f
         else:
             s -= 1
     beats = np.asarray(beats[::-1], dtype=np.int64)
-    if trim and beats.size:
-        strength = act[beats]
-        keep = np.flatnonzero(strength >= trim * float(np.median(strength)))
-        beats = beats[keep[0] : keep[-1] + 1] if keep.size else beats[:0]
+    if trim:
+        beats = _trim_weak_ends(beats, act, trim)
     return beats + offset
 
 
