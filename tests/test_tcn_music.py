@@ -138,6 +138,10 @@ def test_training_resumes_and_anneals(tmp_path):
     from training import musical
 
     cache = _fake_cache(tmp_path / "cache")
+    (tmp_path / "fake").mkdir()
+    (tmp_path / "fake" / "build_config.json").write_text(json.dumps(
+        {"soundfont": "MuseScore_General_Lite", "mix_soundfonts": ["sf_GMbank"], "augment": {"p_soundfont_mix": 0.5}}))
+    sources = musical.record_corpus_sources(cache, [tmp_path / "fake"])
     cfg = json.loads((Path(__file__).resolve().parents[1] / "training" / "configs" / "tcn-music.json").read_text())
     cfg.update(crop_seconds=2.0, batch_size=2, steps_per_epoch=2, epochs=2, valid_crops=2, min_tag_count=1)
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
@@ -146,6 +150,11 @@ def test_training_resumes_and_anneals(tmp_path):
     assert musical.main(args + ["--max-minutes", "5"]) == 0
     state = json.loads((run / "state.json").read_text())
     assert state["epoch"] == 2 and state["vocabulary"] == ["instrument:piano"] and state["valid_crops"] == 2
+    # the soundfonts of the cached corpora travel with the run, for the shipped training record
+    assert state["data_sources"] == sources == {"fake": {"soundfont": "MuseScore_General_Lite",
+                                                         "mix_soundfonts": ["sf_GMbank"], "p_soundfont_mix": 0.5}}
+    assert musical.describe_corpus_sources(state["data_sources"]) == (
+        "soundfonts per corpus (fake: MuseScore_General_Lite, each channel with probability 0.5 from sf_GMbank instead)")
     cfg.update(epochs=4, valid_crops=3)
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     assert musical.main(args + ["--max-minutes", "0.4", "--resume", "--anneal"]) == 0
@@ -287,6 +296,31 @@ def test_choose_clip_key_cross_validates_by_piece():
     assert rec["l2"] in CLIP_KEY_L2 and set(rec["valid"]["key_mirex_cv_by_l2"]) == {f"{x:g}" for x in CLIP_KEY_L2}
     assert rec["valid"]["key_mirex_cv"] == max(rec["valid"]["key_mirex_cv_by_l2"].values()) > rec["valid"]["key_mirex_head_mean"]
     assert rec["valid"]["clips"] == 120 and rec["valid"]["pieces"] == 60
+
+
+def test_choose_clip_key_reports_how_the_fit_carries_across_corpora():
+    """Two renders of the same pieces: in ``b`` the chord head hears the chords a fifth above the key (a
+    soundfont whose timbre fools it) while the key head is sure. A fit on ``a`` alone trusts the chords
+    and is wrong by a fifth on ``b``: the cross-corpus figure says so, the pooled cross-validation not."""
+    from training.musical import choose_clip_key
+
+    keys_a, chords_a, refs = _synthetic_clip_key_data(120, seed=2)
+    rng = np.random.default_rng(3)
+    keys_b = rng.dirichlet(np.ones(24), size=len(refs)) * 0.2
+    keys_b[np.arange(len(refs)), refs] += 0.8
+    # the same chords with every root a fifth higher (roots are the slow axis of the chord vector)
+    chords_b = np.c_[np.roll(chords_a[:, :108].reshape(-1, 12, 9), 7, axis=1).reshape(-1, 108), chords_a[:, 108:]]
+    pieces = np.array([f"p{i // 2}" for i in range(len(refs))])
+    rec = choose_clip_key(np.r_[keys_a, keys_b], np.r_[chords_a, chords_b], np.r_[refs, refs], np.r_[pieces, pieces],
+                          folds=3, corpora=np.array(["a"] * len(refs) + ["b"] * len(refs)))
+    by, cross = rec["valid"]["key_mirex_cv_by_corpus"], rec["valid"]["key_mirex_cross_corpus"]
+    assert set(by) == set(cross) == {"a", "b"}
+    assert by["b"] > 0.9 and cross["b"] < by["b"] - 0.2
+    # the pooled figure is the clip-weighted mean of the per-corpus ones
+    assert rec["valid"]["key_mirex_cv"] == pytest.approx((by["a"] + by["b"]) / 2, abs=1e-3)
+    # one corpus: no per-corpus figures
+    assert "key_mirex_cross_corpus" not in choose_clip_key(keys_a, chords_a, refs, pieces, folds=3,
+                                                             corpora=np.array(["a"] * len(refs)))["valid"]
 
 
 def test_freeze_through_the_embedding_trains_the_heads_alone(tmp_path):

@@ -121,6 +121,41 @@ def _frontend(entry: dict):
     return run, layer
 
 
+#: per cache folder: the soundfonts of each corpus cached in it (``record_corpus_sources``)
+CORPUS_SOURCES = "corpora.json"
+
+
+def record_corpus_sources(cache_dir: Path, corpora) -> dict:
+    """Merge the soundfonts each corpus was rendered with (its ``build_config.json``: ``soundfont`` and
+    ``mix_soundfonts``) into ``cache_dir/corpora.json``, keyed by corpus folder name as the cache's
+    clips are; returns the whole record. A corpus without a build config is recorded as unknown."""
+    from mirzoo.fileio import write_json_atomic
+
+    path = Path(cache_dir) / CORPUS_SOURCES
+    record = json.loads(path.read_text()) if path.exists() else {}
+    for corpus in corpora:
+        config = Path(corpus) / "build_config.json"
+        cfg = json.loads(config.read_text()) if config.exists() else {}
+        record[Path(corpus).name] = {"soundfont": cfg.get("soundfont"), "mix_soundfonts": list(cfg.get("mix_soundfonts") or []),
+                                     "p_soundfont_mix": (cfg.get("augment") or {}).get("p_soundfont_mix")}
+    write_json_atomic(path, record)
+    return record
+
+
+def describe_corpus_sources(sources: dict | None) -> str:
+    """How the cached corpora were rendered, for the training record: ``"corpus-v2 (FluidR3), ..."``."""
+    if not sources:
+        return "the FluidR3_GM soundfont"
+    parts = []
+    for name, src in sorted(sources.items()):
+        main = src.get("soundfont") or "soundfont not recorded"
+        mix = src.get("mix_soundfonts") or []
+        p = src.get("p_soundfont_mix")
+        parts.append(f"{name}: {main}" + (f", each channel with probability {p if p is not None else '(not recorded)'} "
+                                          f"from {' or '.join(mix)} instead" if mix else ""))
+    return "soundfonts per corpus (" + "; ".join(parts) + ")"
+
+
 def cache(args) -> None:
     """Front-end features and targets of every finished clip, in shards of ``--shard-clips``."""
     from mirzoo.audio import load_audio
@@ -163,6 +198,7 @@ def cache(args) -> None:
         shard_no += 1
         pending = []
 
+    record_corpus_sources(out, [Path(c) for c in args.corpus])
     for corpus in args.corpus:
         corpus = Path(corpus)
         files = sorted(glob.glob(str(corpus / "targets" / "**" / "*.npz"), recursive=True))
@@ -682,6 +718,8 @@ def train(args) -> dict:
         for c in clips:
             key = f"{c['corpus']} {split}"
             hours[key] = round(hours.get(key, 0.0) + len(c["feats"]) * hop / entry["sample_rate"] / 3600, 3)
+    source_path = Path(args.cache) / CORPUS_SOURCES
+    sources = json.loads(source_path.read_text()) if source_path.exists() else None
     hardware = hardware_text()
     steps, batch = int(cfg.get("steps_per_epoch", 100)), int(cfg.get("batch_size", 8))
     started = time.time()
@@ -734,7 +772,7 @@ def train(args) -> dict:
                 full.save_weights(out / "best.weights.h5")
             full.set_weights(current)
         state["epoch"] += 1
-        state.update(hardware=hardware, config=cfg, model_config=config, data_hours=hours)
+        state.update(hardware=hardware, config=cfg, model_config=config, data_hours=hours, data_sources=sources)
         tmp = out / ".state.json"
         tmp.write_text(json.dumps(state, indent=1))
         os.replace(tmp, state_path)
@@ -841,26 +879,25 @@ def mode_balanced_accuracy(estimates, refs) -> float:
     return float(np.mean([np.mean(est[ref == m] == m) for m in np.unique(ref)]))
 
 
-def choose_clip_key(key_means, chord_means, refs, pieces, folds: int = 5, seed: int = 0, mode_means=None) -> dict:
+def choose_clip_key(key_means, chord_means, refs, pieces, folds: int = 5, seed: int = 0, mode_means=None,
+                    corpora=None) -> dict:
     """Fit :func:`fit_clip_key` with the L2 penalty of :data:`CLIP_KEY_L2` that scores best in
     ``folds``-fold cross-validation grouped by piece; the record carries the cross-validated figures.
-    ``mode_means`` (a mode head's clip means) enter the fit and the record's ``mode_scale``."""
-    from mirzoo.tasks.analyze import clip_key_scores
+    ``mode_means`` (a mode head's clip means) enter the fit and the record's ``mode_scale``.
 
+    ``corpora`` (one name per clip: the corpus, hence the soundfonts, it was rendered from) adds, for the
+    chosen penalty, each corpus's share of the cross-validated score and a **cross-corpus** score: fitted
+    on the training folds of the other corpora only, scored on this corpus's held-out pieces (a piece
+    rendered in two corpora is in the same fold in both) -- whether the fit carries to soundfonts it
+    never saw, which a cross-validation within one soundfont cannot tell.
+    """
     uniq = np.unique(pieces)
     fold_of = dict(zip(uniq, np.random.default_rng(seed).permutation(len(uniq)) % folds))
     fold = np.array([fold_of[p] for p in pieces])
     cv, preds = {}, {}
     for l2 in CLIP_KEY_L2:
-        pred = preds[l2] = np.zeros(len(refs), int)
-        for f in range(folds):
-            tr, te = fold != f, fold == f
-            params = fit_clip_key(key_means[tr], chord_means[tr], refs[tr], l2,
-                                  None if mode_means is None else mode_means[tr])
-            pred[te] = [int(np.argmax(clip_key_scores(key_means[j][None], chord_means[j][None], params,
-                                                      None if mode_means is None else mode_means[j][None])))
-                        for j in np.flatnonzero(te)]
-        cv[l2] = key_mirex(pred, refs)
+        preds[l2] = _fold_predictions(key_means, chord_means, refs, mode_means, fold, folds, l2)
+        cv[l2] = key_mirex(preds[l2], refs)
     best = max(CLIP_KEY_L2, key=lambda l2: (cv[l2], -l2))
     params = fit_clip_key(key_means, chord_means, refs, best, mode_means)
     params["valid"] = {"clips": int(len(refs)), "pieces": int(len(uniq)),
@@ -868,7 +905,41 @@ def choose_clip_key(key_means, chord_means, refs, pieces, folds: int = 5, seed: 
                        "key_mirex_cv": round(cv[best], 4),
                        "mode_balanced_accuracy_cv": round(mode_balanced_accuracy(preds[best], refs), 4),
                        "key_mirex_cv_by_l2": {f"{k:g}": round(v, 4) for k, v in cv.items()}}
+    names = np.unique(corpora) if corpora is not None else ()
+    if len(names) > 1:
+        corpora = np.asarray(corpora)
+        by, cross = {}, {}
+        for name in names:
+            own = corpora == name
+            by[str(name)] = round(key_mirex(preds[best][own], refs[own]), 4)
+            pred = _fold_predictions(key_means, chord_means, refs, mode_means, fold, folds, best,
+                                     train_mask=~own, test_mask=own)
+            cross[str(name)] = round(key_mirex(pred[own], refs[own]), 4)
+        params["valid"]["key_mirex_cv_by_corpus"] = by
+        params["valid"]["key_mirex_cross_corpus"] = cross
     return params
+
+
+def _fold_predictions(key_means, chord_means, refs, mode_means, fold, folds: int, l2: float,
+                      train_mask=None, test_mask=None) -> np.ndarray:
+    """Cross-validated clip-key indices: for each fold, fitted on the other folds (within ``train_mask``)
+    and predicted on the fold (within ``test_mask``); clips outside ``test_mask`` stay -1."""
+    from mirzoo.tasks.analyze import clip_key_scores
+
+    n = len(refs)
+    train_mask = np.ones(n, bool) if train_mask is None else train_mask
+    test_mask = np.ones(n, bool) if test_mask is None else test_mask
+    pred = np.full(n, -1, int)
+    for f in range(folds):
+        tr, te = (fold != f) & train_mask, (fold == f) & test_mask
+        if not te.any():
+            continue
+        params = fit_clip_key(key_means[tr], chord_means[tr], refs[tr], l2,
+                              None if mode_means is None else mode_means[tr])
+        pred[te] = [int(np.argmax(clip_key_scores(key_means[j][None], chord_means[j][None], params,
+                                                  None if mode_means is None else mode_means[j][None])))
+                    for j in np.flatnonzero(te)]
+    return pred
 
 
 def fit_key(args) -> None:
@@ -893,14 +964,17 @@ def fit_key(args) -> None:
     entry.pop("clip_key", None)
     extractor = Extractor(full, describe_derived_heads(json.loads(json.dumps(dict(entry, config=config)))))
     t0 = time.time()
-    key_means, chord_means, refs, pieces, mode_means = clip_key_inputs(extractor, Path(args.corpus), args.split,
-                                                                       args.limit)
-    if len(refs) < 20:
-        raise SystemExit(f"{args.corpus} split {args.split!r}: {len(refs)} clips with a key, need at least 20")
-    record = choose_clip_key(key_means, chord_means, refs, pieces, mode_means=mode_means)
+    parts = [clip_key_inputs(extractor, Path(c), args.split, args.limit) for c in args.corpus]
+    for c, part in zip(args.corpus, parts):
+        if len(part[2]) < 20:
+            raise SystemExit(f"{c} split {args.split!r}: {len(part[2])} clips with a key, need at least 20")
+    key_means, chord_means, refs, pieces = (np.concatenate([p[i] for p in parts]) for i in range(4))
+    mode_means = None if parts[0][4] is None else np.concatenate([p[4] for p in parts])
+    corpora = np.concatenate([[Path(c).name] * len(p[2]) for c, p in zip(args.corpus, parts)])
+    record = choose_clip_key(key_means, chord_means, refs, pieces, mode_means=mode_means, corpora=corpora)
     record["weights_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
-    record["fitted_on"] = (f"{Path(args.corpus).name} split {args.split}: {len(refs)} clips of "
-                           f"{record['valid']['pieces']} pieces (python -m training.musical fit-key)")
+    record["fitted_on"] = (" + ".join(Path(c).name for c in args.corpus) + f" split {args.split}: {len(refs)} "
+                           f"clips of {record['valid']['pieces']} pieces (python -m training.musical fit-key)")
     if args.out == "manifest":
         # the package's own weights: the record goes into their manifest entry (both copies)
         if args.weights != "shipped":
@@ -917,9 +991,11 @@ def fit_key(args) -> None:
     else:
         out = Path(args.out) if args.out else path.parent / "clip_key.json"
         write_json_atomic(out, record)
-    log.info("clip key on %d %s clips (%.0f s): MIREX head mean %.4f, clip key (cross-validated, l2 %g) %.4f -> %s",
+    log.info("clip key on %d %s clips (%.0f s): MIREX head mean %.4f, clip key (cross-validated, l2 %g) %.4f%s -> %s",
              len(refs), args.split, time.time() - t0, record["valid"]["key_mirex_head_mean"], record["l2"],
-             record["valid"]["key_mirex_cv"], out)
+             record["valid"]["key_mirex_cv"],
+             "".join(f"; {k}: cv {v}, fitted on the other corpora {record['valid']['key_mirex_cross_corpus'][k]}"
+                     for k, v in record["valid"].get("key_mirex_cv_by_corpus", {}).items()), out)
 
 
 def interpolate(args) -> None:
@@ -1023,7 +1099,7 @@ def ship(args) -> None:
     train_hours = round(sum(v for k, v in hours.items() if k.endswith(" train")), 2) or "not recorded"
     valid_crops = state.get("valid_crops", "the")
     entry["training"] = {
-        "data": "corpus version 2 (music21 scores rendered with FluidSynth and the FluidR3_GM soundfont, "
+        "data": f"corpus version 2 (music21 scores rendered with FluidSynth and {describe_corpus_sources(state.get('data_sources'))}, "
                 f"training/README.md): trained on the train split, {train_hours} h; the best epoch chosen on "
                 f"{valid_crops} fixed crops of the valid split (hours in the cache per corpus and split: "
                 f"{state.get('data_hours', 'not recorded')}; the test split is never used); score targets: beats, "
@@ -1096,7 +1172,8 @@ def main(argv=None) -> int:
     t.add_argument("--average-from", type=float, default=None, metavar="FRACTION",
                    help="average the weights of every epoch after this fraction of --max-minutes (0..1)")
     k = sub.add_parser("fit-key", help="fit the clip key (key and chord heads together) on a corpus's valid clips")
-    k.add_argument("--corpus", required=True, help="a version-2 corpus folder (its --split clips are used)")
+    k.add_argument("--corpus", action="append", required=True,
+                   help="a version-2 corpus folder (its --split clips are used); repeat for several renders")
     k.add_argument("--split", default="valid")
     k.add_argument("--weights", default="shipped", help="'shipped' or a run's weights file (its state.json beside it)")
     k.add_argument("--out", default=None,
