@@ -140,7 +140,8 @@ def test_training_resumes_and_anneals(tmp_path):
     cache = _fake_cache(tmp_path / "cache")
     (tmp_path / "fake").mkdir()
     (tmp_path / "fake" / "build_config.json").write_text(json.dumps(
-        {"soundfont": "MuseScore_General_Lite", "mix_soundfonts": ["sf_GMbank"], "augment": {"p_soundfont_mix": 0.5}}))
+        {"soundfont": "MuseScore_General_Lite", "mix_soundfonts": ["sf_GMbank"], "augment": {"p_soundfont_mix": 0.5},
+         "seed": 0, "split_fractions": [0.8, 0.1, 0.1]}))
     sources = musical.record_corpus_sources(cache, [tmp_path / "fake"])
     cfg = json.loads((Path(__file__).resolve().parents[1] / "training" / "configs" / "tcn-music.json").read_text())
     cfg.update(crop_seconds=2.0, batch_size=2, steps_per_epoch=2, epochs=2, valid_crops=2, min_tag_count=1)
@@ -151,8 +152,15 @@ def test_training_resumes_and_anneals(tmp_path):
     state = json.loads((run / "state.json").read_text())
     assert state["epoch"] == 2 and state["vocabulary"] == ["instrument:piano"] and state["valid_crops"] == 2
     # the soundfonts of the cached corpora travel with the run, for the shipped training record
-    assert state["data_sources"] == sources == {"fake": {"soundfont": "MuseScore_General_Lite",
-                                                         "mix_soundfonts": ["sf_GMbank"], "p_soundfont_mix": 0.5}}
+    assert state["data_sources"] == sources == {"fake": {"soundfont": "MuseScore_General_Lite", "mix_soundfonts": ["sf_GMbank"],
+                                                         "p_soundfont_mix": 0.5, "seed": 0, "split_fractions": [0.8, 0.1, 0.1]}}
+    # a corpus whose pieces fall in other splits (another seed) cannot join the cache
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "build_config.json").write_text(json.dumps({"soundfont": "FluidR3", "seed": 1,
+                                                                      "split_fractions": [0.8, 0.1, 0.1]}))
+    with pytest.raises(SystemExit, match="other: built with seed 1 .* but fake .* seed 0"):
+        musical.record_corpus_sources(cache, [tmp_path / "other"])
+    assert json.loads((cache / musical.CORPUS_SOURCES).read_text()) == sources
     assert musical.describe_corpus_sources(state["data_sources"]) == (
         "soundfonts per corpus (fake: MuseScore_General_Lite, each channel with probability 0.5 from sf_GMbank instead)")
     cfg.update(epochs=4, valid_crops=3)

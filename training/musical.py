@@ -127,8 +127,13 @@ CORPUS_SOURCES = "corpora.json"
 
 def record_corpus_sources(cache_dir: Path, corpora) -> dict:
     """Merge the soundfonts each corpus was rendered with (its ``build_config.json``: ``soundfont`` and
-    ``mix_soundfonts``) into ``cache_dir/corpora.json``, keyed by corpus folder name as the cache's
-    clips are; returns the whole record. A corpus without a build config is recorded as unknown."""
+    ``mix_soundfonts``) and its split assignment (``seed``, ``split_fractions``) into
+    ``cache_dir/corpora.json``, keyed by corpus folder name as the cache's clips are; returns the whole
+    record. A corpus without a build config is recorded as unknown.
+
+    The split of a piece is a hash of the build seed and the piece, so corpora built with different seeds
+    or fractions put different pieces in ``test``: one cache mixing them would train on another corpus's
+    test pieces. That is refused (``SystemExit`` naming both corpora) before anything is written."""
     from mirzoo.fileio import write_json_atomic
 
     path = Path(cache_dir) / CORPUS_SOURCES
@@ -136,8 +141,17 @@ def record_corpus_sources(cache_dir: Path, corpora) -> dict:
     for corpus in corpora:
         config = Path(corpus) / "build_config.json"
         cfg = json.loads(config.read_text()) if config.exists() else {}
-        record[Path(corpus).name] = {"soundfont": cfg.get("soundfont"), "mix_soundfonts": list(cfg.get("mix_soundfonts") or []),
-                                     "p_soundfont_mix": (cfg.get("augment") or {}).get("p_soundfont_mix")}
+        new = {"soundfont": cfg.get("soundfont"), "mix_soundfonts": list(cfg.get("mix_soundfonts") or []),
+               "p_soundfont_mix": (cfg.get("augment") or {}).get("p_soundfont_mix"),
+               "seed": cfg.get("seed"), "split_fractions": cfg.get("split_fractions")}
+        for other, rec in record.items():
+            if other != Path(corpus).name and "seed" in rec and cfg and (
+                    (rec["seed"], rec["split_fractions"]) != (new["seed"], new["split_fractions"])):
+                raise SystemExit(f"{corpus}: built with seed {new['seed']} and split fractions {new['split_fractions']}, "
+                                 f"but {other} in the cache {cache_dir} with seed {rec['seed']} and "
+                                 f"{rec['split_fractions']}: their pieces fall in different splits, so one cache of "
+                                 "both would train on test pieces; rebuild with the same seed and fractions")
+        record[Path(corpus).name] = new
     write_json_atomic(path, record)
     return record
 
