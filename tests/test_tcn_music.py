@@ -161,6 +161,13 @@ def test_training_resumes_and_anneals(tmp_path):
     with pytest.raises(SystemExit, match="other: built with seed 1 .* but fake .* seed 0"):
         musical.record_corpus_sources(cache, [tmp_path / "other"])
     assert json.loads((cache / musical.CORPUS_SOURCES).read_text()) == sources
+    # a corpus without a build config is recorded as unknown and blocks nothing
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "same").mkdir()
+    (tmp_path / "same" / "build_config.json").write_text(json.dumps({"soundfont": "FluidR3", "seed": 0,
+                                                                     "split_fractions": [0.8, 0.1, 0.1]}))
+    both = musical.record_corpus_sources(cache, [tmp_path / "bare", tmp_path / "same"])
+    assert both["bare"]["seed"] is None and both["same"]["soundfont"] == "FluidR3" and both["fake"] == sources["fake"]
     assert musical.describe_corpus_sources(state["data_sources"]) == (
         "soundfonts per corpus (fake: MuseScore_General_Lite, each channel with probability 0.5 from sf_GMbank instead)")
     cfg.update(epochs=4, valid_crops=3)

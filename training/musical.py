@@ -145,7 +145,7 @@ def record_corpus_sources(cache_dir: Path, corpora) -> dict:
                "p_soundfont_mix": (cfg.get("augment") or {}).get("p_soundfont_mix"),
                "seed": cfg.get("seed"), "split_fractions": cfg.get("split_fractions")}
         for other, rec in record.items():
-            if other != Path(corpus).name and "seed" in rec and cfg and (
+            if other != Path(corpus).name and rec.get("seed") is not None and cfg and (
                     (rec["seed"], rec["split_fractions"]) != (new["seed"], new["split_fractions"])):
                 raise SystemExit(f"{corpus}: built with seed {new['seed']} and split fractions {new['split_fractions']}, "
                                  f"but {other} in the cache {cache_dir} with seed {rec['seed']} and "
@@ -157,7 +157,9 @@ def record_corpus_sources(cache_dir: Path, corpora) -> dict:
 
 
 def describe_corpus_sources(sources: dict | None) -> str:
-    """How the cached corpora were rendered, for the training record: ``"corpus-v2 (FluidR3), ..."``."""
+    """How the cached corpora were rendered, for the training record:
+    ``"soundfonts per corpus (corpus-v2: FluidR3; corpus-v2-mix: MuseScore_General_Lite, each channel ...)"``;
+    without a record (a cache from before ``corpora.json``), the FluidR3 soundfont every such cache had."""
     if not sources:
         return "the FluidR3_GM soundfont"
     parts = []
