@@ -382,8 +382,8 @@ def test_freeze_through_the_embedding_trains_the_heads_alone(tmp_path):
 
 def test_anchor_and_frozen_batchnorm_keep_the_probed_layers_near_the_initial_weights(tmp_path):
     """``anchor`` + ``freeze_batchnorm``: the same short fine-tune with and without them; with them the
-    anchored layers' outputs stay nearer the shipped model's, every batch norm is bit-identical, and
-    the anchor needs ``--init`` and real layer names."""
+    anchored layers' outputs (a head's among them) stay nearer the shipped model's, every batch norm is
+    bit-identical, and the anchor needs ``--init`` and real layer names."""
     import json
 
     import keras
@@ -396,7 +396,7 @@ def test_anchor_and_frozen_batchnorm_keep_the_probed_layers_near_the_initial_wei
     base_cfg = json.loads((Path(__file__).resolve().parents[1] / "training" / "configs" / "tcn-music-finetune.json").read_text())
     base_cfg.update(crop_seconds=2.0, batch_size=2, steps_per_epoch=30, epochs=1, valid_crops=2, min_tag_count=1,
                     learning_rate=1e-3)
-    layers = ["tcn2", "tcn6", "embedding"]
+    layers = ["tcn2", "tcn6", "embedding", "key"]  # "key": a head's output, which is also a loss output
     runs = {}
     for name, extra in (("plain", {}), ("anchored", {"anchor": {"layers": layers, "weight": 50.0},
                                                      "freeze_batchnorm": True})):
@@ -427,8 +427,9 @@ def test_anchor_and_frozen_batchnorm_keep_the_probed_layers_near_the_initial_wei
     assert drift["anchored"] < 0.5 * drift["plain"], drift
     state = json.loads((runs["anchored"] / "state.json").read_text())
     assert state["config"]["anchor"]["layers"] == layers
-    with pytest.raises(SystemExit, match="anchor.layers=\\['key'\\] must be a non-empty list of layers"):
-        musical.anchor_settings({"anchor": {"layers": ["key"]}}, entry)
+    with pytest.raises(SystemExit, match="anchor.layers=\\['tcn9'\\] must be a non-empty list of layers"):
+        musical.anchor_settings({"anchor": {"layers": ["tcn9"]}}, entry)
+    assert musical.anchor_settings({"anchor": {"layers": ["key", "chord"], "weight": 2}}, entry) == (("key", "chord"), 2.0)
     with pytest.raises(SystemExit, match="anchor.weight=0 must be a number > 0"):
         musical.anchor_settings({"anchor": {"layers": ["tcn1"], "weight": 0}}, entry)
     assert musical.anchor_settings({}, entry) == ((), 0.0)

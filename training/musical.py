@@ -28,9 +28,9 @@ Three steps, each resumable:
 
 Two config keys for fine-tunes that must not cost what the embedding already knows (the linear probes
 of ``benchmarks/musicality.py``): ``anchor`` (``{"layers": [...], "weight": w}``, with ``--init``) holds
-the named ``extract()`` layers, frame by frame, near a frozen copy of the initial weights with a cosine
-loss of total weight ``w`` (learning without forgetting; Li & Hoiem 2017), while the heads' losses move
-the rest; ``freeze_batchnorm: true`` keeps every batch norm in inference mode with its initial
+the named ``extract()`` layers, or heads' outputs (``"key"``, ``"chord"``: what the fitted clip key
+reads), frame by frame, near a frozen copy of the initial weights with a cosine loss of total weight
+``w`` (learning without forgetting; Li & Hoiem 2017), while the heads' losses move the rest; ``freeze_batchnorm: true`` keeps every batch norm in inference mode with its initial
 statistics (otherwise the batch statistics of training crops, and the moving statistics they drift,
 change every layer in a way no loss sees).
 
@@ -533,8 +533,8 @@ def init_weights_path(init: str, entry: dict) -> Path:
 
 def build_training_model(entry: dict, n_tags: int, anchor_layers: tuple = (), add_heads: tuple = ()):
     """``(full waveform model, features-in training model, config)`` sharing one set of weights; the
-    training model also outputs each of ``anchor_layers`` as ``anchor_<layer>``; ``add_heads`` (names
-    of :data:`DERIVED_HEADS`) are added to the entry's heads."""
+    training model also outputs each of ``anchor_layers`` (``extract()`` layers or heads) as
+    ``anchor_<layer>``; ``add_heads`` (names of :data:`DERIVED_HEADS`) are added to the entry's heads."""
     import keras
 
     from mirzoo.nn import get_family
@@ -547,19 +547,21 @@ def build_training_model(entry: dict, n_tags: int, anchor_layers: tuple = (), ad
     feats_in = full.get_layer("input_bn").input
     outputs = {k: full.output[k] for k in head_losses(config)}
     for name in anchor_layers:
-        outputs[f"anchor_{name}"] = full.output[name]  # the extract() layers are outputs of the family
+        # the extract() layers and heads are outputs of the family; a head is also a loss output, and
+        # Keras takes a tensor as one output only, hence the (weightless) identity
+        outputs[f"anchor_{name}"] = keras.layers.Identity(name=f"anchor_{name}")(full.output[name])
     model = keras.Model(feats_in, outputs, name="tcn_music_train")
     return full, model, config
 
 
 def anchor_settings(cfg: dict, entry: dict) -> tuple:
     """``(layers, weight)`` of the config's ``anchor`` (``((), 0.0)`` without one), checked: the
-    layers must be ``extract()`` layers of the model (not heads), the weight a number > 0."""
+    layers must be ``extract()`` layers or heads of the model's entry (a head the run adds, such as a
+    new ``mode`` head, has no initial output to hold), the weight a number > 0."""
     anchor = cfg.get("anchor")
     if not anchor:
         return (), 0.0
-    heads = set(HEAD_LOSSES) | set(DERIVED_HEADS)
-    names = [n for n in entry["layers"] if n not in heads]
+    names = list(entry["layers"])
     if not isinstance(anchor, dict) or set(anchor) - {"layers", "weight"}:
         raise SystemExit(f"anchor={anchor!r} must be an object with keys layers and weight")
     layers, weight = anchor.get("layers"), anchor.get("weight", 1.0)
