@@ -102,8 +102,10 @@ MEASURES = (
 
 
 def load_report(path) -> dict:
-    """A ``musicality.py`` report with its per-clip records (``per_clip``) read from the file it names."""
+    """A ``musicality.py`` report with its per-clip records (``per_clip``) read from the file it names,
+    checked against the records' sha256 where the report holds one (``per_clip_path``: where they came from)."""
     import gzip
+    import hashlib
 
     path = Path(path)
     report = json.loads(path.read_text(encoding="utf-8"))
@@ -112,9 +114,25 @@ def load_report(path) -> dict:
         clips = path.parent / name
         if not clips.is_file():
             raise SystemExit(f"{path} names its per-clip records {name}, which is not beside it")
-        with gzip.open(clips, "rt", encoding="utf-8") as f:
-            report["per_clip"] = json.load(f)
+        with gzip.open(clips, "rb") as f:
+            payload = f.read()
+        want = report.get("per_clip_sha256")
+        if want and hashlib.sha256(payload).hexdigest() != want:
+            raise SystemExit(f"{path}: the per-clip records in {name} are not this report's (sha256 "
+                             f"{hashlib.sha256(payload).hexdigest()[:12]}..., expected {want[:12]}...): was the "
+                             "report copied or renamed without its .clips.json.gz? Set per_clip_file to its own")
+        report["per_clip"] = json.loads(payload.decode("utf-8"))
+        report["per_clip_path"] = str(clips.resolve())
     return report
+
+
+def check_distinct(base: dict, cand: dict, base_path, cand_path) -> None:
+    """Two different reports must not read the same per-clip file: a report copied under a new name keeps
+    the old ``per_clip_file``, and the comparison would then score one run against itself."""
+    if (base.get("per_clip_path") and base.get("per_clip_path") == cand.get("per_clip_path")
+            and Path(base_path).resolve() != Path(cand_path).resolve()):
+        raise SystemExit(f"{base_path} and {cand_path} both read their per-clip records from "
+                         f"{base['per_clip_path']}: give each report its own .clips.json.gz (per_clip_file)")
 
 
 def paired_rows(base: dict, cand: dict) -> tuple[list, list]:
@@ -197,6 +215,7 @@ def main(argv=None) -> int:
     if args.boot < 100:
         parser.error(f"--boot={args.boot}: expected at least 100 resamples")
     base, cand = load_report(args.base), load_report(args.candidate)
+    check_distinct(base, cand, args.base, args.candidate)
     rows, probes = compare(base, cand, args.boot, args.seed), compare_probes(base, cand)
     table = render(rows, probes, args.base, args.candidate, args.boot)
     print(table)

@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 import os
 import platform
@@ -625,10 +626,14 @@ def main(argv=None) -> int:
 
     stem = out / f"musicality-{report['env']}"  # env holds dots (py3.11): no with_suffix here
     # every clip's figures, for paired comparisons (compare_musicality.py), gzipped beside the report
+    # with the records' sha256, so that a report copied or renamed without its own records (its name
+    # then points at another run's) is refused by the comparison instead of compared with itself
+    payload = json.dumps(per_clip, separators=(",", ":")).encode("utf-8")
     report["per_clip_file"] = f"{stem.name}.clips.json.gz"
+    report["per_clip_sha256"] = hashlib.sha256(payload).hexdigest()
     with atomic_file(Path(f"{stem}.clips.json.gz")) as tmp:
-        with gzip.open(tmp, "wt", encoding="utf-8") as f:
-            json.dump(per_clip, f, separators=(",", ":"))
+        with gzip.open(tmp, "wb") as f:
+            f.write(payload)
     write_json_atomic(Path(f"{stem}.json"), report)
     with atomic_file(Path(f"{stem}.md")) as tmp:
         Path(tmp).write_text(table + "\n", encoding="utf-8")

@@ -227,3 +227,30 @@ def test_per_clip_records_are_read_from_the_gzipped_file_the_report_names(tmp_pa
     (tmp_path / "r.clips.json.gz").unlink()
     with pytest.raises(SystemExit, match="not beside it"):
         cm.load_report(tmp_path / "r.json")
+
+
+def test_a_report_copied_without_its_own_per_clip_records_is_refused(tmp_path):
+    """A report renamed beside another run's keeps ``per_clip_file``: the sha256 check and the
+    same-file check refuse it instead of comparing one run with itself."""
+    import gzip
+    import hashlib
+    import json
+
+    from benchmarks import compare_musicality as cm
+
+    rows = {k: [_clip(i, f"p{i}", v, 0.5, None, None, None, None, []) for i in range(3)] for k, v in (("a", 1.0), ("b", 0.0))}
+    for k, r in rows.items():
+        payload = json.dumps(r).encode()
+        with gzip.open(tmp_path / f"{k}.clips.json.gz", "wb") as f:
+            f.write(payload)
+        (tmp_path / f"{k}.json").write_text(json.dumps({"model": "m", "results": {}, "per_clip_file": f"{k}.clips.json.gz",
+                                                        "per_clip_sha256": hashlib.sha256(payload).hexdigest()}))
+    assert cm.load_report(tmp_path / "b.json")["per_clip"] == rows["b"]
+    # b's report pointed at a's records (as a copy renamed beside a's would): the checksum says so
+    (tmp_path / "c.json").write_text((tmp_path / "b.json").read_text().replace("b.clips", "a.clips"))
+    with pytest.raises(SystemExit, match="c.json: the per-clip records in a.clips.json.gz are not this report's"):
+        cm.load_report(tmp_path / "c.json")
+    # a report without a checksum (older runs) that reads another report's file: refused by the pair check
+    (tmp_path / "d.json").write_text(json.dumps({"model": "m", "results": {}, "per_clip_file": "a.clips.json.gz"}))
+    with pytest.raises(SystemExit, match="both read their per-clip records from"):
+        cm.main([str(tmp_path / "a.json"), str(tmp_path / "d.json")])
