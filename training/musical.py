@@ -30,9 +30,10 @@ Two config keys for fine-tunes that must not cost what the embedding already kno
 of ``benchmarks/musicality.py``): ``anchor`` (``{"layers": [...], "weight": w}``, with ``--init``) holds
 the named ``extract()`` layers, or heads' outputs (``"key"``, ``"chord"``: what the fitted clip key
 reads), frame by frame, near a frozen copy of the initial weights with a cosine loss of total weight
-``w`` (learning without forgetting; Li & Hoiem 2017), while the heads' losses move the rest; ``freeze_batchnorm: true`` keeps every batch norm in inference mode with its initial
-statistics (otherwise the batch statistics of training crops, and the moving statistics they drift,
-change every layer in a way no loss sees).
+``w`` (learning without forgetting; Li & Hoiem 2017), while the heads' losses move the rest;
+``freeze_batchnorm: true`` keeps every batch norm in inference mode with its initial statistics
+(otherwise the batch statistics of training crops, and the moving statistics they drift, change every
+layer in a way no loss sees).
 
 The configuration is ``training/configs/tcn-music.json``; the model's architecture is its
 manifest entry (``weights_manifest.json``, ``tcn-music``).
