@@ -116,10 +116,10 @@ def load_report(path) -> dict:
             raise SystemExit(f"{path} names its per-clip records {name}, which is not beside it")
         with gzip.open(clips, "rb") as f:
             payload = f.read()
-        want = report.get("per_clip_sha256")
-        if want and hashlib.sha256(payload).hexdigest() != want:
+        want, got = report.get("per_clip_sha256"), hashlib.sha256(payload).hexdigest()
+        if want and got != want:
             raise SystemExit(f"{path}: the per-clip records in {name} are not this report's (sha256 "
-                             f"{hashlib.sha256(payload).hexdigest()[:12]}..., expected {want[:12]}...): was the "
+                             f"{got[:12]}..., expected {want[:12]}...): was the "
                              "report copied or renamed without its .clips.json.gz? Set per_clip_file to its own")
         report["per_clip"] = json.loads(payload.decode("utf-8"))
         report["per_clip_path"] = str(clips.resolve())
