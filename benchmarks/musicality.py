@@ -84,10 +84,11 @@ sys.path.insert(0, str(ROOT))
 import mirzoo  # noqa: E402,F401  (before Keras: sets TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported)
 from training.corpus import meter_class  # noqa: E402  (the meter tag of a time signature, as the corpus writes it)
 from training.corpus_targets import KEY_SOURCES  # noqa: E402  (names of the targets' key_source codes)
+from mirzoo.tasks.analyze import KRUMHANSL_KESSLER_MAJOR, KRUMHANSL_KESSLER_MINOR  # noqa: E402
 
 FPS_REF = 50.0
-KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+KK_MAJOR = np.array(KRUMHANSL_KESSLER_MAJOR)
+KK_MINOR = np.array(KRUMHANSL_KESSLER_MINOR)
 TONICS = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"]
 KEY_LABELS = [f"{t} major" for t in TONICS] + [f"{t} minor" for t in TONICS]
 COMPOUND = {"6/8", "9/8", "12/8", "6/4", "3/8"}
@@ -178,6 +179,21 @@ def oracle_frames(t: dict, heads: dict, n: int) -> dict[str, np.ndarray]:
 
 
 # -- baselines ----------------------------------------------------------------------------------
+#: thresholds of the max-normalised chroma_cqt the pitch-class baseline is scored at (its best is kept)
+PITCH_CLASS_THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def pitch_class_counts(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """``[true positives, predicted, true]`` of boolean ``[frames, 12]`` pitch-class activities."""
+    return np.array([np.sum(pred & truth), np.sum(pred), np.sum(truth)], dtype=np.float64)
+
+
+def f1_of(counts) -> float:
+    """F-measure from :func:`pitch_class_counts` totals."""
+    tp, predicted, true = counts
+    return float(2 * tp / (predicted + true)) if predicted + true else 0.0
+
+
 def ks_key(chroma: np.ndarray) -> str:
     """Krumhansl-Schmuckler: the key whose rotated Krumhansl-Kessler profile best correlates with the mean chroma."""
     mean = chroma.mean(axis=1)
@@ -423,6 +439,7 @@ def main(argv=None) -> int:
         REQUIRED_HEADS,
         analyze_frames,
         clip_key_distribution,
+        key_profile_correlations,
         global_distribution,
     )
 
@@ -453,6 +470,10 @@ def main(argv=None) -> int:
     per = {k: [] for k in ("key_model", "key_head_mean", "key_base", "key_source", "mode_pairs", "meter_pairs", "beat_model", "beat_base", "down_model", "tempo_model",
                            "tempo_base", "tempo_simple")}
     chord_tot = {"model": np.zeros(4), "base": np.zeros(4)}
+    # pitch classes sounding per frame (a model with a pitch_classes head): true positives, predicted,
+    # true, for the head at 0.5 and for chroma_cqt at each of PITCH_CLASS_THRESHOLDS
+    pc_tot = {"model": np.zeros(3), "base": np.zeros((len(PITCH_CLASS_THRESHOLDS), 3)), "frames": 0}
+    per["key_pcs"] = []
     feats: dict[str, dict[str, list]] = {"mfcc": {"mfcc": []}, args.model: {l: [] for l in layers}}
     with_heads = f"{args.model}+heads"
     probe_heads = [h for h in HEAD_PROBE if h in heads]
@@ -483,7 +504,7 @@ def main(argv=None) -> int:
             head_feats[f"head:{h}"].append(out[h].reshape(out[h].shape[0], -1).mean(axis=0).astype(np.float32))
         if clip_key is not None:
             head_feats["head:clip_key"].append(
-                clip_key_distribution(out["key"], out["chord"], clip_key, out.get("mode")).astype(np.float32))
+                clip_key_distribution(out["key"], out["chord"], clip_key, out.get("mode"), out.get("pitch_classes")).astype(np.float32))
         if "tags" in heads:
             tag_probs.append(out["tags"].mean(axis=0))
             tags = set(clip["meta"].get("tags", "").split(";"))
@@ -498,6 +519,9 @@ def main(argv=None) -> int:
             per["key_model"].append(mir_eval.key.weighted_score(ref["key"], a.key))
             per["key_head_mean"].append(mir_eval.key.weighted_score(ref["key"], head_key))
             per["key_base"].append(mir_eval.key.weighted_score(ref["key"], ks_key(chroma)))
+            if "pitch_classes" in out:  # Krumhansl-Schmuckler on the head, unfitted
+                corr = key_profile_correlations(out["pitch_classes"].mean(axis=0))
+                per["key_pcs"].append(mir_eval.key.weighted_score(ref["key"], heads["key"][int(np.argmax(corr))]))
             per["key_source"].append(ref["key_source"])
             row.update(key=per["key_model"][-1], key_head_mean=per["key_head_mean"][-1])
         _, base_beats = librosa.beat.beat_track(y=y, sr=sr, hop_length=m.hop_length, units="time")
@@ -522,6 +546,15 @@ def main(argv=None) -> int:
             chord_tot["model"] += row["chords"]
             frames = np.clip(np.round(ref["chord_times"] * fps).astype(int), 0, chroma.shape[1] - 1)
             chord_tot["base"] += chord_scores(ref["chord_labels"], template_chords(chroma, fps)[frames])
+        if "pitch_classes" in out and "chroma" in clip["targets"]:
+            truth = np.asarray(clip["targets"]["chroma"]) > 0
+            n = min(len(truth), len(out["pitch_classes"]), chroma.shape[1])
+            truth = truth[:n]
+            pc_tot["frames"] += n
+            pc_tot["model"] += pitch_class_counts(out["pitch_classes"][:n] > 0.5, truth)
+            peak = chroma[:, :n].T / np.maximum(chroma[:, :n].T.max(axis=1, keepdims=True), 1e-9)
+            for j, th in enumerate(PITCH_CLASS_THRESHOLDS):
+                pc_tot["base"][j] += pitch_class_counts(peak >= th, truth)
         feats["mfcc"]["mfcc"].append(mfcc_vector(y, sr))
         tagged = probe_labels(clip["meta"]).get("mode")
         if tagged and a.key:
@@ -574,6 +607,14 @@ def main(argv=None) -> int:
                                               "majmin": tot[1] / tot[3] if tot[3] else None,
                                               "frames_root": int(tot[2]), "frames_majmin": int(tot[3])}
     res["chords"]["baseline_name"] = "chroma_cqt + binary triad templates"
+    if pc_tot["model"][2] > 0:
+        base_f1 = [f1_of(c) for c in pc_tot["base"]]
+        best = int(np.argmax(base_f1))
+        res["pitch_classes"] = {
+            "model_f1": f1_of(pc_tot["model"]), "frames": int(pc_tot["frames"]),
+            "baseline_f1": base_f1[best], "baseline_threshold": PITCH_CLASS_THRESHOLDS[best],
+            "baseline_name": "chroma_cqt over its frame maximum, at the threshold best for it on these clips",
+            "key_ks_on_head": mean(per["key_pcs"]), "key_n": len(per["key_pcs"])}
 
     # probes
     labels = [probe_labels(c["meta"]) for c in clips]
@@ -679,6 +720,9 @@ def headline(res: dict, model_name: str) -> dict:
         put(f"probe_{task}_mfcc", (by_method.get("mfcc") or {}).get("balanced_accuracy"))
         put(f"probe_{task}_with_heads", (by_method.get(f"{model_name}+heads") or {}).get("balanced_accuracy"))
     put("tag_roc_auc", (res.get("tag_roc_auc") or {}).get("model"))
+    put("pitch_class_f1", (res.get("pitch_classes") or {}).get("model_f1"))
+    put("pitch_class_f1_chroma_cqt", (res.get("pitch_classes") or {}).get("baseline_f1"))
+    put("key_mirex_ks_on_pitch_classes", (res.get("pitch_classes") or {}).get("key_ks_on_head"))
     put("mode_from_key", (res.get("mode_from_key") or {}).get("model"))
     put("meter_exact_from_analyze", (res.get("meter_from_analyze") or {}).get("exact"))
     put("meter_class_from_analyze", (res.get("meter_from_analyze") or {}).get("class_balanced"))
@@ -723,6 +767,13 @@ def render_table(r: dict) -> str:
     c = res["chords"]
     lines.append(f"| chord root (frames={c['model']['frames_root']}) | {fmt(c['model']['root'])} | {fmt(c['base']['root'])} ({c['baseline_name']}) | {TARGETS['chord_root']} |")
     lines.append(f"| chord maj/min (frames={c['model']['frames_majmin']}) | {fmt(c['model']['majmin'])} | {fmt(c['base']['majmin'])} | {TARGETS['chord_majmin']} |")
+    pcs = res.get("pitch_classes")
+    if pcs:
+        lines.append(f"| pitch classes sounding, frame F-measure of the `pitch_classes` head at 0.5 (frames={pcs['frames']}) | "
+                     f"{fmt(pcs['model_f1'])} | {fmt(pcs['baseline_f1'])} (chroma_cqt over its frame maximum >= "
+                     f"{pcs['baseline_threshold']:g}, the threshold best for it here) | |")
+        lines.append(f"| key, Krumhansl-Schmuckler on the `pitch_classes` head's clip mean, unfitted (n={pcs['key_n']}) | "
+                     f"{fmt(pcs['key_ks_on_head'])} | {fmt(res['key_weighted']['baseline'])} (on chroma_cqt) | |")
     for task in PROBE_TASKS:
         p = res["probes"].get(task, {})
         if "why" in p:

@@ -179,7 +179,7 @@ class Extractor(Runner):
         (frames, for frame-level models); the ``key`` head of a model with a ``clip_key``
         record (``tcn-music``) gives the clip key that :meth:`analyze` reports, scored from
         the key and chord heads together (:func:`mirzoo.tasks.analyze.clip_key_distribution`;
-        with the ``mode`` head too, when the record weighs it).
+        with the ``mode`` and ``pitch_classes`` heads too, when the record weighs them).
         ``top_k`` keeps the best k (``None`` keeps all); ``threshold`` keeps those at or above it.  ``head`` picks one of
         :attr:`heads` (default: the primary head; e.g. ``dense-frame`` has
         ``pitch_classes`` first and ``tags`` second).  A list input gives a list of such
@@ -198,7 +198,8 @@ class Extractor(Runner):
             # the clip key, as analyze() reads it: key and chord heads together (one pass)
             items, many = as_list(audio)
             keys = ["key", "chord"] + [h for h in _analyze.OPTIONAL_HEADS if h in self.heads]
-            probs = [_analyze.clip_key_distribution(out["key"], out["chord"], self.spec.clip_key, out.get("mode"))
+            probs = [_analyze.clip_key_distribution(out["key"], out["chord"], self.spec.clip_key, out.get("mode"),
+                                                    out.get("pitch_classes"))
                      for out, _, _ in self.run_inputs(items, sr, keys, batch_size, False)]
             probs = probs if many else probs[0]
         else:

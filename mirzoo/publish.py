@@ -290,12 +290,27 @@ def model_card(spec: ModelSpec, repo_id: str) -> str:
         if training.get("train_minutes_in_all") is not None:
             line += f": {training['train_minutes_in_all']} min of training in all"
         body += ["", line + "."]
+    pcs = training.get("pitch_classes")
+    if isinstance(pcs, dict):
+        valid = dict(pcs.get("valid") or {})
+        body += ["", f"Pitch-class head `pitch_classes`: 12 sigmoid units on the frozen `frame` vector, fitted by "
+                 f"logistic regression to the pitch classes the score sounds in each frame ({pcs.get('frames')} frames "
+                 f"of {pcs.get('clips')} {pcs.get('split')} clips of {', '.join(pcs.get('corpora', []))}); every other "
+                 "output is unchanged by it"
+                 + (f"; frame F1 {valid['f1']} on {valid['frames']} {valid['split']} frames" if "f1" in valid else "") + "."]
     clip_key = spec.clip_key
     if clip_key:
         v = dict(clip_key.get("valid") or {})
-        body += ["", "Clip key: `analyze()` and `m.tag(audio, head=\"key\")` score a clip's key from the key and "
-                 "chord heads together (a transposition-equivariant logistic regression, 220 parameters"
-                 + (f", fitted on {clip_key['fitted_on']}" if clip_key.get("fitted_on") else "") + ")"
+        fitted = f", fitted on {clip_key['fitted_on']}" if clip_key.get("fitted_on") else ""
+        if clip_key.get("form") == "pitch-classes":
+            how = ("by Krumhansl-Schmuckler key finding on the `pitch_classes` head: the clip mean's correlation with "
+                   "the 24 rotations of the Krumhansl-Kessler profiles, with a scale and a bias per mode" + fitted
+                   + "; chosen over a regression on the key and chord heads by cross-validation")
+        else:
+            how = ("from the key and chord heads together (a transposition-equivariant logistic regression"
+                   + (" that also weighs the `pitch_classes` head's Krumhansl-Schmuckler scores" if clip_key.get("chroma_scale") else "")
+                   + fitted + ")")
+        body += ["", "Clip key: `analyze()` and `m.tag(audio, head=\"key\")` score a clip's key " + how
                  + (f"; MIREX weighted score cross-validated by piece {v['key_mirex_cv']}, against "
                     f"{v['key_mirex_head_mean']} for the key head's clip mean alone" if "key_mirex_cv" in v else "")
                  + "."]

@@ -20,9 +20,11 @@ from typing import Any, Mapping, Optional
 
 from mirzoo.errors import ManifestError
 
-__all__ = ["HeadSpec", "WeightsSpec", "ModelSpec", "OUTPUT_KINDS"]
+__all__ = ["HeadSpec", "WeightsSpec", "ModelSpec", "OUTPUT_KINDS", "PITCH_CLASS_LABELS"]
 
 OUTPUT_KINDS = ("clip", "frame")
+#: labels of a ``pitch_classes`` head (``dense-frame``'s primary head, ``tcn-music``'s chroma head)
+PITCH_CLASS_LABELS = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
 _REQUIRED = {
     "family": str,
@@ -295,6 +297,17 @@ def _parse_clip_key(where: str, record: Any, head: Optional[HeadSpec], aux: tupl
             raise ManifestError(f"{where}: clip_key['mode_scale'] must be a number, got {mode_scale!r}")
         if tuple(labels.get("mode", ())) != ("major", "minor"):
             raise ManifestError(f"{where}: clip_key['mode_scale'] needs a 'mode' head labelled ['major', 'minor']; "
+                                f"the model's heads are {sorted(labels)}")
+    chroma_scale = record.get("chroma_scale")
+    if chroma_scale is not None:
+        try:
+            ok = _nested_shape(chroma_scale) == (2,)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ManifestError(f"{where}: clip_key['chroma_scale'] must be 2 numbers (major, minor), got {chroma_scale!r:.80}")
+        if tuple(labels.get("pitch_classes", ())) != PITCH_CLASS_LABELS:
+            raise ManifestError(f"{where}: clip_key['chroma_scale'] needs a 'pitch_classes' head labelled {list(PITCH_CLASS_LABELS)}; "
                                 f"the model's heads are {sorted(labels)}")
     return MappingProxyType(dict(record))
 

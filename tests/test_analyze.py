@@ -427,7 +427,7 @@ def test_tag_key_and_analyze_agree_and_use_the_clip_key(tcn):
     top = m.tag(y, sr=SR, head="key", top_k=3)
     assert top[0][0].endswith("minor") and m.analyze(y, sr=SR).key == top[0][0]
     frames = m.forward([y], ["key", "chord"] + [h for h in an.OPTIONAL_HEADS if h in m.heads], 16)[0]
-    want = an.clip_key_distribution(frames["key"], frames["chord"], rec, frames.get("mode"))
+    want = an.clip_key_distribution(frames["key"], frames["chord"], rec, frames.get("mode"), frames.get("pitch_classes"))
     assert top[0][1] == pytest.approx(float(want.max()), rel=1e-6)
     both = m.tag([y, tone_mix(3.0, seed=5)], sr=SR, head="key", top_k=1)
     assert isinstance(both, list) and both[0] == top[:1]
@@ -481,6 +481,78 @@ def test_clip_key_with_a_mode_head_follows_the_mode_head_between_relative_keys()
         an.analyze_frames(dict(frames, mode=minor[:, :1]), heads, FPS, clip_key=params)
     with pytest.raises(ParameterError, match="weighs a mode head"):
         an.analyze_frames(frames, heads, FPS, clip_key=params)
+
+
+def test_key_profile_correlations_are_krumhansl_schmuckler():
+    rng = np.random.default_rng(5)
+    chroma = rng.random((6, 12))
+    corr = an.key_profile_correlations(chroma)
+    assert corr.shape == (6, 24)
+    for i in range(6):
+        for k in range(24):
+            profile = np.roll(an.KRUMHANSL_KESSLER_MINOR if k >= 12 else an.KRUMHANSL_KESSLER_MAJOR, k % 12)
+            assert corr[i, k] == pytest.approx(np.corrcoef(chroma[i], profile)[0, 1], rel=1e-9, abs=1e-12)
+    # the notes of a scale point at its key; transposing them moves the key with them
+    c_major = np.zeros(12)
+    c_major[[0, 2, 4, 5, 7, 9, 11]] = 1.0
+    c_major[[0, 4, 7]] += 1.0  # the tonic triad weighs more
+    assert an.key_profile_correlations(c_major).argmax() == 0
+    assert an.key_profile_correlations(np.roll(c_major, 9)).argmax() == 9  # A major
+    a_minor = np.zeros(12)
+    a_minor[[9, 11, 0, 2, 4, 5, 8]] = 1.0
+    a_minor[[9, 0, 4]] += 1.0
+    assert an.key_profile_correlations(a_minor).argmax() == 12 + 9
+    np.testing.assert_array_equal(an.key_profile_correlations(np.full(12, 0.3)), np.zeros(24))  # no evidence
+    with pytest.raises(ParameterError, match=r"chroma must have 12 pitch classes on its last axis, got shape \(11,\)"):
+        an.key_profile_correlations(np.ones(11))
+
+
+def test_clip_key_with_a_pitch_class_head_reads_the_notes():
+    """A key head and chords that say nothing and a pitch-class head hearing the notes of E minor: a record
+    with a ``chroma_scale`` finds E minor, scored as its definition says; without the head it cannot."""
+    frames, heads, _ = fake_frames()
+    heads = dict(heads, chord=FULL_CHORDS)
+    n = frames["key"].shape[0]
+    frames = dict(frames, key=np.full((n, 24), 1 / 24), chord=np.full((n, 109), 1 / 109))
+    e_minor = np.full((n, 12), 0.05)
+    e_minor[:, [4, 6, 7, 9, 11, 0, 2]] = 0.6  # the notes of E natural minor
+    e_minor[:, [4, 7, 11]] = 0.95  # its tonic triad more often
+    params = {"scale": [1.0, 1.0], "bias": [0.0, 0.1], "chord": np.zeros((2, 12, 9)).tolist(), "chroma_scale": [8.0, 9.0]}
+    a = an.analyze_frames(dict(frames, pitch_classes=e_minor), heads, FPS, clip_key=params)
+    assert a.key == "E minor"
+    s = an.clip_key_scores(frames["key"], frames["chord"], params, chroma_probs=e_minor)
+    corr = an.key_profile_correlations(e_minor.mean(axis=0))
+    want = np.log(1 / 24 + 1e-6) + np.r_[np.zeros(12), np.full(12, 0.1)] + np.r_[8.0 * corr[:12], 9.0 * corr[12:]]
+    np.testing.assert_allclose(s, want, rtol=1e-12, atol=1e-12)
+    assert a.key_candidates[0][1] == pytest.approx(float(an.clip_key_distribution(
+        frames["key"], frames["chord"], params, None, e_minor).max()))
+    # the notes moved up 3 semitones: G minor
+    assert an.analyze_frames(dict(frames, pitch_classes=np.roll(e_minor, 3, axis=1)), heads, FPS,
+                             clip_key=params).key == "G minor"
+    with pytest.raises(ParameterError, match=r"weighs a pitch_classes head \(chroma_scale\): give chroma_probs"):
+        an.analyze_frames(frames, heads, FPS, clip_key=params)
+    with pytest.raises(ParameterError, match=r"chroma_probs must be a non-empty \[frames, 12\]"):
+        an.analyze_frames(dict(frames, pitch_classes=e_minor[:, :11]), heads, FPS, clip_key=params)
+
+
+def test_manifest_clip_key_chroma_scale_needs_a_pitch_class_head():
+    from mirzoo.errors import ManifestError
+    from mirzoo.spec import PITCH_CLASS_LABELS, ModelSpec
+    from mirzoo.zoo.manifest import get_entry
+
+    entry = json.loads(json.dumps(get_entry("tcn-music")))
+    entry["aux_heads"] = [a for a in entry["aux_heads"] if a["output"] != "pitch_classes"]
+    entry["layers"].pop("pitch_classes", None)
+    entry["config"].pop("frame_heads", None)
+    entry["clip_key"] = dict(_clip_key_params(), chroma_scale=[1.0, 2.0])
+    with pytest.raises(ManifestError, match=r"clip_key\['chroma_scale'\] needs a 'pitch_classes' head labelled \['C', 'C#'"):
+        ModelSpec.from_entry("tcn-music", entry)
+    entry["aux_heads"].append({"output": "pitch_classes", "labels": list(PITCH_CLASS_LABELS), "activation": "sigmoid"})
+    entry["layers"]["pitch_classes"] = 12
+    assert ModelSpec.from_entry("tcn-music", entry).clip_key["chroma_scale"] == [1.0, 2.0]
+    entry["clip_key"]["chroma_scale"] = [1.0]
+    with pytest.raises(ManifestError, match=r"clip_key\['chroma_scale'\] must be 2 numbers \(major, minor\), got \[1.0\]"):
+        ModelSpec.from_entry("tcn-music", entry)
 
 
 # -- meter: the meter head and the downbeat activation together ----------------------------------

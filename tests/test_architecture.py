@@ -116,13 +116,39 @@ def test_clip_plan_equals_the_old_windows(n):
 
 @pytest.mark.parametrize("n", [0, 100, 319, 320, 160000, 160321, 16000 * 37 + 5])
 def test_frame_plan_equals_the_old_chunks_and_covers_every_frame(n):
+    """The old chunks, but for the last window of a signal longer than one window: it ends where it
+    did and starts earlier, spanning the first window's frames (so long signals share window lengths)."""
     margin = frame_margin(kernel_length=2048, hop_length=320, context_frames=7)
     plan = FramePlan(320, 500, margin, 2048, 16000)
     chunks = plan.chunks(n)
-    assert [tuple(c) for c in chunks] == _old_frame_chunks(n, 320, 500, margin)
+    old = _old_frame_chunks(n, 320, 500, margin)
+    assert [tuple(c)[1:] for c in chunks][:-1] == [c[1:] for c in old][:-1] or len(chunks) == 1
+    for c, (left, right, skip, keep) in zip(chunks, old):
+        assert (c.right, c.keep, plan.first_frame(c)) == (right, keep, left // 320 + skip) and c.left <= left
+        assert plan.first_frame(c) - c.left // 320 >= (margin if c.left > 0 else 0)  # context kept
+    if len(chunks) > 1:
+        first, last = (plan.n_frames(c.right - c.left) for c in (chunks[0], chunks[-1]))
+        assert first == last == min(500 + margin + 1, plan.n_frames(n))
     kept = np.concatenate([np.arange(plan.first_frame(c), plan.first_frame(c) + c.keep) for c in chunks])
     np.testing.assert_array_equal(kept, np.arange(plan.n_frames(n)))  # every frame once, in order
     assert all(plan.window(np.zeros(n, np.float32), c).shape[0] >= 2048 for c in chunks)
+
+
+@pytest.mark.parametrize("n", [0, 100, 2047, 160000, 160321, 16000 * 37 + 5, 16000 * 41 + 313])
+def test_constant_padded_frame_plan_uses_two_window_lengths_and_adds_no_frame(n):
+    margin = frame_margin(kernel_length=2048, hop_length=320, context_frames=7)
+    plan = FramePlan(320, 500, margin, 2048, 16000, pad_constant=True)
+    y = np.random.default_rng(0).standard_normal(n).astype(np.float32)
+    lengths = set()
+    for c in plan.chunks(n):
+        w = plan.window(y, c)
+        lengths.add(w.shape[0])
+        np.testing.assert_array_equal(w[: c.right - c.left], y[c.left : c.right])  # the audio, then zeros
+        assert not w[c.right - c.left:].any()
+        assert w.shape[0] == 2048 or plan.n_frames(w.shape[0]) == plan.n_frames(c.right - c.left)  # no extra frame
+        assert w.shape[0] % 320 == 319 or w.shape[0] == 2048
+    if plan.n_frames(n) > 500 + margin + 1:
+        assert lengths <= {(500 + margin + 1) * 320 - 1, (500 + 2 * margin + 1) * 320 - 1}
 
 
 def test_frame_margin_is_the_old_formula():

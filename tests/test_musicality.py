@@ -254,3 +254,20 @@ def test_a_report_copied_without_its_own_per_clip_records_is_refused(tmp_path):
     (tmp_path / "d.json").write_text(json.dumps({"model": "m", "results": {}, "per_clip_file": "a.clips.json.gz"}))
     with pytest.raises(SystemExit, match="both read their per-clip records from"):
         cm.main([str(tmp_path / "a.json"), str(tmp_path / "d.json")])
+
+
+def test_pitch_class_counts_and_their_f_measure():
+    truth = np.zeros((4, 12), bool)
+    truth[:, [0, 4, 7]] = True  # C major triad in every frame: 12 true
+    pred = truth.copy()
+    pred[0, 0] = False  # one missed
+    pred[1, 2] = True  # one extra
+    counts = mu.pitch_class_counts(pred, truth)
+    np.testing.assert_array_equal(counts, [11, 12, 12])
+    assert mu.f1_of(counts) == pytest.approx(2 * 11 / 24)
+    assert mu.f1_of(mu.pitch_class_counts(truth, truth)) == 1.0 and mu.f1_of(np.zeros(3)) == 0.0
+    res = {"key_weighted": {"model": 0.77, "baseline": 0.70}, "beat_f": {"model": 0.87, "baseline": 0.6},
+           "downbeat_f": {"model": 0.47}, "tempo": {"model": {"acc1": 0.89}, "baseline": {"acc1": 0.58}},
+           "pitch_classes": {"model_f1": 0.8, "baseline_f1": 0.6, "key_ks_on_head": 0.75}}
+    out = mu.headline(res, "tcn-music")
+    assert (out["pitch_class_f1"], out["pitch_class_f1_chroma_cqt"], out["key_mirex_ks_on_pitch_classes"]) == (0.8, 0.6, 0.75)

@@ -662,3 +662,164 @@ def test_the_shipped_command_names_the_config_file_a_run_was_trained_with():
     cfg = json.loads((root / "training" / "configs" / "tcn-music-finetune-mode-tcn4-downbeat.json").read_text())
     assert musical.config_file_of(cfg, "fallback") == "training/configs/tcn-music-finetune-mode-tcn4-downbeat.json"
     assert musical.config_file_of(dict(cfg, seed=12345), "fallback") == "fallback"
+
+
+# -- the pitch-class head and the clip key it feeds ------------------------------------------------
+def _chroma_of_keys(refs, rng, noise=0.15):
+    """Clip-mean pitch-class activities of clips in the keys ``refs``: the key's scale, its tonic triad more."""
+    out = np.full((len(refs), 12), 0.05)
+    for i, k in enumerate(refs):
+        tonic, minor = k % 12, k // 12
+        scale = (0, 2, 3, 5, 7, 8, 10) if minor else (0, 2, 4, 5, 7, 9, 11)
+        triad = (0, 3, 7) if minor else (0, 4, 7)
+        out[i, [(tonic + s) % 12 for s in scale]] = 0.5
+        out[i, [(tonic + s) % 12 for s in triad]] = 0.9
+    return np.clip(out + rng.normal(0, noise, out.shape), 0.0, 1.0)
+
+
+def test_clip_key_fit_weighs_the_pitch_class_head_and_chooses_its_form_by_cross_validation():
+    """Key and chord heads that know nothing and a pitch-class head that hears each clip's scale: both
+    forms learn a positive ``chroma_scale`` and find the keys, the cross-validation picks the better
+    form, and the library scores what each fit's design matrix does."""
+    from mirzoo.tasks.analyze import clip_key_scores
+    from training.musical import choose_clip_key, clip_key_design, fit_clip_key, key_mirex
+
+    rng = np.random.default_rng(7)
+    n = 180
+    refs = rng.integers(0, 24, n)
+    keys = rng.dirichlet(np.ones(24), size=n)
+    chords = rng.dirichlet(np.ones(109), size=n)
+    modes = rng.dirichlet(np.ones(2), size=n)
+    chroma = _chroma_of_keys(refs, rng)
+    tr, te = slice(0, 120), slice(120, None)
+    heads = fit_clip_key(keys[tr], chords[tr], refs[tr], 1e-3, modes[tr], chroma[tr])
+    pcs = fit_clip_key(keys[tr], chords[tr], refs[tr], 1e-3, modes[tr], chroma[tr], form="pitch-classes")
+    assert min(heads["chroma_scale"]) > 1.0 and heads["form"] == "heads" and "mode_scale" in heads
+    assert pcs["form"] == "pitch-classes" and "mode_scale" not in pcs and pcs["l2"] == 0.0
+    assert pcs["scale"] == [0.0, 0.0] and not np.any(pcs["chord"]) and min(pcs["chroma_scale"]) > 1.0
+    for params, m in ((heads, modes), (pcs, None)):
+        theta = np.r_[params["scale"], params["bias"], np.ravel(params["chord"]),
+                      [params["mode_scale"]] if "mode_scale" in params else [], params["chroma_scale"]]
+        np.testing.assert_allclose(
+            clip_key_design(keys[:5], chords[:5], None if m is None else m[:5], chroma[:5]) @ theta,
+            np.stack([clip_key_scores(keys[j][None], chords[j][None], params, None if m is None else m[j][None],
+                                      chroma[j][None]) for j in range(5)]), rtol=1e-9, atol=1e-9)
+    pred = np.array([np.argmax(clip_key_scores(keys[j][None], chords[j][None], pcs, None, chroma[j][None]))
+                     for j in range(120, n)])
+    assert key_mirex(pred, refs[te]) > 0.85 > 0.3 > key_mirex(keys[te].argmax(axis=1), refs[te])
+    with pytest.raises(ValueError, match="form='pitch-classes' needs chroma_means"):
+        fit_clip_key(keys, chords, refs, 1e-3, form="pitch-classes")
+    rec = choose_clip_key(keys, chords, refs, np.array([f"p{i // 2}" for i in range(n)]), folds=3,
+                          mode_means=modes, chroma_means=chroma)
+    v = rec["valid"]
+    best_heads = max(v["key_mirex_cv_by_l2"].values())
+    assert v["key_mirex_cv_pitch_classes"] > 0.85 and v["key_mirex_cv"] == max(best_heads, v["key_mirex_cv_pitch_classes"])
+    assert rec["form"] == ("pitch-classes" if v["key_mirex_cv_pitch_classes"] >= best_heads else "heads")
+    assert 0.85 < v["key_mirex_pitch_classes_unfitted"] <= 1  # the Krumhansl-Schmuckler argmax alone
+    # without a pitch-class head the heads form is the only one
+    assert choose_clip_key(keys, chords, refs, np.array([f"p{i // 2}" for i in range(n)]), folds=3)["form"] == "heads"
+
+
+def test_fit_binary_logistic_recovers_independent_logistic_models():
+    from training.musical import fit_binary_logistic
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4000, 5)) * np.array([1.0, 10.0, 0.1, 1.0, 100.0]) + 3.0
+    w_true = rng.normal(size=(5, 3)) / np.array([1.0, 10.0, 0.1, 1.0, 100.0])[:, None]
+    z = x @ w_true - (3.0 * w_true.sum(axis=0))
+    y = (rng.random(z.shape) < 1 / (1 + np.exp(-z))).astype(float)
+    w, b = fit_binary_logistic(x, y, l2=1e-6)
+    assert w.shape == (5, 3) and b.shape == (3,)
+    np.testing.assert_allclose(w, w_true, rtol=0.25, atol=0.15 * np.abs(w_true).max())
+    p = 1 / (1 + np.exp(-(x @ w + b)))
+    p_true = 1 / (1 + np.exp(-z))
+    assert np.abs(p - p_true).mean() < 0.03
+    # features rescaled: the same probabilities (the fit standardises, the weights map back)
+    w2, b2 = fit_binary_logistic(x * 1000.0, y, l2=1e-6)
+    np.testing.assert_allclose(1 / (1 + np.exp(-(x * 1000.0 @ w2 + b2))), p, atol=1e-4)
+
+
+def test_frame_heads_read_the_frame_vector():
+    import keras
+
+    from mirzoo.nn.tcn import build_tcn
+    from mirzoo.zoo.manifest import get_entry
+
+    config = dict(get_entry("tcn-music")["config"], n_tags=3, frame_heads={"pitch_classes": 12})
+    model = build_tcn(config)
+    assert model.output["pitch_classes"].shape[-1] == 12
+    rng = np.random.default_rng(1)
+    head = model.get_layer("pitch_classes")
+    head.set_weights([rng.normal(size=(config["frame_units"], 12)).astype(np.float32) * 0.1,
+                      rng.normal(size=12).astype(np.float32)])
+    y = rng.standard_normal((1, 16000)).astype(np.float32) * 0.1
+    out = model(y)
+    w, b = head.get_weights()
+    want = 1 / (1 + np.exp(-(np.asarray(out["frame"])[0] @ w + b)))
+    np.testing.assert_allclose(np.asarray(out["pitch_classes"])[0], want, rtol=1e-4, atol=1e-5)
+    assert isinstance(model.get_layer("pitch_classes"), keras.layers.Dense)
+
+
+def test_fit_pitch_classes_adds_a_head_and_changes_nothing_else(tmp_path, tiny_corpus, monkeypatch):
+    """On a copy of the package: the head is fitted on the frozen frame vector (every other output
+    bit-identical), the manifest entry names it with readable labels, its weights' sha256 and the
+    fit, drops the clip key fitted without it, and the head predicts the score's pitch classes
+    better than their base rate on the clips it was fitted on."""
+    import hashlib
+    import json
+    import shutil
+
+    from training import musical
+    from training.corpus import load_clip_targets
+
+    repo = Path(musical.__file__).resolve().parents[1]
+    root = tmp_path / "pkg"
+    (root / "mirzoo" / "weights").mkdir(parents=True)
+    shutil.copy(repo / "weights_manifest.json", root / "weights_manifest.json")
+    shutil.copy(repo / "mirzoo" / "weights_manifest.json", root / "mirzoo" / "weights_manifest.json")
+    name = json.loads((repo / "mirzoo" / "weights_manifest.json").read_text())["models"]["tcn-music"]["weights"]["file"]
+    shutil.copy(repo / "mirzoo" / "weights" / name, root / "mirzoo" / "weights" / name)
+    args = ["fit-pitch-classes", "--corpus", str(tiny_corpus), "--split", "train", "--clips", "0", "--step", "2", "--l2", "1e-3",
+            "--valid-split", "", "--root", str(root)]
+    assert musical.main(args) == 0
+    entry = json.loads((root / "mirzoo" / "weights_manifest.json").read_text())["models"]["tcn-music"]
+    assert json.loads((root / "weights_manifest.json").read_text())["models"]["tcn-music"] == entry
+    data = (root / "mirzoo" / "weights" / name).read_bytes()
+    assert entry["weights"]["sha256"] == hashlib.sha256(data).hexdigest() and entry["weights"]["size"] == len(data)
+    assert entry["config"]["frame_heads"] == {"pitch_classes": 12} and entry["layers"]["pitch_classes"] == 12
+    assert {"output": "pitch_classes", "labels": ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"],
+            "activation": "sigmoid"} in entry["aux_heads"]
+    files = sorted((Path(tiny_corpus) / "targets" / "train").rglob("*.npz"))
+    assert "clip_key" not in entry and entry["training"]["pitch_classes"]["clips"] == len(files) > 2
+    assert "fit-pitch-classes" in entry["training"]["command"]
+
+    monkeypatch.setenv("MIRZOO_MANIFEST", str(root / "mirzoo" / "weights_manifest.json"))
+    monkeypatch.setenv("MIRZOO_WEIGHTS_DIR", str(root / "mirzoo" / "weights"))
+    new = mirzoo.load("tcn-music")
+    monkeypatch.delenv("MIRZOO_MANIFEST")
+    monkeypatch.delenv("MIRZOO_WEIGHTS_DIR")
+    old = mirzoo.load("tcn-music")
+    assert "pitch_classes" in new.heads and new.spec.clip_key is None
+    t = load_clip_targets(str(files[0]))
+    y, _ = new.load_input(str(Path(tiny_corpus) / t["meta"]["path"]), None)
+    keys = ["embedding", "key", "beats", "tags"]
+    a = new.forward([y], keys + ["pitch_classes"], 16)[0]
+    b = old.forward([y], keys, 16)[0]
+    for k in keys:
+        np.testing.assert_array_equal(a[k], b[k])
+    # fitted: better than the base rate of each pitch class, in cross-entropy, on the training clips
+    probs, truth = [], []
+    for f in files:
+        t = load_clip_targets(str(f))
+        y, _ = new.load_input(str(Path(tiny_corpus) / t["meta"]["path"]), None)
+        p = new.forward([y], ["pitch_classes"], 16)[0]["pitch_classes"]
+        n = min(len(p), len(t["chroma"]))
+        probs.append(p[:n])
+        truth.append(t["chroma"][:n] > 0)
+    p, truth = np.clip(np.concatenate(probs), 1e-6, 1 - 1e-6), np.concatenate(truth)
+    rate = np.clip(truth.mean(axis=0), 1e-3, 1 - 1e-3)
+
+    def bce(q):
+        return -np.mean(truth * np.log(q) + (~truth) * np.log(1 - q))
+
+    assert bce(p) < 0.8 * bce(np.broadcast_to(rate, p.shape))

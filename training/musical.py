@@ -801,40 +801,60 @@ def train(args) -> dict:
 # -- clip key -------------------------------------------------------------------------------------
 #: the L2 penalties ``fit-key`` chooses from by grouped cross-validation on the valid clips
 CLIP_KEY_L2 = (1e-4, 3e-4, 1e-3, 3e-3)
+#: the clip-key forms ``fit-key`` chooses between: ``"heads"`` (the key head, the chord evidence, the mode
+#: head, and the pitch-class head's Krumhansl-Schmuckler scores when the model has one: one fit per
+#: penalty of :data:`CLIP_KEY_L2`) and ``"pitch-classes"`` (the Krumhansl-Schmuckler scores of the
+#: pitch-class head alone, with a scale and a bias per mode)
+CLIP_KEY_FORMS = ("heads", "pitch-classes")
 
 
-def clip_key_design(key_means: np.ndarray, chord_means: np.ndarray, mode_means: np.ndarray | None = None) -> np.ndarray:
-    """``[clips, 24, 220]`` (``221`` with ``mode_means [clips, 2]``): the linear features behind
-    :func:`mirzoo.tasks.analyze.clip_key_scores`.
+def clip_key_design(key_means: np.ndarray, chord_means: np.ndarray, mode_means: np.ndarray | None = None,
+                    chroma_means: np.ndarray | None = None) -> np.ndarray:
+    """``[clips, 24, 220 (+1 with mode_means [clips, 2]) (+2 with chroma_means [clips, 12])]``: the linear
+    features behind :func:`mirzoo.tasks.analyze.clip_key_scores`.
 
-    Parameter order: ``scale[2], bias[2], chord[2, 12, 9]`` (major, minor), then ``mode_scale``.
+    Parameter order: ``scale[2], bias[2], chord[2, 12, 9]`` (major, minor), then ``mode_scale``, then
+    ``chroma_scale[2]``.
     """
-    from mirzoo.tasks.analyze import clip_key_features
+    from mirzoo.tasks.analyze import clip_key_features, key_profile_correlations
 
     n = len(key_means)
     log_key, rel = clip_key_features(key_means, chord_means)  # [n, mode, tonic], [n, tonic, interval, quality]
-    x = np.zeros((n, 2, 12, 4 + 2 * 108 + (mode_means is not None)))
+    width = 4 + 2 * 108 + (mode_means is not None) + 2 * (chroma_means is not None)
+    x = np.zeros((n, 2, 12, width))
+    corr = None if chroma_means is None else key_profile_correlations(chroma_means).reshape(n, 2, 12)
     for m in range(2):
         x[:, m, :, m] = log_key[:, m]
         x[:, m, :, 2 + m] = 1.0
         x[:, m, :, 4 + 108 * m: 4 + 108 * (m + 1)] = rel.reshape(n, 12, 108)
         if mode_means is not None:
-            x[:, m, :, -1] = np.log(np.asarray(mode_means, np.float64)[:, m] + 1e-6)[:, None]
+            x[:, m, :, 220] = np.log(np.asarray(mode_means, np.float64)[:, m] + 1e-6)[:, None]
+        if corr is not None:
+            x[:, m, :, width - 2 + m] = corr[:, m]
     return x.reshape(n, 24, -1)
 
 
 def fit_clip_key(key_means: np.ndarray, chord_means: np.ndarray, refs: np.ndarray, l2: float,
-                 mode_means: np.ndarray | None = None) -> dict:
+                 mode_means: np.ndarray | None = None, chroma_means: np.ndarray | None = None,
+                 form: str = "heads") -> dict:
     """Multinomial logistic regression of the reference keys on :func:`clip_key_design` (L-BFGS, L2 on the
     chord weights), started from the key head alone (scale 1, everything else 0); with ``mode_means``
-    (a mode head's clip means) also the unpenalised ``mode_scale``."""
+    (a mode head's clip means) also the unpenalised ``mode_scale``, with ``chroma_means`` (a pitch-class
+    head's clip means) the unpenalised ``chroma_scale``.  ``form="pitch-classes"`` (needs
+    ``chroma_means``) fits the pitch-class scores' ``chroma_scale`` and the bias alone, every other
+    weight held at 0 (and the record has no ``mode_scale``)."""
     from scipy.optimize import minimize  # deferred: scipy is in the corpus and test extras
 
-    x = clip_key_design(key_means, chord_means, mode_means)
+    if form not in CLIP_KEY_FORMS:
+        raise ValueError(f"form={form!r}: expected one of {CLIP_KEY_FORMS}")
+    if form == "pitch-classes" and chroma_means is None:
+        raise ValueError("form='pitch-classes' needs chroma_means (a pitch-class head's clip means)")
+    x = clip_key_design(key_means, chord_means, mode_means, chroma_means)
     y = np.asarray(refs, int)
-    n = len(y)
-    with_mode = mode_means is not None
-    penal = np.r_[np.zeros(4), np.ones(216), np.zeros(int(with_mode))]
+    n, width = len(y), x.shape[-1]
+    with_mode, with_chroma = mode_means is not None, chroma_means is not None
+    penal = np.zeros(width)
+    penal[4:220] = 1.0
 
     def loss(theta):
         s = x @ theta
@@ -846,12 +866,21 @@ def fit_clip_key(key_means: np.ndarray, chord_means: np.ndarray, refs: np.ndarra
         grad = np.einsum("nk,nkd->d", p, x) / n + 2 * l2 * penal * theta
         return nll + l2 * float((penal * theta ** 2).sum()), grad
 
-    theta0 = np.r_[1.0, 1.0, np.zeros(2 + 216 + int(with_mode))]
-    theta = minimize(loss, theta0, jac=True, method="L-BFGS-B", options={"maxiter": 2000}).x
+    theta0 = np.zeros(width)
+    bounds = [(None, None)] * width
+    if form == "heads":
+        theta0[:2] = 1.0
+    else:  # the pitch-class scores and the biases only
+        theta0[width - 2:] = 10.0
+        bounds = [(None, None) if 2 <= i < 4 or i >= width - 2 else (0.0, 0.0) for i in range(width)]
+    theta = minimize(loss, theta0, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": 2000}).x
     record = {"scale": theta[:2].tolist(), "bias": theta[2:4].tolist(),
-              "chord": theta[4:220].reshape(2, 12, 9).tolist(), "l2": l2}
-    if with_mode:
+              "chord": theta[4:220].reshape(2, 12, 9).tolist(), "l2": l2 if form == "heads" else 0.0}
+    if with_mode and form == "heads":
         record["mode_scale"] = float(theta[220])
+    if with_chroma:
+        record["chroma_scale"] = theta[width - 2:].tolist()
+    record["form"] = form
     return record
 
 
@@ -866,7 +895,8 @@ def key_mirex(estimates, refs) -> float:
 
 def clip_key_inputs(extractor, corpus: Path, split: str, limit: int = 0):
     """Clip means of the key and chord heads and the reference key (the most frequent labelled frame key,
-    as ``benchmarks/musicality.py`` scores) of every clip of ``split`` with a known key; plus piece ids."""
+    as ``benchmarks/musicality.py`` scores) of every clip of ``split`` with a known key; plus piece ids,
+    and the clip means of the ``mode`` and ``pitch_classes`` heads (``None`` for a head the model lacks)."""
     from collections import Counter
 
     from training.corpus import load_clip_targets
@@ -874,22 +904,25 @@ def clip_key_inputs(extractor, corpus: Path, split: str, limit: int = 0):
     files = sorted(glob.glob(str(corpus / "targets" / split / "**" / "*.npz"), recursive=True))
     if limit:
         files = files[:limit]
-    keys, chords, modes, refs, pieces = [], [], [], [], []
-    heads = ["key", "chord"] + (["mode"] if "mode" in extractor.heads else [])
+    keys, chords, modes, chromas, refs, pieces = [], [], [], [], [], []
+    optional = [h for h in ("mode", "pitch_classes") if h in extractor.heads]
     for path in files:
         t = load_clip_targets(path)
         labelled = t["key"][t["key"] >= 0]
         if not labelled.size:
             continue
         y, _ = extractor.load_input(str(corpus / t["meta"]["path"]), None)
-        out = extractor.forward([y], heads, 16)[0]
+        out = extractor.forward([y], ["key", "chord"] + optional, 16)[0]
         keys.append(out["key"].astype(np.float64).mean(axis=0))
         chords.append(out["chord"].astype(np.float64).mean(axis=0))
         if "mode" in out:
             modes.append(out["mode"].astype(np.float64).mean(axis=0))
+        if "pitch_classes" in out:
+            chromas.append(out["pitch_classes"].astype(np.float64).mean(axis=0))
         refs.append(int(Counter(labelled.tolist()).most_common(1)[0][0]))
         pieces.append(t["meta"]["piece_id"])
-    return np.array(keys), np.array(chords), np.array(refs), np.array(pieces), (np.array(modes) if modes else None)
+    return (np.array(keys), np.array(chords), np.array(refs), np.array(pieces), (np.array(modes) if modes else None),
+            (np.array(chromas) if chromas else None))
 
 
 def mode_balanced_accuracy(estimates, refs) -> float:
@@ -899,13 +932,15 @@ def mode_balanced_accuracy(estimates, refs) -> float:
 
 
 def choose_clip_key(key_means, chord_means, refs, pieces, folds: int = 5, seed: int = 0, mode_means=None,
-                    corpora=None) -> dict:
-    """Fit :func:`fit_clip_key` with the L2 penalty of :data:`CLIP_KEY_L2` that scores best in
-    ``folds``-fold cross-validation grouped by piece; the record carries the cross-validated figures.
-    ``mode_means`` (a mode head's clip means) enter the fit and the record's ``mode_scale``.
+                    corpora=None, chroma_means=None) -> dict:
+    """Fit :func:`fit_clip_key` in the form (:data:`CLIP_KEY_FORMS`) and with the L2 penalty
+    (:data:`CLIP_KEY_L2`) that score best in ``folds``-fold cross-validation grouped by piece; the record
+    carries the cross-validated figures.  ``mode_means`` (a mode head's clip means) and
+    ``chroma_means`` (a pitch-class head's) enter the fit; with ``chroma_means`` the
+    ``"pitch-classes"`` form competes with the ``"heads"`` fits.
 
     ``corpora`` (one name per clip: the corpus, hence the soundfonts, it was rendered from) adds, for the
-    chosen penalty, each corpus's share of the cross-validated score and a **cross-corpus** score: fitted
+    chosen fit, each corpus's share of the cross-validated score and a **cross-corpus** score: fitted
     on the training folds of the other corpora only, scored on this corpus's held-out pieces (a piece
     rendered in two corpora is in the same fold in both) -- whether the fit carries to soundfonts it
     never saw, which a cross-validation within one soundfont cannot tell.
@@ -913,17 +948,26 @@ def choose_clip_key(key_means, chord_means, refs, pieces, folds: int = 5, seed: 
     uniq = np.unique(pieces)
     fold_of = dict(zip(uniq, np.random.default_rng(seed).permutation(len(uniq)) % folds))
     fold = np.array([fold_of[p] for p in pieces])
+    candidates = [("heads", l2) for l2 in CLIP_KEY_L2] + ([("pitch-classes", 0.0)] if chroma_means is not None else [])
+    means = (key_means, chord_means, refs, mode_means, chroma_means)
     cv, preds = {}, {}
-    for l2 in CLIP_KEY_L2:
-        preds[l2] = _fold_predictions(key_means, chord_means, refs, mode_means, fold, folds, l2)
-        cv[l2] = key_mirex(preds[l2], refs)
-    best = max(CLIP_KEY_L2, key=lambda l2: (cv[l2], -l2))
-    params = fit_clip_key(key_means, chord_means, refs, best, mode_means)
+    for cand in candidates:
+        preds[cand] = _fold_predictions(*means, fold, folds, cand)
+        cv[cand] = key_mirex(preds[cand], refs)
+    # ties go to the pitch-class form (fewer weights), then to the smaller penalty
+    best = max(candidates, key=lambda c: (cv[c], c[0] == "pitch-classes", -c[1]))
+    params = fit_clip_key(key_means, chord_means, refs, best[1], mode_means, chroma_means, form=best[0])
     params["valid"] = {"clips": int(len(refs)), "pieces": int(len(uniq)),
                        "key_mirex_head_mean": round(key_mirex(key_means.argmax(axis=1), refs), 4),
                        "key_mirex_cv": round(cv[best], 4),
                        "mode_balanced_accuracy_cv": round(mode_balanced_accuracy(preds[best], refs), 4),
-                       "key_mirex_cv_by_l2": {f"{k:g}": round(v, 4) for k, v in cv.items()}}
+                       "key_mirex_cv_by_l2": {f"{l2:g}": round(cv[("heads", l2)], 4) for l2 in CLIP_KEY_L2}}
+    if chroma_means is not None:
+        from mirzoo.tasks.analyze import key_profile_correlations
+
+        params["valid"]["key_mirex_cv_pitch_classes"] = round(cv[("pitch-classes", 0.0)], 4)
+        params["valid"]["key_mirex_pitch_classes_unfitted"] = round(
+            key_mirex(key_profile_correlations(chroma_means).argmax(axis=1), refs), 4)
     names = np.unique(corpora) if corpora is not None else ()
     if len(names) > 1:
         corpora = np.asarray(corpora)
@@ -931,32 +975,38 @@ def choose_clip_key(key_means, chord_means, refs, pieces, folds: int = 5, seed: 
         for name in names:
             own = corpora == name
             by[str(name)] = round(key_mirex(preds[best][own], refs[own]), 4)
-            pred = _fold_predictions(key_means, chord_means, refs, mode_means, fold, folds, best,
-                                     train_mask=~own, test_mask=own)
+            pred = _fold_predictions(*means, fold, folds, best, train_mask=~own, test_mask=own)
             cross[str(name)] = round(key_mirex(pred[own], refs[own]), 4)
         params["valid"]["key_mirex_cv_by_corpus"] = by
         params["valid"]["key_mirex_cross_corpus"] = cross
     return params
 
 
-def _fold_predictions(key_means, chord_means, refs, mode_means, fold, folds: int, l2: float,
+def _fold_predictions(key_means, chord_means, refs, mode_means, chroma_means, fold, folds: int, candidate,
                       train_mask=None, test_mask=None) -> np.ndarray:
-    """Cross-validated clip-key indices: for each fold, fitted on the other folds (within ``train_mask``)
-    and predicted on the fold (within ``test_mask``); clips outside ``test_mask`` stay -1."""
+    """Cross-validated clip-key indices of a ``(form, l2)`` candidate: for each fold, fitted on the other
+    folds (within ``train_mask``) and predicted on the fold (within ``test_mask``); clips outside
+    ``test_mask`` stay -1."""
     from mirzoo.tasks.analyze import clip_key_scores
 
+    form, l2 = candidate
     n = len(refs)
     train_mask = np.ones(n, bool) if train_mask is None else train_mask
     test_mask = np.ones(n, bool) if test_mask is None else test_mask
     pred = np.full(n, -1, int)
+
+    def part(a, idx):
+        return None if a is None else a[idx]
+
     for f in range(folds):
         tr, te = (fold != f) & train_mask, (fold == f) & test_mask
         if not te.any():
             continue
-        params = fit_clip_key(key_means[tr], chord_means[tr], refs[tr], l2,
-                              None if mode_means is None else mode_means[tr])
+        params = fit_clip_key(key_means[tr], chord_means[tr], refs[tr], l2, part(mode_means, tr),
+                              part(chroma_means, tr), form=form)
         pred[te] = [int(np.argmax(clip_key_scores(key_means[j][None], chord_means[j][None], params,
-                                                  None if mode_means is None else mode_means[j][None])))
+                                                  None if mode_means is None else mode_means[j][None],
+                                                  None if chroma_means is None else chroma_means[j][None])))
                     for j in np.flatnonzero(te)]
     return pred
 
@@ -989,8 +1039,10 @@ def fit_key(args) -> None:
             raise SystemExit(f"{c} split {args.split!r}: {len(part[2])} clips with a key, need at least 20")
     key_means, chord_means, refs, pieces = (np.concatenate([p[i] for p in parts]) for i in range(4))
     mode_means = None if parts[0][4] is None else np.concatenate([p[4] for p in parts])
+    chroma_means = None if parts[0][5] is None else np.concatenate([p[5] for p in parts])
     corpora = np.concatenate([[Path(c).name] * len(p[2]) for c, p in zip(args.corpus, parts)])
-    record = choose_clip_key(key_means, chord_means, refs, pieces, mode_means=mode_means, corpora=corpora)
+    record = choose_clip_key(key_means, chord_means, refs, pieces, mode_means=mode_means, corpora=corpora,
+                             chroma_means=chroma_means)
     record["weights_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     record["fitted_on"] = (" + ".join(Path(c).name for c in args.corpus) + f" split {args.split}: {len(refs)} "
                            f"clips of {record['valid']['pieces']} pieces (python -m training.musical fit-key)")
@@ -1010,11 +1062,155 @@ def fit_key(args) -> None:
     else:
         out = Path(args.out) if args.out else path.parent / "clip_key.json"
         write_json_atomic(out, record)
-    log.info("clip key on %d %s clips (%.0f s): MIREX head mean %.4f, clip key (cross-validated, l2 %g) %.4f%s -> %s",
-             len(refs), args.split, time.time() - t0, record["valid"]["key_mirex_head_mean"], record["l2"],
+    log.info("clip key on %d %s clips (%.0f s): MIREX head mean %.4f, clip key (cross-validated, form %s, l2 %g) %.4f%s -> %s",
+             len(refs), args.split, time.time() - t0, record["valid"]["key_mirex_head_mean"], record["form"], record["l2"],
              record["valid"]["key_mirex_cv"],
              "".join(f"; {k}: cv {v}, fitted on the other corpora {record['valid']['key_mirex_cross_corpus'][k]}"
                      for k, v in record["valid"].get("key_mirex_cv_by_corpus", {}).items()), out)
+
+
+# -- pitch-class head -------------------------------------------------------------------------------
+#: the frame head :func:`fit_pitch_classes` adds (sigmoid, on the ``frame`` vector), and its labels
+PITCH_CLASS_HEAD = "pitch_classes"
+
+
+def fit_binary_logistic(x: np.ndarray, y: np.ndarray, l2: float) -> tuple[np.ndarray, np.ndarray]:
+    """Independent L2-penalised logistic regressions of the columns of ``y [n, k]`` (0/1) on ``x [n, d]``,
+    jointly by L-BFGS; the features are standardised for the fit and the weights mapped back, so the
+    result applies to raw ``x``: ``sigmoid(x @ w + b)``.  Returns ``(w [d, k], b [k])``."""
+    from scipy.optimize import minimize  # deferred: scipy is in the corpus and test extras
+
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    mu, sd = x.mean(axis=0), x.std(axis=0) + 1e-6
+    xs = (x - mu) / sd
+    n, d = xs.shape
+    k = y.shape[1]
+
+    def loss(theta):
+        w, b = theta[: d * k].reshape(d, k), theta[d * k:]
+        z = xs @ w + b
+        # log(1 + e^z) - y z, stably
+        nll = (np.logaddexp(0.0, z) - y * z).sum() / n
+        g = (1.0 / (1.0 + np.exp(-z)) - y) / n
+        return nll + l2 * float((w ** 2).sum()), np.r_[(xs.T @ g + 2 * l2 * w).ravel(), g.sum(axis=0)]
+
+    theta = minimize(loss, np.zeros(d * k + k), jac=True, method="L-BFGS-B", options={"maxiter": 1000}).x
+    w, b = theta[: d * k].reshape(d, k), theta[d * k:]
+    return w / sd[:, None], b - (mu / sd) @ w
+
+
+def frame_features_and_chroma(extractor, corpus: Path, split: str, clips: int, step: int, seed: int = 0):
+    """The ``frame`` vectors of every ``step``-th frame and the score's pitch classes sounding there
+    (``targets/...npz``'s ``chroma``), for ``clips`` clips of ``split`` drawn with ``seed`` (0: all)."""
+    from training.corpus import load_clip_targets
+
+    files = sorted(glob.glob(str(corpus / "targets" / split / "**" / "*.npz"), recursive=True))
+    if clips and clips < len(files):
+        pick = np.sort(np.random.default_rng(seed).choice(len(files), clips, replace=False))
+        files = [files[i] for i in pick]
+    feats, chroma = [], []
+    for path in files:
+        t = load_clip_targets(path)
+        y, _ = extractor.load_input(str(corpus / t["meta"]["path"]), None)
+        out = extractor.forward([y], ["frame"], 16)[0]["frame"]
+        n = min(len(out), len(t["chroma"]))
+        feats.append(out[:n:step].astype(np.float32))
+        chroma.append((t["chroma"][:n:step] > 0).astype(np.float32))
+    if not feats:
+        raise SystemExit(f"{corpus}: no clips in split {split!r}")
+    return np.concatenate(feats), np.concatenate(chroma), len(files)
+
+
+def fit_pitch_classes(args) -> None:
+    """Add a ``pitch_classes`` head to the shipped ``tcn-music`` weights: 12 sigmoid units on the frozen
+    ``frame`` vector, fitted by logistic regression to the score's pitch classes on ``--split`` clips
+    of the given corpora.  Every other weight and output stays as it was."""
+    from mirzoo.extractor import Extractor
+    from mirzoo.fileio import atomic_file
+    from mirzoo.nn import get_family
+    from mirzoo.spec import PITCH_CLASS_LABELS
+
+    root = Path(args.root) if args.root else Path(__file__).resolve().parent.parent
+    manifest_paths = [root / "weights_manifest.json", root / "mirzoo" / "weights_manifest.json"]
+    entry = dict(json.loads(manifest_paths[1].read_text())["models"][MODEL], name=MODEL)
+    path = root / "mirzoo" / "weights" / entry["weights"]["file"]
+    if hashlib.sha256(path.read_bytes()).hexdigest() != entry["weights"]["sha256"]:
+        raise SystemExit(f"{path} is not the weights its manifest entry names (sha256 differs)")
+    base_entry = json.loads(json.dumps(entry))  # the model without the head (its frame vector is what the fit reads)
+    base_entry["config"].pop("frame_heads", None)
+    base_entry["layers"].pop(PITCH_CLASS_HEAD, None)
+    base_entry["aux_heads"] = [a for a in base_entry.get("aux_heads", []) if a["output"] != PITCH_CLASS_HEAD]
+    base_entry.pop("clip_key", None)
+    vocab = list(entry["head"]["labels"])
+    full, _, config = build_training_model(base_entry, len(vocab))
+    if entry["config"].get("frame_heads"):  # the package's weights already carry the head: refit it
+        shipped = json.loads(json.dumps(entry["config"]))
+        shipped["n_tags"] = len(vocab)
+        old = get_family(entry["family"])(shipped, name=MODEL.replace("-", "_"))
+        old.load_weights(path)
+        for layer in full.layers:
+            layer.set_weights(old.get_layer(layer.name).get_weights())
+    else:
+        full.load_weights(path)
+    extractor = Extractor(full, describe_derived_heads(json.loads(json.dumps(dict(base_entry, config=config)))))
+    t0 = time.time()
+    parts = [frame_features_and_chroma(extractor, Path(c), args.split, args.clips, args.step) for c in args.corpus]
+    x = np.concatenate([p[0] for p in parts])
+    y = np.concatenate([p[1] for p in parts])
+    w, b = fit_binary_logistic(x, y, args.l2)
+    fit_s = time.time() - t0
+    valid = {}
+    if args.valid_split:
+        vx, vy = [], []
+        for c in args.corpus:
+            f, t, _ = frame_features_and_chroma(extractor, Path(c), args.valid_split, args.clips // 4, args.step, seed=1)
+            vx.append(f)
+            vy.append(t)
+        p = 1.0 / (1.0 + np.exp(-(np.concatenate(vx) @ w + b)))
+        truth = np.concatenate(vy) > 0.5
+        pred = p > 0.5
+        valid = {"split": args.valid_split, "frames": int(len(truth)),
+                 "f1": round(float(2 * (pred & truth).sum() / max(pred.sum() + truth.sum(), 1)), 4),
+                 "accuracy": round(float((pred == truth).mean()), 4)}
+    new_config = json.loads(json.dumps(config))
+    new_config.pop("n_tags", None)
+    new_config["frame_heads"] = {PITCH_CLASS_HEAD: 12}
+    built = json.loads(json.dumps(new_config))
+    built["n_tags"] = len(vocab)
+    model = get_family(entry["family"])(built, name=MODEL.replace("-", "_"))
+    for layer in full.layers:
+        model.get_layer(layer.name).set_weights(layer.get_weights())
+    model.get_layer(PITCH_CLASS_HEAD).set_weights([w.astype(np.float32), b.astype(np.float32)])
+    target = path
+    with atomic_file(target, suffix=".weights.h5") as tmp:  # keras insists on the suffix
+        os.unlink(tmp)
+        model.save_weights(tmp)
+    data = target.read_bytes()
+    record = {"corpora": [Path(c).name for c in args.corpus], "split": args.split,
+              "clips": int(sum(p[2] for p in parts)), "frames": int(len(x)), "frame_step": args.step, "l2": args.l2,
+              "fit_seconds": round(fit_s, 1), "valid": valid,
+              "command": "python -m training.musical fit-pitch-classes " + " ".join(f"--corpus {Path(c).name}" for c in args.corpus)
+              + f" --split {args.split} --clips {args.clips} --step {args.step} --l2 {args.l2:g}"}
+    for manifest_path in manifest_paths:
+        manifest = json.loads(manifest_path.read_text())
+        e = manifest["models"][MODEL]
+        e["config"]["frame_heads"] = {PITCH_CLASS_HEAD: 12}
+        e["layers"][PITCH_CLASS_HEAD] = 12
+        e["aux_heads"] = [a for a in e.get("aux_heads", []) if a["output"] != PITCH_CLASS_HEAD] + [
+            {"output": PITCH_CLASS_HEAD, "labels": list(PITCH_CLASS_LABELS), "activation": "sigmoid"}]
+        e["weights"] = {"kind": "file", "file": target.name, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+        e.pop("clip_key", None)  # fitted on the weights without the head: rerun fit-key
+        e["training"]["pitch_classes"] = record
+        command = e["training"].get("command", "")
+        if "fit-pitch-classes" not in command:
+            step = "python -m training.musical fit-pitch-classes --corpus CORPUS"
+            before, sep, after = command.partition(" && python -m training.musical fit-key")
+            e["training"]["command"] = f"{before} && {step}{sep}{after}" if sep else f"{command} && {step}"
+        with atomic_file(manifest_path) as tmp:
+            Path(tmp).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    log.info("pitch-class head on %d frames of %d clips (%.0f s)%s -> %s; now run fit-key --out manifest",
+             len(x), record["clips"], fit_s, f", {valid['split']} F1 {valid['f1']}" if valid else "", target)
 
 
 def interpolate(args) -> None:
@@ -1198,6 +1394,15 @@ def main(argv=None) -> int:
     k.add_argument("--out", default=None,
                    help="JSON record (default: clip_key.json beside a run's weights), or 'manifest' (shipped weights only)")
     k.add_argument("--limit", type=int, default=0, help=argparse.SUPPRESS)
+    pc = sub.add_parser("fit-pitch-classes",
+                        help="add a pitch-class (chroma) head to the shipped weights, fitted on the frozen frame vector")
+    pc.add_argument("--corpus", action="append", required=True, help="a version-2 corpus folder; repeat for several renders")
+    pc.add_argument("--split", default="train")
+    pc.add_argument("--clips", type=int, default=400, help="clips drawn per corpus (seed 0; 0: all)")
+    pc.add_argument("--step", type=int, default=4, help="keep every STEP-th frame")
+    pc.add_argument("--l2", type=float, default=1e-4)
+    pc.add_argument("--valid-split", default="valid", help="split scored for the record ('' to skip)")
+    pc.add_argument("--root", default="", help=argparse.SUPPRESS)  # another checkout's package (tests)
     w = sub.add_parser("interpolate", help="a run's best weights interpolated with its initial weights (WiSE-FT)")
     w.add_argument("--run", required=True, help="a run started with --init")
     w.add_argument("--alpha", type=float, required=True, help="weight of the run's best (0..1); the rest is the initial weights'")
@@ -1210,7 +1415,8 @@ def main(argv=None) -> int:
     if getattr(args, "average_from", None) is not None and not 0.0 <= args.average_from < 1.0:
         parser.error(f"--average-from {args.average_from}: expected a fraction of the time budget in [0, 1)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    {"cache": cache, "train": train, "fit-key": fit_key, "interpolate": interpolate, "ship": ship}[args.cmd](args)
+    {"cache": cache, "train": train, "fit-key": fit_key, "fit-pitch-classes": fit_pitch_classes,
+     "interpolate": interpolate, "ship": ship}[args.cmd](args)
     return 0
 
 

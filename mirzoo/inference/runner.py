@@ -161,7 +161,8 @@ class Runner:
             # a window is never shorter than 3 frames: a one-frame input (under one hop, ~20 ms) crashed
             # TensorFlow's oneDNN convolution with SIGABRT; the extra frames are dropped when stitching
             min_samples = max(self.frontend.min_samples(), 2 * self.hop_length + 1)
-            self.plan = FramePlan(self.hop_length, self.chunk_frames, self.margin_frames, min_samples, self.sample_rate)
+            self.plan = FramePlan(self.hop_length, self.chunk_frames, self.margin_frames, min_samples, self.sample_rate,
+                                  pad_constant=getattr(self.frontend, "pad_mode", None) == "constant")
 
     def update_entry(self, **changes: Any) -> None:
         """Set top-level keys of the manifest entry and re-parse :attr:`spec` from it, so the two never
@@ -496,9 +497,12 @@ class Runner:
             # a chunk whose right margin is inside the audio is final whatever the length
             while (first + width + margin) * hop <= n:
                 left, right = max(0, (first - margin) * hop), (first + width + margin) * hop
-                add(FrameChunk(left, right, first - left // hop, width), buf[left - start : right - start].copy())
+                chunk = FrameChunk(left, right, first - left // hop, width)
+                add(chunk, plan.window(buf, FrameChunk(left - start, right - start, chunk.skip, width)).copy())
                 first += width
-            drop = max(0, (first - margin) * hop) - start
+            # keep what the last window may reach back to: it ends at the signal's end and spans up to
+            # width + margin + 1 frames (FramePlan.chunks)
+            drop = max(0, (first - margin - width - 1) * hop) - start
             if drop > 0:
                 buf, start = buf[drop:], start + drop
         for chunk in plan.chunks(n):

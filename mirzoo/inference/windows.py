@@ -95,13 +95,24 @@ def frame_margin(kernel_length: int, hop_length: int, context_frames: int = 0) -
 
 @dataclass(frozen=True)
 class FramePlan:
-    """Chunks of ``chunk_frames`` frames with ``margin_frames`` of context, hop ``hop_length``."""
+    """Chunks of ``chunk_frames`` frames with ``margin_frames`` of context, hop ``hop_length``.
+
+    Window lengths are kept to a few, because TensorFlow's oneDNN kernels build (and keep) new
+    primitives for every input shape they meet: about 130 MB and 0.3 s per new length for
+    ``tcn-music`` on a 2-core CPU, so a folder of files of different lengths grew without bound.
+    The last window of a signal longer than one window ends at the signal's end and spans as many
+    frames as the first (it starts earlier than it needs to, which only adds context to frames it
+    keeps); and with ``pad_constant`` (a front-end that pads the signal with zeros) every window is
+    zero-padded to the last sample before its next frame would begin, which adds no frame and
+    changes no value.  A signal longer than one window then runs in windows of two lengths.
+    """
 
     hop_length: int
     chunk_frames: int
     margin_frames: int
     min_samples: int
     sample_rate: int
+    pad_constant: bool = False
 
     def n_frames(self, n: int) -> int:
         """Frames of a signal of ``n`` samples (centred frames: ``1 + n // hop``)."""
@@ -115,19 +126,27 @@ class FramePlan:
         """The chunks covering every frame of a signal of ``n`` samples, in order."""
         hop = self.hop_length
         total = self.n_frames(n)
+        edge = self.chunk_frames + self.margin_frames + 1  # frames of the first window of a long signal
         out = []
         for first in range(0, total, self.chunk_frames):
             keep = min(self.chunk_frames, total - first)
             left = max(0, (first - self.margin_frames) * hop)
             right = min(n, (first + keep + self.margin_frames) * hop)
+            if right == n and left > 0:  # the last window: as many frames as the first, ending at n
+                left = min(left, max(0, (total - edge) * hop))
             out.append(FrameChunk(left, right, first - left // hop, keep))
         return out
 
     def window(self, y: np.ndarray, chunk: FrameChunk) -> np.ndarray:
-        """The audio of ``chunk``, zero-padded to the front-end's minimum length."""
+        """The audio of ``chunk``, zero-padded to the front-end's minimum length, and with
+        ``pad_constant`` to one sample short of a further frame (see the class)."""
         piece = y[chunk.left : chunk.right]
-        if piece.shape[0] < self.min_samples:  # too short for the front-end's padding
-            piece = np.pad(piece, (0, self.min_samples - piece.shape[0]))
+        size = piece.shape[0]
+        if self.pad_constant:
+            size = (size // self.hop_length + 1) * self.hop_length - 1
+        size = max(size, self.min_samples)  # too short for the front-end's padding
+        if piece.shape[0] < size:
+            piece = np.pad(piece, (0, size - piece.shape[0]))
         return piece
 
     def first_frame(self, chunk: FrameChunk) -> int:

@@ -16,7 +16,10 @@ Every head is frame-wise (one vector per frame, at the front-end hop):
 * ``key``: softmax over 24 keys (tonic x major/minor);
 * ``chord``: softmax over root x quality chords and ``N``;
 * ``meter``: softmax over time signatures; ``tempo``: softmax over log-spaced BPM classes;
-* ``tags``: sigmoid clip tags (broadcast to frames in training).
+* ``tags``: sigmoid clip tags (broadcast to frames in training);
+* ``frame_heads`` (config, optional): sigmoid heads on the ``frame`` vector, before the TCN, for
+  what sounds in the frame itself; ``tcn-music``'s ``pitch_classes`` (12 pitch-class activities, a
+  learned chroma after Korzeniowski & Widmer's 2016 deep chroma extractor) is one.
 
 Clip-level answers (the key of a piece, its meter, tempo, beat times, chord segments) are
 read from these frame outputs by :mod:`mirzoo.tasks.analyze`.
@@ -52,7 +55,8 @@ def build_tcn(config: dict, name: str = "tcn") -> keras.Model:
     Config keys: ``frontend`` (a ``cqt`` front-end), ``conv_filters`` (3 ints), ``freq_pools``
     (3 ints; their product divides the number of bins), ``frame_units``, ``tcn_units``,
     ``tcn_kernel`` (odd), ``tcn_layers``, ``dropout``, ``heads`` (``{output: n_units}`` for the
-    softmax heads ``key``, ``chord``, ``meter``, ``tempo``), ``n_tags``, and ``context``
+    softmax heads ``key``, ``chord``, ``meter``, ``tempo``), ``frame_heads`` (optional, ``{output:
+    n_units}`` for sigmoid heads on the ``frame`` vector), ``n_tags``, and ``context``
     (must equal :func:`tcn_context_frames`: the manifest's promise of how far a frame reaches).
     """
     kernel, n_layers = int(config["tcn_kernel"]), int(config["tcn_layers"])
@@ -98,4 +102,7 @@ def build_tcn(config: dict, name: str = "tcn") -> keras.Model:
         outputs[head] = keras.layers.Dense(int(n), activation="softmax", name=head)(embedding)
     if int(config.get("n_tags", 0)) > 0:
         outputs["tags"] = keras.layers.Dense(int(config["n_tags"]), activation="sigmoid", name="tags")(embedding)
+    for head, n in config.get("frame_heads", {}).items():
+        # read from the frame vector before the TCN: what sounds now, not the context
+        outputs[head] = keras.layers.Dense(int(n), activation="sigmoid", name=head)(outputs["frame"])
     return keras.Model(waveform, outputs, name=name)

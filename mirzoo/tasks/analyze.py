@@ -86,12 +86,24 @@ __all__ = [
     "track_beats",
     "downbeat_phase",
     "downbeat_evidence",
+    "clip_key_scores",
+    "clip_key_distribution",
+    "key_profile_correlations",
+    "KRUMHANSL_KESSLER_MAJOR",
+    "KRUMHANSL_KESSLER_MINOR",
 ]
 
 #: heads a model needs for :func:`analyze`
 REQUIRED_HEADS = ("beats", "key", "chord", "meter", "tempo")
-#: heads :func:`analyze` reads when a model has them: ``mode`` (major, minor) for the clip key
-OPTIONAL_HEADS = ("mode",)
+#: heads :func:`analyze` reads when a model has them, for the clip key: ``mode`` (major, minor) and
+#: ``pitch_classes`` (the 12 pitch classes sounding in each frame, a chroma)
+OPTIONAL_HEADS = ("mode", "pitch_classes")
+
+#: Krumhansl & Kessler's (1982) probe-tone ratings of the 12 pitch classes above a major and a minor
+#: tonic (as in Krumhansl 1990, *Cognitive Foundations of Musical Pitch*, and music21's
+#: ``KrumhanslSchmuckler`` weights, which the corpus's analysed key labels use)
+KRUMHANSL_KESSLER_MAJOR = (6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88)
+KRUMHANSL_KESSLER_MINOR = (6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17)
 
 #: beats per bar of each meter label (the beat unit of the training targets)
 _BEATS_PER_BAR = {"2/2": 2, "2/4": 2, "3/4": 3, "4/4": 4, "5/4": 5, "6/4": 2, "3/2": 3, "4/2": 4,
@@ -251,7 +263,7 @@ def global_distribution(probs: np.ndarray, labels: Sequence[str], top_k: int = 3
 
 
 def clip_key_scores(key_probs: np.ndarray, chord_probs: np.ndarray, params: Mapping[str, Any],
-                    mode_probs: Optional[np.ndarray] = None) -> np.ndarray:
+                    mode_probs: Optional[np.ndarray] = None, chroma_probs: Optional[np.ndarray] = None) -> np.ndarray:
     """Unnormalised log-scores of the 24 keys of a clip, from its frame key and chord probabilities.
 
     For the key with tonic ``t`` and mode ``m`` (0 major, 1 minor)::
@@ -265,6 +277,10 @@ def clip_key_scores(key_probs: np.ndarray, chord_probs: np.ndarray, params: Mapp
     ``mode_scale`` adds ``mode_scale * log(mean_frames mode_probs)[m]``, the clip average of a ``mode``
     head ``[T, 2]`` (major, minor), which must then be given.  Keys are indexed
     ``tonic + 12 * minor`` and chords ``root * 9 + quality`` (then ``N``, unused), as ``tcn-music``'s heads.
+    A record with a ``chroma_scale`` (two numbers: major, minor) adds
+    ``chroma_scale[m] * key_profile_correlations(mean_frames chroma_probs)[t + 12 m]``: the
+    Krumhansl-Schmuckler reading of a ``pitch_classes`` head ``[T, 12]`` (the pitch classes sounding in
+    each frame, C first), which must then be given as ``chroma_probs``.  A weight of 0 leaves a term out.
     The parameters are fitted on the valid split by ``python -m training.musical fit-key``.
     """
     key_probs = _frames(key_probs, 24, "key_probs")
@@ -279,7 +295,31 @@ def clip_key_scores(key_probs: np.ndarray, chord_probs: np.ndarray, params: Mapp
             raise ParameterError("this clip_key record weighs a mode head (mode_scale): give mode_probs [frames, 2]")
         mode_mean = _frames(mode_probs, 2, "mode_probs").mean(axis=0)
         scores = scores + float(params["mode_scale"]) * np.log(mode_mean + 1e-6)[:, None]
+    if params.get("chroma_scale") is not None:
+        if chroma_probs is None:
+            raise ParameterError("this clip_key record weighs a pitch_classes head (chroma_scale): give chroma_probs [frames, 12]")
+        corr = key_profile_correlations(_frames(chroma_probs, 12, "chroma_probs").mean(axis=0))
+        scores = scores + np.asarray(params["chroma_scale"], dtype=np.float64)[:, None] * corr.reshape(2, 12)
     return scores.reshape(24)
+
+
+def key_profile_correlations(chroma: np.ndarray) -> np.ndarray:
+    """Pearson correlations of a pitch-class distribution ``[..., 12]`` (C first) with the 24 rotations
+    of the Krumhansl-Kessler profiles, ``[..., 24]`` indexed ``tonic + 12 * minor``: the
+    Krumhansl-Schmuckler key-finding scores (the best is the key).  A flat distribution correlates 0
+    with every key."""
+    chroma = np.asarray(chroma, dtype=np.float64)
+    if chroma.shape[-1:] != (12,):
+        raise ParameterError(f"chroma must have 12 pitch classes on its last axis, got shape {chroma.shape}")
+    c = chroma - chroma.mean(axis=-1, keepdims=True)
+    norm = np.linalg.norm(c, axis=-1, keepdims=True)
+    c = np.divide(c, norm, out=np.zeros_like(c), where=norm > 1e-12)
+    profiles = []
+    for weights in (KRUMHANSL_KESSLER_MAJOR, KRUMHANSL_KESSLER_MINOR):
+        p = np.asarray(weights) - np.mean(weights)
+        p /= np.linalg.norm(p)
+        profiles += [np.roll(p, tonic) for tonic in range(12)]
+    return c @ np.stack(profiles, axis=1)
 
 
 def clip_key_features(key_mean: np.ndarray, chord_mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -295,9 +335,9 @@ def clip_key_features(key_mean: np.ndarray, chord_mean: np.ndarray) -> tuple[np.
 
 
 def clip_key_distribution(key_probs: np.ndarray, chord_probs: np.ndarray, params: Mapping[str, Any],
-                          mode_probs: Optional[np.ndarray] = None) -> np.ndarray:
+                          mode_probs: Optional[np.ndarray] = None, chroma_probs: Optional[np.ndarray] = None) -> np.ndarray:
     """The clip's 24 key probabilities: the softmax of :func:`clip_key_scores`."""
-    s = clip_key_scores(key_probs, chord_probs, params, mode_probs)
+    s = clip_key_scores(key_probs, chord_probs, params, mode_probs, chroma_probs)
     e = np.exp(s - s.max())
     return e / e.sum()
 
@@ -664,8 +704,8 @@ def analyze_frames(
     ----------
     frames : mapping
         ``{"beats": [T, 2] (beat, downbeat), "key": [T, 24], "chord": [T, C], "meter": [T, M],
-        "tempo": [T, B]}`` (probabilities, frames at ``fps``); optionally ``"mode": [T, 2]``, read
-        by a ``clip_key`` record with a ``mode_scale``.
+        "tempo": [T, B]}`` (probabilities, frames at ``fps``); optionally ``"mode": [T, 2]`` and
+        ``"pitch_classes": [T, 12]``, read by a ``clip_key`` record with a ``mode_scale`` or ``chroma_scale``.
     heads : mapping
         Labels of each head (``Extractor.heads``); ``tempo`` labels start with the BPM.
     fps : float > 0
@@ -713,7 +753,7 @@ def analyze_frames(
     if clip_key is None:
         key_top = global_distribution(key_probs, heads["key"])
     else:
-        dist = clip_key_distribution(key_probs, chord_probs, clip_key, frames.get("mode"))
+        dist = clip_key_distribution(key_probs, chord_probs, clip_key, frames.get("mode"), frames.get("pitch_classes"))
         key_top = [(heads["key"][i], float(dist[i])) for i in np.argsort(-dist, kind="stable")[:3]]
     local_keys = label_segments(smooth_labels(key_probs, key_penalty), heads["key"], fps, duration, key_probs)
     meter_top = global_distribution(meter_probs, heads["meter"])
