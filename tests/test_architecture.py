@@ -126,16 +126,28 @@ def test_frame_plan_equals_the_old_chunks_and_covers_every_frame(n):
     for c, (left, right, skip, keep) in zip(chunks, old):
         assert (c.right, c.keep, plan.first_frame(c)) == (right, keep, left // 320 + skip) and c.left <= left
         assert plan.first_frame(c) - c.left // 320 >= (margin if c.left > 0 else 0)  # context kept
-    if len(chunks) > 1:
-        first, last = (plan.n_frames(c.right - c.left) for c in (chunks[0], chunks[-1]))
-        assert first == last == min(500 + margin + 1, plan.n_frames(n))
+    if len(chunks) > 1:  # windows ending at the end span as many frames as the first or the middle ones
+        spans = {plan.n_frames(c.right - c.left) for c in chunks}
+        assert plan.n_frames(chunks[0].right - chunks[0].left) == min(500 + margin + 1, plan.n_frames(n))
+        assert spans <= {min(500 + margin + 1, plan.n_frames(n)), 500 + 2 * margin + 1}
     kept = np.concatenate([np.arange(plan.first_frame(c), plan.first_frame(c) + c.keep) for c in chunks])
     np.testing.assert_array_equal(kept, np.arange(plan.n_frames(n)))  # every frame once, in order
     assert all(plan.window(np.zeros(n, np.float32), c).shape[0] >= 2048 for c in chunks)
 
 
-@pytest.mark.parametrize("n", [0, 100, 2047, 160000, 160321, 16000 * 37 + 5, 16000 * 41 + 313])
-def test_constant_padded_frame_plan_uses_two_window_lengths_and_adds_no_frame(n):
+@pytest.mark.parametrize("n", [0, 100, 319, 320, 160000, 160321, 16000 * 37 + 5])
+def test_frame_plan_without_shared_lengths_is_the_old_plan(n):
+    margin = frame_margin(kernel_length=2048, hop_length=320, context_frames=7)
+    plan = FramePlan(320, 500, margin, 2048, 16000, pad_constant=True, share_lengths=False)
+    assert [tuple(c) for c in plan.chunks(n)] == _old_frame_chunks(n, 320, 500, margin)
+    y = np.ones(n, np.float32)
+    for c in plan.chunks(n):
+        assert plan.window(y, c).shape[0] == max(c.right - c.left, 2048)
+
+
+@pytest.mark.parametrize("n", [0, 100, 2047, 160000, 160321, 16000 * 37 + 5, 16000 * 41 + 313,
+                               (1000 + 3) * 320 + 17, (1500 + 5) * 320])
+def test_constant_padded_frame_plan_uses_few_window_lengths_and_adds_no_frame(n):
     margin = frame_margin(kernel_length=2048, hop_length=320, context_frames=7)
     plan = FramePlan(320, 500, margin, 2048, 16000, pad_constant=True)
     y = np.random.default_rng(0).standard_normal(n).astype(np.float32)
@@ -146,9 +158,12 @@ def test_constant_padded_frame_plan_uses_two_window_lengths_and_adds_no_frame(n)
         np.testing.assert_array_equal(w[: c.right - c.left], y[c.left : c.right])  # the audio, then zeros
         assert not w[c.right - c.left:].any()
         assert w.shape[0] == 2048 or plan.n_frames(w.shape[0]) == plan.n_frames(c.right - c.left)  # no extra frame
-        assert w.shape[0] % 320 == 319 or w.shape[0] == 2048
-    if plan.n_frames(n) > 500 + margin + 1:
-        assert lengths <= {(500 + margin + 1) * 320 - 1, (500 + 2 * margin + 1) * 320 - 1}
+        assert w.shape[0] % 320 in (0, 319) or w.shape[0] == 2048
+        size = c.right - c.left
+        assert w.shape[0] == max(size if size % 320 == 0 else (size // 320 + 1) * 320 - 1, 2048)
+    if plan.n_frames(n) > 500 + margin + 1:  # the first, middle and end windows of any long signal
+        assert lengths <= {(500 + margin) * 320, (500 + 2 * margin) * 320,
+                           (500 + margin + 1) * 320 - 1, (500 + 2 * margin + 1) * 320 - 1}
 
 
 def test_frame_margin_is_the_old_formula():

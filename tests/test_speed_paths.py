@@ -237,3 +237,33 @@ def test_gpu_benchmark_helpers_and_refusal_without_an_accelerator(capsys, monkey
     monkeypatch.setattr(gpu.tp, "_gpus", lambda backend: [])
     assert gpu.main(["--models", "cnn-tagging", "--out-dir", "/nonexistent/never-written"]) == 2
     assert f"no accelerator visible to the {keras.backend.backend()} backend" in capsys.readouterr().out
+
+
+def test_frame_models_give_the_same_frames_with_shared_window_lengths():
+    """The plan that keeps window lengths few (the last window ends-aligned and as long as the first,
+    windows zero-padded to whole frames) against the earlier per-length plan: the same frames."""
+    import dataclasses
+
+    rng = np.random.default_rng(3)
+    for name, seconds in (("tcn-music", 75.3), ("dense-frame", 23.71)):
+        m = mirzoo.load(name)
+        y = rng.standard_normal(int(m.sample_rate * seconds)).astype(np.float32) * 0.1
+        assert m.plan.share_lengths and m.plan.pad_constant  # constant-padded constant-Q front-ends
+        assert m.plan.count(len(y)) >= 2
+        keys = [m.default_layer, m.head_output]
+        shared = m.forward([y], keys, 16)[0]
+        m.plan = dataclasses.replace(m.plan, share_lengths=False)
+        old = m.forward([y], keys, 16)[0]
+        for k in keys:
+            assert shared[k].shape == old[k].shape
+            np.testing.assert_allclose(shared[k], old[k], rtol=1e-5, atol=1e-5 * float(np.abs(old[k]).max()))
+
+
+def test_frame_lengths_benchmark_child_reports_its_figures():
+    from benchmarks import frame_lengths
+
+    r = frame_lengths.one_run("dense-frame", True, 2, 11.0, 12.0, 0)
+    assert r["files"] == 2 and 22.0 <= r["audio_seconds"] <= 24.0 and r["wall_s"] > 0
+    assert r["window_lengths"] <= 2 and r["peak_rss_gb"] >= r["rss_end_gb"] * 0.9 > 0
+    with pytest.raises(SystemExit):
+        frame_lengths.main(["--min-seconds", "5", "--max-seconds", "2"])

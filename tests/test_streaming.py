@@ -92,3 +92,22 @@ def test_file_stream_blocks_concatenate_to_load_audio(tmp_path, monkeypatch):
     np.testing.assert_allclose(np.concatenate(blocks), whole, atol=1e-6)
     with pytest.raises(mirzoo.AudioFileError, match="not found"):
         mirzoo.audio.FileStream(tmp_path / "missing.wav", SR)
+
+
+def test_streamed_frame_model_with_an_end_window_reaching_back_past_a_full_chunk(tmp_path, monkeypatch):
+    """dense-frame (500-frame chunks, 22-frame margin): 3009 frames, so the sixth chunk's margin passes
+    the end and its window, ending at the end, spans as many frames as the windows between (starting
+    before that chunk's own margin); the stream must still hold the audio it reaches back to."""
+    m = mirzoo.load("dense-frame")
+    plan = m.plan
+    n = 3008 * m.hop_length + 5
+    chunks = plan.chunks(n)
+    assert len(chunks) == 7 and chunks[-2].right == chunks[-1].right == n
+    assert plan.n_frames(chunks[-2].right - chunks[-2].left) == plan.chunk_frames + 2 * plan.margin_frames + 1
+    assert 0 < chunks[-2].left < (2500 - plan.margin_frames) * m.hop_length
+    path = _write(tmp_path, "edge.wav", (n + 0.5) / m.sample_rate, m.sample_rate, seed=5)
+    want = m.extract(path)
+    _streamed(monkeypatch, block_frames=4099)
+    got = m.extract(path)
+    assert got.embeddings.shape == want.embeddings.shape == (3009, m.layers[m.default_layer])
+    np.testing.assert_allclose(got.embeddings, want.embeddings, rtol=1e-5, atol=1e-5)

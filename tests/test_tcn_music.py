@@ -762,7 +762,7 @@ def test_frame_heads_read_the_frame_vector():
 
 def test_fit_pitch_classes_adds_a_head_and_changes_nothing_else(tmp_path, tiny_corpus, monkeypatch):
     """On a copy of the package: the head is fitted on the frozen frame vector (every other output
-    bit-identical), the manifest entry names it with readable labels, its weights' sha256 and the
+    the same up to float rounding), the manifest entry names it with readable labels, its weights' sha256 and the
     fit, drops the clip key fitted without it, and the head predicts the score's pitch classes
     better than their base rate on the clips it was fitted on."""
     import hashlib
@@ -803,10 +803,13 @@ def test_fit_pitch_classes_adds_a_head_and_changes_nothing_else(tmp_path, tiny_c
     t = load_clip_targets(str(files[0]))
     y, _ = new.load_input(str(Path(tiny_corpus) / t["meta"]["path"]), None)
     keys = ["embedding", "key", "beats", "tags"]
-    a = new.forward([y], keys + ["pitch_classes"], 16)[0]
     b = old.forward([y], keys, 16)[0]
-    for k in keys:
-        np.testing.assert_array_equal(a[k], b[k])
+    # the same weights: equal up to float rounding (oneDNN's kernels may sum in another order in another
+    # graph or process state; in a fresh process and for the same outputs they are bit for bit equal)
+    for request in (keys, keys + ["pitch_classes"]):
+        a = new.forward([y], request, 16)[0]
+        for k in keys:
+            np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-5 * float(np.abs(b[k]).max()))
     # fitted: better than the base rate of each pitch class, in cross-entropy, on the training clips
     probs, truth = [], []
     for f in files:

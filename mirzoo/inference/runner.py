@@ -500,9 +500,9 @@ class Runner:
                 chunk = FrameChunk(left, right, first - left // hop, width)
                 add(chunk, plan.window(buf, FrameChunk(left - start, right - start, chunk.skip, width)).copy())
                 first += width
-            # keep what the last window may reach back to: it ends at the signal's end and spans up to
-            # width + margin + 1 frames (FramePlan.chunks)
-            drop = max(0, (first - margin - width - 1) * hop) - start
+            # keep what a window ending at the signal's end may reach back to: up to width + 2 * margin + 1
+            # frames before the end (FramePlan.chunks), and the end is at least one frame past `first`
+            drop = max(0, (first - 2 * margin - width) * hop) - start
             if drop > 0:
                 buf, start = buf[drop:], start + drop
         for chunk in plan.chunks(n):

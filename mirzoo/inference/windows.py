@@ -100,11 +100,16 @@ class FramePlan:
     Window lengths are kept to a few, because TensorFlow's oneDNN kernels build (and keep) new
     primitives for every input shape they meet: about 130 MB and 0.3 s per new length for
     ``tcn-music`` on a 2-core CPU, so a folder of files of different lengths grew without bound.
-    The last window of a signal longer than one window ends at the signal's end and spans as many
-    frames as the first (it starts earlier than it needs to, which only adds context to frames it
-    keeps); and with ``pad_constant`` (a front-end that pads the signal with zeros) every window is
-    zero-padded to the last sample before its next frame would begin, which adds no frame and
-    changes no value.  A signal longer than one window then runs in windows of two lengths.
+    A window that ends at the signal's end (in a signal longer than one window) spans as many frames
+    as the first window, or as the windows between when it must (it starts earlier than it needs to,
+    which only adds context to the frames it keeps); and with ``pad_constant`` (a front-end that
+    pads the signal with zeros) a window whose length is not a whole number of hops (one that ends
+    at the signal's end) is zero-padded to the last sample before its next frame would begin, which
+    adds no frame and changes no value.  Every signal longer than one window then runs in windows
+    of the same few (at most four) lengths.  (Padding every window instead raised the peak memory
+    of a 1-hour file by 670 MB with ``tcn-music``: oneDNN's kernels for the odd lengths need more.)
+    ``share_lengths=False`` gives the earlier plan (the last window as short as it can be, no
+    padding), for comparison (``benchmarks/frame_lengths.py``).
     """
 
     hop_length: int
@@ -113,6 +118,7 @@ class FramePlan:
     min_samples: int
     sample_rate: int
     pad_constant: bool = False
+    share_lengths: bool = True
 
     def n_frames(self, n: int) -> int:
         """Frames of a signal of ``n`` samples (centred frames: ``1 + n // hop``)."""
@@ -126,23 +132,29 @@ class FramePlan:
         """The chunks covering every frame of a signal of ``n`` samples, in order."""
         hop = self.hop_length
         total = self.n_frames(n)
-        edge = self.chunk_frames + self.margin_frames + 1  # frames of the first window of a long signal
+        margin = self.margin_frames
+        edge = self.chunk_frames + margin + 1  # frames of the first window of a long signal
+        middle = self.chunk_frames + 2 * margin + 1  # frames of the windows between
         out = []
         for first in range(0, total, self.chunk_frames):
             keep = min(self.chunk_frames, total - first)
-            left = max(0, (first - self.margin_frames) * hop)
-            right = min(n, (first + keep + self.margin_frames) * hop)
-            if right == n and left > 0:  # the last window: as many frames as the first, ending at n
-                left = min(left, max(0, (total - edge) * hop))
+            left = max(0, (first - margin) * hop)
+            right = min(n, (first + keep + margin) * hop)
+            if self.share_lengths and right == n and left > 0:
+                # a window that ends at the signal's end: as many frames as the first window when they
+                # hold its margin and kept frames, else as many as the windows between (they always do)
+                span = edge if first - margin >= total - edge else middle
+                left = max(0, min(left, (total - span) * hop))
             out.append(FrameChunk(left, right, first - left // hop, keep))
         return out
 
     def window(self, y: np.ndarray, chunk: FrameChunk) -> np.ndarray:
         """The audio of ``chunk``, zero-padded to the front-end's minimum length, and with
-        ``pad_constant`` to one sample short of a further frame (see the class)."""
+        ``pad_constant``, when it ends between two frames, to one sample short of a further frame
+        (see the class)."""
         piece = y[chunk.left : chunk.right]
         size = piece.shape[0]
-        if self.pad_constant:
+        if self.pad_constant and self.share_lengths and size % self.hop_length:
             size = (size // self.hop_length + 1) * self.hop_length - 1
         size = max(size, self.min_samples)  # too short for the front-end's padding
         if piece.shape[0] < size:
