@@ -1203,10 +1203,9 @@ def fit_pitch_classes(args) -> None:
         e.pop("clip_key", None)  # fitted on the weights without the head: rerun fit-key
         e["training"]["pitch_classes"] = record
         command = e["training"].get("command", "")
-        if "fit-pitch-classes" not in command:
-            step = "python -m training.musical fit-pitch-classes --corpus CORPUS"
-            before, sep, after = command.partition(" && python -m training.musical fit-key")
-            e["training"]["command"] = f"{before} && {step}{sep}{after}" if sep else f"{command} && {step}"
+        if "fit-pitch-classes" not in command:  # it works on the package's weights: after they are shipped
+            e["training"]["command"] = (f"{command} && python -m training.musical fit-pitch-classes --corpus CORPUS "
+                                        "&& python -m training.musical fit-key --corpus CORPUS --weights shipped --out manifest")
         with atomic_file(manifest_path) as tmp:
             Path(tmp).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     log.info("pitch-class head on %d frames of %d clips (%.0f s)%s -> %s; now run fit-key --out manifest",
