@@ -826,3 +826,17 @@ def test_fit_pitch_classes_adds_a_head_and_changes_nothing_else(tmp_path, tiny_c
         return -np.mean(truth * np.log(q) + (~truth) * np.log(1 - q))
 
     assert bce(p) < 0.8 * bce(np.broadcast_to(rate, p.shape))
+
+
+def test_fits_over_clips_of_many_lengths_run_without_onednn_unless_told():
+    from training.musical import onednn_off_for_fits
+
+    env: dict = {}
+    assert onednn_off_for_fits("fit-pitch-classes", env, {}) and env == {"TF_ENABLE_ONEDNN_OPTS": "0"}
+    env = {}
+    assert onednn_off_for_fits("fit-key", env, {"numpy": None}) and env["TF_ENABLE_ONEDNN_OPTS"] == "0"
+    env = {"TF_ENABLE_ONEDNN_OPTS": "1"}  # the user's choice wins
+    assert not onednn_off_for_fits("fit-key", env, {}) and env["TF_ENABLE_ONEDNN_OPTS"] == "1"
+    env = {}
+    assert not onednn_off_for_fits("fit-key", env, {"tensorflow": None}) and env == {}  # too late to matter
+    assert not onednn_off_for_fits("train", env, {}) and env == {}  # crops of one length: left as it is
