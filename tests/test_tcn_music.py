@@ -840,3 +840,36 @@ def test_fits_over_clips_of_many_lengths_run_without_onednn_unless_told():
     env = {}
     assert not onednn_off_for_fits("fit-key", env, {"tensorflow": None}) and env == {}  # too late to matter
     assert not onednn_off_for_fits("train", env, {}) and env == {}  # crops of one length: left as it is
+
+
+def test_shipping_a_run_without_the_pitch_class_head_drops_it_from_the_entry(tmp_path):
+    """A run whose model has no ``pitch_classes`` head (trained before it existed) shipped over weights
+    that had one: the entry no longer lists the head or its layer, so it still parses and loads."""
+    import json
+    import shutil
+
+    from mirzoo.spec import ModelSpec
+    from training import musical
+
+    repo = Path(musical.__file__).resolve().parents[1]
+    root = tmp_path / "pkg"
+    (root / "mirzoo" / "weights").mkdir(parents=True)
+    for rel in ("weights_manifest.json", "mirzoo/weights_manifest.json"):
+        shutil.copy(repo / rel, root / rel)
+    entry = json.loads((repo / "mirzoo" / "weights_manifest.json").read_text())["models"]["tcn-music"]
+    assert "pitch_classes" in entry["config"].get("frame_heads", {})  # the shipped weights have it
+    config = {k: v for k, v in entry["config"].items() if k != "frame_heads"}
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.weights.h5").write_bytes(b"not read by ship")
+    (run / "state.json").write_text(json.dumps({
+        "epoch": 3, "best_epoch": 1, "best_source": "epoch", "minutes": 2.0, "model_config": config,
+        "vocabulary": entry["head"]["labels"], "history": [{}, {"key_mirex": 0.7, "beat_f1": 0.8}, {}]}))
+    assert musical.main(["ship", "--run", str(run), "--root", str(root)]) == 0
+    for rel in ("weights_manifest.json", "mirzoo/weights_manifest.json"):
+        e = json.loads((root / rel).read_text())["models"]["tcn-music"]
+        assert "pitch_classes" not in e["layers"] and "frame_heads" not in e["config"]
+        assert all(a["output"] != "pitch_classes" for a in e["aux_heads"])
+        assert "clip_key" not in e  # fitted on other weights
+        assert "pitch_classes" not in ModelSpec.from_entry("tcn-music", e).heads
+    assert (root / "mirzoo" / "weights" / "tcn-music.weights.h5").read_bytes() == b"not read by ship"

@@ -1285,7 +1285,7 @@ def ship(args) -> None:
     source = state.get("best_source", "epoch")
     if source == "init" or state["best_epoch"] < 0:
         raise SystemExit(f"{run}: no epoch scored above the run's initial weights on the validation crops; nothing to ship")
-    root = Path(__file__).resolve().parent.parent
+    root = Path(args.root) if getattr(args, "root", "") else Path(__file__).resolve().parent.parent
     manifest_paths = [root / "weights_manifest.json", root / "mirzoo" / "weights_manifest.json"]
     manifest = json.loads(manifest_paths[0].read_text())
     entry = manifest["models"][MODEL]
@@ -1296,6 +1296,13 @@ def ship(args) -> None:
     entry["config"] = state["model_config"]
     entry["layers"]["tags"] = len(state["vocabulary"])
     describe_derived_heads(entry)
+    frame_heads = entry["config"].get("frame_heads") or {}
+    if PITCH_CLASS_HEAD not in frame_heads:  # a run without the head: the entry must not promise it
+        entry["layers"].pop(PITCH_CLASS_HEAD, None)
+        entry["aux_heads"] = [a for a in entry.get("aux_heads", []) if a["output"] != PITCH_CLASS_HEAD]
+    else:  # trained on with the rest (or left as it was): fitted on another frame vector
+        log.warning("%s carries a %s head fitted on the initial weights' frame vector: run fit-pitch-classes "
+                    "and then fit-key --weights shipped --out manifest", run, PITCH_CLASS_HEAD)
     entry["head"]["labels"] = state["vocabulary"]
     entry["weights"] = {"kind": "file", "file": target.name, "sha256": hashlib.sha256(data).hexdigest(),
                         "size": len(data)}
@@ -1427,6 +1434,7 @@ def main(argv=None) -> int:
     s = sub.add_parser("ship", help="ship a run's best weights into the package")
     s.add_argument("--run", required=True)
     s.add_argument("--notes", default="", help="how the run went (stints, schedule), for the model card")
+    s.add_argument("--root", default="", help=argparse.SUPPRESS)  # another checkout's package (tests)
     args = parser.parse_args(argv)
     if getattr(args, "average_from", None) is not None and not 0.0 <= args.average_from < 1.0:
         parser.error(f"--average-from {args.average_from}: expected a fraction of the time budget in [0, 1)")
