@@ -1338,8 +1338,10 @@ def ship(args) -> None:
         before = init.get("training") or {}
         entry["training"]["init"] = {"sha256": init["sha256"], "epochs": before.get("epochs"),
                                      "train_minutes": before.get("train_minutes"), "hardware": before.get("hardware")}
-        if before.get("train_minutes") is not None:
-            entry["training"]["train_minutes_in_all"] = round(before["train_minutes"] + state["minutes"], 1)
+        # everything behind the initial weights (their own lineage when they were a fine-tune too)
+        behind = before.get("train_minutes_in_all", before.get("train_minutes"))
+        if behind is not None:
+            entry["training"]["train_minutes_in_all"] = round(behind + state["minutes"], 1)
     if state.get("init"):
         entry["training"]["command"] = (
             "python -m training.musical cache --corpus CORPUS --out CACHE && python -m training.musical train "
