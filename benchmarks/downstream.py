@@ -56,6 +56,11 @@ from pathlib import Path
 
 import numpy as np
 import mirzoo  # noqa: E402,F401  (before Keras: sets TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported)
+from mirzoo.tasks.analyze import (  # noqa: E402  (numpy only; the key finding the models' clip key uses)
+    KRUMHANSL_KESSLER_MAJOR,
+    KRUMHANSL_KESSLER_MINOR,
+    key_profile_correlations,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -117,8 +122,8 @@ def mfcc_features(paths: list[str], sr: int = 16000) -> np.ndarray:
 ORACLES = ("score-chroma", "score-key")  # the methods oracle_features returns
 
 # Krumhansl & Kessler (1982) major and minor key profiles, tonic first
-KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+KK_MAJOR = np.array(KRUMHANSL_KESSLER_MAJOR)
+KK_MINOR = np.array(KRUMHANSL_KESSLER_MINOR)
 
 
 def score_chroma(data: Path) -> list[np.ndarray]:
@@ -139,12 +144,8 @@ def oracle_features(chroma: list[np.ndarray]) -> dict[str, np.ndarray]:
     pooled, key = [], []
     for c in chroma:
         pooled.append(np.concatenate([c.mean(axis=0), c.std(axis=0)]))
-        hist = c.sum(axis=0)
-        if not hist.any():
-            key.append([0.0, 0.0])
-            continue
-        key.append([max(np.corrcoef(hist, np.roll(profile, r))[0, 1] for r in range(12))
-                    for profile in (KK_MAJOR, KK_MINOR)])
+        # the best major and the best minor correlation (0 and 0 for a silent clip)
+        key.append(key_profile_correlations(c.sum(axis=0)).reshape(2, 12).max(axis=1))
     return dict(zip(ORACLES, (np.asarray(pooled, np.float32), np.asarray(key, np.float32))))
 
 

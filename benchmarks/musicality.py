@@ -84,7 +84,11 @@ sys.path.insert(0, str(ROOT))
 import mirzoo  # noqa: E402,F401  (before Keras: sets TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported)
 from training.corpus import meter_class  # noqa: E402  (the meter tag of a time signature, as the corpus writes it)
 from training.corpus_targets import KEY_SOURCES  # noqa: E402  (names of the targets' key_source codes)
-from mirzoo.tasks.analyze import KRUMHANSL_KESSLER_MAJOR, KRUMHANSL_KESSLER_MINOR  # noqa: E402
+from mirzoo.tasks.analyze import (  # noqa: E402
+    KRUMHANSL_KESSLER_MAJOR,
+    KRUMHANSL_KESSLER_MINOR,
+    key_profile_correlations,
+)
 
 FPS_REF = 50.0
 KK_MAJOR = np.array(KRUMHANSL_KESSLER_MAJOR)
@@ -196,9 +200,7 @@ def f1_of(counts) -> float:
 
 def ks_key(chroma: np.ndarray) -> str:
     """Krumhansl-Schmuckler: the key whose rotated Krumhansl-Kessler profile best correlates with the mean chroma."""
-    mean = chroma.mean(axis=1)
-    scores = [np.corrcoef(mean, np.roll(profile, tonic))[0, 1] for profile in (KK_MAJOR, KK_MINOR) for tonic in range(12)]
-    return KEY_LABELS[int(np.nanargmax(scores))]
+    return KEY_LABELS[int(np.argmax(key_profile_correlations(chroma.mean(axis=1))))]
 
 
 def template_chords(chroma: np.ndarray, fps: float) -> np.ndarray:
@@ -439,7 +441,6 @@ def main(argv=None) -> int:
         REQUIRED_HEADS,
         analyze_frames,
         clip_key_distribution,
-        key_profile_correlations,
         global_distribution,
     )
 
@@ -468,12 +469,11 @@ def main(argv=None) -> int:
     others = [mirzoo.load(name) for name in args.probe_models]
 
     per = {k: [] for k in ("key_model", "key_head_mean", "key_base", "key_source", "mode_pairs", "meter_pairs", "beat_model", "beat_base", "down_model", "tempo_model",
-                           "tempo_base", "tempo_simple")}
+                           "tempo_base", "tempo_simple", "key_pcs")}
     chord_tot = {"model": np.zeros(4), "base": np.zeros(4)}
     # pitch classes sounding per frame (a model with a pitch_classes head): true positives, predicted,
     # true, for the head at 0.5 and for chroma_cqt at each of PITCH_CLASS_THRESHOLDS
     pc_tot = {"model": np.zeros(3), "base": np.zeros((len(PITCH_CLASS_THRESHOLDS), 3)), "frames": 0}
-    per["key_pcs"] = []
     feats: dict[str, dict[str, list]] = {"mfcc": {"mfcc": []}, args.model: {l: [] for l in layers}}
     with_heads = f"{args.model}+heads"
     probe_heads = [h for h in HEAD_PROBE if h in heads]

@@ -1006,8 +1006,7 @@ def _fold_predictions(key_means, chord_means, refs, mode_means, chroma_means, fo
         params = fit_clip_key(key_means[tr], chord_means[tr], refs[tr], l2, part(mode_means, tr),
                               part(chroma_means, tr), form=form)
         pred[te] = [int(np.argmax(clip_key_scores(key_means[j][None], chord_means[j][None], params,
-                                                  None if mode_means is None else mode_means[j][None],
-                                                  None if chroma_means is None else chroma_means[j][None])))
+                                                  part(mode_means, [j]), part(chroma_means, [j]))))
                     for j in np.flatnonzero(te)]
     return pred
 
@@ -1075,6 +1074,16 @@ def fit_key(args) -> None:
 PITCH_CLASS_HEAD = "pitch_classes"
 
 
+def drop_pitch_class_head(entry: dict) -> dict:
+    """Remove the :data:`PITCH_CLASS_HEAD` from ``entry``'s config, layers and aux heads (in place)."""
+    (entry["config"].get("frame_heads") or {}).pop(PITCH_CLASS_HEAD, None)
+    if not entry["config"].get("frame_heads"):
+        entry["config"].pop("frame_heads", None)
+    entry["layers"].pop(PITCH_CLASS_HEAD, None)
+    entry["aux_heads"] = [a for a in entry.get("aux_heads", []) if a["output"] != PITCH_CLASS_HEAD]
+    return entry
+
+
 def fit_binary_logistic(x: np.ndarray, y: np.ndarray, l2: float) -> tuple[np.ndarray, np.ndarray]:
     """Independent L2-penalised logistic regressions of the columns of ``y [n, k]`` (0/1) on ``x [n, d]``,
     jointly by L-BFGS; the features are standardised for the fit and the weights mapped back, so the
@@ -1138,10 +1147,8 @@ def fit_pitch_classes(args) -> None:
     path = root / "mirzoo" / "weights" / entry["weights"]["file"]
     if hashlib.sha256(path.read_bytes()).hexdigest() != entry["weights"]["sha256"]:
         raise SystemExit(f"{path} is not the weights its manifest entry names (sha256 differs)")
-    base_entry = json.loads(json.dumps(entry))  # the model without the head (its frame vector is what the fit reads)
-    base_entry["config"].pop("frame_heads", None)
-    base_entry["layers"].pop(PITCH_CLASS_HEAD, None)
-    base_entry["aux_heads"] = [a for a in base_entry.get("aux_heads", []) if a["output"] != PITCH_CLASS_HEAD]
+    # the model without the head (its frame vector is what the fit reads)
+    base_entry = drop_pitch_class_head(json.loads(json.dumps(entry)))
     base_entry.pop("clip_key", None)
     vocab = list(entry["head"]["labels"])
     full, _, config = build_training_model(base_entry, len(vocab))
@@ -1174,12 +1181,8 @@ def fit_pitch_classes(args) -> None:
         valid = {"split": args.valid_split, "frames": int(len(truth)),
                  "f1": round(float(2 * (pred & truth).sum() / max(pred.sum() + truth.sum(), 1)), 4),
                  "accuracy": round(float((pred == truth).mean()), 4)}
-    new_config = json.loads(json.dumps(config))
-    new_config.pop("n_tags", None)
-    new_config["frame_heads"] = {PITCH_CLASS_HEAD: 12}
-    built = json.loads(json.dumps(new_config))
-    built["n_tags"] = len(vocab)
-    model = get_family(entry["family"])(built, name=MODEL.replace("-", "_"))
+    with_head = dict(config, frame_heads={PITCH_CLASS_HEAD: 12})  # config carries n_tags already
+    model = get_family(entry["family"])(with_head, name=MODEL.replace("-", "_"))
     for layer in full.layers:
         model.get_layer(layer.name).set_weights(layer.get_weights())
     model.get_layer(PITCH_CLASS_HEAD).set_weights([w.astype(np.float32), b.astype(np.float32)])
@@ -1298,8 +1301,7 @@ def ship(args) -> None:
     describe_derived_heads(entry)
     frame_heads = entry["config"].get("frame_heads") or {}
     if PITCH_CLASS_HEAD not in frame_heads:  # a run without the head: the entry must not promise it
-        entry["layers"].pop(PITCH_CLASS_HEAD, None)
-        entry["aux_heads"] = [a for a in entry.get("aux_heads", []) if a["output"] != PITCH_CLASS_HEAD]
+        drop_pitch_class_head(entry)
     else:  # trained on with the rest (or left as it was): fitted on another frame vector
         log.warning("%s carries a %s head fitted on the initial weights' frame vector: run fit-pitch-classes "
                     "and then fit-key --weights shipped --out manifest", run, PITCH_CLASS_HEAD)

@@ -67,7 +67,6 @@ from typing import Any, Mapping, NamedTuple, Optional, Sequence
 import numpy as np
 
 from mirzoo.errors import ParameterError
-from mirzoo.inference.runner import as_list
 
 __all__ = [
     "REQUIRED_HEADS",
@@ -811,6 +810,8 @@ def analyze(model, audio, sr: Optional[int] = None, *, batch_size: int = 16, pro
     """
     check_analysis_heads(model)
     options.setdefault("clip_key", model.spec.clip_key)
+    from mirzoo.inference.runner import as_list  # deferred: it imports Keras; the rest here is numpy only
+
     items, is_list = as_list(audio)
     keys = list(REQUIRED_HEADS) + [h for h in OPTIONAL_HEADS if h in model.heads]
     fps = model.sample_rate / model.hop_length
