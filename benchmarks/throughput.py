@@ -40,7 +40,7 @@ For each model it measures
 ``--batch N`` sets the batch of the "b16" columns (default 16; use 64 or more on a GPU),
 ``--mixed-precision`` runs Keras' ``mixed_float16`` policy (for GPUs; on CPUs it is slower),
 ``--hop`` the clip models' patch hop.  Results go to
-``benchmarks/results/throughput-<os>-<arch>-<N>cpu-py<X.Y>-<backend>[-<device>][-hop<H>][-b<N>][-mp].{json,csv}``.
+``benchmarks/results/throughput-<os>-<arch>-<N>cpu[-avx512|-amx]-py<X.Y>-<backend>[-<device>][-hop<H>][-b<N>][-mp].{json,csv}``.
 See ``benchmarks/README.md`` for the meaning of every column.
 """
 
@@ -140,7 +140,7 @@ def _cpu_flags() -> list[str]:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):
                 flags = set(line.split(":", 1)[1].split())
-                return sorted(flags & {"avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile"})
+                return sorted(flags & {"avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16"})
     except OSError:
         pass
     return []
@@ -221,7 +221,11 @@ def environment(backend: str) -> dict:
 
 def env_tag(env: dict, hop=None, batch: int = 16, mixed: bool = False) -> str:
     py = ".".join(env["python"].split(".")[:2])
-    tag = f"{env['os']}-{env['arch']}-{env['cores']}cpu-py{py}-{env['backend']}"
+    # the CPU's widest vector/matrix unit when it is beyond AVX2, so results from different
+    # machines of the same core count do not overwrite each other (oneDNN picks other kernels)
+    flags = set(env.get("cpu_flags") or ())
+    isa = "-amx" if "amx_tile" in flags else "-avx512" if "avx512f" in flags else ""
+    tag = f"{env['os']}-{env['arch']}-{env['cores']}cpu{isa}-py{py}-{env['backend']}"
     if env.get("gpu"):
         tag += "-gpu"
     if hop is not None:

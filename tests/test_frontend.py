@@ -122,6 +122,47 @@ def test_full_rate_cqt_skips_only_zero_kernel_rows(n_bins, bins_per_octave, filt
     assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
 
 
+@pytest.mark.parametrize("length, stride, start, channels",
+                         [(8478, 320, 0, 24), (132, 320, 4173, 24), (530, 320, 319, 6), (33, 8, 5, 1), (512, 256, 0, 3)])
+def test_blocked_conv_equals_the_strided_one_channel_conv(length, stride, start, channels):
+    """Blocks of `stride` samples as channels: the same sums as the strided convolution from
+    `start`, for kernels longer and shorter than the stride and starts between blocks."""
+    from keras import ops
+
+    from mirzoo.nn.frontend import blocked_conv, blocked_kernel
+
+    rng = np.random.default_rng(length + start)
+    kernel = rng.standard_normal((length, 1, channels)).astype(np.float32)
+    x = rng.standard_normal((2, start + length + 37 * stride + 11, 1)).astype(np.float32)
+    want = np.asarray(ops.conv(x[:, start:], kernel, strides=stride, padding="valid"))
+    q, blocked = blocked_kernel(kernel, stride, start)
+    assert blocked.shape[1:] == (stride, channels) and q == start // stride
+    assert blocked.shape[0] * stride >= length + start % stride
+    got = np.asarray(blocked_conv(x, blocked, q, stride, want.shape[1]))
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    fewer = np.asarray(blocked_conv(x, blocked, q, stride, 5))
+    assert fewer.shape == (2, 5, channels)
+    assert np.abs(fewer - got[:, :5]).max() <= 1e-5 * np.abs(want).max()
+
+
+@pytest.mark.parametrize("octave_kernels", [False, True])
+def test_cqt_blocked_and_strided_framing_agree(octave_kernels):
+    """`ConstantQ.blocked_frames` (on by default on TensorFlow only) changes how the
+    convolutions run, never what they compute; signals of odd lengths included."""
+    layer = ConstantQ(sample_rate=SR, hop_length=320, fmin=55.0, n_bins=72, bins_per_octave=12,
+                      octave_kernels=octave_kernels, compression=None)
+    assert layer.blocked_frames == (keras.backend.backend() == "tensorflow")
+    for seconds, seed in ((4.0, 2), (2.7131, 3)):
+        y = tone_mix(seconds, seed=seed)[None]
+        layer.blocked_frames = False
+        want = np.asarray(layer(y))
+        layer.blocked_frames = True
+        got = np.asarray(layer(y))
+        assert got.shape == want.shape == (1, layer.n_frames(y.shape[1]), 72)
+        assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+
+
 def test_whitening_standardises_each_band():
     y = tone_mix(2.0, seed=7)
     layer = MelSpectrogram(sample_rate=SR, n_fft=512, hop_length=256, n_mels=40, normalization="whiten")
