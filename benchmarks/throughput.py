@@ -39,8 +39,10 @@ For each model it measures
 
 ``--batch N`` sets the batch of the "b16" columns (default 16; use 64 or more on a GPU),
 ``--mixed-precision`` runs Keras' ``mixed_float16`` policy (for GPUs; on CPUs it is slower),
-``--hop`` the clip models' patch hop.  Results go to
-``benchmarks/results/throughput-<os>-<arch>-<N>cpu[-avx512|-amx]-py<X.Y>-<backend>[-<device>][-hop<H>][-b<N>][-mp].{json,csv}``.
+``--precision bfloat16`` loads every model with ``mirzoo.load(name, precision="bfloat16")`` (CPUs with
+AMX or AVX512-BF16 units; ratios stay against the float32 matmul), ``--hop`` the clip models' patch
+hop.  Results go to
+``benchmarks/results/throughput-<os>-<arch>-<N>cpu[-avx512|-amx]-py<X.Y>-<backend>[-<device>][-hop<H>][-b<N>][-mp][-bfloat16].{json,csv}``.
 See ``benchmarks/README.md`` for the meaning of every column.
 """
 
@@ -80,6 +82,10 @@ _CHILD_MARK = "MIRZOO_BENCH_RESULT "
 
 
 # -- synthetic audio -----------------------------------------------------------------------------
+
+
+#: the precision every load in this run (and its long-file children) uses: set by ``--precision``
+PRECISION_ENV = "MIRZOO_BENCH_PRECISION"
 
 
 def synth(seconds: float, seed: int, sr: int = SR) -> np.ndarray:
@@ -219,7 +225,7 @@ def environment(backend: str) -> dict:
     return env
 
 
-def env_tag(env: dict, hop=None, batch: int = 16, mixed: bool = False) -> str:
+def env_tag(env: dict, hop=None, batch: int = 16, mixed: bool = False, precision=None) -> str:
     py = ".".join(env["python"].split(".")[:2])
     # the CPU's widest vector/matrix unit when it is beyond AVX2, so results from different
     # machines of the same core count do not overwrite each other (oneDNN picks other kernels)
@@ -234,6 +240,9 @@ def env_tag(env: dict, hop=None, batch: int = 16, mixed: bool = False) -> str:
         tag += f"-b{batch}"
     if mixed:
         tag += "-mp"
+    precision = precision or env.get("precision")
+    if precision and precision != "float32":
+        tag += f"-{precision}"
     return tag
 
 
@@ -446,7 +455,7 @@ def bench_model(name: str, clips: list[np.ndarray], repeats: int, hop=None, batc
     import mirzoo
 
     t0 = time.perf_counter()
-    m = mirzoo.load(name)
+    m = mirzoo.load(name, precision=os.environ.get(PRECISION_ENV) or None)
     load_s = time.perf_counter() - t0
     hop = hop if m.spec.is_clip else None
     one = clips[0]
@@ -534,7 +543,7 @@ def bench_folder(name: str, hop=None, batch: int = 16, clips: int = 200, seconds
 
     folder = make_folder(clips, seconds)
     paths = sorted(str(p) for p in Path(folder).rglob("*.flac"))
-    m = mirzoo.load(name)
+    m = mirzoo.load(name, precision=os.environ.get(PRECISION_ENV) or None)
     hop = hop if m.spec.is_clip else None
     signals = [load_audio(p, m.sample_rate) for p in paths]
     audio = sum(y.shape[0] for y in signals) / m.sample_rate
@@ -560,7 +569,7 @@ def child_main(name: str, path: str, hop: str = "") -> None:
     import mirzoo
     from mirzoo.audio import load_audio
 
-    m = mirzoo.load(name)
+    m = mirzoo.load(name, precision=os.environ.get(PRECISION_ENV) or None)
     hop = float(hop) if hop and m.spec.is_clip else None
     m.extract(synth(CLIP_SECONDS, seed=3), sr=SR, hop=hop)
     baseline = _proc_status("VmRSS")
@@ -719,6 +728,8 @@ def main(argv=None) -> int:
     p.add_argument("--hop", type=float, default=None, help="clip models' patch hop in seconds (default: the model's)")
     p.add_argument("--batch", type=int, default=16, help="batch of the 'b16' columns (default 16; 64+ on a GPU)")
     p.add_argument("--mixed-precision", action="store_true", help="Keras mixed_float16 policy (GPUs)")
+    p.add_argument("--precision", choices=["float32", "bfloat16", "float16"], default=None,
+                   help="mirzoo.load(..., precision=...) for every model (bfloat16: CPUs with AMX/AVX512-BF16)")
     p.add_argument("--folder", action="store_true",
                    help="also time 200 ten-second FLAC files end to end against model-only throughput")
     p.add_argument("--_child", nargs=3, metavar=("MODEL", "PATH", "HOP"), help=argparse.SUPPRESS)
@@ -737,7 +748,10 @@ def main(argv=None) -> int:
     backend = keras.backend.backend()
     env = environment(backend)
     env["mixed_precision"] = bool(args.mixed_precision)
-    tag = env_tag(env, args.hop, args.batch, args.mixed_precision)
+    env["precision"] = args.precision
+    if args.precision:
+        os.environ[PRECISION_ENV] = args.precision  # read by every load, here and in the long-file children
+    tag = env_tag(env, args.hop, args.batch, args.mixed_precision, args.precision)
     repeats = args.repeats or (3 if args.quick else 5)
     models = args.models or mirzoo.list_models()
     unknown = [n for n in models if n not in mirzoo.list_models()]

@@ -175,6 +175,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--setup", action="store_true", help="build the musicnn venv if it is missing")
     p.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "results")
+    p.add_argument("--precision", choices=["float32", "bfloat16", "float16"], default=None,
+                   help="load mirzoo's models with this precision (file name gets -bfloat16 etc.)")
     args = p.parse_args(argv)
 
     import keras
@@ -182,11 +184,12 @@ def main(argv=None) -> int:
     import mirzoo
 
     env = environment(keras.backend.backend())
+    env["precision"] = args.precision
     load_start = os.getloadavg()
     path = clip_file()
     python, note = musicnn_python(args.setup)
     print(note, flush=True)
-    models = {name: mirzoo.load(name) for name in args.models}
+    models = {name: mirzoo.load(name, precision=args.precision) for name in args.models}
     hops = [3.0, None]  # no overlap; mirzoo's default (1.5 s)
     settings = [[False, "default"], [False, "all"], [1.5, "default"], [1.5, "all"]]
 
@@ -219,7 +222,8 @@ def main(argv=None) -> int:
         speed = CLIP_SECONDS / statistics.median(times)
         overlapped = hop is None
         m = models[name]
-        row = {"system": f"mirzoo {name}", "config": f"onednn={env.get('tf_enable_onednn_opts')}",
+        row = {"system": f"mirzoo {name}", "config": f"onednn={env.get('tf_enable_onednn_opts')}"
+               + (f" {args.precision}" if args.precision else ""),
                "overlap": "1.5 s hop" if overlapped else "none", "batch": 16,
                "patches": m.plan_for(hop).count(int(CLIP_SECONDS * SR)), "audio_per_s": round(speed, 2),
                "times_s": [round(t, 4) for t in times]}

@@ -17,7 +17,10 @@ import numpy as np
 
 from mirzoo.errors import ParameterError
 
-__all__ = ["valid_int", "valid_number", "valid_choice", "valid_pool"]
+__all__ = ["valid_int", "valid_number", "valid_choice", "valid_pool", "valid_precision", "PRECISIONS"]
+
+#: ``precision`` argument of ``mirzoo.load`` -> Keras dtype policy of the layers after the front-end
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 
 def _int_phrase(minimum: int) -> str:
@@ -79,3 +82,11 @@ def valid_choice(name: str, value: Any, choices: Sequence, *, allow_none: bool =
 def valid_pool(pool: Any, pools: Sequence[str], *, allow_none: bool = True) -> Optional[str]:
     """A pooling mode from ``pools`` (:data:`mirzoo.embeddings.POOLS` or a subset), or ``None`` for no pooling."""
     return valid_choice("pool", pool, pools, allow_none=allow_none, none_means="per-patch embeddings")
+
+
+def valid_precision(precision: Any) -> Optional[str]:
+    """``precision`` itself if it is ``None`` or a key of :data:`PRECISIONS`, else a ParameterError."""
+    if precision is None or (isinstance(precision, str) and precision in PRECISIONS):
+        return precision
+    raise ParameterError(f"precision={precision!r} must be one of {sorted(PRECISIONS)} (or None for the "
+                         f"global Keras dtype policy, float32 unless changed)")

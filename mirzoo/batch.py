@@ -624,6 +624,7 @@ def extract_files(
     pool: Optional[str] = None,
     batch_size: int = 16,
     hop: Optional[float] = None,
+    precision: Optional[str] = None,
     workers: Optional[int] = None,
     resume: bool = False,
     files_from: Optional[Union[str, os.PathLike]] = None,
@@ -650,6 +651,8 @@ def extract_files(
     hop : float > 0, optional
         Clip models: seconds between patch starts (default: the model's); recorded in
         the output, and a ``resume`` with another hop is refused.
+    precision : {"float32", "bfloat16", "float16"}, optional
+        Compute dtype of the model's layers after the front-end, as in :func:`mirzoo.load`.
     workers : int >= 0, optional
         Decoder processes.  0 decodes in the main process; None picks
         ``min(4, cores - 1)`` (at least 1), or 0 for fewer than 8 files.
@@ -685,7 +688,7 @@ def extract_files(
     valid_pool(pool, POOLS)
     batch_size = valid_int("batch_size", batch_size)
     valid_int("workers", workers, minimum=0, allow_none=True)
-    extractor = as_extractor(model)
+    extractor = as_extractor(model, precision=precision)
     layer_name, keys = extractor.resolve_layers(layer)
     meta = meta_of(extractor.name, layer_name, pool, hop_key(extractor, hop))
     paths = find_audio_files(inputs, files_from=files_from)

@@ -76,7 +76,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from mirzoo._checks import valid_int, valid_number, valid_pool
+from mirzoo._checks import valid_int, valid_number, valid_pool, valid_precision
 from mirzoo.audio import AUDIO_EXTENSIONS, check_sr, load_audio, prepare_audio, stream_file, validate_audio
 from mirzoo.embeddings import POOLS
 from mirzoo.errors import AudioFileError, MirzooError, MissingDependencyError, ParameterError, UnknownLayerError
@@ -480,7 +480,7 @@ class _EmbedActor:
 
     def __init__(
         self, model: str, layer: Optional[str], pool: Optional[str], batch_size: int, env: dict,
-        hop: Optional[float] = None,
+        hop: Optional[float] = None, precision: Optional[str] = None,
     ):
         for key, value in env.items():  # before Keras is imported in this worker
             os.environ.setdefault(key, value)
@@ -488,7 +488,7 @@ class _EmbedActor:
         from mirzoo.batch import Embedder, hop_key, meta_of
         from mirzoo.loader import load
 
-        self.extractor = load(model)
+        self.extractor = load(model, precision=precision)
         layer_name, keys = self.extractor.resolve_layers(layer)
         self.pool = pool
         self.embedder = Embedder(self.extractor, keys, layer_name, pool, batch_size, hop)
@@ -632,6 +632,7 @@ def extract(
     pool: Optional[str] = "mean",
     batch_size: int = 32,
     hop: Optional[float] = None,
+    precision: Optional[str] = None,
     files_per_call: int = 16,
     concurrency: Union[int, tuple, None] = None,
     num_gpus: float = 0,
@@ -657,6 +658,8 @@ def extract(
     hop : float > 0, optional
         Clip models: seconds between patch starts (default: the model's), as in
         :meth:`mirzoo.Extractor.extract`.
+    precision : {"float32", "bfloat16", "float16"}, optional
+        Compute dtype of the actors' models, as in :func:`mirzoo.load`.
     files_per_call : int > 0
         Files an actor takes at a time (Ray Data's ``batch_size``).
     concurrency : int > 0 or (min, max), optional
@@ -685,6 +688,7 @@ def extract(
         raise ParameterError(f"layer={layer!r} must be a layer name or 'all'")
     batch_size = valid_int("batch_size", batch_size)
     valid_number("hop", hop, unit="seconds", allow_none=True)
+    valid_precision(precision)
     files_per_call = valid_int("files_per_call", files_per_call)
     if isinstance(num_gpus, bool) or not isinstance(num_gpus, (int, float)) or not num_gpus >= 0:
         raise ParameterError(f"num_gpus={num_gpus!r} must be a number >= 0")
@@ -734,6 +738,7 @@ def extract(
         _EmbedActor,
         fn_constructor_kwargs={
             "model": ref, "layer": layer, "pool": pool, "batch_size": batch_size, "env": env, "hop": hop,
+            "precision": precision,
         },
         batch_size=files_per_call,
         batch_format="pyarrow",

@@ -19,9 +19,11 @@ from typing import Optional, Union
 import keras
 
 import mirzoo.nn  # noqa: F401  (registers the custom layers and families for deserialisation)
+from mirzoo._checks import valid_precision
 from mirzoo.errors import ParameterError, UnknownModelError, WeightsError
 from mirzoo.extractor import Extractor
 from mirzoo.fileio import copy_hashed, file_sha256, safe_relative, write_json_atomic
+from mirzoo.nn.precision import with_precision
 from mirzoo.spec import ModelSpec
 from mirzoo.zoo.hub import manifest_expectations, parse_reference, resolve_weight_file
 from mirzoo.zoo.manifest import get_entry
@@ -32,9 +34,10 @@ __all__ = ["load", "load_directory", "load_reference", "read_saved", "saved_file
 
 logger = logging.getLogger(__name__)
 
-# Built models are cached per (reference, backend, dtype policy): loading the same model twice
-# returns extractors sharing one graph instead of rebuilding it; a model loaded after
-# ``keras.mixed_precision.set_global_policy(...)`` is built anew under that policy.
+# Built models are cached per (reference, backend, dtype policy, precision): loading the same
+# model twice returns extractors sharing one graph instead of rebuilding it; a model loaded after
+# ``keras.mixed_precision.set_global_policy(...)`` is built anew under that policy, and
+# ``precision=...`` is a copy of the float32 graph (also cached).
 _CACHE: dict = {}
 
 
@@ -163,7 +166,7 @@ def load_directory(directory: Union[str, os.PathLike], *, expected: Optional[dic
     return Extractor(model, entry, source=str(directory))
 
 
-def load(model: Union[str, os.PathLike]) -> Extractor:
+def load(model: Union[str, os.PathLike], *, precision: Optional[str] = None) -> Extractor:
     """Load a model by zoo name or from a directory saved by mirzoo.
 
     Parameters
@@ -173,6 +176,12 @@ def load(model: Union[str, os.PathLike]) -> Extractor:
         ``"name@revision"``, ``"hf://owner/repo[@revision]"`` (branch, tag or
         commit; sha256-verified; honours ``HF_HUB_OFFLINE``/``MIRZOO_OFFLINE`` and
         ``HF_HOME``/``HF_HUB_CACHE``), or a directory written by :meth:`Extractor.save`.
+    precision : {"float32", "bfloat16", "float16"} or None
+        Compute dtype of the layers after the front-end (which stays float32); weights stay
+        float32. ``"bfloat16"`` runs the clip models about 1.5x faster on CPUs with AMX or
+        AVX512-BF16 units, with embeddings within about 1e-4 in cosine of float32
+        (:mod:`mirzoo.nn.precision`). ``None`` (default): Keras' global dtype policy, float32
+        unless you changed it.
 
     Returns
     -------
@@ -193,14 +202,15 @@ def load(model: Union[str, os.PathLike]) -> Extractor:
     >>> mirzoo.load("random-cnn").sample_rate
     16000
     """
+    valid_precision(precision)
     if isinstance(model, os.PathLike) or (isinstance(model, str) and os.path.isdir(model)):
         if not os.path.isdir(model):
             raise ParameterError(f"model directory '{model}' does not exist")
-        return load_directory(model)
+        return _at_precision(load_directory(model), precision)
     if not isinstance(model, str):
         raise UnknownModelError(f"model must be a name or a directory path, got {type(model).__name__}: {model!r}")
     if model.startswith("hf://") or "@" in model:
-        return load_reference(model)
+        return _at_precision(load_reference(model), precision)
     entry = get_entry(model)
     spec = ModelSpec.from_entry(model, entry)
     key = (model, keras.backend.backend(), keras.config.dtype_policy().name, json.dumps(entry, sort_keys=True))
@@ -212,7 +222,18 @@ def load(model: Union[str, os.PathLike]) -> Extractor:
         key += (str(path), stat.st_mtime_ns, stat.st_size)
     if key not in _CACHE:
         _CACHE[key] = build_from_spec(spec, weight_path=path)
+    if precision is not None:
+        if key + (precision,) not in _CACHE:
+            _CACHE[key + (precision,)] = with_precision(_CACHE[key], precision)
+        key += (precision,)
     return Extractor(_CACHE[key], entry, source="bundled")
+
+
+def _at_precision(extractor: Extractor, precision: Optional[str]) -> Extractor:
+    if precision is None:
+        return extractor
+    model = with_precision(extractor.model, precision)
+    return extractor if model is extractor.model else Extractor(model, extractor.entry, source=extractor.source)
 
 
 def load_reference(ref: str) -> Extractor:
@@ -250,6 +271,9 @@ def load_reference(ref: str) -> Extractor:
     return extractor
 
 
-def as_extractor(model: Union[Extractor, str, os.PathLike]) -> Extractor:
-    """``model`` itself if it is an :class:`Extractor`, else :func:`load` of it."""
-    return model if isinstance(model, Extractor) else load(model)
+def as_extractor(model: Union[Extractor, str, os.PathLike], *, precision: Optional[str] = None) -> Extractor:
+    """``model`` itself if it is an :class:`Extractor` (at ``precision`` when one is given), else
+    :func:`load` of it."""
+    if isinstance(model, Extractor):
+        return _at_precision(model, valid_precision(precision))
+    return load(model, precision=precision)

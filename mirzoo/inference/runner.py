@@ -33,6 +33,7 @@ from mirzoo.errors import MirzooError, ParameterError, UnknownLayerError, Unknow
 from mirzoo.inference.windows import ClipPlan, FrameChunk, FramePlan, WindowPlan, cut, frame_margin
 from mirzoo.nn.banded import convs_as_matmul
 from mirzoo.nn.fold import fold_batch_norm
+from mirzoo.nn.precision import precision_of
 from mirzoo.spec import ModelSpec
 
 __all__ = [
@@ -163,6 +164,12 @@ class Runner:
             min_samples = max(self.frontend.min_samples(), 2 * self.hop_length + 1)
             self.plan = FramePlan(self.hop_length, self.chunk_frames, self.margin_frames, min_samples, self.sample_rate,
                                   pad_constant=getattr(self.frontend, "pad_mode", None) == "constant")
+
+    @property
+    def precision(self) -> str:
+        """Compute dtype of the layers after the front-end: ``"float32"`` unless loaded with
+        ``mirzoo.load(..., precision=...)`` (or under a mixed Keras dtype policy)."""
+        return precision_of(self.model)
 
     def update_entry(self, **changes: Any) -> None:
         """Set top-level keys of the manifest entry and re-parse :attr:`spec` from it, so the two never
@@ -300,7 +307,8 @@ class Runner:
         for lo, size in split_batch(len(windows), batch_size):
             out = model.predict_on_batch(x[lo : lo + size])
             for k in keys:
-                pieces[k].append(np.asarray(keras.ops.convert_to_numpy(out[k])))
+                # float32 whatever the compute dtype (precision="bfloat16" layers return bfloat16)
+                pieces[k].append(np.asarray(keras.ops.convert_to_numpy(out[k]), dtype=np.float32))
         arrays = {k: v[0] if len(v) == 1 else np.concatenate(v) for k, v in pieces.items()}
         return [{k: arrays[k][i] for k in keys} for i in range(len(windows))]
 

@@ -114,7 +114,7 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
             new_convs[layer.name] = new
             return new
         if layer.name in bns:
-            return FoldedBatchNorm(name=layer.name)
+            return FoldedBatchNorm(name=layer.name, dtype=layer.dtype_policy)  # no cast between conv and what follows
         return layer  # shared: same weights, nothing copied
 
     folded = keras.models.clone_model(model, clone_function=clone)
