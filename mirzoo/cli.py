@@ -549,7 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "the patch length gives non-overlapping patches, half the work)")
     p.add_argument("--precision", choices=["float32", "bfloat16", "float16"], default=None,
                    help="compute dtype after the front-end (default float32); bfloat16 is ~1.5x faster for "
-                   "clip models on CPUs with AMX/AVX512-BF16 units, slower elsewhere")
+                   "clip models on CPUs with AMX/AVX512-BF16 units; emulated, so likely slower, elsewhere")
     p.add_argument("--workers", type=int, default=None,
                    help="decoder processes (default: cores - 1, between 1 and 4, or none for fewer than 8 files; "
                    "0 decodes in the main process)")
@@ -600,7 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     p.add_argument("--precision", choices=["float32", "bfloat16", "float16"], default=None,
                    help="compute dtype after the front-end (default float32); bfloat16 is ~1.5x faster for "
-                   "clip models on CPUs with AMX/AVX512-BF16 units, slower elsewhere")
+                   "clip models on CPUs with AMX/AVX512-BF16 units; emulated, so likely slower, elsewhere")
     p.add_argument("--plot", metavar="OUT.png", default=None,
                    help="also draw a taggram (the head's labels over time) per file: OUT.png for one file, "
                    "OUT-<file stem>.png for several (pip install \"mirzoo[plot]\")")

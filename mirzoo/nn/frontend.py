@@ -494,10 +494,11 @@ class ConstantQ(SpectralFrontend):
         self._trimmed = [] if self._groups else self._support_groups()
         # How the strided one-channel convolutions run (the same sums either way): on TensorFlow
         # over blocks of `stride` samples (`blocked_kernel`), which oneDNN runs as a dense
-        # convolution with `stride` input channels, 2.5x faster end to end for `dense-frame`
-        # and 1.16x for `tcn-music` than its one-channel strided convolution; on JAX and torch
-        # as they are (blocked was level on JAX and up to 13% slower on torch).  Not part of
-        # the config: it never changes the numbers beyond float rounding.
+        # convolution with `stride` input channels: `dense-frame` 2.0x and `tcn-music` 1.45x
+        # faster end to end than with its one-channel strided convolution (a Sapphire Rapids
+        # CPU, benchmarks/README.md); on JAX and torch as they are (blocked was level on JAX
+        # and up to 13% slower on torch).  Not part of the config: it never changes the
+        # numbers beyond float rounding.
         self.blocked_frames = keras.backend.backend() == "tensorflow"
         self._blocked = {}
 

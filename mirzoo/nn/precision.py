@@ -7,12 +7,13 @@ would keep 8 significant bits per sample, a noise floor about 48 dB below each s
 log compression would show in every quiet bin.
 
 Where it pays: CPUs with AMX or AVX512-BF16 units run bfloat16 convolutions through oneDNN
-(TensorFlow) 1.5x faster than float32 on the clip models (Sapphire Rapids, 2 cores,
-``benchmarks/README.md``); frame models gain nothing there (their time is the float32
-front-end).  On CPUs without those units bfloat16 is emulated and slower; on a GPU it bought
-nothing in ``benchmarks/gpu.py``.  Outputs move by about 1e-4 in cosine for embeddings and a few
-hundredths of a probability for heads (measured per model in ``benchmarks/README.md``), so
-``float32`` stays the default and what every published figure uses.
+(TensorFlow): on a 2-core Sapphire Rapids VM the clip models ran 1.4-1.5x faster than in float32
+and the frame models 1.1-1.4x (much of their time is the float32 front-end); ``benchmarks/README.md``,
+session 17.  Without those units TensorFlow emulates bfloat16 products, so expect it to be
+slower there (not measured: the machine had them); on a GPU it bought
+nothing in ``benchmarks/gpu.py``.  Embeddings stayed within 0.9997 in cosine of float32 and head
+probabilities within 0.01 (16 clips of 30 s, every model), so ``float32`` stays the default and
+what every published figure uses.
 
 The copy is built with :func:`keras.models.clone_model` from the layers' configs, with the
 weights assigned from the float32 model; the original model is untouched.
