@@ -35,7 +35,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "mirzoo.sklearn needs scikit-learn: pip install 'mirzoo[sklearn]'"
     ) from exc
 
-from mirzoo._checks import valid_choice, valid_int, valid_number
+from mirzoo._checks import valid_choice, valid_int, valid_number, valid_precision
 from mirzoo.embeddings import POOLS
 from mirzoo.errors import AudioError, ParameterError
 from mirzoo.loader import load
@@ -69,6 +69,9 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
     hop : float > 0 or None
         Clip models: seconds between patch starts (default: the model's, half a patch);
         ``hop=3.0`` on a 3 s-patch model gives non-overlapping patches at half the cost.
+    precision : {"float32", "bfloat16", "float16"} or None
+        Compute dtype after the front-end, as in :func:`mirzoo.load` (``"bfloat16"``: faster on
+        CPUs with AMX/AVX512-BF16 units, embeddings within ~3e-4 in cosine of float32).
 
     Input ``X``
     -----------
@@ -92,13 +95,15 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
         The layer actually used (``layer`` resolved against the model).
     """
 
-    def __init__(self, model="cnn-tagging", pool="mean+std", layer=None, sr=None, batch_size=16, hop=None):
+    def __init__(self, model="cnn-tagging", pool="mean+std", layer=None, sr=None, batch_size=16, hop=None,
+                 precision=None):
         self.model = model
         self.pool = pool
         self.layer = layer
         self.sr = sr
         self.batch_size = batch_size
         self.hop = hop
+        self.precision = precision
 
     # -- parameters and the lazily loaded model ---------------------------------------------
     def _check_params(self) -> None:
@@ -114,14 +119,15 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
         valid_number("sr", self.sr, unit="Hz", allow_none=True)
         valid_int("batch_size", self.batch_size)
         valid_number("hop", self.hop, unit="seconds", allow_none=True)
+        valid_precision(self.precision)
 
     def _get_extractor(self):
         """The Extractor for ``self.model``, loaded on first use and kept until pickling."""
         cached = self.__dict__.get("_extractor")
-        if cached is not None and cached[0] == self.model:
+        if cached is not None and cached[0] == (self.model, self.precision):
             return cached[1]
-        extractor = load(self.model)
-        self.__dict__["_extractor"] = (self.model, extractor)
+        extractor = load(self.model, precision=self.precision)
+        self.__dict__["_extractor"] = ((self.model, self.precision), extractor)
         return extractor
 
     def __getstate__(self):

@@ -100,3 +100,14 @@ def test_cli_precision(capsys):
     assert top in got and abs(got[top] - want[top]) < 0.05
     with pytest.raises(SystemExit):
         main(["tag", "cnn-tagging", mirzoo.example_audio(), "--precision", "bf16"])
+
+
+def test_sklearn_transformer_precision():
+    from mirzoo.sklearn import EmbeddingTransformer
+
+    clips = [tone_mix(4.0, seed=s) for s in range(3)]
+    a = EmbeddingTransformer(model="crnn-tagging", sr=SR, pool="mean").fit_transform(clips)
+    t = EmbeddingTransformer(model="crnn-tagging", sr=SR, pool="mean", precision="bfloat16")
+    b = t.fit_transform(clips)
+    assert t.get_params()["precision"] == "bfloat16" and b.dtype == np.float32
+    assert _cosines(a, b).min() > 0.999 and not np.array_equal(a, b)

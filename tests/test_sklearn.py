@@ -127,7 +127,7 @@ def test_parameters_are_stored_as_given_and_checked_at_fit(dataset):
     paths, waves, _ = dataset
     t = EmbeddingTransformer(model=MODEL, pool="median", batch_size="16", sr=-5)
     assert t.get_params() == {"model": MODEL, "pool": "median", "layer": None, "sr": -5, "batch_size": "16",
-                              "hop": None}
+                              "hop": None, "precision": None}
     with pytest.raises(ParameterError, match="pool='median'"):
         t.fit(paths)
     with pytest.raises(ParameterError, match="sr=-5"):
