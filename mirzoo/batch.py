@@ -320,14 +320,17 @@ class _Block:
         )
 
 
-_META_KEYS = ("model", "layer", "pool", "hop")
+_META_KEYS = ("model", "layer", "pool", "hop", "precision")
 
 
-def meta_of(model: str, layer: str, pool: Optional[str], hop: str = "") -> dict:
-    """What an output file records about how it was made; ``hop`` (:func:`hop_key`) only when not the default."""
+def meta_of(model: str, layer: str, pool: Optional[str], hop: str = "", precision: str = "") -> dict:
+    """What an output file records about how it was made; ``hop`` (:func:`hop_key`) only when not the
+    default, and ``precision`` only when not float32 (so a resume never mixes precisions)."""
     meta = {"model": str(model), "layer": str(layer), "pool": pool or ""}
     if hop:
         meta["hop"] = str(hop)
+    if precision and precision != "float32":
+        meta["precision"] = str(precision)
     return meta
 
 
@@ -652,7 +655,8 @@ def extract_files(
         Clip models: seconds between patch starts (default: the model's); recorded in
         the output, and a ``resume`` with another hop is refused.
     precision : {"float32", "bfloat16", "float16"}, optional
-        Compute dtype of the model's layers after the front-end, as in :func:`mirzoo.load`.
+        Compute dtype of the model's layers after the front-end, as in :func:`mirzoo.load`;
+        recorded in the output when not float32, and a ``resume`` with another is refused.
     workers : int >= 0, optional
         Decoder processes.  0 decodes in the main process; None picks
         ``min(4, cores - 1)`` (at least 1), or 0 for fewer than 8 files.
@@ -690,7 +694,7 @@ def extract_files(
     valid_int("workers", workers, minimum=0, allow_none=True)
     extractor = as_extractor(model, precision=precision)
     layer_name, keys = extractor.resolve_layers(layer)
-    meta = meta_of(extractor.name, layer_name, pool, hop_key(extractor, hop))
+    meta = meta_of(extractor.name, layer_name, pool, hop_key(extractor, hop), extractor.precision)
     paths = find_audio_files(inputs, files_from=files_from)
     if not paths:
         raise ParameterError("no input files: give audio files, folders that contain some, or a file list")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from mirzoo import publish
+from mirzoo._checks import PRECISIONS
 from mirzoo.errors import MirzooError
 from mirzoo.fileio import atomic_file, check_writable, write_json_atomic
 from mirzoo.zoo.manifest import PACKAGE_MANIFEST, REPO_MANIFEST, get_spec, list_models, manifest_path, model_info
@@ -355,6 +356,8 @@ def _plot_paths(plot: str, paths: Sequence[str]) -> dict[str, Path]:
 
 
 ANALYZE_DEFAULT_MODEL = "tcn-music"
+PRECISION_HELP = ("compute dtype of the layers after the front-end (default float32); bfloat16 ran the clip models "
+                  "~1.5x faster on a CPU with AMX/AVX512-BF16 units, and is emulated (likely slower) elsewhere")
 
 
 def _write_analyses(out: Path, analyses: list, failed: list) -> None:
@@ -547,9 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hop", type=float, default=None, metavar="SECONDS",
                    help="clip models: seconds between patch starts (default: the model's, half a patch; "
                    "the patch length gives non-overlapping patches, half the work)")
-    p.add_argument("--precision", choices=["float32", "bfloat16", "float16"], default=None,
-                   help="compute dtype after the front-end (default float32); bfloat16 is ~1.5x faster for "
-                   "clip models on CPUs with AMX/AVX512-BF16 units; emulated, so likely slower, elsewhere")
+    p.add_argument("--precision", choices=sorted(PRECISIONS), default=None, help=PRECISION_HELP)
     p.add_argument("--workers", type=int, default=None,
                    help="decoder processes (default: cores - 1, between 1 and 4, or none for fewer than 8 files; "
                    "0 decodes in the main process)")
@@ -598,9 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", default=None, help="which output head to read (default: the model's primary head; "
                    "e.g. 'tags' for dense-frame, whose primary head is 'pitch_classes')")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
-    p.add_argument("--precision", choices=["float32", "bfloat16", "float16"], default=None,
-                   help="compute dtype after the front-end (default float32); bfloat16 is ~1.5x faster for "
-                   "clip models on CPUs with AMX/AVX512-BF16 units; emulated, so likely slower, elsewhere")
+    p.add_argument("--precision", choices=sorted(PRECISIONS), default=None, help=PRECISION_HELP)
     p.add_argument("--plot", metavar="OUT.png", default=None,
                    help="also draw a taggram (the head's labels over time) per file: OUT.png for one file, "
                    "OUT-<file stem>.png for several (pip install \"mirzoo[plot]\")")
@@ -653,8 +652,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="[MODEL] FILES", help="optional model, then audio files or folders")
     p.add_argument("-o", "--output", required=True, help="output file: .json, .csv or .jams")
     p.add_argument("--model", default=None, help=f"the model (default: {ANALYZE_DEFAULT_MODEL}, or the first input)")
-    p.add_argument("--precision", choices=["float32", "bfloat16", "float16"], default=None,
-                   help="compute dtype after the front-end (default float32; see 'mirzoo extract --help')")
+    p.add_argument("--precision", choices=sorted(PRECISIONS), default=None, help=PRECISION_HELP)
     p.add_argument("--plot", metavar="OUT.png", default=None,
                    help="draw the analysis over a constant-Q spectrogram: OUT.png for one file, OUT-<file stem>.png "
                    "for several (pip install \"mirzoo[plot]\")")

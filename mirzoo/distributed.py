@@ -492,7 +492,8 @@ class _EmbedActor:
         layer_name, keys = self.extractor.resolve_layers(layer)
         self.pool = pool
         self.embedder = Embedder(self.extractor, keys, layer_name, pool, batch_size, hop)
-        self.meta = meta_of(self.extractor.name, layer_name, pool, hop_key(self.extractor, hop))
+        self.meta = meta_of(self.extractor.name, layer_name, pool, hop_key(self.extractor, hop),
+                            self.extractor.precision)
         # one forward pass: the embedding size of this layer/pooling, and the model traced
         rate = self.extractor.sample_rate
         probe = self.extractor.extract(np.zeros(rate, np.float32), sr=rate, layer=layer, pool=pool)

@@ -81,6 +81,10 @@ def test_precision_reaches_saved_directories_and_extract_files(tmp_path, audio_d
         np.testing.assert_array_equal(a["paths"], b["paths"])
         assert a["embeddings"].dtype == np.float32
         assert _cosines(a["embeddings"], b["embeddings"]).min() > 0.999
+        assert str(a["precision"]) == "bfloat16" and "precision" not in b.files  # float32: as before
+    # a resume never mixes precisions in one file
+    with pytest.raises(mirzoo.ParameterError, match="precision='bfloat16'.*precision=''"):
+        extract_files("random-cnn", [audio_dir], out, pool="mean", resume=True)
 
 
 def test_bad_precision_is_named():

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Rebuild every data set the training programmes and the musicality / real-audio benchmarks read,
+# in the order the work needs them, on a fresh machine. Every step is deterministic (seed 0) and
+# resumable: rerun the script after an interruption and finished clips are skipped.
+#   usage: tools/rebuild_data.sh [DATA_DIR] [STEP ...]      (default /work/data, all steps)
+#   steps: packages heldout real musicnn teacher corpus mix gmbank cache
+#   e.g.   nohup tools/rebuild_data.sh /work/data > rebuild.log 2>&1 &
+# About 1.5-2 hours on 2 cores in all (corpus v2 and its two mixes are most of it); the recipes and
+# why they look like this are in training/README.md ("Corpus v2", "Real recordings").
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+data=${1:-/work/data}
+shift || true
+steps=("$@")
+[ ${#steps[@]} -gt 0 ] || steps=(packages heldout real musicnn teacher corpus mix gmbank cache)
+mkdir -p "$data"
+cd "$here"
+cache="$data/score-cache"
+build() {  # config out hours workers
+  python3 -m training.corpus build --config "training/configs/$1" --out "$data/$2" --hours "$3" \
+    --workers "$4" --cache-dir "$cache" --no-progress
+}
+for step in "${steps[@]}"; do
+  echo "== $step ($(date -u +%H:%M:%S))"
+  case "$step" in
+    packages)
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -qq
+      apt-get install -y -qq --no-install-recommends fluidsynth libfluidsynth3 fluid-soundfont-gm \
+        timgm6mb-soundfont musescore-general-soundfont-small csound-soundfont \
+        ufoai-music supertuxkart-data hedgewars-data megaglest-data freedroidrpg-data supertux-data >/dev/null
+      python3 -m pip install -q -e ".[corpus]" ;;
+    heldout) build corpus-heldout.json heldout-v2 3 2 ;;          # musicality benchmark (TimGM6mb: never trained on)
+    real) python3 -m training.real build --out "$data/real" ;;    # the six allowed packages only
+    musicnn) bash tools/setup-musicnn.sh ;;                       # Python 3.7 venv: teacher and peer
+    teacher)
+      for split in valid test train; do
+        python3 -m training.teacher --real "$data/real" --cache "$data/teacher" --split "$split"
+      done ;;
+    corpus) build corpus.json corpus-v2 30 2 ;;
+    mix) build corpus-mix.json corpus-v2-mix 12 2 ;;
+    gmbank) build corpus-mix-gmbank.json corpus-v2-gmbank 12 2 ;;
+    cache)
+      python3 -m training.musical cache --corpus "$data/corpus-v2" --corpus "$data/corpus-v2-mix" \
+        --corpus "$data/corpus-v2-gmbank" --out "$data/cache-music2" --splits train,valid ;;
+    *) echo "unknown step '$step' (steps: packages heldout real musicnn teacher corpus mix gmbank cache)" >&2; exit 2 ;;
+  esac
+done
+echo "== done ($(date -u +%H:%M:%S)): $data"
