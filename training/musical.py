@@ -1385,7 +1385,9 @@ def onednn_off_for_fits(cmd: str, environ, modules) -> bool:
     set or TensorFlow is already imported (``modules``; it reads the variable once).  TensorFlow's oneDNN
     kernels keep about 130 MB per input shape, and every corpus clip is shorter than one inference
     window, so of a length of its own: with them a fit over 1200 clips passed 16 GB; without, ~1.3 GB
-    and faster (benchmarks/README, session 16).  Returns whether it set the variable."""
+    and faster (benchmarks/README, session 16).  Since the constant-Q front-end runs over blocks of
+    samples a shape costs about 6 MB (session 17), still ~7 GB over 1200 lengths, so this stays.
+    Returns whether it set the variable."""
     if cmd not in VARIABLE_LENGTH_COMMANDS or "tensorflow" in modules or "TF_ENABLE_ONEDNN_OPTS" in environ:
         return False
     environ["TF_ENABLE_ONEDNN_OPTS"] = "0"

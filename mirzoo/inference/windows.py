@@ -100,6 +100,9 @@ class FramePlan:
     Window lengths are kept to a few, because TensorFlow's oneDNN kernels build (and keep) new
     primitives for every input shape they meet: about 130 MB and 0.3 s per new length for
     ``tcn-music`` on a 2-core CPU, so a folder of files of different lengths grew without bound.
+    (Most of that was the constant-Q front-end's one-channel strided convolutions; since they run
+    over blocks of samples, :class:`mirzoo.nn.frontend.ConstantQ`, a new length costs about 6 MB
+    and 0.03 s, which still adds up over thousands of lengths.)
     A window that ends at the signal's end (in a signal longer than one window) spans as many frames
     as the first window, or as the windows between when it must (it starts earlier than it needs to,
     which only adds context to the frames it keeps); and with ``pad_constant`` (a front-end that
