@@ -167,13 +167,28 @@ def prepare_audio(y, sr, target_sr: int, *, name: str = "audio") -> np.ndarray:
     return validate_audio(_resample(y, sr, target_sr), name=name)
 
 
+def _downmix(block: np.ndarray) -> np.ndarray:
+    """Mean of the columns of a float32 ``(frames, channels)`` block, as float32.
+
+    Equal to ``block.mean(axis=1, dtype=np.float32)`` (the same sums in the same order for fewer
+    than 8 channels; within float32 rounding beyond), which reduces each row of 2 samples on its own
+    and took about half of the decoding time of a stereo FLAC (1.8 ms per block against 0.1 ms for
+    adding whole columns).
+    """
+    acc = block[:, 0].copy()
+    for i in range(1, block.shape[1]):
+        acc += block[:, i]
+    acc /= np.float32(block.shape[1])
+    return acc
+
+
 def _decoded_blocks(f: sf.SoundFile, sr_in: int, target_sr: int) -> Iterator[np.ndarray]:
     """Mono float32 blocks of an open file at ``target_sr`` (streaming resampler; none empty)."""
     resampler = None if sr_in == target_sr else soxr.ResampleStream(sr_in, target_sr, 1, dtype="float32", quality="HQ")
     while True:
         block = f.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
         last = block.shape[0] < _BLOCK_FRAMES
-        mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
+        mono = _downmix(block) if block.shape[1] > 1 else block[:, 0]
         if resampler is not None:
             mono = resampler.resample_chunk(np.ascontiguousarray(mono), last=last)
         if mono.size:

@@ -59,6 +59,22 @@ def test_multichannel_either_orientation_is_averaged():
     np.testing.assert_allclose(prepare_audio(np.stack([left, right], axis=1), SR, SR), expected, atol=1e-7)
 
 
+@pytest.mark.parametrize("channels", [2, 6, 9])
+def test_multichannel_file_is_the_float32_mean_of_its_channels(tmp_path, channels):
+    """Files are downmixed block by block (longer than one block here) to the float32 mean of the
+    channels: exactly for up to 7 channels, within float32 rounding beyond."""
+    rng = np.random.default_rng(channels)
+    y = (0.2 * rng.standard_normal((300_000, channels))).astype(np.float32)
+    path = tmp_path / "multi.wav"
+    sf.write(path, y, SR, subtype="FLOAT")
+    out = load_audio(path, SR)
+    expected = y.mean(axis=1, dtype=np.float32)
+    if channels < 8:
+        np.testing.assert_array_equal(out, expected)
+    else:
+        np.testing.assert_allclose(out, expected, rtol=0, atol=1e-6)
+
+
 def test_resampling_keeps_pitch():
     sr = 44100
     y = (0.5 * np.sin(2 * np.pi * 1000.0 * np.arange(sr) / sr)).astype(np.float32)
