@@ -171,9 +171,9 @@ def _downmix(block: np.ndarray) -> np.ndarray:
     """Mean of the columns of a float32 ``(frames, channels)`` block, as float32.
 
     Equal to ``block.mean(axis=1, dtype=np.float32)`` (the same sums in the same order for fewer
-    than 8 channels; within float32 rounding beyond), which reduces each row of 2 samples on its own
-    and took about half of the decoding time of a stereo FLAC (1.8 ms per block against 0.1 ms for
-    adding whole columns).
+    than 8 channels; within float32 rounding beyond).  That mean reduces every row of a few samples
+    on its own: 1.8 ms for a stereo block of 2**17 frames against 0.1 ms for adding whole columns,
+    about half of the decoding time of a stereo 44.1 kHz FLAC.
     """
     acc = block[:, 0].copy()
     for i in range(1, block.shape[1]):
