@@ -57,6 +57,12 @@ def test_multichannel_either_orientation_is_averaged():
     expected = (left + right) / 2
     np.testing.assert_allclose(prepare_audio(np.stack([left, right]), SR, SR), expected, atol=1e-7)
     np.testing.assert_allclose(prepare_audio(np.stack([left, right], axis=1), SR, SR), expected, atol=1e-7)
+    # exactly numpy's float64 mean over the channel axis, for either orientation and channel count
+    for channels in (2, 3, 6):
+        y = np.random.default_rng(channels).uniform(-0.3, 0.3, (channels, 20_000)).astype(np.float32)
+        want = y.mean(axis=0, dtype=np.float64).astype(np.float32)
+        np.testing.assert_array_equal(prepare_audio(y, SR, SR), want)
+        np.testing.assert_array_equal(prepare_audio(np.ascontiguousarray(y.T), SR, SR), want)
 
 
 @pytest.mark.parametrize("channels", [2, 6, 9])
