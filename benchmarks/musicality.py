@@ -22,7 +22,9 @@ Measures (model: ``Extractor.analyze`` of ``--model``; every baseline computed h
 * **beats**, F-measure (``mir_eval.beat.f_measure``, 70 ms window, first 5 s trimmed as mir_eval
   does); reference = the score's beat times; baseline ``librosa.beat.beat_track``.  Estimated beats
   where the score's beat grid is unknown (``beat_mask == 0``) are left out, for every method alike.
-* **downbeats**, F-measure of the same kind on the beats at bar position 1 (no baseline).
+* **downbeats**, F-measure of the same kind on the beats at bar position 1 (no baseline).  For a model
+  with a ``downbeat_model`` record (bar length and phase chosen together, ``fit-downbeats``), the
+  same heads read without it (the downbeat evidence alone) are scored beside it, with their time signatures.
 * **tempo**, Acc1 (within 4 % of the notated tempo) and Acc2 (also at x2, x3, x1/2, x1/3);
   baseline ``librosa.feature.tempo``.  The reference is the *notated* beat (dotted quarter in
   6/8, 9/8, 12/8; one per bar in 3/8), which a periodicity estimator without meter knowledge
@@ -469,6 +471,7 @@ def main(argv=None) -> int:
     others = [mirzoo.load(name) for name in args.probe_models]
 
     per = {k: [] for k in ("key_model", "key_head_mean", "key_base", "key_source", "mode_pairs", "meter_pairs", "beat_model", "beat_base", "down_model", "tempo_model",
+                           "down_evidence", "meter_pairs_evidence",
                            "tempo_base", "tempo_simple", "key_pcs")}
     chord_tot = {"model": np.zeros(4), "base": np.zeros(4)}
     # pitch classes sounding per frame (a model with a pitch_classes head): true positives, predicted,
@@ -482,6 +485,7 @@ def main(argv=None) -> int:
     tag_probs, tag_truth = [], []
     per_clip: list[dict] = []  # every figure of every clip, for paired comparisons (compare_musicality.py)
     clip_key = None if args.oracle else m.spec.clip_key  # the oracle checks the chain with one-hot heads alone
+    downbeat_model = None if args.oracle else m.spec.downbeat_model
     head_feats: dict[str, list] = {f"head:{h}": [] for h in probe_heads + (["clip_key"] if clip_key is not None else [])}
     t0 = time.time()
     timing = {"model": 0.0, "baselines": 0.0, "probe_models": 0.0}
@@ -495,7 +499,10 @@ def main(argv=None) -> int:
         if args.oracle:
             out.update(oracle_frames(clip["targets"], heads, out["beats"].shape[0]))
         a = analyze_frames(out, heads, fps, duration=y.shape[0] / sr, source=clip["audio"], model=m.name,
-                           clip_key=clip_key)
+                           clip_key=clip_key, downbeat_model=downbeat_model)
+        # the downbeats and meter without the model's downbeat_model record, beside them in the same run
+        a_evidence = a if downbeat_model is None else analyze_frames(
+            out, heads, fps, duration=y.shape[0] / sr, clip_key=clip_key, downbeat_model=None)
         head_key = global_distribution(out["key"], heads["key"], top_k=1)[0][0]
         timing["model"] += time.time() - ts
         for l in layers:
@@ -535,6 +542,9 @@ def main(argv=None) -> int:
         if f is not None:
             per["down_model"].append(f)
             row["downbeat_f"] = f
+            f_evidence = beat_f(ref["downbeats"], inside_grid(a_evidence.downbeats, clip["targets"]))
+            per["down_evidence"].append(f_evidence)
+            row["downbeat_f_evidence"] = f_evidence
         if ref["tempo"]:
             base_tempo = float(np.atleast_1d(librosa.feature.tempo(y=y, sr=sr, hop_length=m.hop_length))[0])
             per["tempo_model"].append(tempo_acc(ref["tempo"], a.tempo))
@@ -563,6 +573,7 @@ def main(argv=None) -> int:
         if ref["meter"] and a.meter:
             per["meter_pairs"].append((ref["meter"], a.meter))
             row["meter"] = list(per["meter_pairs"][-1])
+            per["meter_pairs_evidence"].append((ref["meter"], a_evidence.meter))
         timing["baselines"] += time.time() - ts
         ts = time.time()
         for o in others:
@@ -597,7 +608,9 @@ def main(argv=None) -> int:
                                        for src in sorted(set(s_ for s_ in per["key_source"] if s_))}},
         "beat_f": {"model": mean(per["beat_model"]), "baseline": mean(per["beat_base"]),
                    "baseline_name": "librosa.beat.beat_track", "n": len(per["beat_model"])},
-        "downbeat_f": {"model": mean(per["down_model"]), "baseline": None, "n": len(per["down_model"])},
+        "downbeat_f": {"model": mean(per["down_model"]), "baseline": None, "n": len(per["down_model"]),
+                       "downbeat_model": downbeat_model is not None,
+                       "evidence_reading": mean(per["down_evidence"]) if downbeat_model is not None else None},
         "tempo": {"model": tempo_summary(per["tempo_model"], per["tempo_simple"]),
                   "baseline": tempo_summary(per["tempo_base"], per["tempo_simple"]),
                   "baseline_name": "librosa.feature.tempo"},
@@ -643,6 +656,8 @@ def main(argv=None) -> int:
         res["mode_from_key"] = mode_agreement(per["mode_pairs"])
     if per["meter_pairs"]:  # not a probe: the meter analyze() reports, on every clip with a reference meter
         res["meter_from_analyze"] = meter_agreement(per["meter_pairs"])
+        if downbeat_model is not None:
+            res["meter_from_analyze"]["evidence_reading"] = meter_agreement(per["meter_pairs_evidence"])
     if tag_probs:
         from sklearn.metrics import roc_auc_score
 
@@ -709,6 +724,7 @@ def headline(res: dict, model_name: str) -> dict:
     put("beat_f", res["beat_f"]["model"])
     put("beat_f_librosa", res["beat_f"]["baseline"])
     put("downbeat_f", res["downbeat_f"]["model"])
+    put("downbeat_f_evidence_reading", res["downbeat_f"].get("evidence_reading"))
     put("tempo_acc1", res["tempo"]["model"]["acc1"])
     put("tempo_acc1_librosa", res["tempo"]["baseline"]["acc1"])
     chords = res.get("chords", {})
@@ -725,6 +741,7 @@ def headline(res: dict, model_name: str) -> dict:
     put("key_mirex_ks_on_pitch_classes", (res.get("pitch_classes") or {}).get("key_ks_on_head"))
     put("mode_from_key", (res.get("mode_from_key") or {}).get("model"))
     put("meter_exact_from_analyze", (res.get("meter_from_analyze") or {}).get("exact"))
+    put("meter_exact_evidence_reading", ((res.get("meter_from_analyze") or {}).get("evidence_reading") or {}).get("exact"))
     put("meter_class_from_analyze", (res.get("meter_from_analyze") or {}).get("class_balanced"))
     return out
 
@@ -760,6 +777,9 @@ def render_table(r: dict) -> str:
     lines.append(f"| beat F-measure (n={b['n']}) | {fmt(b['model'])} | {fmt(b['baseline'])} ({b['baseline_name']}) | {TARGETS['beat_f']} |")
     d = res["downbeat_f"]
     lines.append(f"| downbeat F-measure (n={d['n']}) | {fmt(d['model'])} | — | {TARGETS['downbeat_f']} |")
+    if d.get("evidence_reading") is not None:
+        lines.append(f"| downbeat F-measure, bars read from the downbeat evidence alone (no `downbeat_model`) | "
+                     f"{fmt(d['evidence_reading'])} | | |")
     t = res["tempo"]
     lines.append(f"| tempo Acc1 (n={t['model']['n']}) | {fmt(t['model']['acc1'])} | {fmt(t['baseline']['acc1'])} ({t['baseline_name']}) | {TARGETS['tempo_acc1']} |")
     lines.append(f"| tempo Acc1, simple meters (n={t['model']['n_simple']}) | {fmt(t['model']['acc1_simple_meter'])} | {fmt(t['baseline']['acc1_simple_meter'])} | |")
@@ -798,6 +818,9 @@ def render_table(r: dict) -> str:
         mm = res["meter_from_analyze"]
         lines.append(f"| meter `analyze()` reports, time signature exact (all {mm['n']} clips with a reference meter) | "
                      f"{fmt(mm['exact'])} | | not a probe |")
+        if mm.get("evidence_reading"):
+            ev = mm["evidence_reading"]
+            lines.append(f"| meter, time signature exact, bars read from the downbeat evidence alone | {fmt(ev['exact'])} | | |")
         lines.append(f"| meter `analyze()` reports, meter class (balanced acc.: "
                      f"{', '.join(f'{k} {v}' for k, v in sorted(mm['classes'].items()))}) | {fmt(mm['class_balanced'])} | | not a probe |")
     if "tag_roc_auc" in res:

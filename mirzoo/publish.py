@@ -314,6 +314,16 @@ def model_card(spec: ModelSpec, repo_id: str) -> str:
                  + (f"; MIREX weighted score cross-validated by piece {v['key_mirex_cv']}, against "
                     f"{v['key_mirex_head_mean']} for the key head's clip mean alone" if "key_mirex_cv" in v else "")
                  + "."]
+    downbeat_model = spec.downbeat_model
+    if downbeat_model:
+        v = dict(downbeat_model.get("valid") or {})
+        body += ["", "Bars: `analyze()` chooses the bar length (" + ", ".join(str(b) for b in downbeat_model.get("bar_lengths", ()))
+                 + " beats) and the downbeat phase together, with a small network "
+                 f"({downbeat_model.get('hidden')} tanh units) scoring every candidate from the downbeat, beat, chord and "
+                 "pitch-class heads at the tracked beats and the meter head"
+                 + (f", fitted on {downbeat_model['fitted_on']}" if downbeat_model.get("fitted_on") else "")
+                 + (f"; downbeat F-measure {v['downbeat_f']} on {v['clips']} valid clips, against "
+                    f"{v['downbeat_f_evidence']} for the downbeat evidence alone" if "downbeat_f" in v else "") + "."]
     if training.get("command"):
         body += ["", "Reproduce with:", "", "```bash", str(training["command"]), "```"]
     body += ["", "## Metrics", "", _metrics_section(dict(spec.metrics), pretrained)]

@@ -20,11 +20,24 @@ from typing import Any, Mapping, Optional
 
 from mirzoo.errors import ManifestError
 
-__all__ = ["HeadSpec", "WeightsSpec", "ModelSpec", "OUTPUT_KINDS", "PITCH_CLASS_LABELS"]
+__all__ = ["HeadSpec", "WeightsSpec", "ModelSpec", "OUTPUT_KINDS", "PITCH_CLASS_LABELS", "BEAT_FEATURES",
+           "DOWNBEAT_BAR_LENGTHS", "DOWNBEAT_MODEL_FORM", "bar_candidate_width"]
 
 OUTPUT_KINDS = ("clip", "frame")
 #: labels of a ``pitch_classes`` head (``dense-frame``'s primary head, ``tcn-music``'s chroma head)
 PITCH_CLASS_LABELS = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+#: per-beat features a ``downbeat_model`` record reads (``mirzoo.tasks.analyze.beat_features``), in order
+BEAT_FEATURES = ("log_downbeat", "log_beat", "log_evidence", "chord_change", "pitch_class_change",
+                 "log_downbeat_mean")
+#: bar lengths (beats per bar) a ``downbeat_model`` record chooses between by default
+DOWNBEAT_BAR_LENGTHS = (2, 3, 4)
+#: the one form of ``downbeat_model`` record there is (``mirzoo.tasks.analyze.bar_candidate_scores``)
+DOWNBEAT_MODEL_FORM = "listwise-mlp-v1"
+
+
+def bar_candidate_width(n_features: int, bar_lengths=DOWNBEAT_BAR_LENGTHS) -> int:
+    """Columns of ``mirzoo.tasks.analyze.bar_candidates`` for ``n_features`` beat features."""
+    return 2 * n_features + 2 + len(bar_lengths) + sum(int(b) for b in bar_lengths) * n_features
 
 _REQUIRED = {
     "family": str,
@@ -101,6 +114,9 @@ class ModelSpec:
     #: clip-level key from the frame ``key`` and ``chord`` heads (``mirzoo.tasks.analyze.clip_key_distribution``):
     #: ``{"scale": [2], "bias": [2], "chord": [2][12][9], ...}`` (major, minor), or ``None``
     clip_key: Optional[Mapping[str, Any]] = field(default=None, compare=False)
+    #: bar length and downbeat phase chosen together (``mirzoo.tasks.analyze.choose_bars``): a fitted
+    #: ``{"form", "features", "bar_lengths", "mean", "scale", "hidden_weights", ...}`` record, or ``None``
+    downbeat_model: Optional[Mapping[str, Any]] = field(default=None, compare=False)
     entry: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     # -- derived values ------------------------------------------------------------------
@@ -263,6 +279,7 @@ class ModelSpec:
             references=tuple(frozen.get("references") or ()),
             saved_from=frozen.get("saved_from"),
             clip_key=_parse_clip_key(where, frozen.get("clip_key"), head, aux),
+            downbeat_model=_parse_downbeat_model(where, frozen.get("downbeat_model"), head, aux),
             entry=MappingProxyType(frozen),
         )
 
@@ -309,6 +326,50 @@ def _parse_clip_key(where: str, record: Any, head: Optional[HeadSpec], aux: tupl
         if tuple(labels.get("pitch_classes", ())) != PITCH_CLASS_LABELS:
             raise ManifestError(f"{where}: clip_key['chroma_scale'] needs a 'pitch_classes' head labelled {list(PITCH_CLASS_LABELS)}; "
                                 f"the model's heads are {sorted(labels)}")
+    return MappingProxyType(dict(record))
+
+
+def _parse_downbeat_model(where: str, record: Any, head: Optional[HeadSpec], aux: tuple) -> Optional[Mapping[str, Any]]:
+    """The ``downbeat_model`` record, checked: its form, feature names, bar lengths, array shapes and the
+    heads it reads (``beats``, ``chord``, ``meter``, ``pitch_classes``)."""
+    if record is None:
+        return None
+    if not isinstance(record, Mapping):
+        raise ManifestError(f"{where}: downbeat_model={record!r:.80} must be an object (python -m training.musical fit-downbeats)")
+    if record.get("form") != DOWNBEAT_MODEL_FORM:
+        raise ManifestError(f"{where}: downbeat_model['form']={record.get('form')!r}: expected {DOWNBEAT_MODEL_FORM!r}")
+    if tuple(record.get("features") or ()) != BEAT_FEATURES:
+        raise ManifestError(f"{where}: downbeat_model['features']={record.get('features')!r:.120} must be "
+                            f"{list(BEAT_FEATURES)} (the features this version computes)")
+    bars = record.get("bar_lengths", list(DOWNBEAT_BAR_LENGTHS))
+    if not isinstance(bars, (list, tuple)) or not bars or any(isinstance(b, bool) or not isinstance(b, int) or b < 2
+                                                             for b in bars) or len(set(bars)) != len(bars):
+        raise ManifestError(f"{where}: downbeat_model['bar_lengths']={bars!r:.80} must be distinct whole numbers >= 2")
+    labels = {h.output: h.labels for h in ([head] if head else []) + list(aux)}
+    missing = [h for h in ("beats", "chord", "meter", "pitch_classes") if h not in labels]
+    if missing:
+        raise ManifestError(f"{where}: downbeat_model reads the heads {missing}, which the model lacks "
+                            f"(its heads are {sorted(labels)})")
+    width = bar_candidate_width(len(BEAT_FEATURES), bars)
+    hidden = record.get("hidden_bias")
+    try:
+        n_hidden = _nested_shape(hidden)[0] if _nested_shape(hidden) else -1
+    except (TypeError, ValueError, IndexError):
+        n_hidden = -1
+    if n_hidden < 1:
+        raise ManifestError(f"{where}: downbeat_model['hidden_bias'] must be a non-empty list of numbers, got {hidden!r:.80}")
+    shapes = {"mean": (width,), "scale": (width,), "hidden_weights": (width, n_hidden), "hidden_bias": (n_hidden,),
+              "output_weights": (n_hidden,)}
+    for name, shape in shapes.items():
+        value = record.get(name)
+        try:
+            ok = _nested_shape(value) == shape
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ManifestError(f"{where}: downbeat_model[{name!r}] must be numbers of shape {shape}, got {value!r:.80}")
+    if not all(v > 0 for v in record["scale"]):
+        raise ManifestError(f"{where}: downbeat_model['scale'] must be > 0 everywhere")
     return MappingProxyType(dict(record))
 
 

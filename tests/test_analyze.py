@@ -623,3 +623,147 @@ def test_choose_meter_weighs_the_downbeats_against_the_meter_head():
     assert a.meter == "3/4" and a.meter_candidates[0][0] == "4/4"
     np.testing.assert_allclose(a.downbeats, times[0::3], atol=0.021)
     assert an.analyze_frames(frames, heads, FPS, meter_contrast=0.0).meter == "4/4"
+
+
+# -- bar length and downbeat phase chosen together (downbeat_model) ------------------------------------
+def _one_unit_record(column: int, bar_lengths=(2, 3, 4)) -> dict:
+    """A ``downbeat_model`` record whose single tanh unit reads one column of the candidate rows."""
+    from mirzoo.spec import BEAT_FEATURES, DOWNBEAT_MODEL_FORM, bar_candidate_width
+
+    width = bar_candidate_width(len(BEAT_FEATURES), bar_lengths)
+    weights = np.zeros((width, 1))
+    weights[column, 0] = 0.5
+    return {"form": DOWNBEAT_MODEL_FORM, "features": list(BEAT_FEATURES), "bar_lengths": list(bar_lengths),
+            "mean": [0.0] * width, "scale": [1.0] * width, "hidden_weights": weights.tolist(), "hidden_bias": [0.0],
+            "output_weights": [1.0], "hidden": 1}
+
+
+def test_interval_means_and_beat_features_follow_their_definition():
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 3))
+    beats = np.array([2, 9, 9, 20, 39])
+    means = an.interval_means(x, beats)
+    expected = [x[2:9].mean(0), x[9:10].mean(0), x[9:20].mean(0), x[20:39].mean(0), x[39:40].mean(0)]
+    np.testing.assert_allclose(means, expected)
+    np.testing.assert_allclose(an.interval_means(x[:, 0], beats)[:, 0], means[:, 0])  # a 1-D series
+    assert an.interval_means(x, np.array([], dtype=int)).shape == (0, 3)
+
+    act = rng.random((40, 2))
+    chord, pcs = rng.random((40, 5)), rng.random((40, 12))
+    f = an.beat_features(beats, act, chord, pcs)
+    assert f.shape == (5, len(an.BEAT_FEATURES))
+    down, beat = an._activation_at_beats(beats, act[:, 1]), an._activation_at_beats(beats, act[:, 0])
+    np.testing.assert_allclose(f[:, 0], np.log(down + 1e-3))
+    np.testing.assert_allclose(f[:, 2], np.log(down / (beat + 0.05) + 1e-3))
+    cm = an.interval_means(chord, beats)
+    change = 0.5 * np.abs(np.diff(cm, axis=0)).sum(axis=1)
+    np.testing.assert_allclose(f[1:, 3], change)
+    assert f[0, 3] == pytest.approx(change.mean())  # the first beat has no interval before it
+    np.testing.assert_allclose(f[:, 5], np.log(an.interval_means(act[:, 1], beats)[:, 0] + 1e-3))
+    with pytest.raises(ParameterError, match=r"beats must be a \[frames, 2\]"):
+        an.beat_features(beats, act[:, 0], chord, pcs)
+
+
+def test_bar_candidates_cover_each_bar_length_with_two_bars_and_every_phase():
+    rng = np.random.default_rng(1)
+    k = len(an.BEAT_FEATURES)
+    feats, chords = rng.random((9, k)), rng.random((9, 5))
+    meter_mean = np.full(len(METERS), 1.0 / len(METERS))
+    x, labels = an.bar_candidates(feats, chords, meter_mean, METERS)
+    assert labels == [(2, 0), (2, 1), (3, 0), (3, 1), (3, 2), (4, 0), (4, 1), (4, 2), (4, 3)]
+    assert x.shape == (9, an.bar_candidate_width(k)) == (9, 71)
+    z = (feats - feats.mean(0)) / (feats.std(0) + 1e-6)
+    # candidate (3, 1): downbeats at beats 1, 4, 7
+    row = x[labels.index((3, 1))]
+    m = [z[[1, 4, 7]].mean(0), z[[2, 5, 8]].mean(0), z[[0, 3, 6]].mean(0)]
+    np.testing.assert_allclose(row[:k], m[0] - (m[1] + m[2]) / 2)
+    np.testing.assert_array_equal(row[k:2 * k], 0.0)  # no half bar in three beats
+    per_bar = np.array([an.beats_per_bar(mt) for mt in METERS])
+    assert row[2 * k + 1] == pytest.approx(np.log(meter_mean[per_bar == 3].sum() + 1e-3))
+    np.testing.assert_array_equal(row[2 * k + 2:2 * k + 5], [0, 1, 0])
+    block3 = row[2 * k + 5 + 2 * k:2 * k + 5 + 5 * k]
+    np.testing.assert_allclose(block3, np.ravel(m))
+    np.testing.assert_array_equal(row[2 * k + 5:2 * k + 5 + 2 * k], 0.0)  # the two-beat block stays empty
+    # (4, 1): the half bar is beat 3 of the bar, i.e. beats 3 and 7
+    row4 = x[labels.index((4, 1))]
+    np.testing.assert_allclose(row4[k:2 * k], z[[1, 5]].mean(0) - z[[3, 7]].mean(0))
+    # the chord spread inside bars, centred over the phases of one bar length
+    assert x[[0, 1], 2 * k].sum() == pytest.approx(0.0, abs=1e-12)
+    # five beats: only two-beat bars have two whole bars
+    assert an.bar_candidates(feats[:5], chords[:5], meter_mean, METERS)[1] == [(2, 0), (2, 1)]
+    x0, none = an.bar_candidates(feats[:3], chords[:3], meter_mean, METERS)
+    assert none == [] and x0.shape == (0, 71)
+
+
+def _frames_with_pitch_classes(per_bar: int, first_downbeat: int, meter_lean: str, seconds: float = 16.0):
+    act, times = click_activation(seconds, bpm=120.0, per_bar=per_bar, first_downbeat=first_downbeat)
+    frames, heads, _ = fake_frames(seconds)
+    n = frames["beats"].shape[0]
+    frames["beats"] = act[:n]
+    probs = np.full((n, len(METERS)), 0.02)
+    probs[:, METERS.index(meter_lean)] = 0.6
+    frames["meter"] = probs / probs.sum(axis=1, keepdims=True)
+    frames["pitch_classes"] = np.full((n, 12), 0.5)
+    return frames, heads, times
+
+
+def test_analyze_frames_with_a_downbeat_model_chooses_bar_length_and_phase_together():
+    # downbeats every third beat from beat 1, a meter head leaning to 4/4: a record that reads the
+    # downbeat evidence at the candidate's downbeats against the other positions finds 3/4 and the phase
+    frames, heads, times = _frames_with_pitch_classes(3, 1, "4/4")
+    k = len(an.BEAT_FEATURES)
+    record = _one_unit_record(column=an.BEAT_FEATURES.index("log_evidence"))
+    beats = np.round(times * FPS).astype(int)
+    assert an.choose_bars(beats, frames, METERS, record) == ("3/4", 3, 1)
+    a = an.analyze_frames(frames, heads, FPS, downbeat_model=record)
+    assert a.meter == "3/4"
+    np.testing.assert_allclose(a.downbeats, times[1::3][: len(a.downbeats)], atol=0.021)
+    np.testing.assert_array_equal(a.beat_positions[:5], [3, 1, 2, 3, 1])
+    # a record that reads only the meter head's prior keeps the head's bar length
+    prior = _one_unit_record(column=2 * k + 1)
+    assert an.choose_bars(beats, frames, METERS, prior)[:2] == ("4/4", 4)
+    # without pitch classes the record cannot read its features
+    frames.pop("pitch_classes")
+    with pytest.raises(ParameterError, match="downbeat_model reads the 'pitch_classes' head"):
+        an.analyze_frames(frames, heads, FPS, downbeat_model=record)
+
+
+def test_choose_bars_leaves_bar_lengths_it_does_not_know_and_short_clips_to_the_evidence():
+    frames, heads, times = _frames_with_pitch_classes(3, 1, "5/4")
+    probs = np.full_like(frames["meter"], 0.01)
+    probs[:, METERS.index("5/4")] = 0.9
+    frames["meter"] = probs / probs.sum(axis=1, keepdims=True)
+    record = _one_unit_record(column=an.BEAT_FEATURES.index("log_evidence"))
+    beats = np.round(times * FPS).astype(int)
+    assert an.choose_bars(beats, frames, METERS, record) is None
+    with_model = an.analyze_frames(frames, heads, FPS, downbeat_model=record)
+    without = an.analyze_frames(frames, heads, FPS)
+    assert with_model.meter == without.meter
+    np.testing.assert_array_equal(with_model.downbeats, without.downbeats)
+    assert an.choose_bars(beats[:3], frames, METERS, record) is None  # under two bars of any length
+
+
+def test_manifest_downbeat_model_records_are_checked():
+    from mirzoo.errors import ManifestError
+    from mirzoo.spec import ModelSpec
+    from mirzoo.zoo.manifest import get_entry
+
+    entry = dict(get_entry("tcn-music"))
+    good = _one_unit_record(0)
+    spec = ModelSpec.from_entry("tcn-music", dict(entry, downbeat_model=good))
+    assert spec.downbeat_model["hidden"] == 1
+    cases = [
+        (dict(good, form="mlp"), r"downbeat_model\['form'\]='mlp': expected 'listwise-mlp-v1'"),
+        (dict(good, features=["log_downbeat"]), r"downbeat_model\['features'\]=\['log_downbeat'\] must be"),
+        (dict(good, bar_lengths=[1, 2]), r"downbeat_model\['bar_lengths'\]=\[1, 2\] must be distinct whole numbers >= 2"),
+        (dict(good, mean=[0.0] * 70), r"downbeat_model\['mean'\] must be numbers of shape \(71,\)"),
+        (dict(good, hidden_weights=[[0.0, 0.0]] * 71), r"downbeat_model\['hidden_weights'\] must be numbers of shape \(71, 1\)"),
+        (dict(good, scale=[0.0] * 71), r"downbeat_model\['scale'\] must be > 0 everywhere"),
+        (dict(good, hidden_bias=[]), r"downbeat_model\['hidden_bias'\] must be a non-empty list"),
+        ("big", r"downbeat_model='big' must be an object"),
+    ]
+    for record, message in cases:
+        with pytest.raises(ManifestError, match=message):
+            ModelSpec.from_entry("tcn-music", dict(entry, downbeat_model=record))
+    with pytest.raises(ManifestError, match=r"downbeat_model reads the heads \['beats', 'chord', 'meter', 'pitch_classes'\]"):
+        ModelSpec.from_entry("cnn-tagging", dict(get_entry("cnn-tagging"), downbeat_model=good))

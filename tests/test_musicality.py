@@ -120,6 +120,17 @@ def test_head_output_probe_is_reported_beside_the_embedding_probe_not_in_its_pla
                and "| 0.500 |" in l for l in lines)
     plus = [l for l in lines if l.startswith("| probe mode, head outputs also")]
     assert len(plus) == 1 and "| 0.900 |" in plus[0]
+    assert not any("evidence alone" in l for l in lines)  # a model without a downbeat_model record
+    assert "downbeat_f_evidence_reading" not in figures
+
+    # with a downbeat_model record, the evidence reading of the same heads is reported beside it
+    res["downbeat_f"].update(downbeat_model=True, evidence_reading=0.41)
+    res["meter_from_analyze"]["evidence_reading"] = mu.meter_agreement([("6/8", "2/4"), ("3/4", "4/4")])
+    lines = mu.render_table(report).splitlines()
+    assert "| downbeat F-measure, bars read from the downbeat evidence alone (no `downbeat_model`) | 0.410 | | |" in lines
+    assert "| meter, time signature exact, bars read from the downbeat evidence alone | 0.000 | | |" in lines
+    figures = mu.headline(res, "tcn-music")
+    assert figures["downbeat_f_evidence_reading"] == 0.41 and figures["meter_exact_evidence_reading"] == 0.0
 
 
 def test_reference_key_says_where_the_label_came_from():

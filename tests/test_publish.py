@@ -307,3 +307,14 @@ def test_committed_model_cards_follow_the_manifest():
         path = root / "docs" / "model-cards" / f"{name}.md"
         assert path.exists(), f"no card for {name}: run python tools/model_cards.py"
         assert path.read_text(encoding="utf-8") == text, f"{path} is out of date: run python tools/model_cards.py"
+
+
+def test_card_describes_a_downbeat_model_record():
+    entry = json.loads(json.dumps(mirzoo.model_info("tcn-music")))
+    record = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+                         / "downbeat_model-session19-candidate.json").read_text())
+    card = publish.model_card(ModelSpec.from_entry("tcn-music", dict(entry, downbeat_model=record)), "o/tcn-music")
+    assert ("Bars: `analyze()` chooses the bar length (2, 3, 4 beats) and the downbeat phase together, with a small "
+            "network (16 tanh units)") in card
+    assert "downbeat F-measure 0.7452 on 755 valid clips, against 0.6467 for the downbeat evidence alone." in card
+    assert "Bars:" not in publish.model_card(ModelSpec.from_entry("tcn-music", entry), "o/tcn-music")

@@ -873,3 +873,83 @@ def test_shipping_a_run_without_the_pitch_class_head_drops_it_from_the_entry(tmp
         assert "clip_key" not in e  # fitted on other weights
         assert "pitch_classes" not in ModelSpec.from_entry("tcn-music", e).heads
     assert (root / "mirzoo" / "weights" / "tcn-music.weights.h5").read_bytes() == b"not read by ship"
+
+
+def _synthetic_bar_candidates(n=300, seed=0):
+    """Clips of 5-9 candidate rows (71 columns, as bar_candidates gives for 6 beat features); the bar is
+    the candidate whose column 2 (downbeat evidence) plus half its column 5 is largest, seen through noise."""
+    rng = np.random.default_rng(seed)
+    xs, targets, rows = [], [], []
+    for i in range(n):
+        x = rng.normal(size=(int(rng.integers(5, 10)), 71))
+        signal = x[:, 2] + 0.5 * x[:, 5]
+        best = int(np.argmax(signal + 0.3 * rng.normal(size=len(x))))
+        xs.append(x)
+        targets.append(best)
+        f = np.where(np.arange(len(x)) == best, 1.0, 0.2)
+        rows.append({"x": x, "labels": [(4, j % 4) for j in range(len(x))], "f": f, "base_f": 0.2 + 0.8 * (i % 2),
+                     "piece": f"p{i}", "meter": "4/4", "base_meter": "3/4", "meter_mean": np.eye(12)[3]})
+    return xs, np.array(targets), rows
+
+
+def test_fit_downbeat_model_learns_which_candidate_is_the_bar_and_the_library_reads_it():
+    from mirzoo.spec import BEAT_FEATURES, DOWNBEAT_MODEL_FORM, ModelSpec
+    from mirzoo.tasks.analyze import bar_candidate_scores
+    from mirzoo.zoo.manifest import get_entry
+    from training.musical import downbeat_choice_figures, fit_downbeat_model
+
+    xs, targets, rows = _synthetic_bar_candidates()
+    fitted = fit_downbeat_model(xs[:200], targets[:200], hidden=8, l2=1e-3, seed=0)
+    assert fitted == fit_downbeat_model(xs[:200], targets[:200], hidden=8, l2=1e-3, seed=0)  # deterministic
+    held_out = np.mean([np.argmax(bar_candidate_scores(x, fitted)) == t for x, t in zip(xs[200:], targets[200:])])
+    assert held_out > 0.75  # chance is 1 in 5-9
+    record = {"form": DOWNBEAT_MODEL_FORM, "features": list(BEAT_FEATURES), "bar_lengths": [2, 3, 4], **fitted}
+    spec = ModelSpec.from_entry("tcn-music", dict(get_entry("tcn-music"), downbeat_model=record))
+    assert spec.downbeat_model["hidden"] == 8
+    from training.corpus_targets import METERS
+
+    figures = downbeat_choice_figures(rows[200:], fitted, list(METERS))
+    assert figures["clips"] == 100 and figures["downbeat_f"] == pytest.approx(0.2 + 0.8 * held_out)
+    assert figures["downbeat_f_evidence"] == pytest.approx(0.6) and figures["time_signature"] == 1.0
+    assert figures["time_signature_evidence"] == 0.0
+
+
+def test_fit_downbeats_writes_a_checked_record_into_the_package_entry(tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from training import musical
+
+    repo = Path(musical.__file__).resolve().parents[1]
+    root = tmp_path / "pkg"
+    (root / "mirzoo" / "weights").mkdir(parents=True)
+    for rel in ("weights_manifest.json", "mirzoo/weights_manifest.json"):
+        shutil.copy(repo / rel, root / rel)
+    name = json.loads((repo / "mirzoo" / "weights_manifest.json").read_text())["models"]["tcn-music"]["weights"]["file"]
+    shutil.copy(repo / "mirzoo" / "weights" / name, root / "mirzoo" / "weights" / name)
+    monkeypatch.setenv("MIRZOO_MANIFEST", str(root / "mirzoo" / "weights_manifest.json"))
+    monkeypatch.setenv("MIRZOO_WEIGHTS_DIR", str(root / "mirzoo" / "weights"))
+    _, _, rows = _synthetic_bar_candidates(120, seed=3)
+    calls = []
+
+    def fake_inputs(extractor, corpus, split, limit=0):  # the model's pass over the corpus, done elsewhere
+        calls.append(split)
+        return rows[:90] if split == "train" else rows[90:]
+
+    monkeypatch.setattr(musical, "downbeat_inputs", fake_inputs)
+    assert musical.main(["fit-downbeats", "--corpus", "c", "--out", "manifest", "--root", str(root)]) == 0
+    assert calls == ["train", "valid"]
+    entry = json.loads((root / "mirzoo" / "weights_manifest.json").read_text())["models"]["tcn-music"]
+    assert json.loads((root / "weights_manifest.json").read_text())["models"]["tcn-music"] == entry
+    record = entry["downbeat_model"]
+    assert record["weights_sha256"] == entry["weights"]["sha256"]
+    assert (record["hidden"], record["l2"]) in musical.DOWNBEAT_GRID and len(record["grid"]) == len(musical.DOWNBEAT_GRID)
+    assert record["valid"]["clips"] == 30 and record["train"]["clips"] == 90
+    assert "fit-downbeats" in entry["training"]["command"]
+    assert mirzoo.load("tcn-music").spec.downbeat_model["form"] == "listwise-mlp-v1"  # the loader accepts it
+    # too few clips with reference downbeats: refused, nothing written
+    before = (root / "mirzoo" / "weights_manifest.json").read_bytes()
+    monkeypatch.setattr(musical, "downbeat_inputs", lambda *a, **k: rows[:5])
+    with pytest.raises(SystemExit, match="split 'train': 5 clips with reference downbeats, need at least 20"):
+        musical.main(["fit-downbeats", "--corpus", "c", "--out", "manifest", "--root", str(root)])
+    assert (root / "mirzoo" / "weights_manifest.json").read_bytes() == before

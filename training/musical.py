@@ -1205,6 +1205,7 @@ def fit_pitch_classes(args) -> None:
             {"output": PITCH_CLASS_HEAD, "labels": list(PITCH_CLASS_LABELS), "activation": "sigmoid"}]
         e["weights"] = {"kind": "file", "file": target.name, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
         e.pop("clip_key", None)  # fitted on the weights without the head: rerun fit-key
+        e.pop("downbeat_model", None)  # it reads the pitch-class head: rerun fit-downbeats
         e["training"]["pitch_classes"] = record
         command = e["training"].get("command", "")
         if "fit-pitch-classes" not in command:  # it works on the package's weights: after they are shipped
@@ -1214,6 +1215,209 @@ def fit_pitch_classes(args) -> None:
             Path(tmp).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     log.info("pitch-class head on %d frames of %d clips (%.0f s)%s -> %s; now run fit-key --out manifest",
              len(x), record["clips"], fit_s, f", {valid['split']} F1 {valid['f1']}" if valid else "", target)
+
+
+# -- bar length and downbeat phase ------------------------------------------------------------------
+#: (hidden units, L2 penalty) pairs ``fit-downbeats`` chooses between by the valid clips' downbeat F-measure
+DOWNBEAT_GRID = ((8, 1e-3), (16, 1e-3), (16, 1e-2))
+
+
+def downbeat_f(reference: np.ndarray, estimate: np.ndarray) -> float | None:
+    """mir_eval's beat F-measure (70 ms window, first 5 s trimmed from both), as ``benchmarks/musicality.py``
+    scores downbeats; ``None`` for fewer than two reference beats after trimming."""
+    import mir_eval  # deferred: in the corpus and test extras
+
+    ref = mir_eval.beat.trim_beats(np.asarray(reference, dtype=np.float64))
+    if ref.size < 2:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(mir_eval.beat.f_measure(ref, mir_eval.beat.trim_beats(np.asarray(estimate, dtype=np.float64))))
+
+
+def in_beat_grid(times: np.ndarray, targets: dict) -> np.ndarray:
+    """The times whose frame lies where the score's beat grid is known (``beat_mask``), as the benchmark keeps."""
+    times = np.asarray(times, dtype=np.float64)
+    mask = np.asarray(targets["beat_mask"]).astype(bool)
+    if not mask.size:
+        return times
+    frames = np.clip(np.round(times * int(targets["sr"]) / int(targets["hop"])).astype(int), 0, mask.size - 1)
+    return times[mask[frames]]
+
+
+def downbeat_inputs(extractor, corpus: Path, split: str, limit: int = 0) -> list[dict]:
+    """Every clip of ``split`` with reference downbeats: its :func:`mirzoo.tasks.analyze.bar_candidates`
+    rows, each candidate's downbeat F-measure against the score, and the F-measure and time signature of the
+    evidence reading (``analyze_frames`` without a ``downbeat_model``)."""
+    from mirzoo.tasks.analyze import (
+        OPTIONAL_HEADS,
+        REQUIRED_HEADS,
+        analyze_frames,
+        bar_candidates,
+        beat_features,
+        interval_means,
+    )
+    from training.corpus import load_clip_targets
+
+    heads = extractor.heads
+    fps = extractor.sample_rate / extractor.hop_length
+    keys = list(REQUIRED_HEADS) + [h for h in OPTIONAL_HEADS if h in heads]
+    files = sorted(glob.glob(str(corpus / "targets" / split / "**" / "*.npz"), recursive=True))
+    if limit:
+        files = files[:limit]
+    rows = []
+    for path in files:
+        t = load_clip_targets(path)
+        beats = np.asarray(t["beat_times"], dtype=np.float64)
+        reference = beats[np.asarray(t["beat_position"]) == 1]
+        meter = int(t["meter"])
+        if meter < 0:
+            continue
+        y, _ = extractor.load_input(str(corpus / t["meta"]["path"]), None)
+        out = extractor.forward([y], keys, 16)[0]
+        a = analyze_frames(out, heads, fps, duration=y.shape[0] / extractor.sample_rate, downbeat_model=None)
+        base = downbeat_f(reference, in_beat_grid(a.downbeats, t))
+        if base is None:
+            continue
+        frames = np.round(a.beats * fps).astype(np.int64)
+        x, labels = bar_candidates(beat_features(frames, out["beats"], out["chord"], out["pitch_classes"]),
+                                   interval_means(out["chord"], frames), out["meter"].mean(axis=0), heads["meter"])
+        if not labels:
+            continue
+        scores = [downbeat_f(reference, in_beat_grid(a.beats[p::b], t)) or 0.0 for b, p in labels]
+        rows.append({"x": x, "labels": labels, "f": np.array(scores), "base_f": base, "piece": t["meta"]["piece_id"],
+                     "meter": heads["meter"][meter], "base_meter": a.meter, "meter_mean": out["meter"].mean(axis=0)})
+    return rows
+
+
+def _pad_candidates(xs: list) -> tuple[np.ndarray, np.ndarray]:
+    n, width = len(xs), xs[0].shape[1]
+    most = max(len(x) for x in xs)
+    x = np.zeros((n, most, width))
+    mask = np.zeros((n, most), dtype=bool)
+    for i, rows in enumerate(xs):
+        x[i, :len(rows)] = rows
+        mask[i, :len(rows)] = True
+    return x, mask
+
+
+def fit_downbeat_model(xs: list, targets: np.ndarray, hidden: int, l2: float, seed: int = 0,
+                       max_iter: int = 500) -> dict:
+    """A listwise scorer of bar candidates: ``tanh`` layer of ``hidden`` units, then a linear score; the softmax
+    of a clip's candidates' scores is fitted to its best candidate (``targets``: one index per clip) by
+    L-BFGS with an L2 penalty on both weight matrices.  Returns the arrays of a ``downbeat_model`` record
+    (:func:`mirzoo.tasks.analyze.bar_candidate_scores` reads them)."""
+    from scipy.optimize import minimize
+
+    x, mask = _pad_candidates(xs)
+    flat = x[mask]
+    mean, scale = flat.mean(axis=0), flat.std(axis=0)
+    scale = np.where(scale > 1e-6, scale, 1.0)
+    x = (x - mean) / scale * mask[..., None]
+    n, _, d = x.shape
+    y = np.asarray(targets, dtype=np.int64)
+    rows = np.arange(n)
+
+    def unpack(theta):
+        return theta[:d * hidden].reshape(d, hidden), theta[d * hidden:d * hidden + hidden], theta[d * hidden + hidden:]
+
+    def loss(theta):
+        w1, b1, w2 = unpack(theta)
+        h = np.tanh(x @ w1 + b1)
+        s = np.where(mask, h @ w2, -1e9)
+        s = s - s.max(axis=1, keepdims=True)
+        e = np.exp(s) * mask
+        p = e / e.sum(axis=1, keepdims=True)
+        value = -np.log(p[rows, y] + 1e-12).mean() + l2 * ((w1 ** 2).sum() + (w2 ** 2).sum())
+        g = p.copy()
+        g[rows, y] -= 1.0
+        g *= mask / n
+        g_w2 = np.einsum("nc,nch->h", g, h) + 2 * l2 * w2
+        g_z = g[:, :, None] * w2 * (1.0 - h ** 2)
+        g_w1 = np.einsum("ncd,nch->dh", x, g_z) + 2 * l2 * w1
+        return value, np.concatenate([g_w1.ravel(), g_z.sum(axis=(0, 1)), g_w2])
+
+    rng = np.random.default_rng(seed)
+    theta = np.concatenate([rng.normal(0.0, 1.0 / math.sqrt(d), d * hidden), np.zeros(hidden),
+                            rng.normal(0.0, 1.0 / math.sqrt(hidden), hidden)])
+    fit = minimize(loss, theta, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
+    w1, b1, w2 = unpack(fit.x)
+    return {"mean": mean.tolist(), "scale": scale.tolist(), "hidden_weights": w1.tolist(), "hidden_bias": b1.tolist(),
+            "output_weights": w2.tolist(), "hidden": int(hidden), "l2": float(l2), "iterations": int(fit.nit),
+            "train_loss": round(float(fit.fun), 5)}
+
+
+def downbeat_choice_figures(rows: list, record: dict, meter_labels: list) -> dict:
+    """Mean downbeat F-measure and time-signature accuracy of the record's choices on ``rows``, beside the
+    evidence reading's."""
+    from mirzoo.tasks.analyze import bar_candidate_scores, beats_per_bar
+
+    per_bar = np.array([beats_per_bar(m) for m in meter_labels])
+    f, exact = [], []
+    for r in rows:
+        i = int(np.argmax(bar_candidate_scores(r["x"], record)))
+        b = r["labels"][i][0]
+        of_b = np.flatnonzero(per_bar == b)
+        f.append(r["f"][i])
+        exact.append(meter_labels[int(of_b[np.argmax(r["meter_mean"][of_b])])] == r["meter"])
+    return {"clips": len(rows), "downbeat_f": round(float(np.mean(f)), 4),
+            "downbeat_f_evidence": round(float(np.mean([r["base_f"] for r in rows])), 4),
+            "time_signature": round(float(np.mean(exact)), 4),
+            "time_signature_evidence": round(float(np.mean([r["base_meter"] == r["meter"] for r in rows])), 4)}
+
+
+def fit_downbeats(args) -> None:
+    """Fit the ``downbeat_model`` record of the shipped ``tcn-music`` weights: on the ``--split`` clips of
+    the corpora, chosen among :data:`DOWNBEAT_GRID` by the ``--valid-split`` clips' downbeat F-measure."""
+    import mirzoo
+    from mirzoo.fileio import atomic_file, write_json_atomic
+    from mirzoo.spec import BEAT_FEATURES, DOWNBEAT_BAR_LENGTHS, DOWNBEAT_MODEL_FORM
+
+    extractor = mirzoo.load(MODEL)  # the package's weights (MIRZOO_MANIFEST / MIRZOO_WEIGHTS_DIR name another copy)
+    if "pitch_classes" not in extractor.heads:
+        raise SystemExit(f"{MODEL}'s shipped weights have no pitch_classes head: run fit-pitch-classes first")
+    t0 = time.time()
+    train_rows = [r for c in args.corpus for r in downbeat_inputs(extractor, Path(c), args.split, args.limit)]
+    valid_rows = [r for c in args.corpus for r in downbeat_inputs(extractor, Path(c), args.valid_split, args.limit)]
+    for name, rows in ((args.split, train_rows), (args.valid_split, valid_rows)):
+        if len(rows) < 20:
+            raise SystemExit(f"split {name!r}: {len(rows)} clips with reference downbeats, need at least 20")
+    inputs_s = time.time() - t0
+    targets = np.array([int(np.argmax(r["f"])) for r in train_rows])
+    meter_labels = extractor.heads["meter"]
+    tried = []
+    for hidden, l2 in DOWNBEAT_GRID:
+        fitted = fit_downbeat_model([r["x"] for r in train_rows], targets, hidden, l2, seed=args.seed)
+        tried.append((downbeat_choice_figures(valid_rows, fitted, meter_labels), fitted))
+        log.info("hidden %d, l2 %g: %s", hidden, l2, tried[-1][0])
+    figures, fitted = max(tried, key=lambda t: t[0]["downbeat_f"])
+    record = {"form": DOWNBEAT_MODEL_FORM, "features": list(BEAT_FEATURES), "bar_lengths": list(DOWNBEAT_BAR_LENGTHS),
+              **fitted, "weights_sha256": extractor.spec.weights.sha256,  # checked against the file when loaded
+              "fitted_on": (" + ".join(Path(c).name for c in args.corpus) + f" split {args.split}: {len(train_rows)} "
+                            f"clips; chosen on split {args.valid_split} (python -m training.musical fit-downbeats)"),
+              "train": downbeat_choice_figures(train_rows, fitted, meter_labels), "valid": figures,
+              "grid": [dict(hidden=f["hidden"], l2=f["l2"], **v) for v, f in tried],
+              "seconds": {"inputs": round(inputs_s, 1), "fit": round(time.time() - t0 - inputs_s, 1)}}
+    if args.out == "manifest":
+        root = Path(args.root) if args.root else Path(__file__).resolve().parent.parent
+        for manifest_path in (root / "weights_manifest.json", root / "mirzoo" / "weights_manifest.json"):
+            manifest = json.loads(manifest_path.read_text())
+            if manifest["models"][MODEL]["weights"]["sha256"] != record["weights_sha256"]:
+                raise SystemExit(f"{manifest_path}: {MODEL}'s weights are not the ones fitted on")
+            entry = manifest["models"][MODEL]
+            entry["downbeat_model"] = record
+            command = entry.setdefault("training", {}).get("command", "")
+            if "fit-downbeats" not in command:  # it works on the package's weights: after they are shipped
+                entry["training"]["command"] = f"{command} && python -m training.musical fit-downbeats --corpus CORPUS --out manifest"
+            with atomic_file(manifest_path) as tmp:
+                Path(tmp).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        out = "the manifest entry"
+    else:
+        out = args.out
+        write_json_atomic(Path(out), record)
+    log.info("downbeat model on %d %s clips (%.0f s): valid downbeat F %.4f (evidence reading %.4f), time signature "
+             "%.4f (%.4f) -> %s", len(train_rows), args.split, time.time() - t0, figures["downbeat_f"],
+             figures["downbeat_f_evidence"], figures["time_signature"], figures["time_signature_evidence"], out)
 
 
 def interpolate(args) -> None:
@@ -1311,6 +1515,9 @@ def ship(args) -> None:
     entry["pretrained"] = True
     clip_key = run / "clip_key.json"
     entry.pop("clip_key", None)  # fitted on other weights
+    if entry.pop("downbeat_model", None) is not None:
+        log.warning("the entry's downbeat_model was fitted on the weights this run replaces: dropped; run "
+                    "fit-downbeats --out manifest after shipping")
     if clip_key.is_file():
         record = json.loads(clip_key.read_text())
         if record.get("weights_sha256") != entry["weights"]["sha256"]:
@@ -1377,7 +1584,7 @@ def config_file_of(cfg, default: str) -> str:
 
 
 #: commands that run the network on whole clips of many lengths (see :func:`onednn_off_for_fits`)
-VARIABLE_LENGTH_COMMANDS = ("fit-key", "fit-pitch-classes")
+VARIABLE_LENGTH_COMMANDS = ("fit-key", "fit-pitch-classes", "fit-downbeats")
 
 
 def onednn_off_for_fits(cmd: str, environ, modules) -> bool:
@@ -1432,6 +1639,15 @@ def main(argv=None) -> int:
     pc.add_argument("--l2", type=float, default=1e-4)
     pc.add_argument("--valid-split", default="valid", help="split scored for the record ('' to skip)")
     pc.add_argument("--root", default="", help=argparse.SUPPRESS)  # another checkout's package (tests)
+    db = sub.add_parser("fit-downbeats",
+                        help="fit the joint bar-length and downbeat-phase scorer of the shipped weights on corpus clips")
+    db.add_argument("--corpus", action="append", required=True, help="a version-2 corpus folder; repeat for several renders")
+    db.add_argument("--split", default="train", help="clips the scorer is fitted on")
+    db.add_argument("--valid-split", default="valid", help="clips its size and penalty are chosen on")
+    db.add_argument("--out", required=True, help="JSON record, or 'manifest' (the package's entry, both copies)")
+    db.add_argument("--seed", type=int, default=0)
+    db.add_argument("--limit", type=int, default=0, help=argparse.SUPPRESS)
+    db.add_argument("--root", default="", help=argparse.SUPPRESS)  # another checkout's package (tests)
     w = sub.add_parser("interpolate", help="a run's best weights interpolated with its initial weights (WiSE-FT)")
     w.add_argument("--run", required=True, help="a run started with --init")
     w.add_argument("--alpha", type=float, required=True, help="weight of the run's best (0..1); the rest is the initial weights'")
@@ -1446,7 +1662,7 @@ def main(argv=None) -> int:
         parser.error(f"--average-from {args.average_from}: expected a fraction of the time budget in [0, 1)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     onednn_off_for_fits(args.cmd, os.environ, sys.modules)
-    {"cache": cache, "train": train, "fit-key": fit_key, "fit-pitch-classes": fit_pitch_classes,
+    {"cache": cache, "train": train, "fit-key": fit_key, "fit-pitch-classes": fit_pitch_classes, "fit-downbeats": fit_downbeats,
      "interpolate": interpolate, "ship": ship}[args.cmd](args)
     return 0
 
