@@ -86,6 +86,8 @@ sys.path.insert(0, str(ROOT))
 import mirzoo  # noqa: E402,F401  (before Keras: sets TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported)
 from training.corpus import meter_class  # noqa: E402  (the meter tag of a time signature, as the corpus writes it)
 from training.corpus_targets import KEY_SOURCES  # noqa: E402  (names of the targets' key_source codes)
+from training.musical import beat_f_measure as beat_f  # noqa: E402  (mir_eval's, first 5 s trimmed)
+from training.musical import in_beat_grid as inside_grid  # noqa: E402  (only where the score's beat grid is known)
 from mirzoo.tasks.analyze import (  # noqa: E402
     KRUMHANSL_KESSLER_MAJOR,
     KRUMHANSL_KESSLER_MINOR,
@@ -231,26 +233,6 @@ def labels_at(times: np.ndarray, segments) -> np.ndarray:
 
 
 # -- scores -------------------------------------------------------------------------------------
-def beat_f(ref: np.ndarray, est: np.ndarray) -> float | None:
-    import mir_eval
-
-    ref_t = mir_eval.beat.trim_beats(np.asarray(ref, dtype=np.float64))
-    if ref_t.size < 2:
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return float(mir_eval.beat.f_measure(ref_t, mir_eval.beat.trim_beats(np.asarray(est, dtype=np.float64))))
-
-
-def inside_grid(times: np.ndarray, t: dict) -> np.ndarray:
-    """Estimated beat times where the score's beat grid is known (``beat_mask``): elsewhere the truth is
-    unknown, so a beat there is neither right nor wrong."""
-    times = np.asarray(times, dtype=np.float64)
-    mask = np.asarray(t["beat_mask"]).astype(bool)
-    frames = np.clip(np.round(times * int(t["sr"]) / int(t["hop"])).astype(int), 0, mask.size - 1)
-    return times[mask[frames]] if mask.size else times
-
-
 def tempo_acc(ref: float, est: float) -> tuple[bool, bool]:
     ok1 = abs(est - ref) <= 0.04 * ref
     ok2 = any(abs(est * f - ref) <= 0.04 * ref for f in (1.0, 2.0, 3.0, 0.5, 1.0 / 3.0))

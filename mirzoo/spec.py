@@ -299,15 +299,7 @@ def _parse_clip_key(where: str, record: Any, head: Optional[HeadSpec], aux: tupl
             f"{where}: clip_key needs the 24-label 'key' head ('C major' .. 'B minor') and the 109-label 'chord' "
             f"head ('C:maj' .. 'B:dim7', 'N'); the model's heads are {[(k, len(v)) for k, v in labels.items()]}"
         )
-    shapes = {"scale": (2,), "bias": (2,), "chord": (2, 12, 9)}
-    for name, shape in shapes.items():
-        value = record.get(name)
-        try:
-            ok = _nested_shape(value) == shape
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise ManifestError(f"{where}: clip_key[{name!r}] must be numbers of shape {shape}, got {value!r:.80}")
+    _check_shapes(where, "clip_key", record, {"scale": (2,), "bias": (2,), "chord": (2, 12, 9)})
     mode_scale = record.get("mode_scale")
     if mode_scale is not None:
         if isinstance(mode_scale, bool) or not isinstance(mode_scale, (int, float)):
@@ -358,8 +350,15 @@ def _parse_downbeat_model(where: str, record: Any, head: Optional[HeadSpec], aux
         n_hidden = -1
     if n_hidden < 1:
         raise ManifestError(f"{where}: downbeat_model['hidden_bias'] must be a non-empty list of numbers, got {hidden!r:.80}")
-    shapes = {"mean": (width,), "scale": (width,), "hidden_weights": (width, n_hidden), "hidden_bias": (n_hidden,),
-              "output_weights": (n_hidden,)}
+    _check_shapes(where, "downbeat_model", record, {"mean": (width,), "scale": (width,), "hidden_weights": (width, n_hidden),
+                                                    "hidden_bias": (n_hidden,), "output_weights": (n_hidden,)})
+    if not all(v > 0 for v in record["scale"]):
+        raise ManifestError(f"{where}: downbeat_model['scale'] must be > 0 everywhere")
+    return MappingProxyType(dict(record))
+
+
+def _check_shapes(where: str, what: str, record: Mapping[str, Any], shapes: Mapping[str, tuple]) -> None:
+    """``ManifestError`` unless each ``record[name]`` is nested lists of numbers of shape ``shapes[name]``."""
     for name, shape in shapes.items():
         value = record.get(name)
         try:
@@ -367,10 +366,7 @@ def _parse_downbeat_model(where: str, record: Any, head: Optional[HeadSpec], aux
         except (TypeError, ValueError):
             ok = False
         if not ok:
-            raise ManifestError(f"{where}: downbeat_model[{name!r}] must be numbers of shape {shape}, got {value!r:.80}")
-    if not all(v > 0 for v in record["scale"]):
-        raise ManifestError(f"{where}: downbeat_model['scale'] must be > 0 everywhere")
-    return MappingProxyType(dict(record))
+            raise ManifestError(f"{where}: {what}[{name!r}] must be numbers of shape {shape}, got {value!r:.80}")
 
 
 def _nested_shape(value: Any) -> tuple:

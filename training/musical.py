@@ -1222,9 +1222,9 @@ def fit_pitch_classes(args) -> None:
 DOWNBEAT_GRID = ((8, 1e-3), (16, 1e-3), (16, 1e-2))
 
 
-def downbeat_f(reference: np.ndarray, estimate: np.ndarray) -> float | None:
+def beat_f_measure(reference: np.ndarray, estimate: np.ndarray) -> float | None:
     """mir_eval's beat F-measure (70 ms window, first 5 s trimmed from both), as ``benchmarks/musicality.py``
-    scores downbeats; ``None`` for fewer than two reference beats after trimming."""
+    scores beats and downbeats; ``None`` for fewer than two reference beats after trimming."""
     import mir_eval  # deferred: in the corpus and test extras
 
     ref = mir_eval.beat.trim_beats(np.asarray(reference, dtype=np.float64))
@@ -1236,7 +1236,8 @@ def downbeat_f(reference: np.ndarray, estimate: np.ndarray) -> float | None:
 
 
 def in_beat_grid(times: np.ndarray, targets: dict) -> np.ndarray:
-    """The times whose frame lies where the score's beat grid is known (``beat_mask``), as the benchmark keeps."""
+    """The times whose frame lies where the score's beat grid is known (``beat_mask``): elsewhere the truth is
+    unknown, so a beat there is neither right nor wrong (``benchmarks/musicality.py`` scores these)."""
     times = np.asarray(times, dtype=np.float64)
     mask = np.asarray(targets["beat_mask"]).astype(bool)
     if not mask.size:
@@ -1276,7 +1277,7 @@ def downbeat_inputs(extractor, corpus: Path, split: str, limit: int = 0) -> list
         y, _ = extractor.load_input(str(corpus / t["meta"]["path"]), None)
         out = extractor.forward([y], keys, 16)[0]
         a = analyze_frames(out, heads, fps, duration=y.shape[0] / extractor.sample_rate, downbeat_model=None)
-        base = downbeat_f(reference, in_beat_grid(a.downbeats, t))
+        base = beat_f_measure(reference, in_beat_grid(a.downbeats, t))
         if base is None:
             continue
         frames = np.round(a.beats * fps).astype(np.int64)
@@ -1284,7 +1285,7 @@ def downbeat_inputs(extractor, corpus: Path, split: str, limit: int = 0) -> list
                                    interval_means(out["chord"], frames), out["meter"].mean(axis=0), heads["meter"])
         if not labels:
             continue
-        scores = [downbeat_f(reference, in_beat_grid(a.beats[p::b], t)) or 0.0 for b, p in labels]
+        scores = [beat_f_measure(reference, in_beat_grid(a.beats[p::b], t)) or 0.0 for b, p in labels]
         rows.append({"x": x, "labels": labels, "f": np.array(scores), "base_f": base, "piece": t["meta"]["piece_id"],
                      "meter": heads["meter"][meter], "base_meter": a.meter, "meter_mean": out["meter"].mean(axis=0)})
     return rows
