@@ -6,6 +6,7 @@
 #   tools/eval_candidate.sh TAG "RUN_DIR:NAME [RUN_DIR:NAME ...]" [real_audio] [downstream] [finetune] [musicality] [tags]
 #
 # REPEATS (default 3) sets real_audio's outer-CV repeats (its per-repeat spread is several points).
+# BASE (default cnn-tagging) is the shipped model measured beside the candidates (crnn-tagging for a crnn student).
 # DATA (default /work/data) holds the real build (DATA/real), the teacher cache (DATA/teacher) and the
 # candidates (DATA/cand/TAG: manifest.json, weights/, results/); HELDOUT (default DATA/heldout6) the
 # TimGM6mb render for downstream (it must have split_key).  Default benchmark: real_audio.
@@ -28,12 +29,12 @@ export MIRZOO_MANIFEST=$C/manifest.json MIRZOO_WEIGHTS_DIR=$C/weights PYTHONPATH
 for b in "${@:-real_audio}"; do
   case $b in
     real_audio) python3 benchmarks/real_audio.py --data "$DATA/real" --teacher-cache "$DATA/teacher" \
-                  --models cnn-tagging random-cnn $NAMES --repeats "${REPEATS:-3}" --out "$C/results" ;;
-    downstream) python3 benchmarks/downstream.py --data "${HELDOUT:-$DATA/heldout6}" --models cnn-tagging random-cnn $NAMES --no-oracles --out "$C/results" ;;
-    finetune) python3 benchmarks/finetune.py --real "$DATA/real" --models cnn-tagging random-cnn $NAMES \
+                  --models ${BASE:-cnn-tagging} random-cnn $NAMES --repeats "${REPEATS:-3}" --out "$C/results" ;;
+    downstream) python3 benchmarks/downstream.py --data "${HELDOUT:-$DATA/heldout6}" --models ${BASE:-cnn-tagging} random-cnn $NAMES --no-oracles --out "$C/results" ;;
+    finetune) python3 benchmarks/finetune.py --real "$DATA/real" --models ${BASE:-cnn-tagging} random-cnn $NAMES \
                 --seeds 0 1 2 --out "$C/results" ;;
-    musicality) python3 benchmarks/musicality.py --probe-models cnn-tagging $NAMES --out "$C/musicality" ;;
-    tags) python3 benchmarks/tags.py --models cnn-tagging $NAMES --out "$C/results" ;;
+    musicality) python3 benchmarks/musicality.py --probe-models ${BASE:-cnn-tagging} $NAMES --out "$C/musicality" ;;
+    tags) python3 benchmarks/tags.py --models ${BASE:-cnn-tagging} $NAMES --out "$C/results" ;;
     *) echo "unknown benchmark '$b': expected real_audio, downstream, finetune, musicality or tags" >&2; exit 2 ;;
   esac
 done
