@@ -722,6 +722,13 @@ def test_analyze_frames_with_a_downbeat_model_chooses_bar_length_and_phase_toget
     # a record that reads only the meter head's prior keeps the head's bar length
     prior = _one_unit_record(column=2 * k + 1)
     assert an.choose_bars(beats, frames, METERS, prior)[:2] == ("4/4", 4)
+    # a record that is not one of fit-downbeats' says so
+    with pytest.raises(ParameterError, match=r"downbeat_model lacks \['hidden_weights'\]"):
+        an.analyze_frames(frames, heads, FPS, downbeat_model={k: v for k, v in record.items() if k != "hidden_weights"})
+    with pytest.raises(ParameterError, match=r"downbeat_model\['mean'\] has shape \(71,\); \(2, 3\) bar lengths need \(46,\)"):
+        an.analyze_frames(frames, heads, FPS, downbeat_model=dict(record, bar_lengths=[2, 3]))
+    with pytest.raises(ParameterError, match="must be a record of fit-downbeats"):
+        an.analyze_frames(frames, heads, FPS, downbeat_model=[1, 2])
     # without pitch classes the record cannot read its features
     frames.pop("pitch_classes")
     with pytest.raises(ParameterError, match="downbeat_model reads the 'pitch_classes' head"):

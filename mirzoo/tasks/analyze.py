@@ -815,7 +815,17 @@ def choose_bars(beat_frames: np.ndarray, frames: Mapping[str, np.ndarray], meter
     ``frames`` holds the ``beats``, ``chord``, ``meter`` and ``pitch_classes`` frame outputs.  The meter is the
     meter head's most probable meter of the chosen bar length.
     """
+    if not isinstance(record, Mapping):
+        raise ParameterError(f"downbeat_model={record!r:.80} must be a record of fit-downbeats (a mapping)")
+    missing = [k for k in ("mean", "scale", "hidden_weights", "hidden_bias", "output_weights") if k not in record]
+    if missing or tuple(record.get("features") or ()) != BEAT_FEATURES:
+        raise ParameterError(f"downbeat_model lacks {missing} or reads features {record.get('features')!r:.120}; "
+                             f"expected a fit-downbeats record over {list(BEAT_FEATURES)}")
     bar_lengths = tuple(int(b) for b in record.get("bar_lengths", DOWNBEAT_BAR_LENGTHS))
+    width = bar_candidate_width(len(BEAT_FEATURES), bar_lengths)
+    if np.shape(record["mean"]) != (width,):
+        raise ParameterError(f"downbeat_model['mean'] has shape {np.shape(record['mean'])}; {bar_lengths} bar lengths "
+                             f"need ({width},)")
     meter_probs = _frames(frames["meter"], len(meter_labels), "frames['meter']")
     mean = meter_probs.mean(axis=0)
     per_bar = np.array([beats_per_bar(m) for m in meter_labels])
