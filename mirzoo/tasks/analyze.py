@@ -52,10 +52,11 @@ How each answer is read (``fps`` is the model's frame rate, 50 for ``tcn-music``
 * **downbeats**: given ``b`` beats per bar, the phase ``0 <= p < b`` whose beats
   ``p, p + b, ...`` have the highest mean downbeat evidence.
 * **meter and downbeats together** (a model whose entry has a ``downbeat_model`` record, fitted by
-  ``python -m training.musical fit-downbeats``; no shipped model has one yet): every bar length of 2, 3 or 4 beats and every phase is a candidate
-  (:func:`bar_candidates`: the downbeat and beat activations, their ratio, how far the chord and
-  pitch-class distributions move at each beat, and how much the chords vary inside the candidate's
-  bars, summarised per bar position; plus the meter head's probability of that bar length), and a
+  ``python -m training.musical fit-downbeats``; no shipped model has one yet): every bar length of
+  2, 3 or 4 beats and every phase is a candidate (:func:`bar_candidates`: the downbeat and beat
+  activations, their ratio, how far the chord and pitch-class distributions move at each beat, and
+  how much the chords vary inside the candidate's bars, summarised per bar position; plus the meter
+  head's probability of that bar length), and a
   small network fitted on the train split of corpus version 2 scores them (:func:`choose_bars`); the
   meter is the meter head's most probable one of the winning bar length.  It was meant for the quarter
   of the clips whose 4/4 bars the evidence above starts on beat 3; for ``tcn-music``'s weights it
@@ -691,8 +692,6 @@ def downbeat_phase(beat_frames: np.ndarray, downbeat_activation: np.ndarray, per
     return phase, positions.astype(np.int64)
 
 
-
-
 def interval_means(x: np.ndarray, beat_frames: np.ndarray) -> np.ndarray:
     """``[beats, D]``: the mean of the frames ``[beat_i, beat_{i+1})`` of ``x`` (``[T, D]``; the last
     interval runs to the end), each interval at least its first frame."""
@@ -724,8 +723,8 @@ def beat_features(beat_frames: np.ndarray, beats: np.ndarray, chord: np.ndarray,
     """``[beats, len(BEAT_FEATURES)]``: what a ``downbeat_model`` reads at each tracked beat.
 
     ``beats`` is the ``[T, 2]`` (beat, downbeat) activation; ``chord`` and ``pitch_classes`` the frame
-    probabilities of those heads.  Columns (:data:`BEAT_FEATURES`): the log downbeat and beat activations at the
-    beat (maxima over its frame and the two neighbours, as :func:`downbeat_evidence`), the log of their
+    probabilities of those heads.  Columns (:data:`BEAT_FEATURES`): the log downbeat and beat activations at
+    the beat (maxima over its frame and the two neighbours, as :func:`downbeat_evidence`), the log of their
     evidence ratio (floor 0.05), how far the chord and the pitch-class distributions of the beat interval
     (to the next beat) moved from the previous interval's (total variation), and the log mean downbeat
     activation over the interval.
@@ -760,7 +759,8 @@ def bar_candidates(features: np.ndarray, chord_means: np.ndarray, meter_mean: np
     ``m_j`` (``k``); ``m_0`` minus the half-bar beat's ``m_{b/2}``, for even ``b`` (``k``, zeros for
     odd); how much the chord distribution varies inside the candidate's bars, less its mean over
     the ``b`` phases (1); the log of the meter head's probability of ``b`` beats per bar (1); ``b`` one-hot
-    (``len(bar_lengths)``); and ``m_0 .. m_{b-1}``, in a block of its own for each bar length (``sum(bar_lengths) * k``).
+    (``len(bar_lengths)``); and ``m_0 .. m_{b-1}``, in a block of its own for each bar length
+    (``sum(bar_lengths) * k``).
     """
     f = np.asarray(features, dtype=np.float64)
     n, k = f.shape
