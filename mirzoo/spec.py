@@ -345,8 +345,8 @@ def _parse_downbeat_model(where: str, record: Any, head: Optional[HeadSpec], aux
     width = bar_candidate_width(len(BEAT_FEATURES), bars)
     hidden = record.get("hidden_bias")
     try:
-        n_hidden = _nested_shape(hidden)[0] if _nested_shape(hidden) else -1
-    except (TypeError, ValueError, IndexError):
+        n_hidden = (_nested_shape(hidden) or (-1,))[0]  # a scalar has shape ()
+    except (TypeError, ValueError):
         n_hidden = -1
     if n_hidden < 1:
         raise ManifestError(f"{where}: downbeat_model['hidden_bias'] must be a non-empty list of numbers, got {hidden!r:.80}")

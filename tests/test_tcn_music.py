@@ -947,8 +947,17 @@ def test_fit_downbeats_writes_a_checked_record_into_the_package_entry(tmp_path, 
     assert record["valid"]["clips"] == 30 and record["train"]["clips"] == 90
     assert "fit-downbeats" in entry["training"]["command"]
     assert mirzoo.load("tcn-music").spec.downbeat_model["form"] == "listwise-mlp-v1"  # the loader accepts it
-    # too few clips with reference downbeats: refused, nothing written
+    # a package copy whose weights are not the ones fitted on: refused before either manifest is written
     before = (root / "mirzoo" / "weights_manifest.json").read_bytes()
+    other = json.loads((root / "weights_manifest.json").read_text())
+    other["models"]["tcn-music"]["weights"]["sha256"] = "0" * 64
+    (root / "weights_manifest.json").write_text(json.dumps(other))
+    stale = (root / "weights_manifest.json").read_bytes()
+    with pytest.raises(SystemExit, match="weights are not the ones fitted on: nothing written"):
+        musical.main(["fit-downbeats", "--corpus", "c", "--out", "manifest", "--root", str(root)])
+    assert (root / "mirzoo" / "weights_manifest.json").read_bytes() == before
+    assert (root / "weights_manifest.json").read_bytes() == stale
+    # too few clips with reference downbeats: refused, nothing written
     monkeypatch.setattr(musical, "downbeat_inputs", lambda *a, **k: rows[:5])
     with pytest.raises(SystemExit, match="split 'train': 5 clips with reference downbeats, need at least 20"):
         musical.main(["fit-downbeats", "--corpus", "c", "--out", "manifest", "--root", str(root)])

@@ -1011,6 +1011,21 @@ def _fold_predictions(key_means, chord_means, refs, mode_means, chroma_means, fo
     return pred
 
 
+def update_package_entry(root: Path, update) -> None:
+    """Apply ``update(entry)`` to the ``tcn-music`` entry of both package manifests under ``root``
+    (``weights_manifest.json`` and ``mirzoo/weights_manifest.json``), then write each atomically.  Both are
+    read and updated before either is written, so an ``update`` that raises leaves both as they were."""
+    from mirzoo.fileio import atomic_file
+
+    paths = (root / "weights_manifest.json", root / "mirzoo" / "weights_manifest.json")
+    manifests = [json.loads(path.read_text()) for path in paths]
+    for manifest in manifests:
+        update(manifest["models"][MODEL])
+    for path, manifest in zip(paths, manifests):
+        with atomic_file(path) as tmp:
+            Path(tmp).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def fit_key(args) -> None:
     """Fit the ``clip_key`` record of some ``tcn-music`` weights on the valid clips of a corpus."""
     from mirzoo.extractor import Extractor
@@ -1050,14 +1065,7 @@ def fit_key(args) -> None:
         # the package's own weights: the record goes into their manifest entry (both copies)
         if args.weights != "shipped":
             raise SystemExit("--out manifest is for --weights shipped; a run's record is shipped with the run")
-        from mirzoo.fileio import atomic_file
-
-        root = Path(__file__).resolve().parent.parent
-        for manifest_path in (root / "weights_manifest.json", root / "mirzoo" / "weights_manifest.json"):
-            manifest = json.loads(manifest_path.read_text())
-            manifest["models"][MODEL]["clip_key"] = record
-            with atomic_file(manifest_path) as tmp:
-                Path(tmp).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        update_package_entry(Path(__file__).resolve().parent.parent, lambda entry: entry.update(clip_key=record))
         out = "the manifest entry"
     else:
         out = Path(args.out) if args.out else path.parent / "clip_key.json"
@@ -1142,8 +1150,7 @@ def fit_pitch_classes(args) -> None:
     from mirzoo.spec import PITCH_CLASS_LABELS
 
     root = Path(args.root) if args.root else Path(__file__).resolve().parent.parent
-    manifest_paths = [root / "weights_manifest.json", root / "mirzoo" / "weights_manifest.json"]
-    entry = dict(json.loads(manifest_paths[1].read_text())["models"][MODEL], name=MODEL)
+    entry = dict(json.loads((root / "mirzoo" / "weights_manifest.json").read_text())["models"][MODEL], name=MODEL)
     path = root / "mirzoo" / "weights" / entry["weights"]["file"]
     if hashlib.sha256(path.read_bytes()).hexdigest() != entry["weights"]["sha256"]:
         raise SystemExit(f"{path} is not the weights its manifest entry names (sha256 differs)")
@@ -1196,9 +1203,7 @@ def fit_pitch_classes(args) -> None:
               "fit_seconds": round(fit_s, 1), "valid": valid,
               "command": "python -m training.musical fit-pitch-classes " + " ".join(f"--corpus {Path(c).name}" for c in args.corpus)
               + f" --split {args.split} --clips {args.clips} --step {args.step} --l2 {args.l2:g}"}
-    for manifest_path in manifest_paths:
-        manifest = json.loads(manifest_path.read_text())
-        e = manifest["models"][MODEL]
+    def put_head(e: dict) -> None:
         e["config"]["frame_heads"] = {PITCH_CLASS_HEAD: 12}
         e["layers"][PITCH_CLASS_HEAD] = 12
         e["aux_heads"] = [a for a in e.get("aux_heads", []) if a["output"] != PITCH_CLASS_HEAD] + [
@@ -1211,8 +1216,8 @@ def fit_pitch_classes(args) -> None:
         if "fit-pitch-classes" not in command:  # it works on the package's weights: after they are shipped
             e["training"]["command"] = (f"{command} && python -m training.musical fit-pitch-classes --corpus CORPUS "
                                         "&& python -m training.musical fit-key --corpus CORPUS --weights shipped --out manifest")
-        with atomic_file(manifest_path) as tmp:
-            Path(tmp).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    update_package_entry(root, put_head)
     log.info("pitch-class head on %d frames of %d clips (%.0f s)%s -> %s; now run fit-key --out manifest",
              len(x), record["clips"], fit_s, f", {valid['split']} F1 {valid['f1']}" if valid else "", target)
 
@@ -1351,16 +1356,13 @@ def fit_downbeat_model(xs: list, targets: np.ndarray, hidden: int, l2: float, se
 def downbeat_choice_figures(rows: list, record: dict, meter_labels: list) -> dict:
     """Mean downbeat F-measure and time-signature accuracy of the record's choices on ``rows``, beside the
     evidence reading's."""
-    from mirzoo.tasks.analyze import bar_candidate_scores, beats_per_bar
+    from mirzoo.tasks.analyze import bar_candidate_scores, meter_of_bar_length
 
-    per_bar = np.array([beats_per_bar(m) for m in meter_labels])
     f, exact = [], []
     for r in rows:
         i = int(np.argmax(bar_candidate_scores(r["x"], record)))
-        b = r["labels"][i][0]
-        of_b = np.flatnonzero(per_bar == b)
         f.append(r["f"][i])
-        exact.append(meter_labels[int(of_b[np.argmax(r["meter_mean"][of_b])])] == r["meter"])
+        exact.append(meter_of_bar_length(r["meter_mean"], meter_labels, r["labels"][i][0]) == r["meter"])
     return {"clips": len(rows), "downbeat_f": round(float(np.mean(f)), 4),
             "downbeat_f_evidence": round(float(np.mean([r["base_f"] for r in rows])), 4),
             "time_signature": round(float(np.mean(exact)), 4),
@@ -1371,7 +1373,7 @@ def fit_downbeats(args) -> None:
     """Fit the ``downbeat_model`` record of the shipped ``tcn-music`` weights: on the ``--split`` clips of
     the corpora, chosen among :data:`DOWNBEAT_GRID` by the ``--valid-split`` clips' downbeat F-measure."""
     import mirzoo
-    from mirzoo.fileio import atomic_file, write_json_atomic
+    from mirzoo.fileio import write_json_atomic
     from mirzoo.spec import BEAT_FEATURES, DOWNBEAT_BAR_LENGTHS, DOWNBEAT_MODEL_FORM
 
     extractor = mirzoo.load(MODEL)  # the package's weights (MIRZOO_MANIFEST / MIRZOO_WEIGHTS_DIR name another copy)
@@ -1400,18 +1402,15 @@ def fit_downbeats(args) -> None:
               "grid": [dict(hidden=f["hidden"], l2=f["l2"], **v) for v, f in tried],
               "seconds": {"inputs": round(inputs_s, 1), "fit": round(time.time() - t0 - inputs_s, 1)}}
     if args.out == "manifest":
-        root = Path(args.root) if args.root else Path(__file__).resolve().parent.parent
-        for manifest_path in (root / "weights_manifest.json", root / "mirzoo" / "weights_manifest.json"):
-            manifest = json.loads(manifest_path.read_text())
-            if manifest["models"][MODEL]["weights"]["sha256"] != record["weights_sha256"]:
-                raise SystemExit(f"{manifest_path}: {MODEL}'s weights are not the ones fitted on")
-            entry = manifest["models"][MODEL]
+        def put_record(entry: dict) -> None:
+            if entry["weights"]["sha256"] != record["weights_sha256"]:
+                raise SystemExit(f"a package manifest's {MODEL} weights are not the ones fitted on: nothing written")
             entry["downbeat_model"] = record
             command = entry.setdefault("training", {}).get("command", "")
             if "fit-downbeats" not in command:  # it works on the package's weights: after they are shipped
                 entry["training"]["command"] = f"{command} && python -m training.musical fit-downbeats --corpus CORPUS --out manifest"
-            with atomic_file(manifest_path) as tmp:
-                Path(tmp).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+        update_package_entry(Path(args.root) if args.root else Path(__file__).resolve().parent.parent, put_record)
         out = "the manifest entry"
     else:
         out = args.out

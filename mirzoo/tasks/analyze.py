@@ -105,6 +105,7 @@ __all__ = [
     "bar_candidate_width",
     "bar_candidate_scores",
     "choose_bars",
+    "meter_of_bar_length",
     "clip_key_scores",
     "clip_key_distribution",
     "key_profile_correlations",
@@ -642,6 +643,15 @@ def bar_contrast(beat_frames: np.ndarray, downbeat_activation: np.ndarray, per_b
     return max(float(at_beat[index % per_bar == p].mean() - at_beat[index % per_bar != p].mean()) for p in range(per_bar))
 
 
+def meter_of_bar_length(meter_mean: np.ndarray, labels: Sequence[str], per_bar: int) -> Optional[str]:
+    """The meter head's most probable meter (``meter_mean``: its clip mean over ``labels``) among those of
+    ``per_bar`` beats per bar (:func:`beats_per_bar`), or ``None`` when no meter has that bar length."""
+    of_bar = np.flatnonzero(np.array([beats_per_bar(m) for m in labels]) == int(per_bar))
+    if of_bar.size == 0:
+        return None
+    return labels[int(of_bar[np.argmax(np.asarray(meter_mean)[of_bar])])]
+
+
 def choose_meter(meter_probs: np.ndarray, labels: Sequence[str], beat_frames: np.ndarray,
                  downbeat_activation: np.ndarray, contrast_weight: float,
                  beat_activation: Optional[np.ndarray] = None, floor: float = 0.05) -> str:
@@ -666,10 +676,8 @@ def choose_meter(meter_probs: np.ndarray, labels: Sequence[str], beat_frames: np
         contrast = bar_contrast(beat_frames, downbeat_activation, b, beat_activation, floor)
         scores[b] = math.log(prior + 1e-3) + contrast_weight * contrast
     b = max(scores, key=lambda k: (scores[k], k == per_bar[best]))
-    candidates = np.flatnonzero(per_bar == b)
-    if candidates.size == 0:  # a bar length no meter of the vocabulary has: keep the head's
-        return labels[best]
-    return labels[int(candidates[np.argmax(mean[candidates])])]
+    meter = meter_of_bar_length(mean, labels, b)
+    return labels[best] if meter is None else meter  # None: a bar length no meter of the vocabulary has
 
 
 def downbeat_phase(beat_frames: np.ndarray, downbeat_activation: np.ndarray, per_bar: int,
@@ -838,10 +846,8 @@ def choose_bars(beat_frames: np.ndarray, frames: Mapping[str, np.ndarray], meter
     if not labels:
         return None
     b, p = labels[int(np.argmax(bar_candidate_scores(x, record)))]
-    of_b = np.flatnonzero(per_bar == b)
-    if of_b.size == 0:
-        return None
-    return meter_labels[int(of_b[np.argmax(mean[of_b])])], b, p
+    meter = meter_of_bar_length(mean, meter_labels, b)
+    return None if meter is None else (meter, b, p)
 
 
 def _frames(x: np.ndarray, n_labels: int, name: str) -> np.ndarray:
