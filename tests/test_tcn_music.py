@@ -591,6 +591,71 @@ def test_beat_channel_loss_weighs_beats_and_downbeats():
             beat_channel_loss(bad)
 
 
+def _bar_targets(frames, beat_frames, downbeat_frames):
+    """``beats`` targets of one crop as :class:`training.musical.CropSampler` writes them."""
+    from training.musical import widen
+
+    beat, down = np.zeros(frames, np.float32), np.zeros(frames, np.float32)
+    beat[beat_frames], down[downbeat_frames] = 1, 1
+    return np.stack([widen(beat), widen(down)], axis=-1)
+
+
+def test_bar_phase_loss_ranks_the_first_beat_of_each_bar():
+    """``bar_phase_nll`` against a direct reading of its definition: per bar (downbeat to the frame before
+    the next), minus the log-softmax of the downbeat logits at the bar's beats, on its first beat; bars of
+    one beat and the beats before the first downbeat left out; then the mean over the crop's bars."""
+    import keras
+
+    from training.musical import bar_phase_accuracy, bar_phase_nll, beat_channel_loss
+
+    rng = np.random.default_rng(1)
+    beats = np.arange(3, 118, 10)                       # 12 beats; the first two before any downbeat
+    downs = np.array([23, 63, 103])                      # bars of 4, 4 and 2 beats
+    crops = [_bar_targets(120, beats, downs), _bar_targets(120, [5, 15, 25], [15]), _bar_targets(120, [50], [50])]
+    y_true = np.stack(crops)
+    y_pred = rng.uniform(0.02, 0.98, (3, 120, 2)).astype(np.float32)
+    got = np.asarray(bar_phase_nll(y_true, y_pred))
+
+    def expected(bars, p):
+        logit = np.log(p) - np.log1p(-p)
+        nll = [np.logaddexp.reduce(logit[b]) - logit[b[0]] for b in bars if len(b) >= 2]
+        return float(np.mean(nll)) if nll else 0.0
+
+    p = y_pred[..., 1].astype(np.float64)
+    want = [expected([[23, 33, 43, 53], [63, 73, 83, 93], [103, 113]], p[0]), expected([[15, 25]], p[1]), 0.0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    # the downbeat output on every first beat and nowhere else: loss near 0, every bar right
+    sharp = np.full((3, 120, 2), 0.01, np.float32)
+    sharp[0, downs, 1] = sharp[1, 15, 1] = 0.99
+    assert np.asarray(bar_phase_nll(y_true, sharp)).max() < 0.04
+    weights = np.ones((3, 120), np.float32)
+    assert bar_phase_accuracy(y_true, sharp[..., 1], weights) == 1.0
+    # the same on beat 3 of the four-beat bars (the shipped head's mistake): those bars wrong, high loss
+    third = np.full((3, 120, 2), 0.01, np.float32)
+    third[0, [43, 83, 103], 1] = third[1, 15, 1] = 0.99
+    assert bar_phase_accuracy(y_true, third[..., 1], weights) == pytest.approx(2 / 4)
+    assert np.asarray(bar_phase_nll(y_true, third))[0] > 5
+    weights[0, 63] = 0  # a bar whose downbeat frame carries no weight (beats masked) is not counted
+    assert bar_phase_accuracy(y_true, third[..., 1], weights) == pytest.approx(2 / 3)
+    assert np.isnan(bar_phase_accuracy(y_true[2:], third[2:, :, 1], weights[2:]))
+    # in the beats loss: the channel loss plus the weighted bar term on every frame of the crop
+    plain = np.asarray(beat_channel_loss([1, 2])(y_true, y_pred))
+    both = np.asarray(beat_channel_loss([1, 2], 0.5)(y_true, y_pred))
+    np.testing.assert_allclose(both - plain, np.repeat(0.5 * got[:, None], 120, axis=1), rtol=1e-4, atol=1e-6)
+    # and it trains: a gradient step on the downbeat logits moves the first beats up
+    logits = keras.Variable(np.zeros((1, 120), np.float32))
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        out = keras.ops.stack([keras.ops.sigmoid(logits), keras.ops.sigmoid(logits)], axis=-1)
+        loss = keras.ops.sum(bar_phase_nll(y_true[:1], out))
+    grad = np.asarray(tape.gradient(loss, logits.value))[0]
+    assert (grad[downs] < 0).all() and (grad[[33, 43, 53, 113]] > 0).all() and grad[[3, 13]].tolist() == [0, 0]
+    for bad in (-1, True, float("inf"), "0.5"):
+        with pytest.raises(SystemExit, match="bar_phase_weight=.* must be a finite number >= 0"):
+            beat_channel_loss([1, 1], bad)
+
+
 def _weights_without_mode(tmp_path, entry, n_tags):
     """The shipped ``tcn-music`` weights less the mode head (as they were before session 13): ``(entry
     without the head, weights file)``."""

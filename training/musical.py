@@ -293,22 +293,76 @@ def head_losses(config: dict) -> dict:
     return losses
 
 
-def beat_channel_loss(weights):
+def beat_channel_loss(weights, bar_phase: float = 0.0):
     """Binary cross-entropy of the ``beats`` head with a weight per channel (beat, downbeat), normalised
     by their sum, so ``[1, 1]`` is the plain loss; config key ``beat_channel_weights``. Downbeats are a
-    quarter or fewer of the beats and the harder half: a larger weight asks more of them."""
+    quarter or fewer of the beats and the harder half: a larger weight asks more of them.
+
+    ``bar_phase`` (config key ``bar_phase_weight``) adds that much of each crop's :func:`bar_phase_nll`
+    to every frame of the crop: the frame-wise loss lets the downbeat channel fire on every strong beat
+    (beat 3 of a four-beat bar as much as beat 1), the bar-phase term asks it to rank the first beat of
+    each bar above the bar's other beats."""
     import keras
 
     if (not isinstance(weights, list) or len(weights) != 2 or any(isinstance(w, bool) or not isinstance(w, (int, float))
                                                                   or w < 0 for w in weights) or sum(weights) <= 0):
         raise SystemExit(f"beat_channel_weights={weights!r} must be two numbers >= 0 (beat, downbeat), not both 0")
+    if isinstance(bar_phase, bool) or not isinstance(bar_phase, (int, float)) or not 0 <= bar_phase < float("inf"):
+        raise SystemExit(f"bar_phase_weight={bar_phase!r} must be a finite number >= 0 (0: no bar-phase term)")
     w = np.asarray(weights, np.float32) / float(sum(weights))
 
     def beats_loss(y_true, y_pred):
         per_channel = keras.losses.binary_crossentropy(y_true[..., None], y_pred[..., None])  # [batch, frames, 2]
-        return keras.ops.sum(per_channel * w, axis=-1)
+        loss = keras.ops.sum(per_channel * w, axis=-1)
+        if bar_phase:
+            loss = loss + float(bar_phase) * bar_phase_nll(y_true, y_pred)[:, None]
+        return loss
 
     return beats_loss
+
+
+#: bars per crop :func:`bar_phase_nll` and :func:`bar_phase_accuracy` look at (a 12 s crop of two-beat
+#: bars at 240 BPM has 24); later bars are left out
+MAX_BARS_PER_CROP = 32
+
+
+def bar_phase_nll(y_true, y_pred, max_bars: int = MAX_BARS_PER_CROP):
+    """Per crop, the mean over its bars of ``-log softmax(downbeat logits at the bar's beats)[first beat]``.
+
+    ``y_true`` and ``y_pred`` are ``beats`` targets and outputs ``[crops, frames, 2]`` (beat, downbeat;
+    :func:`widen`ed targets, so an event's own frame is the one at 1).  A bar runs from a downbeat to
+    the frame before the next; the beats before a crop's first downbeat belong to no bar.  Bars with
+    fewer than two beats say nothing about the phase and are left out; a crop without a bar scores 0."""
+    import keras
+
+    ops = keras.ops
+    beat = ops.cast(y_true[..., 0] >= 0.999, "float32")
+    down = ops.cast(y_true[..., 1] >= 0.999, "float32") * beat
+    bar = ops.cumsum(down, axis=1)  # 0 before the first downbeat, then 1, 2, ...
+    member = ops.cast(ops.equal(bar[..., None], ops.arange(1, max_bars + 1, dtype="float32")), "float32")
+    member = member * beat[..., None]  # [crops, frames, bars]: the bar's beats
+    p = ops.clip(ops.cast(y_pred[..., 1], "float32"), 1e-7, 1.0 - 1e-7)
+    logit = (ops.log(p) - ops.log(1.0 - p))[..., None]
+    spread = ops.logsumexp(ops.where(member > 0, logit, -1e9), axis=1)  # [crops, bars]
+    first = ops.sum(member * down[..., None] * logit, axis=1)
+    counted = ops.cast(ops.sum(member, axis=1) >= 2, "float32")
+    nll = ops.where(counted > 0, spread - first, 0.0)
+    return ops.sum(nll, axis=1) / ops.maximum(ops.sum(counted, axis=1), 1.0)
+
+
+def bar_phase_accuracy(beats_true: np.ndarray, downbeat_pred: np.ndarray, weights: np.ndarray) -> float:
+    """Share of the bars (as :func:`bar_phase_nll` counts them, and with a weighted downbeat frame) whose
+    largest downbeat output among the bar's beats is on its first beat; NaN without such bars."""
+    hits = []
+    for y, p, w in zip(beats_true, downbeat_pred, weights):
+        beats = np.flatnonzero(y[:, 0] >= 0.999)
+        downs = set(np.flatnonzero((y[:, 1] >= 0.999) & (y[:, 0] >= 0.999)).tolist())
+        bar_of = np.cumsum([b in downs for b in beats])
+        for k in range(1, min(int(bar_of.max(initial=0)), MAX_BARS_PER_CROP) + 1):
+            members = beats[bar_of == k]
+            if len(members) >= 2 and w[members[0]] > 0:
+                hits.append(members[int(np.argmax(p[members]))] == members[0])
+    return float(np.mean(hits)) if hits else float("nan")
 
 
 def added_heads(cfg: dict) -> tuple:
@@ -466,6 +520,7 @@ def valid_metrics(model, crops, batch: int = 8) -> dict:
         prec = tp / max(hit.sum(), 1)
         rec = float((hit & truth).sum()) / max(truth.sum(), 1)
         m[f"{name}_f1"] = 2 * prec * rec / max(prec + rec, 1e-9)
+    m["bar_phase_acc"] = bar_phase_accuracy(y["beats"], preds["beats"][..., 1], w["beats"])
     # the frame accuracy above swings by +-0.05 between epochs and did not track
     # benchmarks/musicality.py's clip-level key score; this one scores a key per crop the same way
     m["key_mirex"] = crop_key_mirex(preds["key"], y["key"], w["key"])
@@ -491,11 +546,11 @@ def crop_key_mirex(probs: np.ndarray, labels: np.ndarray, weights: np.ndarray) -
 
 
 #: what :func:`validation_score` averages; version 2 added the crop-level MIREX key score, version 3 the
-#: meters' mean recall and the mode head's accuracy (absent heads are left out), so that a run resumed
-#: from an older state rescores its best epoch before comparing
+#: meters' mean recall and the mode head's accuracy (absent heads are left out), version 4 the bar-phase
+#: accuracy, so that a run resumed from an older state rescores its best epoch before comparing
 SCORE_KEYS = ("key_acc", "key_mirex", "chord_acc", "beat_f1", "downbeat_f1", "meter_acc", "meter_bacc",
-              "tempo_acc", "mode_acc")
-SCORE_VERSION = 3
+              "tempo_acc", "mode_acc", "bar_phase_acc")
+SCORE_VERSION = 4
 
 
 def validation_score(metrics: dict) -> float:
@@ -681,8 +736,8 @@ def train(args) -> dict:
     weights = cfg.get("loss_weights", {})
     losses = head_losses(config)
     loss_weights = {k: float(weights.get(k, 1.0)) for k in losses}
-    if cfg.get("beat_channel_weights") is not None:
-        losses["beats"] = beat_channel_loss(cfg["beat_channel_weights"])
+    if cfg.get("beat_channel_weights") is not None or cfg.get("bar_phase_weight"):
+        losses["beats"] = beat_channel_loss(cfg.get("beat_channel_weights", [1, 1]), cfg.get("bar_phase_weight", 0.0))
     for name in anchored:  # the anchor weight shared by its layers
         losses[f"anchor_{name}"] = "cosine_similarity"
         loss_weights[f"anchor_{name}"] = anchor_weight / len(anchored)
