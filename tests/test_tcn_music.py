@@ -940,6 +940,42 @@ def test_shipping_a_run_without_the_pitch_class_head_drops_it_from_the_entry(tmp
     assert (root / "mirzoo" / "weights" / "tcn-music.weights.h5").read_bytes() == b"not read by ship"
 
 
+def test_ship_takes_the_last_epoch_when_asked(tmp_path):
+    """``ship --weights last``: the run's last weights and that epoch's figures go into the entry (an
+    annealed run's end, chosen on measures beyond the crops' score); ``best`` stays the default."""
+    import json
+    import shutil
+
+    from training import musical
+
+    repo = Path(musical.__file__).resolve().parents[1]
+    root = tmp_path / "pkg"
+    (root / "mirzoo" / "weights").mkdir(parents=True)
+    for rel in ("weights_manifest.json", "mirzoo/weights_manifest.json"):
+        shutil.copy(repo / rel, root / rel)
+    entry = json.loads((repo / "mirzoo" / "weights_manifest.json").read_text())["models"]["tcn-music"]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.weights.h5").write_bytes(b"epoch 1")
+    (run / "last.weights.h5").write_bytes(b"epoch 2")
+    (run / "state.json").write_text(json.dumps({
+        "epoch": 3, "best_epoch": 1, "best_source": "epoch", "minutes": 2.0, "model_config": entry["config"],
+        "vocabulary": entry["head"]["labels"],
+        "history": [{}, {"key_mirex": 0.7, "bar_phase_acc": 0.6}, {"key_mirex": 0.68, "bar_phase_acc": 0.8}]}))
+    target = root / "mirzoo" / "weights" / "tcn-music.weights.h5"
+    assert musical.main(["ship", "--run", str(run), "--root", str(root), "--weights", "last"]) == 0
+    e = json.loads((root / "weights_manifest.json").read_text())["models"]["tcn-music"]
+    assert target.read_bytes() == b"epoch 2" and e["weights"]["size"] == 7
+    assert e["training"]["best_epoch"] == 2 and e["training"]["best_weights"] == "last epoch 2"
+    assert e["training"]["valid"] == {"key_mirex": 0.68, "bar_phase_acc": 0.8}
+    assert musical.main(["ship", "--run", str(run), "--root", str(root)]) == 0
+    e = json.loads((root / "mirzoo" / "weights_manifest.json").read_text())["models"]["tcn-music"]
+    assert target.read_bytes() == b"epoch 1" and e["training"]["best_epoch"] == 1
+    assert e["training"]["valid"] == {"key_mirex": 0.7, "bar_phase_acc": 0.6}
+    with pytest.raises(SystemExit):  # argparse refuses anything else
+        musical.main(["ship", "--run", str(run), "--root", str(root), "--weights", "average"])
+
+
 def _synthetic_bar_candidates(n=300, seed=0):
     """Clips of 5-9 candidate rows (71 columns, as bar_candidates gives for 6 beat features); the bar is
     the candidate whose column 2 (downbeat evidence) plus half its column 5 is largest, seen through noise."""

@@ -1544,15 +1544,24 @@ def ship(args) -> None:
 
     run = Path(args.run)
     state = json.loads((run / "state.json").read_text())
-    source = state.get("best_source", "epoch")
-    if source == "init" or state["best_epoch"] < 0:
-        raise SystemExit(f"{run}: no epoch scored above the run's initial weights on the validation crops; nothing to ship")
+    which = getattr(args, "weights", "best")
+    if which == "last":
+        # the end of the run (of an annealed schedule, say) when a measure beyond the crops' score chose it
+        if state["epoch"] < 1:
+            raise SystemExit(f"{run}: the run has no trained epoch; nothing to ship")
+        source, chosen, weights_file = f"last epoch {state['epoch'] - 1}", state["epoch"] - 1, run / "last.weights.h5"
+    elif which == "best":
+        source, chosen, weights_file = state.get("best_source", "epoch"), state["best_epoch"], run / "best.weights.h5"
+        if source == "init" or chosen < 0:
+            raise SystemExit(f"{run}: no epoch scored above the run's initial weights on the validation crops; nothing to ship")
+    else:
+        raise SystemExit(f"--weights {which!r}: expected 'best' (the epoch the validation crops chose) or 'last'")
     root = Path(args.root) if getattr(args, "root", "") else Path(__file__).resolve().parent.parent
     manifest_paths = [root / "weights_manifest.json", root / "mirzoo" / "weights_manifest.json"]
     manifest = json.loads(manifest_paths[0].read_text())
     entry = manifest["models"][MODEL]
     target = root / "mirzoo" / "weights" / f"{MODEL}.weights.h5"
-    data = (run / "best.weights.h5").read_bytes()
+    data = weights_file.read_bytes()
     with atomic_file(target) as tmp:
         Path(tmp).write_bytes(data)
     entry["config"] = state["model_config"]
@@ -1576,9 +1585,9 @@ def ship(args) -> None:
     if clip_key.is_file():
         record = json.loads(clip_key.read_text())
         if record.get("weights_sha256") != entry["weights"]["sha256"]:
-            raise SystemExit(f"{clip_key} was fitted on other weights than {run / 'best.weights.h5'}: rerun fit-key")
+            raise SystemExit(f"{clip_key} was fitted on other weights than {weights_file}: rerun fit-key")
         entry["clip_key"] = record
-    best = state["history"][state["best_epoch"]]
+    best = state["history"][chosen]
     if source.startswith("average"):
         best = best["average"]
     hours = state.get("data_hours") or {}
@@ -1592,7 +1601,7 @@ def ship(args) -> None:
                 "downbeats, 24 keys, 109 chords, 12 meters, tempo, clip tags",
         "command": "python -m training.musical cache --corpus CORPUS --out CACHE && python -m training.musical train "
                    "--cache CACHE --config training/configs/tcn-music.json --max-minutes M [--resume] [--anneal]",
-        "epochs": state["epoch"], "best_epoch": state["best_epoch"], "best_weights": source,
+        "epochs": state["epoch"], "best_epoch": chosen, "best_weights": source,
         "train_minutes": round(state["minutes"], 1), "hardware": state.get("hardware"),
         "valid": {k: round(v, 4) for k, v in best.items() if k.endswith(("_acc", "_f1", "_mirex"))},
     }
@@ -1711,6 +1720,8 @@ def main(argv=None) -> int:
     s = sub.add_parser("ship", help="ship a run's best weights into the package")
     s.add_argument("--run", required=True)
     s.add_argument("--notes", default="", help="how the run went (stints, schedule), for the model card")
+    s.add_argument("--weights", choices=("best", "last"), default="best",
+                   help="the epoch the validation crops chose (best.weights.h5) or the run's last (last.weights.h5)")
     s.add_argument("--root", default="", help=argparse.SUPPRESS)  # another checkout's package (tests)
     args = parser.parse_args(argv)
     if getattr(args, "average_from", None) is not None and not 0.0 <= args.average_from < 1.0:
