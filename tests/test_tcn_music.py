@@ -960,7 +960,8 @@ def test_ship_takes_the_last_epoch_when_asked(tmp_path):
     (run / "last.weights.h5").write_bytes(b"epoch 2")
     (run / "state.json").write_text(json.dumps({
         "epoch": 3, "best_epoch": 1, "best_source": "epoch", "minutes": 2.0, "model_config": entry["config"],
-        "vocabulary": entry["head"]["labels"],
+        "vocabulary": entry["head"]["labels"], "init": {"sha256": "0" * 64, "training": None},
+        "schedule": {"anneal": True, "average_from": None},
         "history": [{}, {"key_mirex": 0.7, "bar_phase_acc": 0.6}, {"key_mirex": 0.68, "bar_phase_acc": 0.8}]}))
     target = root / "mirzoo" / "weights" / "tcn-music.weights.h5"
     assert musical.main(["ship", "--run", str(run), "--root", str(root), "--weights", "last"]) == 0
@@ -968,12 +969,30 @@ def test_ship_takes_the_last_epoch_when_asked(tmp_path):
     assert target.read_bytes() == b"epoch 2" and e["weights"]["size"] == 7
     assert e["training"]["best_epoch"] == 2 and e["training"]["best_weights"] == "last epoch 2"
     assert e["training"]["valid"] == {"key_mirex": 0.68, "bar_phase_acc": 0.8}
+    # the recipe as the run went: its schedule flags (no weight averaging here) and the epoch shipped
+    assert e["training"]["command"].endswith(
+        "--init shipped --anneal --max-minutes M && python -m training.musical ship --run RUN --weights last")
     assert musical.main(["ship", "--run", str(run), "--root", str(root)]) == 0
     e = json.loads((root / "mirzoo" / "weights_manifest.json").read_text())["models"]["tcn-music"]
     assert target.read_bytes() == b"epoch 1" and e["training"]["best_epoch"] == 1
     assert e["training"]["valid"] == {"key_mirex": 0.7, "bar_phase_acc": 0.6}
+    assert e["training"]["command"].endswith("--anneal --max-minutes M && python -m training.musical ship --run RUN")
     with pytest.raises(SystemExit):  # argparse refuses anything else
         musical.main(["ship", "--run", str(run), "--root", str(root), "--weights", "average"])
+
+
+def test_fits_append_their_step_to_the_recorded_command_once():
+    from training.musical import append_command
+
+    entry = {"training": {"command": "python -m training.musical train --cache C && python -m training.musical ship --run R"}}
+    step = "python -m training.musical fit-key --corpus CORPUS --weights shipped --out manifest"
+    append_command(entry, step)
+    append_command(entry, step.replace("CORPUS", "OTHER"))  # a refit: the recipe already says it
+    assert entry["training"]["command"] == ("python -m training.musical train --cache C && python -m training.musical "
+                                            f"ship --run R && {step}")
+    fresh: dict = {}
+    append_command(fresh, step)
+    assert fresh == {"training": {"command": step}}
 
 
 def _synthetic_bar_candidates(n=300, seed=0):

@@ -847,7 +847,8 @@ def train(args) -> dict:
                 full.save_weights(out / "best.weights.h5")
             full.set_weights(current)
         state["epoch"] += 1
-        state.update(hardware=hardware, config=cfg, model_config=config, data_hours=hours, data_sources=sources)
+        state.update(hardware=hardware, config=cfg, model_config=config, data_hours=hours, data_sources=sources,
+                     schedule={"anneal": bool(args.anneal), "average_from": args.average_from})
         tmp = out / ".state.json"
         tmp.write_text(json.dumps(state, indent=1))
         os.replace(tmp, state_path)
@@ -1066,6 +1067,15 @@ def _fold_predictions(key_means, chord_means, refs, mode_means, chroma_means, fo
     return pred
 
 
+def append_command(entry: dict, step: str) -> None:
+    """Add ``step`` (a ``python -m training.musical SUBCOMMAND ...`` line) to the end of the entry's training
+    command unless that subcommand is already there: the fits work on the package's weights, after ``ship``."""
+    command = entry.setdefault("training", {}).get("command", "")
+    subcommand = " ".join(step.split()[:4])
+    if subcommand not in command:
+        entry["training"]["command"] = f"{command} && {step}" if command else step
+
+
 def update_package_entry(root: Path, update) -> None:
     """Apply ``update(entry)`` to the ``tcn-music`` entry of both package manifests under ``root``
     (``weights_manifest.json`` and ``mirzoo/weights_manifest.json``), then write each atomically.  Both are
@@ -1120,7 +1130,12 @@ def fit_key(args) -> None:
         # the package's own weights: the record goes into their manifest entry (both copies)
         if args.weights != "shipped":
             raise SystemExit("--out manifest is for --weights shipped; a run's record is shipped with the run")
-        update_package_entry(Path(__file__).resolve().parent.parent, lambda entry: entry.update(clip_key=record))
+
+        def put_record(entry: dict) -> None:
+            entry["clip_key"] = record
+            append_command(entry, "python -m training.musical fit-key --corpus CORPUS --weights shipped --out manifest")
+
+        update_package_entry(Path(__file__).resolve().parent.parent, put_record)
         out = "the manifest entry"
     else:
         out = Path(args.out) if args.out else path.parent / "clip_key.json"
@@ -1461,9 +1476,7 @@ def fit_downbeats(args) -> None:
             if entry["weights"]["sha256"] != record["weights_sha256"]:
                 raise SystemExit(f"a package manifest's {MODEL} weights are not the ones fitted on: nothing written")
             entry["downbeat_model"] = record
-            command = entry.setdefault("training", {}).get("command", "")
-            if "fit-downbeats" not in command:  # it works on the package's weights: after they are shipped
-                entry["training"]["command"] = f"{command} && python -m training.musical fit-downbeats --corpus CORPUS --out manifest"
+            append_command(entry, "python -m training.musical fit-downbeats --corpus CORPUS --out manifest")
 
         update_package_entry(Path(args.root) if args.root else Path(__file__).resolve().parent.parent, put_record)
         out = "the manifest entry"
@@ -1616,10 +1629,15 @@ def ship(args) -> None:
         if behind is not None:
             entry["training"]["train_minutes_in_all"] = round(behind + state["minutes"], 1)
     if state.get("init"):
+        # the schedule flags as the run recorded them (runs before session 20 did not: their recipe then)
+        schedule = state.get("schedule", {"anneal": True, "average_from": 0.5})
+        flags = " --anneal" * bool(schedule.get("anneal")) + (
+            f" --average-from {schedule['average_from']:g}" if schedule.get("average_from") is not None else "")
         entry["training"]["command"] = (
             "python -m training.musical cache --corpus CORPUS --out CACHE && python -m training.musical train "
             f"--cache CACHE --config {config_file_of(state.get('config'), 'training/configs/tcn-music-finetune.json')} "
-            "--init shipped --anneal --average-from 0.5 --max-minutes M")
+            f"--init shipped{flags} --max-minutes M && python -m training.musical ship --run RUN"
+            + " --weights last" * (which == "last"))
     if source.startswith("interpolation"):
         alpha = best["interpolation"]["alpha"]
         entry["training"]["command"] += (f" && python -m training.musical interpolate --run RUN --alpha {alpha:g} "
