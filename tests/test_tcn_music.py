@@ -958,8 +958,9 @@ def test_ship_takes_the_last_epoch_when_asked(tmp_path):
     run.mkdir()
     (run / "best.weights.h5").write_bytes(b"epoch 1")
     (run / "last.weights.h5").write_bytes(b"epoch 2")
+    config = {k: v for k, v in entry["config"].items() if k != "frame_heads"}  # no head to check: bytes stand in
     (run / "state.json").write_text(json.dumps({
-        "epoch": 3, "best_epoch": 1, "best_source": "epoch", "minutes": 2.0, "model_config": entry["config"],
+        "epoch": 3, "best_epoch": 1, "best_source": "epoch", "minutes": 2.0, "model_config": config,
         "vocabulary": entry["head"]["labels"], "init": {"sha256": "0" * 64, "training": None},
         "schedule": {"anneal": True, "average_from": None},
         "history": [{}, {"key_mirex": 0.7, "bar_phase_acc": 0.6}, {"key_mirex": 0.68, "bar_phase_acc": 0.8}]}))
@@ -968,6 +969,7 @@ def test_ship_takes_the_last_epoch_when_asked(tmp_path):
     e = json.loads((root / "weights_manifest.json").read_text())["models"]["tcn-music"]
     assert target.read_bytes() == b"epoch 2" and e["weights"]["size"] == 7
     assert e["training"]["best_epoch"] == 2 and e["training"]["best_weights"] == "last epoch 2"
+    assert "the run's last epoch shipped (ship --weights last)" in e["training"]["data"]
     assert e["training"]["valid"] == {"key_mirex": 0.68, "bar_phase_acc": 0.8}
     # the recipe as the run went: its schedule flags (no weight averaging here) and the epoch shipped
     assert e["training"]["command"].endswith(
@@ -979,6 +981,56 @@ def test_ship_takes_the_last_epoch_when_asked(tmp_path):
     assert e["training"]["command"].endswith("--anneal --max-minutes M && python -m training.musical ship --run RUN")
     with pytest.raises(SystemExit):  # argparse refuses anything else
         musical.main(["ship", "--run", str(run), "--root", str(root), "--weights", "average"])
+
+
+def test_ship_keeps_the_pitch_class_record_only_when_the_head_reads_the_same_weights(tmp_path, caplog):
+    """A run frozen below the pitch-class head (``train`` has no loss on it) ships with the head's record
+    kept; a run whose frame vector moved drops it and warns to refit."""
+    import json
+    import logging
+    import shutil
+
+    import keras
+
+    from training import musical
+
+    repo = Path(musical.__file__).resolve().parents[1]
+    entry = json.loads((repo / "mirzoo" / "weights_manifest.json").read_text())["models"]["tcn-music"]
+    assert "pitch_classes" in entry["training"]  # the package's fit of the head
+    n_tags = len(entry["head"]["labels"])
+    shipped = repo / "mirzoo" / "weights" / entry["weights"]["file"]
+    full, _, _ = musical.build_training_model(entry, n_tags)
+    full.load_weights(shipped)
+    above = tmp_path / "above.weights.h5"   # a layer above the frame vector moved: the head is untouched
+    layer = full.get_layer("tcn8_conv")
+    layer.set_weights([w + 0.01 for w in layer.get_weights()])
+    full.save_weights(above)
+    below = tmp_path / "below.weights.h5"   # the frame vector itself moved
+    layer = keras.Model(full.input, full.output["pitch_classes"]).layers[-2]
+    layer.set_weights([w + 0.01 for w in layer.get_weights()])
+    full.save_weights(below)
+    assert musical.pitch_class_head_unchanged(entry, entry["config"], n_tags, shipped, above)
+    assert not musical.pitch_class_head_unchanged(entry, entry["config"], n_tags, shipped, below)
+
+    for weights, kept in ((above, True), (below, False)):
+        root = tmp_path / f"pkg-{kept}"
+        (root / "mirzoo" / "weights").mkdir(parents=True)
+        for rel in ("weights_manifest.json", "mirzoo/weights_manifest.json", f"mirzoo/weights/{shipped.name}"):
+            shutil.copy(repo / rel, root / rel)
+        run = tmp_path / f"run-{kept}"
+        run.mkdir()
+        shutil.copy(weights, run / "last.weights.h5")
+        (run / "state.json").write_text(json.dumps({
+            "epoch": 2, "best_epoch": -1, "best_source": "init", "minutes": 1.0, "model_config": entry["config"],
+            "vocabulary": entry["head"]["labels"], "history": [{}, {"key_mirex": 0.7}]}))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert musical.main(["ship", "--run", str(run), "--root", str(root), "--weights", "last"]) == 0
+        e = json.loads((root / "weights_manifest.json").read_text())["models"]["tcn-music"]
+        assert ("pitch_classes" in e["training"]) is kept
+        assert ("run fit-pitch-classes" in caplog.text) is not kept
+        if kept:
+            assert e["training"]["pitch_classes"] == entry["training"]["pitch_classes"]
 
 
 def test_fits_append_their_step_to_the_recorded_command_once():

@@ -1152,6 +1152,24 @@ def fit_key(args) -> None:
 PITCH_CLASS_HEAD = "pitch_classes"
 
 
+def pitch_class_head_unchanged(entry: dict, config: dict, n_tags: int, before: Path, after: Path) -> bool:
+    """Whether the :data:`PITCH_CLASS_HEAD` gives the same output with the weights file ``after`` as with
+    ``before``: every weight of every layer between the input and that head is equal (a run frozen through
+    ``frame`` or later leaves it so, since ``train`` has no loss on that head)."""
+    import keras
+
+    models = []
+    for path in (before, after):
+        full, _, _ = build_training_model(dict(entry, config=config), n_tags)
+        full.load_weights(path)
+        models.append(keras.Model(full.input, full.output[PITCH_CLASS_HEAD]))
+    for layer in models[0].layers:
+        mine, theirs = layer.get_weights(), models[1].get_layer(layer.name).get_weights()
+        if len(mine) != len(theirs) or any(not np.array_equal(a, b) for a, b in zip(mine, theirs)):
+            return False
+    return True
+
+
 def drop_pitch_class_head(entry: dict) -> dict:
     """Remove the :data:`PITCH_CLASS_HEAD` from ``entry``'s config, layers and aux heads (in place)."""
     (entry["config"].get("frame_heads") or {}).pop(PITCH_CLASS_HEAD, None)
@@ -1575,15 +1593,21 @@ def ship(args) -> None:
     entry = manifest["models"][MODEL]
     target = root / "mirzoo" / "weights" / f"{MODEL}.weights.h5"
     data = weights_file.read_bytes()
+    frame_heads = state["model_config"].get("frame_heads") or {}
+    # the head's record stays true when the weights it reads are those it was fitted on (the package's now)
+    head_record = (entry.get("training") or {}).get(PITCH_CLASS_HEAD)
+    keep_head_record = bool(
+        head_record and PITCH_CLASS_HEAD in frame_heads and PITCH_CLASS_HEAD in (entry["config"].get("frame_heads") or {})
+        and target.is_file() and pitch_class_head_unchanged(entry, state["model_config"], len(state["vocabulary"]),
+                                                            target, weights_file))
     with atomic_file(target) as tmp:
         Path(tmp).write_bytes(data)
     entry["config"] = state["model_config"]
     entry["layers"]["tags"] = len(state["vocabulary"])
     describe_derived_heads(entry)
-    frame_heads = entry["config"].get("frame_heads") or {}
     if PITCH_CLASS_HEAD not in frame_heads:  # a run without the head: the entry must not promise it
         drop_pitch_class_head(entry)
-    else:  # trained on with the rest (or left as it was): fitted on another frame vector
+    elif not keep_head_record:  # trained on with the rest: fitted on another frame vector
         log.warning("%s carries a %s head fitted on the initial weights' frame vector: run fit-pitch-classes "
                     "and then fit-key --weights shipped --out manifest", run, PITCH_CLASS_HEAD)
     entry["head"]["labels"] = state["vocabulary"]
@@ -1606,10 +1630,12 @@ def ship(args) -> None:
     hours = state.get("data_hours") or {}
     train_hours = round(sum(v for k, v in hours.items() if k.endswith(" train")), 2) or "not recorded"
     valid_crops = state.get("valid_crops", "the")
+    chosen_how = (f"every epoch scored on {valid_crops} fixed crops of the valid split and the run's last epoch shipped "
+                  "(ship --weights last)" if which == "last" else
+                  f"the best epoch chosen on {valid_crops} fixed crops of the valid split")
     entry["training"] = {
         "data": f"corpus version 2 (music21 scores rendered with FluidSynth and {describe_corpus_sources(state.get('data_sources'))}, "
-                f"training/README.md): trained on the train split, {train_hours} h; the best epoch chosen on "
-                f"{valid_crops} fixed crops of the valid split (hours in the cache per corpus and split: "
+                f"training/README.md): trained on the train split, {train_hours} h; {chosen_how} (hours in the cache per corpus and split: "
                 f"{state.get('data_hours', 'not recorded')}; the test split is never used); score targets: beats, "
                 "downbeats, 24 keys, 109 chords, 12 meters, tempo, clip tags",
         "command": "python -m training.musical cache --corpus CORPUS --out CACHE && python -m training.musical train "
@@ -1644,6 +1670,8 @@ def ship(args) -> None:
                                          "--cache CACHE --out RUN2")
     if "clip_key" in entry:
         entry["training"]["command"] += " && python -m training.musical fit-key --corpus CORPUS --weights RUN/best.weights.h5"
+    if keep_head_record:  # frozen below the head: the package's fit still describes it
+        entry["training"][PITCH_CLASS_HEAD] = head_record
     if args.notes:
         entry["training"]["notes"] = args.notes
     text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
