@@ -907,21 +907,33 @@ def test_fits_over_clips_of_many_lengths_run_without_onednn_unless_told():
     assert not onednn_off_for_fits("train", env, {}) and env == {}  # crops of one length: left as it is
 
 
+def _package_copy(root, with_weights=False):
+    """Both manifests of the package (and its ``tcn-music`` weights) copied under ``root``, for commands
+    that write the package (``--root``); returns the ``tcn-music`` entry."""
+    import json
+    import shutil
+
+    from training import musical
+
+    repo = Path(musical.__file__).resolve().parents[1]
+    (root / "mirzoo" / "weights").mkdir(parents=True)
+    entry = json.loads((repo / "mirzoo" / "weights_manifest.json").read_text())["models"]["tcn-music"]
+    extra = (f"mirzoo/weights/{entry['weights']['file']}",) if with_weights else ()
+    for rel in ("weights_manifest.json", "mirzoo/weights_manifest.json", *extra):
+        shutil.copy(repo / rel, root / rel)
+    return entry
+
+
 def test_shipping_a_run_without_the_pitch_class_head_drops_it_from_the_entry(tmp_path):
     """A run whose model has no ``pitch_classes`` head (trained before it existed) shipped over weights
     that had one: the entry no longer lists the head or its layer, so it still parses and loads."""
     import json
-    import shutil
 
     from mirzoo.spec import ModelSpec
     from training import musical
 
-    repo = Path(musical.__file__).resolve().parents[1]
     root = tmp_path / "pkg"
-    (root / "mirzoo" / "weights").mkdir(parents=True)
-    for rel in ("weights_manifest.json", "mirzoo/weights_manifest.json"):
-        shutil.copy(repo / rel, root / rel)
-    entry = json.loads((repo / "mirzoo" / "weights_manifest.json").read_text())["models"]["tcn-music"]
+    entry = _package_copy(root)
     assert "pitch_classes" in entry["config"].get("frame_heads", {})  # the shipped weights have it
     config = {k: v for k, v in entry["config"].items() if k != "frame_heads"}
     run = tmp_path / "run"
@@ -944,16 +956,11 @@ def test_ship_takes_the_last_epoch_when_asked(tmp_path):
     """``ship --weights last``: the run's last weights and that epoch's figures go into the entry (an
     annealed run's end, chosen on measures beyond the crops' score); ``best`` stays the default."""
     import json
-    import shutil
 
     from training import musical
 
-    repo = Path(musical.__file__).resolve().parents[1]
     root = tmp_path / "pkg"
-    (root / "mirzoo" / "weights").mkdir(parents=True)
-    for rel in ("weights_manifest.json", "mirzoo/weights_manifest.json"):
-        shutil.copy(repo / rel, root / rel)
-    entry = json.loads((repo / "mirzoo" / "weights_manifest.json").read_text())["models"]["tcn-music"]
+    entry = _package_copy(root)
     run = tmp_path / "run"
     run.mkdir()
     (run / "best.weights.h5").write_bytes(b"epoch 1")
@@ -1014,9 +1021,7 @@ def test_ship_keeps_the_pitch_class_record_only_when_the_head_reads_the_same_wei
 
     for weights, kept in ((above, True), (below, False)):
         root = tmp_path / f"pkg-{kept}"
-        (root / "mirzoo" / "weights").mkdir(parents=True)
-        for rel in ("weights_manifest.json", "mirzoo/weights_manifest.json", f"mirzoo/weights/{shipped.name}"):
-            shutil.copy(repo / rel, root / rel)
+        _package_copy(root, with_weights=True)
         run = tmp_path / f"run-{kept}"
         run.mkdir()
         shutil.copy(weights, run / "last.weights.h5")
