@@ -986,6 +986,21 @@ def test_ship_takes_the_last_epoch_when_asked(tmp_path):
     assert target.read_bytes() == b"epoch 1" and e["training"]["best_epoch"] == 1
     assert e["training"]["valid"] == {"key_mirex": 0.7, "bar_phase_acc": 0.6}
     assert e["training"]["command"].endswith("--anneal --max-minutes M && python -m training.musical ship --run RUN")
+    # an interpolated run with its clip key: the recipe in the order it ran
+    import hashlib
+
+    state = json.loads((run / "state.json").read_text())
+    state["best_source"] = "interpolation: 0.5 x (epoch 1 of run) + 0.5 x initial weights"
+    state["history"][1]["interpolation"] = {"alpha": 0.5}
+    (run / "state.json").write_text(json.dumps(state))
+    (run / "clip_key.json").write_text(json.dumps({"weights_sha256": hashlib.sha256(b"epoch 1").hexdigest()}))
+    assert musical.main(["ship", "--run", str(run), "--root", str(root)]) == 0
+    e = json.loads((root / "weights_manifest.json").read_text())["models"]["tcn-music"]
+    assert e["training"]["command"].endswith(
+        "--anneal --max-minutes M && python -m training.musical interpolate --run RUN --alpha 0.5 --cache CACHE "
+        "--out RUN2 && python -m training.musical fit-key --corpus CORPUS --weights RUN2/best.weights.h5 "
+        "&& python -m training.musical ship --run RUN2")
+    assert e["clip_key"]["weights_sha256"] == e["weights"]["sha256"]
     with pytest.raises(SystemExit):  # argparse refuses anything else
         musical.main(["ship", "--run", str(run), "--root", str(root), "--weights", "average"])
 
@@ -1018,6 +1033,8 @@ def test_ship_keeps_the_pitch_class_record_only_when_the_head_reads_the_same_wei
     full.save_weights(below)
     assert musical.pitch_class_head_unchanged(entry, entry["config"], n_tags, shipped, above)
     assert not musical.pitch_class_head_unchanged(entry, entry["config"], n_tags, shipped, below)
+    (tmp_path / "junk.weights.h5").write_bytes(b"not an HDF5 file")  # what does not load is not known unchanged
+    assert not musical.pitch_class_head_unchanged(entry, entry["config"], n_tags, tmp_path / "junk.weights.h5", above)
 
     for weights, kept in ((above, True), (below, False)):
         root = tmp_path / f"pkg-{kept}"

@@ -737,7 +737,7 @@ def train(args) -> dict:
     losses = head_losses(config)
     loss_weights = {k: float(weights.get(k, 1.0)) for k in losses}
     if cfg.get("beat_channel_weights") is not None or cfg.get("bar_phase_weight"):
-        losses["beats"] = beat_channel_loss(cfg.get("beat_channel_weights", [1, 1]), cfg.get("bar_phase_weight", 0.0))
+        losses["beats"] = beat_channel_loss(cfg.get("beat_channel_weights") or [1, 1], cfg.get("bar_phase_weight", 0.0))
     for name in anchored:  # the anchor weight shared by its layers
         losses[f"anchor_{name}"] = "cosine_similarity"
         loss_weights[f"anchor_{name}"] = anchor_weight / len(anchored)
@@ -1153,15 +1153,20 @@ PITCH_CLASS_HEAD = "pitch_classes"
 
 
 def pitch_class_head_unchanged(entry: dict, config: dict, n_tags: int, before: Path, after: Path) -> bool:
-    """Whether the :data:`PITCH_CLASS_HEAD` gives the same output with the weights file ``after`` as with
-    ``before``: every weight of every layer between the input and that head is equal (a run frozen through
-    ``frame`` or later leaves it so, since ``train`` has no loss on that head)."""
+    """Whether the :data:`PITCH_CLASS_HEAD` gives the same output with the weights file ``after`` (of a model
+    with ``config`` and ``n_tags`` tags, a run's) as with ``before`` (the package's, of ``entry``'s own
+    config): every weight of every layer between the input and that head is equal (a run frozen through
+    ``frame`` or later leaves it so, since ``train`` has no loss on that head).  ``False`` when either
+    file does not load into its model: nothing is then known to be unchanged."""
     import keras
 
     models = []
-    for path in (before, after):
-        full, _, _ = build_training_model(dict(entry, config=config), n_tags)
-        full.load_weights(path)
+    for path, cfg, tags in ((before, entry["config"], len(entry["head"]["labels"])), (after, config, n_tags)):
+        full, _, _ = build_training_model(dict(entry, config=cfg), tags)
+        try:
+            full.load_weights(path)
+        except (ValueError, OSError):
+            return False
         models.append(keras.Model(full.input, full.output[PITCH_CLASS_HEAD]))
     for layer in models[0].layers:
         mine, theirs = layer.get_weights(), models[1].get_layer(layer.name).get_weights()
@@ -1662,14 +1667,19 @@ def ship(args) -> None:
         entry["training"]["command"] = (
             "python -m training.musical cache --corpus CORPUS --out CACHE && python -m training.musical train "
             f"--cache CACHE --config {config_file_of(state.get('config'), 'training/configs/tcn-music-finetune.json')} "
-            f"--init shipped{flags} --max-minutes M && python -m training.musical ship --run RUN"
-            + " --weights last" * (which == "last"))
+            f"--init shipped{flags} --max-minutes M")
+    shipped_run = "RUN"
     if source.startswith("interpolation"):
         alpha = best["interpolation"]["alpha"]
         entry["training"]["command"] += (f" && python -m training.musical interpolate --run RUN --alpha {alpha:g} "
                                          "--cache CACHE --out RUN2")
-    if "clip_key" in entry:
-        entry["training"]["command"] += " && python -m training.musical fit-key --corpus CORPUS --weights RUN/best.weights.h5"
+        shipped_run = "RUN2"
+    if "clip_key" in entry:  # fitted on the run's weights before shipping
+        entry["training"]["command"] += (" && python -m training.musical fit-key --corpus CORPUS --weights "
+                                         f"{shipped_run}/{weights_file.name}")
+    if state.get("init"):
+        entry["training"]["command"] += f" && python -m training.musical ship --run {shipped_run}" + (
+            " --weights last" * (which == "last"))
     if keep_head_record:  # frozen below the head: the package's fit still describes it
         entry["training"][PITCH_CLASS_HEAD] = head_record
     if args.notes:
