@@ -693,6 +693,16 @@ def test_bar_candidates_cover_each_bar_length_with_two_bars_and_every_phase():
     assert an.bar_candidates(feats[:5], chords[:5], meter_mean, METERS)[1] == [(2, 0), (2, 1)]
     x0, none = an.bar_candidates(feats[:3], chords[:3], meter_mean, METERS)
     assert none == [] and x0.shape == (0, 71)
+    # a clip's frame outputs at its beats: the same composition for choose_bars and fit-downbeats
+    frames = {"beats": rng.random((90, 2)), "chord": rng.random((90, 5)), "pitch_classes": rng.random((90, 12)),
+              "meter": rng.dirichlet(np.ones(len(METERS)), 90)}
+    beats = np.arange(3, 90, 10)
+    got, got_labels = an.clip_bar_candidates(beats, frames, METERS)
+    want, want_labels = an.bar_candidates(
+        an.beat_features(beats, frames["beats"], frames["chord"], frames["pitch_classes"]),
+        an.interval_means(frames["chord"], beats), frames["meter"].mean(axis=0), METERS)
+    assert got_labels == want_labels and len(got_labels) == 9
+    np.testing.assert_allclose(got, want)
 
 
 def _frames_with_pitch_classes(per_bar: int, first_downbeat: int, meter_lean: str, seconds: float = 16.0):

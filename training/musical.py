@@ -1345,17 +1345,10 @@ def in_beat_grid(times: np.ndarray, targets: dict) -> np.ndarray:
 
 
 def downbeat_inputs(extractor, corpus: Path, split: str, limit: int = 0) -> list[dict]:
-    """Every clip of ``split`` with reference downbeats: its :func:`mirzoo.tasks.analyze.bar_candidates`
+    """Every clip of ``split`` with reference downbeats: its :func:`mirzoo.tasks.analyze.clip_bar_candidates`
     rows, each candidate's downbeat F-measure against the score, and the F-measure and time signature of the
     evidence reading (``analyze_frames`` without a ``downbeat_model``)."""
-    from mirzoo.tasks.analyze import (
-        OPTIONAL_HEADS,
-        REQUIRED_HEADS,
-        analyze_frames,
-        bar_candidates,
-        beat_features,
-        interval_means,
-    )
+    from mirzoo.tasks.analyze import OPTIONAL_HEADS, REQUIRED_HEADS, analyze_frames, clip_bar_candidates
     from training.corpus import load_clip_targets
 
     heads = extractor.heads
@@ -1378,9 +1371,7 @@ def downbeat_inputs(extractor, corpus: Path, split: str, limit: int = 0) -> list
         base = beat_f_measure(reference, in_beat_grid(a.downbeats, t))
         if base is None:
             continue
-        frames = np.round(a.beats * fps).astype(np.int64)
-        x, labels = bar_candidates(beat_features(frames, out["beats"], out["chord"], out["pitch_classes"]),
-                                   interval_means(out["chord"], frames), out["meter"].mean(axis=0), heads["meter"])
+        x, labels = clip_bar_candidates(np.round(a.beats * fps).astype(np.int64), out, heads["meter"])
         if not labels:
             continue
         scores = [beat_f_measure(reference, in_beat_grid(a.beats[p::b], t)) or 0.0 for b, p in labels]

@@ -102,6 +102,7 @@ __all__ = [
     "interval_means",
     "beat_features",
     "bar_candidates",
+    "clip_bar_candidates",
     "bar_candidate_width",
     "bar_candidate_scores",
     "choose_bars",
@@ -805,6 +806,16 @@ def bar_candidates(features: np.ndarray, chord_means: np.ndarray, meter_mean: np
     return (np.array(rows) if rows else np.zeros((0, width))), labels
 
 
+def clip_bar_candidates(beat_frames: np.ndarray, frames: Mapping[str, np.ndarray], meter_labels: Sequence[str],
+                        bar_lengths: Sequence[int] = DOWNBEAT_BAR_LENGTHS) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """:func:`bar_candidates` of one clip's frame outputs (``beats``, ``chord``, ``meter``, ``pitch_classes``)
+    at its tracked beats: what :func:`choose_bars` scores and ``fit-downbeats`` fits on, built one way for both."""
+    beat_frames = np.asarray(beat_frames, dtype=np.int64)
+    feats = beat_features(beat_frames, frames["beats"], frames["chord"], frames["pitch_classes"])
+    meter_mean = _frames(frames["meter"], len(meter_labels), "frames['meter']").mean(axis=0)
+    return bar_candidates(feats, interval_means(frames["chord"], beat_frames), meter_mean, meter_labels, bar_lengths)
+
+
 def bar_candidate_scores(x: np.ndarray, record: Mapping[str, Any]) -> np.ndarray:
     """Scores of :func:`bar_candidates` rows under a ``downbeat_model`` record: standardised with its
     ``mean`` and ``scale``, one tanh layer (``hidden_weights``, ``hidden_bias``), then ``output_weights``.
@@ -840,9 +851,7 @@ def choose_bars(beat_frames: np.ndarray, frames: Mapping[str, np.ndarray], meter
     best = int(np.argmax(mean))
     if per_bar[best] not in bar_lengths and mean[per_bar == per_bar[best]].sum() > 0.5:
         return None
-    beat_frames = np.asarray(beat_frames, dtype=np.int64)
-    feats = beat_features(beat_frames, frames["beats"], frames["chord"], frames["pitch_classes"])
-    x, labels = bar_candidates(feats, interval_means(frames["chord"], beat_frames), mean, meter_labels, bar_lengths)
+    x, labels = clip_bar_candidates(beat_frames, frames, meter_labels, bar_lengths)
     if not labels:
         return None
     b, p = labels[int(np.argmax(bar_candidate_scores(x, record)))]
