@@ -201,3 +201,34 @@ def test_vocabulary_counts_clips_of_the_main_corpus_only():
     assert tt.choose_vocabulary(main + extra, 2, []) == ["a"]
     assert tt.choose_vocabulary(main + extra, 1, ["b"]) == ["a"]
     assert tt.choose_vocabulary(main + extra, 1, []) == ["a", "b"]
+
+
+def test_save_weights_atomic_never_leaves_a_half_written_checkpoint(tmp_path):
+    import keras
+
+    from training.train import save_weights_atomic
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    target = tmp_path / "last.weights.h5"
+    save_weights_atomic(model, target)
+    assert [p.name for p in tmp_path.iterdir()] == ["last.weights.h5"]  # no temporary left beside it
+    before = target.read_bytes()
+    clone = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    clone.load_weights(target)
+    for a, b in zip(model.get_weights(), clone.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+    class Interrupted(Exception):
+        pass
+
+    def broken(path):  # a write that dies half-way: some bytes on disk, then the error
+        with open(path, "wb") as f:
+            f.write(b"half")
+        raise Interrupted
+
+    model.layers[0].set_weights([w + 1 for w in model.layers[0].get_weights()])
+    model.save_weights = broken
+    with pytest.raises(Interrupted):
+        save_weights_atomic(model, target)
+    assert target.read_bytes() == before  # the last good checkpoint is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["last.weights.h5"]  # and the broken temporary is gone

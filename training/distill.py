@@ -87,6 +87,7 @@ from training import teacher as tt
 from training.data import audio_cache, read_metadata
 from training.train import PatchSampler, augment, augment_config, hardware_text, multi_hot, predict_clips, tag_metrics
 from training.train import freeze_batchnorm as freeze_bn
+from training.train import save_weights_atomic
 
 log = logging.getLogger("training.distill")
 
@@ -563,13 +564,6 @@ def load_optimizer(model, path: Path) -> None:
         v.assign(value)
 
 
-def save_weights(model, path: Path) -> None:
-    """``model.save_weights`` through a temporary name, renamed into place."""
-    tmp = path.with_name(f".{path.name[:-len('.weights.h5')]}.tmp.weights.h5")
-    model.save_weights(tmp)
-    os.replace(tmp, path)
-
-
 # -- training --------------------------------------------------------------------------------------
 
 
@@ -868,13 +862,13 @@ def train(args) -> dict:
         state["history"].append(entry)
         log.info("epoch %d loss %s score %.4f %s (%.1f min)", epoch, {k: round(v, 4) for k, v in entry["loss"].items()},
                  score, metrics, minutes)
-        save_weights(model, out / "last.weights.h5")
+        save_weights_atomic(model, out / "last.weights.h5")
         save_optimizer(model, out / "last.optimizer.npz")
         eligible = corpus_auc_kept(metrics, state["history"][0], cfg)
         entry["eligible"] = eligible
         if eligible and score > state["best"]:
             state["best"], state["best_epoch"] = score, epoch
-            save_weights(full, out / "best.weights.h5")
+            save_weights_atomic(full, out / "best.weights.h5")
         state["epoch"] = epoch + 1
         state.update(student=student, head=head, teacher_model=model_name, labels=labels, vocabulary=vocab,
                      model_config=student_config, config=cfg, data=record, hardware=hardware, command=command,
@@ -907,7 +901,7 @@ def ship(args) -> dict:
     weights_dir = Path(args.weights_dir or PACKAGE_DIR / "weights")
     weights_dir.mkdir(parents=True, exist_ok=True)
     target = weights_dir / f"{name}.weights.h5"
-    save_weights(full, target)
+    save_weights_atomic(full, target)
     size = target.stat().st_size
     if size > 10 * 1024 * 1024:
         raise DistillError(f"{target} is {size} bytes: the package limit is 10 MB per file")

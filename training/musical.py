@@ -699,7 +699,7 @@ def train(args) -> dict:
     import keras
 
     from mirzoo.zoo.manifest import get_entry
-    from training.train import freeze_batchnorm, hardware_text
+    from training.train import freeze_batchnorm, hardware_text, save_weights_atomic
 
     cfg = json.loads(Path(args.config).read_text())
     seed = int(cfg.get("seed", 0))
@@ -763,7 +763,7 @@ def train(args) -> dict:
         metrics = valid_metrics(model, crops)
         state["init"].update(metrics, score=validation_score(metrics))
         state["best"] = validation_score(metrics)
-        full.save_weights(out / "best.weights.h5")
+        save_weights_atomic(full, out / "best.weights.h5")
         state["best_source"] = "init"
         log.info("initial weights %s score %.4f %s", init, state["best"], {k: round(v, 3) for k, v in metrics.items()})
     if args.resume and state_path.exists():
@@ -778,7 +778,7 @@ def train(args) -> dict:
             metrics = valid_metrics(model, crops)
             state["history"][-1].update(metrics, score=validation_score(metrics), rescored=True)
             state["best"], state["best_epoch"] = validation_score(metrics), state["epoch"] - 1
-            full.save_weights(out / "best.weights.h5")
+            save_weights_atomic(full, out / "best.weights.h5")
             log.info("validation crops changed: the resumed weights score %.4f on the new ones", state["best"])
         state["valid_crops"], state["score_version"] = len(crops[0]), SCORE_VERSION
     anchor_model = None
@@ -827,24 +827,24 @@ def train(args) -> dict:
         state["history"].append(record)
         log.info("epoch %d loss %.4f score %.4f %s (%.1f min)", state["epoch"], record["loss"], score,
                  {k: round(v, 3) for k, v in metrics.items()}, minutes)
-        full.save_weights(out / "last.weights.h5")
+        save_weights_atomic(full, out / "last.weights.h5")
         if score > state["best"]:
             state["best"], state["best_epoch"], state["best_source"] = score, state["epoch"], "epoch"
-            full.save_weights(out / "best.weights.h5")
+            save_weights_atomic(full, out / "best.weights.h5")
         if average is not None and (time.time() - started) >= args.average_from * (deadline - started):
             average.add(full.get_weights(), state["epoch"])
             current = full.get_weights()
             full.set_weights(average.weights())
             avg_metrics = valid_metrics(model, crops)
             avg_score = validation_score(avg_metrics)
-            full.save_weights(out / "average.weights.h5")
+            save_weights_atomic(full, out / "average.weights.h5")
             record["average"] = {"epochs": [average.first, state["epoch"]], "score": avg_score, **avg_metrics}
             log.info("average of epochs %d-%d: score %.4f %s", average.first, state["epoch"], avg_score,
                      {k: round(v, 3) for k, v in avg_metrics.items()})
             if avg_score > state["best"]:
                 state["best"], state["best_epoch"] = avg_score, state["epoch"]
                 state["best_source"] = f"average of epochs {average.first}-{state['epoch']}"
-                full.save_weights(out / "best.weights.h5")
+                save_weights_atomic(full, out / "best.weights.h5")
             full.set_weights(current)
         state["epoch"] += 1
         state.update(hardware=hardware, config=cfg, model_config=config, data_hours=hours, data_sources=sources,
@@ -1238,9 +1238,9 @@ def fit_pitch_classes(args) -> None:
     ``frame`` vector, fitted by logistic regression to the score's pitch classes on ``--split`` clips
     of the given corpora.  Every other weight and output stays as it was."""
     from mirzoo.extractor import Extractor
-    from mirzoo.fileio import atomic_file
     from mirzoo.nn import get_family
     from mirzoo.spec import PITCH_CLASS_LABELS
+    from training.train import save_weights_atomic
 
     root = Path(args.root) if args.root else Path(__file__).resolve().parent.parent
     entry = dict(json.loads((root / "mirzoo" / "weights_manifest.json").read_text())["models"][MODEL], name=MODEL)
@@ -1287,9 +1287,7 @@ def fit_pitch_classes(args) -> None:
         model.get_layer(layer.name).set_weights(layer.get_weights())
     model.get_layer(PITCH_CLASS_HEAD).set_weights([w.astype(np.float32), b.astype(np.float32)])
     target = path
-    with atomic_file(target, suffix=".weights.h5") as tmp:  # keras insists on the suffix
-        os.unlink(tmp)
-        model.save_weights(tmp)
+    save_weights_atomic(model, target)
     data = target.read_bytes()
     record = {"corpora": [Path(c).name for c in args.corpus], "split": args.split,
               "clips": int(sum(p[2] for p in parts)), "frames": int(len(x)), "frame_step": args.step, "l2": args.l2,
@@ -1514,6 +1512,7 @@ def interpolate(args) -> None:
     import keras
 
     from mirzoo.zoo.manifest import get_entry
+    from training.train import save_weights_atomic
 
     run, out = Path(args.run), Path(args.out)
     if not 0.0 < args.alpha < 1.0:
@@ -1537,7 +1536,7 @@ def interpolate(args) -> None:
     data = read_cache(Path(args.cache))
     metrics = valid_metrics(model, validation_crops(cfg, entry, data, vocab, derived_heads_of(config)))
     out.mkdir(parents=True, exist_ok=True)
-    full.save_weights(out / "best.weights.h5")
+    save_weights_atomic(full, out / "best.weights.h5")
     source = state["best_source"] if state.get("best_source") != "epoch" else f"epoch {state['best_epoch']}"
     record = {"epoch": len(state["history"]), "score": validation_score(metrics), **metrics,
               "interpolation": {"alpha": args.alpha, "run": str(run), "run_best": source,

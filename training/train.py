@@ -752,7 +752,7 @@ def train(args) -> dict:
                         "score beats them", epoch, score)
         if score > best or best_epoch < 0:
             best, best_epoch = score, epoch
-            full.save_weights(ckpt / "best.weights.h5")
+            save_weights_atomic(full, ckpt / "best.weights.h5")
         elif decay and epoch - max(best_epoch, last_decay) >= decay["patience"]:
             # plateau: scale the learning rate down (not below min_learning_rate)
             lr = record["learning_rate"]
@@ -762,7 +762,7 @@ def train(args) -> dict:
                 last_decay = epoch
                 log.info("no improvement for %d epochs: learning rate %.2g -> %.2g", decay["patience"], lr, new_lr)
         (ckpt / "history.json").write_text(json.dumps(history, indent=2))
-        full.save_weights(ckpt / "last.weights.h5")
+        save_weights_atomic(full, ckpt / "last.weights.h5")
         write_json_atomic(state_path, {
             "epoch": epoch, "best": float(best) if np.isfinite(best) else None, "best_epoch": best_epoch,
             "history": history, "last_decay": last_decay, "vocabulary": vocab,
@@ -824,6 +824,19 @@ def train(args) -> dict:
 THREAD_VARS = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
 
 
+def save_weights_atomic(model, path: Path) -> None:
+    """``model.save_weights`` through a temporary name beside ``path`` (Keras wants the ``.weights.h5``
+    suffix), renamed into place: an interrupted write never leaves a half-written checkpoint."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name[:-len('.weights.h5')]}.tmp.weights.h5")
+    try:
+        model.save_weights(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def hardware_text() -> str:
     """CPU cores this process may use (its affinity) out of the machine's, and whether a GPU was seen."""
     try:
@@ -869,9 +882,7 @@ def ship(args, spec: ModelSpec, config, full, vocab, report, cfg, corpus, rows) 
     weights_dir = Path(getattr(args, "weights_dir", None) or PACKAGE_DIR / "weights")
     weights_dir.mkdir(parents=True, exist_ok=True)
     target = weights_dir / f"{args.model}.weights.h5"
-    tmp = weights_dir / f".{args.model}.tmp.weights.h5"
-    full.save_weights(tmp)
-    os.replace(tmp, target)
+    save_weights_atomic(full, target)
     size = target.stat().st_size
     if size > 10 * 1024 * 1024:
         raise SystemExit(f"{target} is {size} bytes: the package limit is 10 MB per file")
