@@ -656,6 +656,43 @@ def test_bar_phase_loss_ranks_the_first_beat_of_each_bar():
             beat_channel_loss([1, 1], bad)
 
 
+def test_meter_bar_length_loss_adds_the_cross_entropy_of_the_bar_length():
+    """The meter loss plus ``weight`` times minus the log of the head's probability summed over the meters
+    of the target's beats per bar; masked targets (-1) add nothing; weight 0 is the plain loss; and its
+    gradient moves probability between bar lengths, not within one."""
+    import keras
+
+    from mirzoo.tasks.analyze import beats_per_bar
+    from training.musical import meter_bar_length_loss
+
+    labels = ["2/2", "2/4", "3/4", "4/4", "5/4", "6/4", "3/2", "4/2", "3/8", "6/8", "9/8", "12/8"]
+    rng = np.random.default_rng(2)
+    p = rng.dirichlet(np.ones(len(labels)), size=(3, 7)).astype(np.float32)
+    y = rng.integers(-1, len(labels), size=(3, 7))
+    y[0, 0] = -1
+    length = np.array([beats_per_bar(m) for m in labels])
+    want = np.zeros(y.shape)
+    for i, j in np.ndindex(*y.shape):
+        if y[i, j] >= 0:
+            want[i, j] = -np.log(p[i, j, y[i, j]]) - 0.7 * np.log(p[i, j, length == length[y[i, j]]].sum())
+    np.testing.assert_allclose(np.asarray(meter_bar_length_loss(labels, 0.7)(y, p)), want, rtol=1e-5, atol=1e-6)
+    known = np.clip(y, 0, None)
+    np.testing.assert_allclose(np.asarray(meter_bar_length_loss(labels, 0.0)(known, p)),
+                               np.asarray(keras.losses.sparse_categorical_crossentropy(known, p)), rtol=1e-5)
+    # a 3/4 target: the bar-length term alone raises every three-beat meter and lowers every other
+    import tensorflow as tf
+
+    logits = keras.Variable(np.zeros((1, len(labels)), np.float32))
+    with tf.GradientTape() as tape:
+        loss = keras.ops.sum(meter_bar_length_loss(labels, 1.0)(np.array([2]), keras.ops.softmax(logits))
+                             - meter_bar_length_loss(labels, 0.0)(np.array([2]), keras.ops.softmax(logits)))
+    grad = np.asarray(tape.gradient(loss, logits.value))[0]
+    assert (grad[length == 3] < 0).all() and (grad[length != 3] > 0).all()
+    for bad in (-1, True, float("nan"), "1"):
+        with pytest.raises(SystemExit, match="meter_bar_length_weight=.* must be a finite number >= 0"):
+            meter_bar_length_loss(labels, bad)
+
+
 def _weights_without_mode(tmp_path, entry, n_tags):
     """The shipped ``tcn-music`` weights less the mode head (as they were before session 13): ``(entry
     without the head, weights file)``."""

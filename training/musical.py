@@ -321,6 +321,40 @@ def beat_channel_loss(weights, bar_phase: float = 0.0):
     return beats_loss
 
 
+def meter_bar_length_loss(labels, weight: float = 0.0):
+    """Categorical cross-entropy of the ``meter`` head plus ``weight`` times the cross-entropy of its
+    bar length: the head's probabilities summed over the meters of each number of beats per bar
+    (:func:`mirzoo.tasks.analyze.beats_per_bar`: 2/4, 2/2 and 6/8 are all two-beat bars), against the
+    target meter's.  Config key ``meter_bar_length_weight``.
+
+    ``analyze()`` reads the bar length from the meter head (summed the same way) and the downbeat
+    evidence; the plain loss spends the head on notational distinctions audio hardly carries (4/4
+    against 4/2), the added term asks it for the one the downbeats need (three beats against four).
+    Targets of -1 (masked frames, weight 0) add nothing to either term (``keras``' own sparse loss
+    raises on them eagerly)."""
+    import keras
+    from mirzoo.tasks.analyze import beats_per_bar
+
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < float("inf"):
+        raise SystemExit(f"meter_bar_length_weight={weight!r} must be a finite number >= 0 (0: the plain loss)")
+    lengths = [beats_per_bar(m) for m in labels]
+    kinds = sorted(set(lengths))
+    group = np.zeros((len(labels), len(kinds)), np.float32)  # [meters, bar lengths], one 1 per row
+    group[np.arange(len(labels)), [kinds.index(b) for b in lengths]] = 1.0
+
+    def meter_loss(y_true, y_pred):
+        ops = keras.ops
+        target = ops.one_hot(ops.cast(ops.reshape(y_true, ops.shape(y_pred)[:-1]), "int32"), len(labels))  # -1: zeros
+        p = ops.clip(ops.cast(y_pred, "float32"), 1e-7, 1.0)
+        loss = -ops.sum(target * ops.log(p), axis=-1)
+        if weight:
+            p_len = ops.clip(ops.matmul(ops.cast(y_pred, "float32"), group), 1e-7, 1.0)
+            loss = loss - float(weight) * ops.sum(ops.matmul(target, group) * ops.log(p_len), axis=-1)
+        return loss
+
+    return meter_loss
+
+
 #: bars per crop :func:`bar_phase_nll` and :func:`bar_phase_accuracy` look at (a 12 s crop of two-beat
 #: bars at 240 BPM has 24); later bars are left out
 MAX_BARS_PER_CROP = 32
@@ -738,6 +772,9 @@ def train(args) -> dict:
     loss_weights = {k: float(weights.get(k, 1.0)) for k in losses}
     if cfg.get("beat_channel_weights") is not None or cfg.get("bar_phase_weight"):
         losses["beats"] = beat_channel_loss(cfg.get("beat_channel_weights") or [1, 1], cfg.get("bar_phase_weight", 0.0))
+    if cfg.get("meter_bar_length_weight"):
+        meter_labels = next(h["labels"] for h in entry["aux_heads"] if h["output"] == "meter")
+        losses["meter"] = meter_bar_length_loss(meter_labels, cfg["meter_bar_length_weight"])
     for name in anchored:  # the anchor weight shared by its layers
         losses[f"anchor_{name}"] = "cosine_similarity"
         loss_weights[f"anchor_{name}"] = anchor_weight / len(anchored)
