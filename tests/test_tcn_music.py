@@ -474,6 +474,28 @@ def test_crop_sampler_derives_the_mode_target_from_the_key_and_weighs_meters():
     plain = CropSampler([clip], [], 60, np.random.default_rng(0), augment={})
     _, y, w = plain.crop(0, 0)
     assert "mode" not in y and w["meter"].max() == 1.0
+    # mode_balance: minor frames (20 of 40 known here) weighed by the mode's class weight, masks kept
+    balanced = CropSampler([clip], [], 60, np.random.default_rng(0), augment={}, heads=("mode",),
+                           mode_weight={0: 0.5, 1: 3.0})
+    _, y, w = balanced.crop(0, 0)
+    assert w["mode"].tolist() == [0] * 10 + [3.0] * 20 + [0.5] * 20 + [0] * 10
+
+
+def test_mode_weights_balance_major_and_minor_key_frames():
+    from training.musical import mode_weights
+
+    major, minor, unknown = np.full(30, 7), np.full(10, 21), np.full(5, -1)  # G major, A minor
+    clips = [{"key": np.concatenate([major, unknown])}, {"key": minor}]
+    w = mode_weights(clips, 1.0)
+    assert w[1] == pytest.approx(3 * w[0])  # 30 major frames against 10 minor: each mode weighs the same
+    assert (30 * w[0] + 10 * w[1]) / 40 == pytest.approx(1.0)
+    half = mode_weights(clips, 0.5)
+    assert half[1] == pytest.approx(np.sqrt(3) * half[0])
+    assert mode_weights(clips, 0.0) == {0: pytest.approx(1.0), 1: pytest.approx(1.0)}
+    assert mode_weights([{"key": major}], 1.0) == {}  # one mode only: nothing to balance
+    for bad in (2, -0.5, False, "1"):
+        with pytest.raises(SystemExit, match="mode_balance=.* must be a number in \\[0, 1\\]"):
+            mode_weights(clips, bad)
 
 
 def test_mode_head_is_added_to_the_shipped_weights_and_served_by_tag(tmp_path):

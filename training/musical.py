@@ -421,13 +421,32 @@ def meter_weights(clips: list, exponent: float) -> dict:
     return {int(k): float(r / scale) for k, r in zip(kinds, raw)}
 
 
+def mode_weights(clips: list, exponent: float) -> dict:
+    """Loss weight of the mode head's classes (0 major, 1 minor): ``(key frames of the mode / mean key frames
+    per mode) ** -exponent``, scaled to a mean of 1 over those frames (config key ``mode_balance``; 0: all 1,
+    1: minor frames weigh as much in all as major ones).  The corpus is mostly major, and the balanced mode
+    probe asks as much of the minor clips."""
+    if isinstance(exponent, bool) or not isinstance(exponent, (int, float)) or not 0 <= exponent <= 1:
+        raise SystemExit(f"mode_balance={exponent!r} must be a number in [0, 1] (0: no balancing)")
+    counts = np.zeros(2)
+    for c in clips:
+        key = np.asarray(c["key"], np.int64)
+        counts += np.bincount(key[key >= 0] // 12, minlength=2)[:2]
+    if not (counts > 0).all():
+        return {}
+    raw = (counts / counts.mean()) ** -float(exponent)
+    scale = float((raw * counts).sum() / counts.sum())
+    return {0: float(raw[0] / scale), 1: float(raw[1] / scale)}
+
+
 class CropSampler:
     """Random crops of ``length`` frames with their targets and per-frame loss weights."""
 
     def __init__(self, clips: list, vocab: list, length: int, rng: np.random.Generator, *, augment: dict,
-                 heads: tuple = (), meter_weight: dict | None = None):
+                 heads: tuple = (), meter_weight: dict | None = None, mode_weight: dict | None = None):
         self.clips, self.vocab, self.length, self.rng, self.aug = clips, vocab, length, rng, augment
         self.heads, self.meter_weight = tuple(heads), dict(meter_weight or {})
+        self.mode_weight = dict(mode_weight or {})
         lengths = np.array([len(c["feats"]) for c in clips], np.float64)
         self.p = lengths / lengths.sum()
         index = {t: i for i, t in enumerate(vocab)}
@@ -472,6 +491,8 @@ class CropSampler:
                 y[k] = np.maximum(y[k], 0)
         if self.meter_weight:
             w["meter"] *= self.meter_weight.get(int(c["meter"]), 1.0)
+        if self.mode_weight and "mode" in y:
+            w["mode"] *= np.where(y["mode"] == 1, self.mode_weight.get(1, 1.0), self.mode_weight.get(0, 1.0))
         return x, y, w
 
     def batch(self, size: int):
@@ -785,8 +806,12 @@ def train(args) -> dict:
     balance = meter_weights(data["train"], cfg.get("meter_balance", 0.0))
     if cfg.get("meter_balance"):
         log.info("meter loss weights (meter class: weight): %s", {k: round(v, 3) for k, v in balance.items()})
+    mode_balance = mode_weights(data["train"], cfg.get("mode_balance", 0.0)) if cfg.get("mode_balance") else {}
+    if mode_balance:
+        log.info("mode loss weights (major, minor): %.3f, %.3f", mode_balance[0], mode_balance[1])
     sampler = CropSampler(data["train"], vocab, length, rng, augment=cfg.get("augment", {}),
-                          heads=derived_heads_of(config), meter_weight=balance if cfg.get("meter_balance") else None)
+                          heads=derived_heads_of(config), meter_weight=balance if cfg.get("meter_balance") else None,
+                          mode_weight=mode_balance or None)
     crops = validation_crops(cfg, entry, data, vocab, derived_heads_of(config))
     out.mkdir(parents=True, exist_ok=True)
     state = {"epoch": 0, "best": -1e9, "best_epoch": -1, "history": [], "minutes": 0.0, "vocabulary": vocab,
