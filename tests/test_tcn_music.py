@@ -775,6 +775,17 @@ def test_interpolate_mixes_a_fine_tune_with_its_initial_weights(tmp_path):
     for alpha in ("0", "1.5"):
         with pytest.raises(SystemExit, match=f"--alpha {float(alpha)}: expected a fraction in \\(0, 1\\)"):
             musical.main(["interpolate", "--run", str(run), "--alpha", alpha, "--cache", str(cache), "--out", str(mixed)])
+    # --weights last: the run's last epoch instead of its best, and the record says so
+    assert musical.main(["interpolate", "--run", str(run), "--alpha", "0.5", "--weights", "last", "--cache", str(cache),
+                         "--out", str(tmp_path / "mixed-last")]) == 0
+    ft.load_weights(run / "last.weights.h5")
+    out.load_weights(tmp_path / "mixed-last" / "best.weights.h5")
+    for a, b, c in zip(shipped.get_layer("embedding").get_weights(), ft.get_layer("embedding").get_weights(),
+                       out.get_layer("embedding").get_weights()):
+        np.testing.assert_allclose(c, 0.5 * a + 0.5 * b, rtol=1e-5, atol=1e-6)
+    last = json.loads((tmp_path / "mixed-last" / "state.json").read_text())
+    assert last["history"][-1]["interpolation"]["run_weights"] == "last"
+    assert last["best_source"] == f"interpolation: 0.5 x (last epoch ({state['epoch']}) of run) + 0.5 x initial weights"
 
 
 def test_the_shipped_command_names_the_config_file_a_run_was_trained_with():
@@ -1060,6 +1071,11 @@ def test_ship_takes_the_last_epoch_when_asked(tmp_path):
         "--out RUN2 && python -m training.musical fit-key --corpus CORPUS --weights RUN2/best.weights.h5 "
         "&& python -m training.musical ship --run RUN2")
     assert e["clip_key"]["weights_sha256"] == e["weights"]["sha256"]
+    state["history"][1]["interpolation"] = {"alpha": 0.5, "run_weights": "last"}  # interpolate --weights last
+    (run / "state.json").write_text(json.dumps(state))
+    assert musical.main(["ship", "--run", str(run), "--root", str(root)]) == 0
+    e = json.loads((root / "weights_manifest.json").read_text())["models"]["tcn-music"]
+    assert "interpolate --run RUN --alpha 0.5 --cache CACHE --out RUN2 --weights last && " in e["training"]["command"]
     with pytest.raises(SystemExit):  # argparse refuses anything else
         musical.main(["ship", "--run", str(run), "--root", str(root), "--weights", "average"])
 

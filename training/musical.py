@@ -1565,7 +1565,8 @@ def fit_downbeats(args) -> None:
 def interpolate(args) -> None:
     """Weight-space ensembling of a fine-tune with its initial weights (WiSE-FT, Wortsman et al. 2022).
 
-    Writes a new run folder whose ``best.weights.h5`` is ``alpha * run + (1 - alpha) * initial`` for every
+    Writes a new run folder whose ``best.weights.h5`` is ``alpha * run + (1 - alpha) * initial`` (``run``: its
+    best weights, or with ``--weights last`` its last epoch's) for every
     variable the initial weights have (heads the run added keep the run's), scored on the run's own
     validation crops; its ``state.json`` is the run's plus that record as the best, so ``fit-key`` and
     ``ship`` take it like any run. A fine-tune that moved the heads' answers but cost some of what the
@@ -1586,7 +1587,8 @@ def interpolate(args) -> None:
     vocab = state["vocabulary"]
     extra = run_added_heads(state["model_config"], entry)
     full, model, config = build_training_model(entry, len(vocab), add_heads=extra)
-    full.load_weights(run / "best.weights.h5")
+    which = getattr(args, "weights", "best")
+    full.load_weights(run / f"{which}.weights.h5")
     start, _, _ = build_training_model(entry, len(vocab), add_heads=extra)
     fresh = set(load_initial_weights(start, Path(state["init"]["weights"]), entry, len(vocab)))
     for layer in full.layers:
@@ -1599,9 +1601,12 @@ def interpolate(args) -> None:
     metrics = valid_metrics(model, validation_crops(cfg, entry, data, vocab, derived_heads_of(config)))
     out.mkdir(parents=True, exist_ok=True)
     save_weights_atomic(full, out / "best.weights.h5")
-    source = state["best_source"] if state.get("best_source") != "epoch" else f"epoch {state['best_epoch']}"
+    if which == "last":
+        source = f"last epoch ({state['epoch']})"
+    else:
+        source = state["best_source"] if state.get("best_source") != "epoch" else f"epoch {state['best_epoch']}"
     record = {"epoch": len(state["history"]), "score": validation_score(metrics), **metrics,
-              "interpolation": {"alpha": args.alpha, "run": str(run), "run_best": source,
+              "interpolation": {"alpha": args.alpha, "run": str(run), "run_best": source, "run_weights": which,
                                 "initial": state["init"]["weights"]}}
     run_best = state["best"]
     state["history"].append(record)
@@ -1724,7 +1729,8 @@ def ship(args) -> None:
     if source.startswith("interpolation"):
         alpha = best["interpolation"]["alpha"]
         entry["training"]["command"] += (f" && python -m training.musical interpolate --run RUN --alpha {alpha:g} "
-                                         "--cache CACHE --out RUN2")
+                                         "--cache CACHE --out RUN2"
+                                         + " --weights last" * (best["interpolation"].get("run_weights") == "last"))
         shipped_run = "RUN2"
     if "clip_key" in entry:  # fitted on the run's weights before shipping
         entry["training"]["command"] += (" && python -m training.musical fit-key --corpus CORPUS --weights "
@@ -1820,11 +1826,13 @@ def main(argv=None) -> int:
     db.add_argument("--seed", type=int, default=0)
     db.add_argument("--limit", type=int, default=0, help=argparse.SUPPRESS)
     db.add_argument("--root", default="", help=argparse.SUPPRESS)  # another checkout's package (tests)
-    w = sub.add_parser("interpolate", help="a run's best weights interpolated with its initial weights (WiSE-FT)")
+    w = sub.add_parser("interpolate", help="a run's weights interpolated with its initial weights (WiSE-FT)")
     w.add_argument("--run", required=True, help="a run started with --init")
     w.add_argument("--alpha", type=float, required=True, help="weight of the run's best (0..1); the rest is the initial weights'")
     w.add_argument("--cache", required=True, help="the feature cache the run was validated on")
     w.add_argument("--out", required=True, help="a new run folder")
+    w.add_argument("--weights", choices=("best", "last"), default="best",
+                   help="the run's weights to interpolate: its best by the crops' score, or its last epoch")
     s = sub.add_parser("ship", help="ship a run's best weights into the package")
     s.add_argument("--run", required=True)
     s.add_argument("--notes", default="", help="how the run went (stints, schedule), for the model card")
