@@ -91,6 +91,8 @@ from training.musical import in_beat_grid as inside_grid  # noqa: E402  (only wh
 from mirzoo.tasks.analyze import (  # noqa: E402
     KRUMHANSL_KESSLER_MAJOR,
     KRUMHANSL_KESSLER_MINOR,
+    beats_per_bar,
+    downbeat_phase,
     key_profile_correlations,
 )
 
@@ -257,6 +259,17 @@ def mfcc_vector(y: np.ndarray, sr: int) -> np.ndarray:
     m = librosa.feature.mfcc(y=y, sr=sr, n_mfcc=20)
     full = np.concatenate([m, librosa.feature.delta(m), librosa.feature.delta(m, order=2)])
     return np.concatenate([full.mean(axis=1), full.std(axis=1)]).astype(np.float32)
+
+
+def downbeats_with_bar_length(beat_times: np.ndarray, beats: np.ndarray, fps: float, per_bar: int) -> np.ndarray:
+    """The downbeats ``analyze()``'s evidence reading picks among the tracked ``beat_times`` when the bar
+    length is given (``per_bar`` beats, the score's): the bar phase alone, as :func:`downbeat_phase` reads
+    the ``beats`` ``[T, 2]`` (beat, downbeat) activation. A diagnostic: how much of the downbeat error is
+    the bar length, and how much the phase."""
+    beat_times = np.asarray(beat_times, dtype=np.float64)
+    frames = np.round(beat_times * fps).astype(np.int64)
+    _, positions = downbeat_phase(frames, beats[:, 1], per_bar, beat_activation=beats[:, 0])
+    return beat_times[positions == 1]
 
 
 def probe_labels(meta: dict) -> dict[str, str]:
@@ -453,7 +466,7 @@ def main(argv=None) -> int:
     others = [mirzoo.load(name) for name in args.probe_models]
 
     per = {k: [] for k in ("key_model", "key_head_mean", "key_base", "key_source", "mode_pairs", "meter_pairs", "beat_model", "beat_base", "down_model", "tempo_model",
-                           "down_evidence", "meter_pairs_evidence",
+                           "down_evidence", "meter_pairs_evidence", "down_known_bar",
                            "tempo_base", "tempo_simple", "key_pcs")}
     chord_tot = {"model": np.zeros(4), "base": np.zeros(4)}
     # pitch classes sounding per frame (a model with a pitch_classes head): true positives, predicted,
@@ -527,6 +540,12 @@ def main(argv=None) -> int:
             f_evidence = beat_f(ref["downbeats"], inside_grid(a_evidence.downbeats, clip["targets"]))
             per["down_evidence"].append(f_evidence)
             row["downbeat_f_evidence"] = f_evidence
+            if ref["meter"]:  # diagnostic: the score's bar length given, the phase read from the evidence
+                known = downbeats_with_bar_length(a.beats, out["beats"], fps, beats_per_bar(ref["meter"]))
+                f_known = beat_f(ref["downbeats"], inside_grid(known, clip["targets"]))
+                if f_known is not None:
+                    per["down_known_bar"].append(f_known)
+                    row["downbeat_f_known_bar"] = f_known
         if ref["tempo"]:
             base_tempo = float(np.atleast_1d(librosa.feature.tempo(y=y, sr=sr, hop_length=m.hop_length))[0])
             per["tempo_model"].append(tempo_acc(ref["tempo"], a.tempo))
@@ -592,7 +611,9 @@ def main(argv=None) -> int:
                    "baseline_name": "librosa.beat.beat_track", "n": len(per["beat_model"])},
         "downbeat_f": {"model": mean(per["down_model"]), "baseline": None, "n": len(per["down_model"]),
                        "downbeat_model": downbeat_model is not None,
-                       "evidence_reading": mean(per["down_evidence"]) if downbeat_model is not None else None},
+                       "evidence_reading": mean(per["down_evidence"]) if downbeat_model is not None else None,
+                       # the evidence reading's phase with the score's bar length: what the bar length costs
+                       "bar_length_from_score": mean(per["down_known_bar"]), "n_bar_length_from_score": len(per["down_known_bar"])},
         "tempo": {"model": tempo_summary(per["tempo_model"], per["tempo_simple"]),
                   "baseline": tempo_summary(per["tempo_base"], per["tempo_simple"]),
                   "baseline_name": "librosa.feature.tempo"},
@@ -762,6 +783,9 @@ def render_table(r: dict) -> str:
     if d.get("evidence_reading") is not None:
         lines.append(f"| downbeat F-measure, bars read from the downbeat evidence alone (no `downbeat_model`) | "
                      f"{fmt(d['evidence_reading'])} | | |")
+    if d.get("bar_length_from_score") is not None:
+        lines.append(f"| downbeat F-measure with the score's bar length, phase from the downbeat evidence "
+                     f"(diagnostic, n={d['n_bar_length_from_score']}) | {fmt(d['bar_length_from_score'])} | | |")
     t = res["tempo"]
     lines.append(f"| tempo Acc1 (n={t['model']['n']}) | {fmt(t['model']['acc1'])} | {fmt(t['baseline']['acc1'])} ({t['baseline_name']}) | {TARGETS['tempo_acc1']} |")
     lines.append(f"| tempo Acc1, simple meters (n={t['model']['n_simple']}) | {fmt(t['model']['acc1_simple_meter'])} | {fmt(t['baseline']['acc1_simple_meter'])} | |")

@@ -282,3 +282,20 @@ def test_pitch_class_counts_and_their_f_measure():
            "pitch_classes": {"model_f1": 0.8, "baseline_f1": 0.6, "key_ks_on_head": 0.75}}
     out = mu.headline(res, "tcn-music")
     assert (out["pitch_class_f1"], out["pitch_class_f1_chroma_cqt"], out["key_mirex_ks_on_pitch_classes"]) == (0.8, 0.6, 0.75)
+
+
+def test_downbeats_with_the_score_bar_length_take_the_phase_from_the_evidence():
+    """Beats every 25 frames; the downbeat activation peaks on beats 1, 4, 7, ... (three-beat bars whose
+    first downbeat is the second beat): given 3 beats per bar, those beats come back; given 2 or 4, the
+    phase whose beats carry the most evidence."""
+    fps = 50.0
+    frames = np.arange(10, 500, 25)
+    act = np.zeros((520, 2))
+    act[frames, 0] = 0.9
+    act[frames[1::3], 1] = 0.8
+    times = frames / fps
+    np.testing.assert_allclose(mu.downbeats_with_bar_length(times, act, fps, 3), times[1::3])
+    got = mu.downbeats_with_bar_length(times, act, fps, 2)
+    assert got.tolist() in (times[0::2].tolist(), times[1::2].tolist())
+    assert mu.downbeats_with_bar_length(times, act, fps, 1).tolist() == times.tolist()
+    assert mu.downbeats_with_bar_length(times[:0], act, fps, 3).size == 0
