@@ -715,6 +715,46 @@ def test_meter_bar_length_loss_adds_the_cross_entropy_of_the_bar_length():
             meter_bar_length_loss(labels, bad)
 
 
+def test_fine_tune_with_the_bar_length_term_and_mode_balance_runs_end_to_end(tmp_path, caplog):
+    """``meter_bar_length_weight`` and ``mode_balance`` as ``train`` reads them from a config: a short
+    fine-tune of the heads runs, logs the mode class weights of the training frames, and trains the meter
+    and mode heads."""
+    import json
+    import logging
+
+    import keras
+
+    from mirzoo.zoo.manifest import get_entry
+    from training import musical
+
+    entry = get_entry("tcn-music")
+    cache = _fake_cache(tmp_path / "cache")
+    root = Path(__file__).resolve().parents[1] / "training" / "configs"
+    cfg = json.loads((root / "tcn-music-finetune-mode-balanced.json").read_text())
+    assert cfg["mode_balance"] == 1.0
+    cfg.update(crop_seconds=2.0, batch_size=2, steps_per_epoch=2, epochs=1, valid_crops=2, min_tag_count=1,
+               learning_rate=1e-2, freeze_through="embedding", anchor=None,
+               meter_bar_length_weight=json.loads((root / "tcn-music-finetune-barlength.json").read_text())["meter_bar_length_weight"])
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    run = tmp_path / "run"
+    with caplog.at_level(logging.INFO, logger=musical.log.name):
+        assert musical.main(["train", "--cache", str(cache), "--config", str(tmp_path / "cfg.json"), "--out", str(run),
+                             "--init", "shipped", "--max-minutes", "5"]) == 0
+    # the class weights of the training clips' key frames (the fake cache's last clip is its valid split)
+    shard = np.load(cache / "shard-0000.npz")
+    train_keys = shard["key"][:shard["offsets"][-2]]
+    major, minor = int((train_keys < 12).sum()), int((train_keys >= 12).sum())
+    w_major, w_minor = (major + minor) / (2 * major), (major + minor) / (2 * minor)
+    assert f"mode loss weights (major, minor): {w_major:.3f}, {w_minor:.3f}" in caplog.text
+    shipped, _, _ = musical.build_training_model(entry, len(entry["head"]["labels"]))
+    shipped.load_weights(musical.init_weights_path("shipped", entry))
+    trained, _, _ = musical.build_training_model(entry, len(entry["head"]["labels"]))
+    trained.load_weights(run / "last.weights.h5")
+    for head in ("meter", "mode"):
+        a, b = shipped.get_layer(head).weights[0], trained.get_layer(head).weights[0]
+        assert not np.array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b)), head
+
+
 def _weights_without_mode(tmp_path, entry, n_tags):
     """The shipped ``tcn-music`` weights less the mode head (as they were before session 13): ``(entry
     without the head, weights file)``."""
