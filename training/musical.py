@@ -1587,7 +1587,7 @@ def interpolate(args) -> None:
     vocab = state["vocabulary"]
     extra = run_added_heads(state["model_config"], entry)
     full, model, config = build_training_model(entry, len(vocab), add_heads=extra)
-    which = getattr(args, "weights", "best")
+    which = args.weights
     full.load_weights(run / f"{which}.weights.h5")
     start, _, _ = build_training_model(entry, len(vocab), add_heads=extra)
     fresh = set(load_initial_weights(start, Path(state["init"]["weights"]), entry, len(vocab)))
@@ -1828,7 +1828,7 @@ def main(argv=None) -> int:
     db.add_argument("--root", default="", help=argparse.SUPPRESS)  # another checkout's package (tests)
     w = sub.add_parser("interpolate", help="a run's weights interpolated with its initial weights (WiSE-FT)")
     w.add_argument("--run", required=True, help="a run started with --init")
-    w.add_argument("--alpha", type=float, required=True, help="weight of the run's best (0..1); the rest is the initial weights'")
+    w.add_argument("--alpha", type=float, required=True, help="weight of the run's weights (--weights; 0..1); the rest is the initial weights'")
     w.add_argument("--cache", required=True, help="the feature cache the run was validated on")
     w.add_argument("--out", required=True, help="a new run folder")
     w.add_argument("--weights", choices=("best", "last"), default="best",
