@@ -659,6 +659,7 @@ def test_interval_means_and_beat_features_follow_their_definition():
     change = 0.5 * np.abs(np.diff(cm, axis=0)).sum(axis=1)
     np.testing.assert_allclose(f[1:, 3], change)
     assert f[0, 3] == pytest.approx(change.mean())  # the first beat has no interval before it
+    np.testing.assert_array_equal(an.beat_features(beats, act, chord, pcs, chord_means=cm), f)  # the caller's means
     np.testing.assert_allclose(f[:, 5], np.log(an.interval_means(act[:, 1], beats)[:, 0] + 1e-3))
     with pytest.raises(ParameterError, match=r"beats must be a \[frames, 2\]"):
         an.beat_features(beats, act[:, 0], chord, pcs)

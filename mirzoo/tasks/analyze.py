@@ -728,7 +728,7 @@ def _changes(means: np.ndarray) -> np.ndarray:
 
 
 def beat_features(beat_frames: np.ndarray, beats: np.ndarray, chord: np.ndarray,
-                  pitch_classes: np.ndarray) -> np.ndarray:
+                  pitch_classes: np.ndarray, chord_means: Optional[np.ndarray] = None) -> np.ndarray:
     """``[beats, len(BEAT_FEATURES)]``: what a ``downbeat_model`` reads at each tracked beat.
 
     ``beats`` is the ``[T, 2]`` (beat, downbeat) activation; ``chord`` and ``pitch_classes`` the frame
@@ -736,7 +736,8 @@ def beat_features(beat_frames: np.ndarray, beats: np.ndarray, chord: np.ndarray,
     the beat (maxima over its frame and the two neighbours, as :func:`downbeat_evidence`), the log of their
     evidence ratio (floor 0.05), how far the chord and the pitch-class distributions of the beat interval
     (to the next beat) moved from the previous interval's (total variation), and the log mean downbeat
-    activation over the interval.
+    activation over the interval.  ``chord_means``: :func:`interval_means` of ``chord`` at these beats, when
+    the caller already has it (computed here otherwise).
     """
     beat_frames = np.asarray(beat_frames, dtype=np.int64)
     act = np.asarray(beats, dtype=np.float64)
@@ -748,7 +749,7 @@ def beat_features(beat_frames: np.ndarray, beats: np.ndarray, chord: np.ndarray,
         np.log(down + 1e-3),
         np.log(beat + 1e-3),
         np.log(down / (beat + 0.05) + 1e-3),
-        _changes(interval_means(chord, beat_frames)),
+        _changes(interval_means(chord, beat_frames) if chord_means is None else chord_means),
         _changes(interval_means(pitch_classes, beat_frames)),
         np.log(interval_means(act[:, 1], beat_frames)[:, 0] + 1e-3),
     ]
@@ -811,9 +812,10 @@ def clip_bar_candidates(beat_frames: np.ndarray, frames: Mapping[str, np.ndarray
     """:func:`bar_candidates` of one clip's frame outputs (``beats``, ``chord``, ``meter``, ``pitch_classes``)
     at its tracked beats: what :func:`choose_bars` scores and ``fit-downbeats`` fits on, built one way for both."""
     beat_frames = np.asarray(beat_frames, dtype=np.int64)
-    feats = beat_features(beat_frames, frames["beats"], frames["chord"], frames["pitch_classes"])
+    chord_means = interval_means(frames["chord"], beat_frames)  # read twice: chord changes, and the bars' spread
+    feats = beat_features(beat_frames, frames["beats"], frames["chord"], frames["pitch_classes"], chord_means)
     meter_mean = _frames(frames["meter"], len(meter_labels), "frames['meter']").mean(axis=0)
-    return bar_candidates(feats, interval_means(frames["chord"], beat_frames), meter_mean, meter_labels, bar_lengths)
+    return bar_candidates(feats, chord_means, meter_mean, meter_labels, bar_lengths)
 
 
 def bar_candidate_scores(x: np.ndarray, record: Mapping[str, Any]) -> np.ndarray:
