@@ -825,7 +825,7 @@ def test_interpolate_mixes_a_fine_tune_with_its_initial_weights(tmp_path):
         np.testing.assert_allclose(c, 0.5 * a + 0.5 * b, rtol=1e-5, atol=1e-6)
     last = json.loads((tmp_path / "mixed-last" / "state.json").read_text())
     assert last["history"][-1]["interpolation"]["run_weights"] == "last"
-    assert last["best_source"] == f"interpolation: 0.5 x (last epoch ({state['epoch']}) of run) + 0.5 x initial weights"
+    assert last["best_source"] == f"interpolation: 0.5 x (last epoch {state['epoch'] - 1} of run) + 0.5 x initial weights"
 
 
 def test_the_shipped_command_names_the_config_file_a_run_was_trained_with():

@@ -1587,7 +1587,7 @@ def interpolate(args) -> None:
     vocab = state["vocabulary"]
     extra = run_added_heads(state["model_config"], entry)
     full, model, config = build_training_model(entry, len(vocab), add_heads=extra)
-    which = args.weights
+    which = args.weights  # argparse's choices: best or last
     full.load_weights(run / f"{which}.weights.h5")
     start, _, _ = build_training_model(entry, len(vocab), add_heads=extra)
     fresh = set(load_initial_weights(start, Path(state["init"]["weights"]), entry, len(vocab)))
@@ -1602,7 +1602,7 @@ def interpolate(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     save_weights_atomic(full, out / "best.weights.h5")
     if which == "last":
-        source = f"last epoch ({state['epoch']})"
+        source = f"last epoch {state['epoch'] - 1}"  # epochs count from 0, as ship --weights last names them
     else:
         source = state["best_source"] if state.get("best_source") != "epoch" else f"epoch {state['best_epoch']}"
     record = {"epoch": len(state["history"]), "score": validation_score(metrics), **metrics,
@@ -1637,18 +1637,16 @@ def ship(args) -> None:
 
     run = Path(args.run)
     state = json.loads((run / "state.json").read_text())
-    which = getattr(args, "weights", "best")
+    which = args.weights  # argparse's choices: best or last
     if which == "last":
         # the end of the run (of an annealed schedule, say) when a measure beyond the crops' score chose it
         if state["epoch"] < 1:
             raise SystemExit(f"{run}: the run has no trained epoch; nothing to ship")
         source, chosen, weights_file = f"last epoch {state['epoch'] - 1}", state["epoch"] - 1, run / "last.weights.h5"
-    elif which == "best":
+    else:
         source, chosen, weights_file = state.get("best_source", "epoch"), state["best_epoch"], run / "best.weights.h5"
         if source == "init" or chosen < 0:
             raise SystemExit(f"{run}: no epoch scored above the run's initial weights on the validation crops; nothing to ship")
-    else:
-        raise SystemExit(f"--weights {which!r}: expected 'best' (the epoch the validation crops chose) or 'last'")
     root = Path(args.root) if getattr(args, "root", "") else Path(__file__).resolve().parent.parent
     manifest_paths = [root / "weights_manifest.json", root / "mirzoo" / "weights_manifest.json"]
     manifest = json.loads(manifest_paths[0].read_text())
