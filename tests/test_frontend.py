@@ -99,11 +99,9 @@ def test_full_rate_cqt_skips_only_zero_kernel_rows(n_bins, bins_per_octave, filt
     one convolution with the full-length kernel (the same sums without the zero products)."""
     from keras import ops
 
-    from mirzoo.nn.frontend import SpectralFrontend
-
     layer = ConstantQ(sample_rate=SR, hop_length=320, n_bins=n_bins, bins_per_octave=bins_per_octave,
                       filter_scale=filter_scale, compression=None)
-    full = layer._conv_kernel[:, 0, :]
+    full = layer.full_kernel()[:, 0, :]
     covered = np.zeros(full.shape, bool)
     for (offset, kernel, width), lo in zip(layer._trimmed, range(0, n_bins, bins_per_octave)):
         cols = np.r_[lo : lo + width, n_bins + lo : n_bins + lo + width]
@@ -116,10 +114,41 @@ def test_full_rate_cqt_skips_only_zero_kernel_rows(n_bins, bins_per_octave, filt
     y = tone_mix(4.0, seed=9)[None]
     pad = layer.kernel_length // 2
     x = ops.pad(ops.expand_dims(ops.convert_to_tensor(y), -1), [[0, 0], [pad, layer.kernel_length - pad], [0, 0]])
-    want = np.asarray(SpectralFrontend._frames(layer, x))
+    want = np.asarray(ops.conv(x, ops.convert_to_tensor(layer.full_kernel()), strides=layer.hop_length, padding="valid"))
     got = np.asarray(layer._frames(x))
     assert got.shape == want.shape
     assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+
+
+def _held_arrays(obj) -> int:
+    """Bytes of the numpy arrays an object's attributes hold (through lists, tuples and dicts)."""
+    def size(v):
+        if isinstance(v, np.ndarray):
+            return v.nbytes
+        if isinstance(v, (list, tuple)):
+            return sum(size(x) for x in v)
+        if isinstance(v, dict):
+            return sum(size(x) for x in v.values())
+        return 0
+    return sum(size(v) for v in vars(obj).values())
+
+
+@pytest.mark.parametrize("octave_kernels", [False, True])
+def test_cqt_keeps_only_the_kernels_it_convolves_with(octave_kernels):
+    """The full-rate kernel is the source of the per-octave ones, not kept beside them (tcn-music's
+    front-end held 72 MB of it), and its length still sets the padding and framing."""
+    from mirzoo.nn import filters
+
+    kw = dict(sample_rate=SR, hop_length=320, fmin=55.0, n_bins=216, bins_per_octave=36)
+    layer = ConstantQ(octave_kernels=octave_kernels, compression=None, **kw)
+    freqs = 55.0 * 2.0 ** (np.arange(216) / 36)
+    bank, _ = filters.wavelet(freqs, sr=SR, norm=1)
+    assert layer.kernel_length == bank.shape[1]
+    full = layer.full_kernel()
+    assert full.shape == (bank.shape[1], 1, 2 * 216) and layer.n_bins == 216
+    assert _held_arrays(layer) < 0.5 * full.nbytes  # the trimmed octaves: ~1/3 of it; before: 3x
+    y = layer(tone_mix(3.0, seed=4)[None])
+    assert tuple(y.shape) == (1, layer.n_frames(3 * SR), 216)
 
 
 @pytest.mark.parametrize("length, stride, start, channels",

@@ -492,6 +492,14 @@ class ConstantQ(SpectralFrontend):
         kwargs.setdefault("pad_mode", "constant")
         super().__init__(**kwargs)
         self._trimmed = [] if self._groups else self._support_groups()
+        # From here on the per-octave kernels are all `_frames` convolves with.  The full-rate
+        # kernel (tcn-music: ~25 000 taps x 432 columns, 43 MB in float32, and twice that in
+        # the float64 real and imaginary parts it came from) was only the source of the trimmed
+        # ones: keep the bin count of the real part, drop the arrays (`full_kernel()` rebuilds it).
+        n_bins = int(self._real.shape[1])
+        self._real = np.zeros((0, n_bins))
+        self._imag = np.zeros((0, n_bins))
+        self._conv_kernel = None
         # How the strided one-channel convolutions run (the same sums either way): on TensorFlow
         # over blocks of `stride` samples (`blocked_kernel`), which oneDNN runs as a dense
         # convolution with `stride` input channels: `dense-frame` 2.0x and `tcn-music` 1.45x
@@ -534,18 +542,14 @@ class ConstantQ(SpectralFrontend):
                 f"the top CQT bin ({freqs[-1]:.1f} Hz, from fmin={self.fmin}, n_bins={self.n_cq_bins}, "
                 f"bins_per_octave={self.bins_per_octave}) must be below Nyquist ({self.sample_rate / 2} Hz)"
             )
-        bank, lengths = filters.wavelet(
-            freqs, sr=self.sample_rate, filter_scale=self.filter_scale, norm=1, dtype=np.complex128
-        )
-        length = bank.shape[1]
-        # keras' conv is a cross-correlation, which is what the CQT inner product is; for a real
-        # input only the magnitude is kept, so conjugation does not matter.  librosa.cqt scales its
-        # L1-normalised filters by their length and then (scale=True) divides by the square root
-        # of the length: sqrt(length) in all.
-        scale = np.sqrt(lengths)[None, :]
-        kernel = bank.T  # (length, n_bins)
-        real = np.real(kernel) * scale
-        imag = np.imag(kernel) * scale
+        if self.octave_kernels:
+            # the full-rate bank is never convolved with: only its common length (the padding
+            # and framing of `call`) is needed, which is what `filters.wavelet` would make it
+            lengths = filters.wavelet_lengths(freqs, sr=self.sample_rate, filter_scale=self.filter_scale)
+            length = int(math.ceil(float(np.max(lengths))))
+            real = imag = np.zeros((0, self.n_cq_bins))
+        else:
+            real, imag, length = self._full_rate(freqs)
         # octave_kernels: one convolution per octave of bins, each run on the signal decimated
         # by the largest power of two that still carries the octave (a centred low-pass FIR
         # applied with that stride), with the octave's own filters at the lower rate.  Filter
@@ -578,6 +582,27 @@ class ConstantQ(SpectralFrontend):
                 self._groups.append((factor, lowpass, kernel, hi - lo))
         return real, imag, None, length
 
+    def _full_rate(self, freqs):
+        """``(real, imag, length)``: the full-rate kernels ``[length, n_bins]`` (float64)."""
+        bank, lengths = filters.wavelet(
+            freqs, sr=self.sample_rate, filter_scale=self.filter_scale, norm=1, dtype=np.complex128
+        )
+        # keras' conv is a cross-correlation, which is what the CQT inner product is; for a real
+        # input only the magnitude is kept, so conjugation does not matter.  librosa.cqt scales its
+        # L1-normalised filters by their length and then (scale=True) divides by the square root
+        # of the length: sqrt(length) in all.
+        scale = np.sqrt(lengths)[None, :]
+        kernel = bank.T  # (length, n_bins)
+        return np.real(kernel) * scale, np.imag(kernel) * scale, bank.shape[1]
+
+    def full_kernel(self) -> np.ndarray:
+        """The one-convolution kernel ``(length, 1, 2 * n_bins)`` float32 (real then imaginary
+        columns) whose framed inner products the per-octave convolutions compute; rebuilt on
+        each call (the layer does not keep it).  A reference for tests and experiments."""
+        freqs = self.fmin * 2.0 ** (np.arange(self.n_cq_bins) / self.bins_per_octave)
+        real, imag, _ = self._full_rate(freqs)
+        return np.concatenate([real, imag], axis=1)[:, None, :].astype(np.float32)
+
     def _support_groups(self):
         """Full rate (``octave_kernels=False``): per octave of bins, ``(offset, kernel, width)``:
         ``kernel`` ``(rows, 1, 2 * width)`` holds the real then imaginary columns of the octave's
@@ -603,9 +628,7 @@ class ConstantQ(SpectralFrontend):
 
     def _frames(self, x):
         n_frames = (ops.shape(x)[1] - self.kernel_length) // self.hop_length + 1
-        if not self._groups:
-            if not self._trimmed:
-                return self._strided("full", x, self._conv_kernel, self.hop_length, n_frames)
+        if not self._groups:  # full rate: one convolution per octave over its kernels' support
             reals, imags = [], []
             for i, (offset, kernel, width) in enumerate(self._trimmed):
                 y = self._strided(("trimmed", i), x, kernel, self.hop_length, n_frames, start=offset)
