@@ -196,3 +196,47 @@ def test_jax_zoo_outputs_equal_with_matmul_convs():
         assert r["in_loaded_model"] == [], name  # the loaded model is not changed
         for key, error in r["errors"].items():
             assert error <= 1e-5, (name, key, error)
+
+
+def test_temporal_conv_on_the_swapped_map_equals_conv2d():
+    """TemporalConv2D over the (batch, freq, time, ch) map gives Conv2D (length, 1)'s output on the
+    (batch, time, freq, ch) map, swapped, with a kernel of the same shape and name (so seeded
+    weights and their sha256 do not change); FrequencyMax(axis=1) reads the swapped output."""
+    from mirzoo.nn.base import FrequencyMax, TemporalConv2D
+
+    x = np.random.default_rng(3).standard_normal((3, 40, 12, 1)).astype(np.float32)
+    for length in (16, 7, 1):
+        conv = keras.layers.Conv2D(4, (length, 1), padding="same", activation="elu", name="t")
+        temporal = TemporalConv2D(4, (length, 1), padding="same", activation="elu", name="t")
+        want = np.asarray(conv(x))
+        temporal.build((None, 12, 40, 1))
+        assert tuple(temporal.kernel.shape) == tuple(conv.kernel.shape) == (length, 1, 1, 4)
+        assert temporal.kernel.path == conv.kernel.path
+        temporal.set_weights(conv.get_weights())
+        got = np.asarray(temporal(np.transpose(x, (0, 2, 1, 3))))
+        np.testing.assert_allclose(np.transpose(got, (0, 2, 1, 3)), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+        pooled = np.asarray(FrequencyMax(axis=1)(got))
+        np.testing.assert_allclose(pooled, np.asarray(FrequencyMax()(want)), rtol=1e-5, atol=1e-6)
+    restored = FrequencyMax.from_config(FrequencyMax(axis=1, name="f").get_config())
+    assert restored.axis == 1 and restored.compute_output_shape((None, 12, 40, 4)) == (None, 40, 4)
+    with pytest.raises(ParameterError, match="axis=3"):
+        FrequencyMax(axis=3)
+    with pytest.raises(ParameterError, match=r"kernel_size=\(3, 3\)"):
+        TemporalConv2D(4, (3, 3), padding="same")
+    with pytest.raises(ParameterError, match="padding='valid'"):
+        TemporalConv2D(4, (5, 1), padding="valid")
+
+
+def test_banded_plan_reads_temporal_conv_along_the_swapped_axis():
+    from mirzoo.nn.base import TemporalConv2D
+
+    inputs = keras.Input((12, 40, 1))  # swapped: 12 bands, 40 frames
+    model = keras.Model(inputs, TemporalConv2D(3, (16, 1), padding="same", activation="elu", name="t")(inputs))
+    rng = np.random.default_rng(9)
+    model.set_weights([rng.standard_normal(w.shape).astype(np.float32) for w in model.get_weights()])
+    assert matmul_plan(model.get_layer("t"), (None, 12, 40, 1)) == {"form": "banded", "axis": 2, "axis_length": 40}
+    copy = convs_as_matmul(model)
+    assert isinstance(copy.get_layer("t"), MatmulConv2D)
+    x = rng.standard_normal((2, 12, 40, 1)).astype(np.float32)
+    want = np.asarray(model.predict_on_batch(x))
+    assert np.abs(np.asarray(copy.predict_on_batch(x)) - want).max() <= 1e-5 * np.abs(want).max()

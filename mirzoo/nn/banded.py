@@ -20,7 +20,7 @@ run at ~2 GFLOP/s there, while a float32 matmul reaches 100-200 GFLOP/s on the s
 Which convolutions are replaced, and how, is a fixed rule (:func:`matmul_plan`), chosen from
 per-layer timings on the JAX backend (benchmarks/README.md), never by timing at load:
 
-* only ``Conv2D`` layers with ``channels_last`` data, one input channel, one group, strides 1 and
+* only ``Conv2D`` (or :class:`~mirzoo.nn.base.TemporalConv2D`) layers with ``channels_last`` data, one input channel, one group, strides 1 and
   dilation 1, ``'same'`` or ``'valid'`` padding (every other convolution is kept as it is: the
   multi-channel 3x3 convolutions, the ``Conv1D`` layers of ``dense-frame`` and ``tcn-music``);
 * the kernel is a one-dimensional filter (one tap along one axis, ``k >= 2`` along the other,
@@ -54,6 +54,7 @@ import keras
 import numpy as np
 
 from mirzoo.errors import ParameterError
+from mirzoo.nn.base import TemporalConv2D
 from mirzoo.nn.fold import single_input
 
 __all__ = ["MatmulConv2D", "convs_as_matmul", "matmul_plan", "BAND_MAX_OVERHEAD", "banded_matrix"]
@@ -208,13 +209,13 @@ class MatmulConv2D(keras.layers.Layer):
 def matmul_plan(conv, input_shape) -> Optional[dict]:
     """How :func:`convs_as_matmul` replaces ``conv`` (input ``(batch, rows, cols, channels)``):
     ``{"form": "banded", "axis": 1 | 2, "axis_length": n}``, or ``None`` to keep it.  The rule is the module docstring's."""
-    if type(conv) is not keras.layers.Conv2D or conv.data_format != "channels_last":
+    if type(conv) not in (keras.layers.Conv2D, TemporalConv2D) or conv.data_format != "channels_last":
         return None
     if conv.groups != 1 or tuple(conv.strides) != (1, 1) or tuple(conv.dilation_rate) != (1, 1):
         return None
     if conv.padding not in ("same", "valid") or len(input_shape) != 4 or input_shape[-1] != 1:
         return None
-    kh, kw = conv.kernel_size
+    kh, kw = conv.applied_kernel_size if isinstance(conv, TemporalConv2D) else conv.kernel_size
     if (kh == 1) == (kw == 1):
         return None  # a 2D kernel, or a single tap
     axis, k = (1, kh) if kw == 1 else (2, kw)
@@ -246,7 +247,8 @@ def convs_as_matmul(model: keras.Model) -> keras.Model:
         if plan is None:
             return layer
         # from the attributes, not get_config(): see mirzoo.nn.fold (it would import TensorFlow)
-        new = MatmulConv2D(layer.filters, layer.kernel_size, padding=layer.padding, activation=layer.activation,
+        size = layer.applied_kernel_size if isinstance(layer, TemporalConv2D) else layer.kernel_size
+        new = MatmulConv2D(layer.filters, size, padding=layer.padding, activation=layer.activation,
                            name=layer.name, dtype=layer.dtype_policy, **plan)
         built[layer.name] = new
         return new
@@ -254,7 +256,7 @@ def convs_as_matmul(model: keras.Model) -> keras.Model:
     copy = keras.models.clone_model(model, clone_function=clone)
     for name, new in built.items():
         old = model.get_layer(name)
-        kernel = keras.ops.convert_to_numpy(old.kernel)
+        kernel = keras.ops.convert_to_numpy(old.kernel).reshape(tuple(new.kernel_size) + (1, new.filters))
         bias = keras.ops.convert_to_numpy(old.bias) if old.use_bias else None
         new.set_kernel(kernel, bias)
     return copy

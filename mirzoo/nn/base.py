@@ -23,6 +23,7 @@ __all__ = [
     "FAMILIES",
     "conv_block",
     "FrequencyMax",
+    "TemporalConv2D",
     "global_pool",
     "seeded_weights",
     "apply_seeded_weights",
@@ -90,13 +91,61 @@ def global_pool(x, *, name: str, mode: str = "mean"):
 
 @keras.saving.register_keras_serializable(package="mirzoo")
 class FrequencyMax(keras.layers.Layer):
-    """Max over the frequency axis: (batch, time, freq, channels) -> (batch, time, channels)."""
+    """Max over the frequency axis: (batch, time, freq, channels) -> (batch, time, channels);
+    with ``axis=1``, of a swapped map: (batch, freq, time, channels) -> (batch, time, channels)."""
+
+    def __init__(self, axis: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        if axis not in (1, 2):
+            raise ParameterError(f"FrequencyMax axis={axis!r} must be 1 (a swapped map) or 2")
+        self.axis = int(axis)
 
     def call(self, inputs):
-        return keras.ops.max(inputs, axis=2)
+        return keras.ops.max(inputs, axis=self.axis)
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], input_shape[1], input_shape[3])
+        return (input_shape[0], input_shape[3 - self.axis], input_shape[3])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(axis=self.axis)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="mirzoo")
+class TemporalConv2D(keras.layers.Conv2D):
+    """``(length, 1)`` filters along time, applied to the *swapped* map (batch, freq, time, channels).
+
+    The weights are those of ``Conv2D(filters, (length, 1))`` on a (batch, time, freq, channels)
+    map (same kernel shape, name and seeded values); the layer convolves the map with time and
+    frequency swapped, its kernel seen as ``(1, length)``, and returns the swapped output.  The
+    swap is done once for all the temporal filters of a model, and what follows (a max over
+    frequency) reads the swapped output directly.  Why: TensorFlow's oneDNN primitive for a
+    ``(128, 1)`` kernel over a 188 x 96 map held ~270 MB after its first call, for a ``(1, 128)``
+    kernel over the swapped map ~35 MB, at the same speed (benchmarks/README.md, session 22).
+
+    Only ``'same'`` padding, stride 1 and dilation 1 (what the output shape logic assumes).
+    """
+
+    def __init__(self, filters, kernel_size, **kwargs):
+        super().__init__(filters, kernel_size, **kwargs)
+        if (self.padding != "same" or tuple(self.strides) != (1, 1) or tuple(self.dilation_rate) != (1, 1)
+                or self.kernel_size[1] != 1 or self.data_format != "channels_last" or self.groups != 1):
+            raise ParameterError(
+                f"TemporalConv2D takes a (length, 1) kernel with padding='same', stride 1, dilation 1, "
+                f"one group and channels_last data; got kernel_size={self.kernel_size}, padding={self.padding!r}, "
+                f"strides={self.strides}, dilation_rate={self.dilation_rate}, groups={self.groups}, "
+                f"data_format={self.data_format!r}"
+            )
+
+    @property
+    def applied_kernel_size(self) -> tuple[int, int]:
+        """The kernel as it runs over the swapped map: ``(1, length)``."""
+        return (1, int(self.kernel_size[0]))
+
+    def convolution_op(self, inputs, kernel):
+        kernel = keras.ops.reshape(kernel, self.applied_kernel_size + tuple(kernel.shape[2:]))
+        return keras.ops.conv(inputs, kernel, strides=1, padding="same")
 
 
 # -- deterministic weights -------------------------------------------------------------------
