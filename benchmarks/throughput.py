@@ -22,7 +22,12 @@ For each model it measures
    subprocess per model, which reports its own ``VmHWM`` (peak resident set).  Models
    too slow for the time budget run a 20-minute file instead and the 1-hour figure is
    extrapolated linearly from the growth over the post-warm-up baseline (marked
-   ``extrapolated``).
+   ``extrapolated``).  TensorFlow's import pulls in whatever optional packages are installed
+   (jax, pandas, matplotlib, IPython: ~210 MB of RSS on a 2.21 install), so ``--core-venv``
+   runs these children in a virtual environment holding only mirzoo's required dependencies
+   (built once with ``pip install`` of this checkout under ``/tmp/mirzoo-bench``; the children
+   import this checkout's code): what a user who installs mirzoo alone holds.
+   ``--memory-python`` names another interpreter for them.
 3. **Compute efficiency**: the model's FLOPs are counted analytically from its Keras
    layers (convolutions, dense layers, GRUs and the front-end's strided-convolution
    kernel and filterbank projection; elementwise work such as batch norm, activations,
@@ -50,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import json
 import math
 import os
@@ -79,6 +85,8 @@ MATMUL_TARGET = {"tensorflow": 0.8, "jax": 0.6}
 # models whose 1-hour figure is always measured for real, whatever the budget
 ALWAYS_FULL_HOUR = ("cnn-tagging", "dense-frame")
 _CHILD_MARK = "MIRZOO_BENCH_RESULT "
+#: optional packages TensorFlow or Keras import when they are installed (the children report which are)
+OPTIONAL_IMPORTS = ("jax", "pandas", "matplotlib", "IPython", "pyarrow")
 
 
 # -- synthetic audio -----------------------------------------------------------------------------
@@ -569,6 +577,7 @@ def child_main(name: str, path: str, hop: str = "") -> None:
     import mirzoo
     from mirzoo.audio import load_audio
 
+    optional = [n for n in OPTIONAL_IMPORTS if importlib.util.find_spec(n) is not None]
     m = mirzoo.load(name, precision=os.environ.get(PRECISION_ENV) or None)
     hop = float(hop) if hop and m.spec.is_clip else None
     m.extract(synth(CLIP_SECONDS, seed=3), sr=SR, hop=hop)
@@ -595,14 +604,46 @@ def child_main(name: str, path: str, hop: str = "") -> None:
                 "extract_s": round(seconds, 2),
                 "decode_s": round(decode, 2),
                 "duration_s": duration,
+                "python": sys.executable,
+                "optional_installed": optional,
             }
         ),
         flush=True,
     )
 
 
-def run_child(name: str, path: Path, timeout: float, hop=None) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--_child", name, str(path), "" if hop is None else str(hop)]
+def core_venv(path: Path) -> Path:
+    """The python of a virtual environment at ``path`` holding mirzoo's required dependencies only
+    (``pip install`` of this checkout, no extras), built once and reused while pyproject.toml's
+    dependencies are unchanged.  Raises ``RuntimeError`` with pip's message if the build fails."""
+    import hashlib
+    import shutil
+
+    python = path / "bin" / "python"
+    stamp = path / "mirzoo-deps.sha256"
+    want = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()
+    if python.exists() and stamp.exists() and stamp.read_text().strip() == want:
+        return python
+    if path.exists():
+        shutil.rmtree(path)
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    steps = [[sys.executable, "-m", "venv", str(tmp)],
+             [str(tmp / "bin" / "python"), "-m", "pip", "install", "-q", str(REPO)]]
+    for cmd in steps:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode:
+            raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.strip()[-800:]}")
+    (tmp / "mirzoo-deps.sha256").write_text(want + "\n")
+    # only bin/python is used, which finds the venv's site-packages from the pyvenv.cfg beside it,
+    # so the renamed venv works (its console scripts would still name the .tmp path)
+    tmp.rename(path)
+    return python
+
+
+def run_child(name: str, path: Path, timeout: float, hop=None, python: str = sys.executable) -> dict:
+    cmd = [python, str(Path(__file__).resolve()), "--_child", name, str(path), "" if hop is None else str(hop)]
     try:
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -613,7 +654,7 @@ def run_child(name: str, path: Path, timeout: float, hop=None) -> dict:
     return {"error": f"exit {proc.returncode}: {proc.stderr.strip()[-500:]}"}
 
 
-def bench_memory(name: str, b16_rate: float, quick: bool, budget_s: float, hop=None) -> dict:
+def bench_memory(name: str, b16_rate: float, quick: bool, budget_s: float, hop=None, python: str = sys.executable) -> dict:
     """Peak RSS for 1 hour of audio (or 5 min with --quick; 20 min + extrapolation if too slow)."""
     if quick:
         minutes, target = 5, 5
@@ -622,7 +663,7 @@ def bench_memory(name: str, b16_rate: float, quick: bool, budget_s: float, hop=N
         expected = 3600.0 / max(b16_rate, 1e-9)
         minutes = 60 if (name in ALWAYS_FULL_HOUR or expected <= budget_s) else 20
     path = long_file(minutes)
-    res = run_child(name, path, timeout=max(600.0, 3 * minutes * 60 / max(b16_rate, 1e-9)), hop=hop)
+    res = run_child(name, path, timeout=max(600.0, 3 * minutes * 60 / max(b16_rate, 1e-9)), hop=hop, python=python)
     out = {"file_minutes": minutes, "target_minutes": target}
     if "error" in res:
         out["error"] = res["error"]
@@ -732,6 +773,10 @@ def main(argv=None) -> int:
                    help="mirzoo.load(..., precision=...) for every model (bfloat16: CPUs with AMX/AVX512-BF16)")
     p.add_argument("--folder", action="store_true",
                    help="also time 200 ten-second FLAC files end to end against model-only throughput")
+    p.add_argument("--core-venv", action="store_true",
+                   help="run the long-file children in a venv with mirzoo's required dependencies only "
+                   "(built once under the bench cache: needs the package index)")
+    p.add_argument("--memory-python", default=None, help="interpreter for the long-file children (default: this one)")
     p.add_argument("--_child", nargs=3, metavar=("MODEL", "PATH", "HOP"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
@@ -752,6 +797,14 @@ def main(argv=None) -> int:
     if args.precision:
         os.environ[PRECISION_ENV] = args.precision  # read by every load, here and in the long-file children
     tag = env_tag(env, args.hop, args.batch, args.mixed_precision, args.precision)
+    if args.core_venv and args.memory_python:
+        p.error("--core-venv and --memory-python: choose one")
+    memory_python = args.memory_python or sys.executable
+    if args.core_venv and not args.no_memory:
+        print("== building or reusing the core-dependencies venv for the long-file children ...", flush=True)
+        memory_python = str(core_venv(CACHE_DIR / "core-venv"))
+        tag += "-corevenv"
+    env["memory_python"] = memory_python
     repeats = args.repeats or (3 if args.quick else 5)
     models = args.models or mirzoo.list_models()
     unknown = [n for n in models if n not in mirzoo.list_models()]
@@ -796,7 +849,8 @@ def main(argv=None) -> int:
         print(f"\n== peak RSS on a long file (one subprocess per model; target < {RSS_TARGET_MB:.0f} MB)", flush=True)
         for row in rows:
             t0 = time.perf_counter()
-            mem = bench_memory(row["model"], row["b16_audio_per_s"], args.quick, args.memory_budget, args.hop)
+            mem = bench_memory(row["model"], row["b16_audio_per_s"], args.quick, args.memory_budget, args.hop,
+                               python=memory_python)
             row["memory"] = mem
             if "error" in mem:
                 print(f"  {row['model']:20s} ERROR {mem['error']}", flush=True)
@@ -807,7 +861,8 @@ def main(argv=None) -> int:
                 f"(baseline {mem['baseline_rss_mb']:.0f} MB, returned embeddings {mem.get('output_mb', 0):.0f} MB), "
                 f"{mem['long_audio_per_s']:.1f}x realtime, "
                 f"decode {mem['decode_s']:.1f} s -> {mem['target_minutes']} min: "
-                f"{mem['peak_rss_target_mb']:.0f} MB{extra}  [{time.perf_counter() - t0:.0f} s]",
+                f"{mem['peak_rss_target_mb']:.0f} MB{extra}  [{time.perf_counter() - t0:.0f} s]"
+                f"{'' if not mem.get('optional_installed') else '  (installed: ' + ', '.join(mem['optional_installed']) + ')'}",
                 flush=True,
             )
 
