@@ -18,8 +18,9 @@ def test_memory_child_reports_peak_and_its_interpreter(tmp_path):
     sf.write(str(path), (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000)
     res = tp.run_child("random-cnn", path, timeout=300, python=sys.executable)
     assert "error" not in res, res
-    assert res["peak_rss_mb"] >= res["end_rss_mb"] > 100  # a process that imported TensorFlow
-    assert res["peak_rss_mb"] >= res["baseline_rss_mb"]
+    # the peak is read just before the end RSS, which may have grown a page since
+    assert res["peak_rss_mb"] >= res["baseline_rss_mb"] > 100  # a process that imported TensorFlow
+    assert res["end_rss_mb"] > 100
     assert res["duration_s"] == pytest.approx(12.0)
     assert res["python"] == sys.executable
     assert set(res["optional_installed"]) <= set(tp.OPTIONAL_IMPORTS)
