@@ -439,6 +439,51 @@ def test_anchor_and_frozen_batchnorm_keep_the_probed_layers_near_the_initial_wei
                       str(tmp_path / "noinit"), "--max-minutes", "5"])
 
 
+def test_anchor_of_one_channel_holds_its_activation_curve(tmp_path):
+    """``"beats:0"`` anchors the beat channel alone: the training model outputs its curve over the
+    crop's frames, a short fine-tune keeps that curve nearer the shipped one than the same run
+    without the anchor, and a channel past the head's width or not a number is refused."""
+    import json
+
+    from mirzoo.zoo.manifest import get_entry
+    from training import musical
+
+    entry = get_entry("tcn-music")
+    assert musical.split_anchor("beats:0") == ("beats", 0) and musical.split_anchor("key") == ("key", None)
+    assert musical.anchor_key("beats:0") == "anchor_beats_0" and musical.anchor_key("key") == "anchor_key"
+    assert musical.anchor_settings({"anchor": {"layers": ["key", "beats:0"], "weight": 2}}, entry) == (("key", "beats:0"), 2.0)
+    for bad in ("beats:2", "beats:x", "beats:", "tcn9:0"):
+        if bad == "beats:":  # an empty channel is the whole layer
+            assert musical.anchor_settings({"anchor": {"layers": [bad]}}, entry) == ((bad,), 1.0)
+            continue
+        with pytest.raises(SystemExit, match="or 'layer:channel' with a channel below the layer's width"):
+            musical.anchor_settings({"anchor": {"layers": [bad]}}, entry)
+    n_tags = len(entry["head"]["labels"])
+    shipped, shipped_in, _ = musical.build_training_model(entry, n_tags, ("beats:0",))
+    shipped.load_weights(musical.init_weights_path("shipped", entry))
+    x = np.random.default_rng(6).normal(-40, 10, (2, 200, 216)).astype(np.float32)
+    ref = shipped_in.predict_on_batch(x)
+    assert ref["anchor_beats_0"].shape == (2, 200)
+    np.testing.assert_allclose(ref["anchor_beats_0"], np.asarray(ref["beats"])[..., 0], rtol=1e-6)
+
+    cache = _fake_cache(tmp_path / "cache")
+    cfg = json.loads((Path(__file__).resolve().parents[1] / "training" / "configs" / "tcn-music-finetune.json").read_text())
+    cfg.update(crop_seconds=2.0, batch_size=2, steps_per_epoch=30, epochs=1, valid_crops=2, min_tag_count=1,
+               learning_rate=3e-3, loss_weights={"beats": 20.0})
+    drift = {}
+    for name, extra in (("plain", {}), ("anchored", {"anchor": {"layers": ["beats:0"], "weight": 50.0}})):
+        (tmp_path / f"{name}.json").write_text(json.dumps(dict(cfg, **extra)))
+        run = tmp_path / name
+        assert musical.main(["train", "--cache", str(cache), "--config", str(tmp_path / f"{name}.json"), "--out",
+                             str(run), "--init", "shipped", "--max-minutes", "5"]) == 0
+        full, model, _ = musical.build_training_model(entry, n_tags, ("beats:0",))
+        full.load_weights(run / "last.weights.h5")
+        a = np.asarray(model.predict_on_batch(x)["anchor_beats_0"], np.float64)
+        b = np.asarray(ref["anchor_beats_0"], np.float64)
+        drift[name] = float(np.mean(1 - (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))))
+    assert drift["anchored"] < 0.5 * drift["plain"], drift
+
+
 def test_meter_weights_balance_the_meters_and_keep_a_mean_of_one():
     from training.musical import meter_weights
 

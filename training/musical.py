@@ -30,7 +30,9 @@ Two config keys for fine-tunes that must not cost what the embedding already kno
 of ``benchmarks/musicality.py``): ``anchor`` (``{"layers": [...], "weight": w}``, with ``--init``) holds
 the named ``extract()`` layers, or heads' outputs (``"key"``, ``"chord"``: what the fitted clip key
 reads), frame by frame, near a frozen copy of the initial weights with a cosine loss of total weight
-``w`` (learning without forgetting; Li & Hoiem 2017), while the heads' losses move the rest;
+``w`` (learning without forgetting; Li & Hoiem 2017), while the heads' losses move the rest; a layer
+named ``"head:channel"`` (``"beats:0"``: the beat channel of the beat/downbeat head) anchors that one
+channel, by the cosine over the crop's frames of its activation curve (the other channels stay free);
 ``freeze_batchnorm: true`` keeps every batch norm in inference mode with its initial statistics
 (otherwise the batch statistics of training crops, and the moving statistics they drift, change every
 layer in a way no loss sees).
@@ -661,9 +663,29 @@ def build_training_model(entry: dict, n_tags: int, anchor_layers: tuple = (), ad
     for name in anchor_layers:
         # the extract() layers and heads are outputs of the family; a head is also a loss output, and
         # Keras takes a tensor as one output only, hence the (weightless) identity
-        outputs[f"anchor_{name}"] = keras.layers.Identity(name=f"anchor_{name}")(full.output[name])
+        outputs[anchor_key(name)] = keras.layers.Identity(name=anchor_key(name))(anchor_tensor(full, name))
     model = keras.Model(feats_in, outputs, name="tcn_music_train")
     return full, model, config
+
+
+def split_anchor(name: str) -> tuple:
+    """``(layer, channel or None)`` of an anchor name: ``"key"`` or ``"beats:0"``."""
+    layer, _, channel = name.partition(":")
+    return layer, (int(channel) if channel else None)
+
+
+def anchor_key(name: str) -> str:
+    """The training model's output (and loss) name of an anchored layer or channel."""
+    layer, channel = split_anchor(name)
+    return f"anchor_{layer}" if channel is None else f"anchor_{layer}_{channel}"
+
+
+def anchor_tensor(full, name: str):
+    """What an anchor holds: the layer's output ``(batch, frames, d)``, or one channel of it as the
+    crop's activation curve ``(batch, frames)`` (the cosine loss then compares curves over frames)."""
+    layer, channel = split_anchor(name)
+    out = full.output[layer]
+    return out if channel is None else out[..., channel]
 
 
 def anchor_settings(cfg: dict, entry: dict) -> tuple:
@@ -677,8 +699,20 @@ def anchor_settings(cfg: dict, entry: dict) -> tuple:
     if not isinstance(anchor, dict) or set(anchor) - {"layers", "weight"}:
         raise SystemExit(f"anchor={anchor!r} must be an object with keys layers and weight")
     layers, weight = anchor.get("layers"), anchor.get("weight", 1.0)
-    if not isinstance(layers, list) or not layers or any(n not in names for n in layers):
-        raise SystemExit(f"anchor.layers={layers!r} must be a non-empty list of layers of {MODEL}: {names}")
+
+    def valid(name) -> bool:
+        if not isinstance(name, str):
+            return False
+        layer, _, channel = name.partition(":")
+        if layer not in names:
+            return False
+        if not channel:
+            return True
+        width = entry["layers"][layer]
+        return channel.isdigit() and int(channel) < width
+    if not isinstance(layers, list) or not layers or not all(valid(n) for n in layers):
+        raise SystemExit(f"anchor.layers={layers!r} must be a non-empty list of layers of {MODEL} "
+                         f"(or 'layer:channel' with a channel below the layer's width): {names}")
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0:
         raise SystemExit(f"anchor.weight={weight!r} must be a number > 0")
     return tuple(layers), float(weight)
@@ -797,8 +831,8 @@ def train(args) -> dict:
         meter_labels = next(h["labels"] for h in entry["aux_heads"] if h["output"] == "meter")
         losses["meter"] = meter_bar_length_loss(meter_labels, cfg["meter_bar_length_weight"])
     for name in anchored:  # the anchor weight shared by its layers
-        losses[f"anchor_{name}"] = "cosine_similarity"
-        loss_weights[f"anchor_{name}"] = anchor_weight / len(anchored)
+        losses[anchor_key(name)] = "cosine_similarity"
+        loss_weights[anchor_key(name)] = anchor_weight / len(anchored)
     model.compile(optimizer=keras.optimizers.Adam(float(cfg.get("learning_rate", 1e-3)), clipnorm=1.0),
                   loss=losses, loss_weights=loss_weights)
     hop = entry["config"]["frontend"]["hop_length"]
@@ -848,7 +882,7 @@ def train(args) -> dict:
         init_path = Path(state["init"]["weights"]) if "init" in state else init
         base, _, _ = build_training_model(entry, len(vocab), add_heads=extra_heads)
         load_initial_weights(base, Path(init_path), entry, len(vocab))
-        anchor_model = keras.Model(base.get_layer("input_bn").input, {f"anchor_{n}": base.output[n] for n in anchored})
+        anchor_model = keras.Model(base.get_layer("input_bn").input, {anchor_key(n): anchor_tensor(base, n) for n in anchored})
         log.info("anchored to %s: %s, weight %g", init_path, list(anchored), anchor_weight)
     hours: dict = {}  # what the run trains and validates on, recorded with every checkpoint
     for split, clips in data.items():
