@@ -20,8 +20,9 @@ run at ~2 GFLOP/s there, while a float32 matmul reaches 100-200 GFLOP/s on the s
 Which convolutions are replaced, and how, is a fixed rule (:func:`matmul_plan`), chosen from
 per-layer timings on the JAX backend (benchmarks/README.md), never by timing at load:
 
-* only ``Conv2D`` (or :class:`~mirzoo.nn.base.TemporalConv2D`) layers with ``channels_last`` data, one input channel, one group, strides 1 and
-  dilation 1, ``'same'`` or ``'valid'`` padding (every other convolution is kept as it is: the
+* only ``Conv2D`` layers (and :class:`~mirzoo.nn.base.TemporalConv2D`, by the kernel it applies) with
+  ``channels_last`` data, one input channel, one group, strides 1 and dilation 1, ``'same'`` or ``'valid'``
+  padding (every other convolution is kept as it is: the
   multi-channel 3x3 convolutions, the ``Conv1D`` layers of ``dense-frame`` and ``tcn-music``);
 * the kernel is a one-dimensional filter (one tap along one axis, ``k >= 2`` along the other,
   e.g. the ``(128, 1)`` temporal filters) and the input's length ``n`` along the filter's axis is

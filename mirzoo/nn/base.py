@@ -120,9 +120,10 @@ class TemporalConv2D(keras.layers.Conv2D):
     map (same kernel shape, name and seeded values); the layer convolves the map with time and
     frequency swapped, its kernel seen as ``(1, length)``, and returns the swapped output.  The
     swap is done once for all the temporal filters of a model, and what follows (a max over
-    frequency) reads the swapped output directly.  Why: TensorFlow's oneDNN primitive for a
-    ``(128, 1)`` kernel over a 188 x 96 map held ~270 MB after its first call, for a ``(1, 128)``
-    kernel over the swapped map ~35 MB, at the same speed (benchmarks/README.md, session 22).
+    frequency) reads the swapped output directly.  Why: TensorFlow's oneDNN held ~300 MB after the
+    first call of a ``(128, 1)`` kernel over a 16 x 188 x 96 batch, and the three temporal filters of
+    ``random-cnn-musical`` as ``(1, length)`` kernels over the swapped map ~50 MB together, at the same
+    speed (benchmarks/README.md, session 22).
 
     Only ``'same'`` padding, stride 1 and dilation 1 (what the output shape logic assumes).
     """
