@@ -214,6 +214,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.boot < 100:
         parser.error(f"--boot={args.boot}: expected at least 100 resamples")
+    if args.out is not None and not args.out.endswith(".md"):
+        # the rows go beside it with .json in place of .md (a name without it, such as
+        # '...-py3.11-...', would lose everything after its last dot)
+        parser.error(f"--out={args.out!r}: expected a path ending in .md")
     base, cand = load_report(args.base), load_report(args.candidate)
     check_distinct(base, cand, args.base, args.candidate)
     rows, probes = compare(base, cand, args.boot, args.seed), compare_probes(base, cand)

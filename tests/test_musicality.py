@@ -267,6 +267,18 @@ def test_a_report_copied_without_its_own_per_clip_records_is_refused(tmp_path):
         cm.main([str(tmp_path / "a.json"), str(tmp_path / "d.json")])
 
 
+def test_compare_out_must_name_the_markdown_file(tmp_path, capsys):
+    """--out names the .md table; the .json rows go beside it: a name without .md (one with a dot in
+    it, as the environment tags have) is refused before anything is written."""
+    from benchmarks import compare_musicality as cm
+
+    out = tmp_path / "compare-py3.11-tensorflow-x"
+    with pytest.raises(SystemExit):
+        cm.main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(out)])
+    assert "expected a path ending in .md" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_pitch_class_counts_and_their_f_measure():
     truth = np.zeros((4, 12), bool)
     truth[:, [0, 4, 7]] = True  # C major triad in every frame: 12 true
