@@ -703,10 +703,10 @@ def anchor_settings(cfg: dict, entry: dict) -> tuple:
     def valid(name) -> bool:
         if not isinstance(name, str):
             return False
-        layer, _, channel = name.partition(":")
+        layer, colon, channel = name.partition(":")
         if layer not in names:
             return False
-        if not channel:
+        if not colon:
             return True
         width = entry["layers"][layer]
         return channel.isdigit() and int(channel) < width
