@@ -25,8 +25,8 @@ For each model it measures
    ``extrapolated``).  TensorFlow's import pulls in whatever optional packages are installed
    (jax, pandas, matplotlib, IPython: ~210 MB of RSS on a 2.21 install), so ``--core-venv``
    runs these children in a virtual environment holding only mirzoo's required dependencies
-   (built once with ``pip install`` of this checkout under ``/tmp/mirzoo-bench``; the children
-   import this checkout's code): what a user who installs mirzoo alone holds.
+   (built once with ``pip install`` of this checkout under the bench cache, ``MIRZOO_BENCH_CACHE``
+   or ``/tmp/mirzoo-bench``; the children import this checkout's code): what a user who installs mirzoo alone holds.
    ``--memory-python`` names another interpreter for them.
 3. **Compute efficiency**: the model's FLOPs are counted analytically from its Keras
    layers (convolutions, dense layers, GRUs and the front-end's strided-convolution
@@ -614,8 +614,8 @@ def child_main(name: str, path: str, hop: str = "") -> None:
 
 def core_venv(path: Path) -> Path:
     """The python of a virtual environment at ``path`` holding mirzoo's required dependencies only
-    (``pip install`` of this checkout, no extras), built once and reused while pyproject.toml's
-    dependencies are unchanged.  Raises ``RuntimeError`` with pip's message if the build fails."""
+    (``pip install`` of this checkout, no extras), built once and reused while pyproject.toml is
+    unchanged (a stamp of its sha256).  Raises ``RuntimeError`` with pip's message if the build fails."""
     import hashlib
     import shutil
 
