@@ -1596,6 +1596,11 @@ def fit_downbeats(args) -> None:
              figures["downbeat_f_evidence"], figures["time_signature"], figures["time_signature_evidence"], out)
 
 
+def last_epoch_label(state: dict) -> str:
+    """How ``ship`` and ``interpolate`` name a run's last epoch (``--weights last``): epochs count from 0."""
+    return f"last epoch {state['epoch'] - 1}"
+
+
 def interpolate(args) -> None:
     """Weight-space ensembling of a fine-tune with its initial weights (WiSE-FT, Wortsman et al. 2022).
 
@@ -1636,7 +1641,7 @@ def interpolate(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     save_weights_atomic(full, out / "best.weights.h5")
     if which == "last":
-        source = f"last epoch {state['epoch'] - 1}"  # epochs count from 0, as ship --weights last names them
+        source = last_epoch_label(state)
     else:
         source = state["best_source"] if state.get("best_source") != "epoch" else f"epoch {state['best_epoch']}"
     record = {"epoch": len(state["history"]), "score": validation_score(metrics), **metrics,
@@ -1676,7 +1681,7 @@ def ship(args) -> None:
         # the end of the run (of an annealed schedule, say) when a measure beyond the crops' score chose it
         if state["epoch"] < 1:
             raise SystemExit(f"{run}: the run has no trained epoch; nothing to ship")
-        source, chosen, weights_file = f"last epoch {state['epoch'] - 1}", state["epoch"] - 1, run / "last.weights.h5"
+        source, chosen, weights_file = last_epoch_label(state), state["epoch"] - 1, run / "last.weights.h5"
     else:
         source, chosen, weights_file = state.get("best_source", "epoch"), state["best_epoch"], run / "best.weights.h5"
         if source == "init" or chosen < 0:
