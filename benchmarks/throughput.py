@@ -55,11 +55,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import importlib.util
 import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -616,9 +618,6 @@ def core_venv(path: Path) -> Path:
     """The python of a virtual environment at ``path`` holding mirzoo's required dependencies only
     (``pip install`` of this checkout, no extras), built once and reused while pyproject.toml is
     unchanged (a stamp of its sha256).  Raises ``RuntimeError`` with pip's message if the build fails."""
-    import hashlib
-    import shutil
-
     python = path / "bin" / "python"
     stamp = path / "mirzoo-deps.sha256"
     want = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()
