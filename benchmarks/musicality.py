@@ -18,7 +18,11 @@ Measures (model: ``Extractor.analyze`` of ``--model``; every baseline computed h
   trecento pieces and most Essen songs); baseline = Krumhansl-Schmuckler: the clip's mean
   ``librosa.feature.chroma_cqt`` correlated with the 24 rotations of the Krumhansl-Kessler profiles.
   The model's key is ``analyze``'s global key (with the model's ``clip_key`` record when it has one:
-  key and chord heads together); the key head's clip mean alone is reported beside it.
+  key and chord heads together); the key head's clip mean alone is reported beside it.  A reference
+  point without audio: the same Krumhansl-Schmuckler on the pitch classes the *score* sounds in the
+  clip (its ``chroma`` target), i.e. a perfect transcription read by the profile method, overall and
+  by reference source.  The analysis references come from such a method over windows of measures
+  that reach past the clip, so this shows how far a clip-level reading can follow them.
 * **beats**, F-measure (``mir_eval.beat.f_measure``, 70 ms window, first 5 s trimmed as mir_eval
   does); reference = the score's beat times; baseline ``librosa.beat.beat_track``.  Estimated beats
   where the score's beat grid is unknown (``beat_mask == 0``) are left out, for every method alike.
@@ -467,7 +471,7 @@ def main(argv=None) -> int:
 
     per = {k: [] for k in ("key_model", "key_head_mean", "key_base", "key_source", "mode_pairs", "meter_pairs", "beat_model", "beat_base", "down_model", "tempo_model",
                            "down_evidence", "meter_pairs_evidence", "down_known_bar",
-                           "tempo_base", "tempo_simple", "key_pcs")}
+                           "tempo_base", "tempo_simple", "key_pcs", "key_notes")}
     chord_tot = {"model": np.zeros(4), "base": np.zeros(4)}
     # pitch classes sounding per frame (a model with a pitch_classes head): true positives, predicted,
     # true, for the head at 0.5 and for chroma_cqt at each of PITCH_CLASS_THRESHOLDS
@@ -525,6 +529,13 @@ def main(argv=None) -> int:
                 corr = key_profile_correlations(out["pitch_classes"].mean(axis=0))
                 per["key_pcs"].append(mir_eval.key.weighted_score(ref["key"], heads["key"][int(np.argmax(corr))]))
             per["key_source"].append(ref["key_source"])
+            # no audio: Krumhansl-Schmuckler on the pitch classes the score sounds in the clip, i.e. a
+            # perfect transcription read by the profile method (the analysis references come from it,
+            # over windows of measures that reach past the clip)
+            score_pcs = np.asarray(clip["targets"].get("chroma", np.zeros((0, 12))), dtype=np.float64)
+            per["key_notes"].append(
+                mir_eval.key.weighted_score(ref["key"], heads["key"][int(np.argmax(key_profile_correlations(score_pcs.mean(axis=0))))])
+                if score_pcs.size and score_pcs.sum() > 0 else None)
             row.update(key=per["key_model"][-1], key_head_mean=per["key_head_mean"][-1])
         _, base_beats = librosa.beat.beat_track(y=y, sr=sr, hop_length=m.hop_length, units="time")
         for name, est in (("beat_model", a.beats), ("beat_base", base_beats)):
@@ -601,11 +612,15 @@ def main(argv=None) -> int:
                          "baseline_name": "Krumhansl-Schmuckler on chroma_cqt", "n": len(per["key_model"]),
                          # the key head's clip mean alone (what `model` is without a clip_key record)
                          "model_head_mean": mean(per["key_head_mean"]),
+                         "score_notes": mean([v for v in per["key_notes"] if v is not None]),
+                         "n_score_notes": sum(v is not None for v in per["key_notes"]),
                          "clip_key": clip_key is not None,
                          # by where the reference came from: the score's written key, or music21's analysis
                          "by_source": {src: {"model": mean([v for v, s_ in zip(per["key_model"], per["key_source"]) if s_ == src]),
                                              "baseline": mean([v for v, s_ in zip(per["key_base"], per["key_source"]) if s_ == src]),
-                                             "n": sum(s_ == src for s_ in per["key_source"])}
+                                             "n": sum(s_ == src for s_ in per["key_source"]),
+                                             "score_notes": mean([v for v, s_ in zip(per["key_notes"], per["key_source"])
+                                                                  if s_ == src and v is not None])}
                                        for src in sorted(set(s_ for s_ in per["key_source"] if s_))}},
         "beat_f": {"model": mean(per["beat_model"]), "baseline": mean(per["beat_base"]),
                    "baseline_name": "librosa.beat.beat_track", "n": len(per["beat_model"])},
@@ -776,6 +791,10 @@ def render_table(r: dict) -> str:
     for src, v in (k.get("by_source") or {}).items():
         what = {"written": "reference written in the score", "analysis": "reference from music21's windowed analysis"}.get(src, src)
         lines.append(f"| key, {what} (n={v['n']}) | {fmt(v['model'])} | {fmt(v['baseline'])} | |")
+    if k.get("score_notes") is not None:
+        parts = ", ".join(f"{src} {fmt(v.get('score_notes'))}" for src, v in (k.get("by_source") or {}).items())
+        lines.append(f"| key, Krumhansl-Schmuckler on the clip's score notes, no audio: a perfect transcription read by "
+                     f"the profile method (n={k['n_score_notes']}) | | {fmt(k['score_notes'])} ({parts}) | |")
     b = res["beat_f"]
     lines.append(f"| beat F-measure (n={b['n']}) | {fmt(b['model'])} | {fmt(b['baseline'])} ({b['baseline_name']}) | {TARGETS['beat_f']} |")
     d = res["downbeat_f"]

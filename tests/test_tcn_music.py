@@ -1101,7 +1101,35 @@ def test_shipping_a_run_without_the_pitch_class_head_drops_it_from_the_entry(tmp
         assert all(a["output"] != "pitch_classes" for a in e["aux_heads"])
         assert "clip_key" not in e  # fitted on other weights
         assert "pitch_classes" not in ModelSpec.from_entry("tcn-music", e).heads
+        # and the tonal layer, which reads that head
+        assert "tonal" not in e["layers"] and "tonal" not in e["config"] and "tonal" not in e["all_layers"]
     assert (root / "mirzoo" / "weights" / "tcn-music.weights.h5").read_bytes() == b"not read by ship"
+
+
+def test_ship_keeps_the_entry_s_tonal_layer_over_a_run_started_without_it(tmp_path):
+    """The ``tonal`` layer has no weights and is the entry's choice: a run whose recorded config
+    predates it ships with it still promised, in the config as in the layers."""
+    import json
+
+    from mirzoo.spec import ModelSpec
+    from training import musical
+
+    root = tmp_path / "pkg"
+    entry = _package_copy(root)
+    assert entry["config"].get("tonal") is True and entry["layers"]["tonal"] == 123
+    config = {k: v for k, v in entry["config"].items() if k != "tonal"}
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.weights.h5").write_bytes(b"not read by ship")
+    (run / "state.json").write_text(json.dumps({
+        "epoch": 3, "best_epoch": 1, "best_source": "epoch", "minutes": 2.0, "model_config": config,
+        "vocabulary": entry["head"]["labels"], "history": [{}, {"key_mirex": 0.7, "beat_f1": 0.8}, {}]}))
+    assert musical.main(["ship", "--run", str(run), "--root", str(root)]) == 0
+    for rel in ("weights_manifest.json", "mirzoo/weights_manifest.json"):
+        e = json.loads((root / rel).read_text())["models"]["tcn-music"]
+        assert e["config"]["tonal"] is True and e["layers"]["tonal"] == 123 and "tonal" in e["all_layers"]
+        assert dict(e["config"], tonal=None) == dict(config, tonal=None)  # the run's config otherwise
+        assert ModelSpec.from_entry("tcn-music", e).layers["tonal"] == 123
 
 
 def test_ship_takes_the_last_epoch_when_asked(tmp_path):

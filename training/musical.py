@@ -1246,6 +1246,8 @@ def fit_key(args) -> None:
 # -- pitch-class head -------------------------------------------------------------------------------
 #: the frame head :func:`fit_pitch_classes` adds (sigmoid, on the ``frame`` vector), and its labels
 PITCH_CLASS_HEAD = "pitch_classes"
+#: entry config keys of weightless derived outputs (``mirzoo.nn.tcn.add_tonal``): kept by ``ship``
+DERIVED_CONFIG_KEYS = ("tonal",)
 
 
 def pitch_class_head_unchanged(entry: dict, config: dict, n_tags: int, before: Path, after: Path) -> bool:
@@ -1272,8 +1274,14 @@ def pitch_class_head_unchanged(entry: dict, config: dict, n_tags: int, before: P
 
 
 def drop_pitch_class_head(entry: dict) -> dict:
-    """Remove the :data:`PITCH_CLASS_HEAD` from ``entry``'s config, layers and aux heads (in place)."""
+    """Remove the :data:`PITCH_CLASS_HEAD` from ``entry``'s config, layers and aux heads (in place),
+    and the ``tonal`` layer, which reads it."""
     (entry["config"].get("frame_heads") or {}).pop(PITCH_CLASS_HEAD, None)
+    if entry["config"].pop("tonal", None):
+        entry["layers"].pop("tonal", None)
+        entry["all_layers"] = [layer for layer in entry.get("all_layers", []) if layer != "tonal"]
+        if entry.get("default_layer") == "tonal":
+            entry["default_layer"] = "embedding"
     if not entry["config"].get("frame_heads"):
         entry["config"].pop("frame_heads", None)
     entry["layers"].pop(PITCH_CLASS_HEAD, None)
@@ -1701,7 +1709,10 @@ def ship(args) -> None:
                                                             target, weights_file))
     with atomic_file(target) as tmp:
         Path(tmp).write_bytes(data)
-    entry["config"] = state["model_config"]
+    # a weightless derived output (the `tonal` layer, mirzoo.nn.tcn.add_tonal) is the entry's choice,
+    # not the run's: a run started before the entry had it keeps it
+    derived = {k: entry["config"][k] for k in DERIVED_CONFIG_KEYS if k in entry["config"]}
+    entry["config"] = dict(state["model_config"], **derived)
     entry["layers"]["tags"] = len(state["vocabulary"])
     describe_derived_heads(entry)
     if PITCH_CLASS_HEAD not in frame_heads:  # a run without the head: the entry must not promise it

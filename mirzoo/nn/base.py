@@ -10,7 +10,7 @@ listed in the manifest.
 from __future__ import annotations
 
 import hashlib
-from typing import Callable
+from typing import Callable, Optional
 
 import keras
 import numpy as np
@@ -20,6 +20,7 @@ from mirzoo.errors import ManifestError, ParameterError, WeightsError
 __all__ = [
     "register_family",
     "get_family",
+    "derive_outputs",
     "FAMILIES",
     "conv_block",
     "FrequencyMax",
@@ -31,18 +32,33 @@ __all__ = [
 ]
 
 FAMILIES: dict[str, Callable[..., keras.Model]] = {}
+#: per family, ``derive(model, config) -> keras.Model``: weightless outputs added once the weights are set
+DERIVED: dict[str, Callable[[keras.Model, dict], keras.Model]] = {}
 
 
-def register_family(name: str):
-    """Decorator: register ``builder(config: dict, name: str) -> keras.Model`` under ``name``."""
+def register_family(name: str, *, derive: Optional[Callable[[keras.Model, dict], keras.Model]] = None):
+    """Decorator: register ``builder(config: dict, name: str) -> keras.Model`` under ``name``.
+
+    ``derive(model, config)``, if given, returns the built model with outputs computed from its
+    own (no weights of their own), which :func:`derive_outputs` adds after the weights are set so
+    that weight files keep the builder's layout.
+    """
 
     def wrap(builder):
         if name in FAMILIES and FAMILIES[name] is not builder:
             raise ManifestError(f"model family {name!r} is registered twice")
         FAMILIES[name] = builder
+        if derive is not None:
+            DERIVED[name] = derive
         return builder
 
     return wrap
+
+
+def derive_outputs(name: str, model: keras.Model, config: dict) -> keras.Model:
+    """``model`` with family ``name``'s derived outputs (see :func:`register_family`); unchanged if none."""
+    derive = DERIVED.get(name)
+    return model if derive is None else derive(model, dict(config))
 
 
 def get_family(name: str) -> Callable[..., keras.Model]:

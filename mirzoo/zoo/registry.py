@@ -24,7 +24,7 @@ import keras
 from mirzoo.errors import ManifestError, WeightsError
 from mirzoo.fileio import write_json_atomic
 from mirzoo.nn import get_family
-from mirzoo.nn.base import apply_seeded_weights, weights_sha256
+from mirzoo.nn.base import apply_seeded_weights, derive_outputs, weights_sha256
 from mirzoo.spec import ModelSpec
 from mirzoo.zoo.hub import resolve_weight_file
 from mirzoo.zoo.manifest import get_entry, list_models, model_info
@@ -66,7 +66,9 @@ def build_from_spec(
             model.load_weights(str(path))
         except Exception as exc:  # never leave a half-loaded model running
             raise WeightsError(f"weight file '{path}' does not fit model {spec.name!r}: {exc}") from exc
-    return model
+    # weightless outputs computed from the others (tcn-music's ``tonal``), added after the weights
+    # are set so that weight files keep the builder's layout
+    return derive_outputs(spec.family, model, dict(spec.config))
 
 
 def build_model(
