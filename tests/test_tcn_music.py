@@ -1045,6 +1045,65 @@ def test_fit_pitch_classes_adds_a_head_and_changes_nothing_else(tmp_path, tiny_c
     assert bce(p) < 0.8 * bce(np.broadcast_to(rate, p.shape))
 
 
+def test_fit_tags_refits_the_tag_head_on_more_layers_and_changes_nothing_else(tmp_path, tiny_corpus, monkeypatch):
+    """On a copy of the package: the tags head is refitted on conv3 + frame + embedding (every other
+    output the same up to float rounding), kept only because its clip ROC-AUC is better on the scored
+    clips, and the entry names its inputs, the fit and the new weights; a worse refit writes nothing."""
+    import hashlib
+    import json
+
+    from training import musical
+    from training.corpus import load_clip_targets
+
+    root = tmp_path / "pkg"
+    entry = _package_copy(root, with_weights=True)
+    weights = root / "mirzoo" / "weights" / entry["weights"]["file"]
+    manifests = [root / "weights_manifest.json", root / "mirzoo" / "weights_manifest.json"]
+    before = [weights.read_bytes()] + [m.read_bytes() for m in manifests]
+    common = ["--corpus", str(tiny_corpus), "--split", "train", "--clips", "0", "--step", "2", "--valid-split", "train",
+              "--root", str(root)]
+    # refused before any work: a head, or the derived tonal layer, is not a layer the head may read
+    for bad in ("key", "tonal"):
+        with pytest.raises(SystemExit, match="expected distinct layers"):
+            musical.main(["fit-tags", *common, "--sources", "frame", bad])
+    # a refit that cannot rank the clips (one probability for all) is not better: nothing written
+    with monkeypatch.context() as patch:
+        patch.setattr(musical, "fit_binary_logistic", lambda x, y, l2: (np.zeros((x.shape[1], y.shape[1])), np.zeros(y.shape[1])))
+        with pytest.raises(SystemExit, match="not better on the train clips"):
+            musical.main(["fit-tags", *common])
+    assert [weights.read_bytes()] + [m.read_bytes() for m in manifests] == before
+
+    assert musical.main(["fit-tags", *common, "--l2", "1e-3"]) == 0
+    new_entry = json.loads(manifests[1].read_text())["models"]["tcn-music"]
+    assert json.loads(manifests[0].read_text())["models"]["tcn-music"] == new_entry
+    data = weights.read_bytes()
+    assert new_entry["weights"]["sha256"] == hashlib.sha256(data).hexdigest() != entry["weights"]["sha256"]
+    assert new_entry["config"]["tags_from"] == ["conv3", "frame", "embedding"]
+    record = new_entry["training"]["tags_head"]
+    assert record["valid"]["roc_auc"] > record["valid"]["roc_auc_before"] and record["sources"] == ["conv3", "frame", "embedding"]
+    assert "clip_key" not in new_entry and "fit-tags" in new_entry["training"]["command"]
+
+    monkeypatch.setenv("MIRZOO_MANIFEST", str(manifests[1]))
+    monkeypatch.setenv("MIRZOO_WEIGHTS_DIR", str(weights.parent))
+    new = mirzoo.load("tcn-music")
+    monkeypatch.delenv("MIRZOO_MANIFEST")
+    monkeypatch.delenv("MIRZOO_WEIGHTS_DIR")
+    old = mirzoo.load("tcn-music")
+    files = sorted((Path(tiny_corpus) / "targets" / "train").rglob("*.npz"))
+    t = load_clip_targets(str(files[0]))
+    y, _ = new.load_input(str(Path(tiny_corpus) / t["meta"]["path"]), None)
+    keys = ["embedding", "key", "chord", "beats", "pitch_classes", "tonal"]
+    a, b = new.forward([y], keys + ["tags"], 16)[0], old.forward([y], keys + ["tags"], 16)[0]
+    for k in keys:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-5 * float(np.abs(b[k]).max()))
+    assert np.abs(a["tags"] - b["tags"]).max() > 1e-3
+    # the head reads the three layers: its output is the logistic of their concatenation
+    layers = new.forward([y], ["conv3", "frame", "embedding"], 16)[0]
+    kernel, bias = new.keras_model.get_layer("tags").get_weights()
+    x = np.concatenate([layers["conv3"], layers["frame"], layers["embedding"]], axis=1)
+    np.testing.assert_allclose(a["tags"], 1 / (1 + np.exp(-(x @ kernel + bias))), atol=1e-4)
+
+
 def test_fits_over_clips_of_many_lengths_run_without_onednn_unless_told():
     from training.musical import onednn_off_for_fits
 

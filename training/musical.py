@@ -1417,6 +1417,128 @@ def fit_pitch_classes(args) -> None:
              len(x), record["clips"], fit_s, f", {valid['split']} F1 {valid['f1']}" if valid else "", target)
 
 
+# -- tag head ---------------------------------------------------------------------------------------
+#: layers the refitted ``tags`` head reads by default (``fit-tags``): the 2-D stack's last map, the frame
+#: vector and the embedding -- clip tags (instrument, style, texture) are timbre as much as structure
+TAG_SOURCES = ("conv3", "frame", "embedding")
+
+
+def frame_features_and_tags(extractor, corpus: Path, split: str, clips: int, step: int, sources, vocab,
+                            seed: int = 0):
+    """``(x, y, clip_index, n_clips)``: every ``step``-th frame of ``sources`` (concatenated) and the clip's
+    tags (``vocab``, 0/1) broadcast to its frames, for ``clips`` clips of ``split`` drawn with ``seed``
+    (0: all), with the clip each frame comes from."""
+    from training.corpus import load_clip_targets
+
+    files = sorted(glob.glob(str(corpus / "targets" / split / "**" / "*.npz"), recursive=True))
+    if clips and clips < len(files):
+        pick = np.sort(np.random.default_rng(seed).choice(len(files), clips, replace=False))
+        files = [files[i] for i in pick]
+    xs, ys, owner = [], [], []
+    for i, path in enumerate(files):
+        t = load_clip_targets(path)
+        tags = set(t["meta"].get("tags", "").split(";"))
+        y, _ = extractor.load_input(str(corpus / t["meta"]["path"]), None)
+        out = extractor.forward([y], list(sources), 16)[0]
+        x = np.concatenate([out[src].reshape(len(out[src]), -1) for src in sources], axis=1)[::step]
+        xs.append(x.astype(np.float32))
+        ys.append(np.repeat(np.array([[lab in tags for lab in vocab]], dtype=np.float32), len(x), axis=0))
+        owner.append(np.full(len(x), i))
+    if not xs:
+        raise SystemExit(f"{corpus}: no clips in split {split!r}")
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(owner), len(files)
+
+
+def clip_tag_roc_auc(probs: np.ndarray, truth: np.ndarray) -> float | None:
+    """Macro ROC-AUC of clip tag probabilities ``[clips, tags]`` over the tags with both classes present
+    (as ``benchmarks/musicality.py`` scores the tag head); ``None`` if no tag has both."""
+    from sklearn.metrics import roc_auc_score  # deferred: in the corpus and test extras
+
+    usable = [j for j in range(truth.shape[1]) if 0 < truth[:, j].sum() < truth.shape[0]]
+    return float(np.mean([roc_auc_score(truth[:, j], probs[:, j]) for j in usable])) if usable else None
+
+
+def fit_tags(args) -> None:
+    """Refit the shipped ``tcn-music``'s ``tags`` head on the frozen ``--sources`` layers (concatenated):
+    a frame-wise logistic regression to the clips' tags on ``--split`` clips of the given corpora, as the
+    head is trained (clip tags broadcast to frames).  Every other weight and output stays as it was.
+    The record gives the valid clips' tag ROC-AUC (frame mean, as ``tag()`` reads it) before and after;
+    nothing is written when the refit is not better there."""
+    from mirzoo.extractor import Extractor
+    from mirzoo.nn import get_family
+    from training.train import save_weights_atomic
+
+    root = Path(args.root) if args.root else Path(__file__).resolve().parent.parent
+    entry = dict(json.loads((root / "mirzoo" / "weights_manifest.json").read_text())["models"][MODEL], name=MODEL)
+    path = root / "mirzoo" / "weights" / entry["weights"]["file"]
+    if hashlib.sha256(path.read_bytes()).hexdigest() != entry["weights"]["sha256"]:
+        raise SystemExit(f"{path} is not the weights its manifest entry names (sha256 differs)")
+    sources = list(args.sources)
+    vocab = list(entry["head"]["labels"])
+    full, _, config = build_training_model(entry, len(vocab))
+    full.load_weights(path)
+    unknown = [src for src in sources if src not in full.output or src not in entry["layers"]
+               or not (src.startswith(("conv", "frame", "tcn")) or src == "embedding")]
+    if unknown or len(set(sources)) != len(sources):
+        raise SystemExit(f"--sources {sources}: expected distinct layers of {MODEL}'s network (conv1 .. conv3, frame, "
+                         f"tcn1 .. tcnN, embedding), not heads")
+    extractor = Extractor(full, describe_derived_heads(json.loads(json.dumps(dict(entry, config=config)))))
+    t0 = time.time()
+    parts = [frame_features_and_tags(extractor, Path(c), args.split, args.clips, args.step, sources, vocab)
+             for c in args.corpus]
+    x = np.concatenate([p[0] for p in parts])
+    y = np.concatenate([p[1] for p in parts])
+    w, b = fit_binary_logistic(x, y, args.l2)
+    fit_s = time.time() - t0
+    # the valid clips, every frame: the clip means of the old head and of the refit
+    before, after, truth = [], [], []
+    for c in args.corpus:
+        vx, vy, owner, n = frame_features_and_tags(extractor, Path(c), args.valid_split, args.clips // 4, 1,
+                                                   sources + ["tags"], vocab, seed=1)
+        new = 1.0 / (1.0 + np.exp(-(vx[:, : x.shape[1]] @ w + b)))
+        for i in range(n):
+            rows = owner == i
+            before.append(vx[rows, x.shape[1]:].mean(axis=0))
+            after.append(new[rows].mean(axis=0))
+            truth.append(vy[rows][0])
+    truth = np.asarray(truth)
+    valid = {"split": args.valid_split, "clips": int(len(truth)),
+             "roc_auc_before": round(clip_tag_roc_auc(np.asarray(before), truth), 4),
+             "roc_auc": round(clip_tag_roc_auc(np.asarray(after), truth), 4)}
+    log.info("tags head on %s: valid clip ROC-AUC %.4f -> %.4f (%d clips)", "+".join(sources),
+             valid["roc_auc_before"], valid["roc_auc"], valid["clips"])
+    if not valid["roc_auc"] > valid["roc_auc_before"]:
+        raise SystemExit(f"the refitted tags head is not better on the {args.valid_split} clips "
+                         f"({valid['roc_auc']} against {valid['roc_auc_before']}): nothing written")
+    new_config = dict(config, tags_from=sources)
+    new_config.pop("n_tags", None)
+    model = get_family(entry["family"])(dict(new_config, n_tags=len(vocab)), name=MODEL.replace("-", "_"))
+    for layer in full.layers:
+        if layer.weights and layer.name != "tags":
+            model.get_layer(layer.name).set_weights(layer.get_weights())
+    model.get_layer("tags").set_weights([w.astype(np.float32), b.astype(np.float32)])
+    save_weights_atomic(model, path)
+    data = path.read_bytes()
+    record = {"sources": sources, "corpora": [Path(c).name for c in args.corpus], "split": args.split,
+              "clips": int(sum(p[3] for p in parts)), "frames": int(len(x)), "frame_step": args.step, "l2": args.l2,
+              "fit_seconds": round(fit_s, 1), "valid": valid,
+              "command": "python -m training.musical fit-tags " + " ".join(f"--corpus {Path(c).name}" for c in args.corpus)
+              + f" --split {args.split} --clips {args.clips} --step {args.step} --l2 {args.l2:g} --sources {' '.join(sources)}"}
+
+    def put_head(e: dict) -> None:
+        e["config"]["tags_from"] = sources
+        e["weights"] = {"kind": "file", "file": path.name, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+        e.pop("clip_key", None)  # fitted on the previous file (its heads are unchanged): rerun fit-key
+        e.pop("downbeat_model", None)
+        e["training"]["tags_head"] = record
+        append_command(e, "python -m training.musical fit-tags --corpus CORPUS && python -m training.musical fit-key "
+                          "--corpus CORPUS --weights shipped --out manifest")
+
+    update_package_entry(root, put_head)
+    log.info("tags head refitted on %d frames of %d clips (%.0f s) -> %s; now run fit-key --weights shipped --out manifest",
+             len(x), record["clips"], fit_s, path)
+
+
 # -- bar length and downbeat phase ------------------------------------------------------------------
 #: (hidden units, L2 penalty) pairs ``fit-downbeats`` chooses between by the valid clips' downbeat F-measure
 DOWNBEAT_GRID = ((8, 1e-3), (16, 1e-3), (16, 1e-2))
@@ -1810,7 +1932,7 @@ def config_file_of(cfg, default: str) -> str:
 
 
 #: commands that run the network on whole clips of many lengths (see :func:`onednn_off_for_fits`)
-VARIABLE_LENGTH_COMMANDS = ("fit-key", "fit-pitch-classes", "fit-downbeats")
+VARIABLE_LENGTH_COMMANDS = ("fit-key", "fit-pitch-classes", "fit-downbeats", "fit-tags")
 
 
 def onednn_off_for_fits(cmd: str, environ, modules) -> bool:
@@ -1865,6 +1987,15 @@ def main(argv=None) -> int:
     pc.add_argument("--l2", type=float, default=1e-4)
     pc.add_argument("--valid-split", default="valid", help="split scored for the record ('' to skip)")
     pc.add_argument("--root", default="", help=argparse.SUPPRESS)  # another checkout's package (tests)
+    tg = sub.add_parser("fit-tags", help="refit the shipped weights' tags head on frozen layers (conv3, frame, embedding)")
+    tg.add_argument("--corpus", action="append", required=True, help="a version-2 corpus folder; repeat for several renders")
+    tg.add_argument("--split", default="train")
+    tg.add_argument("--clips", type=int, default=1000, help="clips drawn per corpus (seed 0; 0: all)")
+    tg.add_argument("--step", type=int, default=25, help="keep every STEP-th frame")
+    tg.add_argument("--l2", type=float, default=1e-3)
+    tg.add_argument("--sources", nargs="+", default=list(TAG_SOURCES), help="layers the head reads, concatenated")
+    tg.add_argument("--valid-split", default="valid", help="split the refit must be better on (clip ROC-AUC)")
+    tg.add_argument("--root", default="", help=argparse.SUPPRESS)  # another checkout's package (tests)
     db = sub.add_parser("fit-downbeats",
                         help="fit the joint bar-length and downbeat-phase scorer of the shipped weights on corpus clips")
     db.add_argument("--corpus", action="append", required=True, help="a version-2 corpus folder; repeat for several renders")
@@ -1892,7 +2023,7 @@ def main(argv=None) -> int:
         parser.error(f"--average-from {args.average_from}: expected a fraction of the time budget in [0, 1)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     onednn_off_for_fits(args.cmd, os.environ, sys.modules)
-    {"cache": cache, "train": train, "fit-key": fit_key, "fit-pitch-classes": fit_pitch_classes, "fit-downbeats": fit_downbeats,
+    {"cache": cache, "train": train, "fit-key": fit_key, "fit-pitch-classes": fit_pitch_classes, "fit-downbeats": fit_downbeats, "fit-tags": fit_tags,
      "interpolate": interpolate, "ship": ship}[args.cmd](args)
     return 0
 

@@ -16,7 +16,8 @@ Every head is frame-wise (one vector per frame, at the front-end hop):
 * ``key``: softmax over 24 keys (tonic x major/minor);
 * ``chord``: softmax over root x quality chords and ``N``;
 * ``meter``: softmax over time signatures; ``tempo``: softmax over log-spaced BPM classes;
-* ``tags``: sigmoid clip tags (broadcast to frames in training);
+* ``tags``: sigmoid clip tags (broadcast to frames in training), on the embedding or, with
+  ``tags_from``, on several layers (``tcn-music``: ``conv3``, ``frame`` and ``embedding``);
 * ``frame_heads`` (config, optional): sigmoid heads on the ``frame`` vector, before the TCN, for
   what sounds in the frame itself; ``tcn-music``'s ``pitch_classes`` (12 pitch-class activities, a
   learned chroma after Korzeniowski & Widmer's 2016 deep chroma extractor) is one.
@@ -162,9 +163,9 @@ def build_tcn(config: dict, name: str = "tcn") -> keras.Model:
     (3 ints; their product divides the number of bins), ``frame_units``, ``tcn_units``,
     ``tcn_kernel`` (odd), ``tcn_layers``, ``dropout``, ``heads`` (``{output: n_units}`` for the
     softmax heads ``key``, ``chord``, ``meter``, ``tempo``), ``frame_heads`` (optional, ``{output:
-    n_units}`` for sigmoid heads on the ``frame`` vector), ``n_tags``, ``tonal`` (optional, true: add the
-    ``tonal`` output, :class:`TonicAligned`, which needs ``key``, ``chord`` and a ``pitch_classes``
-    frame head), and ``context``
+    n_units}`` for sigmoid heads on the ``frame`` vector), ``n_tags``, ``tags_from`` (optional, the layers
+    the ``tags`` head reads, concatenated; default ``["embedding"]``), ``tonal`` (optional; read by
+    :func:`add_tonal` once the weights are set, not here), and ``context``
     (must equal :func:`tcn_context_frames`: the manifest's promise of how far a frame reaches).
     """
     kernel, n_layers = int(config["tcn_kernel"]), int(config["tcn_layers"])
@@ -209,7 +210,14 @@ def build_tcn(config: dict, name: str = "tcn") -> keras.Model:
     for head, n in config["heads"].items():
         outputs[head] = keras.layers.Dense(int(n), activation="softmax", name=head)(embedding)
     if int(config.get("n_tags", 0)) > 0:
-        outputs["tags"] = keras.layers.Dense(int(config["n_tags"]), activation="sigmoid", name="tags")(embedding)
+        sources = list(config.get("tags_from") or ["embedding"])
+        allowed = [k for k in outputs if k.startswith(("conv", "frame", "tcn")) or k == "embedding"]
+        if any(src not in allowed for src in sources) or len(set(sources)) != len(sources):
+            raise ValueError(f"tags_from={sources!r}: expected distinct layers among {allowed}")
+        # clip tags are timbre as much as structure: the head may also read the 2-D stack and the frame vector
+        tag_input = embedding if sources == ["embedding"] else keras.layers.Concatenate(name="tags_input")(
+            [outputs[src] for src in sources])
+        outputs["tags"] = keras.layers.Dense(int(config["n_tags"]), activation="sigmoid", name="tags")(tag_input)
     for head, n in config.get("frame_heads", {}).items():
         # read from the frame vector before the TCN: what sounds now, not the context
         outputs[head] = keras.layers.Dense(int(n), activation="sigmoid", name=head)(outputs["frame"])
