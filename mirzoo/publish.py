@@ -298,6 +298,16 @@ def model_card(spec: ModelSpec, repo_id: str) -> str:
                  f"of {pcs.get('clips')} {pcs.get('split')} clips of {', '.join(pcs.get('corpora', []))}); every other "
                  "output is unchanged by it"
                  + (f"; frame F1 {valid['f1']} on {valid['frames']} {valid['split']} frames" if "f1" in valid else "") + "."]
+    tags_head = training.get("tags_head")
+    if isinstance(tags_head, dict):
+        valid = dict(tags_head.get("valid") or {})
+        hardware = f", {tags_head['fit_seconds']:g} s on {tags_head['hardware']}" if tags_head.get("hardware") else ""
+        body += ["", f"Tags head refitted on the frozen {' + '.join(f'`{s}`' for s in tags_head.get('sources', []))} "
+                 f"(concatenated): a frame-wise logistic regression to the clip tags ({tags_head.get('frames')} frames of "
+                 f"{tags_head.get('clips')} {tags_head.get('split')} clips of {', '.join(tags_head.get('corpora', []))}"
+                 f"{hardware}); every other output is unchanged by it"
+                 + (f"; clip tag ROC-AUC {valid['roc_auc_before']} -> {valid['roc_auc']} on {valid['clips']} "
+                    f"{valid['split']} clips" if "roc_auc" in valid else "") + "."]
     clip_key = spec.clip_key
     if clip_key:
         v = dict(clip_key.get("valid") or {})

@@ -26,6 +26,10 @@ Three steps, each resumable:
     Writes the best weights into ``mirzoo/weights/`` and the manifest entry (vocabulary,
     training record), atomically.
 
+Fits on the package's weights after ``ship`` (each rewrites the entry): ``fit-pitch-classes`` (a
+chroma head on the frozen frame vector), ``fit-tags`` (the tags head refitted on frozen ``conv3``,
+``frame`` and ``embedding``), ``fit-key`` (the clip key record), ``fit-downbeats`` (bar length and phase).
+
 Two config keys for fine-tunes that must not cost what the embedding already knows (the linear probes
 of ``benchmarks/musicality.py``): ``anchor`` (``{"layers": [...], "weight": w}``, with ``--init``) holds
 the named ``extract()`` layers, or heads' outputs (``"key"``, ``"chord"``: what the fitted clip key
@@ -1466,7 +1470,7 @@ def fit_tags(args) -> None:
     nothing is written when the refit is not better there."""
     from mirzoo.extractor import Extractor
     from mirzoo.nn import get_family
-    from training.train import save_weights_atomic
+    from training.train import hardware_text, save_weights_atomic
 
     root = Path(args.root) if args.root else Path(__file__).resolve().parent.parent
     entry = dict(json.loads((root / "mirzoo" / "weights_manifest.json").read_text())["models"][MODEL], name=MODEL)
@@ -1521,7 +1525,7 @@ def fit_tags(args) -> None:
     data = path.read_bytes()
     record = {"sources": sources, "corpora": [Path(c).name for c in args.corpus], "split": args.split,
               "clips": int(sum(p[3] for p in parts)), "frames": int(len(x)), "frame_step": args.step, "l2": args.l2,
-              "fit_seconds": round(fit_s, 1), "valid": valid,
+              "fit_seconds": round(fit_s, 1), "hardware": hardware_text(), "valid": valid,
               "command": "python -m training.musical fit-tags " + " ".join(f"--corpus {Path(c).name}" for c in args.corpus)
               + f" --split {args.split} --clips {args.clips} --step {args.step} --l2 {args.l2:g} --sources {' '.join(sources)}"}
 
