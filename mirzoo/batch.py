@@ -31,7 +31,8 @@ How it works
 * **Resume** (``resume=True``, ``--resume``): files already in the output, or in the
   parts of an interrupted run, are skipped; the new results are merged with the old and
   the output rewritten atomically.  Model, layer and pooling must match the existing
-  output's.
+  output's.  Parts already assembled into the output (a run killed after writing it, before
+  removing them) are dropped, not merged twice.
 
 Output layouts
 --------------
@@ -722,10 +723,26 @@ def _extract_locked(
             _check_meta(target, found, meta)
             done.update(_key(p) for p in old_paths)
             sources.append(target)
+        in_target = set(done)
+        assembled = []  # parts whose every file is already in the output
         for part in parts.existing():
             block, found = _load_npz(part)
             _check_meta(part, found, meta)
-            done.update(_key(p) for p in block.paths)
+            part_keys = {_key(p) for p in block.paths}
+            if in_target and part_keys <= in_target:
+                assembled.append(part)
+            done.update(part_keys)
+        if assembled:
+            # a run is killed after it wrote the output from its parts but before it removed them: those
+            # parts are in the output already (every assembly takes all of them), so merging them again
+            # would list their files twice
+            if len(assembled) != len(parts.existing()):
+                raise ParameterError(
+                    f"cannot resume into '{target}': {len(assembled)} of the part files in '{parts.dir}' are already "
+                    f"in it and the others are not; remove '{parts.dir}' (its files are then extracted again) or "
+                    "write to a new file")
+            log.info("removing %d part files already assembled into %s", len(assembled), target)
+            parts.clear()
     else:
         parts.clear()  # leftovers of an interrupted run that is not being resumed
 

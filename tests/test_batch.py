@@ -4,6 +4,8 @@ processes, bad files, resume, atomic output."""
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -216,6 +218,38 @@ def test_interrupted_run_keeps_finished_files(extractor, clips, tmp_path, monkey
     assert len(calls) == 2 and report.skipped == 3 and report.total == 5
     assert not parts.exists()
     _assert_same_as_extract(extractor, read_embeddings(out)[0])
+
+
+def test_resume_after_a_kill_between_writing_the_output_and_removing_its_parts(extractor, clips, tmp_path,
+                                                                               monkeypatch):
+    """The output is written from the parts, then the parts are removed: a run killed in between leaves
+    both, and a resume must not list the parts' files twice (nor extract anything again)."""
+    out = tmp_path / "emb.npz"
+    parts = tmp_path / ".emb.npz.parts"
+    with monkeypatch.context() as patch:
+        patch.setattr(batch, "_PART_FILES", 2)
+        patch.setattr(batch._Parts, "clear", lambda self: None)  # the kill lands just before the clean-up
+        extract_files(extractor, [clips], out, workers=0, batch_size=2)
+    assert len(list(parts.glob("part-*.npz"))) == 3 and len(read_embeddings(out)[0]) == 5
+    calls = []
+    report = extract_files(extractor, [clips], out, workers=0, resume=True, _decode=_decode_counting(calls))
+    assert calls == [] and (report.written, report.skipped, report.total) == (0, 5, 5)
+    results = read_embeddings(out)[0]
+    assert sorted(Path(p).name for p, _, _ in results) == ["a.wav", "b.flac", "c.wav", "d.flac", "e.wav"]
+    assert not parts.exists()
+    _assert_same_as_extract(extractor, results)
+    # parts of which only some are in the output cannot come from one run: refused, nothing touched
+    with monkeypatch.context() as patch:
+        patch.setattr(batch, "_PART_FILES", 2)
+        patch.setattr(batch._Parts, "clear", lambda self: None)
+        extract_files(extractor, [clips / "a.wav", clips / "b.flac"], out, workers=0, batch_size=2)
+    extra = tmp_path / "other.npz"
+    extract_files(extractor, [clips / "sub" / "c.wav"], extra, workers=0)
+    shutil.copy(extra, parts / "part-000009.npz")
+    before = out.read_bytes()
+    with pytest.raises(ParameterError, match="1 of the part files .* are already in it and the others are not"):
+        extract_files(extractor, [clips], out, workers=0, resume=True)
+    assert out.read_bytes() == before
 
 
 def test_failed_write_leaves_previous_output(extractor, clips, tmp_path, monkeypatch):

@@ -580,8 +580,10 @@ def _alive(pid: int) -> bool:
 def test_kill_9_leaves_no_orphans_and_resume_finishes(tmp_path):
     d = tmp_path / "many"
     d.mkdir()
-    for i in range(40):
-        sf.write(d / f"f{i:02d}.wav", tone_mix(3.0, seed=i), SR, subtype="PCM_16")
+    # enough files that the run cannot finish (and remove its parts) between two looks at its parts on an
+    # idle machine; a kill that lands after it assembled the output is covered by test_batch
+    for i in range(120):
+        sf.write(d / f"f{i:03d}.wav", tone_mix(3.0, seed=i), SR, subtype="PCM_16")
     out = tmp_path / "out.npz"
     parts = tmp_path / ".out.npz.parts"
     cmd = [sys.executable, "-m", "mirzoo", "extract", "random-cnn", str(d), "-o", str(out), "-q",
@@ -605,7 +607,7 @@ def test_kill_9_leaves_no_orphans_and_resume_finishes(tmp_path):
     r = _cli("extract", "random-cnn", str(d), "-o", str(out), "-q", "--resume", "--workers", "0")
     assert r.returncode == 0, r.stderr
     found, _ = read_embeddings(out)
-    assert sorted(Path(p).name for p, _, _ in found) == [f"f{i:02d}.wav" for i in range(40)]
-    ref = mirzoo.load("random-cnn").extract(str(d / "f07.wav"))
-    got = dict((Path(p).name, e) for p, e, _ in found)["f07.wav"]
+    assert sorted(Path(p).name for p, _, _ in found) == [f"f{i:03d}.wav" for i in range(120)]
+    ref = mirzoo.load("random-cnn").extract(str(d / "f007.wav"))
+    got = dict((Path(p).name, e) for p, e, _ in found)["f007.wav"]
     np.testing.assert_allclose(got, ref.embeddings, rtol=1e-4, atol=1e-5)
