@@ -31,6 +31,17 @@ out-of-fold predictions of all clips, mean over ``--repeats`` reshufflings of th
 per-fold mean and spread are reported too.  With ~25 test track groups the figures move by
 several points from one fold assignment to the next: compare methods on the same run only.
 
+``--fit-split train`` measures the same task another way, beside the headline and not in its place:
+each probe is fitted on the clips of the *fit* split's tracks (the train split: 123 track groups of the
+same six packages, 2707 clips, against ~20 groups in a training fold above), its layer (``all``
+included) and C chosen by grouped 3-fold CV there, and scored once on every test clip.  The spread of
+that score is a bootstrap over the test track groups (resampled within each package, 2000 times),
+and every pretrained model's difference to the best musicnn and to ``random-cnn`` is bootstrapped on
+the same resamples (paired).  The zoo models saw the train split's audio without its labels (the
+distillation and contrastive runs of training/README), so the probe's training features come from
+audio some models were fitted to; the score is on tracks none of them saw.  Results go to
+``real_audio-<env>-fit-<split>.{json,md}``.
+
 Features are cached under ``--cache`` keyed by model, weights sha256, layer and clip list.  Results
 go to ``benchmarks/results/real_audio-<env>.{json,md}``.
 """
@@ -102,6 +113,14 @@ def zoo_features(name: str, paths: list[str], cache: Path) -> dict[str, np.ndarr
     np.savez(tmp, **out)
     os.replace(tmp, file)
     return out
+
+
+def cached_mfcc(paths: list[str], cache: Path) -> np.ndarray:
+    """The MFCC baseline's features of ``paths``, cached under ``cache`` by the clip list."""
+    file = cache / f"mfcc-{hashlib.sha256(json.dumps(paths).encode()).hexdigest()[:20]}.npy"
+    if not file.exists():
+        np.save(file, mfcc_features(paths))
+    return np.load(file)
 
 
 def musicnn_features(shas: list[str], paths: list[str], teacher_cache: Path, venv) -> tuple[dict, str]:
@@ -209,6 +228,124 @@ def _nested_probe(feats, y, groups, folds, seed, Cs, repeats) -> dict:
             "accuracy": float(np.mean(acc)), "folds_balanced": [float(b) for b in bal], "chosen": chosen}
 
 
+def split_probe(fit: dict[str, np.ndarray], y_fit: np.ndarray, groups_fit: np.ndarray,
+                test: dict[str, np.ndarray], Cs: tuple, seed: int) -> dict:
+    """A probe fitted on one split and applied to another: ``(layer, C)`` chosen by grouped 3-fold CV
+    on the fit split (balanced accuracy), refitted on all of it; returns the test predictions."""
+    import warnings
+
+    from sklearn.metrics import balanced_accuracy_score
+
+    folds = group_folds(y_fit, groups_fit, 3, seed)
+    best, best_score = None, -1.0
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        for layer, x in fit.items():
+            for C in Cs:
+                score = float(np.mean([balanced_accuracy_score(y_fit[te], _fit(x[tr], y_fit[tr], C).predict(x[te]))
+                                       for tr, te in folds]))
+                if score > best_score + 1e-12:
+                    best, best_score = (layer, C), score
+    layer, C = best
+    pred = _fit(fit[layer], y_fit, C).predict(test[layer])
+    return {"layer": layer, "C": C, "cv_balanced_accuracy": best_score, "pred": pred}
+
+
+def group_bootstrap(y: np.ndarray, groups: np.ndarray, n: int, seed: int) -> list[np.ndarray]:
+    """``n`` resamples of the clips by track group, within each class (a class keeps its number of
+    groups): row indices, a group drawn twice counted twice."""
+    rng = np.random.default_rng(seed)
+    by_class = {c: sorted(set(groups[y == c].tolist())) for c in sorted(set(y.tolist()))}
+    rows = {g: np.flatnonzero(groups == g) for g in set(groups.tolist())}
+    out = []
+    for _ in range(n):
+        idx = [rows[g] for gs in by_class.values() for g in rng.choice(gs, size=len(gs), replace=True)]
+        out.append(np.concatenate(idx))
+    return out
+
+
+def bootstrap_scores(y: np.ndarray, preds: dict[str, np.ndarray], resamples: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """Balanced accuracy of every method's predictions on every resample (the same resamples for all)."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    return {m: np.array([balanced_accuracy_score(y[i], p[i]) for i in resamples]) for m, p in preds.items()}
+
+
+def interval(values: np.ndarray) -> tuple[float, float]:
+    lo, hi = np.percentile(values, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def fit_split_report(rows_fit: list[dict], rows_test: list[dict], methods_fit: dict, methods_test: dict,
+                     pretrained: dict[str, bool], Cs: tuple, seed: int, boot: int) -> dict:
+    """The ``--fit-split`` protocol: every method's probe fitted on ``rows_fit``, scored on ``rows_test``,
+    with group-bootstrap intervals and paired differences of the pretrained models to the best musicnn
+    and to ``random-cnn``."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+
+    y_fit = np.array([r["package"] for r in rows_fit])
+    g_fit = np.array([f"{r['package']}/{r['group']}" for r in rows_fit])
+    y = np.array([r["package"] for r in rows_test])
+    groups = np.array([f"{r['package']}/{r['group']}" for r in rows_test])
+    rows, preds = {}, {}
+    for method, fit in methods_fit.items():
+        res = split_probe(fit, y_fit, g_fit, methods_test[method], Cs, seed)
+        preds[method] = res.pop("pred")
+        rows[method] = dict(res, balanced_accuracy=float(balanced_accuracy_score(y, preds[method])),
+                            accuracy=float(accuracy_score(y, preds[method])))
+    resamples = group_bootstrap(y, groups, boot, seed)
+    scores = bootstrap_scores(y, preds, resamples)
+    for method, r in rows.items():
+        r["interval"] = interval(scores[method])
+        r["kind"] = ("baseline" if method == "mfcc" else "reference (real-music model)" if method.startswith("musicnn")
+                     else "pretrained" if pretrained.get(method) else "untrained/random")
+    musicnn = [m for m in rows if m.startswith("musicnn")]
+    best_musicnn = max(musicnn, key=lambda m: rows[m]["balanced_accuracy"]) if musicnn else None
+    targets = {}
+    for name, is_pre in pretrained.items():
+        if not is_pre or name not in rows:
+            continue
+        t = {"score": rows[name]["balanced_accuracy"]}
+        for other, key in ((best_musicnn, "vs_musicnn"), ("random-cnn" if "random-cnn" in rows else None, "vs_random_cnn")):
+            if other is None:
+                continue
+            diff = scores[name] - scores[other]
+            t[key] = {"than": other, "difference": rows[name]["balanced_accuracy"] - rows[other]["balanced_accuracy"],
+                      "interval": interval(diff)}
+        targets[name] = t
+    classes = sorted(set(y.tolist()))
+    return {"fit": {"clips": len(rows_fit), "track_groups": len(set(g_fit.tolist()))},
+            "test": {"clips": len(rows_test), "track_groups": len(set(groups.tolist())),
+                     "classes": {c: {"clips": int((y == c).sum()), "track_groups": len(set(groups[y == c].tolist()))}
+                                 for c in classes}},
+            "bootstrap": boot, "methods": rows, "targets": targets}
+
+
+def fit_split_table(report: dict, fit_split: str, split: str) -> str:
+    f, t = report["fit"], report["test"]
+    lines = [f"Which soundtrack a 10-s clip is from, probes fitted on the {fit_split} split ({f['clips']} clips of "
+             f"{f['track_groups']} track groups) and scored on the {split} split ({t['clips']} clips of "
+             f"{t['track_groups']} track groups; chance {100 / len(t['classes']):.1f}). Layer (`all` included) and C chosen by "
+             f"grouped 3-fold CV on the {fit_split} split; 95 % intervals from {report['bootstrap']} resamples of the "
+             f"{split} track groups within each package.", "",
+             "| method | kind | balanced acc. [95 % interval] | accuracy | layer, C (chosen on the fit split) |",
+             "|---|---|---|---|---|"]
+    for m, r in report["methods"].items():
+        lo, hi = r["interval"]
+        lines.append(f"| {m} | {r['kind']} | {100 * r['balanced_accuracy']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}] | "
+                     f"{100 * r['accuracy']:.1f} | {r['layer']}, {r['C']:g} |")
+    lines += ["", "Paired differences (issue 16's targets: at or above musicnn, at least 5 points above random-cnn):"]
+    for name, tg in report["targets"].items():
+        parts = []
+        for key, need in (("vs_musicnn", 0.0), ("vs_random_cnn", 0.05)):
+            if key in tg:
+                d, (lo, hi) = tg[key]["difference"], tg[key]["interval"]
+                verdict = "met" if lo >= need else "not met" if hi < need else "not shown either way"
+                parts.append(f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] vs {tg[key]['than']} ({verdict})")
+        lines.append(f"- {name}: {100 * tg['score']:.1f}; " + "; ".join(parts))
+    return "\n".join(lines) + "\n"
+
+
 def issue_targets(summary: list[dict], pretrained: dict[str, bool]) -> dict[str, dict]:
     """Issue 16's targets for each pretrained zoo model of ``summary`` (rows with ``method``,
     ``balanced_accuracy`` and, where probed, ``all_balanced_accuracy``): every method, musicnn and
@@ -233,6 +370,46 @@ def issue_targets(summary: list[dict], pretrained: dict[str, bool]) -> dict[str,
     return targets
 
 
+def run_fit_split(args, data: Path, cache: Path, rows_test: list[dict], classes: list, names: list,
+                  methods_test: dict, skipped: dict) -> int:
+    """``--fit-split``: features of the fit split's clips (same classes), the probes, the report files."""
+    import mirzoo
+    from mirzoo.fileio import atomic_file, write_json_atomic
+    from threadpoolctl import threadpool_limits
+
+    rows_fit = [r for r in load_task(data, args.fit_split, 1)[0] if r["package"] in set(classes)]
+    if not rows_fit:
+        raise SystemExit(f"no {args.fit_split} clips of the classes {classes} in {data / 'metadata.csv'}")
+    paths = [str((data / r["path"]).resolve()) for r in rows_fit]
+    print(f"{len(rows_fit)} {args.fit_split} clips to fit the probes on", flush=True)
+    methods_fit: dict[str, dict[str, np.ndarray]] = {"mfcc": {"mfcc": cached_mfcc(paths, cache)}}
+    for name in names:
+        t0 = time.time()
+        methods_fit[name] = zoo_features(name, paths, cache)
+        print(f"  {args.fit_split} features of {name} in {time.time() - t0:.0f} s", flush=True)
+    if not skipped.get("musicnn"):
+        mus, reason = musicnn_features([r["sha256"] for r in rows_fit], paths, Path(args.teacher_cache), args.venv)
+        if reason:  # no musicnn on the fit split: its rows go from both
+            skipped["musicnn"] = reason
+            methods_test = {m: f for m, f in methods_test.items() if not m.startswith("musicnn")}
+        methods_fit.update(mus)
+    pretrained = {n: bool(mirzoo.model_info(n)["pretrained"]) for n in names}
+    with threadpool_limits(1):
+        report = fit_split_report(rows_fit, rows_test, {m: methods_fit[m] for m in methods_test}, methods_test,
+                                  pretrained, tuple(args.Cs), args.seed, args.boot)
+    report.update(env=env_name(), data=str(data), fit_split=args.fit_split, split=args.split, Cs=args.Cs,
+                  seed=args.seed, skipped=skipped)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"real_audio-{report['env']}-fit-{args.fit_split}"
+    write_json_atomic(Path(f"{stem}.json"), report)
+    table = fit_split_table(report, args.fit_split, args.split)
+    with atomic_file(Path(f"{stem}.md")) as tmp:
+        Path(tmp).write_text(table, encoding="utf-8")
+    print(table)
+    return 0
+
+
 def main(argv=None) -> int:
     import mirzoo  # mirzoo itself imports no Keras: --help stays fast
     from mirzoo.fileio import atomic_file, write_json_atomic
@@ -251,6 +428,9 @@ def main(argv=None) -> int:
                         help="folder of the result files (default benchmarks/results; another folder for a candidate)")
     parser.add_argument("--teacher-cache", default=os.path.expanduser("~/.cache/mirzoo/teacher"))
     parser.add_argument("--venv", default=None, help="musicnn venv (default: training.teacher's)")
+    parser.add_argument("--fit-split", default=None,
+                        help="fit the probes on this split's clips and score them on --split (see above), instead of CV")
+    parser.add_argument("--boot", type=int, default=2000, help="group-bootstrap resamples of --fit-split's intervals")
     args = parser.parse_args(argv)
     data, cache = Path(args.data), Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
@@ -268,10 +448,7 @@ def main(argv=None) -> int:
     methods: dict[str, dict[str, np.ndarray]] = {}
     timings, skipped = {}, {}
     t0 = time.time()
-    mfcc_file = cache / f"mfcc-{hashlib.sha256(json.dumps(paths).encode()).hexdigest()[:20]}.npy"
-    if not mfcc_file.exists():
-        np.save(mfcc_file, mfcc_features(paths))
-    methods["mfcc"] = {"mfcc": np.load(mfcc_file)}
+    methods["mfcc"] = {"mfcc": cached_mfcc(paths, cache)}
     timings["mfcc"] = time.time() - t0
     names = args.models if args.models is not None else mirzoo.list_models()
     for name in names:
@@ -290,6 +467,8 @@ def main(argv=None) -> int:
 
     from threadpoolctl import threadpool_limits
 
+    if args.fit_split:
+        return run_fit_split(args, data, cache, rows, classes, names, methods, skipped)
     results = {}
     with threadpool_limits(1):
         for method, feats in methods.items():

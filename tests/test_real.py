@@ -439,6 +439,64 @@ def test_nested_probe_folds_never_split_a_track():
     assert res["balanced_accuracy"] < 0.7 and res["pooled_balanced_accuracy"] < 0.7
 
 
+def test_split_probe_chooses_on_the_fit_split_and_scores_the_other():
+    """``--fit-split``: the layer is chosen by grouped CV on the fit split alone, and a feature that only
+    names the fit split's tracks does not carry over to new tracks."""
+    from benchmarks import real_audio
+
+    y, groups, informative, noise, track_id = _grouped_task(n_groups=30, seed=2)
+    fit, test = np.arange(len(y)) < 24 * 6, np.arange(len(y)) >= 24 * 6  # 24 tracks to fit, 6 new ones
+    feats = {"noise": noise, "good": informative, "id": track_id}
+    res = real_audio.split_probe({k: v[fit] for k, v in feats.items()}, y[fit], groups[fit],
+                                 {k: v[test] for k, v in feats.items()}, Cs=(0.1, 1.0), seed=0)
+    assert res["layer"] == "good" and res["cv_balanced_accuracy"] > 0.9
+    assert res["pred"].shape == (int(test.sum()),) and np.mean(res["pred"] == y[test]) > 0.9
+
+
+def test_group_bootstrap_resamples_whole_tracks_within_each_class():
+    from benchmarks import real_audio
+
+    y, groups, *_ = _grouped_task(n_groups=9, per_group=4)
+    draws = real_audio.group_bootstrap(y, groups, 50, seed=0)
+    assert len(draws) == 50 and all(len(d) == len(y) for d in draws)  # 3 tracks of 4 clips per class
+    for d in draws:
+        picked = groups[d]
+        for g in set(picked.tolist()):
+            assert (picked == g).sum() % 4 == 0  # a track comes whole (once, twice, ...)
+        assert sorted((y[d] == c).sum() for c in set(y.tolist())) == [12, 12, 12]
+    assert len({tuple(sorted(set(groups[d].tolist()))) for d in draws}) > 10  # they differ
+
+
+def test_fit_split_report_pairs_the_differences_on_the_same_resamples():
+    """A model that predicts like random-cnn plus a few right clips: its paired interval against random-cnn
+    is tight and above zero, where two independent intervals would overlap."""
+    from benchmarks import real_audio
+
+    y, groups, informative, noise, _ = _grouped_task(n_groups=30, seed=3)
+    rows = [{"package": c, "group": g} for c, g in zip(y, groups)]
+    fit, test = slice(0, 24 * 6), slice(24 * 6, None)
+    rng = np.random.default_rng(0)
+    weak = informative + rng.standard_normal(informative.shape) * 2.5
+    methods = {"random-cnn": {"x": weak}, "cnn-tagging": {"x": informative}, "musicnn-MTT": {"x": informative},
+               "mfcc": {"x": noise}}
+    report = real_audio.fit_split_report(rows[fit], rows[test], {m: {k: v[fit] for k, v in f.items()} for m, f in methods.items()},
+                                         {m: {k: v[test] for k, v in f.items()} for m, f in methods.items()},
+                                         {"cnn-tagging": True, "random-cnn": False}, Cs=(1.0,), seed=0, boot=200)
+    m = report["methods"]
+    assert m["cnn-tagging"]["balanced_accuracy"] > m["random-cnn"]["balanced_accuracy"]
+    lo, hi = m["cnn-tagging"]["interval"]
+    assert lo <= m["cnn-tagging"]["balanced_accuracy"] <= hi
+    t = report["targets"]["cnn-tagging"]
+    assert t["vs_random_cnn"]["than"] == "random-cnn" and t["vs_random_cnn"]["interval"][0] > 0
+    assert t["vs_musicnn"]["difference"] == pytest.approx(0.0)  # the same features: the same predictions
+    assert report["test"]["track_groups"] == 6 and report["fit"]["track_groups"] == 24
+    table = real_audio.fit_split_table(report, "train", "test")
+    assert "| cnn-tagging | pretrained |" in table and "| random-cnn | untrained/random |" in table
+    lo, hi = t["vs_random_cnn"]["interval"]
+    verdict = "met" if lo >= 0.05 else "not met" if hi < 0.05 else "not shown either way"
+    assert f"vs random-cnn ({verdict})" in table and "vs musicnn-MTT (" in table
+
+
 def test_real_audio_task_keeps_test_split_and_drops_thin_classes(tmp_path):
     from benchmarks import real_audio
 
