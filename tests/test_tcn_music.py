@@ -1135,25 +1135,33 @@ def _package_copy(root, with_weights=False):
     return entry
 
 
-def test_shipping_a_run_without_the_pitch_class_head_drops_it_from_the_entry(tmp_path):
-    """A run whose model has no ``pitch_classes`` head (trained before it existed) shipped over weights
-    that had one: the entry no longer lists the head or its layer, so it still parses and loads."""
+def _ship_fake_run(run, config, entry, root):
+    """``ship`` a run folder whose model config is ``config`` (its weights bytes stand in, ship does not read
+    them) into the package copy at ``root``."""
     import json
 
-    from mirzoo.spec import ModelSpec
     from training import musical
 
-    root = tmp_path / "pkg"
-    entry = _package_copy(root)
-    assert "pitch_classes" in entry["config"].get("frame_heads", {})  # the shipped weights have it
-    config = {k: v for k, v in entry["config"].items() if k != "frame_heads"}
-    run = tmp_path / "run"
     run.mkdir()
     (run / "best.weights.h5").write_bytes(b"not read by ship")
     (run / "state.json").write_text(json.dumps({
         "epoch": 3, "best_epoch": 1, "best_source": "epoch", "minutes": 2.0, "model_config": config,
         "vocabulary": entry["head"]["labels"], "history": [{}, {"key_mirex": 0.7, "beat_f1": 0.8}, {}]}))
     assert musical.main(["ship", "--run", str(run), "--root", str(root)]) == 0
+
+
+def test_shipping_a_run_without_the_pitch_class_head_drops_it_from_the_entry(tmp_path):
+    """A run whose model has no ``pitch_classes`` head (trained before it existed) shipped over weights
+    that had one: the entry no longer lists the head or its layer, so it still parses and loads."""
+    import json
+
+    from mirzoo.spec import ModelSpec
+
+    root = tmp_path / "pkg"
+    entry = _package_copy(root)
+    assert "pitch_classes" in entry["config"].get("frame_heads", {})  # the shipped weights have it
+    config = {k: v for k, v in entry["config"].items() if k != "frame_heads"}
+    _ship_fake_run(tmp_path / "run", config, entry, root)
     for rel in ("weights_manifest.json", "mirzoo/weights_manifest.json"):
         e = json.loads((root / rel).read_text())["models"]["tcn-music"]
         assert "pitch_classes" not in e["layers"] and "frame_heads" not in e["config"]
@@ -1171,19 +1179,12 @@ def test_ship_keeps_the_entry_s_tonal_layer_over_a_run_started_without_it(tmp_pa
     import json
 
     from mirzoo.spec import ModelSpec
-    from training import musical
 
     root = tmp_path / "pkg"
     entry = _package_copy(root)
     assert entry["config"].get("tonal") is True and entry["layers"]["tonal"] == 123
     config = {k: v for k, v in entry["config"].items() if k != "tonal"}
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "best.weights.h5").write_bytes(b"not read by ship")
-    (run / "state.json").write_text(json.dumps({
-        "epoch": 3, "best_epoch": 1, "best_source": "epoch", "minutes": 2.0, "model_config": config,
-        "vocabulary": entry["head"]["labels"], "history": [{}, {"key_mirex": 0.7, "beat_f1": 0.8}, {}]}))
-    assert musical.main(["ship", "--run", str(run), "--root", str(root)]) == 0
+    _ship_fake_run(tmp_path / "run", config, entry, root)
     for rel in ("weights_manifest.json", "mirzoo/weights_manifest.json"):
         e = json.loads((root / rel).read_text())["models"]["tcn-music"]
         assert e["config"]["tonal"] is True and e["layers"]["tonal"] == 123 and "tonal" in e["all_layers"]
