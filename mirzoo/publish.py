@@ -301,7 +301,8 @@ def model_card(spec: ModelSpec, repo_id: str) -> str:
     tags_head = training.get("tags_head")
     if isinstance(tags_head, dict):
         valid = dict(tags_head.get("valid") or {})
-        hardware = f", {tags_head['fit_seconds']:g} s on {tags_head['hardware']}" if tags_head.get("hardware") else ""
+        hardware = (f", {tags_head['fit_seconds']:g} s on {tags_head['hardware']}"
+                    if tags_head.get("hardware") and isinstance(tags_head.get("fit_seconds"), (int, float)) else "")
         body += ["", f"Tags head refitted on the frozen {' + '.join(f'`{s}`' for s in tags_head.get('sources', []))} "
                  f"(concatenated): a frame-wise logistic regression to the clip tags ({tags_head.get('frames')} frames of "
                  f"{tags_head.get('clips')} {tags_head.get('split')} clips of {', '.join(tags_head.get('corpora', []))}"

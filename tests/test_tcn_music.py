@@ -1082,6 +1082,12 @@ def test_fit_tags_refits_the_tag_head_on_more_layers_and_changes_nothing_else(tm
     record = new_entry["training"]["tags_head"]
     assert record["valid"]["roc_auc"] > record["valid"]["roc_auc_before"] and record["sources"] == ["conv3", "frame", "embedding"]
     assert "clip_key" not in new_entry and "fit-tags" in new_entry["training"]["command"]
+    from mirzoo.publish import model_card
+    from mirzoo.spec import ModelSpec
+
+    card = model_card(ModelSpec.from_entry("tcn-music", new_entry), "mirzoo/tcn-music")
+    assert "Tags head refitted on the frozen `conv3` + `frame` + `embedding`" in card
+    assert f"clip tag ROC-AUC {record['valid']['roc_auc_before']} -> {record['valid']['roc_auc']}" in card
 
     monkeypatch.setenv("MIRZOO_MANIFEST", str(manifests[1]))
     monkeypatch.setenv("MIRZOO_WEIGHTS_DIR", str(weights.parent))
