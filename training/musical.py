@@ -1506,17 +1506,18 @@ def fit_tags(args) -> None:
             after.append(new[rows].mean(axis=0))
             truth.append(vy[rows][0])
     truth = np.asarray(truth)
-    valid = {"split": args.valid_split, "clips": int(len(truth)),
-             "roc_auc_before": round(clip_tag_roc_auc(np.asarray(before), truth), 4),
-             "roc_auc": round(clip_tag_roc_auc(np.asarray(after), truth), 4)}
+    auc_before, auc_after = clip_tag_roc_auc(np.asarray(before), truth), clip_tag_roc_auc(np.asarray(after), truth)
+    if auc_before is None:
+        raise SystemExit(f"no tag is both present and absent among the {len(truth)} {args.valid_split} clips: "
+                         "nothing to judge the refit on; give a larger --valid-split")
+    valid = {"split": args.valid_split, "clips": int(len(truth)), "roc_auc_before": round(auc_before, 4),
+             "roc_auc": round(auc_after, 4)}
     log.info("tags head on %s: valid clip ROC-AUC %.4f -> %.4f (%d clips)", "+".join(sources),
              valid["roc_auc_before"], valid["roc_auc"], valid["clips"])
     if not valid["roc_auc"] > valid["roc_auc_before"]:
         raise SystemExit(f"the refitted tags head is not better on the {args.valid_split} clips "
                          f"({valid['roc_auc']} against {valid['roc_auc_before']}): nothing written")
-    new_config = dict(config, tags_from=sources)
-    new_config.pop("n_tags", None)
-    model = get_family(entry["family"])(dict(new_config, n_tags=len(vocab)), name=MODEL.replace("-", "_"))
+    model = get_family(entry["family"])(dict(config, tags_from=sources), name=MODEL.replace("-", "_"))  # n_tags set
     for layer in full.layers:
         if layer.weights and layer.name != "tags":
             model.get_layer(layer.name).set_weights(layer.get_weights())
