@@ -132,6 +132,15 @@ def test_head_output_probe_is_reported_beside_the_embedding_probe_not_in_its_pla
     figures = mu.headline(res, "tcn-music")
     assert figures["downbeat_f_evidence_reading"] == 0.41 and figures["meter_exact_evidence_reading"] == 0.0
 
+    # the key the score's own notes give by profile matching, overall and by reference source, beside the model
+    assert not any("score notes" in l for l in lines)  # a report from before the row existed
+    res["key_weighted"].update(score_notes=0.8, n_score_notes=10)
+    res["key_weighted"]["by_source"]["written"]["score_notes"] = 0.9
+    res["key_weighted"]["by_source"]["analysis"]["score_notes"] = 0.65
+    lines = mu.render_table(report).splitlines()
+    row = [l for l in lines if "score notes" in l]
+    assert len(row) == 1 and row[0].endswith("(n=10) | | 0.800 (written 0.900, analysis 0.650) | |")
+
 
 def test_reference_key_says_where_the_label_came_from():
     keys = [f"k{i}" for i in range(24)]
