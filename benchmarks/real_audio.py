@@ -196,6 +196,22 @@ def group_folds(y: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> lis
     return [(np.flatnonzero(f != k), np.flatnonzero(f == k)) for k in range(folds) if (f == k).any()]
 
 
+def choose_layer_and_c(feats: dict[str, np.ndarray], y: np.ndarray, folds: list, Cs: tuple) -> tuple:
+    """``(layer, C, summed balanced accuracy)`` of the (layer, C) pair that scores best over ``folds``
+    (``(train rows, test rows)`` pairs); the first pair wins a tie."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    best, best_score = None, -1.0
+    for layer, x in feats.items():
+        for C in Cs:
+            score = 0.0
+            for tr, te in folds:
+                score += balanced_accuracy_score(y[te], _fit(x[tr], y[tr], C).predict(x[te]))
+            if score > best_score + 1e-12:
+                best, best_score = (layer, C), score
+    return best[0], best[1], best_score
+
+
 def _nested_probe(feats, y, groups, folds, seed, Cs, repeats) -> dict:
     from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
@@ -204,17 +220,8 @@ def _nested_probe(feats, y, groups, folds, seed, Cs, repeats) -> dict:
     for r in range(repeats):
         oof = np.empty(n, dtype=y.dtype)
         for train, test in group_folds(y, groups, folds, seed + r):
-            best, best_score = None, -1.0
-            inner = group_folds(y[train], groups[train], 3, seed + r)
-            for layer, x in feats.items():
-                for C in Cs:
-                    score = 0.0
-                    for itr, ite in inner:
-                        tr, te = train[itr], train[ite]
-                        score += balanced_accuracy_score(y[te], _fit(x[tr], y[tr], C).predict(x[te]))
-                    if score > best_score + 1e-12:
-                        best, best_score = (layer, C), score
-            layer, C = best
+            inner = [(train[itr], train[ite]) for itr, ite in group_folds(y[train], groups[train], 3, seed + r)]
+            layer, C, _ = choose_layer_and_c(feats, y, inner, Cs)
             pred = _fit(feats[layer][train], y[train], C).predict(feats[layer][test])
             oof[test] = pred
             bal.append(balanced_accuracy_score(y[test], pred))
@@ -234,21 +241,12 @@ def split_probe(fit: dict[str, np.ndarray], y_fit: np.ndarray, groups_fit: np.nd
     on the fit split (balanced accuracy), refitted on all of it; returns the test predictions."""
     import warnings
 
-    from sklearn.metrics import balanced_accuracy_score
-
     folds = group_folds(y_fit, groups_fit, 3, seed)
-    best, best_score = None, -1.0
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
-        for layer, x in fit.items():
-            for C in Cs:
-                score = float(np.mean([balanced_accuracy_score(y_fit[te], _fit(x[tr], y_fit[tr], C).predict(x[te]))
-                                       for tr, te in folds]))
-                if score > best_score + 1e-12:
-                    best, best_score = (layer, C), score
-    layer, C = best
+        layer, C, total = choose_layer_and_c(fit, y_fit, folds, Cs)
     pred = _fit(fit[layer], y_fit, C).predict(test[layer])
-    return {"layer": layer, "C": C, "cv_balanced_accuracy": best_score, "pred": pred}
+    return {"layer": layer, "C": C, "cv_balanced_accuracy": total / len(folds), "pred": pred}
 
 
 def group_bootstrap(y: np.ndarray, groups: np.ndarray, n: int, seed: int) -> list[np.ndarray]:

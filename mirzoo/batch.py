@@ -725,7 +725,8 @@ def _extract_locked(
             sources.append(target)
         in_target = set(done)
         assembled = []  # parts whose every file is already in the output
-        for part in parts.existing():
+        existing = parts.existing()
+        for part in existing:
             block, found = _load_npz(part)
             _check_meta(part, found, meta)
             part_keys = {_key(p) for p in block.paths}
@@ -736,7 +737,7 @@ def _extract_locked(
             # a run is killed after it wrote the output from its parts but before it removed them: those
             # parts are in the output already (every assembly takes all of them), so merging them again
             # would list their files twice
-            if len(assembled) != len(parts.existing()):
+            if len(assembled) != len(existing):
                 raise ParameterError(
                     f"cannot resume into '{target}': {len(assembled)} of the part files in '{parts.dir}' are already "
                     f"in it and the others are not; remove '{parts.dir}' (its files are then extracted again) or "

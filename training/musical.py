@@ -1058,7 +1058,7 @@ def clip_key_inputs(extractor, corpus: Path, split: str, limit: int = 0):
 
     from training.corpus import load_clip_targets
 
-    files = sorted(glob.glob(str(corpus / "targets" / split / "**" / "*.npz"), recursive=True))
+    files = target_files(corpus, split)
     if limit:
         files = files[:limit]
     keys, chords, modes, chromas, refs, pieces = [], [], [], [], [], []
@@ -1165,6 +1165,31 @@ def _fold_predictions(key_means, chord_means, refs, mode_means, chroma_means, fo
                                                   part(mode_means, [j]), part(chroma_means, [j]))))
                     for j in np.flatnonzero(te)]
     return pred
+
+
+def target_files(corpus: Path, split: str) -> list:
+    """The score-target files (``targets/<split>/**/*.npz``) of a version-2 corpus's split, sorted."""
+    return sorted(glob.glob(str(corpus / "targets" / split / "**" / "*.npz"), recursive=True))
+
+
+def draw_target_files(corpus: Path, split: str, clips: int, seed: int) -> list:
+    """``clips`` of :func:`target_files` drawn with ``seed``, in file order (0, or more than there are: all)."""
+    files = target_files(corpus, split)
+    if clips and clips < len(files):
+        pick = np.sort(np.random.default_rng(seed).choice(len(files), clips, replace=False))
+        files = [files[i] for i in pick]
+    return files
+
+
+def package_weights(root: str) -> tuple:
+    """``(root, entry, weights path)`` of the ``tcn-music`` package at ``root`` (default: this checkout),
+    the weights checked against the entry's sha256: what the fits rewrite."""
+    root = Path(root) if root else Path(__file__).resolve().parent.parent
+    entry = dict(json.loads((root / "mirzoo" / "weights_manifest.json").read_text())["models"][MODEL], name=MODEL)
+    path = root / "mirzoo" / "weights" / entry["weights"]["file"]
+    if hashlib.sha256(path.read_bytes()).hexdigest() != entry["weights"]["sha256"]:
+        raise SystemExit(f"{path} is not the weights its manifest entry names (sha256 differs)")
+    return root, entry, path
 
 
 def append_command(entry: dict, step: str) -> None:
@@ -1324,10 +1349,7 @@ def frame_features_and_chroma(extractor, corpus: Path, split: str, clips: int, s
     (``targets/...npz``'s ``chroma``), for ``clips`` clips of ``split`` drawn with ``seed`` (0: all)."""
     from training.corpus import load_clip_targets
 
-    files = sorted(glob.glob(str(corpus / "targets" / split / "**" / "*.npz"), recursive=True))
-    if clips and clips < len(files):
-        pick = np.sort(np.random.default_rng(seed).choice(len(files), clips, replace=False))
-        files = [files[i] for i in pick]
+    files = draw_target_files(corpus, split, clips, seed)
     feats, chroma = [], []
     for path in files:
         t = load_clip_targets(path)
@@ -1350,11 +1372,7 @@ def fit_pitch_classes(args) -> None:
     from mirzoo.spec import PITCH_CLASS_LABELS
     from training.train import save_weights_atomic
 
-    root = Path(args.root) if args.root else Path(__file__).resolve().parent.parent
-    entry = dict(json.loads((root / "mirzoo" / "weights_manifest.json").read_text())["models"][MODEL], name=MODEL)
-    path = root / "mirzoo" / "weights" / entry["weights"]["file"]
-    if hashlib.sha256(path.read_bytes()).hexdigest() != entry["weights"]["sha256"]:
-        raise SystemExit(f"{path} is not the weights its manifest entry names (sha256 differs)")
+    root, entry, path = package_weights(args.root)
     # the model without the head (its frame vector is what the fit reads)
     base_entry = drop_pitch_class_head(json.loads(json.dumps(entry)))
     base_entry.pop("clip_key", None)
@@ -1434,10 +1452,7 @@ def frame_features_and_tags(extractor, corpus: Path, split: str, clips: int, ste
     (0: all), with the clip each frame comes from."""
     from training.corpus import load_clip_targets
 
-    files = sorted(glob.glob(str(corpus / "targets" / split / "**" / "*.npz"), recursive=True))
-    if clips and clips < len(files):
-        pick = np.sort(np.random.default_rng(seed).choice(len(files), clips, replace=False))
-        files = [files[i] for i in pick]
+    files = draw_target_files(corpus, split, clips, seed)
     xs, ys, owner = [], [], []
     for i, path in enumerate(files):
         t = load_clip_targets(path)
@@ -1470,19 +1485,15 @@ def fit_tags(args) -> None:
     nothing is written when the refit is not better there."""
     from mirzoo.extractor import Extractor
     from mirzoo.nn import get_family
+    from mirzoo.nn.tcn import is_trunk_layer
     from training.train import hardware_text, save_weights_atomic
 
-    root = Path(args.root) if args.root else Path(__file__).resolve().parent.parent
-    entry = dict(json.loads((root / "mirzoo" / "weights_manifest.json").read_text())["models"][MODEL], name=MODEL)
-    path = root / "mirzoo" / "weights" / entry["weights"]["file"]
-    if hashlib.sha256(path.read_bytes()).hexdigest() != entry["weights"]["sha256"]:
-        raise SystemExit(f"{path} is not the weights its manifest entry names (sha256 differs)")
+    root, entry, path = package_weights(args.root)
     sources = list(args.sources)
     vocab = list(entry["head"]["labels"])
     full, _, config = build_training_model(entry, len(vocab))
     full.load_weights(path)
-    unknown = [src for src in sources if src not in full.output or src not in entry["layers"]
-               or not (src.startswith(("conv", "frame", "tcn")) or src == "embedding")]
+    unknown = [src for src in sources if src not in full.output or src not in entry["layers"] or not is_trunk_layer(src)]
     if unknown or len(set(sources)) != len(sources):
         raise SystemExit(f"--sources {sources}: expected distinct layers of {MODEL}'s network (conv1 .. conv3, frame, "
                          f"tcn1 .. tcnN, embedding), not heads")
@@ -1583,7 +1594,7 @@ def downbeat_inputs(extractor, corpus: Path, split: str, limit: int = 0) -> list
     heads = extractor.heads
     fps = extractor.sample_rate / extractor.hop_length
     keys = list(REQUIRED_HEADS) + [h for h in OPTIONAL_HEADS if h in heads]
-    files = sorted(glob.glob(str(corpus / "targets" / split / "**" / "*.npz"), recursive=True))
+    files = target_files(corpus, split)
     if limit:
         files = files[:limit]
     rows = []

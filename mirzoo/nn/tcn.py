@@ -40,7 +40,7 @@ from mirzoo.errors import ParameterError
 from mirzoo.nn.base import register_family
 from mirzoo.nn.frontend import build_frontend
 
-__all__ = ["build_tcn", "add_tonal", "tcn_context_frames", "TonicAligned", "tonal_feature_names"]
+__all__ = ["build_tcn", "add_tonal", "tcn_context_frames", "is_trunk_layer", "TonicAligned", "tonal_feature_names"]
 
 #: scale degrees of the ``tonal`` layer's pitch classes and chord roots: semitones above the tonic
 DEGREES = ("1", "b2", "2", "b3", "3", "4", "#4", "5", "b6", "6", "b7", "7")
@@ -121,6 +121,12 @@ class TonicAligned(keras.layers.Layer):
         config = super().get_config()
         config.update(chord_qualities=self.chord_qualities)
         return config
+
+
+def is_trunk_layer(name: str) -> bool:
+    """Whether ``name`` is one of the network's own layers (``conv1`` .. ``conv3``, ``frame``, ``tcn1`` ..
+    ``tcnN``, ``embedding``), which a head may read (``tags_from``), rather than a head or derived output."""
+    return name.startswith(("conv", "frame", "tcn")) or name == "embedding"
 
 
 def tcn_context_frames(kernel: int, layers: int) -> int:
@@ -211,7 +217,7 @@ def build_tcn(config: dict, name: str = "tcn") -> keras.Model:
         outputs[head] = keras.layers.Dense(int(n), activation="softmax", name=head)(embedding)
     if int(config.get("n_tags", 0)) > 0:
         sources = list(config.get("tags_from") or ["embedding"])
-        allowed = [k for k in outputs if k.startswith(("conv", "frame", "tcn")) or k == "embedding"]
+        allowed = [k for k in outputs if is_trunk_layer(k)]
         if any(src not in allowed for src in sources) or len(set(sources)) != len(sources):
             raise ValueError(f"tags_from={sources!r}: expected distinct layers among {allowed}")
         # clip tags are timbre as much as structure: the head may also read the 2-D stack and the frame vector

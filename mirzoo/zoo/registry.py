@@ -68,7 +68,7 @@ def build_from_spec(
             raise WeightsError(f"weight file '{path}' does not fit model {spec.name!r}: {exc}") from exc
     # weightless outputs computed from the others (tcn-music's ``tonal``), added after the weights
     # are set so that weight files keep the builder's layout
-    return derive_outputs(spec.family, model, dict(spec.config))
+    return derive_outputs(spec.family, model, spec.config)
 
 
 def build_model(
