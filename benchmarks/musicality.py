@@ -57,7 +57,9 @@ Measures (model: ``Extractor.analyze`` of ``--model``; every baseline computed h
   corpus's ``meter:`` tag of a time signature, e.g. 6/8 -> ``compound-duple``) over the classes.
 * **mode of the reported key** (not a probe): balanced accuracy of the mode of ``analyze()``'s key
   against the ``mode:major`` / ``mode:minor`` tag, on every clip with one of them.
-* **tag ROC-AUC**: macro ROC-AUC of the tag head (frame mean) over tags with both classes present.
+* **tag ROC-AUC**: macro ROC-AUC of the clip tags as ``tag()`` reads them (the model's ``clip_tags`` record
+  where it has one, with the tag head's frame mean beside it; the frame mean otherwise) over tags with both
+  classes present.
 
 ``--oracle`` replaces the model's head outputs by one-hot frames built from the score targets
 (beats widened to +-1 frame): a check of the analysis and scoring chain, whose scores should be
@@ -444,6 +446,7 @@ def main(argv=None) -> int:
         clip_key_distribution,
         global_distribution,
     )
+    from mirzoo.tasks.clip_heads import clip_tag_probabilities
 
     data = Path(args.heldout)
     notes = []
@@ -467,6 +470,9 @@ def main(argv=None) -> int:
     layers = list(m.all_layers)
     keys = list(REQUIRED_HEADS) + [h for h in OPTIONAL_HEADS if h in heads] + (["tags"] if "tags" in heads else []) \
         + [l for l in layers if l not in REQUIRED_HEADS]
+    clip_tags = None if args.oracle else m.spec.clip_tags  # tag()'s reading of the tags head, when the model has one
+    if clip_tags is not None:
+        keys += [s for s in clip_tags["sources"] if s not in keys]
     others = [mirzoo.load(name) for name in args.probe_models]
 
     per = {k: [] for k in ("key_model", "key_head_mean", "key_base", "key_source", "mode_pairs", "meter_pairs", "beat_model", "beat_base", "down_model", "tempo_model",
@@ -481,7 +487,7 @@ def main(argv=None) -> int:
     probe_heads = [h for h in HEAD_PROBE if h in heads]
     for o in others:
         feats[o.name] = {l: [] for l in o.all_layers}
-    tag_probs, tag_truth = [], []
+    tag_probs, tag_truth, tag_frame_mean = [], [], []
     per_clip: list[dict] = []  # every figure of every clip, for paired comparisons (compare_musicality.py)
     clip_key = None if args.oracle else m.spec.clip_key  # the oracle checks the chain with one-hot heads alone
     downbeat_model = None if args.oracle else m.spec.downbeat_model
@@ -512,7 +518,9 @@ def main(argv=None) -> int:
             head_feats["head:clip_key"].append(
                 clip_key_distribution(out["key"], out["chord"], clip_key, out.get("mode"), out.get("pitch_classes")).astype(np.float32))
         if "tags" in heads:
-            tag_probs.append(out["tags"].mean(axis=0))
+            tag_frame_mean.append(out["tags"].mean(axis=0))
+            tag_probs.append(clip_tag_probabilities(out, clip_tags) if clip_tags is not None and clip_tags["head"] == "tags"
+                             else tag_frame_mean[-1])  # as tag() reads them
             tags = set(clip["meta"].get("tags", "").split(";"))
             tag_truth.append([lab in tags for lab in heads["tags"]])
             row["tags"] = [round(float(v), 4) for v in tag_probs[-1]]
@@ -679,10 +687,17 @@ def main(argv=None) -> int:
     if tag_probs:
         from sklearn.metrics import roc_auc_score
 
-        truth, probs = np.asarray(tag_truth), np.asarray(tag_probs)
+        truth = np.asarray(tag_truth)
         usable = [j for j in range(truth.shape[1]) if 0 < truth[:, j].sum() < truth.shape[0]]
-        res["tag_roc_auc"] = {"model": float(np.mean([roc_auc_score(truth[:, j], probs[:, j]) for j in usable]))
-                              if usable else None, "tags": len(usable)}
+
+        def macro_auc(probs) -> float | None:
+            probs = np.asarray(probs)
+            return float(np.mean([roc_auc_score(truth[:, j], probs[:, j]) for j in usable])) if usable else None
+
+        res["tag_roc_auc"] = {"model": macro_auc(tag_probs), "tags": len(usable),
+                              "reading": "frame mean" if clip_tags is None else "clip_tags record"}
+        if clip_tags is not None:
+            res["tag_roc_auc"]["frame_mean"] = macro_auc(tag_frame_mean)
 
     report = {
         "benchmark": "musicality", "env": env_name(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -754,6 +769,7 @@ def headline(res: dict, model_name: str) -> dict:
         put(f"probe_{task}_mfcc", (by_method.get("mfcc") or {}).get("balanced_accuracy"))
         put(f"probe_{task}_with_heads", (by_method.get(f"{model_name}+heads") or {}).get("balanced_accuracy"))
     put("tag_roc_auc", (res.get("tag_roc_auc") or {}).get("model"))
+    put("tag_roc_auc_frame_mean", (res.get("tag_roc_auc") or {}).get("frame_mean"))
     put("pitch_class_f1", (res.get("pitch_classes") or {}).get("model_f1"))
     put("pitch_class_f1_chroma_cqt", (res.get("pitch_classes") or {}).get("baseline_f1"))
     put("key_mirex_ks_on_pitch_classes", (res.get("pitch_classes") or {}).get("key_ks_on_head"))
@@ -849,7 +865,11 @@ def render_table(r: dict) -> str:
         lines.append(f"| meter `analyze()` reports, meter class (balanced acc.: "
                      f"{', '.join(f'{k} {v}' for k, v in sorted(mm['classes'].items()))}) | {fmt(mm['class_balanced'])} | | not a probe |")
     if "tag_roc_auc" in res:
-        lines.append(f"| tag ROC-AUC ({res['tag_roc_auc']['tags']} tags) | {fmt(res['tag_roc_auc']['model'])} | — | {TARGETS['tag_roc_auc']} |")
+        tr = res["tag_roc_auc"]
+        how = "" if tr.get("reading", "frame mean") == "frame mean" else ", as `tag()` reads them: the `clip_tags` record"
+        lines.append(f"| tag ROC-AUC ({tr['tags']} tags{how}) | {fmt(tr['model'])} | — | {TARGETS['tag_roc_auc']} |")
+        if tr.get("frame_mean") is not None:
+            lines.append(f"| tag ROC-AUC, the `tags` head's frame mean | {fmt(tr['frame_mean'])} | | |")
     lines += ["", f"Time: model {r['timing_s']['model']} s, baselines {r['timing_s']['baselines']} s, "
               f"other probe models {r['timing_s']['probe_models']} s."]
     return "\n".join(lines)

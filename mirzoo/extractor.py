@@ -40,6 +40,7 @@ from mirzoo.errors import ParameterError
 from mirzoo.fileio import atomic_directory, file_sha256, write_json_atomic
 from mirzoo.inference.runner import AudioInput, Runner, as_list
 from mirzoo.tasks import analyze as _analyze
+from mirzoo.tasks import clip_heads as _clip_heads
 from mirzoo.tasks import finetune as _finetune
 
 __all__ = ["Embeddings", "Extractor", "POOLS", "pool_embeddings"]
@@ -176,7 +177,10 @@ class Extractor(Runner):
         """Labels with probabilities, most probable first: ``[(label, prob), ...]``.
 
         Probabilities are the head's outputs averaged over the input's patches
-        (frames, for frame-level models); the ``key`` head of a model with a ``clip_key``
+        (frames, for frame-level models), except for the head of a ``clip_tags`` record
+        (``tcn-music``'s ``tags``): a logistic regression on the mean and spread of the input's
+        frames of the layers it names (:func:`mirzoo.tasks.clip_heads.clip_tag_probabilities`);
+        ``predict(head=...)`` still gives that head's frames.  The ``key`` head of a model with a ``clip_key``
         record (``tcn-music``) gives the clip key that :meth:`analyze` reports, scored from
         the key and chord heads together (:func:`mirzoo.tasks.analyze.clip_key_distribution`;
         with the ``mode`` and ``pitch_classes`` heads too, when the record weighs them).
@@ -194,7 +198,14 @@ class Extractor(Runner):
             raise ParameterError(f"threshold={threshold!r} must be a number in [0, 1] or None")
         output = self.check_head(head)
         labels = self.heads[output]
-        if output == "key" and self.spec.clip_key is not None:
+        clip_tags = self.spec.clip_tags
+        if clip_tags is not None and output == clip_tags["head"]:
+            # a clip-level head on pooled layers (one pass over the layers it reads)
+            items, many = as_list(audio)
+            probs = [_clip_heads.clip_tag_probabilities(out, clip_tags)
+                     for out, _, _ in self.run_inputs(items, sr, list(clip_tags["sources"]), batch_size, False)]
+            probs = probs if many else probs[0]
+        elif output == "key" and self.spec.clip_key is not None:
             # the clip key, as analyze() reads it: key and chord heads together (one pass)
             items, many = as_list(audio)
             keys = ["key", "chord"] + [h for h in _analyze.OPTIONAL_HEADS if h in self.heads]

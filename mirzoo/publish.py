@@ -309,6 +309,19 @@ def model_card(spec: ModelSpec, repo_id: str) -> str:
                  f"{hardware}); every other output is unchanged by it"
                  + (f"; clip tag ROC-AUC {valid['roc_auc_before']} -> {valid['roc_auc']} on {valid['clips']} "
                     f"{valid['split']} clips" if "roc_auc" in valid else "") + "."]
+    clip_tags, clip_fit = spec.clip_tags, training.get("clip_tags")
+    if clip_tags and isinstance(clip_fit, dict):
+        valid = dict(clip_fit.get("valid") or {})
+        stats = "mean and standard deviation" if clip_tags.get("pool") == "mean+std" else "mean"
+        hardware = (f", {clip_fit['fit_seconds']:g} s on {clip_fit['hardware']}"
+                    if clip_fit.get("hardware") and isinstance(clip_fit.get("fit_seconds"), (int, float)) else "")
+        body += ["", f"Clip-level tags (`tag()`): a logistic regression on the {stats} over the clip's frames of "
+                 f"{' + '.join(f'`{s}`' for s in clip_tags.get('sources', []))}, fitted on {clip_fit.get('clips')} "
+                 f"{clip_fit.get('split')} clips of {', '.join(clip_fit.get('corpora', []))} (L2 {clip_fit.get('l2')}, "
+                 f"chosen on the {valid.get('split')} clips{hardware}); the `{clip_tags.get('head')}` head's frames "
+                 "(`predict`, taggrams) are unchanged"
+                 + (f"; clip tag ROC-AUC on {valid['clips']} {valid['split']} clips {valid['roc_auc_frame_mean']} "
+                    f"(frame mean of the head) -> {valid['roc_auc']}" if "roc_auc" in valid else "") + "."]
     clip_key = spec.clip_key
     if clip_key:
         v = dict(clip_key.get("valid") or {})

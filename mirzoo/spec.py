@@ -13,7 +13,10 @@ the value found.  Numpy only; nothing here builds a model.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
+import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping, Optional
@@ -33,6 +36,11 @@ BEAT_FEATURES = ("log_downbeat", "log_beat", "log_evidence", "chord_change", "pi
 DOWNBEAT_BAR_LENGTHS = (2, 3, 4)
 #: the one form of ``downbeat_model`` record there is (``mirzoo.tasks.analyze.bar_candidate_scores``)
 DOWNBEAT_MODEL_FORM = "listwise-mlp-v1"
+#: the one form of ``clip_tags`` record there is (``mirzoo.tasks.clip_heads.clip_tag_probabilities``)
+CLIP_HEAD_FORM = "pooled-logistic-v1"
+#: pools a ``clip_tags`` record may read its layers with, and the bytes per value of its array dtypes
+CLIP_HEAD_POOLS = ("mean", "mean+std")
+ARRAY_DTYPE_BYTES = {"float16": 2, "float32": 4}
 
 
 def bar_candidate_width(n_features: int, bar_lengths=DOWNBEAT_BAR_LENGTHS) -> int:
@@ -117,6 +125,9 @@ class ModelSpec:
     #: bar length and downbeat phase chosen together (``mirzoo.tasks.analyze.choose_bars``): a fitted
     #: ``{"form", "features", "bar_lengths", "mean", "scale", "hidden_weights", ...}`` record, or ``None``
     downbeat_model: Optional[Mapping[str, Any]] = field(default=None, compare=False)
+    #: clip-level tags from pooled frame layers (``mirzoo.tasks.clip_heads``): ``{"form", "head", "sources",
+    #: "pool", "mean", "scale", "weights", "bias"}``, or ``None``
+    clip_tags: Optional[Mapping[str, Any]] = field(default=None, compare=False)
     entry: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     # -- derived values ------------------------------------------------------------------
@@ -280,6 +291,7 @@ class ModelSpec:
             saved_from=frozen.get("saved_from"),
             clip_key=_parse_clip_key(where, frozen.get("clip_key"), head, aux),
             downbeat_model=_parse_downbeat_model(where, frozen.get("downbeat_model"), head, aux),
+            clip_tags=_parse_clip_tags(where, frozen.get("clip_tags"), head, aux, layers),
             entry=MappingProxyType(frozen),
         )
 
@@ -355,6 +367,50 @@ def _parse_downbeat_model(where: str, record: Any, head: Optional[HeadSpec], aux
     if not all(v > 0 for v in record["scale"]):
         raise ManifestError(f"{where}: downbeat_model['scale'] must be > 0 everywhere")
     return MappingProxyType(dict(record))
+
+
+def _parse_clip_tags(where: str, record: Any, head: Optional[HeadSpec], aux: tuple,
+                     layers: Mapping[str, int]) -> Optional[Mapping[str, Any]]:
+    """The ``clip_tags`` record, checked: its form, the head it scores, the layers and pool it reads, and the
+    dtype, shape and byte length of each of its arrays (``mean``, ``scale`` ``[d]``, ``weights`` ``[d, labels]``)."""
+    if record is None:
+        return None
+    if not isinstance(record, Mapping):
+        raise ManifestError(f"{where}: clip_tags={record!r:.80} must be an object (python -m training.musical fit-clip-tags)")
+    if record.get("form") != CLIP_HEAD_FORM:
+        raise ManifestError(f"{where}: clip_tags['form']={record.get('form')!r}: expected {CLIP_HEAD_FORM!r}")
+    labels = {h.output: h.labels for h in ([head] if head else []) + list(aux)}
+    if record.get("head") not in labels:
+        raise ManifestError(f"{where}: clip_tags['head']={record.get('head')!r} is not one of the model's heads {sorted(labels)}")
+    sources = record.get("sources")
+    if not isinstance(sources, (list, tuple)) or not sources or any(s not in layers or s in labels for s in sources) \
+            or len(set(sources)) != len(sources):
+        raise ManifestError(f"{where}: clip_tags['sources']={sources!r:.120} must be distinct layers of the model that are "
+                            f"not heads (its layers: {sorted(set(layers) - set(labels))})")
+    if record.get("pool") not in CLIP_HEAD_POOLS:
+        raise ManifestError(f"{where}: clip_tags['pool']={record.get('pool')!r}: expected one of {list(CLIP_HEAD_POOLS)}")
+    d = sum(int(layers[s]) for s in sources) * (2 if record["pool"] == "mean+std" else 1)
+    k = len(labels[record["head"]])
+    for name, shape in (("mean", (d,)), ("scale", (d,)), ("weights", (d, k))):
+        _check_array_record(where, f"clip_tags[{name!r}]", record.get(name), shape)
+    _check_shapes(where, "clip_tags", record, {"bias": (k,)})
+    return MappingProxyType(dict(record))
+
+
+def _check_array_record(where: str, what: str, value: Any, shape: tuple) -> None:
+    """``ManifestError`` unless ``value`` is an encoded array (``{"dtype", "shape", "base64"}``) of ``shape``
+    whose bytes fit it."""
+    if not isinstance(value, Mapping) or value.get("dtype") not in ARRAY_DTYPE_BYTES \
+            or list(value.get("shape") or ()) != list(shape) or not isinstance(value.get("base64"), str):
+        raise ManifestError(f"{where}: {what} must be {{'dtype': one of {sorted(ARRAY_DTYPE_BYTES)}, 'shape': {list(shape)}, "
+                            f"'base64': ...}}, got {value!r:.120}")
+    try:
+        size = len(base64.b64decode(value["base64"], validate=True))
+    except (binascii.Error, ValueError) as exc:
+        raise ManifestError(f"{where}: {what}['base64'] is not base64: {exc}") from exc
+    want = ARRAY_DTYPE_BYTES[value["dtype"]] * math.prod(shape)
+    if size != want:
+        raise ManifestError(f"{where}: {what} holds {size} bytes; {value['dtype']} of shape {list(shape)} needs {want}")
 
 
 def _check_shapes(where: str, what: str, record: Mapping[str, Any], shapes: Mapping[str, tuple]) -> None:

@@ -1124,6 +1124,80 @@ def test_fits_over_clips_of_many_lengths_run_without_onednn_unless_told():
     assert not onednn_off_for_fits("train", env, {}) and env == {}  # crops of one length: left as it is
 
 
+def test_fit_clip_tags_writes_a_record_that_tag_reads_and_leaves_the_weights_alone(tmp_path, tiny_corpus, monkeypatch):
+    """On a copy of the package: ``fit-clip-tags`` fits the logistic regression on the clips' pooled layers
+    (the same fit, redone here on features computed independently), picks its L2 on the scored clips, writes
+    the record and its fit into both manifests with the weights untouched, and ``tag()`` then reads it; a fit
+    no better than the tags head's frame mean writes nothing."""
+    import json
+
+    from training import musical
+    from training.corpus import load_clip_targets
+
+    from mirzoo.tasks.clip_heads import clip_features, decode_array
+
+    root = tmp_path / "pkg"
+    entry = _package_copy(root, with_weights=True)
+    weights = root / "mirzoo" / "weights" / entry["weights"]["file"]
+    manifests = [root / "weights_manifest.json", root / "mirzoo" / "weights_manifest.json"]
+    before = [weights.read_bytes()] + [m.read_bytes() for m in manifests]
+    common = ["--corpus", str(tiny_corpus), "--split", "train", "--clips", "0", "--valid-split", "train",
+              "--sources", "frame", "embedding", "--root", str(root)]
+    for bad in ("tags", "tonal"):
+        with pytest.raises(SystemExit, match="expected distinct layers"):
+            musical.main(["fit-clip-tags", *common[:-5], "--sources", "frame", bad, "--root", str(root)])
+    with monkeypatch.context() as patch:  # a fit that ranks nothing
+        patch.setattr(musical, "fit_binary_logistic", lambda x, y, l2: (np.zeros((x.shape[1], y.shape[1])), np.zeros(y.shape[1])))
+        with pytest.raises(SystemExit, match="not better on the train clips than the tags head's frame mean"):
+            musical.main(["fit-clip-tags", *common])
+    assert [weights.read_bytes()] + [m.read_bytes() for m in manifests] == before
+
+    fits = []
+    real_fit = musical.fit_binary_logistic
+    monkeypatch.setattr(musical, "fit_binary_logistic", lambda x, y, l2: fits.append((x, y, l2)) or real_fit(x, y, l2))
+    assert musical.main(["fit-clip-tags", *common, "--l2", "0.1", "1"]) == 0
+    assert weights.read_bytes() == before[0]
+    new_entry = json.loads(manifests[1].read_text())["models"]["tcn-music"]
+    assert json.loads(manifests[0].read_text())["models"]["tcn-music"] == new_entry
+    assert new_entry["clip_key"] == entry["clip_key"] and new_entry["weights"] == entry["weights"]
+    record, fit = new_entry["clip_tags"], new_entry["training"]["clip_tags"]
+    assert record["sources"] == ["frame", "embedding"] and record["pool"] == "mean+std" and record["head"] == "tags"
+    assert set(fit["l2_scores"]) == {"0.1", "1"} and fit["l2_scores"][f"{fit['l2']:g}"] == max(fit["l2_scores"].values())
+    assert fit["valid"]["roc_auc"] > fit["valid"]["roc_auc_frame_mean"] and "fit-clip-tags" in new_entry["training"]["command"]
+
+    monkeypatch.setenv("MIRZOO_MANIFEST", str(manifests[1]))
+    monkeypatch.setenv("MIRZOO_WEIGHTS_DIR", str(weights.parent))
+    new = mirzoo.load("tcn-music")
+    files = sorted((Path(tiny_corpus) / "targets" / "train").rglob("*.npz"))
+    feats, truth = [], []
+    for f in files:
+        t = load_clip_targets(str(f))
+        y, _ = new.load_input(str(Path(tiny_corpus) / t["meta"]["path"]), None)
+        feats.append(clip_features(new.forward([y], ["frame", "embedding"], 16)[0], ["frame", "embedding"], "mean+std"))
+        truth.append([lab in set(t["meta"]["tags"].split(";")) for lab in new.heads["tags"]])
+    feats = np.array(feats)
+    x_fit, y_fit, l2 = fits[[f[2] for f in fits].index(fit["l2"])]
+    mean, scale = decode_array(record["mean"]), decode_array(record["scale"])
+    np.testing.assert_allclose(mean, feats.mean(axis=0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(x_fit, (feats - mean) / scale, atol=1e-3)
+    np.testing.assert_array_equal(y_fit, np.array(truth, dtype=np.float32))
+    w, b = real_fit(x_fit, y_fit, l2)
+    np.testing.assert_allclose(decode_array(record["weights"]), w, atol=2e-3 * np.abs(w).max())
+    np.testing.assert_allclose(record["bias"], b, atol=1e-5)
+    # tag() reads the record
+    probs = dict(new.tag(y, new.sample_rate, top_k=None))
+    z = (feats[-1] - mean) / scale
+    want = 1 / (1 + np.exp(-(z @ decode_array(record["weights"]) + np.array(record["bias"]))))
+    np.testing.assert_allclose([probs[lab] for lab in new.heads["tags"]], want, rtol=1e-4)
+
+    from mirzoo.publish import model_card
+    from mirzoo.spec import ModelSpec
+
+    card = model_card(ModelSpec.from_entry("tcn-music", new_entry), "mirzoo/tcn-music")
+    assert (f"Clip-level tags (`tag()`): a logistic regression on the mean and standard deviation over the clip's frames of "
+            f"`frame` + `embedding`, fitted on {fit['clips']} train clips of c") in card
+
+
 def _package_copy(root, with_weights=False):
     """Both manifests of the package (and its ``tcn-music`` weights) copied under ``root``, for commands
     that write the package (``--root``); returns the ``tcn-music`` entry."""

@@ -1445,27 +1445,32 @@ def fit_pitch_classes(args) -> None:
 TAG_SOURCES = ("conv3", "frame", "embedding")
 
 
+def tagged_clip_outputs(extractor, corpus: Path, split: str, clips: int, keys, vocab, seed: int = 0):
+    """Yield ``(outputs {key: [frames, ...]}, tags [len(vocab)] 0/1)`` for ``clips`` clips of ``split`` drawn
+    with ``seed`` (0: all): the ``keys`` outputs of the clip, and its tags."""
+    from training.corpus import load_clip_targets
+
+    for path in draw_target_files(corpus, split, clips, seed):
+        t = load_clip_targets(path)
+        tags = set(t["meta"].get("tags", "").split(";"))
+        y, _ = extractor.load_input(str(corpus / t["meta"]["path"]), None)
+        yield extractor.forward([y], list(keys), 16)[0], np.array([lab in tags for lab in vocab], dtype=np.float32)
+
+
 def frame_features_and_tags(extractor, corpus: Path, split: str, clips: int, step: int, sources, vocab,
                             seed: int = 0):
     """``(x, y, clip_index, n_clips)``: every ``step``-th frame of ``sources`` (concatenated) and the clip's
     tags (``vocab``, 0/1) broadcast to its frames, for ``clips`` clips of ``split`` drawn with ``seed``
     (0: all), with the clip each frame comes from."""
-    from training.corpus import load_clip_targets
-
-    files = draw_target_files(corpus, split, clips, seed)
     xs, ys, owner = [], [], []
-    for i, path in enumerate(files):
-        t = load_clip_targets(path)
-        tags = set(t["meta"].get("tags", "").split(";"))
-        y, _ = extractor.load_input(str(corpus / t["meta"]["path"]), None)
-        out = extractor.forward([y], list(sources), 16)[0]
+    for i, (out, tags) in enumerate(tagged_clip_outputs(extractor, corpus, split, clips, sources, vocab, seed)):
         x = np.concatenate([out[src].reshape(len(out[src]), -1) for src in sources], axis=1)[::step]
         xs.append(x.astype(np.float32))
-        ys.append(np.repeat(np.array([[lab in tags for lab in vocab]], dtype=np.float32), len(x), axis=0))
+        ys.append(np.repeat(tags[None], len(x), axis=0))
         owner.append(np.full(len(x), i))
     if not xs:
         raise SystemExit(f"{corpus}: no clips in split {split!r}")
-    return np.concatenate(xs), np.concatenate(ys), np.concatenate(owner), len(files)
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(owner), len(xs)
 
 
 def clip_tag_roc_auc(probs: np.ndarray, truth: np.ndarray) -> float | None:
@@ -1553,6 +1558,94 @@ def fit_tags(args) -> None:
     update_package_entry(root, put_head)
     log.info("tags head refitted on %d frames of %d clips (%.0f s) -> %s; now run fit-key --weights shipped --out manifest",
              len(x), record["clips"], fit_s, path)
+
+
+#: pools and L2 penalties ``fit-clip-tags`` chooses between by default (by the valid clips' tag ROC-AUC)
+CLIP_TAG_L2 = (0.01, 0.03, 0.1)
+
+
+def fit_clip_tags(args) -> None:
+    """Fit the shipped ``tcn-music``'s ``clip_tags`` record: a logistic regression from each clip's mean and
+    spread (``--pool``) of the frozen ``--sources`` layers to its tags, on ``--split`` clips of the given
+    corpora, its L2 penalty chosen among ``--l2`` on the ``--valid-split`` clips.  It is written only if it
+    ranks the valid clips' tags better than the ``tags`` head's frame mean (what ``tag()`` read before);
+    the weights do not change, so the other records stay valid."""
+    from mirzoo.extractor import Extractor
+    from mirzoo.fileio import write_json_atomic
+    from mirzoo.nn.tcn import is_trunk_layer
+    from mirzoo.spec import CLIP_HEAD_FORM, ModelSpec
+    from mirzoo.tasks.clip_heads import clip_features, clip_tag_probabilities, encode_array
+    from training.train import hardware_text
+
+    root, entry, path = package_weights(args.root)
+    sources = list(args.sources)
+    vocab = list(entry["head"]["labels"])
+    full, _, config = build_training_model(entry, len(vocab))
+    full.load_weights(path)
+    unknown = [src for src in sources if src not in full.output or src not in entry["layers"] or not is_trunk_layer(src)]
+    if unknown or len(set(sources)) != len(sources):
+        raise SystemExit(f"--sources {sources}: expected distinct layers of {MODEL}'s network (conv1 .. conv3, frame, "
+                         f"tcn1 .. tcnN, embedding), not heads")
+    l2_grid = sorted(set(args.l2))
+    if not l2_grid or min(l2_grid) <= 0:
+        raise SystemExit(f"--l2 {args.l2}: expected penalties > 0")
+    extractor = Extractor(full, describe_derived_heads(json.loads(json.dumps(dict(entry, config=config)))))
+
+    def pooled(split: str, clips: int, seed: int):
+        feats, truth, frame_mean = [], [], []
+        for c in args.corpus:
+            for out, tags in tagged_clip_outputs(extractor, Path(c), split, clips, sources + ["tags"], vocab, seed):
+                feats.append(clip_features(out, sources, args.pool))
+                truth.append(tags)
+                frame_mean.append(out["tags"].mean(axis=0))
+        if not feats:
+            raise SystemExit(f"{args.corpus}: no clips in split {split!r}")
+        return np.array(feats), np.array(truth), np.array(frame_mean)
+
+    t0 = time.time()
+    x, y, _ = pooled(args.split, args.clips, 0)
+    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
+    vx, vy, before = pooled(args.valid_split, args.valid_clips, 1)
+    auc_before = clip_tag_roc_auc(before, vy)
+    if auc_before is None:
+        raise SystemExit(f"no tag is both present and absent among the {len(vy)} {args.valid_split} clips: "
+                         "nothing to judge the fit on; give a larger --valid-split")
+    records, scores = {}, {}
+    for l2 in l2_grid:
+        w, b = fit_binary_logistic((x - mean) / scale, y, l2)
+        records[l2] = {"form": CLIP_HEAD_FORM, "head": entry["head"]["output"], "sources": sources, "pool": args.pool,
+                       "mean": encode_array(mean, "float32"), "scale": encode_array(scale, "float32"),
+                       "weights": encode_array(w, "float16"), "bias": [round(float(v), 6) for v in b]}
+        # scored as tag() reads the record, its float16 weights included
+        probs = np.array([clip_tag_probabilities({"pooled": row[None]}, dict(records[l2], sources=["pooled"], pool="mean"))
+                          for row in vx])
+        scores[l2] = round(clip_tag_roc_auc(probs, vy), 4)
+        log.info("clip tags, L2 %g: valid ROC-AUC %.4f (frame mean of the tags head %.4f)", l2, scores[l2], auc_before)
+    best = max(l2_grid, key=lambda v: (scores[v], v))
+    fit_s = time.time() - t0
+    if not scores[best] > auc_before:
+        raise SystemExit(f"the clip tags record is not better on the {args.valid_split} clips than the tags head's frame "
+                         f"mean ({scores[best]} against {round(auc_before, 4)}): nothing written")
+    record = records[best]
+    fit = {"corpora": [Path(c).name for c in args.corpus], "split": args.split, "clips": int(len(x)), "l2": best,
+           "l2_scores": {f"{v:g}": scores[v] for v in l2_grid}, "fit_seconds": round(fit_s, 1), "hardware": hardware_text(),
+           "valid": {"split": args.valid_split, "clips": int(len(vy)), "roc_auc_frame_mean": round(auc_before, 4),
+                     "roc_auc": scores[best]},
+           "command": "python -m training.musical fit-clip-tags " + " ".join(f"--corpus {Path(c).name}" for c in args.corpus)
+           + f" --split {args.split} --clips {args.clips} --valid-clips {args.valid_clips} --pool {args.pool}"
+           + f" --sources {' '.join(sources)} --l2 {' '.join(f'{v:g}' for v in l2_grid)}"}
+    ModelSpec.from_entry(MODEL, dict(entry, clip_tags=record))  # the record the manifest will hold must parse
+    if args.out != "manifest":
+        write_json_atomic(args.out, {"clip_tags": record, "fit": fit})
+    else:
+        def put_record(e: dict) -> None:
+            e["clip_tags"] = record
+            e["training"]["clip_tags"] = fit
+            append_command(e, "python -m training.musical fit-clip-tags --corpus CORPUS --out manifest")
+
+        update_package_entry(root, put_record)
+    log.info("clip tags on %s (%s) from %d clips: valid ROC-AUC %.4f -> %.4f (L2 %g, %.0f s) -> %s", "+".join(sources),
+             args.pool, len(x), auc_before, scores[best], best, fit_s, args.out)
 
 
 # -- bar length and downbeat phase ------------------------------------------------------------------
@@ -1948,7 +2041,7 @@ def config_file_of(cfg, default: str) -> str:
 
 
 #: commands that run the network on whole clips of many lengths (see :func:`onednn_off_for_fits`)
-VARIABLE_LENGTH_COMMANDS = ("fit-key", "fit-pitch-classes", "fit-downbeats", "fit-tags")
+VARIABLE_LENGTH_COMMANDS = ("fit-key", "fit-pitch-classes", "fit-downbeats", "fit-tags", "fit-clip-tags")
 
 
 def onednn_off_for_fits(cmd: str, environ, modules) -> bool:
@@ -2012,6 +2105,17 @@ def main(argv=None) -> int:
     tg.add_argument("--sources", nargs="+", default=list(TAG_SOURCES), help="layers the head reads, concatenated")
     tg.add_argument("--valid-split", default="valid", help="split the refit must be better on (clip ROC-AUC)")
     tg.add_argument("--root", default="", help=argparse.SUPPRESS)  # another checkout's package (tests)
+    ct = sub.add_parser("fit-clip-tags", help="fit the shipped weights' clip-level tags (clip_tags record) on pooled frozen layers")
+    ct.add_argument("--corpus", action="append", required=True, help="a version-2 corpus folder; repeat for several renders")
+    ct.add_argument("--split", default="train")
+    ct.add_argument("--clips", type=int, default=1500, help="clips drawn per corpus (seed 0; 0: all)")
+    ct.add_argument("--valid-split", default="valid", help="split the L2 penalty is chosen on and the record must be better on")
+    ct.add_argument("--valid-clips", type=int, default=0, help="valid clips drawn per corpus (seed 1; 0: all)")
+    ct.add_argument("--sources", nargs="+", default=list(TAG_SOURCES), help="layers the record reads, concatenated")
+    ct.add_argument("--pool", choices=("mean", "mean+std"), default="mean+std", help="statistics of the clip's frames")
+    ct.add_argument("--l2", type=float, nargs="+", default=list(CLIP_TAG_L2), help="L2 penalties to choose between")
+    ct.add_argument("--out", default="manifest", help="'manifest' (the package's entry, both copies) or a JSON file")
+    ct.add_argument("--root", default="", help=argparse.SUPPRESS)  # another checkout's package (tests)
     db = sub.add_parser("fit-downbeats",
                         help="fit the joint bar-length and downbeat-phase scorer of the shipped weights on corpus clips")
     db.add_argument("--corpus", action="append", required=True, help="a version-2 corpus folder; repeat for several renders")
@@ -2039,7 +2143,7 @@ def main(argv=None) -> int:
         parser.error(f"--average-from {args.average_from}: expected a fraction of the time budget in [0, 1)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     onednn_off_for_fits(args.cmd, os.environ, sys.modules)
-    {"cache": cache, "train": train, "fit-key": fit_key, "fit-pitch-classes": fit_pitch_classes, "fit-downbeats": fit_downbeats, "fit-tags": fit_tags,
+    {"cache": cache, "train": train, "fit-key": fit_key, "fit-pitch-classes": fit_pitch_classes, "fit-downbeats": fit_downbeats, "fit-tags": fit_tags, "fit-clip-tags": fit_clip_tags,
      "interpolate": interpolate, "ship": ship}[args.cmd](args)
     return 0
 
