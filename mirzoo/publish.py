@@ -25,7 +25,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 from mirzoo.errors import MirzooError, ParameterError, PublishError, UnknownModelError
 from mirzoo.fileio import atomic_directory, file_sha256, write_json_atomic
@@ -175,6 +175,13 @@ def _metrics_section(metrics: Any, pretrained: bool) -> str:
     return "\n".join(rows) + "\n" + (f"\n{note}\n" if note else "")
 
 
+def _fit_time_and_hardware(record: Mapping[str, Any]) -> str:
+    """``", 487.4 s on x86_64, 2 CPU cores, no GPU"`` from a fit record's ``fit_seconds`` and ``hardware``, or ``""``."""
+    if record.get("hardware") and isinstance(record.get("fit_seconds"), (int, float)):
+        return f", {record['fit_seconds']:g} s on {record['hardware']}"
+    return ""
+
+
 def model_card(spec: ModelSpec, repo_id: str) -> str:
     """The ``README.md`` model card of a model: YAML front matter and the usual sections.
 
@@ -301,8 +308,7 @@ def model_card(spec: ModelSpec, repo_id: str) -> str:
     tags_head = training.get("tags_head")
     if isinstance(tags_head, dict):
         valid = dict(tags_head.get("valid") or {})
-        hardware = (f", {tags_head['fit_seconds']:g} s on {tags_head['hardware']}"
-                    if tags_head.get("hardware") and isinstance(tags_head.get("fit_seconds"), (int, float)) else "")
+        hardware = _fit_time_and_hardware(tags_head)
         body += ["", f"Tags head refitted on the frozen {' + '.join(f'`{s}`' for s in tags_head.get('sources', []))} "
                  f"(concatenated): a frame-wise logistic regression to the clip tags ({tags_head.get('frames')} frames of "
                  f"{tags_head.get('clips')} {tags_head.get('split')} clips of {', '.join(tags_head.get('corpora', []))}"
@@ -313,8 +319,7 @@ def model_card(spec: ModelSpec, repo_id: str) -> str:
     if clip_tags and isinstance(clip_fit, dict):
         valid = dict(clip_fit.get("valid") or {})
         stats = "mean and standard deviation" if clip_tags.get("pool") == "mean+std" else "mean"
-        hardware = (f", {clip_fit['fit_seconds']:g} s on {clip_fit['hardware']}"
-                    if clip_fit.get("hardware") and isinstance(clip_fit.get("fit_seconds"), (int, float)) else "")
+        hardware = _fit_time_and_hardware(clip_fit)
         body += ["", f"Clip-level tags (`tag()`): a logistic regression on the {stats} over the clip's frames of "
                  f"{' + '.join(f'`{s}`' for s in clip_tags.get('sources', []))}, fitted on {clip_fit.get('clips')} "
                  f"{clip_fit.get('split')} clips of {', '.join(clip_fit.get('corpora', []))} (L2 {clip_fit.get('l2')}, "

@@ -1482,27 +1482,36 @@ def clip_tag_roc_auc(probs: np.ndarray, truth: np.ndarray) -> float | None:
     return float(np.mean([roc_auc_score(truth[:, j], probs[:, j]) for j in usable])) if usable else None
 
 
+def package_network(root: str, sources) -> tuple:
+    """``(root, entry, weights path, network, config, extractor)`` of the package's ``tcn-music`` (see
+    :func:`package_weights`), after checking that ``sources`` are distinct trunk layers of it (not heads, not
+    the derived ``tonal``): what the fits on frozen layers read."""
+    from mirzoo.extractor import Extractor
+    from mirzoo.nn.tcn import is_trunk_layer
+
+    root, entry, path = package_weights(root)
+    full, _, config = build_training_model(entry, len(entry["head"]["labels"]))
+    full.load_weights(path)
+    unknown = [src for src in sources if src not in full.output or src not in entry["layers"] or not is_trunk_layer(src)]
+    if unknown or len(set(sources)) != len(sources):
+        raise SystemExit(f"--sources {list(sources)}: expected distinct layers of {MODEL}'s network (conv1 .. conv3, frame, "
+                         f"tcn1 .. tcnN, embedding), not heads")
+    extractor = Extractor(full, describe_derived_heads(json.loads(json.dumps(dict(entry, config=config)))))
+    return root, entry, path, full, config, extractor
+
+
 def fit_tags(args) -> None:
     """Refit the shipped ``tcn-music``'s ``tags`` head on the frozen ``--sources`` layers (concatenated):
     a frame-wise logistic regression to the clips' tags on ``--split`` clips of the given corpora, as the
     head is trained (clip tags broadcast to frames).  Every other weight and output stays as it was.
     The record gives the valid clips' tag ROC-AUC (frame mean, as ``tag()`` reads it) before and after;
     nothing is written when the refit is not better there."""
-    from mirzoo.extractor import Extractor
     from mirzoo.nn import get_family
-    from mirzoo.nn.tcn import is_trunk_layer
     from training.train import hardware_text, save_weights_atomic
 
-    root, entry, path = package_weights(args.root)
     sources = list(args.sources)
+    root, entry, path, full, config, extractor = package_network(args.root, sources)
     vocab = list(entry["head"]["labels"])
-    full, _, config = build_training_model(entry, len(vocab))
-    full.load_weights(path)
-    unknown = [src for src in sources if src not in full.output or src not in entry["layers"] or not is_trunk_layer(src)]
-    if unknown or len(set(sources)) != len(sources):
-        raise SystemExit(f"--sources {sources}: expected distinct layers of {MODEL}'s network (conv1 .. conv3, frame, "
-                         f"tcn1 .. tcnN, embedding), not heads")
-    extractor = Extractor(full, describe_derived_heads(json.loads(json.dumps(dict(entry, config=config)))))
     t0 = time.time()
     parts = [frame_features_and_tags(extractor, Path(c), args.split, args.clips, args.step, sources, vocab)
              for c in args.corpus]
@@ -1570,26 +1579,17 @@ def fit_clip_tags(args) -> None:
     corpora, its L2 penalty chosen among ``--l2`` on the ``--valid-split`` clips.  It is written only if it
     ranks the valid clips' tags better than the ``tags`` head's frame mean (what ``tag()`` read before);
     the weights do not change, so the other records stay valid."""
-    from mirzoo.extractor import Extractor
     from mirzoo.fileio import write_json_atomic
-    from mirzoo.nn.tcn import is_trunk_layer
     from mirzoo.spec import CLIP_HEAD_FORM, ModelSpec
     from mirzoo.tasks.clip_heads import clip_features, clip_tag_probabilities, encode_array
     from training.train import hardware_text
 
-    root, entry, path = package_weights(args.root)
     sources = list(args.sources)
+    root, entry, path, full, config, extractor = package_network(args.root, sources)
     vocab = list(entry["head"]["labels"])
-    full, _, config = build_training_model(entry, len(vocab))
-    full.load_weights(path)
-    unknown = [src for src in sources if src not in full.output or src not in entry["layers"] or not is_trunk_layer(src)]
-    if unknown or len(set(sources)) != len(sources):
-        raise SystemExit(f"--sources {sources}: expected distinct layers of {MODEL}'s network (conv1 .. conv3, frame, "
-                         f"tcn1 .. tcnN, embedding), not heads")
     l2_grid = sorted(set(args.l2))
     if not l2_grid or min(l2_grid) <= 0:
         raise SystemExit(f"--l2 {args.l2}: expected penalties > 0")
-    extractor = Extractor(full, describe_derived_heads(json.loads(json.dumps(dict(entry, config=config)))))
 
     def pooled(split: str, clips: int, seed: int):
         feats, truth, frame_mean = [], [], []
