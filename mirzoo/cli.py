@@ -88,6 +88,10 @@ def _cmd_info(args) -> int:
     for i, (output, labels) in enumerate(spec.heads.items()):
         print(f"  {'labels' if i == 0 else 'labels (' + output + ')':<14}{len(labels)}: "
               f"{', '.join(labels[:12])}{' ...' if len(labels) > 12 else ''}")
+    if spec.clip_tags:
+        ct = spec.clip_tags
+        print(f"  clip tags     tag(head={ct['head']!r}) reads a logistic regression on the {ct['pool']} over the clip "
+              f"of {' + '.join(ct['sources'])} (the head's frames: predict)")
     w = spec.weights
     state = "pretrained" if spec.pretrained else "NOT pretrained"
     if w.kind == "seeded":

@@ -36,6 +36,20 @@ def test_info(capsys):
     assert "crnn-tagging" in capsys.readouterr().err
 
 
+def test_info_names_the_clip_tags_record(capsys):
+    """A model whose entry has a clip_tags record says what tag() reads; one without says nothing of it."""
+    assert main(["info", "tcn-music"]) == 0
+    line = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("clip tags")]
+    record = mirzoo.model_info("tcn-music").get("clip_tags")
+    if record is None:
+        assert not line
+    else:
+        assert line == [f"  clip tags     tag(head='tags') reads a logistic regression on the {record['pool']} over the clip "
+                        f"of {' + '.join(record['sources'])} (the head's frames: predict)"]
+    assert main(["info", "crnn-tagging"]) == 0
+    assert "clip tags" not in capsys.readouterr().out
+
+
 def test_extract_many_files_skips_bad_ones(audio_dir, tmp_path, capsys):
     bad = audio_dir / "broken.wav"
     bad.write_bytes(b"not audio")
