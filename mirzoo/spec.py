@@ -333,15 +333,23 @@ def _parse_clip_key(where: str, record: Any, head: Optional[HeadSpec], aux: tupl
     return MappingProxyType(dict(record))
 
 
+def _is_record_of_form(where: str, name: str, record: Any, form: str, command: str) -> bool:
+    """``False`` for an absent record; ``True`` for an object whose ``form`` is ``form``; a ``ManifestError``
+    naming the record and the fit that writes it (``python -m training.musical COMMAND``) otherwise."""
+    if record is None:
+        return False
+    if not isinstance(record, Mapping):
+        raise ManifestError(f"{where}: {name}={record!r:.80} must be an object (python -m training.musical {command})")
+    if record.get("form") != form:
+        raise ManifestError(f"{where}: {name}['form']={record.get('form')!r}: expected {form!r}")
+    return True
+
+
 def _parse_downbeat_model(where: str, record: Any, head: Optional[HeadSpec], aux: tuple) -> Optional[Mapping[str, Any]]:
     """The ``downbeat_model`` record, checked: its form, feature names, bar lengths, array shapes and the
     heads it reads (``beats``, ``chord``, ``meter``, ``pitch_classes``)."""
-    if record is None:
+    if not _is_record_of_form(where, "downbeat_model", record, DOWNBEAT_MODEL_FORM, "fit-downbeats"):
         return None
-    if not isinstance(record, Mapping):
-        raise ManifestError(f"{where}: downbeat_model={record!r:.80} must be an object (python -m training.musical fit-downbeats)")
-    if record.get("form") != DOWNBEAT_MODEL_FORM:
-        raise ManifestError(f"{where}: downbeat_model['form']={record.get('form')!r}: expected {DOWNBEAT_MODEL_FORM!r}")
     if tuple(record.get("features") or ()) != BEAT_FEATURES:
         raise ManifestError(f"{where}: downbeat_model['features']={record.get('features')!r:.120} must be "
                             f"{list(BEAT_FEATURES)} (the features this version computes)")
@@ -373,12 +381,8 @@ def _parse_clip_tags(where: str, record: Any, head: Optional[HeadSpec], aux: tup
                      layers: Mapping[str, int]) -> Optional[Mapping[str, Any]]:
     """The ``clip_tags`` record, checked: its form, the head it scores, the layers and pool it reads, and the
     dtype, shape and byte length of each of its arrays (``mean``, ``scale`` ``[d]``, ``weights`` ``[d, labels]``)."""
-    if record is None:
+    if not _is_record_of_form(where, "clip_tags", record, CLIP_HEAD_FORM, "fit-clip-tags"):
         return None
-    if not isinstance(record, Mapping):
-        raise ManifestError(f"{where}: clip_tags={record!r:.80} must be an object (python -m training.musical fit-clip-tags)")
-    if record.get("form") != CLIP_HEAD_FORM:
-        raise ManifestError(f"{where}: clip_tags['form']={record.get('form')!r}: expected {CLIP_HEAD_FORM!r}")
     labels = {h.output: h.labels for h in ([head] if head else []) + list(aux)}
     if record.get("head") not in labels:
         raise ManifestError(f"{where}: clip_tags['head']={record.get('head')!r} is not one of the model's heads {sorted(labels)}")
