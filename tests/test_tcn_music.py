@@ -1272,6 +1272,37 @@ def test_ship_keeps_the_entry_s_tonal_layer_over_a_run_started_without_it(tmp_pa
         assert ModelSpec.from_entry("tcn-music", e).layers["tonal"] == 123
 
 
+def test_ship_drops_a_clip_tags_record_fitted_on_the_replaced_weights(tmp_path, caplog):
+    """The record reads trunk layers a run retrains: shipping the run removes it and its fit, and says so."""
+    import json
+
+    from mirzoo.spec import ModelSpec
+
+    root = tmp_path / "pkg"
+    entry = _package_copy(root)
+    if "clip_tags" not in entry:  # the package's entry may predate the record: give the copy one
+        labels = entry["head"]["labels"]
+        d = 2 * (entry["layers"]["frame"] + entry["layers"]["embedding"])
+        from mirzoo.tasks.clip_heads import encode_array
+
+        entry["clip_tags"] = {"form": "pooled-logistic-v1", "head": "tags", "sources": ["frame", "embedding"],
+                              "pool": "mean+std", "mean": encode_array(np.zeros(d)), "scale": encode_array(np.ones(d)),
+                              "weights": encode_array(np.zeros((d, len(labels))), "float16"), "bias": [0.0] * len(labels)}
+        entry["training"]["clip_tags"] = {"clips": 1}
+        for rel in ("weights_manifest.json", "mirzoo/weights_manifest.json"):
+            manifest = json.loads((root / rel).read_text())
+            manifest["models"]["tcn-music"] = entry
+            (root / rel).write_text(json.dumps(manifest))
+    assert ModelSpec.from_entry("tcn-music", entry).clip_tags is not None
+    with caplog.at_level("WARNING"):
+        _ship_fake_run(tmp_path / "run", dict(entry["config"]), entry, root)
+    for rel in ("weights_manifest.json", "mirzoo/weights_manifest.json"):
+        e = json.loads((root / rel).read_text())["models"]["tcn-music"]
+        assert "clip_tags" not in e and "clip_tags" not in e["training"]
+        assert ModelSpec.from_entry("tcn-music", e).clip_tags is None
+    assert "clip_tags record was fitted on the layers of the weights this run replaces" in caplog.text
+
+
 def test_ship_takes_the_last_epoch_when_asked(tmp_path):
     """``ship --weights last``: the run's last weights and that epoch's figures go into the entry (an
     annealed run's end, chosen on measures beyond the crops' score); ``best`` stays the default."""

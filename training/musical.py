@@ -1960,6 +1960,10 @@ def ship(args) -> None:
     if entry.pop("downbeat_model", None) is not None:
         log.warning("the entry's downbeat_model was fitted on the weights this run replaces: dropped; run "
                     "fit-downbeats --out manifest after shipping")
+    if entry.pop("clip_tags", None) is not None:  # it reads trunk layers the run retrained
+        entry["training"].pop("clip_tags", None)
+        log.warning("the entry's clip_tags record was fitted on the layers of the weights this run replaces: dropped "
+                    "(tag() reads the tags head's frame mean until then); run fit-clip-tags --out manifest after shipping")
     if clip_key.is_file():
         record = json.loads(clip_key.read_text())
         if record.get("weights_sha256") != entry["weights"]["sha256"]:
