@@ -114,3 +114,10 @@ def test_tag_reads_the_clip_tags_record_and_save_keeps_it(tmp_path, monkeypatch)
     again = mirzoo.load(str(saved))
     assert again.spec.clip_tags == m.spec.clip_tags
     np.testing.assert_allclose([p for _, p in again.tag(a, sr, top_k=None)], [p for _, p in top], rtol=1e-5)
+    # the hub folder carries it too (its mirzoo.json holds the entry)
+    from mirzoo.publish import build_repo_folder
+
+    repo = build_repo_folder(m, tmp_path / "repo", "o/tcn-music")
+    assert json.loads((repo / "mirzoo.json").read_text())["entry"]["clip_tags"] == entry["clip_tags"]
+    hub_copy = mirzoo.load(str(repo))
+    np.testing.assert_allclose([p for _, p in hub_copy.tag(a, sr, top_k=None)], [p for _, p in top], rtol=1e-5)
