@@ -14,6 +14,7 @@ with no extra file) as ``{"dtype": "float16" | "float32", "shape": [...], "base6
 from __future__ import annotations
 
 import base64
+import functools
 from typing import Any, Mapping
 
 import numpy as np
@@ -35,9 +36,17 @@ def encode_array(values: np.ndarray, dtype: str = "float32") -> dict:
 
 
 def decode_array(record: Mapping[str, Any]) -> np.ndarray:
-    """The float64 array of an :func:`encode_array` record (its size is checked by the manifest parser)."""
-    raw = base64.b64decode(record["base64"], validate=True)
-    return np.frombuffer(raw, dtype=_DTYPES[record["dtype"]]).reshape(record["shape"]).astype(np.float64)
+    """The float64 array of an :func:`encode_array` record (its size is checked by the manifest parser);
+    read-only, decoded once per record and shared (``tag()`` reads the same record for every clip)."""
+    return _decoded(record["dtype"], tuple(record["shape"]), record["base64"])
+
+
+@functools.lru_cache(maxsize=32)
+def _decoded(dtype: str, shape: tuple, text: str) -> np.ndarray:
+    raw = base64.b64decode(text, validate=True)
+    a = np.frombuffer(raw, dtype=_DTYPES[dtype]).reshape(shape).astype(np.float64)
+    a.flags.writeable = False
+    return a
 
 
 def clip_features(outputs: Mapping[str, np.ndarray], sources, pool: str) -> np.ndarray:
