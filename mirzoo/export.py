@@ -13,6 +13,10 @@ The exported graph takes **waveforms** and returns the model's named layers:
   audio, resampling and pooling stay outside (see :meth:`mirzoo.Extractor.extract`).
 * outputs: one per layer, named after it: ``[batch, D]`` for clip models,
   ``[batch, frames, D]`` for frame models (``frames = 1 + samples // hop_length``).
+* a frame model whose ``tag()`` reads a ``clip_tags`` record (``tcn-music``) gives it in the
+  description (key ``clip_tags``, with a ``how`` line) when every layer it reads is exported:
+  the pooled regression from a clip's frames to its tags, in base64 arrays, so users of the
+  file can read the same clip tags as :meth:`mirzoo.Extractor.tag`.
 
 Formats:
 
@@ -48,7 +52,7 @@ import re
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Mapping, Optional, Sequence, Union
 
 import keras
 import numpy as np
@@ -127,6 +131,14 @@ def _output_layers(extractor, layers: Optional[Sequence[str]]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+#: how an exported description's ``clip_tags`` record turns the exported outputs into clip-level tags
+CLIP_TAGS_HOW = ("concatenate the 'sources' outputs of every frame of the clip (all its windows), frame by frame; "
+                 "pool them over the frames ('mean': the mean of each column; 'mean+std': every mean, then every "
+                 "population standard deviation); subtract 'mean' and divide by 'scale'; then "
+                 "sigmoid(x @ weights + bias) gives one probability per label of 'head'. The arrays are base64 of "
+                 "little-endian values of 'dtype' and 'shape'.")
+
+
 def export_description(extractor, layers: Sequence[str], samples: int, fmt: str) -> dict:
     """What an exported file contains: input contract, outputs, labels, provenance."""
 
@@ -155,7 +167,18 @@ def export_description(extractor, layers: Sequence[str], samples: int, fmt: str)
         # labels of every head among the exported outputs (e.g. dense-frame's pitch classes and tags)
         "labels": {head: labels for head, labels in extractor.heads.items() if head in out_shapes},
         "license": extractor.spec.license,
+        "clip_tags": _clip_tags_description(extractor, out_shapes),
     }
+
+
+def _clip_tags_description(extractor, out_shapes: Mapping[str, list]) -> Optional[dict]:
+    """The model's ``clip_tags`` record (what :meth:`~mirzoo.Extractor.tag` reads for its head) when every
+    layer it reads is exported, so a user of the file can compute the same clip-level tags from the
+    outputs of all of a clip's windows; ``None`` otherwise."""
+    record = extractor.spec.clip_tags
+    if record is None or any(s not in out_shapes for s in record["sources"]):
+        return None
+    return dict(record, how=CLIP_TAGS_HOW)
 
 
 def _submodel(extractor, layers: list[str]):

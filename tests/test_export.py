@@ -248,3 +248,35 @@ def test_quantize_errors_and_cli(tmp_path, capsys):
     assert read_tflite_metadata(out)["quantize"] == "float16"
     with pytest.raises(SystemExit):
         main(["export", "random-cnn", "--format", "tflite", "--quantize", "int4", "-o", str(out)])
+
+
+def test_description_carries_the_clip_tags_record_when_its_layers_are_exported():
+    """A user of an exported tcn-music reads the same clip tags as tag(): the description holds the record,
+    and following its 'how' on the frames (decoded here with plain numpy, not mirzoo) gives tag()'s values."""
+    import base64
+    import json
+
+    from mirzoo.export import export_description
+
+    m = mirzoo.load("tcn-music")
+    record = m.spec.clip_tags
+    sources = list(record["sources"])
+    info = json.loads(json.dumps(export_description(m, [*sources, "tags"], 160000, "tflite")))
+    got = info["clip_tags"]
+    assert {k: v for k, v in got.items() if k != "how"} == json.loads(json.dumps(dict(record)))
+    assert "sigmoid" in got["how"] and got["head"] == "tags"
+    assert export_description(m, ["embedding", "tags"], 160000, "tflite")["clip_tags"] is None  # conv3 not exported
+    assert export_description(mirzoo.load("dense-frame"), ["embedding"], 16000, "onnx")["clip_tags"] is None
+
+    def array(a):
+        return np.frombuffer(base64.b64decode(a["base64"]), dtype={"float16": "<f2", "float32": "<f4"}[a["dtype"]]
+                             ).reshape(a["shape"]).astype(np.float64)
+
+    y = _waveforms(1, 4 * m.sample_rate, seed=7)[0]
+    frames = m.forward([y], sources, 4)[0]
+    x = np.concatenate([np.asarray(frames[s], np.float64).reshape(len(frames[s]), -1) for s in sources], axis=1)
+    pooled = np.concatenate([x.mean(axis=0), x.std(axis=0)]) if got["pool"] == "mean+std" else x.mean(axis=0)
+    z = (pooled - array(got["mean"])) / array(got["scale"])
+    probs = 1.0 / (1.0 + np.exp(-(z @ array(got["weights"]) + np.asarray(got["bias"]))))
+    tagged = dict(m.tag(y, sr=m.sample_rate, top_k=None))
+    np.testing.assert_allclose(probs, [tagged[label] for label in m.heads["tags"]], rtol=1e-4, atol=1e-6)
