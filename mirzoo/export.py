@@ -134,7 +134,7 @@ def _output_layers(extractor, layers: Optional[Sequence[str]]) -> list[str]:
 #: how an exported description's ``clip_tags`` record turns the exported outputs into clip-level tags
 CLIP_TAGS_HOW = ("concatenate the 'sources' outputs of every frame of the clip (all its windows), frame by frame; "
                  "pool them over the frames ('mean': the mean of each column; 'mean+std': every mean, then every "
-                 "population standard deviation); subtract 'mean' and divide by 'scale'; then "
+                 "population standard deviation; 'mean+std+max': then every maximum); subtract 'mean' and divide by 'scale'; then "
                  "sigmoid(x @ weights + bias) gives one probability per label of 'head'. The arrays are base64 of "
                  "little-endian values of 'dtype' and 'shape'.")
 

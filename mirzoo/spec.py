@@ -39,7 +39,7 @@ DOWNBEAT_MODEL_FORM = "listwise-mlp-v1"
 #: the one form of ``clip_tags`` record there is (``mirzoo.tasks.clip_heads.clip_tag_probabilities``)
 CLIP_HEAD_FORM = "pooled-logistic-v1"
 #: pools a ``clip_tags`` record may read its layers with, and the bytes per value of its array dtypes
-CLIP_HEAD_POOLS = ("mean", "mean+std")
+CLIP_HEAD_POOLS = ("mean", "mean+std", "mean+std+max")
 ARRAY_DTYPE_BYTES = {"float16": 2, "float32": 4}
 
 
@@ -393,7 +393,7 @@ def _parse_clip_tags(where: str, record: Any, head: Optional[HeadSpec], aux: tup
                             f"not heads (its layers: {sorted(set(layers) - set(labels))})")
     if record.get("pool") not in CLIP_HEAD_POOLS:
         raise ManifestError(f"{where}: clip_tags['pool']={record.get('pool')!r}: expected one of {list(CLIP_HEAD_POOLS)}")
-    d = sum(int(layers[s]) for s in sources) * (2 if record["pool"] == "mean+std" else 1)
+    d = sum(int(layers[s]) for s in sources) * len(record["pool"].split("+"))  # one block per statistic
     k = len(labels[record["head"]])
     for name, shape in (("mean", (d,)), ("scale", (d,)), ("weights", (d, k))):
         _check_array_record(where, f"clip_tags[{name!r}]", record.get(name), shape)

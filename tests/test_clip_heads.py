@@ -19,7 +19,7 @@ SOURCES = ["frame", "embedding"]
 
 def _record(entry, pool="mean+std", seed=0, dtype="float16"):
     rng = np.random.default_rng(seed)
-    d = sum(entry["layers"][s] for s in SOURCES) * (2 if pool == "mean+std" else 1)
+    d = sum(entry["layers"][s] for s in SOURCES) * len(pool.split("+"))
     k = len(entry["head"]["labels"])
     return {"form": CLIP_HEAD_FORM, "head": "tags", "sources": list(SOURCES), "pool": pool,
             "mean": encode_array(rng.normal(size=d), "float32"), "scale": encode_array(rng.uniform(0.5, 2, d), "float32"),
@@ -56,6 +56,15 @@ def test_clip_tag_probabilities_are_a_logistic_regression_on_the_mean_and_std():
     z = (x.mean(axis=0) - decode_array(rec_mean["mean"])) / decode_array(rec_mean["scale"])
     np.testing.assert_allclose(clip_tag_probabilities(outputs, rec_mean),
                                1 / (1 + np.exp(-(z @ decode_array(rec_mean["weights"]) + np.array(rec_mean["bias"])))), rtol=1e-5)
+    # the mean, std and max pool: one more block, the frames' maximum of each column
+    rec_max = _record(entry, pool="mean+std+max")
+    feats_max = np.concatenate([feats, x.max(axis=0)])
+    np.testing.assert_allclose(clip_features(outputs, SOURCES, "mean+std+max"), feats_max, rtol=1e-5, atol=1e-6)
+    z = (feats_max - decode_array(rec_max["mean"])) / decode_array(rec_max["scale"])
+    np.testing.assert_allclose(clip_tag_probabilities(outputs, rec_max),
+                               1 / (1 + np.exp(-(z @ decode_array(rec_max["weights"]) + np.array(rec_max["bias"])))), rtol=1e-5)
+    entry["clip_tags"] = rec_max
+    assert ModelSpec.from_entry("tcn-music", entry).clip_tags["pool"] == "mean+std+max"  # its three blocks parse
     with pytest.raises(ParameterError, match=r"layers \['embedding'\]"):
         clip_tag_probabilities({"frame": outputs["frame"]}, rec)
     with pytest.raises(ParameterError, match="no frames"):

@@ -275,7 +275,8 @@ def test_description_carries_the_clip_tags_record_when_its_layers_are_exported()
     y = _waveforms(1, 4 * m.sample_rate, seed=7)[0]
     frames = m.forward([y], sources, 4)[0]
     x = np.concatenate([np.asarray(frames[s], np.float64).reshape(len(frames[s]), -1) for s in sources], axis=1)
-    pooled = np.concatenate([x.mean(axis=0), x.std(axis=0)]) if got["pool"] == "mean+std" else x.mean(axis=0)
+    stats = {"mean": x.mean(axis=0), "std": x.std(axis=0), "max": x.max(axis=0)}
+    pooled = np.concatenate([stats[name] for name in got["pool"].split("+")])
     z = (pooled - array(got["mean"])) / array(got["scale"])
     probs = 1.0 / (1.0 + np.exp(-(z @ array(got["weights"]) + np.asarray(got["bias"]))))
     tagged = dict(m.tag(y, sr=m.sample_rate, top_k=None))

@@ -2116,7 +2116,8 @@ def main(argv=None) -> int:
     ct.add_argument("--valid-split", default="valid", help="split the L2 penalty is chosen on and the record must be better on")
     ct.add_argument("--valid-clips", type=int, default=0, help="valid clips drawn per corpus (seed 1; 0: all)")
     ct.add_argument("--sources", nargs="+", default=list(TAG_SOURCES), help="layers the record reads, concatenated")
-    ct.add_argument("--pool", choices=("mean", "mean+std"), default="mean+std", help="statistics of the clip's frames")
+    ct.add_argument("--pool", choices=("mean", "mean+std", "mean+std+max"), default="mean+std",
+                    help="statistics of the clip's frames")
     ct.add_argument("--l2", type=float, nargs="+", default=list(CLIP_TAG_L2), help="L2 penalties to choose between")
     ct.add_argument("--out", default="manifest", help="'manifest' (the package's entry, both copies) or a JSON file")
     ct.add_argument("--root", default="", help=argparse.SUPPRESS)  # another checkout's package (tests)

@@ -3,7 +3,8 @@
 A frame model's ``tags`` head scores every frame, and averaging its frames is a poor reading of tags
 that describe the whole clip.  A ``clip_tags`` record (``python -m training.musical fit-clip-tags``)
 holds a logistic regression from statistics of the clip's frames -- the mean, and with
-``pool="mean+std"`` the standard deviation, of each of its ``sources`` layers -- to the head's labels.
+``pool="mean+std"`` the standard deviation (and with ``"mean+std+max"`` the maximum too), of each of
+its ``sources`` layers -- to the head's labels.
 :meth:`mirzoo.extractor.Extractor.tag` reads it for that head.
 
 Its arrays travel inside the manifest entry (so ``Extractor.save``, the hub and model cards carry them
@@ -51,7 +52,8 @@ def _decoded(dtype: str, shape: tuple, text: str) -> np.ndarray:
 
 def clip_features(outputs: Mapping[str, np.ndarray], sources, pool: str) -> np.ndarray:
     """``[d]``: the ``sources`` layers of one clip's frame outputs (``{layer: [T, ...]}``), concatenated
-    frame by frame and pooled over its frames (``"mean"`` or ``"mean+std"``: every mean, then every std)."""
+    frame by frame and pooled over its frames: ``"mean"``, ``"mean+std"`` (every mean, then every std) or
+    ``"mean+std+max"`` (then every maximum)."""
     missing = [s for s in sources if s not in outputs]
     if missing:
         raise ParameterError(f"the clip head reads the layers {missing}, which the outputs lack (have {sorted(outputs)})")
@@ -59,6 +61,8 @@ def clip_features(outputs: Mapping[str, np.ndarray], sources, pool: str) -> np.n
     if any(a.ndim == 0 or a.shape[0] == 0 for a in layers):
         raise ParameterError("the clip has no frames to pool")
     x = np.concatenate([a.reshape(a.shape[0], -1) for a in layers], axis=1)
+    if pool == "mean+std+max":
+        return np.concatenate([pool_embeddings(x, "mean+std"), pool_embeddings(x, "max")]).astype(np.float64)
     return pool_embeddings(x, pool).astype(np.float64)
 
 
