@@ -318,7 +318,8 @@ def model_card(spec: ModelSpec, repo_id: str) -> str:
     clip_tags, clip_fit = spec.clip_tags, training.get("clip_tags")
     if clip_tags and isinstance(clip_fit, dict):
         valid = dict(clip_fit.get("valid") or {})
-        stats = "mean and standard deviation" if clip_tags.get("pool") == "mean+std" else "mean"
+        stats = {"mean+std": "mean and standard deviation",
+                 "mean+std+max": "mean, standard deviation and maximum"}.get(clip_tags.get("pool"), "mean")
         hardware = _fit_time_and_hardware(clip_fit)
         body += ["", f"Clip-level tags (`tag()`): a logistic regression on the {stats} over the clip's frames of "
                  f"{' + '.join(f'`{s}`' for s in clip_tags.get('sources', []))}, fitted on {clip_fit.get('clips')} "

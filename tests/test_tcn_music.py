@@ -1134,7 +1134,7 @@ def test_fit_clip_tags_writes_a_record_that_tag_reads_and_leaves_the_weights_alo
     from training import musical
     from training.corpus import load_clip_targets
 
-    from mirzoo.tasks.clip_heads import clip_features, decode_array
+    from mirzoo.tasks.clip_heads import decode_array
 
     root = tmp_path / "pkg"
     entry = _package_copy(root, with_weights=True)
@@ -1161,7 +1161,7 @@ def test_fit_clip_tags_writes_a_record_that_tag_reads_and_leaves_the_weights_alo
     assert json.loads(manifests[0].read_text())["models"]["tcn-music"] == new_entry
     assert new_entry["clip_key"] == entry["clip_key"] and new_entry["weights"] == entry["weights"]
     record, fit = new_entry["clip_tags"], new_entry["training"]["clip_tags"]
-    assert record["sources"] == ["frame", "embedding"] and record["pool"] == "mean+std" and record["head"] == "tags"
+    assert record["sources"] == ["frame", "embedding"] and record["pool"] == musical.CLIP_TAG_POOL and record["head"] == "tags"
     assert set(fit["l2_scores"]) == {"0.1", "1"} and fit["l2_scores"][f"{fit['l2']:g}"] == max(fit["l2_scores"].values())
     assert fit["valid"]["roc_auc"] > fit["valid"]["roc_auc_frame_mean"] and "fit-clip-tags" in new_entry["training"]["command"]
 
@@ -1173,7 +1173,9 @@ def test_fit_clip_tags_writes_a_record_that_tag_reads_and_leaves_the_weights_alo
     for f in files:
         t = load_clip_targets(str(f))
         y, _ = new.load_input(str(Path(tiny_corpus) / t["meta"]["path"]), None)
-        feats.append(clip_features(new.forward([y], ["frame", "embedding"], 16)[0], ["frame", "embedding"], "mean+std"))
+        frames = new.forward([y], ["frame", "embedding"], 16)[0]
+        x = np.concatenate([frames["frame"], frames["embedding"]], axis=1).astype(np.float32)
+        feats.append(np.concatenate([x.mean(axis=0), x.std(axis=0), x.max(axis=0)]))  # the default pool, by hand
         truth.append([lab in set(t["meta"]["tags"].split(";")) for lab in new.heads["tags"]])
     feats = np.array(feats)
     x_fit, y_fit, l2 = fits[[f[2] for f in fits].index(fit["l2"])]
@@ -1194,7 +1196,7 @@ def test_fit_clip_tags_writes_a_record_that_tag_reads_and_leaves_the_weights_alo
     from mirzoo.spec import ModelSpec
 
     card = model_card(ModelSpec.from_entry("tcn-music", new_entry), "mirzoo/tcn-music")
-    assert (f"Clip-level tags (`tag()`): a logistic regression on the mean and standard deviation over the clip's frames of "
+    assert (f"Clip-level tags (`tag()`): a logistic regression on the mean, standard deviation and maximum over the clip's frames of "
             f"`frame` + `embedding`, fitted on {fit['clips']} train clips of c") in card
 
 

@@ -1569,8 +1569,12 @@ def fit_tags(args) -> None:
              len(x), record["clips"], fit_s, path)
 
 
-#: pools and L2 penalties ``fit-clip-tags`` chooses between by default (by the valid clips' tag ROC-AUC)
-CLIP_TAG_L2 = (0.01, 0.03, 0.1)
+#: ``fit-clip-tags``' defaults, the shipped record's recipe (session 25: chosen on the valid clips, with each
+#: render also left out of the fit in turn): the layers, the statistics of the clip's frames, and the L2
+#: penalties it chooses between by the valid clips' tag ROC-AUC
+CLIP_TAG_SOURCES = ("conv2", "conv3", "frame", "embedding")
+CLIP_TAG_POOL = "mean+std+max"
+CLIP_TAG_L2 = (0.01, 0.03)
 
 
 def fit_clip_tags(args) -> None:
@@ -2112,11 +2116,11 @@ def main(argv=None) -> int:
     ct = sub.add_parser("fit-clip-tags", help="fit the shipped weights' clip-level tags (clip_tags record) on pooled frozen layers")
     ct.add_argument("--corpus", action="append", required=True, help="a version-2 corpus folder; repeat for several renders")
     ct.add_argument("--split", default="train")
-    ct.add_argument("--clips", type=int, default=1500, help="clips drawn per corpus (seed 0; 0: all)")
+    ct.add_argument("--clips", type=int, default=2000, help="clips drawn per corpus (seed 0; 0: all)")
     ct.add_argument("--valid-split", default="valid", help="split the L2 penalty is chosen on and the record must be better on")
     ct.add_argument("--valid-clips", type=int, default=0, help="valid clips drawn per corpus (seed 1; 0: all)")
-    ct.add_argument("--sources", nargs="+", default=list(TAG_SOURCES), help="layers the record reads, concatenated")
-    ct.add_argument("--pool", choices=("mean", "mean+std", "mean+std+max"), default="mean+std",
+    ct.add_argument("--sources", nargs="+", default=list(CLIP_TAG_SOURCES), help="layers the record reads, concatenated")
+    ct.add_argument("--pool", choices=("mean", "mean+std", "mean+std+max"), default=CLIP_TAG_POOL,
                     help="statistics of the clip's frames")
     ct.add_argument("--l2", type=float, nargs="+", default=list(CLIP_TAG_L2), help="L2 penalties to choose between")
     ct.add_argument("--out", default="manifest", help="'manifest' (the package's entry, both copies) or a JSON file")
