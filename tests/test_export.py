@@ -265,7 +265,7 @@ def test_description_carries_the_clip_tags_record_when_its_layers_are_exported()
     got = info["clip_tags"]
     assert {k: v for k, v in got.items() if k != "how"} == json.loads(json.dumps(dict(record)))
     assert "sigmoid" in got["how"] and got["head"] == "tags"
-    assert export_description(m, ["embedding", "tags"], 160000, "tflite")["clip_tags"] is None  # conv3 not exported
+    assert export_description(m, ["embedding", "tags"], 160000, "tflite")["clip_tags"] is None  # conv2, conv3 not exported
     assert export_description(mirzoo.load("dense-frame"), ["embedding"], 16000, "onnx")["clip_tags"] is None
 
     def array(a):
