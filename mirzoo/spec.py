@@ -387,10 +387,10 @@ def _parse_clip_tags(where: str, record: Any, head: Optional[HeadSpec], aux: tup
     if record.get("head") not in labels:
         raise ManifestError(f"{where}: clip_tags['head']={record.get('head')!r} is not one of the model's heads {sorted(labels)}")
     sources = record.get("sources")
-    if not isinstance(sources, (list, tuple)) or not sources or any(s not in layers or s in labels for s in sources) \
+    if not isinstance(sources, (list, tuple)) or not sources or any(s not in layers for s in sources) \
             or len(set(sources)) != len(sources):
-        raise ManifestError(f"{where}: clip_tags['sources']={sources!r:.120} must be distinct layers of the model that are "
-                            f"not heads (its layers: {sorted(set(layers) - set(labels))})")
+        raise ManifestError(f"{where}: clip_tags['sources']={sources!r:.120} must be distinct layers or heads of the model "
+                            f"(it has: {sorted(layers)})")
     if record.get("pool") not in CLIP_HEAD_POOLS:
         raise ManifestError(f"{where}: clip_tags['pool']={record.get('pool')!r}: expected one of {list(CLIP_HEAD_POOLS)}")
     d = sum(int(layers[s]) for s in sources) * len(record["pool"].split("+"))  # one block per statistic

@@ -65,6 +65,19 @@ def test_clip_tag_probabilities_are_a_logistic_regression_on_the_mean_and_std():
                                1 / (1 + np.exp(-(z @ decode_array(rec_max["weights"]) + np.array(rec_max["bias"])))), rtol=1e-5)
     entry["clip_tags"] = rec_max
     assert ModelSpec.from_entry("tcn-music", entry).clip_tags["pool"] == "mean+std+max"  # its three blocks parse
+    # a head's own frame outputs may be a source too: its width counts like a layer's
+    rec_head = dict(_record(entry, pool="mean"), sources=["frame", "tags"])
+    d = entry["layers"]["frame"] + entry["layers"]["tags"]
+    rng_h = np.random.default_rng(4)
+    rec_head.update(mean=encode_array(rng_h.normal(size=d)), scale=encode_array(rng_h.uniform(0.5, 2, d)),
+                    weights=encode_array(rng_h.normal(scale=0.1, size=(d, len(entry["head"]["labels"])))))
+    entry["clip_tags"] = rec_head
+    assert ModelSpec.from_entry("tcn-music", entry).clip_tags["sources"] == ["frame", "tags"]
+    probs = rng.random((50, 38))
+    xh = np.concatenate([outputs["frame"], probs], axis=1).astype(np.float64).mean(axis=0)
+    z = (xh - decode_array(rec_head["mean"])) / decode_array(rec_head["scale"])
+    np.testing.assert_allclose(clip_tag_probabilities(dict(outputs, tags=probs), rec_head),
+                               1 / (1 + np.exp(-(z @ decode_array(rec_head["weights"]) + np.array(rec_head["bias"])))), rtol=1e-5)
     with pytest.raises(ParameterError, match=r"layers \['embedding'\]"):
         clip_tag_probabilities({"frame": outputs["frame"]}, rec)
     with pytest.raises(ParameterError, match="no frames"):
@@ -74,8 +87,9 @@ def test_clip_tag_probabilities_are_a_logistic_regression_on_the_mean_and_std():
 @pytest.mark.parametrize("change, message", [
     (lambda r: r.update(form="mlp"), "clip_tags\\['form'\\]='mlp'"),
     (lambda r: r.update(head="genre"), "clip_tags\\['head'\\]='genre' is not one of the model's heads"),
-    (lambda r: r.update(sources=["frame", "key"]), "must be distinct layers of the model that are not heads"),
+    (lambda r: r.update(sources=["frame", "genre"]), "must be distinct layers or heads of the model"),
     (lambda r: r.update(sources=["frame", "frame"]), "must be distinct layers"),
+    (lambda r: r.update(sources=["frame", "tags"]), "clip_tags\\['mean'\\] must be .*'shape': \\[332\\]"),  # a head counts by its width
     (lambda r: r.update(pool="max"), "clip_tags\\['pool'\\]='max'"),
     (lambda r: r["weights"].update(shape=[10, 38]), "clip_tags\\['weights'\\] must be"),
     (lambda r: r["mean"].update(base64=r["mean"]["base64"][:-8]), "holds .* bytes; float32 of shape \\[512\\] needs 2048"),

@@ -1082,6 +1082,8 @@ def test_fit_tags_refits_the_tag_head_on_more_layers_and_changes_nothing_else(tm
     record = new_entry["training"]["tags_head"]
     assert record["valid"]["roc_auc"] > record["valid"]["roc_auc_before"] and record["sources"] == ["conv3", "frame", "embedding"]
     assert "clip_key" not in new_entry and "fit-tags" in new_entry["training"]["command"]
+    # a clip_tags record that reads the refitted head is dropped with it; one on trunk layers stays
+    assert ("clip_tags" in new_entry) == ("tags" not in (entry.get("clip_tags") or {}).get("sources", ["tags"]))
     from mirzoo.publish import model_card
     from mirzoo.spec import ModelSpec
 
@@ -1142,8 +1144,8 @@ def test_fit_clip_tags_writes_a_record_that_tag_reads_and_leaves_the_weights_alo
     manifests = [root / "weights_manifest.json", root / "mirzoo" / "weights_manifest.json"]
     before = [weights.read_bytes()] + [m.read_bytes() for m in manifests]
     common = ["--corpus", str(tiny_corpus), "--split", "train", "--clips", "0", "--valid-split", "train",
-              "--sources", "frame", "embedding", "--root", str(root)]
-    for bad in ("tags", "tonal"):
+              "--sources", "embedding", "tags", "--root", str(root)]
+    for bad in ("genre", "tonal"):  # a head's output may be read (tags), the derived tonal layer may not
         with pytest.raises(SystemExit, match="expected distinct layers"):
             musical.main(["fit-clip-tags", *common[:-5], "--sources", "frame", bad, "--root", str(root)])
     with monkeypatch.context() as patch:  # a fit that ranks nothing
@@ -1161,7 +1163,7 @@ def test_fit_clip_tags_writes_a_record_that_tag_reads_and_leaves_the_weights_alo
     assert json.loads(manifests[0].read_text())["models"]["tcn-music"] == new_entry
     assert new_entry["clip_key"] == entry["clip_key"] and new_entry["weights"] == entry["weights"]
     record, fit = new_entry["clip_tags"], new_entry["training"]["clip_tags"]
-    assert record["sources"] == ["frame", "embedding"] and record["pool"] == musical.CLIP_TAG_POOL and record["head"] == "tags"
+    assert record["sources"] == ["embedding", "tags"] and record["pool"] == musical.CLIP_TAG_POOL and record["head"] == "tags"
     assert set(fit["l2_scores"]) == {"0.1", "1"} and fit["l2_scores"][f"{fit['l2']:g}"] == max(fit["l2_scores"].values())
     assert fit["valid"]["roc_auc"] > fit["valid"]["roc_auc_frame_mean"] and "fit-clip-tags" in new_entry["training"]["command"]
 
@@ -1173,8 +1175,8 @@ def test_fit_clip_tags_writes_a_record_that_tag_reads_and_leaves_the_weights_alo
     for f in files:
         t = load_clip_targets(str(f))
         y, _ = new.load_input(str(Path(tiny_corpus) / t["meta"]["path"]), None)
-        frames = new.forward([y], ["frame", "embedding"], 16)[0]
-        x = np.concatenate([frames["frame"], frames["embedding"]], axis=1).astype(np.float32)
+        frames = new.forward([y], ["embedding", "tags"], 16)[0]  # the tags head's own frame probabilities too
+        x = np.concatenate([frames["embedding"], frames["tags"]], axis=1).astype(np.float32)
         feats.append(np.concatenate([x.mean(axis=0), x.std(axis=0), x.max(axis=0)]))  # the default pool, by hand
         truth.append([lab in set(t["meta"]["tags"].split(";")) for lab in new.heads["tags"]])
     feats = np.array(feats)
@@ -1197,7 +1199,7 @@ def test_fit_clip_tags_writes_a_record_that_tag_reads_and_leaves_the_weights_alo
 
     card = model_card(ModelSpec.from_entry("tcn-music", new_entry), "mirzoo/tcn-music")
     assert (f"Clip-level tags (`tag()`): a logistic regression on the mean, standard deviation and maximum over the clip's frames of "
-            f"`frame` + `embedding`, fitted on {fit['clips']} train clips of c") in card
+            f"`embedding` + `tags`, fitted on {fit['clips']} train clips of c") in card
 
 
 def _package_copy(root, with_weights=False):
@@ -1303,6 +1305,18 @@ def test_ship_drops_a_clip_tags_record_fitted_on_the_replaced_weights(tmp_path, 
         assert "clip_tags" not in e and "clip_tags" not in e["training"]
         assert ModelSpec.from_entry("tcn-music", e).clip_tags is None
     assert "clip_tags record was fitted on the layers of the weights this run replaces" in caplog.text
+
+
+def test_a_fit_that_changes_a_head_drops_the_clip_tags_record_reading_it(caplog):
+    from training.musical import drop_clip_tags_reading
+
+    entry = {"clip_tags": {"sources": ["frame", "tags"]}, "training": {"clip_tags": {"clips": 1}, "tags_head": {}}}
+    drop_clip_tags_reading(entry, ["pitch_classes"])  # a head it does not read: kept
+    assert entry["clip_tags"] and entry["training"]["clip_tags"]
+    with caplog.at_level("WARNING"):
+        drop_clip_tags_reading(entry, ["tags"])
+    assert "clip_tags" not in entry and entry["training"] == {"tags_head": {}}
+    assert "reads ['tags'], which this fit changed: dropped" in caplog.text
 
 
 def test_ship_takes_the_last_epoch_when_asked(tmp_path):

@@ -1428,6 +1428,7 @@ def fit_pitch_classes(args) -> None:
         e["weights"] = {"kind": "file", "file": target.name, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
         e.pop("clip_key", None)  # fitted on the weights without the head: rerun fit-key
         e.pop("downbeat_model", None)  # it reads the pitch-class head: rerun fit-downbeats
+        drop_clip_tags_reading(e, [PITCH_CLASS_HEAD])
         e["training"]["pitch_classes"] = record
         command = e["training"].get("command", "")
         if "fit-pitch-classes" not in command:  # it works on the package's weights: after they are shipped
@@ -1482,22 +1483,35 @@ def clip_tag_roc_auc(probs: np.ndarray, truth: np.ndarray) -> float | None:
     return float(np.mean([roc_auc_score(truth[:, j], probs[:, j]) for j in usable])) if usable else None
 
 
-def package_network(root: str, sources) -> tuple:
+def package_network(root: str, sources, heads_too: bool = False) -> tuple:
     """``(root, entry, weights path, network, config, extractor)`` of the package's ``tcn-music`` (see
-    :func:`package_weights`), after checking that ``sources`` are distinct trunk layers of it (not heads, not
-    the derived ``tonal``): what the fits on frozen layers read."""
+    :func:`package_weights`), after checking that ``sources`` are distinct trunk layers of it (with
+    ``heads_too``, or the outputs of its heads; never the derived ``tonal``): what the fits on frozen layers read."""
     from mirzoo.extractor import Extractor
     from mirzoo.nn.tcn import is_trunk_layer
 
     root, entry, path = package_weights(root)
     full, _, config = build_training_model(entry, len(entry["head"]["labels"]))
     full.load_weights(path)
-    unknown = [src for src in sources if src not in full.output or src not in entry["layers"] or not is_trunk_layer(src)]
+    heads = ({entry["head"]["output"]} | {a["output"] for a in entry.get("aux_heads", [])}) if heads_too else set()
+    unknown = [src for src in sources if src not in full.output or src not in entry["layers"]
+               or not (is_trunk_layer(src) or src in heads)]
     if unknown or len(set(sources)) != len(sources):
         raise SystemExit(f"--sources {list(sources)}: expected distinct layers of {MODEL}'s network (conv1 .. conv3, frame, "
-                         f"tcn1 .. tcnN, embedding), not heads")
+                         f"tcn1 .. tcnN, embedding)" + (f" or its heads {sorted(heads)}" if heads_too else ", not heads"))
     extractor = Extractor(full, describe_derived_heads(json.loads(json.dumps(dict(entry, config=config)))))
     return root, entry, path, full, config, extractor
+
+
+def drop_clip_tags_reading(entry: dict, outputs) -> None:
+    """Drop the entry's ``clip_tags`` record (and its training record) when it reads one of ``outputs``, heads a
+    fit has just changed: it was fitted on their previous values (rerun ``fit-clip-tags``)."""
+    record = entry.get("clip_tags")
+    if record and set(record.get("sources", ())) & set(outputs):
+        entry.pop("clip_tags")
+        entry.get("training", {}).pop("clip_tags", None)
+        log.warning("the entry's clip_tags record reads %s, which this fit changed: dropped; rerun fit-clip-tags",
+                    sorted(set(record["sources"]) & set(outputs)))
 
 
 def fit_tags(args) -> None:
@@ -1560,6 +1574,7 @@ def fit_tags(args) -> None:
         e["weights"] = {"kind": "file", "file": path.name, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
         e.pop("clip_key", None)  # fitted on the previous file (its heads are unchanged): rerun fit-key
         e.pop("downbeat_model", None)
+        drop_clip_tags_reading(e, ["tags"])
         e["training"]["tags_head"] = record
         append_command(e, "python -m training.musical fit-tags --corpus CORPUS && python -m training.musical fit-key "
                           "--corpus CORPUS --weights shipped --out manifest")
@@ -1569,17 +1584,19 @@ def fit_tags(args) -> None:
              len(x), record["clips"], fit_s, path)
 
 
-#: ``fit-clip-tags``' defaults, the shipped record's recipe (session 25: chosen on the valid clips, with each
-#: render also left out of the fit in turn): the layers, the statistics of the clip's frames, and the L2
-#: penalties it chooses between by the valid clips' tag ROC-AUC
-CLIP_TAG_SOURCES = ("conv2", "conv3", "frame", "embedding")
+#: ``fit-clip-tags``' defaults, the shipped record's recipe (sessions 25 and 26: chosen on the valid clips, with
+#: each render also left out of the fit in turn): the layers and heads it reads (the ``tags`` head's own frame
+#: probabilities among them), the statistics of the clip's frames, the train clips drawn per corpus (0: all),
+#: and the L2 penalties it chooses between by the valid clips' tag ROC-AUC
+CLIP_TAG_SOURCES = ("conv2", "conv3", "frame", "embedding", "tags")
 CLIP_TAG_POOL = "mean+std+max"
-CLIP_TAG_L2 = (0.01, 0.03)
+CLIP_TAG_CLIPS = 0
+CLIP_TAG_L2 = (0.003, 0.01, 0.03)
 
 
 def fit_clip_tags(args) -> None:
     """Fit the shipped ``tcn-music``'s ``clip_tags`` record: a logistic regression from each clip's mean and
-    spread (``--pool``) of the frozen ``--sources`` layers to its tags, on ``--split`` clips of the given
+    spread (``--pool``) of the frozen ``--sources`` layers (and heads) to its tags, on ``--split`` clips of the given
     corpora, its L2 penalty chosen among ``--l2`` on the ``--valid-split`` clips.  It is written only if it
     ranks the valid clips' tags better than the ``tags`` head's frame mean (what ``tag()`` read before);
     the weights do not change, so the other records stay valid."""
@@ -1589,7 +1606,7 @@ def fit_clip_tags(args) -> None:
     from training.train import hardware_text
 
     sources = list(args.sources)
-    root, entry, path, full, config, extractor = package_network(args.root, sources)
+    root, entry, path, full, config, extractor = package_network(args.root, sources, heads_too=True)
     vocab = list(entry["head"]["labels"])
     l2_grid = sorted(set(args.l2))
     if not l2_grid or min(l2_grid) <= 0:
@@ -1598,7 +1615,8 @@ def fit_clip_tags(args) -> None:
     def pooled(split: str, clips: int, seed: int):
         feats, truth, frame_mean = [], [], []
         for c in args.corpus:
-            for out, tags in tagged_clip_outputs(extractor, Path(c), split, clips, sources + ["tags"], vocab, seed):
+            for out, tags in tagged_clip_outputs(extractor, Path(c), split, clips, list(dict.fromkeys(sources + ["tags"])),
+                                                 vocab, seed):
                 feats.append(clip_features(out, sources, args.pool))
                 truth.append(tags)
                 frame_mean.append(out["tags"].mean(axis=0))
@@ -2116,10 +2134,10 @@ def main(argv=None) -> int:
     ct = sub.add_parser("fit-clip-tags", help="fit the shipped weights' clip-level tags (clip_tags record) on pooled frozen layers")
     ct.add_argument("--corpus", action="append", required=True, help="a version-2 corpus folder; repeat for several renders")
     ct.add_argument("--split", default="train")
-    ct.add_argument("--clips", type=int, default=2000, help="clips drawn per corpus (seed 0; 0: all)")
+    ct.add_argument("--clips", type=int, default=CLIP_TAG_CLIPS, help="clips drawn per corpus (seed 0; 0: all)")
     ct.add_argument("--valid-split", default="valid", help="split the L2 penalty is chosen on and the record must be better on")
     ct.add_argument("--valid-clips", type=int, default=0, help="valid clips drawn per corpus (seed 1; 0: all)")
-    ct.add_argument("--sources", nargs="+", default=list(CLIP_TAG_SOURCES), help="layers the record reads, concatenated")
+    ct.add_argument("--sources", nargs="+", default=list(CLIP_TAG_SOURCES), help="layers (or heads) the record reads, concatenated")
     ct.add_argument("--pool", choices=("mean", "mean+std", "mean+std+max"), default=CLIP_TAG_POOL,
                     help="statistics of the clip's frames")
     ct.add_argument("--l2", type=float, nargs="+", default=list(CLIP_TAG_L2), help="L2 penalties to choose between")

@@ -4,7 +4,8 @@ A frame model's ``tags`` head scores every frame, and averaging its frames is a 
 that describe the whole clip.  A ``clip_tags`` record (``python -m training.musical fit-clip-tags``)
 holds a logistic regression from statistics of the clip's frames -- the mean, and with
 ``pool="mean+std"`` the standard deviation (and with ``"mean+std+max"`` the maximum too), of each of
-its ``sources`` layers -- to the head's labels.
+its ``sources`` -- trunk layers, or head outputs such as the ``tags`` head's own frame probabilities --
+to the head's labels.
 :meth:`mirzoo.extractor.Extractor.tag` reads it for that head.
 
 Its arrays travel inside the manifest entry (so ``Extractor.save``, the hub and model cards carry them
