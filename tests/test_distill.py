@@ -237,6 +237,7 @@ def test_smoke_run_learns_the_teacher_and_records_its_data(smoke_run):
     assert (out / "best.weights.h5").exists() and (out / "last.optimizer.npz").exists()
 
 
+@pytest.mark.slow  # training runs of a minute on 2 cores: CI's second step, `pytest -m slow`
 def test_resume_continues_from_the_saved_epoch_exactly(smoke_run, distill_data, tmp_path):
     """One epoch, then --resume up to two: the same history and weights as the uninterrupted smoke run
     (the optimizer state and dropout random state are checkpointed; each epoch has its own generator)."""

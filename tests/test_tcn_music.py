@@ -380,6 +380,7 @@ def test_freeze_through_the_embedding_trains_the_heads_alone(tmp_path):
     assert musical.freeze_through(full, None) == [] and all(layer.trainable for layer in full.layers)
 
 
+@pytest.mark.slow  # training runs of a minute on 2 cores: CI's second step, `pytest -m slow`
 def test_anchor_and_frozen_batchnorm_keep_the_probed_layers_near_the_initial_weights(tmp_path):
     """``anchor`` + ``freeze_batchnorm``: the same short fine-tune with and without them; with them the
     anchored layers' outputs (a head's among them) stay nearer the shipped model's, every batch norm is
@@ -439,6 +440,7 @@ def test_anchor_and_frozen_batchnorm_keep_the_probed_layers_near_the_initial_wei
                       str(tmp_path / "noinit"), "--max-minutes", "5"])
 
 
+@pytest.mark.slow  # training runs of a minute on 2 cores: CI's second step, `pytest -m slow`
 def test_anchor_of_one_channel_holds_its_activation_curve(tmp_path):
     """``"beats:0"`` anchors the beat channel alone: the training model outputs its curve over the
     crop's frames, a short fine-tune keeps that curve nearer the shipped one than the same run
@@ -813,6 +815,7 @@ def _weights_without_mode(tmp_path, entry, n_tags):
     return core, path
 
 
+@pytest.mark.slow  # training runs of a minute on 2 cores: CI's second step, `pytest -m slow`
 def test_interpolate_mixes_a_fine_tune_with_its_initial_weights(tmp_path):
     """``interpolate --alpha a``: every layer the initial weights have is ``a * run + (1 - a) * initial``, a
     head the run added is the run's, and the new folder's state names it as the best, scored."""

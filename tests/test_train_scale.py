@@ -218,6 +218,7 @@ def _run_distributed(tiny_corpus, tmp_path, extra, env=None):
     return report, proc.stdout + proc.stderr
 
 
+@pytest.mark.slow  # training runs of a minute on 2 cores: CI's second step, `pytest -m slow`
 def test_mirrored_on_two_cpu_devices(tiny_corpus, tmp_path):
     report, log = _run_distributed(tiny_corpus, tmp_path, ["--distribute", "mirrored", "--cpu-devices", "2"],
                                    env={"KERAS_BACKEND": "tensorflow"})
