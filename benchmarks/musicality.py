@@ -56,7 +56,9 @@ Measures (model: ``Extractor.analyze`` of ``--model``; every baseline computed h
   whose time signature is the reference's, and the balanced accuracy of its meter class (the
   corpus's ``meter:`` tag of a time signature, e.g. 6/8 -> ``compound-duple``) over the classes.
 * **mode of the reported key** (not a probe): balanced accuracy of the mode of ``analyze()``'s key
-  against the ``mode:major`` / ``mode:minor`` tag, on every clip with one of them.
+  against the ``mode:major`` / ``mode:minor`` tag, on every clip with one of them; beside it, with no audio,
+  the mode of Krumhansl-Schmuckler on the clip's score notes (what profile matching on a perfect
+  transcription reads against these tags).
 * **tag ROC-AUC**: macro ROC-AUC of the clip tags as ``tag()`` reads them (the model's ``clip_tags`` record
   where it has one, with the tag head's frame mean beside it; the frame mean otherwise) over tags with both
   classes present.
@@ -94,9 +96,15 @@ from training.corpus import meter_class  # noqa: E402  (the meter tag of a time 
 from training.corpus_targets import KEY_SOURCES  # noqa: E402  (names of the targets' key_source codes)
 from training.musical import beat_f_measure as beat_f  # noqa: E402  (mir_eval's, first 5 s trimmed)
 from training.musical import in_beat_grid as inside_grid  # noqa: E402  (only where the score's beat grid is known)
+from mirzoo.audio import change_rate  # noqa: E402
 from mirzoo.tasks.analyze import (  # noqa: E402
     KRUMHANSL_KESSLER_MAJOR,
     KRUMHANSL_KESSLER_MINOR,
+    RHYTHM_HEADS,
+    RHYTHM_SHIFTS,
+    check_rhythm_shifts,
+    rhythm_ensemble,
+    shift_rate,
     beats_per_bar,
     downbeat_phase,
     key_profile_correlations,
@@ -425,6 +433,9 @@ def main(argv=None) -> int:
     parser.add_argument("--min-class", type=int, default=6)
     parser.add_argument("--Cs", type=float, nargs="+", default=[0.01, 0.1, 1.0])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rhythm-shifts", type=float, nargs="+", default=list(RHYTHM_SHIFTS), metavar="SEMITONES",
+                        help="analyze()'s rhythm_shifts (default its own, one pass; session 27 scored "
+                        "-0.667 -0.333 0 0.333 0.667)")
     parser.add_argument("--probe-repeats", type=int, default=5,
                         help="balanced subsets (and fold draws) per probe, seeds seed .. seed+R-1; the mean is reported")
     parser.add_argument("--oracle", action="store_true",
@@ -439,6 +450,11 @@ def main(argv=None) -> int:
 
     import mirzoo
     from mirzoo.embeddings import pool_embeddings
+
+    try:
+        rhythm_shifts = check_rhythm_shifts(tuple(args.rhythm_shifts))
+    except mirzoo.ParameterError as exc:
+        parser.error(f"--rhythm-shifts: {exc}")
     from mirzoo.tasks.analyze import (
         OPTIONAL_HEADS,
         REQUIRED_HEADS,
@@ -475,7 +491,7 @@ def main(argv=None) -> int:
         keys += [s for s in clip_tags["sources"] if s not in keys]
     others = [mirzoo.load(name) for name in args.probe_models]
 
-    per = {k: [] for k in ("key_model", "key_head_mean", "key_base", "key_source", "mode_pairs", "meter_pairs", "beat_model", "beat_base", "down_model", "tempo_model",
+    per = {k: [] for k in ("key_model", "key_head_mean", "key_base", "key_source", "mode_pairs", "mode_pairs_notes", "meter_pairs", "beat_model", "beat_base", "down_model", "tempo_model",
                            "down_evidence", "meter_pairs_evidence", "down_known_bar",
                            "tempo_base", "tempo_simple", "key_pcs", "key_notes")}
     chord_tot = {"model": np.zeros(4), "base": np.zeros(4)}
@@ -503,11 +519,16 @@ def main(argv=None) -> int:
         out = m.forward([y], keys, 16)[0]
         if args.oracle:
             out.update(oracle_frames(clip["targets"], heads, out["beats"].shape[0]))
-        a = analyze_frames(out, heads, fps, duration=y.shape[0] / sr, source=clip["audio"], model=m.name,
+            frames = out
+        else:  # as analyze() reads them: the rhythm heads averaged over the passes of --rhythm-shifts
+            shifted = {s: m.forward([change_rate(y, sr, shift_rate(s))], list(RHYTHM_HEADS), 16)[0]
+                       for s in rhythm_shifts if s != 0.0}
+            frames = rhythm_ensemble(out, shifted, rhythm_shifts, heads["tempo"])
+        a = analyze_frames(frames, heads, fps, duration=y.shape[0] / sr, source=clip["audio"], model=m.name,
                            clip_key=clip_key, downbeat_model=downbeat_model)
         # the downbeats and meter without the model's downbeat_model record, beside them in the same run
         a_evidence = a if downbeat_model is None else analyze_frames(
-            out, heads, fps, duration=y.shape[0] / sr, clip_key=clip_key, downbeat_model=None)
+            frames, heads, fps, duration=y.shape[0] / sr, clip_key=clip_key, downbeat_model=None)
         head_key = global_distribution(out["key"], heads["key"], top_k=1)[0][0]
         timing["model"] += time.time() - ts
         for l in layers:
@@ -590,6 +611,11 @@ def main(argv=None) -> int:
         if tagged and a.key:
             per["mode_pairs"].append((tagged, a.key.split()[-1]))
             row["mode"] = list(per["mode_pairs"][-1])
+            # no audio: the mode of Krumhansl-Schmuckler on the clip's score notes (a ceiling of the profile method)
+            score_pcs = np.asarray(clip["targets"].get("chroma", np.zeros((0, 12))), dtype=np.float64)
+            if score_pcs.size and score_pcs.sum() > 0:
+                notes_key = heads["key"][int(np.argmax(key_profile_correlations(score_pcs.mean(axis=0))))]
+                per["mode_pairs_notes"].append((tagged, notes_key.split()[-1]))
         if ref["meter"] and a.meter:
             per["meter_pairs"].append((ref["meter"], a.meter))
             row["meter"] = list(per["meter_pairs"][-1])
@@ -680,6 +706,8 @@ def main(argv=None) -> int:
     res["probes"] = probes
     if per["mode_pairs"]:  # not a probe: the mode of the key analyze() reports, on every mode-tagged clip
         res["mode_from_key"] = mode_agreement(per["mode_pairs"])
+        if per["mode_pairs_notes"]:
+            res["mode_from_key"]["score_notes"] = mode_agreement(per["mode_pairs_notes"])
     if per["meter_pairs"]:  # not a probe: the meter analyze() reports, on every clip with a reference meter
         res["meter_from_analyze"] = meter_agreement(per["meter_pairs"])
         if downbeat_model is not None:
@@ -704,7 +732,7 @@ def main(argv=None) -> int:
         "data": str(data), "clips": len(clips), "pieces": len(set(groups_all.tolist())),
         "soundfonts": dict(soundfonts), "model": args.model, "pretrained": bool(m.pretrained),
         "weights_sha256": m.entry.get("weights", {}).get("sha256"), "oracle": bool(args.oracle), "notes": notes,
-        "probe_repeats": args.probe_repeats,
+        "probe_repeats": args.probe_repeats, "rhythm_shifts": None if args.oracle else list(rhythm_shifts),
         "timing_s": {k: round(v, 1) for k, v in timing.items()}, "results": res, "targets": TARGETS,
     }
     table = render_table(report)
@@ -799,6 +827,9 @@ def render_table(r: dict) -> str:
              "", f"{r['clips']} clips of {r['pieces']} test pieces from `{r['data']}` (soundfonts {r['soundfonts']}); "
              f"{r['env']}, {r['date']}."]
     lines += [f"- note: {n}" for n in r["notes"]]
+    if r.get("rhythm_shifts") and list(r["rhythm_shifts"]) != [0.0]:
+        lines += [f"- beats, downbeats, tempo and meter as `analyze()` reads them: the beat, tempo and meter heads averaged "
+                  f"over passes at {', '.join(f'{v:+.3g}' for v in r['rhythm_shifts'])} semitones (`rhythm_shifts`)"]
     lines += ["", "| measure | model | baseline in the same run | target |", "|---|---|---|---|"]
     k = res["key_weighted"]
     lines.append(f"| key, MIREX weighted (n={k['n']}) | {fmt(k['model'])} | {fmt(k['baseline'])} ({k['baseline_name']}) | {TARGETS['key_weighted']} |")
@@ -855,6 +886,10 @@ def render_table(r: dict) -> str:
         mk = res["mode_from_key"]
         lines.append(f"| mode of the key `analyze()` reports (balanced acc., all {mk['n']} major/minor-tagged clips: "
                      f"{', '.join(f'{k} {v}' for k, v in sorted(mk['classes'].items()))}) | {fmt(mk['model'])} | | not a probe |")
+        if mk.get("score_notes"):
+            sn = mk["score_notes"]
+            lines.append(f"| mode of Krumhansl-Schmuckler on the clip's score notes, no audio (balanced acc., {sn['n']} of those "
+                         f"clips): what profile matching on a perfect transcription reads | | {fmt(sn['model'])} | |")
     if "meter_from_analyze" in res:
         mm = res["meter_from_analyze"]
         lines.append(f"| meter `analyze()` reports, time signature exact (all {mm['n']} clips with a reference meter) | "

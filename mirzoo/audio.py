@@ -27,6 +27,7 @@ from mirzoo.errors import AudioError, AudioFileError, MirzooError, ParameterErro
 
 __all__ = [
     "load_audio", "decode_or_reason", "FileStream", "prepare_audio", "validate_audio", "check_sr", "check_audio_path", "stream_file",
+    "change_rate", "rate_changed_blocks", "check_rate", "MIN_RATE", "MAX_RATE",
     "AUDIO_EXTENSIONS", "MIN_SAMPLE_RATE", "MAX_SAMPLE_RATE", "MAX_AMPLITUDE",
 ]
 
@@ -166,6 +167,50 @@ def prepare_audio(y, sr, target_sr: int, *, name: str = "audio") -> np.ndarray:
     y = _to_mono(_pcm_to_float(y))
     validate_audio(y, name=name)
     return validate_audio(_resample(y, sr, target_sr), name=name)
+
+
+#: Playback-rate factors :func:`change_rate` accepts (inclusive): an octave down to an octave up.
+MIN_RATE = 0.5
+MAX_RATE = 2.0
+
+
+def check_rate(rate, *, name: str = "rate") -> float:
+    """``rate`` as a float if it is a finite number in [:data:`MIN_RATE`, :data:`MAX_RATE`]."""
+    ok = (not isinstance(rate, bool) and isinstance(rate, (int, float, np.integer, np.floating))
+          and math.isfinite(float(rate)) and MIN_RATE <= float(rate) <= MAX_RATE)
+    if not ok:
+        raise ParameterError(f"{name}={rate!r}: expected a playback-rate factor between {MIN_RATE:g} and {MAX_RATE:g} "
+                             "(1 leaves the audio as it is)")
+    return float(rate)
+
+
+def change_rate(y: np.ndarray, sr: int, rate: float) -> np.ndarray:
+    """``y`` (mono, at ``sr``) played ``rate`` times faster: tempo and pitch both scaled by ``rate``, as a
+    tape played faster.  The signal is resampled from ``sr * rate`` to ``sr`` (soxr, high quality), so
+    it has ``len(y) / rate`` samples (rounded) at ``sr``; what happened at ``t`` seconds happens at
+    ``t / rate``.  ``rate == 1`` returns ``y`` itself."""
+    rate = check_rate(rate)
+    if rate == 1.0:
+        return y
+    return soxr.resample(y, sr * rate, sr, quality="HQ").astype(np.float32, copy=False)
+
+
+def rate_changed_blocks(blocks, sr: int, rate: float) -> Iterator[np.ndarray]:
+    """The consecutive mono float32 ``blocks`` of a signal at ``sr``, played ``rate`` times faster
+    (:func:`change_rate`, block by block with soxr's streaming resampler: the same signal, never held
+    whole).  Empty output blocks are skipped."""
+    rate = check_rate(rate)
+    if rate == 1.0:
+        yield from blocks
+        return
+    resampler = soxr.ResampleStream(sr * rate, sr, 1, dtype="float32", quality="HQ")
+    for block in blocks:
+        out = resampler.resample_chunk(np.ascontiguousarray(block, dtype=np.float32), last=False)
+        if out.size:
+            yield out
+    tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+    if tail.size:
+        yield tail
 
 
 def _downmix(block: np.ndarray, dtype=np.float32) -> np.ndarray:

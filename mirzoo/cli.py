@@ -385,8 +385,14 @@ def _cmd_analyze(args) -> int:
     # deferred: Keras/TensorFlow (see _expand_inputs)
     from mirzoo.inference.runner import progress_bar
     from mirzoo.loader import load
-    from mirzoo.tasks.analyze import check_analysis_heads
+    from mirzoo.tasks.analyze import check_analysis_heads, check_rhythm_shifts
 
+    if args.rhythm_shifts is not None:
+        try:
+            check_rhythm_shifts(tuple(args.rhythm_shifts))
+        except MirzooError as exc:
+            print(f"mirzoo analyze: error: --rhythm-shifts: {exc}", file=sys.stderr)
+            return 2
     inputs = list(args.inputs)
     model_ref = args.model
     if model_ref is None:
@@ -420,7 +426,8 @@ def _cmd_analyze(args) -> int:
     for p in paths:
         try:
             y, _ = model.load_input(p, None)
-            analysis = dataclasses.replace(model.analyze(y, sr=model.sample_rate), source=p)
+            options = {} if args.rhythm_shifts is None else {"rhythm_shifts": tuple(args.rhythm_shifts)}
+            analysis = dataclasses.replace(model.analyze(y, sr=model.sample_rate, **options), source=p)
             if args.plot:
                 plot_analysis(analysis, y, model.sample_rate, plots[p])
             analyses.append(analysis)
@@ -660,6 +667,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="OUT.png", default=None,
                    help="draw the analysis over a constant-Q spectrogram: OUT.png for one file, OUT-<file stem>.png "
                    "for several (pip install \"mirzoo[plot]\")")
+    p.add_argument("--rhythm-shifts", type=float, nargs="+", metavar="SEMITONES", default=None,
+                   help="playback-rate shifts whose passes the beat, tempo and meter heads are averaged over "
+                   "(default: 0, one pass; e.g. -0.667 -0.333 0 0.333 0.667 for five)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=_cmd_analyze)
 

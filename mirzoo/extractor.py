@@ -241,8 +241,11 @@ class Extractor(Runner):
         Needs a frame model with the heads ``beats``, ``key``, ``chord``, ``meter`` and ``tempo``
         (such as ``tcn-music``); other models raise :class:`~mirzoo.ParameterError` naming the
         missing heads.  Returns a :class:`mirzoo.tasks.analyze.Analysis` (``to_dict()``,
-        ``to_rows()``, ``to_jams()``), or a list of them for list input.  ``options`` (switching
-        penalties, beat tracker) go to :func:`mirzoo.tasks.analyze.analyze_frames`.
+        ``to_rows()``, ``to_jams()``), or a list of them for list input.  ``rhythm_shifts``
+        (semitones; default ``(0,)``, one pass) are the playback rates the beat, tempo and meter heads
+        are averaged over (:func:`mirzoo.tasks.analyze.analyze`;
+        ``mirzoo.tasks.analyze.RATE_ENSEMBLE`` is a five-pass set); the other ``options`` (switching penalties, beat tracker) go to
+        :func:`mirzoo.tasks.analyze.analyze_frames`.
 
         Examples
         --------

@@ -785,3 +785,119 @@ def test_manifest_downbeat_model_records_are_checked():
             ModelSpec.from_entry("tcn-music", dict(entry, downbeat_model=record))
     with pytest.raises(ManifestError, match=r"downbeat_model reads the heads \['beats', 'chord', 'meter', 'pitch_classes'\]"):
         ModelSpec.from_entry("cnn-tagging", dict(get_entry("cnn-tagging"), downbeat_model=good))
+
+
+# -- the rhythm heads averaged over playback rates (rhythm_shifts) -----------------------------------
+def test_align_rate_frames_puts_a_faster_pass_back_on_the_clip_grid():
+    rate = 2 ** (1 / 16)  # one class of TEMPI's geometric grid
+    _, times = click_activation(seconds=20.0, bpm=120.0)
+    fast, fast_times = click_activation(seconds=20.0 / rate, bpm=120.0 * rate, first=0.3 / rate)
+    n = int(20.0 * FPS)
+    tempo = np.zeros((fast.shape[0], len(TEMPI)))
+    tempo[:, 17] = 1.0  # the faster pass hears about 2 ** (17 / 16) * 40 BPM
+    aligned = an.align_rate_frames({"beats": fast, "tempo": tempo}, rate, n, TEMPI)
+    assert aligned["beats"].shape == (n, 2) and aligned["tempo"].shape == (n, len(TEMPI))
+    peaks = np.flatnonzero(aligned["beats"][:, 0] > 0.5)
+    want = np.round(fast_times * rate * FPS)
+    assert peaks.size >= want.size - 1 and np.all(np.min(np.abs(peaks[:, None] - want[None, :]), axis=1) <= 1)
+    # a tempo of c BPM sounded as c * rate: class 17 of the faster pass is class 16 of the clip (the
+    # labels are rounded BPM, so the grid read from them is within 0.1 % of 2 ** (1 / 16) per class)
+    np.testing.assert_allclose(aligned["tempo"][:, 16], 1.0, atol=1e-3)
+    assert np.abs(np.delete(aligned["tempo"], 16, axis=1)).max() < 1e-3
+    # rate 1 and the identity grid give the frames back; beyond the end the last frame is held
+    same = an.align_rate_frames({"beats": fast}, 1.0, fast.shape[0])
+    np.testing.assert_array_equal(same["beats"], fast)
+    longer = an.align_rate_frames({"beats": fast}, 1.0, fast.shape[0] + 3)
+    np.testing.assert_array_equal(longer["beats"][-4:], np.repeat(fast[-1:], 4, axis=0))
+    with pytest.raises(ParameterError, match=r"rate=0.0 must be a positive number"):
+        an.align_rate_frames({"beats": fast}, 0.0, n)
+    with pytest.raises(ParameterError, match=r"frames\['tempo'\] has shape \(\d+, 3\): expected \[frames, 48\]"):
+        an.align_rate_frames({"tempo": tempo[:, :3]}, rate, n, TEMPI)
+
+
+def test_rhythm_ensemble_averages_the_rhythm_heads_only():
+    frames, _, _ = fake_frames(seconds=10.0)
+    n = frames["beats"].shape[0]
+    up, down = 2 ** (1 / 18), 2 ** (-1 / 18)
+    rng = np.random.default_rng(3)
+    shifted = {s: {h: rng.random((int(round(n / r)),) + frames[h].shape[1:]) for h in ("beats", "tempo", "meter", "key")}
+               for s, r in ((2 / 3, up), (-2 / 3, down))}
+    out = an.rhythm_ensemble(frames, shifted, (-2 / 3, 0, 2 / 3), TEMPI)
+    for h in ("beats", "tempo", "meter"):
+        parts = [frames[h]] + [an.align_rate_frames({h: shifted[s][h]}, an.shift_rate(s), n, TEMPI)[h] for s in (2 / 3, -2 / 3)]
+        np.testing.assert_allclose(out[h], np.mean(parts, axis=0), rtol=1e-12)
+    for h in ("key", "chord"):  # pitch heads: the plain pass's own
+        assert out[h] is frames[h]
+    assert an.shift_rate(2 / 3) == pytest.approx(up) and an.shift_rate(-12) == 0.5
+    # without 0 the plain pass's rhythm heads are left out of the mean
+    only = an.rhythm_ensemble(frames, shifted, (2 / 3,), TEMPI)
+    np.testing.assert_allclose(only["beats"], an.align_rate_frames({"beats": shifted[2 / 3]["beats"]}, up, n)["beats"])
+    assert an.rhythm_ensemble(frames, {}, (0,))["beats"] is frames["beats"]
+    with pytest.raises(ParameterError, match=r"no outputs for the pass at \+1 semitones"):
+        an.rhythm_ensemble(frames, shifted, (0, 1))
+    with pytest.raises(ParameterError, match=r"the pass at \+0.667 semitones lacks the head output\(s\) \['meter'\]"):
+        an.rhythm_ensemble(frames, {2 / 3: {h: v for h, v in shifted[2 / 3].items() if h != "meter"}}, (0, 2 / 3))
+
+
+@pytest.mark.parametrize("bad, message", [
+    ((), r"rhythm_shifts is empty"),
+    ((0, 2.5), r"2.5 is not a number of semitones within \+-2"),
+    ((0, float("nan")), r"nan is not a number of semitones"),
+    ((0, True), r"True is not a number of semitones"),
+    ((0, 0.5, 0.5), r"repeats a shift: expected distinct values"),
+    ("0", r"expected a sequence of shifts in semitones"),
+    (0.5, r"expected a sequence of shifts in semitones"),
+])
+def test_rhythm_shifts_are_checked(bad, message):
+    with pytest.raises(ParameterError, match=message):
+        an.check_rhythm_shifts(bad)
+
+
+def test_analyze_with_rhythm_shifts_is_the_plain_reading_with_averaged_rhythm_heads(tcn, tmp_path, monkeypatch):
+    from mirzoo.audio import change_rate
+    from mirzoo.inference import runner
+
+    y = tone_mix(6.0, seed=7)
+    fps = tcn.sample_rate / tcn.hop_length
+    keys = list(an.REQUIRED_HEADS) + [h for h in an.OPTIONAL_HEADS if h in tcn.heads]
+    plain = tcn.forward([y], keys, 16)[0]
+    one = tcn.analyze(y, sr=SR, rhythm_shifts=(0,))
+    want = an.analyze_frames(plain, tcn.heads, fps, duration=6.0, model=tcn.name, clip_key=tcn.spec.clip_key)
+    np.testing.assert_allclose(one.beats, want.beats)
+    assert (one.key, one.meter, one.tempo) == (want.key, want.meter, want.tempo)
+    default = tcn.analyze(y, sr=SR)  # the default is the one-pass reading
+    np.testing.assert_array_equal(default.beats, one.beats)
+    assert (default.meter, default.tempo) == (one.meter, one.tempo) and an.RHYTHM_SHIFTS == (0.0,)
+    assert len(an.RATE_ENSEMBLE) == 5 and an.check_rhythm_shifts(an.RATE_ENSEMBLE) == an.RATE_ENSEMBLE
+    shifts = (-1 / 3, 0.0, 1 / 3)
+    shifted = {s: tcn.forward([change_rate(y, SR, an.shift_rate(s))], list(an.RHYTHM_HEADS), 16)[0] for s in shifts if s}
+    frames = an.rhythm_ensemble(plain, shifted, shifts, tcn.heads["tempo"])
+    three = tcn.analyze(y, sr=SR, rhythm_shifts=shifts)
+    want3 = an.analyze_frames(frames, tcn.heads, fps, duration=6.0, model=tcn.name, clip_key=tcn.spec.clip_key)
+    np.testing.assert_allclose(three.beats, want3.beats)
+    assert (three.meter, three.tempo) == (want3.meter, want3.tempo)
+    assert three.key_candidates == one.key_candidates and three.chords == one.chords  # pitch heads: the plain pass
+    # a file streamed block by block (a long file) gives the same passes as the file decoded whole
+    path = tmp_path / "clip.wav"
+    sf.write(path, y, SR, subtype="FLOAT")
+    whole = tcn.run_inputs([str(path)], None, list(an.RHYTHM_HEADS), 16, rate=an.shift_rate(1 / 3))[0]
+    monkeypatch.setattr(runner, "STREAM_MIN_SAMPLES", 1)
+    monkeypatch.setattr(mirzoo.audio, "_BLOCK_FRAMES", 7919)
+    streamed = tcn.run_inputs([str(path)], None, list(an.RHYTHM_HEADS), 16, rate=an.shift_rate(1 / 3))[0]
+    assert streamed[2] == whole[2] == y.size  # the input's own length
+    for h in an.RHYTHM_HEADS:
+        np.testing.assert_allclose(streamed[0][h], whole[0][h], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ParameterError, match=r"rate=3.0: expected a playback-rate factor between 0.5 and 2"):
+        tcn.run_inputs([y], SR, ["beats"], 16, rate=3.0)
+
+
+def test_cli_analyze_rhythm_shifts(tmp_path, capsys):
+    wav = tmp_path / "a.wav"
+    sf.write(wav, tone_mix(3.0), SR)
+    assert cli.main(["analyze", str(wav), "-o", str(tmp_path / "o.json"), "--rhythm-shifts", "0", "3"]) == 2
+    assert "--rhythm-shifts: rhythm_shifts=(0.0, 3.0): 3.0 is not a number of semitones within +-2" in capsys.readouterr().err
+    assert not (tmp_path / "o.json").exists()
+    assert cli.main(["analyze", str(wav), "-o", str(tmp_path / "o.json"), "-q", "--rhythm-shifts", "0", "0.5"]) == 0
+    doc = json.loads((tmp_path / "o.json").read_text())
+    want = mirzoo.load("tcn-music").analyze(str(wav), rhythm_shifts=(0, 0.5))
+    np.testing.assert_allclose(doc["files"][0]["beats"], want.beats, atol=1e-6)

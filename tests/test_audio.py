@@ -158,3 +158,32 @@ def test_validation_makes_no_signal_sized_temporary():
     z[5] = -3e6
     with pytest.raises(AudioError, match="peak amplitude 3e\\+06"):
         validate_audio(z)
+
+
+@pytest.mark.parametrize("rate", [2 ** (2 / 36), 2 ** (-1 / 36), 1.5, 0.75])
+def test_change_rate_plays_faster_like_a_tape_and_streams_the_same(rate):
+    from mirzoo.audio import change_rate, rate_changed_blocks
+
+    t = np.arange(2 * SR) / SR
+    y = (0.5 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32)
+    y[SR // 2] += 0.4  # a click half a second in
+    fast = change_rate(y, SR, rate)
+    assert fast.dtype == np.float32 and abs(fast.size - y.size / rate) <= 1
+    assert abs(_peak_hz(fast, SR) - 440.0 * rate) < 2.0  # pitch scaled by the rate ...
+    click = np.argmax(np.abs(np.convolve(fast, [1.0, -2.0, 1.0], mode="same")))
+    assert abs(click / SR - 0.5 / rate) < 0.003
+    blocks = [y[i:i + 7919] for i in range(0, y.size, 7919)]
+    streamed = np.concatenate(list(rate_changed_blocks(iter(blocks), SR, rate)))
+    np.testing.assert_allclose(streamed, fast, atol=1e-6)
+
+
+def test_change_rate_leaves_rate_one_alone_and_names_bad_rates():
+    from mirzoo.audio import change_rate, rate_changed_blocks
+
+    y = tone_mix(0.5)
+    assert change_rate(y, SR, 1.0) is y
+    blocks = [y[:100], y[100:]]
+    assert [b is o for b, o in zip(rate_changed_blocks(blocks, SR, 1), blocks)] == [True, True]
+    for bad in (0.0, -1.0, 3.0, float("nan"), True, "2"):
+        with pytest.raises(mirzoo.ParameterError, match=r"rate=.*: expected a playback-rate factor between 0.5 and 2"):
+            change_rate(y, SR, bad)

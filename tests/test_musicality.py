@@ -141,6 +141,19 @@ def test_head_output_probe_is_reported_beside_the_embedding_probe_not_in_its_pla
     row = [l for l in lines if "score notes" in l]
     assert len(row) == 1 and row[0].endswith("(n=10) | | 0.800 (written 0.900, analysis 0.650) | |")
 
+    # the mode those notes give, beside the mode of the reported key; the passes of rhythm_shifts when not one
+    assert not any("clip's score notes, no audio (balanced" in l or "rhythm_shifts" in l for l in lines)
+    res["mode_from_key"]["score_notes"] = mu.mode_agreement([("major", "major"), ("minor", "major"), ("minor", "minor")])
+    report["rhythm_shifts"] = [0.0]
+    lines = mu.render_table(report).splitlines()
+    row = [l for l in lines if l.startswith("| mode of Krumhansl-Schmuckler on the clip's score notes")]
+    assert len(row) == 1 and "(balanced acc., 3 of those clips)" in row[0] and row[0].endswith("| | 0.750 | |")
+    assert not any("rhythm_shifts" in l for l in lines)  # one pass: nothing to say
+    report["rhythm_shifts"] = [-1 / 3, 0.0, 1 / 3]
+    note = [l for l in mu.render_table(report).splitlines() if "rhythm_shifts" in l]
+    assert note == ["- beats, downbeats, tempo and meter as `analyze()` reads them: the beat, tempo and meter heads "
+                    "averaged over passes at -0.333, +0, +0.333 semitones (`rhythm_shifts`)"]
+
 
 def test_reference_key_says_where_the_label_came_from():
     keys = [f"k{i}" for i in range(24)]
@@ -159,6 +172,13 @@ def test_probe_repeats_below_one_is_refused(capsys):
     with pytest.raises(SystemExit) as exc:
         mu.main(["--probe-repeats", "0"])
     assert exc.value.code == 2 and "--probe-repeats=0: expected at least 1" in capsys.readouterr().err
+
+
+def test_bad_rhythm_shifts_are_refused(capsys):
+    with pytest.raises(SystemExit) as exc:
+        mu.main(["--rhythm-shifts", "0", "3"])
+    assert exc.value.code == 2 and "--rhythm-shifts: rhythm_shifts=(0.0, 3.0): 3.0 is not a number of semitones" \
+        in capsys.readouterr().err
 
 
 def test_meter_agreement_by_hand():

@@ -28,7 +28,7 @@ import keras
 import numpy as np
 
 from mirzoo._checks import valid_int, valid_number
-from mirzoo.audio import FileStream, load_audio, prepare_audio
+from mirzoo.audio import FileStream, change_rate, check_rate, load_audio, prepare_audio, rate_changed_blocks
 from mirzoo.errors import MirzooError, ParameterError, UnknownLayerError, UnknownModelError
 from mirzoo.inference.windows import ClipPlan, FrameChunk, FramePlan, WindowPlan, cut, frame_margin
 from mirzoo.nn.banded import convs_as_matmul
@@ -100,6 +100,18 @@ def _naming_item(exc: MirzooError, index: Optional[int]) -> Optional[MirzooError
     if index is None or isinstance(exc, UnknownModelError) or len(exc.args) != 1:
         return None
     return type(exc)(f"audio[{index}]: {exc}")
+
+
+class _Counted:
+    """Iterates the blocks of ``blocks`` and counts their samples (``samples``) on the way."""
+
+    def __init__(self, blocks: Iterable[np.ndarray]):
+        self.blocks, self.samples = blocks, 0
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for block in self.blocks:
+            self.samples += int(block.shape[0])
+            yield block
 
 
 class _NoBar:
@@ -376,15 +388,19 @@ class Runner:
         *,
         hop: Optional[float] = None,
         indexed: bool = False,
+        rate: float = 1.0,
     ) -> list[tuple[dict[str, np.ndarray], Optional[str], int]]:
         """``(outputs {key: [T, ...]}, path or None, samples at the model's rate)`` per input.
 
         Files of at least :data:`STREAM_MIN_SAMPLES` are streamed one by one
         (:meth:`forward_stream`); the other inputs are decoded and their windows batched
         together (:meth:`forward`).  Both give the same outputs.  ``indexed``: error messages
-        start with ``audio[i]`` (list input).
+        start with ``audio[i]`` (list input).  ``rate``: the network hears each input played
+        ``rate`` times faster (:func:`mirzoo.audio.change_rate`, streamed files block by block),
+        so its outputs cover ``samples / rate`` samples; ``samples`` stays the input's own length.
         """
         batch_size = valid_int("batch_size", batch_size)
+        rate = check_rate(rate)
         plan = self.plan_for(hop)
         streams: dict[int, FileStream] = {}
         loaded: list[tuple[int, np.ndarray, Optional[str]]] = []
@@ -398,14 +414,22 @@ class Runner:
         results: list = [None] * len(items)
         for i, stream in streams.items():
             try:
-                out, n = self.forward_stream(stream, keys, batch_size, plan, progress)
+                if rate == 1.0:
+                    out, n = self.forward_stream(stream, keys, batch_size, plan, progress)
+                else:
+                    counted = _Counted(stream)
+                    out, _ = self.forward_stream(rate_changed_blocks(counted, self.sample_rate, rate), keys, batch_size,
+                                                 plan, progress)
+                    n = counted.samples
             except MirzooError as exc:
                 named = _naming_item(exc, i if indexed else None)
                 if named is None:
                     raise
                 raise named from exc
             results[i] = (out, os.fspath(items[i]), n)
-        outputs = self.forward([y for _, y, _ in loaded], keys, batch_size, progress, hop=hop) if loaded else []
+        signals = [change_rate(y, self.sample_rate, rate) for _, y, _ in loaded]
+        outputs = self.forward(signals, keys, batch_size, progress, hop=hop) if loaded else []
+        del signals
         for (i, y, path), out in zip(loaded, outputs):
             results[i] = (out, path, int(y.shape[0]))
         return results
