@@ -136,6 +136,7 @@ def _crash_on_marked_files(path, sr):
     return batch._decode_file(path, sr)
 
 
+@pytest.mark.slow  # a decoder process killed and restarted (30 s on 2 cores): CI's second step
 def test_decoder_process_crash_is_isolated(extractor, clips, tmp_path):
     sf.write(clips / "crash.wav", tone_mix(1.0, seed=99), SR)
     out = tmp_path / "emb.npz"

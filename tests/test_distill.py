@@ -323,6 +323,7 @@ def layer_drift(run, inputs) -> dict:
     return out
 
 
+@pytest.mark.slow  # an anchored distillation run (20 s): CI's second step
 def test_anchor_holds_the_probed_layers_near_the_pretrained_student(smoke_run, distill_data, tmp_path):
     """The same run as the smoke run plus the anchor objective (every row, a large weight): its layers
     stay nearer the frozen pretrained student's than the plain run's, the loss is logged per layer,
@@ -374,6 +375,7 @@ def test_frozen_batchnorm_keeps_its_pretrained_statistics(distill_data, tmp_path
         td.load_config(write_config(tmp_path / "c.json", distill_data, freeze_batchnorm="yes"))
 
 
+@pytest.mark.slow  # a CRNN distillation run (25 s): CI's second step
 def test_crnn_student_distills_ships_and_tags_with_the_teacher_head(distill_data, tmp_path, monkeypatch):
     """crnn-tagging as the student (the crnn family builds ``extra_heads`` too)."""
     import mirzoo

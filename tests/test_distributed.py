@@ -145,6 +145,7 @@ def test_actor_on_local_paths_records_missing_files(clips):
     assert table.schema.metadata[b"mirzoo.layer"] == b"block2" and table.schema.metadata[b"mirzoo.pool"] == b""
 
 
+@pytest.mark.slow  # the CLI on a Ray cluster (25 s): CI's second step
 def test_cli_engine_ray_matches_engine_local(cluster, clips, tmp_path, capsys):
     ray_out, local_out = tmp_path / "ray.parquet", tmp_path / "local.parquet"
     code = main(["extract", "random-cnn", str(clips), "-o", str(ray_out), "--engine", "ray",
@@ -202,6 +203,7 @@ def test_ray_outputs_are_checked_and_locked_before_any_work(cluster, clips, tmp_
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["file", "out.parquet"]
 
 
+@pytest.mark.slow  # Ray Data reading globs and URIs (20 s): CI's second step
 def test_read_audio_paths_globs_uris_and_filesystems(cluster, clips):
     fsspec = pytest.importorskip("fsspec")
 

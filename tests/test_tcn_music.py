@@ -130,6 +130,7 @@ def _fake_cache(folder, clips=4, frames=600, bins=216, seed=0):
     return folder
 
 
+@pytest.mark.slow  # two training stints (25 s): CI's second step
 def test_training_resumes_and_anneals(tmp_path):
     """Two short stints of ``training.musical train``: the second resumes at the saved epoch, with a cosine
     learning rate that falls over its time budget; the validation crops are rescored when they change."""
