@@ -382,17 +382,17 @@ def _write_analyses(out: Path, analyses: list, failed: list) -> None:
 
 
 def _cmd_analyze(args) -> int:
-    # deferred: Keras/TensorFlow (see _expand_inputs)
-    from mirzoo.inference.runner import progress_bar
-    from mirzoo.loader import load
-    from mirzoo.tasks.analyze import check_analysis_heads, check_rhythm_shifts
+    from mirzoo.tasks.analyze import check_analysis_heads, check_rhythm_shifts  # numpy only
 
-    if args.rhythm_shifts is not None:
+    if args.rhythm_shifts is not None:  # a usage error before Keras is imported
         try:
             check_rhythm_shifts(tuple(args.rhythm_shifts))
         except MirzooError as exc:
             print(f"mirzoo analyze: error: --rhythm-shifts: {exc}", file=sys.stderr)
             return 2
+    # deferred: Keras/TensorFlow (see _expand_inputs)
+    from mirzoo.inference.runner import progress_bar
+    from mirzoo.loader import load
     inputs = list(args.inputs)
     model_ref = args.model
     if model_ref is None:
