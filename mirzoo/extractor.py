@@ -244,8 +244,8 @@ class Extractor(Runner):
         ``to_rows()``, ``to_jams()``), or a list of them for list input.  ``rhythm_shifts``
         (semitones; default ``(0,)``, one pass) are the playback rates the beat, tempo and meter heads
         are averaged over (:func:`mirzoo.tasks.analyze.analyze`;
-        ``mirzoo.tasks.analyze.RATE_ENSEMBLE`` is a five-pass set); the other ``options`` (switching penalties, beat tracker) go to
-        :func:`mirzoo.tasks.analyze.analyze_frames`.
+        ``mirzoo.tasks.analyze.RATE_ENSEMBLE`` is a five-pass set); the other ``options``
+        (switching penalties, beat tracker) go to :func:`mirzoo.tasks.analyze.analyze_frames`.
 
         Examples
         --------

@@ -907,7 +907,7 @@ def check_rhythm_shifts(shifts) -> tuple[float, ...]:
     :data:`MAX_RHYTHM_SHIFT` of 0 (``0``: the audio as it is); else a :class:`ParameterError`."""
     if isinstance(shifts, (str, bytes, Mapping)) or not isinstance(shifts, (Sequence, np.ndarray)):
         raise ParameterError(f"rhythm_shifts={shifts!r}: expected a sequence of shifts in semitones, e.g. (0,) "
-                             f"for the audio as it is or {tuple(round(v, 3) for v in RHYTHM_SHIFTS)}")
+                             f"for the audio as it is or {tuple(round(v, 3) for v in RATE_ENSEMBLE)}")
     values = []
     for v in shifts:
         ok = (not isinstance(v, bool) and isinstance(v, (int, float, np.integer, np.floating))
