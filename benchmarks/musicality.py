@@ -96,15 +96,12 @@ from training.corpus import meter_class  # noqa: E402  (the meter tag of a time 
 from training.corpus_targets import KEY_SOURCES  # noqa: E402  (names of the targets' key_source codes)
 from training.musical import beat_f_measure as beat_f  # noqa: E402  (mir_eval's, first 5 s trimmed)
 from training.musical import in_beat_grid as inside_grid  # noqa: E402  (only where the score's beat grid is known)
-from mirzoo.audio import change_rate  # noqa: E402
 from mirzoo.tasks.analyze import (  # noqa: E402
     KRUMHANSL_KESSLER_MAJOR,
     KRUMHANSL_KESSLER_MINOR,
-    RHYTHM_HEADS,
     RHYTHM_SHIFTS,
     check_rhythm_shifts,
-    rhythm_ensemble,
-    shift_rate,
+    signal_rhythm_ensemble,
     beats_per_bar,
     downbeat_phase,
     key_profile_correlations,
@@ -450,11 +447,6 @@ def main(argv=None) -> int:
 
     import mirzoo
     from mirzoo.embeddings import pool_embeddings
-
-    try:
-        rhythm_shifts = check_rhythm_shifts(tuple(args.rhythm_shifts))
-    except mirzoo.ParameterError as exc:
-        parser.error(f"--rhythm-shifts: {exc}")
     from mirzoo.tasks.analyze import (
         OPTIONAL_HEADS,
         REQUIRED_HEADS,
@@ -464,6 +456,10 @@ def main(argv=None) -> int:
     )
     from mirzoo.tasks.clip_heads import clip_tag_probabilities
 
+    try:
+        rhythm_shifts = check_rhythm_shifts(tuple(args.rhythm_shifts))
+    except mirzoo.ParameterError as exc:
+        parser.error(f"--rhythm-shifts: {exc}")
     data = Path(args.heldout)
     notes = []
     if not (data / "targets").is_dir():
@@ -521,9 +517,7 @@ def main(argv=None) -> int:
             out.update(oracle_frames(clip["targets"], heads, out["beats"].shape[0]))
             frames = out
         else:  # as analyze() reads them: the rhythm heads averaged over the passes of --rhythm-shifts
-            shifted = {s: m.forward([change_rate(y, sr, shift_rate(s))], list(RHYTHM_HEADS), 16)[0]
-                       for s in rhythm_shifts if s != 0.0}
-            frames = rhythm_ensemble(out, shifted, rhythm_shifts, heads["tempo"])
+            frames = signal_rhythm_ensemble(m, y, out, rhythm_shifts)
         a = analyze_frames(frames, heads, fps, duration=y.shape[0] / sr, source=clip["audio"], model=m.name,
                            clip_key=clip_key, downbeat_model=downbeat_model)
         # the downbeats and meter without the model's downbeat_model record, beside them in the same run
@@ -546,6 +540,12 @@ def main(argv=None) -> int:
             tag_truth.append([lab in tags for lab in heads["tags"]])
             row["tags"] = [round(float(v), 4) for v in tag_probs[-1]]
             row["tag_truth"] = [j for j, lab in enumerate(heads["tags"]) if lab in tags]
+        # no audio: Krumhansl-Schmuckler on the pitch classes the score sounds in the clip, i.e. a perfect
+        # transcription read by the profile method (the analysis references come from it, over windows of
+        # measures that reach past the clip); None without sounding notes
+        score_pcs = np.asarray(clip["targets"].get("chroma", np.zeros((0, 12))), dtype=np.float64)
+        notes_key = (heads["key"][int(np.argmax(key_profile_correlations(score_pcs.mean(axis=0))))]
+                     if score_pcs.size and score_pcs.sum() > 0 else None)
         ts = time.time()
         chroma = librosa.feature.chroma_cqt(y=y, sr=sr, hop_length=m.hop_length)
         if ref["key"]:
@@ -558,13 +558,7 @@ def main(argv=None) -> int:
                 corr = key_profile_correlations(out["pitch_classes"].mean(axis=0))
                 per["key_pcs"].append(mir_eval.key.weighted_score(ref["key"], heads["key"][int(np.argmax(corr))]))
             per["key_source"].append(ref["key_source"])
-            # no audio: Krumhansl-Schmuckler on the pitch classes the score sounds in the clip, i.e. a
-            # perfect transcription read by the profile method (the analysis references come from it,
-            # over windows of measures that reach past the clip)
-            score_pcs = np.asarray(clip["targets"].get("chroma", np.zeros((0, 12))), dtype=np.float64)
-            per["key_notes"].append(
-                mir_eval.key.weighted_score(ref["key"], heads["key"][int(np.argmax(key_profile_correlations(score_pcs.mean(axis=0))))])
-                if score_pcs.size and score_pcs.sum() > 0 else None)
+            per["key_notes"].append(None if notes_key is None else mir_eval.key.weighted_score(ref["key"], notes_key))
             row.update(key=per["key_model"][-1], key_head_mean=per["key_head_mean"][-1])
         _, base_beats = librosa.beat.beat_track(y=y, sr=sr, hop_length=m.hop_length, units="time")
         for name, est in (("beat_model", a.beats), ("beat_base", base_beats)):
@@ -611,10 +605,7 @@ def main(argv=None) -> int:
         if tagged and a.key:
             per["mode_pairs"].append((tagged, a.key.split()[-1]))
             row["mode"] = list(per["mode_pairs"][-1])
-            # no audio: the mode of Krumhansl-Schmuckler on the clip's score notes (a ceiling of the profile method)
-            score_pcs = np.asarray(clip["targets"].get("chroma", np.zeros((0, 12))), dtype=np.float64)
-            if score_pcs.size and score_pcs.sum() > 0:
-                notes_key = heads["key"][int(np.argmax(key_profile_correlations(score_pcs.mean(axis=0))))]
+            if notes_key is not None:  # the mode of the score notes' key: a ceiling of the profile method
                 per["mode_pairs_notes"].append((tagged, notes_key.split()[-1]))
         if ref["meter"] and a.meter:
             per["meter_pairs"].append((ref["meter"], a.meter))

@@ -872,6 +872,9 @@ def test_analyze_with_rhythm_shifts_is_the_plain_reading_with_averaged_rhythm_he
     shifts = (-1 / 3, 0.0, 1 / 3)
     shifted = {s: tcn.forward([change_rate(y, SR, an.shift_rate(s))], list(an.RHYTHM_HEADS), 16)[0] for s in shifts if s}
     frames = an.rhythm_ensemble(plain, shifted, shifts, tcn.heads["tempo"])
+    helper = an.signal_rhythm_ensemble(tcn, y, plain, shifts)
+    for h in an.RHYTHM_HEADS:
+        np.testing.assert_array_equal(helper[h], frames[h])
     three = tcn.analyze(y, sr=SR, rhythm_shifts=shifts)
     want3 = an.analyze_frames(frames, tcn.heads, fps, duration=6.0, model=tcn.name, clip_key=tcn.spec.clip_key)
     np.testing.assert_allclose(three.beats, want3.beats)

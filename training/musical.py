@@ -1704,9 +1704,8 @@ def downbeat_inputs(extractor, corpus: Path, split: str, limit: int = 0) -> list
     rows, each candidate's downbeat F-measure against the score, and the F-measure and time signature of the
     evidence reading (``analyze_frames`` without a ``downbeat_model``), on the frames ``analyze()`` reads (the
     rhythm heads averaged over its default ``rhythm_shifts``)."""
-    from mirzoo.audio import change_rate
-    from mirzoo.tasks.analyze import (OPTIONAL_HEADS, REQUIRED_HEADS, RHYTHM_HEADS, RHYTHM_SHIFTS, analyze_frames,
-                                      clip_bar_candidates, rhythm_ensemble, shift_rate)
+    from mirzoo.tasks.analyze import (OPTIONAL_HEADS, REQUIRED_HEADS, analyze_frames, clip_bar_candidates,
+                                      signal_rhythm_ensemble)
     from training.corpus import load_clip_targets
 
     heads = extractor.heads
@@ -1724,10 +1723,7 @@ def downbeat_inputs(extractor, corpus: Path, split: str, limit: int = 0) -> list
         if meter < 0:
             continue
         y, _ = extractor.load_input(str(corpus / t["meta"]["path"]), None)
-        out = extractor.forward([y], keys, 16)[0]
-        shifted = {s: extractor.forward([change_rate(y, extractor.sample_rate, shift_rate(s))], list(RHYTHM_HEADS), 16)[0]
-                   for s in RHYTHM_SHIFTS if s != 0.0}
-        out = rhythm_ensemble(out, shifted, RHYTHM_SHIFTS, heads["tempo"])
+        out = signal_rhythm_ensemble(extractor, y, extractor.forward([y], keys, 16)[0])
         a = analyze_frames(out, heads, fps, duration=y.shape[0] / extractor.sample_rate, downbeat_model=None)
         base = beat_f_measure(reference, in_beat_grid(a.downbeats, t))
         if base is None:

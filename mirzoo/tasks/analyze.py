@@ -87,6 +87,7 @@ from typing import Any, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 
+from mirzoo.audio import change_rate
 from mirzoo.errors import ParameterError
 from mirzoo.spec import BEAT_FEATURES, DOWNBEAT_BAR_LENGTHS, DOWNBEAT_MODEL_FORM, bar_candidate_width
 
@@ -105,6 +106,7 @@ __all__ = [
     "shift_rate",
     "align_rate_frames",
     "rhythm_ensemble",
+    "signal_rhythm_ensemble",
     "beats_per_bar",
     "global_distribution",
     "smooth_labels",
@@ -1002,6 +1004,19 @@ def rhythm_ensemble(frames: Mapping[str, np.ndarray], shifted: Mapping[float, Ma
     for h in heads:
         out[h] = np.mean([p[h] for p in passes], axis=0)
     return out
+
+
+def signal_rhythm_ensemble(model, y: np.ndarray, frames: Mapping[str, np.ndarray],
+                           shifts: Sequence[float] = RHYTHM_SHIFTS, batch_size: int = 16) -> dict[str, np.ndarray]:
+    """:func:`rhythm_ensemble` of a decoded signal ``y`` (mono, at ``model.sample_rate``) whose plain-pass
+    outputs ``frames`` the caller already has: the passes of the nonzero ``shifts`` run here on ``y`` played
+    faster or slower (:func:`mirzoo.audio.change_rate`).  What :func:`analyze` reads, for code that runs
+    ``model.forward`` itself (benchmarks, training scripts)."""
+    shifts = check_rhythm_shifts(shifts)
+    heads = [h for h in RHYTHM_HEADS if h in frames]
+    shifted = {s: model.forward([change_rate(y, model.sample_rate, shift_rate(s))], heads, batch_size)[0]
+               for s in shifts if s != 0.0}
+    return rhythm_ensemble(frames, shifted, shifts, model.heads["tempo"])
 
 
 # -- the whole analysis -------------------------------------------------------------------------
