@@ -257,7 +257,7 @@ def convs_as_matmul(model: keras.Model) -> keras.Model:
     copy = keras.models.clone_model(model, clone_function=clone)
     for name, new in built.items():
         old = model.get_layer(name)
-        kernel = keras.ops.convert_to_numpy(old.kernel).reshape(tuple(new.kernel_size) + (1, new.filters))
-        bias = keras.ops.convert_to_numpy(old.bias) if old.use_bias else None
+        kernel = np.asarray(old.kernel).reshape(tuple(new.kernel_size) + (1, new.filters))
+        bias = np.asarray(old.bias) if old.use_bias else None
         new.set_kernel(kernel, bias)
     return copy

@@ -228,7 +228,7 @@ def weights_sha256(model: keras.Model) -> str:
     """sha256 over the model's weights: names, shapes and little-endian float32 bytes, in order."""
     h = hashlib.sha256()
     for w in model.weights:
-        value = np.ascontiguousarray(keras.ops.convert_to_numpy(w), dtype="<f4")
+        value = np.ascontiguousarray(w, dtype="<f4")  # not convert_to_numpy: see nn.fold._folded_kernel
         h.update(_relative_path(w.path).encode())
         h.update(repr(tuple(value.shape)).encode())
         h.update(value.tobytes())

@@ -69,13 +69,15 @@ def foldable_pairs(model: keras.Model) -> list[tuple[str, str]]:
 
 
 def _folded_kernel(conv, bn) -> tuple[np.ndarray, np.ndarray]:
-    kernel = np.asarray(keras.ops.convert_to_numpy(conv.kernel), np.float64)
+    # np.asarray on the variables themselves: keras.ops.convert_to_numpy(variable) calls np.array on a
+    # TensorFlow variable whose __array__ takes no copy argument (a DeprecationWarning per weight on numpy 2)
+    kernel = np.asarray(conv.kernel, np.float64)
     out = kernel.shape[-1]
-    bias = np.asarray(keras.ops.convert_to_numpy(conv.bias), np.float64) if conv.use_bias else np.zeros(out)
-    gamma = np.asarray(keras.ops.convert_to_numpy(bn.gamma), np.float64) if bn.scale else np.ones(out)
-    beta = np.asarray(keras.ops.convert_to_numpy(bn.beta), np.float64) if bn.center else np.zeros(out)
-    mean = np.asarray(keras.ops.convert_to_numpy(bn.moving_mean), np.float64)
-    var = np.asarray(keras.ops.convert_to_numpy(bn.moving_variance), np.float64)
+    bias = np.asarray(conv.bias, np.float64) if conv.use_bias else np.zeros(out)
+    gamma = np.asarray(bn.gamma, np.float64) if bn.scale else np.ones(out)
+    beta = np.asarray(bn.beta, np.float64) if bn.center else np.zeros(out)
+    mean = np.asarray(bn.moving_mean, np.float64)
+    var = np.asarray(bn.moving_variance, np.float64)
     scale = gamma / np.sqrt(var + bn.epsilon)
     return (kernel * scale).astype(np.float32), ((bias - mean) * scale + beta).astype(np.float32)
 
