@@ -221,6 +221,83 @@ def test_analyze_frames_end_to_end_and_jams(tmp_path):
     assert doc.annotations.search(namespace="key_mode")[0].data[0].value == "G:major"
 
 
+def test_no_beat_evidence_gives_no_beats_tempo_or_meter(tmp_path):
+    frames, heads, times = fake_frames()
+    quiet = dict(frames, beats=frames["beats"] * 0.25)  # peaks at 0.25: below the floor everywhere
+    a = an.analyze_frames(quiet, heads, FPS, duration=20.0)
+    assert a.beats.size == 0 and a.beat_positions.size == 0 and a.downbeats.size == 0
+    assert a.tempo is None and a.meter is None
+    assert a.key == "G major" and [c.label for c in a.chords] == CHORDS[:4]  # the pitch reading is unchanged
+    assert a.tempo_candidates[0][0] == TEMPI[25] and a.meter_candidates[0][0] == "3/4"  # what the heads say
+    d = a.to_dict()
+    assert d["tempo"] is None and d["meter"] is None and d["beats"] == [] and json.loads(json.dumps(d)) == d
+    assert {r["type"] for r in a.to_rows()} == {"key", "local_key", "chord"}
+    # the floor is a parameter: below the activation's peak, or off, the clicks are tracked again
+    tracked = an.analyze_frames(quiet, heads, FPS, duration=20.0, beat_floor=None)
+    assert tracked.meter == "3/4" and abs(tracked.tempo - 120.0) < 3.0 and abs(tracked.beats.size - len(times)) <= 1
+    for floor in (0.2, 0.0):
+        again = an.analyze_frames(quiet, heads, FPS, duration=20.0, beat_floor=floor)
+        np.testing.assert_array_equal(again.beats, tracked.beats)
+        assert again.tempo == tracked.tempo and again.meter == tracked.meter
+    for bad in (1.0, -0.1, "0.3", True):
+        with pytest.raises(ParameterError, match=r"beat_floor=.* must be a number in \[0, 1\)"):
+            an.analyze_frames(frames, heads, FPS, beat_floor=bad)
+    jams = pytest.importorskip("jams")
+    path = tmp_path / "a.jams"
+    path.write_text(json.dumps(a.to_jams()))
+    doc = jams.load(str(path), validate=True)
+    assert not doc.annotations.search(namespace="tempo") and not doc.annotations.search(namespace="tag_open")
+    assert len(doc.annotations.search(namespace="beat")[0].data) == 0
+
+
+def test_no_pitched_content_gives_no_key(tmp_path):
+    frames, heads, _ = fake_frames()
+    n = frames["chord"].shape[0]
+    rng = np.random.default_rng(1)
+    quiet_pcs = rng.uniform(0.0, 0.05, (n, 12))  # no pitch class sounds anywhere
+    nothing = dict(frames, pitch_classes=quiet_pcs)
+    a = an.analyze_frames(nothing, heads, FPS, duration=20.0)
+    assert a.key == an.NO_KEY == "X"
+    assert [(s.start, s.end, s.label) for s in a.local_keys] == [(0.0, 20.0, "X")]
+    assert a.local_keys[0].confidence == pytest.approx(1.0 - quiet_pcs.max(axis=1).mean())
+    assert a.key_candidates[0][0] == "G major"  # the key heads' reading stays visible
+    assert a.meter == "3/4" and a.beats.size > 0  # the rhythm reading is unchanged
+    import mir_eval
+
+    assert mir_eval.key.weighted_score("G major", a.key) == 0.0  # "X" is mir_eval's unknown key
+    assert a.to_rows()[0] == {"type": "key", "start": 0.0, "end": 20.0, "label": "X", "confidence": ""}
+    # one pitch class sounding in a third of the frames (a sparse melody): above the floor, the heads decide
+    melody = quiet_pcs.copy()
+    melody[: n // 3, 7] = 0.9
+    assert an.analyze_frames(dict(frames, pitch_classes=melody), heads, FPS).key == "G major"
+    # the check off, or no pitch-class head: the key heads decide
+    assert an.analyze_frames(nothing, heads, FPS, pitch_floor=None).key == "G major"
+    assert an.analyze_frames(nothing, heads, FPS, pitch_floor=0).key == "G major"
+    assert an.analyze_frames(frames, heads, FPS).key == "G major"
+    for bad in (1.0, -0.5, "0.2"):
+        with pytest.raises(ParameterError, match=r"pitch_floor=.* must be a number in \[0, 1\)"):
+            an.analyze_frames(frames, heads, FPS, pitch_floor=bad)
+    with pytest.raises(ParameterError, match=r"frames\['pitch_classes'\] must be a non-empty \[frames, 12\]"):
+        an.analyze_frames(dict(frames, pitch_classes=quiet_pcs[:, :11]), heads, FPS)
+    jams = pytest.importorskip("jams")
+    path = tmp_path / "a.jams"
+    path.write_text(json.dumps(a.to_jams()))
+    doc = jams.load(str(path), validate=True)
+    assert [o.value for o in doc.annotations.search(namespace="key_mode")[0].data] == ["N"]
+
+
+def test_silence_and_quiet_noise_have_no_beats_and_no_key(tcn, tmp_path):
+    rng = np.random.default_rng(0)
+    for y in (np.zeros(8 * SR, np.float32), (rng.standard_normal(8 * SR) * 1e-4).astype(np.float32)):  # -80 dBFS
+        a = tcn.analyze(y, sr=SR)
+        assert a.beats.size == 0 and a.tempo is None and a.meter is None
+        assert a.key == "X" and {c.label for c in a.chords} == {"N"}
+    pytest.importorskip("matplotlib")  # the figure of a clip without beats or key
+    out = tmp_path / "silence.png"
+    plots.plot_analysis(a, np.zeros(8 * SR, np.float32), SR, out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_analyze_frames_rejects_missing_heads_and_bad_shapes():
     frames, heads, _ = fake_frames(5.0)
     with pytest.raises(ParameterError, match=r"lack the head output\(s\) \['tempo'\]"):

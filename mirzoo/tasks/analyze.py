@@ -102,6 +102,9 @@ __all__ = [
     "RHYTHM_HEADS",
     "RHYTHM_SHIFTS",
     "RATE_ENSEMBLE",
+    "BEAT_FLOOR",
+    "PITCH_FLOOR",
+    "NO_KEY",
     "check_rhythm_shifts",
     "shift_rate",
     "align_rate_frames",
@@ -155,6 +158,21 @@ RATE_ENSEMBLE = (-2.0 / 3.0, -1.0 / 3.0, 0.0, 1.0 / 3.0, 2.0 / 3.0)
 #: largest ``|shift|`` :func:`check_rhythm_shifts` accepts, in semitones (the tempo then changes by 12 %)
 MAX_RHYTHM_SHIFT = 2.0
 
+#: default ``beat_floor`` of :func:`analyze_frames`: a clip whose beat activation never reaches it has no
+#: beat to track (no beats, downbeats, tempo or meter).  Session 28, ``tcn-music``: the activation peaks at
+#: 0.10-0.19 on digital silence, 0.19-0.25 on white noise at -70 and -80 dBFS, 0.19-0.30 at -60 dBFS and
+#: 0.33-0.37 at -50 dBFS (four draws each), and at 0.48 or more on every one of the 798 rendered test clips
+#: of two soundfonts (FluidR3, TimGM6mb): it tells silence and faint noise from music, not more
+BEAT_FLOOR = 0.3
+#: default ``pitch_floor`` of :func:`analyze_frames`: a clip in which the ``pitch_classes`` head's strongest
+#: pitch class averages below it over the frames has nothing pitched to hear a key in, and its key is
+#: :data:`NO_KEY`.  Session 28, ``tcn-music``: 0.03-0.06 on silence and on white noise at -50 to -80 dBFS,
+#: 0.12 or more on every one of the 798 rendered test clips (0.12-0.14 for a few sparse fiddle tunes and
+#: folk songs, 0.85 for the median clip)
+PITCH_FLOOR = 0.08
+#: the key label of a clip without one: mir_eval's "unknown key" (``to_jams`` writes JAMS's ``"N"``)
+NO_KEY = "X"
+
 #: Krumhansl & Kessler's (1982) probe-tone ratings of the 12 pitch classes above a major and a minor
 #: tonic (as in Krumhansl 1990, *Cognitive Foundations of Musical Pitch*, and music21's
 #: ``KrumhanslSchmuckler`` weights, which the corpus's analysed key labels use)
@@ -182,13 +200,15 @@ class Analysis:
     Attributes
     ----------
     key : str
-        Global key, e.g. ``"A minor"``; ``key_candidates`` the best three ``(label, probability)``.
+        Global key, e.g. ``"A minor"``, or :data:`NO_KEY` (``"X"``) where nothing pitched sounds (silence,
+        noise); ``key_candidates`` the best three ``(label, probability)`` of the key heads either way.
     local_keys : tuple of Segment
-        Key segments after smoothing.
-    tempo : float
-        Notated beats per minute; ``tempo_candidates`` the tempo head's best three classes.
-    meter : str
-        Time signature, e.g. ``"6/8"``; ``meter_candidates`` the best three.
+        Key segments after smoothing (one ``"X"`` segment for a clip without a key).
+    tempo : float or None
+        Notated beats per minute; None where the clip has no beat (:data:`BEAT_FLOOR`);
+        ``tempo_candidates`` the tempo head's best three classes either way.
+    meter : str or None
+        Time signature, e.g. ``"6/8"`` (None without beats); ``meter_candidates`` the best three.
     beats : np.ndarray [shape=(n,)]
         Beat times; ``beat_positions`` their position in the bar (1 = downbeat).
     downbeats : np.ndarray [shape=(m,)]
@@ -203,9 +223,9 @@ class Analysis:
     key: str
     key_candidates: tuple
     local_keys: tuple
-    tempo: float
+    tempo: Optional[float]
     tempo_candidates: tuple
-    meter: str
+    meter: Optional[str]
     meter_candidates: tuple
     beats: np.ndarray
     beat_positions: np.ndarray
@@ -230,7 +250,7 @@ class Analysis:
             "key": self.key,
             "key_candidates": cands(self.key_candidates),
             "local_keys": [seg(s) for s in self.local_keys],
-            "tempo": round(self.tempo, 2),
+            "tempo": None if self.tempo is None else round(self.tempo, 2),
             "tempo_candidates": cands(self.tempo_candidates),
             "meter": self.meter,
             "meter_candidates": cands(self.meter_candidates),
@@ -243,16 +263,18 @@ class Analysis:
     def to_rows(self) -> list[dict[str, Any]]:
         """Long-format rows ``{type, start, end, label, confidence}`` for CSV output.
 
-        Types: ``key``, ``tempo``, ``meter`` (whole clip), ``local_key``, ``chord`` (segments),
-        ``beat`` (label = position in the bar; ``start == end``), ``downbeat``.
+        Types: ``key``, ``tempo``, ``meter`` (whole clip; no tempo and meter rows for a clip without
+        beats), ``local_key``, ``chord`` (segments), ``beat`` (label = position in the bar;
+        ``start == end``), ``downbeat``.
         """
-        rows = [
-            {"type": "key", "start": 0.0, "end": self.duration, "label": self.key,
-             "confidence": self.key_candidates[0][1]},
-            {"type": "tempo", "start": 0.0, "end": self.duration, "label": f"{self.tempo:.2f}", "confidence": ""},
-            {"type": "meter", "start": 0.0, "end": self.duration, "label": self.meter,
-             "confidence": self.meter_candidates[0][1]},
-        ]
+        rows = [{"type": "key", "start": 0.0, "end": self.duration, "label": self.key,
+                 "confidence": self.key_candidates[0][1] if self.key != NO_KEY else ""}]
+        if self.tempo is not None:
+            rows.append({"type": "tempo", "start": 0.0, "end": self.duration, "label": f"{self.tempo:.2f}",
+                         "confidence": ""})
+        if self.meter is not None:
+            rows.append({"type": "meter", "start": 0.0, "end": self.duration, "label": self.meter,
+                         "confidence": self.meter_candidates[0][1]})
         rows += [{"type": "local_key", **s._asdict()} for s in self.local_keys]
         rows += [{"type": "beat", "start": float(t), "end": float(t), "label": str(int(p)), "confidence": ""}
                  for t, p in zip(self.beats, self.beat_positions)]
@@ -270,7 +292,8 @@ class Analysis:
         """A JAMS 0.3 document as a plain dict (``json.dump`` it; ``jams.load`` reads it).
 
         Namespaces: ``beat`` (value = position in the bar), ``chord`` (mir_eval labels),
-        ``key_mode`` (``"A:minor"``; local keys), ``tempo`` and ``tag_open`` (the meter).
+        ``key_mode`` (``"A:minor"``, ``"N"`` for no key; local keys), ``tempo`` and ``tag_open`` (the meter;
+        both left out for a clip without beats).
         """
         meta = {"curator": {"name": "", "email": ""}, "annotator": {"model": self.model},
                 "version": "", "corpus": "", "annotation_tools": "mirzoo.analyze",
@@ -289,11 +312,11 @@ class Analysis:
             "annotations": [
                 ann("beat", [obs(t, 0.0, int(p), None) for t, p in zip(self.beats, self.beat_positions)]),
                 ann("chord", [obs(s.start, s.end - s.start, s.label, s.confidence) for s in self.chords]),
-                ann("key_mode", [obs(s.start, s.end - s.start, s.label.replace(" ", ":"), s.confidence)
-                                 for s in self.local_keys]),
-                ann("tempo", [obs(0.0, self.duration, float(self.tempo), 1.0)]),
-                ann("tag_open", [obs(0.0, self.duration, self.meter, self.meter_candidates[0][1])]),
-            ],
+                ann("key_mode", [obs(s.start, s.end - s.start, "N" if s.label == NO_KEY else s.label.replace(" ", ":"),
+                                     s.confidence) for s in self.local_keys]),
+            ] + ([ann("tempo", [obs(0.0, self.duration, float(self.tempo), 1.0)])] if self.tempo is not None else [])
+              + ([ann("tag_open", [obs(0.0, self.duration, self.meter, self.meter_candidates[0][1])])]
+                 if self.meter is not None else []),
             "sandbox": {"mirzoo": {"key": self.key, "meter": self.meter, "tempo": self.tempo}},
         }
 
@@ -1037,6 +1060,8 @@ def analyze_frames(
     beat_tracker: str = "hmm",
     beat_band: float = 1.4,
     downbeat_model: Optional[Mapping[str, Any]] = None,
+    beat_floor: Optional[float] = BEAT_FLOOR,
+    pitch_floor: Optional[float] = PITCH_FLOOR,
 ) -> Analysis:
     """An :class:`Analysis` from frame-wise head outputs.
 
@@ -1080,7 +1105,19 @@ def analyze_frames(
         and pitch-class evidence at the tracked beats and the meter head (``frames`` then needs
         ``"pitch_classes"``); ``meter_contrast`` and ``downbeat_floor`` are not used.  Where it cannot
         choose (too few beats, or a 5/4-like meter it does not know), the reading above is used.
+    beat_floor : float in [0, 1) or None
+        A clip whose beat activation stays below it everywhere (silence, noise) has no beats, downbeats,
+        tempo or meter (:data:`BEAT_FLOOR`); ``None`` or 0 tracks beats in any activation.
+    pitch_floor : float in [0, 1) or None
+        A clip in which the strongest pitch class of the ``pitch_classes`` head (when ``frames`` have it)
+        averages below it over the frames has the key :data:`NO_KEY` (:data:`PITCH_FLOOR`); ``None`` or 0
+        always reads a key.
     """
+    if beat_floor is not None and not (isinstance(beat_floor, (int, float)) and 0 <= beat_floor < 1):
+        raise ParameterError(f"beat_floor={beat_floor!r} must be a number in [0, 1) (a beat activation), or None")
+    if pitch_floor is not None and not (isinstance(pitch_floor, (int, float)) and 0 <= pitch_floor < 1):
+        raise ParameterError(f"pitch_floor={pitch_floor!r} must be a number in [0, 1) (a pitch-class probability), "
+                             "or None")
     missing = [h for h in REQUIRED_HEADS if h not in frames]
     if missing:
         raise ParameterError(f"frames lack the head output(s) {missing}; expected {list(REQUIRED_HEADS)}")
@@ -1102,12 +1139,20 @@ def analyze_frames(
         dist = clip_key_distribution(key_probs, chord_probs, clip_key, frames.get("mode"), frames.get("pitch_classes"))
         key_top = [(heads["key"][i], float(dist[i])) for i in np.argsort(-dist, kind="stable")[:3]]
     local_keys = label_segments(smooth_labels(key_probs, key_penalty), heads["key"], fps, duration, key_probs)
+    key = key_top[0][0]
+    if pitch_floor and "pitch_classes" in frames:
+        sounding = _frames(frames["pitch_classes"], 12, "frames['pitch_classes']").max(axis=1)
+        if float(sounding.mean()) < pitch_floor:  # nothing pitched sounds: no key to hear
+            key, local_keys = NO_KEY, [Segment(0.0, duration, NO_KEY, float(1.0 - sounding.mean()))]
     meter_top = global_distribution(meter_probs, heads["meter"])
     tempo_top = global_distribution(tempo_probs, heads["tempo"])
     if beat_tracker not in ("hmm", "dp"):
         raise ParameterError(f"beat_tracker={beat_tracker!r}: expected 'hmm' or 'dp'")
     seed = estimate_tempo(tempo_probs, tempo_centres(heads["tempo"]), beats_act[:, 0], fps)
-    if beat_tracker == "hmm":
+    beatless = bool(beat_floor) and float(beats_act[:, 0].max(initial=0.0)) < beat_floor
+    if beatless:
+        beat_frames = np.zeros(0, dtype=np.int64)
+    elif beat_tracker == "hmm":
         beat_frames = track_beats_hmm(beats_act[:, 0], fps, seed, band=beat_band)
     else:
         beat_frames = track_beats(beats_act[:, 0], fps, seed, tightness=tightness)
@@ -1126,7 +1171,9 @@ def analyze_frames(
             raise ParameterError("downbeat_model reads the 'pitch_classes' head, which frames lack; "
                                  f"frames have {sorted(frames)}")
         chosen = choose_bars(beat_frames, frames, heads["meter"], downbeat_model)
-    if chosen is not None:
+    if beatless:
+        tempo, meter, positions = None, None, np.zeros(0, dtype=np.int64)
+    elif chosen is not None:
         meter, per_bar, phase = chosen
         positions = ((np.arange(beat_frames.size) - phase) % per_bar + 1).astype(np.int64)
     else:
@@ -1136,8 +1183,8 @@ def analyze_frames(
     chords = label_segments(smooth_labels(chord_probs, chord_penalty), heads["chord"], fps, duration, chord_probs)
     return Analysis(
         source=source, model=model, duration=duration,
-        key=key_top[0][0], key_candidates=tuple(key_top), local_keys=tuple(local_keys),
-        tempo=float(tempo), tempo_candidates=tuple(tempo_top),
+        key=key, key_candidates=tuple(key_top), local_keys=tuple(local_keys),
+        tempo=None if tempo is None else float(tempo), tempo_candidates=tuple(tempo_top),
         meter=meter, meter_candidates=tuple(meter_top),
         beats=beat_times, beat_positions=positions, downbeats=beat_times[positions == 1],
         chords=tuple(chords), frame_rate=float(fps),

@@ -17,6 +17,7 @@ import numpy as np
 
 from mirzoo.errors import MissingDependencyError, ParameterError
 from mirzoo.fileio import atomic_file
+from mirzoo.tasks.analyze import NO_KEY
 
 __all__ = ["require_matplotlib", "plot_analysis", "plot_taggram"]
 
@@ -74,8 +75,10 @@ def plot_analysis(analysis, y: np.ndarray, sr: int, path: Union[str, os.PathLike
     for t in analysis.downbeats:
         ax.axvline(float(t), color="cyan", lw=1.2, alpha=0.9)
     ax.set_xlabel("")
-    ax.set_title(f"{Path(analysis.source).name if analysis.source else 'audio'}: key {analysis.key}, "
-                 f"{analysis.tempo:.1f} BPM, {analysis.meter}   (dashed: beats, cyan: downbeats)")
+    key = "none" if analysis.key == NO_KEY else analysis.key
+    rhythm = "no beats" if analysis.tempo is None else f"{analysis.tempo:.1f} BPM, {analysis.meter}"
+    ax.set_title(f"{Path(analysis.source).name if analysis.source else 'audio'}: key {key}, "
+                 f"{rhythm}   (dashed: beats, cyan: downbeats)")
     strip.set_ylim(0, 1)
     strip.set_yticks([])
     for i, seg in enumerate(analysis.chords):
