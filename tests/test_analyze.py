@@ -259,24 +259,28 @@ def test_no_pitched_content_gives_no_key(tmp_path):
     a = an.analyze_frames(nothing, heads, FPS, duration=20.0)
     assert a.key == an.NO_KEY == "X"
     assert [(s.start, s.end, s.label) for s in a.local_keys] == [(0.0, 20.0, "X")]
-    assert a.local_keys[0].confidence == pytest.approx(1.0 - quiet_pcs.max(axis=1).mean())
+    assert a.local_keys[0].confidence == 1.0  # the share of frames without a pitch class above 0.5
     assert a.key_candidates[0][0] == "G major"  # the key heads' reading stays visible
     assert a.meter == "3/4" and a.beats.size > 0  # the rhythm reading is unchanged
     import mir_eval
 
     assert mir_eval.key.weighted_score("G major", a.key) == 0.0  # "X" is mir_eval's unknown key
     assert a.to_rows()[0] == {"type": "key", "start": 0.0, "end": 20.0, "label": "X", "confidence": ""}
-    # one pitch class sounding in a third of the frames (a sparse melody): above the floor, the heads decide
+    # a few seconds of pitched sound in a long silent clip keep the key: 1 % of the frames here
     melody = quiet_pcs.copy()
-    melody[: n // 3, 7] = 0.9
-    assert an.analyze_frames(dict(frames, pitch_classes=melody), heads, FPS).key == "G major"
-    # the check off, or no pitch-class head: the key heads decide
-    assert an.analyze_frames(nothing, heads, FPS, pitch_floor=None).key == "G major"
-    assert an.analyze_frames(nothing, heads, FPS, pitch_floor=0).key == "G major"
+    melody[: max(1, n // 100), 7] = 0.9
+    kept = an.analyze_frames(dict(frames, pitch_classes=melody), heads, FPS)
+    assert kept.key == "G major" and kept.local_keys[0].label == "G major"
+    # below the share (one frame in 1000 of a longer clip), or the check off, or no pitch-class head
+    few = quiet_pcs.copy()
+    few[0, 7] = 0.9
+    assert an.analyze_frames(dict(frames, pitch_classes=few), heads, FPS, pitched_share=0.01).key == "X"
+    assert an.analyze_frames(nothing, heads, FPS, pitched_share=None).key == "G major"
+    assert an.analyze_frames(nothing, heads, FPS, pitched_share=0).key == "G major"
     assert an.analyze_frames(frames, heads, FPS).key == "G major"
     for bad in (1.0, -0.5, "0.2"):
-        with pytest.raises(ParameterError, match=r"pitch_floor=.* must be a number in \[0, 1\)"):
-            an.analyze_frames(frames, heads, FPS, pitch_floor=bad)
+        with pytest.raises(ParameterError, match=r"pitched_share=.* must be a number in \[0, 1\)"):
+            an.analyze_frames(frames, heads, FPS, pitched_share=bad)
     with pytest.raises(ParameterError, match=r"frames\['pitch_classes'\] must be a non-empty \[frames, 12\]"):
         an.analyze_frames(dict(frames, pitch_classes=quiet_pcs[:, :11]), heads, FPS)
     jams = pytest.importorskip("jams")

@@ -103,7 +103,7 @@ __all__ = [
     "RHYTHM_SHIFTS",
     "RATE_ENSEMBLE",
     "BEAT_FLOOR",
-    "PITCH_FLOOR",
+    "PITCHED_SHARE",
     "NO_KEY",
     "check_rhythm_shifts",
     "shift_rate",
@@ -164,12 +164,13 @@ MAX_RHYTHM_SHIFT = 2.0
 #: 0.33-0.37 at -50 dBFS (four draws each), and at 0.48 or more on every one of the 798 rendered test clips
 #: of two soundfonts (FluidR3, TimGM6mb): it tells silence and faint noise from music, not more
 BEAT_FLOOR = 0.3
-#: default ``pitch_floor`` of :func:`analyze_frames`: a clip in which the ``pitch_classes`` head's strongest
-#: pitch class averages below it over the frames has nothing pitched to hear a key in, and its key is
-#: :data:`NO_KEY`.  Session 28, ``tcn-music``: 0.03-0.06 on silence and on white noise at -50 to -80 dBFS,
-#: 0.12 or more on every one of the 798 rendered test clips (0.12-0.14 for a few sparse fiddle tunes and
-#: folk songs, 0.85 for the median clip)
-PITCH_FLOOR = 0.08
+#: default ``pitched_share`` of :func:`analyze_frames`: a clip in which fewer than this share of the frames
+#: has a pitch class sounding (the ``pitch_classes`` head above 0.5, its own decision threshold) has nothing
+#: pitched to hear a key in, and its key is :data:`NO_KEY`.  Session 28, ``tcn-music``: 0 on digital silence
+#: and a constant offset, at most 0.001 on white noise at -40 to -80 dBFS (two draws each), and 0.014 or
+#: more on every one of the 798 rendered test clips (0.014-0.05 for a few sparse fiddle tunes and folk songs,
+#: 0.91 for the median clip).  A share, not a mean, so that a long file with a few seconds of music keeps its key
+PITCHED_SHARE = 0.005
 #: the key label of a clip without one: mir_eval's "unknown key" (``to_jams`` writes JAMS's ``"N"``)
 NO_KEY = "X"
 
@@ -1061,7 +1062,7 @@ def analyze_frames(
     beat_band: float = 1.4,
     downbeat_model: Optional[Mapping[str, Any]] = None,
     beat_floor: Optional[float] = BEAT_FLOOR,
-    pitch_floor: Optional[float] = PITCH_FLOOR,
+    pitched_share: Optional[float] = PITCHED_SHARE,
 ) -> Analysis:
     """An :class:`Analysis` from frame-wise head outputs.
 
@@ -1108,15 +1109,15 @@ def analyze_frames(
     beat_floor : float in [0, 1) or None
         A clip whose beat activation stays below it everywhere (silence, noise) has no beats, downbeats,
         tempo or meter (:data:`BEAT_FLOOR`); ``None`` or 0 tracks beats in any activation.
-    pitch_floor : float in [0, 1) or None
-        A clip in which the strongest pitch class of the ``pitch_classes`` head (when ``frames`` have it)
-        averages below it over the frames has the key :data:`NO_KEY` (:data:`PITCH_FLOOR`); ``None`` or 0
+    pitched_share : float in [0, 1) or None
+        A clip in which fewer than this share of the frames has a pitch class of the ``pitch_classes`` head
+        (when ``frames`` have it) above 0.5 has the key :data:`NO_KEY` (:data:`PITCHED_SHARE`); ``None`` or 0
         always reads a key.
     """
     if beat_floor is not None and not (isinstance(beat_floor, (int, float)) and 0 <= beat_floor < 1):
         raise ParameterError(f"beat_floor={beat_floor!r} must be a number in [0, 1) (a beat activation), or None")
-    if pitch_floor is not None and not (isinstance(pitch_floor, (int, float)) and 0 <= pitch_floor < 1):
-        raise ParameterError(f"pitch_floor={pitch_floor!r} must be a number in [0, 1) (a pitch-class probability), "
+    if pitched_share is not None and not (isinstance(pitched_share, (int, float)) and 0 <= pitched_share < 1):
+        raise ParameterError(f"pitched_share={pitched_share!r} must be a number in [0, 1) (a share of the frames), "
                              "or None")
     missing = [h for h in REQUIRED_HEADS if h not in frames]
     if missing:
@@ -1140,10 +1141,10 @@ def analyze_frames(
         key_top = [(heads["key"][i], float(dist[i])) for i in np.argsort(-dist, kind="stable")[:3]]
     local_keys = label_segments(smooth_labels(key_probs, key_penalty), heads["key"], fps, duration, key_probs)
     key = key_top[0][0]
-    if pitch_floor and "pitch_classes" in frames:
-        sounding = _frames(frames["pitch_classes"], 12, "frames['pitch_classes']").max(axis=1)
-        if float(sounding.mean()) < pitch_floor:  # nothing pitched sounds: no key to hear
-            key, local_keys = NO_KEY, [Segment(0.0, duration, NO_KEY, float(1.0 - sounding.mean()))]
+    if pitched_share and "pitch_classes" in frames:
+        pitched = _frames(frames["pitch_classes"], 12, "frames['pitch_classes']").max(axis=1) > 0.5
+        if float(pitched.mean()) < pitched_share:  # (almost) nothing pitched sounds: no key to hear
+            key, local_keys = NO_KEY, [Segment(0.0, duration, NO_KEY, float(1.0 - pitched.mean()))]
     meter_top = global_distribution(meter_probs, heads["meter"])
     tempo_top = global_distribution(tempo_probs, heads["tempo"])
     if beat_tracker not in ("hmm", "dp"):
