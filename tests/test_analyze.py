@@ -811,6 +811,9 @@ def test_analyze_frames_with_a_downbeat_model_chooses_bar_length_and_phase_toget
     assert a.meter == "3/4"
     np.testing.assert_allclose(a.downbeats, times[1::3][: len(a.downbeats)], atol=0.021)
     np.testing.assert_array_equal(a.beat_positions[:5], [3, 1, 2, 3, 1])
+    # no beat evidence: nothing to choose bars from, and no error
+    quiet = an.analyze_frames(dict(frames, beats=frames["beats"] * 0.2), heads, FPS, downbeat_model=record)
+    assert quiet.beats.size == 0 and quiet.meter is None and quiet.downbeats.size == 0
     # a record that reads only the meter head's prior keeps the head's bar length
     prior = _one_unit_record(column=2 * k + 1)
     assert an.choose_bars(beats, frames, METERS, prior)[:2] == ("4/4", 4)

@@ -1171,7 +1171,8 @@ def analyze_frames(
         if "pitch_classes" not in frames:
             raise ParameterError("downbeat_model reads the 'pitch_classes' head, which frames lack; "
                                  f"frames have {sorted(frames)}")
-        chosen = choose_bars(beat_frames, frames, heads["meter"], downbeat_model)
+        if not beatless:
+            chosen = choose_bars(beat_frames, frames, heads["meter"], downbeat_model)
     if beatless:
         tempo, meter, positions = None, None, np.zeros(0, dtype=np.int64)
     elif chosen is not None:
