@@ -17,7 +17,8 @@ import numpy as np
 
 from mirzoo.errors import ParameterError
 
-__all__ = ["valid_int", "valid_number", "valid_choice", "valid_pool", "valid_precision", "PRECISIONS"]
+__all__ = ["valid_int", "valid_number", "valid_choice", "valid_pool", "valid_precision", "check_tag_options",
+           "PRECISIONS"]
 
 #: ``precision`` argument of ``mirzoo.load`` -> Keras dtype policy of the layers after the front-end
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
@@ -46,6 +47,20 @@ def valid_int(name: str, value: Any, *, minimum: int = 1, allow_none: bool = Fal
     if isinstance(value, bool) or not isinstance(value, (Integral, np.integer)) or value < minimum:
         raise ParameterError(f"{name}={value!r} must be {_int_phrase(minimum)}{' or None' if allow_none else ''}")
     return int(value)
+
+
+def check_tag_options(top_k: Any, threshold: Any) -> None:
+    """The ``top_k`` and ``threshold`` of ``tag()``: a positive integer or None, a number in [0, 1] or None.
+
+    Here, not in the extractor, so that the command line can refuse them before it loads a model.
+    """
+    valid_int("top_k", top_k, allow_none=True)
+    if threshold is not None and (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, (Real, np.integer, np.floating))
+        or not 0.0 <= float(threshold) <= 1.0
+    ):
+        raise ParameterError(f"threshold={threshold!r} must be a number in [0, 1] or None")
 
 
 def valid_number(

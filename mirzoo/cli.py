@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from mirzoo import publish
-from mirzoo._checks import PRECISIONS
+from mirzoo._checks import PRECISIONS, check_tag_options
 from mirzoo.errors import MirzooError
 from mirzoo.fileio import atomic_file, check_writable, write_json_atomic
 from mirzoo.zoo.manifest import PACKAGE_MANIFEST, REPO_MANIFEST, get_spec, list_models, manifest_path, model_info
@@ -249,6 +249,12 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_tag(args) -> int:
+    from mirzoo.tasks.plots import check_plot_path  # numpy only (matplotlib is imported to draw)
+
+    # usage errors before Keras is imported, not once per file
+    check_tag_options(args.top_k, args.threshold)
+    if args.plot:
+        check_plot_path(args.plot)
     from mirzoo.loader import load  # deferred: Keras/TensorFlow (see _expand_inputs)
 
     if args.plot:
@@ -383,6 +389,7 @@ def _write_analyses(out: Path, analyses: list, failed: list) -> None:
 
 def _cmd_analyze(args) -> int:
     from mirzoo.tasks.analyze import check_analysis_heads, check_rhythm_shifts  # numpy only
+    from mirzoo.tasks.plots import check_plot_path  # numpy only (matplotlib is imported to draw)
 
     if args.rhythm_shifts is not None:  # a usage error before Keras is imported
         try:
@@ -390,6 +397,8 @@ def _cmd_analyze(args) -> int:
         except MirzooError as exc:
             print(f"mirzoo analyze: error: --rhythm-shifts: {exc}", file=sys.stderr)
             return 2
+    if args.plot:
+        check_plot_path(args.plot)  # before any file, not once per file
     # deferred: Keras/TensorFlow (see _expand_inputs)
     from mirzoo.inference.runner import progress_bar
     from mirzoo.loader import load

@@ -34,7 +34,7 @@ from typing import Optional, Sequence, Union
 import keras
 import numpy as np
 
-from mirzoo._checks import valid_int, valid_pool
+from mirzoo._checks import check_tag_options, valid_pool
 from mirzoo.embeddings import POOLS, Embeddings, pool_embeddings
 from mirzoo.errors import ParameterError
 from mirzoo.fileio import atomic_directory, file_sha256, write_json_atomic
@@ -189,13 +189,7 @@ class Extractor(Runner):
         ``pitch_classes`` first and ``tags`` second).  A list input gives a list of such
         lists.
         """
-        valid_int("top_k", top_k, allow_none=True)
-        if threshold is not None and (
-            isinstance(threshold, bool)
-            or not isinstance(threshold, (int, float, np.integer, np.floating))
-            or not 0.0 <= float(threshold) <= 1.0
-        ):
-            raise ParameterError(f"threshold={threshold!r} must be a number in [0, 1] or None")
+        check_tag_options(top_k, threshold)
         output = self.check_head(head)
         labels = self.heads[output]
         clip_tags = self.spec.clip_tags

@@ -117,6 +117,27 @@ def test_tag_command_head_choice(capsys):
         assert len(tags) == 5 and set(tags) <= set(heads["tags"])
 
 
+def test_tag_and_analyze_refuse_bad_options_before_loading_a_model(monkeypatch, tmp_path, capsys):
+    import mirzoo.loader
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("a usage error must stop the command before the model is loaded")
+
+    monkeypatch.setattr(mirzoo.loader, "load", no_load)
+    clip = mirzoo.example_audio()
+    for argv, message in (
+        (["tag", "cnn-tagging", clip, "--top-k", "0"], "top_k=0 must be a positive integer or None"),
+        (["tag", "cnn-tagging", clip, "--threshold", "1.5"], "threshold=1.5 must be a number in [0, 1] or None"),
+        (["tag", "cnn-tagging", clip, "--plot", str(tmp_path / "t.jpg")], "t.jpg' must end in .png, .pdf or .svg"),
+        (["analyze", clip, "-o", str(tmp_path / "a.json"), "--plot", str(tmp_path / "a.gif")],
+         "a.gif' must end in .png, .pdf or .svg"),
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and f"mirzoo {argv[0]}: error:" in err
+    assert not (tmp_path / "a.json").exists()
+
+
 def test_console_script_help_and_exit_codes():
     run = subprocess.run([sys.executable, "-m", "mirzoo", "--help"], capture_output=True, text=True)
     assert run.returncode == 0 and "extract" in run.stdout and "examples:" in run.stdout

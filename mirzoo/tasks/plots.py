@@ -19,7 +19,10 @@ from mirzoo.errors import MissingDependencyError, ParameterError
 from mirzoo.fileio import atomic_file
 from mirzoo.tasks.analyze import NO_KEY
 
-__all__ = ["require_matplotlib", "plot_analysis", "plot_taggram"]
+__all__ = ["require_matplotlib", "check_plot_path", "plot_analysis", "plot_taggram", "PLOT_SUFFIXES"]
+
+#: file suffixes a figure can be written to
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 
 _INSTALL = 'pip install "mirzoo[plot]"'
 
@@ -34,10 +37,17 @@ def require_matplotlib():
     return Figure, FigureCanvasAgg
 
 
-def _save(fig, canvas_cls, path: Union[str, os.PathLike]) -> Path:
+def check_plot_path(path: Union[str, os.PathLike]) -> Path:
+    """``path`` as a :class:`~pathlib.Path` if it ends in .png, .pdf or .svg (any case); else a
+    :class:`ParameterError` naming it.  Needs no matplotlib, so a command can check it first."""
     path = Path(path)
-    if path.suffix.lower() not in (".png", ".pdf", ".svg"):
+    if path.suffix.lower() not in PLOT_SUFFIXES:
         raise ParameterError(f"plot file '{path}' must end in .png, .pdf or .svg")
+    return path
+
+
+def _save(fig, canvas_cls, path: Union[str, os.PathLike]) -> Path:
+    path = check_plot_path(path)
     canvas_cls(fig)
     with atomic_file(path) as tmp:
         fig.savefig(tmp, format=path.suffix.lower()[1:], dpi=110, bbox_inches="tight")
