@@ -148,6 +148,31 @@ def test_smoothing_removes_short_chord_flickers_and_keeps_real_changes():
     assert 0.5 < segs[1].confidence <= 1.0
 
 
+def test_smooth_labels_is_the_viterbi_path_of_a_uniform_switch_penalty():
+    # against a plain Viterbi with the full transition matrix (0 to stay, -penalty to change), on random
+    # frames, ties included (probabilities rounded to a few values)
+    rng = np.random.default_rng(7)
+    for n_labels, penalty, levels in ((5, 0.0, None), (5, 1.5, None), (24, 4.0, None), (9, 2.0, 4), (109, 8.0, None)):
+        probs = rng.dirichlet(np.ones(n_labels) * 0.4, size=120)
+        if levels:
+            probs = np.round(probs * levels) / levels + 1e-3
+        logp = np.log(np.clip(probs, 1e-12, None))
+        trans = np.where(np.eye(n_labels, dtype=bool), 0.0, -penalty)
+        delta, back = logp[0].copy(), []
+        for t in range(1, len(logp)):
+            cand = delta[:, None] + trans  # [from, to]
+            back.append(cand.argmax(axis=0))
+            delta = cand.max(axis=0) + logp[t]
+        want = [int(delta.argmax())]
+        for pointers in reversed(back):
+            want.append(int(pointers[want[-1]]))
+        got = an.smooth_labels(probs, penalty)
+        path_score = lambda path: logp[np.arange(len(path)), path].sum() - penalty * np.count_nonzero(np.diff(path))
+        assert path_score(got) == pytest.approx(path_score(np.array(want[::-1])), abs=1e-9)
+        if levels is None:  # no ties: the path itself is unique
+            np.testing.assert_array_equal(got, want[::-1])
+
+
 def test_smooth_labels_checks_its_input():
     with pytest.raises(ParameterError, match="switch_penalty=-1"):
         an.smooth_labels(np.ones((3, 2)) / 2, -1)
