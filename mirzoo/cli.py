@@ -249,18 +249,15 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_tag(args) -> int:
-    from mirzoo.tasks.plots import check_plot_path  # numpy only (matplotlib is imported to draw)
-
     # usage errors before Keras is imported, not once per file
     check_tag_options(args.top_k, args.threshold)
     if args.plot:
+        from mirzoo.tasks.plots import check_plot_path, plot_taggram, require_matplotlib  # deferred: optional matplotlib
+
         check_plot_path(args.plot)
+        require_matplotlib()  # a missing extra is a usage error before any file
     from mirzoo.loader import load  # deferred: Keras/TensorFlow (see _expand_inputs)
 
-    if args.plot:
-        from mirzoo.tasks.plots import plot_taggram, require_matplotlib  # deferred: optional matplotlib
-
-        require_matplotlib()  # a missing extra is a usage error before any file
     model = load(args.model, precision=args.precision)
     output = model.check_head(args.head)  # a model without heads, or an unknown head, is a usage error before any file
     status = 0
@@ -389,19 +386,14 @@ def _write_analyses(out: Path, analyses: list, failed: list) -> None:
 
 def _cmd_analyze(args) -> int:
     from mirzoo.tasks.analyze import check_analysis_heads, check_rhythm_shifts  # numpy only
-    from mirzoo.tasks.plots import check_plot_path  # numpy only (matplotlib is imported to draw)
 
-    if args.rhythm_shifts is not None:  # a usage error before Keras is imported
+    # usage errors before Keras is imported, not once per file
+    if args.rhythm_shifts is not None:
         try:
             check_rhythm_shifts(tuple(args.rhythm_shifts))
         except MirzooError as exc:
             print(f"mirzoo analyze: error: --rhythm-shifts: {exc}", file=sys.stderr)
             return 2
-    if args.plot:
-        check_plot_path(args.plot)  # before any file, not once per file
-    # deferred: Keras/TensorFlow (see _expand_inputs)
-    from mirzoo.inference.runner import progress_bar
-    from mirzoo.loader import load
     inputs = list(args.inputs)
     model_ref = args.model
     if model_ref is None:
@@ -419,9 +411,14 @@ def _cmd_analyze(args) -> int:
         print(f"mirzoo analyze: error: output '{out}' must end in .json, .csv or .jams", file=sys.stderr)
         return 2
     if args.plot:
-        from mirzoo.tasks.plots import plot_analysis, require_matplotlib  # deferred: optional matplotlib
+        from mirzoo.tasks.plots import check_plot_path, plot_analysis, require_matplotlib  # deferred: optional matplotlib
 
+        check_plot_path(args.plot)
         require_matplotlib()
+    # deferred: Keras/TensorFlow (see _expand_inputs)
+    from mirzoo.inference.runner import progress_bar
+    from mirzoo.loader import load
+
     model = load(model_ref, precision=args.precision)
     check_analysis_heads(model)  # a model without the heads is a usage error before any file
     paths = _expand_inputs(inputs)
