@@ -35,6 +35,7 @@ from mirzoo.errors import (  # noqa: F401  (the error tree is part of the top-le
     OutputError,
     ParameterError,
     PublishError,
+    SilentAudioWarning,
     UnknownLayerError,
     UnknownModelError,
     WeightsError,

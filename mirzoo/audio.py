@@ -29,6 +29,7 @@ __all__ = [
     "load_audio", "decode_or_reason", "FileStream", "prepare_audio", "validate_audio", "check_sr", "check_audio_path", "stream_file",
     "change_rate", "rate_changed_blocks", "check_rate", "MIN_RATE", "MAX_RATE",
     "AUDIO_EXTENSIONS", "MIN_SAMPLE_RATE", "MAX_SAMPLE_RATE", "MAX_AMPLITUDE",
+    "SILENCE_PEAK", "peak_amplitude", "is_silent", "dbfs",
 ]
 
 AudioPath = Union[str, os.PathLike]
@@ -53,8 +54,26 @@ MAX_AMPLITUDE = 1e6
 # 2^36 frames gets a small buffer), and always up to 2^24 samples (64 MiB of float32).  Beyond that the
 # buffer grows as samples really arrive.  A trusted count means one buffer of the signal's size: an hour
 # at 16 kHz peaks at 230 MB, not at the 400 MB of doubling from 64 MiB.
+#: below this peak amplitude (-80 dBFS: under one 14-bit step, so dithered 16-bit silence is under it)
+#: an input counts as silent (:func:`is_silent`)
+SILENCE_PEAK = 1e-4
 _MAX_PREALLOC = 1 << 24
 _PREALLOC_PER_BYTE = 64
+
+
+def peak_amplitude(y: np.ndarray) -> float:
+    """The largest absolute sample of ``y`` (0.0 for an empty array)."""
+    return max(float(y.max()), -float(y.min())) if y.size else 0.0  # no |y| temporary
+
+
+def is_silent(peak: float) -> bool:
+    """Whether a signal whose largest absolute sample is ``peak`` counts as silent (below :data:`SILENCE_PEAK`)."""
+    return peak < SILENCE_PEAK
+
+
+def dbfs(peak: float) -> str:
+    """``peak`` (full scale 1.0) in dBFS for a message: ``"-96.3 dBFS"``, or ``"-inf dBFS"`` for zero."""
+    return f"{20 * np.log10(peak):.1f} dBFS" if peak > 0 else "-inf dBFS"
 
 
 def check_sr(sr, *, name: str = "sr") -> int:

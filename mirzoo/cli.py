@@ -13,12 +13,13 @@ import json
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
 from mirzoo import publish
 from mirzoo._checks import PRECISIONS, check_tag_options
-from mirzoo.errors import MirzooError
+from mirzoo.errors import MirzooError, SilentAudioWarning
 from mirzoo.fileio import atomic_file, check_writable, write_json_atomic
 from mirzoo.zoo.manifest import PACKAGE_MANIFEST, REPO_MANIFEST, get_spec, list_models, manifest_path, model_info
 
@@ -265,7 +266,16 @@ def _cmd_tag(args) -> int:
     plots = _plot_paths(args.plot, paths) if args.plot else {}
     for p in paths:
         try:
-            tags = model.tag(p, top_k=args.top_k, threshold=args.threshold, head=args.head)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", SilentAudioWarning)
+                tags = model.tag(p, top_k=args.top_k, threshold=args.threshold, head=args.head)
+            silent = False
+            for w in caught:
+                if issubclass(w.category, SilentAudioWarning):
+                    silent = True
+                    print(f"warning: {w.message}", file=sys.stderr)
+                else:
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
             if args.plot:
                 probs = model.predict(p, pool=None, head=output)
                 plot_taggram(probs, model.heads[output], model.timestamps(probs.shape[0]), plots[p],
@@ -275,9 +285,10 @@ def _cmd_tag(args) -> int:
             status = 1
             continue
         if args.json:
-            print(json.dumps({"path": p, "tags": [{"tag": t, "probability": round(v, 4)} for t, v in tags]}))
+            print(json.dumps({"path": p, "tags": [{"tag": t, "probability": round(v, 4)} for t, v in tags],
+                              "silent": silent}))
         else:
-            print(p)
+            print(p + ("  (silent)" if silent else ""))
             for t, v in tags:
                 print(f"  {t:<16} {v:.3f}")
     if not model.pretrained:

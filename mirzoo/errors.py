@@ -20,6 +20,7 @@ __all__ = [
     "PublishError",
     "MissingDependencyError",
     "OutputError",
+    "SilentAudioWarning",
 ]
 
 
@@ -73,3 +74,9 @@ class MissingDependencyError(MirzooError, ImportError):
 class OutputError(MirzooError, OSError):
     """An output cannot be written: its folder is not writable, it is a directory, or another
     process is writing it (the message names the path, and the process)."""
+
+
+class SilentAudioWarning(UserWarning):
+    """An input is digitally silent (every sample below :data:`mirzoo.audio.SILENCE_PEAK`): what a
+    model says of it (``tag()``'s probabilities) describes the model, not the audio.  A warning,
+    not an error: silence is valid input, and the caller decides what to do with its results."""

@@ -28,6 +28,7 @@ per example, so a clip gives the same embedding alone or inside a batch.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -36,7 +37,8 @@ import numpy as np
 
 from mirzoo._checks import check_tag_options, valid_pool
 from mirzoo.embeddings import POOLS, Embeddings, pool_embeddings
-from mirzoo.errors import ParameterError
+from mirzoo.audio import SILENCE_PEAK, dbfs, is_silent
+from mirzoo.errors import ParameterError, SilentAudioWarning
 from mirzoo.fileio import atomic_directory, file_sha256, write_json_atomic
 from mirzoo.inference.runner import AudioInput, Runner, as_list
 from mirzoo.tasks import analyze as _analyze
@@ -188,27 +190,39 @@ class Extractor(Runner):
         :attr:`heads` (default: the primary head; e.g. ``dense-frame`` has
         ``pitch_classes`` first and ``tags`` second).  A list input gives a list of such
         lists.
+
+        A silent input (every sample below :data:`mirzoo.audio.SILENCE_PEAK`, -80 dBFS) still gets
+        its probabilities, with a :class:`~mirzoo.SilentAudioWarning` naming it: what a model says of
+        silence describes the model, not the audio.
         """
         check_tag_options(top_k, threshold)
         output = self.check_head(head)
         labels = self.heads[output]
         clip_tags = self.spec.clip_tags
+        items, many = as_list(audio)
+        peaks: list[float] = []
         if clip_tags is not None and output == clip_tags["head"]:
             # a clip-level head on pooled layers (one pass over the layers it reads)
-            items, many = as_list(audio)
             probs = [_clip_heads.clip_tag_probabilities(out, clip_tags)
-                     for out, _, _ in self.run_inputs(items, sr, list(clip_tags["sources"]), batch_size, False)]
-            probs = probs if many else probs[0]
+                     for out, _, _ in self.run_inputs(items, sr, list(clip_tags["sources"]), batch_size, False,
+                                                      indexed=many, peaks=peaks)]
         elif output == "key" and self.spec.clip_key is not None:
             # the clip key, as analyze() reads it: key and chord heads together (one pass)
-            items, many = as_list(audio)
             keys = ["key", "chord"] + [h for h in _analyze.OPTIONAL_HEADS if h in self.heads]
             probs = [_analyze.clip_key_distribution(out["key"], out["chord"], self.spec.clip_key, out.get("mode"),
                                                     out.get("pitch_classes"))
-                     for out, _, _ in self.run_inputs(items, sr, keys, batch_size, False)]
-            probs = probs if many else probs[0]
+                     for out, _, _ in self.run_inputs(items, sr, keys, batch_size, False, indexed=many, peaks=peaks)]
         else:
-            probs = self.predict(audio, sr, pool="mean", batch_size=batch_size, head=output)
+            # predict(pool="mean"): the head's outputs averaged over the patches or frames
+            probs = [pool_embeddings(self.embeddings_of(out, [output]), "mean")
+                     for out, _, _ in self.run_inputs(items, sr, [output], batch_size, False, indexed=many, peaks=peaks)]
+        for i, (item, peak) in enumerate(zip(items, peaks)):
+            if is_silent(peak):
+                where = os.fspath(item) if isinstance(item, (str, os.PathLike)) else (f"audio[{i}]" if many else "audio")
+                warnings.warn(f"{where} is silent (peak {dbfs(peak)}, below {dbfs(SILENCE_PEAK)}): "
+                              f"its {output!r} probabilities describe the model, not the audio",
+                              SilentAudioWarning, stacklevel=2)
+        probs = probs if many else probs[0]
         many = isinstance(probs, list)
         results = []
         for p in probs if many else [probs]:

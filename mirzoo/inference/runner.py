@@ -28,7 +28,8 @@ import keras
 import numpy as np
 
 from mirzoo._checks import valid_int, valid_number
-from mirzoo.audio import FileStream, change_rate, check_rate, load_audio, prepare_audio, rate_changed_blocks
+from mirzoo.audio import (FileStream, change_rate, check_rate, load_audio, peak_amplitude, prepare_audio,
+                          rate_changed_blocks)
 from mirzoo.errors import MirzooError, ParameterError, UnknownLayerError, UnknownModelError
 from mirzoo.inference.windows import ClipPlan, FrameChunk, FramePlan, WindowPlan, cut, frame_margin
 from mirzoo.nn.banded import convs_as_matmul
@@ -103,14 +104,18 @@ def _naming_item(exc: MirzooError, index: Optional[int]) -> Optional[MirzooError
 
 
 class _Counted:
-    """Iterates the blocks of ``blocks`` and counts their samples (``samples``) on the way."""
+    """Iterates the blocks of ``blocks`` and counts their samples (``samples``) and their largest
+    absolute sample (``peak``) on the way; passes ``expected_samples`` on when ``blocks`` has it."""
 
     def __init__(self, blocks: Iterable[np.ndarray]):
-        self.blocks, self.samples = blocks, 0
+        self.blocks, self.samples, self.peak = blocks, 0, 0.0
+        if hasattr(blocks, "expected_samples"):
+            self.expected_samples = blocks.expected_samples
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for block in self.blocks:
             self.samples += int(block.shape[0])
+            self.peak = max(self.peak, peak_amplitude(block))
             yield block
 
 
@@ -389,6 +394,7 @@ class Runner:
         hop: Optional[float] = None,
         indexed: bool = False,
         rate: float = 1.0,
+        peaks: Optional[list] = None,
     ) -> list[tuple[dict[str, np.ndarray], Optional[str], int]]:
         """``(outputs {key: [T, ...]}, path or None, samples at the model's rate)`` per input.
 
@@ -398,6 +404,8 @@ class Runner:
         start with ``audio[i]`` (list input).  ``rate``: the network hears each input played
         ``rate`` times faster (:func:`mirzoo.audio.change_rate`, streamed files block by block),
         so its outputs cover ``samples / rate`` samples; ``samples`` stays the input's own length.
+        ``peaks``: a list that gets each input's largest absolute sample, in input order (of the
+        mono signal at the model's rate, before any rate change; :func:`mirzoo.audio.is_silent`).
         """
         batch_size = valid_int("batch_size", batch_size)
         rate = check_rate(rate)
@@ -412,26 +420,27 @@ class Runner:
                 y, path = self.load_indexed(item, sr, i if indexed else None)
                 loaded.append((i, y, path))
         results: list = [None] * len(items)
+        found = [0.0] * len(items)
         for i, stream in streams.items():
             try:
-                if rate == 1.0:
-                    out, n = self.forward_stream(stream, keys, batch_size, plan, progress)
-                else:
-                    counted = _Counted(stream)
-                    out, _ = self.forward_stream(rate_changed_blocks(counted, self.sample_rate, rate), keys, batch_size,
-                                                 plan, progress)
-                    n = counted.samples
+                counted = _Counted(stream)
+                blocks = counted if rate == 1.0 else rate_changed_blocks(counted, self.sample_rate, rate)
+                out, _ = self.forward_stream(blocks, keys, batch_size, plan, progress)
             except MirzooError as exc:
                 named = _naming_item(exc, i if indexed else None)
                 if named is None:
                     raise
                 raise named from exc
-            results[i] = (out, os.fspath(items[i]), n)
+            results[i], found[i] = (out, os.fspath(items[i]), counted.samples), counted.peak
+        for i, y, _ in loaded:
+            found[i] = peak_amplitude(y)
         signals = [change_rate(y, self.sample_rate, rate) for _, y, _ in loaded]
         outputs = self.forward(signals, keys, batch_size, progress, hop=hop) if loaded else []
         del signals
         for (i, y, path), out in zip(loaded, outputs):
             results[i] = (out, path, int(y.shape[0]))
+        if peaks is not None:
+            peaks.extend(found)
         return results
 
     def _long_file(self, item) -> Optional[FileStream]:
