@@ -49,14 +49,15 @@ MAX_SAMPLE_RATE = 768_000
 #: front end overflows float32.
 MAX_AMPLITUDE = 1e6
 
+#: below this peak amplitude (-80 dBFS: under one 14-bit step, so dithered 16-bit silence is under it)
+#: an input counts as silent (:func:`is_silent`)
+SILENCE_PEAK = 1e-4
+
 # Output samples preallocated from a file header's frame count: trusted up to 64 output samples per byte
 # of file (far above any real codec's ratio, even FLAC on near-silence, yet a small file whose header claims
 # 2^36 frames gets a small buffer), and always up to 2^24 samples (64 MiB of float32).  Beyond that the
 # buffer grows as samples really arrive.  A trusted count means one buffer of the signal's size: an hour
 # at 16 kHz peaks at 230 MB, not at the 400 MB of doubling from 64 MiB.
-#: below this peak amplitude (-80 dBFS: under one 14-bit step, so dithered 16-bit silence is under it)
-#: an input counts as silent (:func:`is_silent`)
-SILENCE_PEAK = 1e-4
 _MAX_PREALLOC = 1 << 24
 _PREALLOC_PER_BYTE = 64
 
