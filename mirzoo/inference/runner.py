@@ -104,18 +104,20 @@ def _naming_item(exc: MirzooError, index: Optional[int]) -> Optional[MirzooError
 
 
 class _Counted:
-    """Iterates the blocks of ``blocks`` and counts their samples (``samples``) and their largest
-    absolute sample (``peak``) on the way; passes ``expected_samples`` on when ``blocks`` has it."""
+    """Iterates the blocks of ``blocks`` and counts their samples (``samples``) on the way and, with
+    ``peak=True``, their largest absolute sample (``peak``); passes ``expected_samples`` on when
+    ``blocks`` has it."""
 
-    def __init__(self, blocks: Iterable[np.ndarray]):
-        self.blocks, self.samples, self.peak = blocks, 0, 0.0
+    def __init__(self, blocks: Iterable[np.ndarray], peak: bool = False):
+        self.blocks, self.samples, self.peak, self._track = blocks, 0, 0.0, peak
         if hasattr(blocks, "expected_samples"):
             self.expected_samples = blocks.expected_samples
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for block in self.blocks:
             self.samples += int(block.shape[0])
-            self.peak = max(self.peak, peak_amplitude(block))
+            if self._track:
+                self.peak = max(self.peak, peak_amplitude(block))
             yield block
 
 
@@ -423,7 +425,7 @@ class Runner:
         found = [0.0] * len(items)
         for i, stream in streams.items():
             try:
-                counted = _Counted(stream)
+                counted = _Counted(stream, peak=peaks is not None)
                 blocks = counted if rate == 1.0 else rate_changed_blocks(counted, self.sample_rate, rate)
                 out, _ = self.forward_stream(blocks, keys, batch_size, plan, progress)
             except MirzooError as exc:
@@ -432,8 +434,9 @@ class Runner:
                     raise
                 raise named from exc
             results[i], found[i] = (out, os.fspath(items[i]), counted.samples), counted.peak
-        for i, y, _ in loaded:
-            found[i] = peak_amplitude(y)
+        if peaks is not None:  # only when asked: a pass over every signal
+            for i, y, _ in loaded:
+                found[i] = peak_amplitude(y)
         signals = [change_rate(y, self.sample_rate, rate) for _, y, _ in loaded]
         outputs = self.forward(signals, keys, batch_size, progress, hop=hop) if loaded else []
         del signals
