@@ -268,7 +268,9 @@ def _cmd_tag(args) -> int:
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", SilentAudioWarning)
-                tags = model.tag(p, top_k=args.top_k, threshold=args.threshold, head=args.head)
+                frames: list = []  # the taggram comes from the same forward pass as the tags
+                tags = model.tag(p, top_k=args.top_k, threshold=args.threshold, head=args.head,
+                                 frames=frames if args.plot else None)
             silent = False
             for w in caught:
                 if issubclass(w.category, SilentAudioWarning):
@@ -277,7 +279,7 @@ def _cmd_tag(args) -> int:
                 else:
                     warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
             if args.plot:
-                probs = model.predict(p, pool=None, head=output)
+                probs = frames[0]
                 plot_taggram(probs, model.heads[output], model.timestamps(probs.shape[0]), plots[p],
                              title=f"{Path(p).name}: {model.name} {output}")
         except (MirzooError, OSError) as exc:

@@ -175,6 +175,7 @@ class Extractor(Runner):
         threshold: Optional[float] = None,
         batch_size: int = 16,
         head: Optional[str] = None,
+        frames: Optional[list] = None,
     ):
         """Labels with probabilities, most probable first: ``[(label, prob), ...]``.
 
@@ -191,6 +192,10 @@ class Extractor(Runner):
         ``pitch_classes`` first and ``tags`` second).  A list input gives a list of such
         lists.
 
+        ``frames``: a list that gets each input's frame (or patch) outputs of the head, ``[T, n_labels]``
+        as ``predict(pool=None, head=...)`` gives them, in input order, from the same forward pass (a
+        taggram without running the model twice).
+
         A silent input (every sample below :data:`mirzoo.audio.SILENCE_PEAK`, -80 dBFS) still gets
         its probabilities, with a :class:`~mirzoo.SilentAudioWarning` naming it: what a model says of
         silence describes the model, not the audio.
@@ -199,23 +204,37 @@ class Extractor(Runner):
         output = self.check_head(head)
         labels = self.heads[output]
         clip_tags = self.spec.clip_tags
+        if frames is not None and not isinstance(frames, list):
+            raise ParameterError(f"frames={frames!r} must be a list (each input's [T, n_labels] head outputs "
+                                 "are appended to it) or None")
         items, many = as_list(audio)
         peaks: list[float] = []
         if clip_tags is not None and output == clip_tags["head"]:
             # a clip-level head on pooled layers (one pass over the layers it reads)
-            probs = [_clip_heads.clip_tag_probabilities(out, clip_tags)
-                     for out, _, _ in self.run_inputs(items, sr, list(clip_tags["sources"]), batch_size, False,
-                                                      indexed=many, peaks=peaks)]
+            keys = list(clip_tags["sources"])
+
+            def score(out):
+                return _clip_heads.clip_tag_probabilities(out, clip_tags)
         elif output == "key" and self.spec.clip_key is not None:
             # the clip key, as analyze() reads it: key and chord heads together (one pass)
             keys = ["key", "chord"] + [h for h in _analyze.OPTIONAL_HEADS if h in self.heads]
-            probs = [_analyze.clip_key_distribution(out["key"], out["chord"], self.spec.clip_key, out.get("mode"),
-                                                    out.get("pitch_classes"))
-                     for out, _, _ in self.run_inputs(items, sr, keys, batch_size, False, indexed=many, peaks=peaks)]
+
+            def score(out):
+                return _analyze.clip_key_distribution(out["key"], out["chord"], self.spec.clip_key, out.get("mode"),
+                                                      out.get("pitch_classes"))
         else:
             # predict(pool="mean"): the head's outputs averaged over the patches or frames
-            probs = [pool_embeddings(self.embeddings_of(out, [output]), "mean")
-                     for out, _, _ in self.run_inputs(items, sr, [output], batch_size, False, indexed=many, peaks=peaks)]
+            keys = [output]
+
+            def score(out):
+                return pool_embeddings(self.embeddings_of(out, [output]), "mean")
+        if frames is not None and output not in keys:
+            keys = keys + [output]
+        probs = []
+        for out, _, _ in self.run_inputs(items, sr, keys, batch_size, False, indexed=many, peaks=peaks):
+            probs.append(score(out))
+            if frames is not None:
+                frames.append(self.embeddings_of(out, [output]))
         for i, (item, peak) in enumerate(zip(items, peaks)):
             if is_silent(peak):
                 where = os.fspath(item) if isinstance(item, (str, os.PathLike)) else (f"audio[{i}]" if many else "audio")

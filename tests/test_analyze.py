@@ -443,6 +443,48 @@ def test_cli_plots_write_pngs(tmp_path):
     assert tg.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and tg.stat().st_size > 5000
 
 
+def test_tag_frames_are_the_heads_frames_from_one_pass(monkeypatch):
+    """tag(frames=[]) fills each input's [T, n_labels] head outputs (what predict(pool=None) gives),
+    from the forward pass that scores the tags, on every tag() path: the clip-tags record (tags), the
+    clip key (key) and the frame mean (chord)."""
+    m = mirzoo.load("tcn-music")
+    clips = [tone_mix(4.0, seed=3), tone_mix(2.5, seed=4)]
+    passes = []
+    real = type(m).run_inputs
+    monkeypatch.setattr(type(m), "run_inputs", lambda self, items, *a, **k: passes.append(len(items))
+                        or real(self, items, *a, **k))
+    for head in ("tags", "key", "chord"):
+        frames: list = []
+        passes.clear()
+        tags = m.tag(clips, sr=SR, head=head, top_k=None, frames=frames)
+        assert passes == [2]  # one pass over both clips
+        assert len(frames) == 2 and [len(t) for t in tags] == [len(m.heads[head])] * 2
+        for f, clip in zip(frames, clips):
+            ref = m.predict(clip, sr=SR, pool=None, head=head)
+            assert f.shape == ref.shape and f.shape[1] == len(m.heads[head])
+            np.testing.assert_allclose(f, ref, rtol=1e-5, atol=1e-6)
+        if head == "chord":  # the frame-mean path: the tags are the frames' mean
+            top, p = tags[0][0]
+            assert p == pytest.approx(float(frames[0].mean(axis=0)[m.heads[head].index(top)]), rel=1e-5)
+    assert m.tag(clips[0], sr=SR, top_k=3) == m.tag(clips[0], sr=SR, top_k=3, frames=[])
+    with pytest.raises(ParameterError, match=r"frames=\(\) must be a list"):
+        m.tag(clips[0], sr=SR, frames=())
+
+
+def test_cli_tag_plot_runs_the_model_once(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    wav = tmp_path / "a.wav"
+    sf.write(wav, tone_mix(3.0, seed=5), SR)
+    m = mirzoo.load("cnn-tagging")
+    passes = []
+    real = type(m).run_inputs
+    monkeypatch.setattr(type(m), "run_inputs", lambda self, items, *a, **k: passes.append(len(items))
+                        or real(self, items, *a, **k))
+    png = tmp_path / "t.png"
+    assert cli.main(["tag", "cnn-tagging", str(wav), "--plot", str(png)]) == 0
+    assert passes == [1] and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_plot_without_matplotlib_names_the_extra(monkeypatch, tmp_path):
     import builtins
 
