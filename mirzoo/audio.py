@@ -23,13 +23,13 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from mirzoo.errors import AudioError, AudioFileError, MirzooError, ParameterError
+from mirzoo.errors import AudioError, AudioFileError, MirzooError, ParameterError, SilentAudioWarning
 
 __all__ = [
     "load_audio", "decode_or_reason", "FileStream", "prepare_audio", "validate_audio", "check_sr", "check_audio_path", "stream_file",
     "change_rate", "rate_changed_blocks", "check_rate", "MIN_RATE", "MAX_RATE",
     "AUDIO_EXTENSIONS", "MIN_SAMPLE_RATE", "MAX_SAMPLE_RATE", "MAX_AMPLITUDE",
-    "SILENCE_PEAK", "peak_amplitude", "is_silent", "dbfs",
+    "SILENCE_PEAK", "peak_amplitude", "is_silent", "dbfs", "silence_message", "warn_silent",
 ]
 
 AudioPath = Union[str, os.PathLike]
@@ -75,6 +75,22 @@ def is_silent(peak: float) -> bool:
 def dbfs(peak: float) -> str:
     """``peak`` (full scale 1.0) in dBFS for a message: ``"-96.3 dBFS"``, or ``"-inf dBFS"`` for zero."""
     return f"{20 * np.log10(peak):.1f} dBFS" if peak > 0 else "-inf dBFS"
+
+
+def silence_message(where: str, peak: float, what: str) -> str:
+    """The text of a :class:`~mirzoo.SilentAudioWarning`: ``where`` (a path, ``audio`` or ``audio[i]``) is
+    silent, at ``peak``, so ``what`` (e.g. "its 'tags' probabilities") describes the model, not the audio."""
+    return f"{where} is silent (peak {dbfs(peak)}, below {dbfs(SILENCE_PEAK)}): {what} describe the model, not the audio"
+
+
+def warn_silent(items: list, peaks: list, *, indexed: bool, what: str, stacklevel: int = 2) -> None:
+    """A :class:`~mirzoo.SilentAudioWarning` (:func:`silence_message`) for each of ``items`` whose peak
+    (``peaks``, in the same order) :func:`is_silent`; ``indexed``: arrays are named ``audio[i]`` (list
+    input), else ``audio``.  ``stacklevel`` counts from the caller of this function."""
+    for i, (item, peak) in enumerate(zip(items, peaks)):
+        if is_silent(peak):
+            where = os.fspath(item) if isinstance(item, (str, os.PathLike)) else (f"audio[{i}]" if indexed else "audio")
+            warnings.warn(silence_message(where, peak, what), SilentAudioWarning, stacklevel=stacklevel + 1)
 
 
 def check_sr(sr, *, name: str = "sr") -> int:

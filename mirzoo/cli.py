@@ -271,13 +271,7 @@ def _cmd_tag(args) -> int:
                 frames: list = []  # the taggram comes from the same forward pass as the tags
                 tags = model.tag(p, top_k=args.top_k, threshold=args.threshold, head=args.head,
                                  frames=frames if args.plot else None)
-            silent = False
-            for w in caught:
-                if issubclass(w.category, SilentAudioWarning):
-                    silent = True
-                    print(f"warning: {w.message}", file=sys.stderr)
-                else:
-                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            silent = _report_silence(caught, p)
             if args.plot:
                 probs = frames[0]
                 plot_taggram(probs, model.heads[output], model.timestamps(probs.shape[0]), plots[p],
@@ -296,6 +290,22 @@ def _cmd_tag(args) -> int:
     if not model.pretrained:
         print(f"note: {model.name!r} is not pretrained: these probabilities are meaningless", file=sys.stderr)
     return status
+
+
+def _report_silence(caught: list, path: str) -> bool:
+    """Print each caught :class:`SilentAudioWarning` as ``warning: ...`` on stderr, naming ``path`` where
+    the library named an array (``audio``), and issue the other warnings again; whether one was caught."""
+    silent = False
+    for w in caught:
+        if issubclass(w.category, SilentAudioWarning):
+            silent = True
+            message = str(w.message)
+            if message.startswith("audio "):
+                message = path + message[len("audio"):]
+            print(f"warning: {message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return silent
 
 
 def _fmt_metrics(scores: dict) -> str:
@@ -380,11 +390,12 @@ PRECISION_HELP = ("compute dtype of the layers after the front-end (default floa
                   "~1.5x faster on a CPU with AMX/AVX512-BF16 units, and is emulated (likely slower) elsewhere")
 
 
-def _write_analyses(out: Path, analyses: list, failed: list) -> None:
-    """Write the analyses to ``out`` (.json, .csv or .jams) atomically."""
+def _write_analyses(out: Path, analyses: list, failed: list, silent: frozenset = frozenset()) -> None:
+    """Write the analyses to ``out`` (.json, .csv or .jams) atomically; a .json file's entries say
+    whether their input was ``silent`` (its path is in the set)."""
     suffix = out.suffix.lower()
     if suffix == ".json":
-        write_json_atomic(out, {"files": [a.to_dict() for a in analyses],
+        write_json_atomic(out, {"files": [dict(a.to_dict(), silent=a.source in silent) for a in analyses],
                                 "failed": [{"path": p, "error": e} for p, e in failed]})
     elif suffix == ".jams":
         write_json_atomic(out, analyses[0].to_jams())
@@ -440,13 +451,17 @@ def _cmd_analyze(args) -> int:
               "use .json or .csv", file=sys.stderr)
         return 2
     plots = _plot_paths(args.plot, paths) if args.plot else {}
-    analyses, failed = [], []
+    analyses, failed, silent = [], [], set()
     bar = progress_bar(len(paths), not args.quiet and len(paths) > 1, "mirzoo analyze", unit="file")
     for p in paths:
         try:
             y, _ = model.load_input(p, None)
             options = {} if args.rhythm_shifts is None else {"rhythm_shifts": tuple(args.rhythm_shifts)}
-            analysis = dataclasses.replace(model.analyze(y, sr=model.sample_rate, **options), source=p)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", SilentAudioWarning)
+                analysis = dataclasses.replace(model.analyze(y, sr=model.sample_rate, **options), source=p)
+            if _report_silence(caught, p):
+                silent.add(p)
             if args.plot:
                 plot_analysis(analysis, y, model.sample_rate, plots[p])
             analyses.append(analysis)
@@ -460,7 +475,7 @@ def _cmd_analyze(args) -> int:
     if not analyses:
         print("mirzoo analyze: error: every input failed; nothing written", file=sys.stderr)
         return 2
-    _write_analyses(out, analyses, failed)
+    _write_analyses(out, analyses, failed, frozenset(silent))
     if not args.quiet:
         msg = f"wrote the analysis of {len(analyses)} file(s) to {out}"
         if args.plot:

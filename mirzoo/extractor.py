@@ -28,7 +28,6 @@ per example, so a clip gives the same embedding alone or inside a batch.
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -37,8 +36,8 @@ import numpy as np
 
 from mirzoo._checks import check_tag_options, valid_pool
 from mirzoo.embeddings import POOLS, Embeddings, pool_embeddings
-from mirzoo.audio import SILENCE_PEAK, dbfs, is_silent
-from mirzoo.errors import ParameterError, SilentAudioWarning
+from mirzoo.audio import warn_silent
+from mirzoo.errors import ParameterError
 from mirzoo.fileio import atomic_directory, file_sha256, write_json_atomic
 from mirzoo.inference.runner import AudioInput, Runner, as_list
 from mirzoo.tasks import analyze as _analyze
@@ -235,12 +234,7 @@ class Extractor(Runner):
             probs.append(score(out))
             if frames is not None:
                 frames.append(self.embeddings_of(out, [output]))
-        for i, (item, peak) in enumerate(zip(items, peaks)):
-            if is_silent(peak):
-                where = os.fspath(item) if isinstance(item, (str, os.PathLike)) else (f"audio[{i}]" if many else "audio")
-                warnings.warn(f"{where} is silent (peak {dbfs(peak)}, below {dbfs(SILENCE_PEAK)}): "
-                              f"its {output!r} probabilities describe the model, not the audio",
-                              SilentAudioWarning, stacklevel=2)
+        warn_silent(items, peaks, indexed=many, what=f"its {output!r} probabilities", stacklevel=2)
         probs = probs if many else probs[0]
         many = isinstance(probs, list)
         results = []

@@ -118,3 +118,29 @@ def test_silent_audio_warning_is_exported():
     assert "SilentAudioWarning" in mirzoo.__all__
     with pytest.raises(mirzoo.AudioError):  # silence is valid input, an empty array is not
         mirzoo.load("cnn-tagging").tag(np.zeros(0, np.float32), sr=SR)
+
+
+def test_analyze_warns_on_silent_input_and_names_it(tmp_path, capsys):
+    m = mirzoo.load("tcn-music")
+    music = tone_mix(4.0, seed=2)
+    silence = np.zeros(4 * SR, np.float32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        alone = m.analyze(silence, sr=SR)
+        both = m.analyze([music, silence], sr=SR)
+        m.analyze(music, sr=SR)
+    messages = _silent_warnings(caught)
+    assert len(messages) == 2
+    assert messages[0].startswith("audio is silent (peak -inf dBFS, below -80.0 dBFS): its key")
+    assert messages[1].startswith("audio[1] is silent")
+    assert all(w.filename == __file__ for w in caught if issubclass(w.category, mirzoo.SilentAudioWarning))
+    assert alone.to_dict() == both[1].to_dict()  # still analysed, the same alone or in a batch
+    path = tmp_path / "quiet.wav"
+    sf.write(path, silence, SR)
+    ok = tmp_path / "music.wav"
+    sf.write(ok, music, SR)
+    out = tmp_path / "a.json"
+    assert main(["analyze", str(path), str(ok), "-o", str(out), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {path} is silent (peak -inf dBFS" in err and str(ok) not in err
+    assert [f["silent"] for f in json.loads(out.read_text())["files"]] == [True, False]

@@ -87,7 +87,7 @@ from typing import Any, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from mirzoo.audio import change_rate
+from mirzoo.audio import change_rate, warn_silent
 from mirzoo.errors import ParameterError
 from mirzoo.spec import BEAT_FEATURES, DOWNBEAT_BAR_LENGTHS, DOWNBEAT_MODEL_FORM, bar_candidate_width
 
@@ -1227,6 +1227,9 @@ def analyze(model, audio, sr: Optional[int] = None, *, batch_size: int = 16, pro
     come from the plain pass.  The default, :data:`RHYTHM_SHIFTS` ``(0,)``, is one pass;
     :data:`RATE_ENSEMBLE` (0 and +-1/3, +-2/3 of a semitone) costs four more (see the module notes for
     what it changes).
+
+    A silent input (every sample below :data:`mirzoo.audio.SILENCE_PEAK`, -80 dBFS) is still analysed,
+    with a :class:`~mirzoo.SilentAudioWarning` naming it, as :meth:`mirzoo.Extractor.tag` does.
     """
     check_analysis_heads(model)
     shifts = check_rhythm_shifts(rhythm_shifts)
@@ -1237,7 +1240,9 @@ def analyze(model, audio, sr: Optional[int] = None, *, batch_size: int = 16, pro
     items, is_list = as_list(audio)
     keys = list(REQUIRED_HEADS) + [h for h in OPTIONAL_HEADS if h in model.heads]
     fps = model.sample_rate / model.hop_length
-    plain = model.run_inputs(items, sr, keys, batch_size, progress)
+    peaks: list[float] = []
+    plain = model.run_inputs(items, sr, keys, batch_size, progress, peaks=peaks)
+    warn_silent(items, peaks, indexed=is_list, what="its key, beats, chords and the rest", stacklevel=3)
     rhythm = [h for h in RHYTHM_HEADS if h in keys]
     shifted = {s: model.run_inputs(items, sr, rhythm, batch_size, progress, rate=shift_rate(s))
                for s in shifts if s != 0.0}
