@@ -152,6 +152,9 @@ def test_training_resumes_and_anneals(tmp_path):
     assert musical.main(args + ["--max-minutes", "5"]) == 0
     state = json.loads((run / "state.json").read_text())
     assert state["epoch"] == 2 and state["vocabulary"] == ["instrument:piano"] and state["valid_crops"] == 2
+    # hours summed over the clips, rounded once: 3 train clips of 600 frames at 50 frames/s are 0.01 h (each
+    # clip's 0.00333 h rounded as the sum grew gave 0.009)
+    assert state["data_hours"] == {"fake train": 0.01, "fake valid": 0.003}
     # the soundfonts of the cached corpora travel with the run, for the shipped training record
     assert state["data_sources"] == sources == {"fake": {"soundfont": "MuseScore_General_Lite", "mix_soundfonts": ["sf_GMbank"],
                                                          "p_soundfont_mix": 0.5, "seed": 0, "split_fractions": [0.8, 0.1, 0.1]}}
