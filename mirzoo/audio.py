@@ -90,7 +90,8 @@ def warn_silent(items: list, peaks: list, *, indexed: bool, what: str, stackleve
     for i, (item, peak) in enumerate(zip(items, peaks)):
         if is_silent(peak):
             where = os.fspath(item) if isinstance(item, (str, os.PathLike)) else (f"audio[{i}]" if indexed else "audio")
-            warnings.warn(silence_message(where, peak, what), SilentAudioWarning, stacklevel=stacklevel + 1)
+            warnings.warn(SilentAudioWarning(silence_message(where, peak, what), peak=peak, what=what),
+                          stacklevel=stacklevel + 1)
 
 
 def check_sr(sr, *, name: str = "sr") -> int:

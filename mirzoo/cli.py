@@ -293,16 +293,16 @@ def _cmd_tag(args) -> int:
 
 
 def _report_silence(caught: list, path: str) -> bool:
-    """Print each caught :class:`SilentAudioWarning` as ``warning: ...`` on stderr, naming ``path`` where
-    the library named an array (``audio``), and issue the other warnings again; whether one was caught."""
+    """Print each caught :class:`SilentAudioWarning` as ``warning: ...`` on stderr, naming the input
+    ``path`` (the library may have been given its samples), and issue the other warnings again; whether
+    one was caught."""
     silent = False
     for w in caught:
         if issubclass(w.category, SilentAudioWarning):
+            from mirzoo.audio import silence_message  # deferred: loaded by then; keeps soxr out of CLI start-up
+
             silent = True
-            message = str(w.message)
-            if message.startswith("audio "):
-                message = path + message[len("audio"):]
-            print(f"warning: {message}", file=sys.stderr)
+            print(f"warning: {silence_message(path, w.message.peak, w.message.what)}", file=sys.stderr)
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return silent

@@ -79,4 +79,12 @@ class OutputError(MirzooError, OSError):
 class SilentAudioWarning(UserWarning):
     """An input is digitally silent (every sample below :data:`mirzoo.audio.SILENCE_PEAK`): what a
     model says of it (``tag()``'s probabilities) describes the model, not the audio.  A warning,
-    not an error: silence is valid input, and the caller decides what to do with its results."""
+    not an error: silence is valid input, and the caller decides what to do with its results.
+
+    ``peak`` (the input's largest absolute sample) and ``what`` (the results it concerns, e.g. "its 'tags'
+    probabilities") let a caller word the warning for its own name of the input
+    (:func:`mirzoo.audio.silence_message`)."""
+
+    def __init__(self, message: str = "", *, peak: float | None = None, what: str | None = None):
+        super().__init__(message)
+        self.peak, self.what = peak, what
