@@ -27,8 +27,8 @@ Measures (model: ``Extractor.analyze`` of ``--model``; every baseline computed h
   does); reference = the score's beat times; baseline ``librosa.beat.beat_track``.  Estimated beats
   where the score's beat grid is unknown (``beat_mask == 0``) are left out, for every method alike.
 * **downbeats**, F-measure of the same kind on the beats at bar position 1 (no baseline).  For a model
-  with a ``downbeat_model`` record (bar length and phase chosen together, ``fit-downbeats``), the
-  same heads read without it (the downbeat evidence alone) are scored beside it, with their time signatures.
+  with a ``downbeat_model`` record (bar length and phase chosen together, ``fit-downbeats``) or a
+  ``bar_model`` record (a recurrent network over the tracked beats, ``fit-bars``), the same heads read without it (the downbeat evidence alone) are scored beside it, with their time signatures.
 * **tempo**, Acc1 (within 4 % of the notated tempo) and Acc2 (also at x2, x3, x1/2, x1/3);
   baseline ``librosa.feature.tempo``.  The reference is the *notated* beat (dotted quarter in
   6/8, 9/8, 12/8; one per bar in 3/8), which a periodicity estimator without meter knowledge
@@ -505,6 +505,8 @@ def main(argv=None) -> int:
     per_clip: list[dict] = []  # every figure of every clip, for paired comparisons (compare_musicality.py)
     clip_key = None if args.oracle else m.spec.clip_key  # the oracle checks the chain with one-hot heads alone
     downbeat_model = None if args.oracle else m.spec.downbeat_model
+    bar_model = None if args.oracle else m.spec.bar_model
+    bar_records = downbeat_model is not None or bar_model is not None  # then the evidence reading is shown beside
     head_feats: dict[str, list] = {f"head:{h}": [] for h in probe_heads + (["clip_key"] if clip_key is not None else [])}
     t0 = time.time()
     timing = {"model": 0.0, "baselines": 0.0, "probe_models": 0.0}
@@ -521,10 +523,10 @@ def main(argv=None) -> int:
         else:  # as analyze() reads them: the rhythm heads averaged over the passes of --rhythm-shifts
             frames = signal_rhythm_ensemble(m, y, out, rhythm_shifts)
         a = analyze_frames(frames, heads, fps, duration=y.shape[0] / sr, source=clip["audio"], model=m.name,
-                           clip_key=clip_key, downbeat_model=downbeat_model)
-        # the downbeats and meter without the model's downbeat_model record, beside them in the same run
-        a_evidence = a if downbeat_model is None else analyze_frames(
-            frames, heads, fps, duration=y.shape[0] / sr, clip_key=clip_key, downbeat_model=None)
+                           clip_key=clip_key, downbeat_model=downbeat_model, bar_model=bar_model)
+        # the downbeats and meter without the model's downbeat_model or bar_model record, beside them in the same run
+        a_evidence = a if not bar_records else analyze_frames(
+            frames, heads, fps, duration=y.shape[0] / sr, clip_key=clip_key, downbeat_model=None, bar_model=None)
         head_key = global_distribution(out["key"], heads["key"], top_k=1)[0][0]
         timing["model"] += time.time() - ts
         for l in layers:
@@ -652,8 +654,8 @@ def main(argv=None) -> int:
         "beat_f": {"model": mean(per["beat_model"]), "baseline": mean(per["beat_base"]),
                    "baseline_name": "librosa.beat.beat_track", "n": len(per["beat_model"])},
         "downbeat_f": {"model": mean(per["down_model"]), "baseline": None, "n": len(per["down_model"]),
-                       "downbeat_model": downbeat_model is not None,
-                       "evidence_reading": mean(per["down_evidence"]) if downbeat_model is not None else None,
+                       "downbeat_model": downbeat_model is not None, "bar_model": bar_model is not None,
+                       "evidence_reading": mean(per["down_evidence"]) if bar_records else None,
                        # the evidence reading's phase with the score's bar length: what the bar length costs
                        "bar_length_from_score": mean(per["down_known_bar"]), "n_bar_length_from_score": len(per["down_known_bar"])},
         "tempo": {"model": tempo_summary(per["tempo_model"], per["tempo_simple"]),
@@ -703,7 +705,7 @@ def main(argv=None) -> int:
             res["mode_from_key"]["score_notes"] = mode_agreement(per["mode_pairs_notes"])
     if per["meter_pairs"]:  # not a probe: the meter analyze() reports, on every clip with a reference meter
         res["meter_from_analyze"] = meter_agreement(per["meter_pairs"])
-        if downbeat_model is not None:
+        if bar_records:
             res["meter_from_analyze"]["evidence_reading"] = meter_agreement(per["meter_pairs_evidence"])
     if tag_probs:
         from sklearn.metrics import roc_auc_score
@@ -840,7 +842,7 @@ def render_table(r: dict) -> str:
     d = res["downbeat_f"]
     lines.append(f"| downbeat F-measure (n={d['n']}) | {fmt(d['model'])} | — | {TARGETS['downbeat_f']} |")
     if d.get("evidence_reading") is not None:
-        lines.append(f"| downbeat F-measure, bars read from the downbeat evidence alone (no `downbeat_model`) | "
+        lines.append(f"| downbeat F-measure, bars read from the downbeat evidence alone (no `downbeat_model` or `bar_model`) | "
                      f"{fmt(d['evidence_reading'])} | | |")
     if d.get("bar_length_from_score") is not None:
         lines.append(f"| downbeat F-measure with the score's bar length, phase from the downbeat evidence "

@@ -354,6 +354,22 @@ def model_card(spec: ModelSpec, repo_id: str) -> str:
                  + (f", fitted on {downbeat_model['fitted_on']}" if downbeat_model.get("fitted_on") else "")
                  + (f"; downbeat F-measure {v['downbeat_f']} on {v['clips']} valid clips, against "
                     f"{v['downbeat_f_evidence']} for the downbeat evidence alone" if "downbeat_f" in v else "") + "."]
+    bar_model = spec.bar_model
+    if bar_model:
+        v = dict(bar_model.get("valid") or {})
+        settings = dict(bar_model.get("settings") or {})
+        lengths = sorted({int(c[0]) for c in bar_model.get("classes", ())})
+        body += ["", "Bars: `analyze()` reads the bar length (" + ", ".join(str(b) for b in lengths)
+                 + " beats) and the downbeat phase with a bidirectional GRU over the tracked beats"
+                 + (f" ({settings['units']} units each way)" if "units" in settings else "")
+                 + ", from the downbeat and beat evidence at each beat and the means of "
+                 + ", ".join(f"`{s}`" for s in bar_model.get("sources", ()) if s != "beat_features")
+                 + " over each beat's interval; one bar length and phase per clip, and the meter head's most probable "
+                 "meter of that bar length"
+                 + (f"; fitted on {bar_model['fitted_on']}" if bar_model.get("fitted_on") else "")
+                 + (f"; on {v['clips_with_downbeats']} valid clips, downbeat F-measure {v['downbeat_f']} against "
+                    f"{v['downbeat_f_evidence']} for the downbeat evidence alone, time signature {v['time_signature']} "
+                    f"against {v['time_signature_evidence']}" if "downbeat_f" in v else "") + "."]
     if training.get("command"):
         body += ["", "Reproduce with:", "", "```bash", str(training["command"]), "```"]
     body += ["", "## Metrics", "", _metrics_section(dict(spec.metrics), pretrained)]

@@ -24,7 +24,8 @@ from typing import Any, Mapping, Optional
 from mirzoo.errors import ManifestError
 
 __all__ = ["HeadSpec", "WeightsSpec", "ModelSpec", "OUTPUT_KINDS", "PITCH_CLASS_LABELS", "BEAT_FEATURES",
-           "DOWNBEAT_BAR_LENGTHS", "DOWNBEAT_MODEL_FORM", "bar_candidate_width"]
+           "DOWNBEAT_BAR_LENGTHS", "DOWNBEAT_MODEL_FORM", "bar_candidate_width", "BAR_MODEL_FORM",
+           "BAR_MODEL_BEAT_FEATURES", "BAR_MODEL_ARRAYS"]
 
 OUTPUT_KINDS = ("clip", "frame")
 #: labels of a ``pitch_classes`` head (``dense-frame``'s primary head, ``tcn-music``'s chroma head)
@@ -36,6 +37,16 @@ BEAT_FEATURES = ("log_downbeat", "log_beat", "log_evidence", "chord_change", "pi
 DOWNBEAT_BAR_LENGTHS = (2, 3, 4)
 #: the one form of ``downbeat_model`` record there is (``mirzoo.tasks.analyze.bar_candidate_scores``)
 DOWNBEAT_MODEL_FORM = "listwise-mlp-v1"
+#: the one form of ``bar_model`` record there is (``mirzoo.tasks.bar_model``: a bidirectional GRU over the beats)
+BAR_MODEL_FORM = "beat-bigru-v1"
+#: the source name, in a ``bar_model`` record's ``sources``, of the :data:`BEAT_FEATURES` block (every other
+#: source is a layer or head whose mean over each beat interval is read)
+BAR_MODEL_BEAT_FEATURES = "beat_features"
+#: the arrays of a ``bar_model`` record, each an encoded array (``mirzoo.tasks.clip_heads.encode_array``)
+BAR_MODEL_ARRAYS = ("mean", "scale", "dense_kernel", "dense_bias",
+                    "forward_kernel", "forward_recurrent", "forward_bias",
+                    "backward_kernel", "backward_recurrent", "backward_bias",
+                    "output_kernel", "output_bias")
 #: the one form of ``clip_tags`` record there is (``mirzoo.tasks.clip_heads.clip_tag_probabilities``)
 CLIP_HEAD_FORM = "pooled-logistic-v1"
 #: pools a ``clip_tags`` record may read its layers with, and the bytes per value of its array dtypes
@@ -128,6 +139,9 @@ class ModelSpec:
     #: clip-level tags from pooled frame layers (``mirzoo.tasks.clip_heads``): ``{"form", "head", "sources",
     #: "pool", "mean", "scale", "weights", "bias"}``, or ``None``
     clip_tags: Optional[Mapping[str, Any]] = field(default=None, compare=False)
+    #: bar length and downbeat phase read by a bidirectional GRU over the tracked beats
+    #: (``mirzoo.tasks.analyze.choose_bars_by_model``): ``{"form", "sources", "classes", "mean", ...}``, or ``None``
+    bar_model: Optional[Mapping[str, Any]] = field(default=None, compare=False)
     entry: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     # -- derived values ------------------------------------------------------------------
@@ -292,6 +306,7 @@ class ModelSpec:
             clip_key=_parse_clip_key(where, frozen.get("clip_key"), head, aux),
             downbeat_model=_parse_downbeat_model(where, frozen.get("downbeat_model"), head, aux),
             clip_tags=_parse_clip_tags(where, frozen.get("clip_tags"), head, aux, layers),
+            bar_model=_parse_bar_model(where, frozen.get("bar_model"), head, aux, layers),
             entry=MappingProxyType(frozen),
         )
 
@@ -398,6 +413,52 @@ def _parse_clip_tags(where: str, record: Any, head: Optional[HeadSpec], aux: tup
     for name, shape in (("mean", (d,)), ("scale", (d,)), ("weights", (d, k))):
         _check_array_record(where, f"clip_tags[{name!r}]", record.get(name), shape)
     _check_shapes(where, "clip_tags", record, {"bias": (k,)})
+    return MappingProxyType(dict(record))
+
+
+def _parse_bar_model(where: str, record: Any, head: Optional[HeadSpec], aux: tuple,
+                     layers: Mapping[str, int]) -> Optional[Mapping[str, Any]]:
+    """The ``bar_model`` record, checked: its form, the sources it reads (the beat features, layers or heads of
+    the model), its classes (``[beats per bar, position]``, every position of each bar length) and the
+    dtype, shape and byte length of each of its arrays (``mirzoo.tasks.bar_model.BAR_MODEL_ARRAYS``)."""
+    if not _is_record_of_form(where, "bar_model", record, BAR_MODEL_FORM, "fit-bars"):
+        return None
+    heads = {h.output for h in ([head] if head else []) + list(aux)}
+    sources = record.get("sources")
+    if not isinstance(sources, (list, tuple)) or not sources or len(set(sources)) != len(sources) \
+            or any(not isinstance(s, str) or (s != BAR_MODEL_BEAT_FEATURES and s not in layers) for s in sources):
+        raise ManifestError(f"{where}: bar_model['sources']={sources!r:.120} must be distinct names among "
+                            f"{BAR_MODEL_BEAT_FEATURES!r} and the model's layers and heads {sorted(layers)}")
+    needed = {"beats", "meter"} | ({"chord", "pitch_classes"} if BAR_MODEL_BEAT_FEATURES in sources else set())
+    if needed - heads:
+        raise ManifestError(f"{where}: bar_model reads the heads {sorted(needed - heads)}, which the model lacks "
+                            f"(it has {sorted(heads)})")
+    classes = record.get("classes")
+    try:
+        pairs = [(int(b), int(j)) for b, j in classes]
+        ok = (len(set(pairs)) == len(pairs) and len(pairs) > 0
+              and all(not isinstance(v, bool) and isinstance(v, int) for c in classes for v in c)
+              and all(b >= 2 and 1 <= j <= b for b, j in pairs)
+              and all((b, j) in pairs for b, _ in pairs for j in range(1, b + 1)))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ManifestError(f"{where}: bar_model['classes']={classes!r:.120} must be distinct [beats per bar >= 2, "
+                            "position 1..beats per bar] pairs, every position of each bar length")
+    d = sum(len(BEAT_FEATURES) if s == BAR_MODEL_BEAT_FEATURES else int(layers[s]) for s in sources)
+    try:
+        hidden = int(record["dense_bias"]["shape"][0])
+        units = int(record["forward_recurrent"]["shape"][0])
+    except (KeyError, IndexError, TypeError, ValueError):
+        raise ManifestError(f"{where}: bar_model lacks a 'dense_bias' or 'forward_recurrent' array record "
+                            f"(got {record.get('dense_bias')!r:.60}, {record.get('forward_recurrent')!r:.60})") from None
+    shapes = {"mean": (d,), "scale": (d,), "dense_kernel": (d, hidden), "dense_bias": (hidden,),
+              "output_kernel": (2 * units, len(pairs)), "output_bias": (len(pairs),)}
+    for side in ("forward", "backward"):
+        shapes.update({f"{side}_kernel": (hidden, 3 * units), f"{side}_recurrent": (units, 3 * units),
+                       f"{side}_bias": (2, 3 * units)})
+    for name in BAR_MODEL_ARRAYS:
+        _check_array_record(where, f"bar_model[{name!r}]", record.get(name), shapes[name])
     return MappingProxyType(dict(record))
 
 

@@ -371,6 +371,25 @@ def test_extractor_analyze_is_well_formed_and_list_in_list_out(tcn):
     assert one.chords[0].start == 0.0 and one.chords[-1].end == pytest.approx(6.0)
 
 
+def test_extractor_analyze_computes_the_layers_a_bar_model_reads(tcn):
+    # a record reading the embedding layer: analyze() runs that layer too, and reads what analyze_frames reads
+    from mirzoo.tasks.clip_heads import encode_array
+
+    d = len(an.BEAT_FEATURES) + 128
+    rng = np.random.default_rng(5)
+    record = _rigged_bar_record(["beat_features", "embedding"], d)
+    record["dense_kernel"] = encode_array(rng.normal(size=(d, 1)))
+    y = tone_mix(8.0, seed=3)
+    got = tcn.analyze(y, sr=SR, bar_model=record)
+    keys = list(an.REQUIRED_HEADS) + [h for h in an.OPTIONAL_HEADS if h in tcn.heads] + ["embedding"]
+    frames = tcn.forward([tcn.load_input(y, SR)[0]], keys, 16)[0]
+    want = an.analyze_frames(frames, tcn.heads, tcn.sample_rate / tcn.hop_length, duration=8.0, bar_model=record,
+                             clip_key=tcn.spec.clip_key)
+    assert got.meter == want.meter
+    np.testing.assert_allclose(got.downbeats, want.downbeats)
+    np.testing.assert_array_equal(got.beat_positions, want.beat_positions)
+
+
 def test_cli_analyze_json_csv_with_a_bad_file(tmp_path, capsys):
     good = tmp_path / "good.wav"
     sf.write(good, tone_mix(4.0, seed=4), SR)
@@ -936,6 +955,134 @@ def test_manifest_downbeat_model_records_are_checked():
             ModelSpec.from_entry("tcn-music", dict(entry, downbeat_model=record))
     with pytest.raises(ManifestError, match=r"downbeat_model reads the heads \['beats', 'chord', 'meter', 'pitch_classes'\]"):
         ModelSpec.from_entry("cnn-tagging", dict(get_entry("cnn-tagging"), downbeat_model=good))
+
+
+# -- the beat-synchronous bar model (bar_model records) ------------------------------------------------
+def _rigged_bar_record(sources=("beat_features", "pitch_classes"), width=18) -> dict:
+    """A ``bar_model`` record whose GRU passes one feature through: the beat's downbeat evidence
+    (``log_evidence``) lifts every "position 1" class and lowers the others, so a beat with downbeat
+    evidence reads as a downbeat of any bar length, and only the bar length and phase whose downbeats fall
+    on those beats explain the clip."""
+    from mirzoo.spec import BAR_MODEL_FORM
+    from mirzoo.tasks.bar_model import BAR_CLASSES
+    from mirzoo.tasks.clip_heads import encode_array
+
+    dense = np.zeros((width, 1))
+    dense[an.BEAT_FEATURES.index("log_evidence"), 0] = 1.0
+    kernel = np.array([[0.0, 0.0, 2.0]])  # update gate shut by its bias: the state is the candidate, tanh(2 h - 3.5)
+    bias = np.array([[-20.0, 0.0, -3.5], [0.0, 0.0, 0.0]])
+    first = np.array([1.0 if j == 1 else -1.0 for _, j in BAR_CLASSES])
+    arrays = {"mean": np.zeros(width), "scale": np.ones(width), "dense_kernel": dense, "dense_bias": [3.0],
+              "forward_kernel": kernel, "forward_recurrent": np.zeros((1, 3)), "forward_bias": bias,
+              "backward_kernel": kernel, "backward_recurrent": np.zeros((1, 3)), "backward_bias": bias,
+              "output_kernel": np.stack([3 * first, 3 * first]), "output_bias": np.zeros(len(BAR_CLASSES))}
+    return {"form": BAR_MODEL_FORM, "sources": list(sources), "classes": [list(c) for c in BAR_CLASSES],
+            **{k: encode_array(np.asarray(v, dtype=float)) for k, v in arrays.items()}}
+
+
+def test_decode_bars_finds_the_bar_length_and_phase_that_explain_every_beat():
+    from mirzoo.tasks.bar_model import BAR_CLASSES, decode_bars
+
+    def probs(n, b, p, right=0.6):
+        out = np.full((n, len(BAR_CLASSES)), (1 - right) / (len(BAR_CLASSES) - 1))
+        for i in range(n):
+            out[i, BAR_CLASSES.index((b, (i - p) % b + 1))] = right
+        return out
+
+    assert decode_bars(probs(12, 4, 2)) == (4, 2)
+    assert decode_bars(probs(12, 3, 0)) == (3, 0)
+    assert decode_bars(probs(9, 2, 1)) == (2, 1)
+    # one beat read wrong does not move the answer
+    noisy = probs(16, 3, 2)
+    noisy[5] = noisy[5][::-1]
+    assert decode_bars(noisy) == (3, 2)
+    # seven beats are under two bars of four: four is not a candidate
+    assert decode_bars(probs(7, 4, 0))[0] in (2, 3)
+    assert decode_bars(probs(3, 2, 0)) is None  # under two bars of any length
+    # a vocabulary of two-beat bars alone
+    assert decode_bars(probs(8, 2, 1)[:, :2], [(2, 1), (2, 2)]) == (2, 1)
+    with pytest.raises(ParameterError, match=r"probabilities must be \[beats, 9\], got shape \(5, 4\)"):
+        decode_bars(np.ones((5, 4)))
+
+
+def test_bar_features_are_the_beat_features_then_interval_means_of_each_source():
+    rng = np.random.default_rng(2)
+    frames = {"beats": rng.random((90, 2)), "chord": rng.random((90, 5)), "pitch_classes": rng.random((90, 12)),
+              "embedding": rng.random((90, 4))}
+    beats = np.arange(3, 90, 10)
+    got = an.bar_features(beats, frames, ["beat_features", "embedding", "beats"])
+    want = np.concatenate([an.beat_features(beats, frames["beats"], frames["chord"], frames["pitch_classes"]),
+                           an.interval_means(frames["embedding"], beats), an.interval_means(frames["beats"], beats)], axis=1)
+    assert got.shape == (9, len(an.BEAT_FEATURES) + 4 + 2)
+    np.testing.assert_allclose(got, want)
+    with pytest.raises(ParameterError, match=r"the bar model reads \['tcn4'\], which the frames lack"):
+        an.bar_features(beats, frames, ["beat_features", "tcn4"])
+    with pytest.raises(ParameterError, match=r"the bar model reads \['pitch_classes'\]"):
+        an.bar_features(beats, {k: v for k, v in frames.items() if k != "pitch_classes"}, ["beat_features"])
+
+
+def test_analyze_frames_with_a_bar_model_reads_bar_length_and_phase_over_the_beats():
+    # downbeats every third beat from beat 1, a meter head leaning to 4/4: the record reads 3/4 and the phase
+    frames, heads, times = _frames_with_pitch_classes(3, 1, "4/4")
+    record = _rigged_bar_record()
+    beats = np.round(times * FPS).astype(int)
+    assert an.choose_bars_by_model(beats, frames, METERS, record) == ("3/4", 3, 1)
+    a = an.analyze_frames(frames, heads, FPS, bar_model=record)
+    assert a.meter == "3/4"
+    np.testing.assert_allclose(a.downbeats, times[1::3][: len(a.downbeats)], atol=0.021)
+    np.testing.assert_array_equal(a.beat_positions[:5], [3, 1, 2, 3, 1])
+    # it takes precedence over a downbeat_model (one that keeps the meter head's four beats)
+    k = len(an.BEAT_FEATURES)
+    prior = _one_unit_record(column=2 * k + 1)
+    assert an.analyze_frames(frames, heads, FPS, downbeat_model=prior).meter == "4/4"
+    assert an.analyze_frames(frames, heads, FPS, downbeat_model=prior, bar_model=record).meter == "3/4"
+    # no beat evidence: no beats, and no error; too few beats: the record cannot choose
+    quiet = an.analyze_frames(dict(frames, beats=frames["beats"] * 0.2), heads, FPS, bar_model=record)
+    assert quiet.beats.size == 0 and quiet.meter is None and quiet.downbeats.size == 0
+    assert an.choose_bars_by_model(beats[:3], frames, METERS, record) is None
+    # a bar length no meter of the vocabulary has: the evidence reading is kept
+    two_only = [m for m in METERS if an.beats_per_bar(m) != 3]
+    assert an.choose_bars_by_model(beats, dict(frames, meter=frames["meter"][:, :len(two_only)]), two_only, record) is None
+    with pytest.raises(ParameterError, match="must be a record of fit-bars"):
+        an.analyze_frames(frames, heads, FPS, bar_model=[1, 2])
+    with pytest.raises(ParameterError, match=r"the bar model reads \['pitch_classes'\]"):
+        an.analyze_frames({k: v for k, v in frames.items() if k != "pitch_classes"}, heads, FPS, bar_model=record)
+
+
+def test_manifest_bar_model_records_are_checked():
+    from mirzoo.errors import ManifestError
+    from mirzoo.spec import ModelSpec
+    from mirzoo.tasks.clip_heads import encode_array
+    from mirzoo.zoo.manifest import get_entry
+
+    entry = dict(get_entry("tcn-music"))
+    sources = ["beat_features", "embedding", "pitch_classes"]
+    d, hidden, units = len(an.BEAT_FEATURES) + 128 + 12, 3, 2
+    good = _rigged_bar_record(sources, d)
+    shapes = {"dense_kernel": (d, hidden), "dense_bias": (hidden,), "output_kernel": (2 * units, 9)}
+    for side in ("forward", "backward"):
+        shapes.update({f"{side}_kernel": (hidden, 3 * units), f"{side}_recurrent": (units, 3 * units),
+                       f"{side}_bias": (2, 3 * units)})
+    good.update({name: encode_array(np.zeros(shape)) for name, shape in shapes.items()})
+    spec = ModelSpec.from_entry("tcn-music", dict(entry, bar_model=good))
+    assert spec.bar_model["sources"] == sources
+    assert ModelSpec.from_entry("tcn-music", dict(entry, bar_model=dict(good, mean=encode_array(np.zeros(d), "float16")))).bar_model
+    cases = [
+        (dict(good, form="gru"), r"bar_model\['form'\]='gru': expected 'beat-bigru-v1'"),
+        (dict(good, sources=["beat_features", "nope"]), r"bar_model\['sources'\]=\['beat_features', 'nope'\] must be distinct"),
+        (dict(good, sources=["embedding", "embedding"]), r"bar_model\['sources'\]=\['embedding', 'embedding'\] must be distinct"),
+        (dict(good, classes=[[2, 1], [3, 1], [3, 2]]), r"bar_model\['classes'\]=.* every position of each bar length"),
+        (dict(good, classes=[[True, 1], [2, 2]]), r"bar_model\['classes'\]"),
+        (dict(good, mean=encode_array(np.zeros(d - 1))), r"bar_model\['mean'\] must be .*'shape': \[146\]"),
+        (dict(good, output_kernel=encode_array(np.zeros((2 * units, 8)))), r"bar_model\['output_kernel'\] must be"),
+        ({k: v for k, v in good.items() if k != "dense_bias"}, r"bar_model lacks a 'dense_bias' or 'forward_recurrent'"),
+        ("big", r"bar_model='big' must be an object \(python -m training.musical fit-bars\)"),
+    ]
+    for record, message in cases:
+        with pytest.raises(ManifestError, match=message):
+            ModelSpec.from_entry("tcn-music", dict(entry, bar_model=record))
+    with pytest.raises(ManifestError, match=r"bar_model\['sources'\]"):
+        ModelSpec.from_entry("cnn-tagging", dict(get_entry("cnn-tagging"), bar_model=good))
 
 
 # -- the rhythm heads averaged over playback rates (rhythm_shifts) -----------------------------------

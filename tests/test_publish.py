@@ -318,3 +318,30 @@ def test_card_describes_a_downbeat_model_record():
             "network (16 tanh units)") in card
     assert "downbeat F-measure 0.7452 on 755 valid clips, against 0.6467 for the downbeat evidence alone." in card
     assert "Bars:" not in publish.model_card(ModelSpec.from_entry("tcn-music", entry), "o/tcn-music")
+
+
+def test_card_describes_a_bar_model_record():
+    import numpy as np
+
+    from mirzoo.spec import BAR_MODEL_FORM
+    from mirzoo.tasks.bar_model import BAR_CLASSES
+    from mirzoo.tasks.clip_heads import encode_array
+
+    entry = json.loads(json.dumps(mirzoo.model_info("tcn-music")))
+    d, hidden, units = 6 + 128 + 12, 2, 3
+    shapes = {"mean": (d,), "scale": (d,), "dense_kernel": (d, hidden), "dense_bias": (hidden,),
+              "output_kernel": (2 * units, 9), "output_bias": (9,)}
+    for side in ("forward", "backward"):
+        shapes.update({f"{side}_kernel": (hidden, 3 * units), f"{side}_recurrent": (units, 3 * units),
+                       f"{side}_bias": (2, 3 * units)})
+    record = {"form": BAR_MODEL_FORM, "sources": ["beat_features", "embedding", "pitch_classes"],
+              "classes": [list(c) for c in BAR_CLASSES], **{k: encode_array(np.ones(s)) for k, s in shapes.items()},
+              "settings": {"units": units}, "fitted_on": "corpus-v3 split train, every 3. clip: 3000 clips",
+              "valid": {"clips_with_downbeats": 1295, "downbeat_f": 0.797, "downbeat_f_evidence": 0.7556,
+                        "time_signature": 0.709, "time_signature_evidence": 0.6602}}
+    card = publish.model_card(ModelSpec.from_entry("tcn-music", dict(entry, bar_model=record)), "o/tcn-music")
+    assert ("Bars: `analyze()` reads the bar length (2, 3, 4 beats) and the downbeat phase with a bidirectional GRU "
+            "over the tracked beats (3 units each way), from the downbeat and beat evidence at each beat and the means "
+            "of `embedding`, `pitch_classes` over each beat's interval") in card
+    assert ("fitted on corpus-v3 split train, every 3. clip: 3000 clips; on 1295 valid clips, downbeat F-measure 0.797 "
+            "against 0.7556 for the downbeat evidence alone, time signature 0.709 against 0.6602.") in card

@@ -1537,3 +1537,111 @@ def test_fit_downbeats_writes_a_checked_record_into_the_package_entry(tmp_path, 
     with pytest.raises(SystemExit, match="split 'train': 5 clips with reference downbeats, need at least 20"):
         musical.main(["fit-downbeats", "--corpus", "c", "--out", "manifest", "--root", str(root)])
     assert (root / "mirzoo" / "weights_manifest.json").read_bytes() == before
+
+
+# -- fit-bars: the beat-synchronous bar model ------------------------------------------------------------
+def test_bar_model_forward_pass_in_numpy_is_the_keras_networks():
+    import keras
+
+    from mirzoo.tasks.bar_model import bar_class_probabilities, gru_sequence
+    from training.musical import bar_network, bar_network_arrays
+
+    keras.utils.set_random_seed(1)
+    net, layers = bar_network(7, 5, 4, dropout=0.2)
+    rng = np.random.default_rng(0)
+    for cell in (layers["gru"].forward_layer.cell, layers["gru"].backward_layer.cell):
+        cell.bias.assign(rng.normal(size=tuple(cell.bias.shape)).astype("float32"))  # Keras starts them at 0
+    mean, scale = rng.normal(size=7), rng.uniform(0.5, 2.0, size=7)
+    record = bar_network_arrays(layers, mean, scale)
+    x = rng.normal(size=(13, 7))
+    batch = np.zeros((2, 20, 7), np.float32)  # the clip padded (masked) beside a longer one, as in training
+    batch[0, :13] = (x - mean) / scale
+    batch[1] = rng.normal(size=(20, 7))
+    want = net.predict(batch, verbose=0)
+    np.testing.assert_allclose(bar_class_probabilities(x, record), want[0, :13], atol=1e-5)
+    np.testing.assert_allclose(bar_class_probabilities(batch[1] * scale + mean, record), want[1], atol=1e-5)
+    assert bar_class_probabilities(np.zeros((0, 7)), record).shape == (0, 9)
+    # the backward direction is the forward one run on the reversed steps
+    cell = layers["gru"].forward_layer.cell
+    k, r, b = (np.asarray(keras.ops.convert_to_numpy(v), dtype=np.float64) for v in (cell.kernel, cell.recurrent_kernel, cell.bias))
+    h = rng.normal(size=(6, 5))
+    np.testing.assert_allclose(gru_sequence(h, k, r, b, reverse=True), gru_sequence(h[::-1], k, r, b)[::-1])
+    with pytest.raises(mirzoo.ParameterError, match=r"bar model features must be \[beats, 7\], got shape \(13, 6\)"):
+        bar_class_probabilities(x[:, :6], record)
+
+
+def _synthetic_bar_rows(n_clips, seed=0):
+    """Clips of 24 beats in three or four beats per bar, at a random phase; column 0 of the features marks the
+    downbeats, column 1 the bar length (with noise): what fit-bars' network has to learn to read."""
+    from mirzoo.tasks.bar_model import BAR_CLASSES
+    from training.musical import BAR_SOURCES
+
+    rng = np.random.default_rng(seed)
+    meters = mirzoo.load("tcn-music").heads["meter"]
+    width = 6 + 128 + 12 + 109 + 2
+    assert list(BAR_SOURCES) == ["beat_features", "embedding", "pitch_classes", "chord", "beats"]
+    rows = []
+    for c in range(n_clips):
+        b, p = int(rng.choice([3, 4])), int(rng.integers(0, 4)) % 3
+        pos = (np.arange(24) - p) % b + 1
+        x = np.zeros((24, width), np.float32)
+        x[:, 0] = 2.0 * (pos == 1) + rng.normal(scale=0.3, size=24)
+        x[:, 1] = (1.0 if b == 3 else -1.0) + rng.normal(scale=0.3, size=24)
+        beats = 0.5 * np.arange(24)
+        mean = np.full(len(meters), 0.01)
+        mean[meters.index("3/4")] = mean[meters.index("4/4")] = 0.4
+        rows.append({"x": x, "label": np.array([BAR_CLASSES.index((b, j)) for j in pos]), "beats": beats,
+                     "in_grid": np.ones(24, bool), "reference": beats[pos == 1], "base_f": 0.5,
+                     "meter": "3/4" if b == 3 else "4/4", "base_meter": "4/4", "out": {"meter": mean[None, :]},
+                     "piece": f"p{c // 2}"})
+    return rows
+
+
+def test_fit_bars_writes_a_checked_record_into_the_package_entry(tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from training import musical
+
+    repo = Path(musical.__file__).resolve().parents[1]
+    root = tmp_path / "pkg"
+    (root / "mirzoo" / "weights").mkdir(parents=True)
+    for rel in ("weights_manifest.json", "mirzoo/weights_manifest.json"):
+        shutil.copy(repo / rel, root / rel)
+    name = json.loads((repo / "mirzoo" / "weights_manifest.json").read_text())["models"]["tcn-music"]["weights"]["file"]
+    shutil.copy(repo / "mirzoo" / "weights" / name, root / "mirzoo" / "weights" / name)
+    monkeypatch.setenv("MIRZOO_MANIFEST", str(root / "mirzoo" / "weights_manifest.json"))
+    monkeypatch.setenv("MIRZOO_WEIGHTS_DIR", str(root / "mirzoo" / "weights"))
+    rows = _synthetic_bar_rows(160, seed=4)
+    calls = []
+
+    def fake_inputs(extractor, corpus, split, sources, every=1, limit=0):  # the model's pass, done elsewhere
+        calls.append((split, tuple(sources), every))
+        return rows[:120] if split == "train" else rows[120:]
+
+    monkeypatch.setattr(musical, "bar_inputs", fake_inputs)
+    base = ["fit-bars", "--corpus", "c", "--out", "manifest", "--root", str(root)]
+    args = base + ["--epochs", "60", "--hidden", "8", "--units", "4", "--patience", "60"]
+    assert musical.main(args) == 0
+    assert calls == [("train", musical.BAR_SOURCES, 3), ("valid", musical.BAR_SOURCES, 1)]
+    entry = json.loads((root / "mirzoo" / "weights_manifest.json").read_text())["models"]["tcn-music"]
+    assert json.loads((root / "weights_manifest.json").read_text())["models"]["tcn-music"] == entry
+    record = entry["bar_model"]
+    assert record["weights_sha256"] == entry["weights"]["sha256"] and "fit-bars" in entry["training"]["command"]
+    assert record["valid"]["clips"] == 40 and record["settings"] == {"hidden": 8, "units": 4, "dropout": 0.2, "seed": 0}
+    # the features say where the bars are: the record finds them, well above the evidence reading's 0.5
+    assert record["valid"]["downbeat_f"] > 0.9 and record["valid"]["time_signature"] > 0.9
+    assert record["valid"]["downbeat_f_evidence"] == 0.5
+    assert record["valid"]["time_signature_evidence"] == round(float(np.mean([r["meter"] == "4/4" for r in rows[120:]])), 4)
+    loaded = mirzoo.load("tcn-music").spec.bar_model  # the loader accepts it
+    assert loaded["form"] == "beat-bigru-v1" and loaded["sources"] == list(musical.BAR_SOURCES)
+    # a record no better than the evidence reading is not written
+    before = (root / "mirzoo" / "weights_manifest.json").read_bytes()
+    blind = [dict(r, x=np.zeros_like(r["x"])) for r in rows]
+    monkeypatch.setattr(musical, "bar_inputs", lambda e, c, split, *a, **k: blind[:120] if split == "train" else blind[120:])
+    assert musical.main(base + ["--epochs", "2", "--hidden", "2", "--units", "2"]) == 0
+    assert (root / "mirzoo" / "weights_manifest.json").read_bytes() == before
+    # too few clips: refused
+    monkeypatch.setattr(musical, "bar_inputs", lambda *a, **k: rows[:5])
+    with pytest.raises(SystemExit, match="split 'train': 5 clips with a reference meter, need at least 20"):
+        musical.main(args)

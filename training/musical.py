@@ -28,7 +28,8 @@ Three steps, each resumable:
 
 Fits on the package's weights after ``ship`` (each rewrites the entry): ``fit-pitch-classes`` (a
 chroma head on the frozen frame vector), ``fit-tags`` (the tags head refitted on frozen ``conv3``,
-``frame`` and ``embedding``), ``fit-key`` (the clip key record), ``fit-downbeats`` (bar length and phase).
+``frame`` and ``embedding``), ``fit-key`` (the clip key record), ``fit-downbeats`` (bar length and phase),
+``fit-bars`` (bar length and phase from a bidirectional GRU over the tracked beats, ``bar_model``), ``fit-clip-tags``.
 
 Two config keys for fine-tunes that must not cost what the embedding already knows (the linear probes
 of ``benchmarks/musicality.py``): ``anchor`` (``{"layers": [...], "weight": w}``, with ``--init``) holds
@@ -1431,6 +1432,7 @@ def fit_pitch_classes(args) -> None:
         e["weights"] = {"kind": "file", "file": target.name, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
         e.pop("clip_key", None)  # fitted on the weights without the head: rerun fit-key
         e.pop("downbeat_model", None)  # it reads the pitch-class head: rerun fit-downbeats
+        e.pop("bar_model", None)  # so does this one: rerun fit-bars
         drop_clip_tags_reading(e, [PITCH_CLASS_HEAD])
         e["training"]["pitch_classes"] = record
         command = e["training"].get("command", "")
@@ -1577,6 +1579,7 @@ def fit_tags(args) -> None:
         e["weights"] = {"kind": "file", "file": path.name, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
         e.pop("clip_key", None)  # fitted on the previous file (its heads are unchanged): rerun fit-key
         e.pop("downbeat_model", None)
+        e.pop("bar_model", None)
         drop_clip_tags_reading(e, ["tags"])
         e["training"]["tags_head"] = record
         append_command(e, "python -m training.musical fit-tags --corpus CORPUS && python -m training.musical fit-key "
@@ -1862,6 +1865,222 @@ def fit_downbeats(args) -> None:
              figures["downbeat_f_evidence"], figures["time_signature"], figures["time_signature_evidence"], out)
 
 
+#: the sources a ``fit-bars`` record reads by default: the beat features, and the means over each beat's
+#: interval of the embedding and of the pitch-class, chord and beat heads (session 31: without the embedding
+#: the valid downbeat F was lower on all three renders)
+BAR_SOURCES = ("beat_features", "embedding", "pitch_classes", "chord", "beats")
+
+
+def bar_inputs(extractor, corpus: Path, split: str, sources, every: int = 1, limit: int = 0) -> list[dict]:
+    """Every ``every``-th clip of ``split`` with a reference meter: the :func:`mirzoo.tasks.analyze.bar_features`
+    of its tracked beats (the beats ``analyze()`` tracks, on the frames it reads), each beat's joint class of
+    :data:`mirzoo.tasks.bar_model.BAR_CLASSES` (the position of the score's beat within 70 ms of it and the
+    meter's beats per bar; -1 where there is none or the bar length has no class), and what the figures need:
+    the evidence reading's downbeat F-measure and meter, the beats, the reference downbeats."""
+    from mirzoo.tasks.analyze import (OPTIONAL_HEADS, REQUIRED_HEADS, analyze_frames, bar_features, beats_per_bar,
+                                      signal_rhythm_ensemble)
+    from mirzoo.tasks.bar_model import BAR_CLASSES
+    from training.corpus import load_clip_targets
+
+    heads = extractor.heads
+    fps = extractor.sample_rate / extractor.hop_length
+    keys = list(REQUIRED_HEADS) + [h for h in OPTIONAL_HEADS if h in heads]
+    keys += [s for s in sources if s != "beat_features" and s not in keys]
+    files = target_files(corpus, split)[::max(int(every), 1)]
+    if limit:
+        files = files[:limit]
+    first = {}
+    for k, (b, j) in enumerate(BAR_CLASSES):
+        first.setdefault(b, k - j + 1)
+    rows = []
+    for path in files:
+        t = load_clip_targets(path)
+        meter = int(t["meter"])
+        if meter < 0:
+            continue
+        y, _ = extractor.load_input(str(corpus / t["meta"]["path"]), None)
+        plain = extractor.forward([y], keys, 16)[0]
+        out = signal_rhythm_ensemble(extractor, y, plain)
+        a = analyze_frames(out, heads, fps, duration=y.shape[0] / extractor.sample_rate, downbeat_model=None,
+                           bar_model=None)
+        beat_frames = np.round(a.beats * fps).astype(np.int64)
+        if beat_frames.size < 4:
+            continue
+        ref_beats = np.asarray(t["beat_times"], dtype=np.float64)
+        positions = np.asarray(t["beat_position"])
+        per_bar = beats_per_bar(heads["meter"][meter])
+        label = np.full(beat_frames.size, -1, dtype=np.int64)
+        if per_bar in first and ref_beats.size:
+            nearest = np.abs(ref_beats[None, :] - a.beats[:, None]).argmin(axis=1)
+            pos = positions[nearest]
+            ok = (np.abs(ref_beats[nearest] - a.beats) <= 0.07) & (pos >= 1) & (pos <= per_bar)
+            label[ok] = first[per_bar] + pos[ok] - 1
+        reference = ref_beats[positions == 1]
+        rows.append({"x": bar_features(beat_frames, out, sources).astype(np.float32), "label": label,
+                     "beats": a.beats, "in_grid": np.isin(a.beats, in_beat_grid(a.beats, t)), "reference": reference,
+                     "base_f": beat_f_measure(reference, in_beat_grid(a.downbeats, t)) if reference.size else None,
+                     "meter": heads["meter"][meter], "base_meter": a.meter, "out": {k: out[k] for k in ("meter",)},
+                     "piece": t["meta"]["piece_id"]})
+    return rows
+
+
+def bar_choice_figures(rows: list, record: dict, meter_labels: list) -> dict:
+    """Mean downbeat F-measure (clips with reference downbeats) and time-signature accuracy of the record's
+    choices on ``rows`` (:func:`mirzoo.tasks.analyze.choose_bars_by_model`, its numpy forward pass), beside the
+    evidence reading's; a clip where the record cannot choose keeps the evidence reading, as ``analyze()`` does."""
+    from mirzoo.tasks.analyze import meter_of_bar_length
+    from mirzoo.tasks.bar_model import bar_class_probabilities, decode_bars
+
+    f, f_base, exact = [], [], []
+    for r in rows:
+        chosen = decode_bars(bar_class_probabilities(r["x"], record), [tuple(c) for c in record["classes"]])
+        meter = None if chosen is None else meter_of_bar_length(r["out"]["meter"].mean(axis=0), meter_labels, chosen[0])
+        if meter is None:
+            exact.append(r["base_meter"] == r["meter"])
+            if r["base_f"] is not None:
+                f.append(r["base_f"])
+                f_base.append(r["base_f"])
+            continue
+        b, p = chosen
+        exact.append(meter == r["meter"])
+        if r["base_f"] is not None:
+            down = r["beats"][p::b][r["in_grid"][p::b]]
+            f.append(beat_f_measure(r["reference"], down) or 0.0)
+            f_base.append(r["base_f"])
+    return {"clips": len(rows), "clips_with_downbeats": len(f), "downbeat_f": round(float(np.mean(f)), 4),
+            "downbeat_f_evidence": round(float(np.mean(f_base)), 4),
+            "time_signature": round(float(np.mean(exact)), 4),
+            "time_signature_evidence": round(float(np.mean([r["base_meter"] == r["meter"] for r in rows])), 4)}
+
+
+def bar_network(n_features: int, hidden: int, units: int, dropout: float):
+    """``(net, layers)``: the Keras network a ``bar_model`` record holds, ``Masking -> Dense(hidden, relu) ->
+    Dropout -> Bidirectional(GRU(units)) -> Dropout -> Dense(softmax)`` over ``[clips, beats, n_features]``,
+    and its ``{"dense", "gru", "output"}`` layers (what :func:`bar_network_arrays` reads)."""
+    import keras
+
+    from mirzoo.tasks.bar_model import BAR_CLASSES
+
+    inputs = keras.Input((None, n_features))
+    layers = {"dense": keras.layers.Dense(hidden, activation="relu"),
+              "gru": keras.layers.Bidirectional(keras.layers.GRU(units, return_sequences=True)),
+              "output": keras.layers.Dense(len(BAR_CLASSES), activation="softmax")}
+    h = keras.layers.Dropout(dropout)(layers["dense"](keras.layers.Masking(0.0)(inputs)))
+    h = keras.layers.Dropout(dropout)(layers["gru"](h))
+    return keras.Model(inputs, layers["output"](h)), layers
+
+
+def bar_network_arrays(layers: dict, mean: np.ndarray, scale: np.ndarray) -> dict:
+    """The array records (float32, :func:`mirzoo.tasks.clip_heads.encode_array`) of a ``bar_model`` record from the
+    layers of :func:`bar_network` and the feature standardisation (``mean``, ``scale``)."""
+    import keras
+
+    from mirzoo.spec import BAR_MODEL_ARRAYS
+    from mirzoo.tasks.clip_heads import encode_array
+
+    forward, backward = layers["gru"].forward_layer.cell, layers["gru"].backward_layer.cell
+    arrays = {"mean": mean, "scale": scale, "dense_kernel": layers["dense"].kernel, "dense_bias": layers["dense"].bias,
+              "forward_kernel": forward.kernel, "forward_recurrent": forward.recurrent_kernel, "forward_bias": forward.bias,
+              "backward_kernel": backward.kernel, "backward_recurrent": backward.recurrent_kernel,
+              "backward_bias": backward.bias, "output_kernel": layers["output"].kernel, "output_bias": layers["output"].bias}
+    return {name: encode_array(np.asarray(keras.ops.convert_to_numpy(arrays[name])), "float32") for name in BAR_MODEL_ARRAYS}
+
+
+def fit_bar_network(train_rows: list, hidden: int, units: int, dropout: float, epochs: int, patience: int,
+                    seed: int) -> tuple[dict, dict]:
+    """A Keras ``Dense(relu) -> Bidirectional(GRU) -> Dense(softmax)`` over each clip's beats, fitted to the
+    beats' joint classes (unlabelled beats weigh 0), with early stopping on a tenth of the pieces held out
+    (seeded).  Returns the record's arrays (``mean``, ``scale``, the layers' weights; float32 array records)
+    and how the fit went."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    pieces = np.array([r["piece"] for r in train_rows])
+    names = np.unique(pieces)
+    held = set(np.random.default_rng(seed).choice(names, size=max(len(names) // 10, 1), replace=False).tolist())
+    fit_idx = [i for i, p in enumerate(pieces) if p not in held]
+    stop_idx = [i for i, p in enumerate(pieces) if p in held]
+    stacked = np.concatenate([train_rows[i]["x"] for i in fit_idx]).astype(np.float64)
+    mean, scale = stacked.mean(axis=0), stacked.std(axis=0) + 1e-4
+
+    def batch(idx):
+        most = max(train_rows[i]["x"].shape[0] for i in idx)
+        x = np.zeros((len(idx), most, mean.size), np.float32)
+        y = np.zeros((len(idx), most), np.int64)
+        w = np.zeros((len(idx), most), np.float32)
+        for k, i in enumerate(idx):
+            r = train_rows[i]
+            n = r["x"].shape[0]
+            x[k, :n] = (r["x"] - mean) / scale
+            y[k, :n] = np.maximum(r["label"], 0)
+            w[k, :n] = r["label"] >= 0
+        return x, y, w
+
+    x_fit, y_fit, w_fit = batch(fit_idx)
+    x_stop, y_stop, w_stop = batch(stop_idx)
+    net, layers = bar_network(mean.size, hidden, units, dropout)
+    net.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", weighted_metrics=["accuracy"])
+    history = net.fit(x_fit, y_fit, sample_weight=w_fit, validation_data=(x_stop, y_stop, w_stop), epochs=epochs,
+                      batch_size=32, verbose=0, shuffle=True,
+                      callbacks=[keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)])
+    losses = history.history["val_loss"]
+    record = bar_network_arrays(layers, mean, scale)
+    fit = {"clips": len(fit_idx), "early_stopping_clips": len(stop_idx), "epochs": len(losses),
+           "best_epoch": int(np.argmin(losses)), "early_stopping_loss": round(float(min(losses)), 4),
+           "parameters": int(net.count_params())}
+    return record, fit
+
+
+def fit_bars(args) -> None:
+    """Fit the ``bar_model`` record of the shipped ``tcn-music`` weights (:mod:`mirzoo.tasks.bar_model`): on every
+    ``--every``-th ``--split`` clip of the corpora, with early stopping on a tenth of their pieces; scored on the
+    ``--valid-split`` clips against the evidence reading.  Written only when it reads a higher downbeat F there."""
+    import mirzoo
+    from mirzoo.fileio import write_json_atomic
+    from mirzoo.spec import BAR_MODEL_FORM
+    from mirzoo.tasks.bar_model import BAR_CLASSES
+
+    extractor = mirzoo.load(MODEL)
+    missing = [h for h in ("beats", "chord", "meter", "pitch_classes") if h not in extractor.heads]
+    if missing:
+        raise SystemExit(f"{MODEL}'s shipped weights lack the heads {missing} the bar model reads")
+    sources = tuple(args.sources)
+    t0 = time.time()
+    train_rows = [r for c in args.corpus for r in bar_inputs(extractor, Path(c), args.split, sources, args.every, args.limit)]
+    valid_rows = [r for c in args.corpus for r in bar_inputs(extractor, Path(c), args.valid_split, sources, 1, args.limit)]
+    for name, rows in ((args.split, train_rows), (args.valid_split, valid_rows)):
+        if len(rows) < 20:
+            raise SystemExit(f"split {name!r}: {len(rows)} clips with a reference meter, need at least 20")
+    inputs_s = time.time() - t0
+    arrays, fit = fit_bar_network(train_rows, args.hidden, args.units, args.dropout, args.epochs, args.patience, args.seed)
+    record = {"form": BAR_MODEL_FORM, "sources": list(sources), "classes": [list(c) for c in BAR_CLASSES], **arrays}
+    figures = bar_choice_figures(valid_rows, record, extractor.heads["meter"])
+    record.update({
+        "weights_sha256": extractor.spec.weights.sha256,
+        "fitted_on": (" + ".join(Path(c).name for c in args.corpus) + f" split {args.split}, every {args.every}. clip: "
+                      f"{len(train_rows)} clips (python -m training.musical fit-bars)"),
+        "fit": fit, "valid": {"split": args.valid_split, **figures},
+        "settings": {"hidden": args.hidden, "units": args.units, "dropout": args.dropout, "seed": args.seed},
+        "seconds": {"inputs": round(inputs_s, 1), "fit": round(time.time() - t0 - inputs_s, 1)}})
+    log.info("bar model on %d %s clips (%.0f s): valid downbeat F %.4f (evidence reading %.4f), time signature "
+             "%.4f (%.4f)", len(train_rows), args.split, time.time() - t0, figures["downbeat_f"],
+             figures["downbeat_f_evidence"], figures["time_signature"], figures["time_signature_evidence"])
+    if not figures["downbeat_f"] > figures["downbeat_f_evidence"]:
+        log.warning("the bar model reads no higher downbeat F than the evidence reading on the %s clips: nothing written",
+                    args.valid_split)
+        return
+    if args.out == "manifest":
+        def put_record(entry: dict) -> None:
+            if entry["weights"]["sha256"] != record["weights_sha256"]:
+                raise SystemExit(f"a package manifest's {MODEL} weights are not the ones fitted on: nothing written")
+            entry["bar_model"] = record
+            append_command(entry, "python -m training.musical fit-bars --corpus CORPUS --out manifest")
+
+        update_package_entry(Path(args.root) if args.root else Path(__file__).resolve().parent.parent, put_record)
+    else:
+        write_json_atomic(Path(args.out), record)
+
+
 def last_epoch_label(state: dict) -> str:
     """How ``ship`` and ``interpolate`` name a run's last epoch (``--weights last``): epochs count from 0."""
     return f"last epoch {state['epoch'] - 1}"
@@ -1987,6 +2206,9 @@ def ship(args) -> None:
     if entry.pop("downbeat_model", None) is not None:
         log.warning("the entry's downbeat_model was fitted on the weights this run replaces: dropped; run "
                     "fit-downbeats --out manifest after shipping")
+    if entry.pop("bar_model", None) is not None:
+        log.warning("the entry's bar_model was fitted on the weights this run replaces: dropped; run "
+                    "fit-bars --out manifest after shipping")
     if entry.pop("clip_tags", None) is not None:  # it reads trunk layers the run retrained
         entry["training"].pop("clip_tags", None)
         log.warning("the entry's clip_tags record was fitted on the layers of the weights this run replaces: dropped "
@@ -2072,7 +2294,7 @@ def config_file_of(cfg, default: str) -> str:
 
 
 #: commands that run the network on whole clips of many lengths (see :func:`onednn_off_for_fits`)
-VARIABLE_LENGTH_COMMANDS = ("fit-key", "fit-pitch-classes", "fit-downbeats", "fit-tags", "fit-clip-tags")
+VARIABLE_LENGTH_COMMANDS = ("fit-key", "fit-pitch-classes", "fit-downbeats", "fit-tags", "fit-clip-tags", "fit-bars")
 
 
 def onednn_off_for_fits(cmd: str, environ, modules) -> bool:
@@ -2157,6 +2379,23 @@ def main(argv=None) -> int:
     db.add_argument("--seed", type=int, default=0)
     db.add_argument("--limit", type=int, default=0, help=argparse.SUPPRESS)
     db.add_argument("--root", default="", help=argparse.SUPPRESS)  # another checkout's package (tests)
+    br = sub.add_parser("fit-bars", help="fit the shipped weights' beat-synchronous bar model (bar length and downbeat "
+                                         "phase) on corpus clips")
+    br.add_argument("--corpus", action="append", required=True, help="a version-2 corpus folder; repeat for several renders")
+    br.add_argument("--split", default="train", help="clips the network is fitted on")
+    br.add_argument("--every", type=int, default=3, help="fit on every n-th clip of --split (its features are the cost)")
+    br.add_argument("--valid-split", default="valid", help="clips it is scored on (written only if better there)")
+    br.add_argument("--sources", nargs="+", default=list(BAR_SOURCES),
+                    help="'beat_features' and the layers or heads whose beat-interval means it reads")
+    br.add_argument("--hidden", type=int, default=64)
+    br.add_argument("--units", type=int, default=32, help="GRU units in each direction")
+    br.add_argument("--dropout", type=float, default=0.2)
+    br.add_argument("--epochs", type=int, default=40)
+    br.add_argument("--patience", type=int, default=6)
+    br.add_argument("--out", required=True, help="JSON record, or 'manifest' (the package's entry, both copies)")
+    br.add_argument("--seed", type=int, default=0)
+    br.add_argument("--limit", type=int, default=0, help=argparse.SUPPRESS)
+    br.add_argument("--root", default="", help=argparse.SUPPRESS)  # another checkout's package (tests)
     w = sub.add_parser("interpolate", help="a run's weights interpolated with its initial weights (WiSE-FT)")
     w.add_argument("--run", required=True, help="a run started with --init")
     w.add_argument("--alpha", type=float, required=True, help="weight of the run's weights (--weights; 0..1); the rest is the initial weights'")
@@ -2175,7 +2414,7 @@ def main(argv=None) -> int:
         parser.error(f"--average-from {args.average_from}: expected a fraction of the time budget in [0, 1)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     onednn_off_for_fits(args.cmd, os.environ, sys.modules)
-    {"cache": cache, "train": train, "fit-key": fit_key, "fit-pitch-classes": fit_pitch_classes, "fit-downbeats": fit_downbeats, "fit-tags": fit_tags, "fit-clip-tags": fit_clip_tags,
+    {"cache": cache, "train": train, "fit-key": fit_key, "fit-pitch-classes": fit_pitch_classes, "fit-downbeats": fit_downbeats, "fit-bars": fit_bars, "fit-tags": fit_tags, "fit-clip-tags": fit_clip_tags,
      "interpolate": interpolate, "ship": ship}[args.cmd](args)
     return 0
 

@@ -72,6 +72,13 @@ How each answer is read (``fps`` is the model's frame rate, 50 for ``tcn-music``
   meter is the meter head's most probable one of the winning bar length.  It was meant for the quarter
   of the clips whose 4/4 bars the evidence above starts on beat 3; for ``tcn-music``'s weights it
   gained 0.10 downbeat F on the training renders' valid clips but 0.017 on the held-out render.
+* **bars from a recurrent network over the beats** (a model whose entry has a ``bar_model`` record,
+  fitted by ``python -m training.musical fit-bars``; it takes precedence over a ``downbeat_model``): each
+  tracked beat gets a row of features (:func:`bar_features`: the beat features above and the means of the
+  embedding and of the pitch-class, chord and beat heads over the beat's interval); a bidirectional GRU
+  (:mod:`mirzoo.tasks.bar_model`) gives every beat a distribution over (beats per bar, position), and the
+  one bar length and phase that explain the clip's beats best are chosen (:func:`choose_bars_by_model`).
+  It hears the whole clip, where the frame network hears about ten seconds.
 * **chords**: the frame chord probabilities decoded with a switching penalty (as local
   keys, with a smaller penalty) and merged into ``[start, end, label]`` segments.
 
@@ -89,7 +96,8 @@ import numpy as np
 
 from mirzoo.audio import change_rate, warn_silent
 from mirzoo.errors import ParameterError
-from mirzoo.spec import BEAT_FEATURES, DOWNBEAT_BAR_LENGTHS, DOWNBEAT_MODEL_FORM, bar_candidate_width
+from mirzoo.spec import BAR_MODEL_BEAT_FEATURES, BEAT_FEATURES, DOWNBEAT_BAR_LENGTHS, DOWNBEAT_MODEL_FORM, bar_candidate_width
+from mirzoo.tasks.bar_model import bar_class_probabilities, decode_bars
 
 __all__ = [
     "REQUIRED_HEADS",
@@ -98,6 +106,8 @@ __all__ = [
     "Segment",
     "analyze",
     "analyze_frames",
+    "bar_features",
+    "choose_bars_by_model",
     "check_analysis_heads",
     "RHYTHM_HEADS",
     "RHYTHM_SHIFTS",
@@ -925,6 +935,49 @@ def choose_bars(beat_frames: np.ndarray, frames: Mapping[str, np.ndarray], meter
     return None if meter is None else (meter, b, p)
 
 
+def bar_features(beat_frames: np.ndarray, frames: Mapping[str, np.ndarray], sources: Sequence[str]) -> np.ndarray:
+    """``[beats, d]``: what a ``bar_model`` record reads at each tracked beat, one block per entry of ``sources``:
+    :data:`~mirzoo.spec.BAR_MODEL_BEAT_FEATURES` gives :func:`beat_features` (reading ``frames``' ``beats``,
+    ``chord`` and ``pitch_classes``), any other name the mean of that frame output over each beat's interval
+    (:func:`interval_means`; a layer such as ``embedding``, or a head)."""
+    beat_frames = np.asarray(beat_frames, dtype=np.int64)
+    missing = sorted({s for s in sources if s != BAR_MODEL_BEAT_FEATURES} - set(frames)
+                     | ({"beats", "chord", "pitch_classes"} - set(frames) if BAR_MODEL_BEAT_FEATURES in sources else set()))
+    if missing:
+        raise ParameterError(f"the bar model reads {missing}, which the frames lack (they have {sorted(frames)})")
+    blocks = []
+    for s in sources:
+        if s == BAR_MODEL_BEAT_FEATURES:
+            blocks.append(beat_features(beat_frames, frames["beats"], frames["chord"], frames["pitch_classes"]))
+        else:
+            x = np.asarray(frames[s], dtype=np.float64)
+            blocks.append(interval_means(x.reshape(x.shape[0], -1), beat_frames))
+    return np.concatenate(blocks, axis=1)
+
+
+def choose_bars_by_model(beat_frames: np.ndarray, frames: Mapping[str, np.ndarray], meter_labels: Sequence[str],
+                         record: Mapping[str, Any]) -> Optional[tuple[str, int, int]]:
+    """``(meter, beats per bar, phase)`` read by a ``bar_model`` record (:mod:`mirzoo.tasks.bar_model`): the
+    class probabilities of every tracked beat from :func:`bar_features`, the bar length and phase that explain
+    them best (:func:`~mirzoo.tasks.bar_model.decode_bars`), and the meter head's most probable meter of that
+    bar length.  ``None`` when it cannot choose: fewer than two bars of beats, or no meter of the vocabulary
+    has the chosen bar length."""
+    if not isinstance(record, Mapping):
+        raise ParameterError(f"bar_model={record!r:.80} must be a record of fit-bars (a mapping)")
+    beat_frames = np.asarray(beat_frames, dtype=np.int64)
+    classes = [tuple(c) for c in record["classes"]]
+    if beat_frames.size < 2 * min(c[0] for c in classes):
+        return None
+    probs = bar_class_probabilities(bar_features(beat_frames, frames, record["sources"]), record)
+    chosen = decode_bars(probs, classes)
+    if chosen is None:
+        return None
+    b, p = chosen
+    meter = meter_of_bar_length(_frames(frames["meter"], len(meter_labels), "frames['meter']").mean(axis=0),
+                                meter_labels, b)
+    return None if meter is None else (meter, b, p)
+
+
 def _frames(x: np.ndarray, n_labels: int, name: str) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] != n_labels or x.shape[0] == 0:
@@ -1067,6 +1120,7 @@ def analyze_frames(
     beat_band: float = 1.4,
     downbeat_model: Optional[Mapping[str, Any]] = None,
     beat_floor: Optional[float] = BEAT_FLOOR,
+    bar_model: Optional[Mapping[str, Any]] = None,
     pitched_share: Optional[float] = PITCHED_SHARE,
 ) -> Analysis:
     """An :class:`Analysis` from frame-wise head outputs.
@@ -1111,6 +1165,12 @@ def analyze_frames(
         and pitch-class evidence at the tracked beats and the meter head (``frames`` then needs
         ``"pitch_classes"``); ``meter_contrast`` and ``downbeat_floor`` are not used.  Where it cannot
         choose (too few beats, or a 5/4-like meter it does not know), the reading above is used.
+    bar_model : mapping, optional
+        A ``bar_model`` record (the model's, fitted by ``python -m training.musical fit-bars``): the bar
+        length and phase are read by a bidirectional GRU over the tracked beats (:func:`choose_bars_by_model`),
+        from the frames its ``sources`` name (``tcn-music``'s: the ``beats``, ``chord`` and ``pitch_classes``
+        heads and the ``embedding`` layer, which :func:`analyze` then also computes).  It takes precedence
+        over ``downbeat_model``; where it cannot choose, the evidence reading is used.
     beat_floor : float in [0, 1) or None
         A clip whose beat activation stays below it everywhere (silence, noise) has no beats, downbeats,
         tempo or meter (:data:`BEAT_FLOOR`); ``None`` or 0 tracks beats in any activation.
@@ -1172,7 +1232,10 @@ def analyze_frames(
                              "activation alone")
     evidence = {} if downbeat_floor is None else {"beat_activation": beats_act[:, 0], "floor": downbeat_floor}
     chosen = None
-    if downbeat_model is not None:
+    if bar_model is not None:
+        if not beatless:
+            chosen = choose_bars_by_model(beat_frames, frames, heads["meter"], bar_model)
+    elif downbeat_model is not None:
         if "pitch_classes" not in frames:
             raise ParameterError("downbeat_model reads the 'pitch_classes' head, which frames lack; "
                                  f"frames have {sorted(frames)}")
@@ -1235,10 +1298,13 @@ def analyze(model, audio, sr: Optional[int] = None, *, batch_size: int = 16, pro
     shifts = check_rhythm_shifts(rhythm_shifts)
     options.setdefault("clip_key", model.spec.clip_key)
     options.setdefault("downbeat_model", model.spec.downbeat_model)
+    options.setdefault("bar_model", model.spec.bar_model)
     from mirzoo.inference.runner import as_list  # deferred: it imports Keras; the rest here is numpy only
 
     items, is_list = as_list(audio)
     keys = list(REQUIRED_HEADS) + [h for h in OPTIONAL_HEADS if h in model.heads]
+    if options["bar_model"] is not None:  # the layers it reads besides the heads (e.g. ``embedding``)
+        keys += [s for s in options["bar_model"]["sources"] if s != BAR_MODEL_BEAT_FEATURES and s not in keys]
     fps = model.sample_rate / model.hop_length
     peaks: list[float] = []
     plain = model.run_inputs(items, sr, keys, batch_size, progress, peaks=peaks)
