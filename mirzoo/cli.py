@@ -93,6 +93,10 @@ def _cmd_info(args) -> int:
         ct = spec.clip_tags
         print(f"  clip tags     tag(head={ct['head']!r}) reads a logistic regression on the {ct['pool']} over the clip "
               f"of {' + '.join(ct['sources'])} (the head's frames: predict)")
+    if spec.bar_model:
+        bm = spec.bar_model
+        print(f"  bars          analyze() reads the bar length and downbeat phase with a bidirectional GRU over the "
+              f"tracked beats (bar_model, reading {' + '.join(bm['sources'])})")
     w = spec.weights
     state = "pretrained" if spec.pretrained else "NOT pretrained"
     if w.kind == "seeded":

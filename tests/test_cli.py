@@ -50,6 +50,19 @@ def test_info_names_the_clip_tags_record(capsys):
     assert "clip tags" not in capsys.readouterr().out
 
 
+def test_info_names_the_bar_model_record(capsys):
+    assert main(["info", "tcn-music"]) == 0
+    line = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("bars ")]
+    record = mirzoo.model_info("tcn-music").get("bar_model")
+    if record is None:
+        assert not line
+    else:
+        assert line == ["  bars          analyze() reads the bar length and downbeat phase with a bidirectional GRU over "
+                        f"the tracked beats (bar_model, reading {' + '.join(record['sources'])})"]
+    assert main(["info", "crnn-tagging"]) == 0
+    assert "bar_model" not in capsys.readouterr().out
+
+
 def test_extract_many_files_skips_bad_ones(audio_dir, tmp_path, capsys):
     bad = audio_dir / "broken.wav"
     bad.write_bytes(b"not audio")
