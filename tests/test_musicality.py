@@ -127,7 +127,7 @@ def test_head_output_probe_is_reported_beside_the_embedding_probe_not_in_its_pla
     res["downbeat_f"].update(downbeat_model=True, evidence_reading=0.41)
     res["meter_from_analyze"]["evidence_reading"] = mu.meter_agreement([("6/8", "2/4"), ("3/4", "4/4")])
     lines = mu.render_table(report).splitlines()
-    assert "| downbeat F-measure, bars read from the downbeat evidence alone (no `downbeat_model`) | 0.410 | | |" in lines
+    assert "| downbeat F-measure, bars read from the downbeat evidence alone (no `downbeat_model` or `bar_model`) | 0.410 | | |" in lines
     assert "| meter, time signature exact, bars read from the downbeat evidence alone | 0.000 | | |" in lines
     figures = mu.headline(res, "tcn-music")
     assert figures["downbeat_f_evidence_reading"] == 0.41 and figures["meter_exact_evidence_reading"] == 0.0
