@@ -1489,21 +1489,22 @@ def test_fit_downbeat_model_learns_which_candidate_is_the_bar_and_the_library_re
     assert figures["time_signature_evidence"] == 0.0
 
 
+def _loadable_package_copy(tmp_path, monkeypatch) -> Path:
+    """:func:`_package_copy` with the weights under ``tmp_path / "pkg"``, which ``mirzoo.load`` then reads
+    (``MIRZOO_MANIFEST``, ``MIRZOO_WEIGHTS_DIR``)."""
+    root = tmp_path / "pkg"
+    _package_copy(root, with_weights=True)
+    monkeypatch.setenv("MIRZOO_MANIFEST", str(root / "mirzoo" / "weights_manifest.json"))
+    monkeypatch.setenv("MIRZOO_WEIGHTS_DIR", str(root / "mirzoo" / "weights"))
+    return root
+
+
 def test_fit_downbeats_writes_a_checked_record_into_the_package_entry(tmp_path, monkeypatch):
     import json
-    import shutil
 
     from training import musical
 
-    repo = Path(musical.__file__).resolve().parents[1]
-    root = tmp_path / "pkg"
-    (root / "mirzoo" / "weights").mkdir(parents=True)
-    for rel in ("weights_manifest.json", "mirzoo/weights_manifest.json"):
-        shutil.copy(repo / rel, root / rel)
-    name = json.loads((repo / "mirzoo" / "weights_manifest.json").read_text())["models"]["tcn-music"]["weights"]["file"]
-    shutil.copy(repo / "mirzoo" / "weights" / name, root / "mirzoo" / "weights" / name)
-    monkeypatch.setenv("MIRZOO_MANIFEST", str(root / "mirzoo" / "weights_manifest.json"))
-    monkeypatch.setenv("MIRZOO_WEIGHTS_DIR", str(root / "mirzoo" / "weights"))
+    root = _loadable_package_copy(tmp_path, monkeypatch)
     _, _, rows = _synthetic_bar_candidates(120, seed=3)
     calls = []
 
@@ -1599,19 +1600,10 @@ def _synthetic_bar_rows(n_clips, seed=0):
 
 def test_fit_bars_writes_a_checked_record_into_the_package_entry(tmp_path, monkeypatch):
     import json
-    import shutil
 
     from training import musical
 
-    repo = Path(musical.__file__).resolve().parents[1]
-    root = tmp_path / "pkg"
-    (root / "mirzoo" / "weights").mkdir(parents=True)
-    for rel in ("weights_manifest.json", "mirzoo/weights_manifest.json"):
-        shutil.copy(repo / rel, root / rel)
-    name = json.loads((repo / "mirzoo" / "weights_manifest.json").read_text())["models"]["tcn-music"]["weights"]["file"]
-    shutil.copy(repo / "mirzoo" / "weights" / name, root / "mirzoo" / "weights" / name)
-    monkeypatch.setenv("MIRZOO_MANIFEST", str(root / "mirzoo" / "weights_manifest.json"))
-    monkeypatch.setenv("MIRZOO_WEIGHTS_DIR", str(root / "mirzoo" / "weights"))
+    root = _loadable_package_copy(tmp_path, monkeypatch)
     rows = _synthetic_bar_rows(160, seed=4)
     calls = []
 

@@ -1800,6 +1800,27 @@ def fit_downbeat_model(xs: list, targets: np.ndarray, hidden: int, l2: float, se
             "train_loss": round(float(fit.fun), 5)}
 
 
+def write_fitted_record(args, key: str, record: dict, command: str) -> str:
+    """Write a record fitted on the package's weights: into the ``key`` of both package manifests' entry
+    (``--out manifest``; refused, nothing written, where an entry's weights are not the ones fitted on, by
+    ``record["weights_sha256"]``), with ``command`` appended to the training command; or as JSON to ``--out``.
+    Returns where it went."""
+    from mirzoo.fileio import write_json_atomic
+
+    if args.out != "manifest":
+        write_json_atomic(Path(args.out), record)
+        return args.out
+
+    def put_record(entry: dict) -> None:
+        if entry["weights"]["sha256"] != record["weights_sha256"]:
+            raise SystemExit(f"a package manifest's {MODEL} weights are not the ones fitted on: nothing written")
+        entry[key] = record
+        append_command(entry, f"python -m training.musical {command} --corpus CORPUS --out manifest")
+
+    update_package_entry(Path(args.root) if args.root else Path(__file__).resolve().parent.parent, put_record)
+    return "the manifest entry"
+
+
 def downbeat_choice_figures(rows: list, record: dict, meter_labels: list) -> dict:
     """Mean downbeat F-measure and time-signature accuracy of the record's choices on ``rows``, beside the
     evidence reading's."""
@@ -1820,7 +1841,6 @@ def fit_downbeats(args) -> None:
     """Fit the ``downbeat_model`` record of the shipped ``tcn-music`` weights: on the ``--split`` clips of
     the corpora, chosen among :data:`DOWNBEAT_GRID` by the ``--valid-split`` clips' downbeat F-measure."""
     import mirzoo
-    from mirzoo.fileio import write_json_atomic
     from mirzoo.spec import BEAT_FEATURES, DOWNBEAT_BAR_LENGTHS, DOWNBEAT_MODEL_FORM
 
     extractor = mirzoo.load(MODEL)  # the package's weights (MIRZOO_MANIFEST / MIRZOO_WEIGHTS_DIR name another copy)
@@ -1848,18 +1868,7 @@ def fit_downbeats(args) -> None:
               "train": downbeat_choice_figures(train_rows, fitted, meter_labels), "valid": figures,
               "grid": [dict(hidden=f["hidden"], l2=f["l2"], **v) for v, f in tried],
               "seconds": {"inputs": round(inputs_s, 1), "fit": round(time.time() - t0 - inputs_s, 1)}}
-    if args.out == "manifest":
-        def put_record(entry: dict) -> None:
-            if entry["weights"]["sha256"] != record["weights_sha256"]:
-                raise SystemExit(f"a package manifest's {MODEL} weights are not the ones fitted on: nothing written")
-            entry["downbeat_model"] = record
-            append_command(entry, "python -m training.musical fit-downbeats --corpus CORPUS --out manifest")
-
-        update_package_entry(Path(args.root) if args.root else Path(__file__).resolve().parent.parent, put_record)
-        out = "the manifest entry"
-    else:
-        out = args.out
-        write_json_atomic(Path(out), record)
+    out = write_fitted_record(args, "downbeat_model", record, "fit-downbeats")
     log.info("downbeat model on %d %s clips (%.0f s): valid downbeat F %.4f (evidence reading %.4f), time signature "
              "%.4f (%.4f) -> %s", len(train_rows), args.split, time.time() - t0, figures["downbeat_f"],
              figures["downbeat_f_evidence"], figures["time_signature"], figures["time_signature_evidence"], out)
@@ -2036,7 +2045,6 @@ def fit_bars(args) -> None:
     ``--every``-th ``--split`` clip of the corpora, with early stopping on a tenth of their pieces; scored on the
     ``--valid-split`` clips against the evidence reading.  Written only when it reads a higher downbeat F there."""
     import mirzoo
-    from mirzoo.fileio import write_json_atomic
     from mirzoo.spec import BAR_MODEL_FORM
     from mirzoo.tasks.bar_model import BAR_CLASSES
 
@@ -2069,16 +2077,7 @@ def fit_bars(args) -> None:
         log.warning("the bar model reads no higher downbeat F than the evidence reading on the %s clips: nothing written",
                     args.valid_split)
         return
-    if args.out == "manifest":
-        def put_record(entry: dict) -> None:
-            if entry["weights"]["sha256"] != record["weights_sha256"]:
-                raise SystemExit(f"a package manifest's {MODEL} weights are not the ones fitted on: nothing written")
-            entry["bar_model"] = record
-            append_command(entry, "python -m training.musical fit-bars --corpus CORPUS --out manifest")
-
-        update_package_entry(Path(args.root) if args.root else Path(__file__).resolve().parent.parent, put_record)
-    else:
-        write_json_atomic(Path(args.out), record)
+    write_fitted_record(args, "bar_model", record, "fit-bars")
 
 
 def last_epoch_label(state: dict) -> str:
