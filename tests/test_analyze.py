@@ -1045,6 +1045,8 @@ def test_analyze_frames_with_a_bar_model_reads_bar_length_and_phase_over_the_bea
     assert an.choose_bars_by_model(beats, dict(frames, meter=frames["meter"][:, :len(two_only)]), two_only, record) is None
     with pytest.raises(ParameterError, match="must be a record of fit-bars"):
         an.analyze_frames(frames, heads, FPS, bar_model=[1, 2])
+    with pytest.raises(ParameterError, match=r"bar_model lacks \['classes', 'output_bias'\]; expected a fit-bars record"):
+        an.analyze_frames(frames, heads, FPS, bar_model={k: v for k, v in record.items() if k not in ("classes", "output_bias")})
     with pytest.raises(ParameterError, match=r"the bar model reads \['pitch_classes'\]"):
         an.analyze_frames({k: v for k, v in frames.items() if k != "pitch_classes"}, heads, FPS, bar_model=record)
 

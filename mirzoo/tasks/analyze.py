@@ -96,7 +96,7 @@ import numpy as np
 
 from mirzoo.audio import change_rate, warn_silent
 from mirzoo.errors import ParameterError
-from mirzoo.spec import BAR_MODEL_BEAT_FEATURES, BEAT_FEATURES, DOWNBEAT_BAR_LENGTHS, DOWNBEAT_MODEL_FORM, bar_candidate_width
+from mirzoo.spec import BAR_MODEL_ARRAYS, BAR_MODEL_BEAT_FEATURES, BEAT_FEATURES, DOWNBEAT_BAR_LENGTHS, DOWNBEAT_MODEL_FORM, bar_candidate_width
 from mirzoo.tasks.bar_model import bar_class_probabilities, decode_bars
 
 __all__ = [
@@ -964,6 +964,9 @@ def choose_bars_by_model(beat_frames: np.ndarray, frames: Mapping[str, np.ndarra
     has the chosen bar length."""
     if not isinstance(record, Mapping):
         raise ParameterError(f"bar_model={record!r:.80} must be a record of fit-bars (a mapping)")
+    missing = [k for k in ("sources", "classes", *BAR_MODEL_ARRAYS) if k not in record]
+    if missing:
+        raise ParameterError(f"bar_model lacks {missing}; expected a fit-bars record (python -m training.musical fit-bars)")
     beat_frames = np.asarray(beat_frames, dtype=np.int64)
     classes = [tuple(c) for c in record["classes"]]
     if beat_frames.size < 2 * min(c[0] for c in classes):
@@ -1303,7 +1306,7 @@ def analyze(model, audio, sr: Optional[int] = None, *, batch_size: int = 16, pro
 
     items, is_list = as_list(audio)
     keys = list(REQUIRED_HEADS) + [h for h in OPTIONAL_HEADS if h in model.heads]
-    if options["bar_model"] is not None:  # the layers it reads besides the heads (e.g. ``embedding``)
+    if isinstance(options["bar_model"], Mapping):  # the layers it reads besides the heads (e.g. ``embedding``)
         keys += [s for s in options["bar_model"]["sources"] if s != BAR_MODEL_BEAT_FEATURES and s not in keys]
     fps = model.sample_rate / model.hop_length
     peaks: list[float] = []

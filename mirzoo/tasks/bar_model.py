@@ -70,7 +70,7 @@ def bar_class_probabilities(x: np.ndarray, record: Mapping[str, Any]) -> np.ndar
     if x.ndim != 2 or x.shape[1] != a["mean"].shape[0]:
         raise ParameterError(f"bar model features must be [beats, {a['mean'].shape[0]}], got shape {x.shape}")
     if x.shape[0] == 0:
-        return np.zeros((0, len(BAR_CLASSES)))
+        return np.zeros((0, a["output_bias"].shape[0]))
     h = np.maximum((x - a["mean"]) / a["scale"] @ a["dense_kernel"] + a["dense_bias"], 0.0)
     both = np.concatenate([gru_sequence(h, a["forward_kernel"], a["forward_recurrent"], a["forward_bias"]),
                            gru_sequence(h, a["backward_kernel"], a["backward_recurrent"], a["backward_bias"],
@@ -86,7 +86,7 @@ def decode_bars(probabilities: np.ndarray, classes: Sequence[Sequence[int]] = BA
     """``(beats per bar, phase)``: the bar length ``b`` and phase ``p`` (beat ``p`` is the first downbeat)
     whose positions ``(i - p) % b + 1`` have the largest summed log probability over the clip's beats, among
     the bar lengths of ``classes`` with at least two bars of beats; ``None`` when none has.  Ties go to the
-    first in ``classes`` order."""
+    shorter bar, then the earlier phase."""
     probs = np.asarray(probabilities, dtype=np.float64)
     classes = [tuple(int(v) for v in c) for c in classes]
     if probs.ndim != 2 or probs.shape[1] != len(classes):
