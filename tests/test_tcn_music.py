@@ -1593,7 +1593,7 @@ def _synthetic_bar_rows(n_clips, seed=0):
         mean[meters.index("3/4")] = mean[meters.index("4/4")] = 0.4
         rows.append({"x": x, "label": np.array([BAR_CLASSES.index((b, j)) for j in pos]), "beats": beats,
                      "in_grid": np.ones(24, bool), "reference": beats[pos == 1], "base_f": 0.5,
-                     "meter": "3/4" if b == 3 else "4/4", "base_meter": "4/4", "out": {"meter": mean[None, :]},
+                     "meter": "3/4" if b == 3 else "4/4", "base_meter": "4/4", "meter_mean": mean,
                      "piece": f"p{c // 2}"})
     return rows
 

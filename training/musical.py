@@ -1886,21 +1886,17 @@ def bar_inputs(extractor, corpus: Path, split: str, sources, every: int = 1, lim
     :data:`mirzoo.tasks.bar_model.BAR_CLASSES` (the position of the score's beat within 70 ms of it and the
     meter's beats per bar; -1 where there is none or the bar length has no class), and what the figures need:
     the evidence reading's downbeat F-measure and meter, the beats, the reference downbeats."""
-    from mirzoo.tasks.analyze import (OPTIONAL_HEADS, REQUIRED_HEADS, analyze_frames, bar_features, beats_per_bar,
-                                      signal_rhythm_ensemble)
+    from mirzoo.tasks.analyze import analysis_outputs, analyze_frames, bar_features, beats_per_bar, signal_rhythm_ensemble
     from mirzoo.tasks.bar_model import BAR_CLASSES
     from training.corpus import load_clip_targets
 
     heads = extractor.heads
     fps = extractor.sample_rate / extractor.hop_length
-    keys = list(REQUIRED_HEADS) + [h for h in OPTIONAL_HEADS if h in heads]
-    keys += [s for s in sources if s != "beat_features" and s not in keys]
+    keys = analysis_outputs(heads, sources)
     files = target_files(corpus, split)[::max(int(every), 1)]
     if limit:
         files = files[:limit]
-    first = {}
-    for k, (b, j) in enumerate(BAR_CLASSES):
-        first.setdefault(b, k - j + 1)
+    index = {c: k for k, c in enumerate(BAR_CLASSES)}
     rows = []
     for path in files:
         t = load_clip_targets(path)
@@ -1919,38 +1915,36 @@ def bar_inputs(extractor, corpus: Path, split: str, sources, every: int = 1, lim
         positions = np.asarray(t["beat_position"])
         per_bar = beats_per_bar(heads["meter"][meter])
         label = np.full(beat_frames.size, -1, dtype=np.int64)
-        if per_bar in first and ref_beats.size:
+        if ref_beats.size:
             nearest = np.abs(ref_beats[None, :] - a.beats[:, None]).argmin(axis=1)
-            pos = positions[nearest]
-            ok = (np.abs(ref_beats[nearest] - a.beats) <= 0.07) & (pos >= 1) & (pos <= per_bar)
-            label[ok] = first[per_bar] + pos[ok] - 1
+            near = np.abs(ref_beats[nearest] - a.beats) <= 0.07
+            label = np.array([index.get((per_bar, int(pos)), -1) if ok else -1
+                              for pos, ok in zip(positions[nearest], near)], dtype=np.int64)
         reference = ref_beats[positions == 1]
         rows.append({"x": bar_features(beat_frames, out, sources).astype(np.float32), "label": label,
                      "beats": a.beats, "in_grid": np.isin(a.beats, in_beat_grid(a.beats, t)), "reference": reference,
                      "base_f": beat_f_measure(reference, in_beat_grid(a.downbeats, t)) if reference.size else None,
-                     "meter": heads["meter"][meter], "base_meter": a.meter, "out": {k: out[k] for k in ("meter",)},
+                     "meter": heads["meter"][meter], "base_meter": a.meter, "meter_mean": out["meter"].mean(axis=0),
                      "piece": t["meta"]["piece_id"]})
     return rows
 
 
 def bar_choice_figures(rows: list, record: dict, meter_labels: list) -> dict:
     """Mean downbeat F-measure (clips with reference downbeats) and time-signature accuracy of the record's
-    choices on ``rows`` (:func:`mirzoo.tasks.analyze.choose_bars_by_model`, its numpy forward pass), beside the
+    choices on ``rows`` (:func:`mirzoo.tasks.analyze.bars_from_features`, as ``analyze()`` reads them), beside the
     evidence reading's; a clip where the record cannot choose keeps the evidence reading, as ``analyze()`` does."""
-    from mirzoo.tasks.analyze import meter_of_bar_length
-    from mirzoo.tasks.bar_model import bar_class_probabilities, decode_bars
+    from mirzoo.tasks.analyze import bars_from_features
 
     f, f_base, exact = [], [], []
     for r in rows:
-        chosen = decode_bars(bar_class_probabilities(r["x"], record), [tuple(c) for c in record["classes"]])
-        meter = None if chosen is None else meter_of_bar_length(r["out"]["meter"].mean(axis=0), meter_labels, chosen[0])
-        if meter is None:
+        chosen = bars_from_features(r["x"], r["meter_mean"], meter_labels, record)
+        if chosen is None:
             exact.append(r["base_meter"] == r["meter"])
             if r["base_f"] is not None:
                 f.append(r["base_f"])
                 f_base.append(r["base_f"])
             continue
-        b, p = chosen
+        meter, b, p = chosen
         exact.append(meter == r["meter"])
         if r["base_f"] is not None:
             down = r["beats"][p::b][r["in_grid"][p::b]]

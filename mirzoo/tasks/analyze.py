@@ -107,7 +107,9 @@ __all__ = [
     "analyze",
     "analyze_frames",
     "bar_features",
+    "bars_from_features",
     "choose_bars_by_model",
+    "analysis_outputs",
     "check_analysis_heads",
     "RHYTHM_HEADS",
     "RHYTHM_SHIFTS",
@@ -968,16 +970,23 @@ def choose_bars_by_model(beat_frames: np.ndarray, frames: Mapping[str, np.ndarra
     if missing:
         raise ParameterError(f"bar_model lacks {missing}; expected a fit-bars record (python -m training.musical fit-bars)")
     beat_frames = np.asarray(beat_frames, dtype=np.int64)
-    classes = [tuple(c) for c in record["classes"]]
-    if beat_frames.size < 2 * min(c[0] for c in classes):
+    if beat_frames.size < 2 * min(int(c[0]) for c in record["classes"]):
         return None
-    probs = bar_class_probabilities(bar_features(beat_frames, frames, record["sources"]), record)
-    chosen = decode_bars(probs, classes)
+    meter_mean = _frames(frames["meter"], len(meter_labels), "frames['meter']").mean(axis=0)
+    return bars_from_features(bar_features(beat_frames, frames, record["sources"]), meter_mean, meter_labels, record)
+
+
+def bars_from_features(x: np.ndarray, meter_mean: np.ndarray, meter_labels: Sequence[str],
+                       record: Mapping[str, Any]) -> Optional[tuple[str, int, int]]:
+    """``(meter, beats per bar, phase)`` a ``bar_model`` record reads from one clip's :func:`bar_features` rows
+    ``x`` and the meter head's clip mean (``meter_mean`` over ``meter_labels``), or ``None`` (no bar length of
+    two bars of beats, or none of the vocabulary's meters has the chosen one): what :func:`choose_bars_by_model`
+    returns once the features are built."""
+    chosen = decode_bars(bar_class_probabilities(x, record), [tuple(c) for c in record["classes"]])
     if chosen is None:
         return None
     b, p = chosen
-    meter = meter_of_bar_length(_frames(frames["meter"], len(meter_labels), "frames['meter']").mean(axis=0),
-                                meter_labels, b)
+    meter = meter_of_bar_length(meter_mean, meter_labels, b)
     return None if meter is None else (meter, b, p)
 
 
@@ -1264,6 +1273,14 @@ def analyze_frames(
     )
 
 
+def analysis_outputs(heads: Mapping[str, Any], sources: Sequence[str] = ()) -> list[str]:
+    """The outputs :func:`analyze` runs the model for: :data:`REQUIRED_HEADS`, the :data:`OPTIONAL_HEADS` in
+    ``heads``, and the layers among ``sources`` (a ``bar_model`` record's) that are neither of those nor the beat
+    features (e.g. ``embedding``)."""
+    keys = list(REQUIRED_HEADS) + [h for h in OPTIONAL_HEADS if h in heads]
+    return keys + [s for s in sources if s != BAR_MODEL_BEAT_FEATURES and s not in keys]
+
+
 def check_analysis_heads(model) -> None:
     """A :class:`ParameterError` naming the missing heads unless ``model`` is a frame model with all of
     :data:`REQUIRED_HEADS`."""
@@ -1305,9 +1322,8 @@ def analyze(model, audio, sr: Optional[int] = None, *, batch_size: int = 16, pro
     from mirzoo.inference.runner import as_list  # deferred: it imports Keras; the rest here is numpy only
 
     items, is_list = as_list(audio)
-    keys = list(REQUIRED_HEADS) + [h for h in OPTIONAL_HEADS if h in model.heads]
-    if isinstance(options["bar_model"], Mapping):  # the layers it reads besides the heads (e.g. ``embedding``)
-        keys += [s for s in options["bar_model"]["sources"] if s != BAR_MODEL_BEAT_FEATURES and s not in keys]
+    bar_model = options["bar_model"]
+    keys = analysis_outputs(model.heads, bar_model["sources"] if isinstance(bar_model, Mapping) else ())
     fps = model.sample_rate / model.hop_length
     peaks: list[float] = []
     plain = model.run_inputs(items, sr, keys, batch_size, progress, peaks=peaks)
