@@ -4,6 +4,7 @@ or within the noise of the test set, measure by measure?
 ```bash
 python benchmarks/compare_musicality.py BASE.json CANDIDATE.json            # table on stdout
 python benchmarks/compare_musicality.py BASE.json CANDIDATE.json --out cmp.md --boot 2000
+python benchmarks/compare_musicality.py BASE.json CANDIDATE.json --exclude-clips-of OTHER.json   # only clips OTHER lacks
 ```
 
 Both runs must have written their per-clip records (``musicality.py`` does since session 13: the
@@ -15,6 +16,10 @@ interval lies above zero is *better*, below zero *worse*, otherwise *within nois
 compared repeat by repeat: ``musicality.py`` draws the same balanced subsets and folds for every
 model, so the per-repeat differences are paired (with five repeats there is no interval, only the
 mean difference and how many repeats went each way).
+
+``--exclude-clips-of OTHER.json`` leaves out every clip that another run's per-clip records hold: on
+``heldout-v3``, whose first 444 clips are ``heldout-v2``'s, it scores only the clips no earlier decision
+has read.  The probes are whole-run figures and are not restricted, so they are then left out.
 """
 
 from __future__ import annotations
@@ -149,6 +154,17 @@ def paired_rows(base: dict, cand: dict) -> tuple[list, list]:
     return [a[c] for c in clips], [b[c] for c in clips]
 
 
+def without_clips(report: dict, clips: set) -> dict:
+    """``report`` with the per-clip records of ``clips`` left out, and its probes dropped (they were scored
+    on every clip, so they no longer describe the rows kept)."""
+    if not report.get("per_clip"):
+        raise SystemExit("the report has no per_clip records: rerun benchmarks/musicality.py")
+    kept = [r for r in report["per_clip"] if r["clip"] not in clips]
+    if not kept:
+        raise SystemExit(f"--exclude-clips-of leaves none of the report's {len(report['per_clip'])} clips")
+    return {**report, "per_clip": kept, "results": {**report.get("results", {}), "probes": {}}}
+
+
 def compare(base: dict, cand: dict, boot: int = 2000, seed: int = 0) -> list[dict]:
     """One row per measure: both values on all clips, their difference and its piece-bootstrap 95 % interval."""
     rows_a, rows_b = paired_rows(base, cand)
@@ -211,6 +227,8 @@ def main(argv=None) -> int:
     parser.add_argument("--boot", type=int, default=2000, help="bootstrap resamples of the pieces")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="also write the table (.md) and the rows (.json beside it)")
+    parser.add_argument("--exclude-clips-of", default=None, metavar="REPORT",
+                        help="leave out the clips another musicality results JSON holds (e.g. heldout-v2's within heldout-v3)")
     args = parser.parse_args(argv)
     if args.boot < 100:
         parser.error(f"--boot={args.boot}: expected at least 100 resamples")
@@ -220,8 +238,18 @@ def main(argv=None) -> int:
         parser.error(f"--out={args.out!r}: expected a path ending in .md")
     base, cand = load_report(args.base), load_report(args.candidate)
     check_distinct(base, cand, args.base, args.candidate)
+    excluded = None
+    if args.exclude_clips_of:
+        drop = {r["clip"] for r in load_report(args.exclude_clips_of).get("per_clip") or []}
+        n = len(base.get("per_clip") or [])
+        base, cand = without_clips(base, drop), without_clips(cand, drop)
+        excluded = {"report": args.exclude_clips_of, "clips_left_out": n - len(base["per_clip"]),
+                    "clips_kept": len(base["per_clip"])}
     rows, probes = compare(base, cand, args.boot, args.seed), compare_probes(base, cand)
     table = render(rows, probes, args.base, args.candidate, args.boot)
+    if excluded:
+        table += (f"\n\nClips of {excluded['report']} left out: {excluded['clips_left_out']}; scored on the other "
+                  f"{excluded['clips_kept']} (probes not compared: they were scored on every clip).")
     print(table)
     if args.out:
         from mirzoo.fileio import atomic_file, write_json_atomic
@@ -230,7 +258,7 @@ def main(argv=None) -> int:
         with atomic_file(out) as tmp:
             Path(tmp).write_text(table + "\n", encoding="utf-8")
         write_json_atomic(out.with_suffix(".json"), {"base": args.base, "candidate": args.candidate, "boot": args.boot,
-                                                     "measures": rows, "probes": probes})
+                                                     "excluded": excluded, "measures": rows, "probes": probes})
     return 0
 
 

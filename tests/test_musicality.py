@@ -296,6 +296,36 @@ def test_a_report_copied_without_its_own_per_clip_records_is_refused(tmp_path):
         cm.main([str(tmp_path / "a.json"), str(tmp_path / "d.json")])
 
 
+def test_compare_can_leave_out_the_clips_another_run_scored(tmp_path):
+    """--exclude-clips-of scores only the clips another report lacks (heldout-v3 without heldout-v2's):
+    the figures are those of the kept clips, the probes (whole-run figures) are not compared, and a
+    report that would keep nothing is refused."""
+    import json
+
+    from benchmarks import compare_musicality as cm
+
+    # clips c0-c9 on pieces p0-p4; the candidate is right on c0-c3 only, which the other run holds
+    base = [_clip(i, f"p{i // 2}", 0.0, 0.5, None, None, None, None, []) for i in range(10)]
+    cand = [dict(r, key=1.0 if i < 4 else 0.0) for i, r in enumerate(base)]
+    probes = {"mode": {"m": {"balanced_accuracy": 0.6, "per_repeat": [0.5, 0.7]}}}
+    for name, rows in (("a", base), ("b", cand), ("old", base[:4])):
+        (tmp_path / f"{name}.json").write_text(json.dumps(_report(rows, probes=probes)))
+    out = tmp_path / "cmp.md"
+    cm.main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(out), "--boot", "100"])
+    whole = {r["measure"]: r for r in json.loads(out.with_suffix(".json").read_text())["measures"]}
+    assert whole["key, MIREX weighted"]["diff"] == pytest.approx(0.4)
+    cm.main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(out), "--boot", "100",
+             "--exclude-clips-of", str(tmp_path / "old.json")])
+    written = json.loads(out.with_suffix(".json").read_text())
+    assert written["excluded"]["clips_left_out"] == 4 and written["excluded"]["clips_kept"] == 6
+    kept = {r["measure"]: r for r in written["measures"]}
+    assert kept["key, MIREX weighted"]["diff"] == 0.0 and written["probes"] == []
+    assert "left out: 4; scored on the other 6" in out.read_text()
+    (tmp_path / "all.json").write_text(json.dumps(_report(base)))
+    with pytest.raises(SystemExit, match="leaves none of the report's 10 clips"):
+        cm.main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--exclude-clips-of", str(tmp_path / "all.json")])
+
+
 def test_compare_out_must_name_the_markdown_file(tmp_path, capsys):
     """--out names the .md table; the .json rows go beside it: a name without .md (one with a dot in
     it, as the environment tags have) is refused before anything is written."""
