@@ -23,4 +23,4 @@ def record(model: str, key: str, figures: dict) -> None:
     entry = data["models"][model]
     entry.setdefault("metrics", {})[key] = dict(figures, weights_sha256=entry["weights"].get("sha256"))
     for path in targets:
-        write_json_atomic(path, data)
+        write_json_atomic(path, data, ensure_ascii=False)  # the manifests keep their UTF-8 (Böck, not B\u00f6ck)

@@ -69,11 +69,13 @@ def atomic_directory(target: Union[str, os.PathLike]) -> Iterator[Path]:
         raise
 
 
-def write_json_atomic(path: Union[str, os.PathLike], data: Any) -> None:
-    """Write JSON (indented, newline-terminated) to a temporary file beside ``path`` and rename it over ``path``."""
+def write_json_atomic(path: Union[str, os.PathLike], data: Any, ensure_ascii: bool = True) -> None:
+    """Write JSON (indented, newline-terminated) to a temporary file beside ``path`` and rename it over ``path``;
+    ``ensure_ascii=False`` writes non-ASCII characters as UTF-8 (as the weights manifests hold them) rather than
+    as ``\\u`` escapes."""
     with atomic_file(path, suffix=".tmp") as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
+            json.dump(data, f, indent=2, ensure_ascii=ensure_ascii)
             f.write("\n")
 
 

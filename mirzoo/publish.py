@@ -358,6 +358,7 @@ def model_card(spec: ModelSpec, repo_id: str) -> str:
     if bar_model:
         v = dict(bar_model.get("valid") or {})
         settings = dict(bar_model.get("settings") or {})
+        seconds = dict(bar_model.get("seconds") or {})
         lengths = sorted({int(c[0]) for c in bar_model.get("classes", ())})
         body += ["", "Bars: `analyze()` reads the bar length (" + ", ".join(str(b) for b in lengths)
                  + " beats) and the downbeat phase with a bidirectional GRU over the tracked beats"
@@ -367,6 +368,8 @@ def model_card(spec: ModelSpec, repo_id: str) -> str:
                  + " over each beat's interval; one bar length and phase per clip, and the meter head's most probable "
                  "meter of that bar length"
                  + (f"; fitted on {bar_model['fitted_on']}" if bar_model.get("fitted_on") else "")
+                 + (f" in {sum(seconds.values()) / 60:.0f} min on {training.get('hardware') or 'the training hardware'} ({seconds['inputs']:.0f} s for "
+                    f"the features, {seconds['fit']:.0f} s for the network)" if {"inputs", "fit"} <= set(seconds) else "")
                  + (f"; on {v['clips_with_downbeats']} valid clips, downbeat F-measure {v['downbeat_f']} against "
                     f"{v['downbeat_f_evidence']} for the downbeat evidence alone, time signature {v['time_signature']} "
                     f"against {v['time_signature_evidence']}" if "downbeat_f" in v else "") + "."]

@@ -1162,7 +1162,8 @@ def test_analyze_with_rhythm_shifts_is_the_plain_reading_with_averaged_rhythm_he
     keys = list(an.REQUIRED_HEADS) + [h for h in an.OPTIONAL_HEADS if h in tcn.heads]
     plain = tcn.forward([y], keys, 16)[0]
     one = tcn.analyze(y, sr=SR, rhythm_shifts=(0,))
-    want = an.analyze_frames(plain, tcn.heads, fps, duration=6.0, model=tcn.name, clip_key=tcn.spec.clip_key)
+    records = {"clip_key": tcn.spec.clip_key, "downbeat_model": tcn.spec.downbeat_model, "bar_model": tcn.spec.bar_model}
+    want = an.analyze_frames(plain, tcn.heads, fps, duration=6.0, model=tcn.name, **records)
     np.testing.assert_allclose(one.beats, want.beats)
     assert (one.key, one.meter, one.tempo) == (want.key, want.meter, want.tempo)
     default = tcn.analyze(y, sr=SR)  # the default is the one-pass reading
@@ -1176,7 +1177,7 @@ def test_analyze_with_rhythm_shifts_is_the_plain_reading_with_averaged_rhythm_he
     for h in an.RHYTHM_HEADS:
         np.testing.assert_array_equal(helper[h], frames[h])
     three = tcn.analyze(y, sr=SR, rhythm_shifts=shifts)
-    want3 = an.analyze_frames(frames, tcn.heads, fps, duration=6.0, model=tcn.name, clip_key=tcn.spec.clip_key)
+    want3 = an.analyze_frames(frames, tcn.heads, fps, duration=6.0, model=tcn.name, **records)
     np.testing.assert_allclose(three.beats, want3.beats)
     assert (three.meter, three.tempo) == (want3.meter, want3.tempo)
     assert three.key_candidates == one.key_candidates and three.chords == one.chords  # pitch heads: the plain pass

@@ -87,6 +87,31 @@ def test_record_figures_are_flat_and_name_the_soundfonts():
     assert all(not isinstance(v, (dict, list)) for v in out.values())
 
 
+def test_recorded_figures_go_into_both_manifests_which_keep_their_utf8(tmp_path, monkeypatch):
+    """benchmarks --record (``_record.record``) writes the figures, with the weights' sha256, into the entry
+    of both manifest copies, and leaves the rest of the file as it was: non-ASCII text stays UTF-8."""
+    import json
+
+    import mirzoo.zoo.manifest as zm
+    from benchmarks import _record
+
+    manifest = {"schema_version": 1, "models": {"m": {"weights": {"sha256": "ab" * 32},
+                                                      "references": ["Davies & Böck (2019)"]}}}
+    text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
+    (tmp_path / "mirzoo").mkdir()
+    for path in (tmp_path / "weights_manifest.json", tmp_path / "mirzoo" / "weights_manifest.json"):
+        path.write_text(text, encoding="utf-8")
+    monkeypatch.setattr(_record, "ROOT", tmp_path)
+    monkeypatch.setattr(zm, "PACKAGE_MANIFEST", tmp_path / "mirzoo" / "weights_manifest.json")
+    _record.record("m", "musicality", {"downbeat_f": 0.75})
+    for path in (tmp_path / "weights_manifest.json", tmp_path / "mirzoo" / "weights_manifest.json"):
+        written = path.read_text(encoding="utf-8")
+        assert "Davies & Böck (2019)" in written and "\\u00f6" not in written
+        entry = json.loads(written)["models"]["m"]
+        assert entry["metrics"]["musicality"] == {"downbeat_f": 0.75, "weights_sha256": "ab" * 32}
+        assert entry["references"] == manifest["models"]["m"]["references"]
+
+
 def test_head_output_probe_is_reported_beside_the_embedding_probe_not_in_its_place():
     probe = {"tcn-music": {"balanced_accuracy": 0.6, "n": 68, "classes": 2},
              "mfcc": {"balanced_accuracy": 0.55, "n": 68, "classes": 2},

@@ -1308,8 +1308,11 @@ def pitch_class_head_unchanged(entry: dict, config: dict, n_tags: int, before: P
 
 def drop_pitch_class_head(entry: dict) -> dict:
     """Remove the :data:`PITCH_CLASS_HEAD` from ``entry``'s config, layers and aux heads (in place),
-    and the ``tonal`` layer, which reads it."""
+    and what reads it: the ``tonal`` layer and the ``downbeat_model`` and ``bar_model`` records (their beat
+    features read the head; an entry that kept them would no longer load)."""
     (entry["config"].get("frame_heads") or {}).pop(PITCH_CLASS_HEAD, None)
+    entry.pop("downbeat_model", None)
+    entry.pop("bar_model", None)
     if entry["config"].pop("tonal", None):
         entry["layers"].pop("tonal", None)
         entry["all_layers"] = [layer for layer in entry.get("all_layers", []) if layer != "tonal"]
@@ -1875,9 +1878,11 @@ def fit_downbeats(args) -> None:
 
 
 #: the sources a ``fit-bars`` record reads by default: the beat features, and the means over each beat's
-#: interval of the embedding and of the pitch-class, chord and beat heads (session 31: without the embedding
-#: the valid downbeat F was lower on all three renders)
-BAR_SOURCES = ("beat_features", "embedding", "pitch_classes", "chord", "beats")
+#: interval of the pitch-class, chord, beat and meter heads.  Session 32 chose them by leave-one-render-out
+#: (fitted on two renders' train clips, scored on the third's valid clips): a record that also reads the
+#: embedding learns the training soundfonts' timbre and falls below the evidence reading on a render it was
+#: not fitted on; this one gains on every held-out render (training/README.md, "Session 32")
+BAR_SOURCES = ("beat_features", "pitch_classes", "chord", "beats", "meter")
 
 
 def bar_inputs(extractor, corpus: Path, split: str, sources, every: int = 1, limit: int = 0) -> list[dict]:
@@ -2059,8 +2064,9 @@ def fit_bars(args) -> None:
     figures = bar_choice_figures(valid_rows, record, extractor.heads["meter"])
     record.update({
         "weights_sha256": extractor.spec.weights.sha256,
-        "fitted_on": (" + ".join(Path(c).name for c in args.corpus) + f" split {args.split}, every {args.every}. clip: "
-                      f"{len(train_rows)} clips (python -m training.musical fit-bars)"),
+        "fitted_on": (" + ".join(Path(c).name for c in args.corpus) + f" split {args.split}, "
+                      + ("every clip" if args.every <= 1 else f"one clip in {args.every}")
+                      + f": {len(train_rows)} clips (python -m training.musical fit-bars)"),
         "fit": fit, "valid": {"split": args.valid_split, **figures},
         "settings": {"hidden": args.hidden, "units": args.units, "dropout": args.dropout, "seed": args.seed},
         "seconds": {"inputs": round(inputs_s, 1), "fit": round(time.time() - t0 - inputs_s, 1)}})
