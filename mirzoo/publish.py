@@ -368,8 +368,9 @@ def model_card(spec: ModelSpec, repo_id: str) -> str:
                  + " over each beat's interval; one bar length and phase per clip, and the meter head's most probable "
                  "meter of that bar length"
                  + (f"; fitted on {bar_model['fitted_on']}" if bar_model.get("fitted_on") else "")
-                 + (f" in {sum(seconds.values()) / 60:.0f} min on {training.get('hardware') or 'the training hardware'} ({seconds['inputs']:.0f} s for "
-                    f"the features, {seconds['fit']:.0f} s for the network)" if {"inputs", "fit"} <= set(seconds) else "")
+                 + (f" in {(seconds['inputs'] + seconds['fit']) / 60:.0f} min on "
+                    f"{training.get('hardware') or 'the training hardware'} ({seconds['inputs']:.0f} s for the "
+                    f"features, {seconds['fit']:.0f} s for the network)" if {"inputs", "fit"} <= set(seconds) else "")
                  + (f"; on {v['clips_with_downbeats']} valid clips, downbeat F-measure {v['downbeat_f']} against "
                     f"{v['downbeat_f_evidence']} for the downbeat evidence alone, time signature {v['time_signature']} "
                     f"against {v['time_signature_evidence']}" if "downbeat_f" in v else "") + "."]

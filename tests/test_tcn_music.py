@@ -1625,6 +1625,7 @@ def test_fit_bars_writes_a_checked_record_into_the_package_entry(tmp_path, monke
     record = entry["bar_model"]
     assert record["weights_sha256"] == entry["weights"]["sha256"] and "fit-bars" in entry["training"]["command"]
     assert record["valid"]["clips"] == 40 and record["settings"] == {"hidden": 8, "units": 4, "dropout": 0.2, "seed": 0}
+    assert record["fitted_on"] == "c split train, one clip in 3: 120 clips (python -m training.musical fit-bars)"
     # the features say where the bars are: the record finds them, well above the evidence reading's 0.5
     assert record["valid"]["downbeat_f"] > 0.9 and record["valid"]["time_signature"] > 0.9
     assert record["valid"]["downbeat_f_evidence"] == 0.5
