@@ -5,6 +5,7 @@ or within the noise of the test set, measure by measure?
 python benchmarks/compare_musicality.py BASE.json CANDIDATE.json            # table on stdout
 python benchmarks/compare_musicality.py BASE.json CANDIDATE.json --out cmp.md --boot 2000
 python benchmarks/compare_musicality.py BASE.json CANDIDATE.json --exclude-clips-of OTHER.json   # only clips OTHER lacks
+python benchmarks/compare_musicality.py RUN.json --evidence-reading     # a bar record against the evidence, one run
 ```
 
 Both runs must have written their per-clip records (``musicality.py`` does since session 13: the
@@ -20,6 +21,12 @@ mean difference and how many repeats went each way).
 ``--exclude-clips-of OTHER.json`` leaves out every clip that another run's per-clip records hold: on
 ``heldout-v3``, whose first 444 clips are ``heldout-v2``'s, it scores only the clips no earlier decision
 has read.  The probes are whole-run figures and are not restricted, so they are then left out.
+
+``--evidence-reading`` takes one report, of a run whose model carries a ``bar_model`` or
+``downbeat_model`` record: ``musicality.py`` then keeps, for every clip, the downbeat F-measure and the
+meter of the bars read from the downbeat evidence alone beside the record's, and the comparison pairs the
+two readings within that run (every other measure is the same by construction).  No second run of the
+model without the record is needed.
 """
 
 from __future__ import annotations
@@ -165,6 +172,23 @@ def without_clips(report: dict, clips: set) -> dict:
     return {**report, "per_clip": kept, "results": {**report.get("results", {}), "probes": {}}}
 
 
+def evidence_reading(report: dict) -> dict:
+    """``report`` as its model reads without its bar record: each clip's ``downbeat_f`` and ``meter`` replaced
+    by the evidence reading's (``downbeat_f_evidence``, ``meter_evidence``), which ``musicality.py`` keeps
+    beside them when the model carries a ``bar_model`` or ``downbeat_model``."""
+    rows = report.get("per_clip") or []
+    if not any("downbeat_f_evidence" in r for r in rows):
+        raise SystemExit("--evidence-reading: the report's clips hold no downbeat_f_evidence; it needs a run whose "
+                         "model carries a bar_model or downbeat_model record (benchmarks/musicality.py)")
+    if any(r.get("meter") and "meter_evidence" not in r for r in rows):
+        raise SystemExit("--evidence-reading: the report's clips hold no meter_evidence (a run from before "
+                         "session 32): rerun benchmarks/musicality.py")
+    swapped = [dict(r, downbeat_f=r.get("downbeat_f_evidence"), meter=r.get("meter_evidence")) for r in rows]
+    # one run: the probes are the same for both readings, so they are not compared
+    return {**report, "per_clip": swapped, "per_clip_path": None,
+            "results": {**report.get("results", {}), "probes": {}}}
+
+
 def compare(base: dict, cand: dict, boot: int = 2000, seed: int = 0) -> list[dict]:
     """One row per measure: both values on all clips, their difference and its piece-bootstrap 95 % interval."""
     rows_a, rows_b = paired_rows(base, cand)
@@ -223,7 +247,10 @@ def render(rows: list[dict], probes: list[dict], base_name: str, cand_name: str,
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("base", help="musicality results JSON of the shipped weights")
-    parser.add_argument("candidate", help="musicality results JSON of the candidate, on the same clips")
+    parser.add_argument("candidate", nargs="?", default=None,
+                        help="musicality results JSON of the candidate, on the same clips (not with --evidence-reading)")
+    parser.add_argument("--evidence-reading", action="store_true",
+                        help="compare the one report's bar record with its own evidence reading (base: the evidence)")
     parser.add_argument("--boot", type=int, default=2000, help="bootstrap resamples of the pieces")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="also write the table (.md) and the rows (.json beside it)")
@@ -236,8 +263,15 @@ def main(argv=None) -> int:
         # the rows go beside it with .json in place of .md (a name without it, such as
         # '...-py3.11-...', would lose everything after its last dot)
         parser.error(f"--out={args.out!r}: expected a path ending in .md")
-    base, cand = load_report(args.base), load_report(args.candidate)
-    check_distinct(base, cand, args.base, args.candidate)
+    if (args.candidate is None) != args.evidence_reading:
+        parser.error("expected BASE CANDIDATE, or one report with --evidence-reading")
+    if args.evidence_reading:
+        cand = load_report(args.base)
+        base, args.candidate = evidence_reading(cand), args.base
+        args.base = f"{args.base} (evidence reading)"
+    else:
+        base, cand = load_report(args.base), load_report(args.candidate)
+        check_distinct(base, cand, args.base, args.candidate)
     excluded = None
     if args.exclude_clips_of:
         drop = {r["clip"] for r in load_report(args.exclude_clips_of).get("per_clip") or []}

@@ -615,6 +615,8 @@ def main(argv=None) -> int:
             per["meter_pairs"].append((ref["meter"], a.meter))
             row["meter"] = list(per["meter_pairs"][-1])
             per["meter_pairs_evidence"].append((ref["meter"], a_evidence.meter))
+            if bar_records:  # so that compare_musicality.py --evidence-reading pairs the two readings of one run
+                row["meter_evidence"] = list(per["meter_pairs_evidence"][-1])
         timing["baselines"] += time.time() - ts
         ts = time.time()
         for o in others:

@@ -351,6 +351,43 @@ def test_compare_can_leave_out_the_clips_another_run_scored(tmp_path):
         cm.main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--exclude-clips-of", str(tmp_path / "all.json")])
 
 
+def test_compare_pairs_a_bar_record_with_its_own_evidence_reading(tmp_path, capsys):
+    """--evidence-reading: one run whose model carries a bar record holds both readings of every clip; the
+    base is the evidence's downbeats and meter, everything else the same, probes not compared."""
+    import json
+
+    from benchmarks import compare_musicality as cm
+
+    rows = []
+    for i in range(12):
+        r = _clip(i, f"p{i // 3}", 0.8, 0.9, None, ["3/4", "3/4" if i < 9 else "4/4"], None, None, [])
+        rows.append(dict(r, downbeat_f=0.9, downbeat_f_evidence=0.6, meter_evidence=["3/4", "4/4" if i < 6 else "3/4"]))
+    probes = {"mode": {"m": {"balanced_accuracy": 0.6, "per_repeat": [0.5, 0.7]}}}
+    (tmp_path / "run.json").write_text(json.dumps(_report(rows, probes=probes)))
+    out = tmp_path / "cmp.md"
+    cm.main([str(tmp_path / "run.json"), "--evidence-reading", "--out", str(out), "--boot", "100"])
+    written = json.loads(out.with_suffix(".json").read_text())
+    got = {r["measure"]: r for r in written["measures"]}
+    assert got["downbeat F"]["base"] == pytest.approx(0.6) and got["downbeat F"]["candidate"] == pytest.approx(0.9)
+    assert got["meter, time signature exact"]["base"] == pytest.approx(6 / 12)
+    assert got["meter, time signature exact"]["candidate"] == pytest.approx(9 / 12)
+    assert got["key, MIREX weighted"]["diff"] == 0 and got["beat F"]["diff"] == 0 and written["probes"] == []
+    assert written["base"].endswith("run.json (evidence reading)")
+    # a run without the record's second reading, or with both a candidate and the flag: refused
+    plain = [{k: v for k, v in r.items() if k not in ("downbeat_f_evidence", "meter_evidence")} for r in rows]
+    (tmp_path / "plain.json").write_text(json.dumps(_report(plain)))
+    with pytest.raises(SystemExit, match="hold no downbeat_f_evidence"):
+        cm.main([str(tmp_path / "plain.json"), "--evidence-reading"])
+    older = [{k: v for k, v in r.items() if k != "meter_evidence"} for r in rows]
+    (tmp_path / "older.json").write_text(json.dumps(_report(older)))
+    with pytest.raises(SystemExit, match="hold no meter_evidence"):
+        cm.main([str(tmp_path / "older.json"), "--evidence-reading"])
+    for argv in ([str(tmp_path / "run.json"), str(tmp_path / "run.json"), "--evidence-reading"], [str(tmp_path / "run.json")]):
+        with pytest.raises(SystemExit):
+            cm.main(argv)
+        assert "expected BASE CANDIDATE, or one report with --evidence-reading" in capsys.readouterr().err
+
+
 def test_compare_out_must_name_the_markdown_file(tmp_path, capsys):
     """--out names the .md table; the .json rows go beside it: a name without .md (one with a dot in
     it, as the environment tags have) is refused before anything is written."""
