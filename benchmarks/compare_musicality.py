@@ -169,7 +169,13 @@ def without_clips(report: dict, clips: set) -> dict:
     kept = [r for r in report["per_clip"] if r["clip"] not in clips]
     if not kept:
         raise SystemExit(f"--exclude-clips-of leaves none of the report's {len(report['per_clip'])} clips")
-    return {**report, "per_clip": kept, "results": {**report.get("results", {}), "probes": {}}}
+    return _without_probes(report, per_clip=kept)
+
+
+def _without_probes(report: dict, **changes) -> dict:
+    """A copy of ``report`` with ``changes`` and no probes: its per-clip rows no longer describe the run the
+    probes were scored on (some left out, or another reading of the same run)."""
+    return {**report, **changes, "results": {**report.get("results", {}), "probes": {}}}
 
 
 def evidence_reading(report: dict) -> dict:
@@ -184,9 +190,7 @@ def evidence_reading(report: dict) -> dict:
         raise SystemExit("--evidence-reading: the report's clips hold no meter_evidence (a run from before "
                          "session 32): rerun benchmarks/musicality.py")
     swapped = [dict(r, downbeat_f=r.get("downbeat_f_evidence"), meter=r.get("meter_evidence")) for r in rows]
-    # one run: the probes are the same for both readings, so they are not compared
-    return {**report, "per_clip": swapped, "per_clip_path": None,
-            "results": {**report.get("results", {}), "probes": {}}}
+    return _without_probes(report, per_clip=swapped, per_clip_path=None)  # one run: the same probes for both
 
 
 def compare(base: dict, cand: dict, boot: int = 2000, seed: int = 0) -> list[dict]:
@@ -267,20 +271,25 @@ def main(argv=None) -> int:
         parser.error("expected BASE CANDIDATE, or one report with --evidence-reading")
     if args.evidence_reading:
         cand = load_report(args.base)
-        base, args.candidate = evidence_reading(cand), args.base
-        args.base = f"{args.base} (evidence reading)"
+        base = evidence_reading(cand)
+        base_name, cand_name = f"{args.base} (evidence reading)", args.base
     else:
         base, cand = load_report(args.base), load_report(args.candidate)
         check_distinct(base, cand, args.base, args.candidate)
+        base_name, cand_name = args.base, args.candidate
     excluded = None
     if args.exclude_clips_of:
-        drop = {r["clip"] for r in load_report(args.exclude_clips_of).get("per_clip") or []}
+        other = load_report(args.exclude_clips_of).get("per_clip")
+        if not other:
+            raise SystemExit(f"--exclude-clips-of={args.exclude_clips_of!r}: the report has no per_clip records, "
+                             "so it names no clips to leave out; expected a musicality.py report with its .clips.json.gz")
+        drop = {r["clip"] for r in other}
         n = len(base.get("per_clip") or [])
         base, cand = without_clips(base, drop), without_clips(cand, drop)
         excluded = {"report": args.exclude_clips_of, "clips_left_out": n - len(base["per_clip"]),
                     "clips_kept": len(base["per_clip"])}
     rows, probes = compare(base, cand, args.boot, args.seed), compare_probes(base, cand)
-    table = render(rows, probes, args.base, args.candidate, args.boot)
+    table = render(rows, probes, base_name, cand_name, args.boot)
     if excluded:
         table += (f"\n\nClips of {excluded['report']} left out: {excluded['clips_left_out']}; scored on the other "
                   f"{excluded['clips_kept']} (probes not compared: they were scored on every clip).")
@@ -291,7 +300,7 @@ def main(argv=None) -> int:
         out = Path(args.out)
         with atomic_file(out) as tmp:
             Path(tmp).write_text(table + "\n", encoding="utf-8")
-        write_json_atomic(out.with_suffix(".json"), {"base": args.base, "candidate": args.candidate, "boot": args.boot,
+        write_json_atomic(out.with_suffix(".json"), {"base": base_name, "candidate": cand_name, "boot": args.boot,
                                                      "excluded": excluded, "measures": rows, "probes": probes})
     return 0
 

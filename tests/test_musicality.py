@@ -349,6 +349,10 @@ def test_compare_can_leave_out_the_clips_another_run_scored(tmp_path):
     (tmp_path / "all.json").write_text(json.dumps(_report(base)))
     with pytest.raises(SystemExit, match="leaves none of the report's 10 clips"):
         cm.main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--exclude-clips-of", str(tmp_path / "all.json")])
+    # a report without per-clip records names nothing to leave out: refused, not read as "leave out none"
+    (tmp_path / "bare.json").write_text(json.dumps({"model": "m", "results": {}}))
+    with pytest.raises(SystemExit, match=r"--exclude-clips-of='.*bare.json': the report has no per_clip records"):
+        cm.main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--exclude-clips-of", str(tmp_path / "bare.json")])
 
 
 def test_compare_pairs_a_bar_record_with_its_own_evidence_reading(tmp_path, capsys):
