@@ -332,7 +332,14 @@ def model_card(spec: ModelSpec, repo_id: str) -> str:
     if clip_key:
         v = dict(clip_key.get("valid") or {})
         fitted = f", fitted on {clip_key['fitted_on']}" if clip_key.get("fitted_on") else ""
-        if clip_key.get("form") == "pitch-classes":
+        if clip_key.get("form") == "profiles":
+            secs = ""
+            if clip_key.get("final_frames") and spec.sample_rate and spec.hop_length:
+                secs = f" ({clip_key['final_frames'] * spec.hop_length / spec.sample_rate:g} s)"
+            how = ("from the key head's clip mean and learnt key profiles of the `pitch_classes` head: one for the "
+                   f"whole clip and one for its last frames{secs}, where a cadence usually lands on the tonic (a "
+                   "transposition-equivariant logistic regression" + fitted + ")")
+        elif clip_key.get("form") == "pitch-classes":
             how = ("by Krumhansl-Schmuckler key finding on the `pitch_classes` head: the clip mean's correlation with "
                    "the 24 rotations of the Krumhansl-Kessler profiles, with a scale and a bias per mode" + fitted
                    + "; chosen over a regression on the key and chord heads by cross-validation")
@@ -341,8 +348,11 @@ def model_card(spec: ModelSpec, repo_id: str) -> str:
                    + (" that also weighs the `pitch_classes` head's Krumhansl-Schmuckler scores" if clip_key.get("chroma_scale") else "")
                    + fitted + ")")
         body += ["", "Clip key: `analyze()` and `m.tag(audio, head=\"key\")` score a clip's key " + how
-                 + (f"; MIREX weighted score cross-validated by piece {v['key_mirex_cv']}, against "
-                    f"{v['key_mirex_head_mean']} for the key head's clip mean alone" if "key_mirex_cv" in v else "")
+                 + (f"; MIREX weighted score cross-validated by piece {v['key_mirex_cv']}"
+                    + (f" ({v['key_mirex_cv_heads_form']} for the key and chord heads' regression on the same folds)"
+                       if "key_mirex_cv_heads_form" in v else "")
+                    + f", against {v['key_mirex_head_mean']} for the key head's clip mean alone" if "key_mirex_cv" in v else "")
+                 + (f"; fitted in {_fit_time_and_hardware(clip_key)[2:]}" if _fit_time_and_hardware(clip_key) else "")
                  + "."]
     downbeat_model = spec.downbeat_model
     if downbeat_model:

@@ -345,6 +345,17 @@ def _parse_clip_key(where: str, record: Any, head: Optional[HeadSpec], aux: tupl
         if tuple(labels.get("pitch_classes", ())) != PITCH_CLASS_LABELS:
             raise ManifestError(f"{where}: clip_key['chroma_scale'] needs a 'pitch_classes' head labelled {list(PITCH_CLASS_LABELS)}; "
                                 f"the model's heads are {sorted(labels)}")
+    profiles = [name for name in ("pitch_class_profile", "final_profile") if record.get(name) is not None]
+    if profiles:
+        _check_shapes(where, "clip_key", record, {name: (2, 12) for name in profiles})
+        if tuple(labels.get("pitch_classes", ())) != PITCH_CLASS_LABELS:
+            raise ManifestError(f"{where}: clip_key[{profiles[0]!r}] needs a 'pitch_classes' head labelled "
+                                f"{list(PITCH_CLASS_LABELS)}; the model's heads are {sorted(labels)}")
+    if record.get("final_profile") is not None:
+        frames = record.get("final_frames")
+        if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+            raise ManifestError(f"{where}: clip_key['final_frames']={frames!r}: the final_profile needs a positive "
+                                f"whole number of frames (the clip's last frames it reads)")
     return MappingProxyType(dict(record))
 
 

@@ -722,6 +722,85 @@ def test_manifest_clip_key_chroma_scale_needs_a_pitch_class_head():
         ModelSpec.from_entry("tcn-music", entry)
 
 
+def test_clip_pitch_class_features_centre_and_scale_the_clip_and_its_ending():
+    rng = np.random.default_rng(5)
+    pcs = rng.uniform(size=(300, 12))
+    whole, final = an.clip_pitch_class_features(pcs, 50)
+    c = pcs.mean(0) - pcs.mean()
+    np.testing.assert_allclose(whole, c / np.linalg.norm(c), rtol=1e-12)
+    f = pcs[-50:].mean(0) - pcs[-50:].mean()
+    np.testing.assert_allclose(final, f / np.linalg.norm(c), rtol=1e-12)  # scaled by the clip's norm, not its own
+    # a clip shorter than the ending: the ending is the whole clip
+    w, f = an.clip_pitch_class_features(pcs[:20], 50)
+    np.testing.assert_allclose(f, w, rtol=1e-12)
+    # a silent ending weighs nothing, where a unit norm would blow its noise up
+    quiet = np.concatenate([pcs, 1e-4 * rng.uniform(size=(50, 12))])
+    assert np.linalg.norm(an.clip_pitch_class_features(quiet, 50)[1]) < 1e-3
+    # silence: no profile at all
+    assert not np.any(an.clip_pitch_class_features(np.zeros((40, 12)), 10)[0])
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ParameterError, match=r"final_frames=.*expected a positive whole number of frames"):
+            an.clip_pitch_class_features(pcs, bad)
+    with pytest.raises(ParameterError, match=r"chroma_probs must be a non-empty \[frames, 12\]"):
+        an.clip_pitch_class_features(pcs[:, :11], 10)
+
+
+def test_clip_key_profiles_read_the_whole_clip_and_its_cadence():
+    """A key head that says nothing, pitch classes of the notes C D E F G A B throughout (C major or A minor:
+    the same notes) and an ending on A and E: the final profile names the tonic A, scored as the definition
+    says; a whole-clip profile that weighs thirds decides the mode (A minor; moved up 2 semitones, B minor)."""
+    frames, heads, _ = fake_frames()
+    heads = dict(heads, chord=FULL_CHORDS)
+    n = frames["key"].shape[0]
+    frames = dict(frames, key=np.full((n, 24), 1 / 24), chord=np.full((n, 109), 1 / 109))
+    pcs = np.full((n, 12), 0.05)
+    pcs[:, [0, 2, 4, 5, 7, 9, 11]] = 0.6
+    pcs[-60:] = 0.05
+    pcs[-60:, [9, 4]] = 0.9  # the ending: A and E
+    tonic_weight = np.zeros((2, 12))
+    tonic_weight[:, 0], tonic_weight[:, 7] = 3.0, 1.0  # the tonic, then the fifth
+    params = {"scale": [1.0, 1.0], "bias": [0.0, 0.0], "chord": np.zeros((2, 12, 9)).tolist(),
+              "pitch_class_profile": np.zeros((2, 12)).tolist(), "final_profile": tonic_weight.tolist(), "final_frames": 60}
+    a = an.analyze_frames(dict(frames, pitch_classes=pcs), heads, FPS, clip_key=params)
+    s = an.clip_key_scores(frames["key"], frames["chord"], params, chroma_probs=pcs)
+    assert a.key.split()[0] == "A" and s[9] == pytest.approx(s[21])  # the ending names the tonic, not the mode
+    whole, final = an.clip_pitch_class_features(pcs, 60)
+    want = np.log(1 / 24 + 1e-6) + np.array([[sum(tonic_weight[m, i] * final[(t + i) % 12] for i in range(12))
+                                               for t in range(12)] for m in range(2)]).reshape(24)
+    np.testing.assert_allclose(s, want, rtol=1e-12, atol=1e-12)
+    # a learnt whole-clip profile that prefers minor thirds decides the mode
+    prof = np.zeros((2, 12))
+    prof[1, 3] = prof[0, 4] = 2.0
+    a = an.analyze_frames(dict(frames, pitch_classes=pcs), heads, FPS, clip_key=dict(params, pitch_class_profile=prof.tolist()))
+    assert a.key == "A minor"
+    up = an.analyze_frames(dict(frames, pitch_classes=np.roll(pcs, 2, axis=1)), heads, FPS,
+                           clip_key=dict(params, pitch_class_profile=prof.tolist()))
+    assert up.key == "B minor"
+    with pytest.raises(ParameterError, match=r"weighs a pitch_classes head \(pitch_class_profile, final_profile\)"):
+        an.analyze_frames(frames, heads, FPS, clip_key=params)
+
+
+def test_manifest_clip_key_profiles_are_checked():
+    from mirzoo.errors import ManifestError
+    from mirzoo.spec import ModelSpec
+    from mirzoo.zoo.manifest import get_entry
+
+    entry = json.loads(json.dumps(get_entry("tcn-music")))
+    good = dict(_clip_key_params(), pitch_class_profile=np.zeros((2, 12)).tolist(),
+                final_profile=np.ones((2, 12)).tolist(), final_frames=200, form="profiles")
+    assert ModelSpec.from_entry("tcn-music", dict(entry, clip_key=good)).clip_key["final_frames"] == 200
+    with pytest.raises(ManifestError, match=r"clip_key\['final_profile'\] must be numbers of shape \(2, 12\)"):
+        ModelSpec.from_entry("tcn-music", dict(entry, clip_key=dict(good, final_profile=[[1.0] * 12])))
+    for frames in (None, 0, 2.5, True):
+        with pytest.raises(ManifestError, match=r"clip_key\['final_frames'\]=.*positive whole number of frames"):
+            ModelSpec.from_entry("tcn-music", dict(entry, clip_key=dict(good, final_frames=frames)))
+    entry["aux_heads"] = [a for a in entry["aux_heads"] if a["output"] != "pitch_classes"]
+    entry["layers"].pop("pitch_classes", None)
+    entry["config"].pop("frame_heads", None)
+    with pytest.raises(ManifestError, match=r"clip_key\['pitch_class_profile'\] needs a 'pitch_classes' head"):
+        ModelSpec.from_entry("tcn-music", dict(entry, clip_key=good))
+
+
 # -- meter: the meter head and the downbeat activation together ----------------------------------
 def test_bar_contrast_measures_the_downbeat_pattern():
     act, times = click_activation(20.0, bpm=120.0, per_bar=3, first_downbeat=1)

@@ -342,6 +342,100 @@ def test_choose_clip_key_reports_how_the_fit_carries_across_corpora():
                                                              corpora=np.array(["a"] * len(refs)))["valid"]
 
 
+def _synthetic_profile_inputs(n, seed, final_frames=40):
+    """Clips whose pitch classes are the notes of their key's scale (the same for relative keys), one triad of
+    it, any, louder, then an ending on the tonic triad, and whose key head is only sometimes right: what ``clip_key_profile_inputs`` returns, and the frames."""
+    from mirzoo.tasks.analyze import clip_pitch_class_features
+
+    rng = np.random.default_rng(seed)
+    refs = rng.integers(0, 24, size=n)
+    out = {k: [] for k in ("key", "chord", "mode", "pcs", "whole", "final", "ref", "piece", "frames")}
+    for i, ref in enumerate(refs):
+        tonic, minor = int(ref % 12), int(ref // 12)
+        major_tonic = (tonic + 3 * minor) % 12  # a minor key's notes are its relative major's
+        frames = np.full((400, 12), 0.05)
+        scale = (major_tonic + np.array([0, 2, 4, 5, 7, 9, 11])) % 12
+        frames[:, scale] = 0.6
+        frames[:, scale[(rng.integers(7) + np.array([0, 2, 4])) % 7]] = 0.95  # a triad of the scale, any
+        frames = np.clip(frames + rng.normal(0, 0.2, size=frames.shape), 0, 1)
+        frames[-final_frames:] = 0.05
+        frames[-final_frames:, [tonic, (tonic + 7) % 12, (tonic + 3 + (not minor)) % 12]] = 0.6
+        whole, final = clip_pitch_class_features(frames, final_frames)
+        key = rng.dirichlet(np.ones(24))
+        if rng.uniform() < 0.4:
+            key = 0.3 * key + 0.7 * np.eye(24)[ref]
+        out["key"].append(key)
+        out["chord"].append(rng.dirichlet(np.ones(109)))
+        out["mode"].append(rng.dirichlet(np.ones(2)))
+        out["pcs"].append(frames.mean(axis=0))
+        out["whole"].append(whole)
+        out["final"].append(final)
+        out["ref"].append(int(ref))
+        out["piece"].append(f"p{seed}-{i // 2}")
+        out["frames"].append(frames)  # the pitch_classes frames, for the library's own reading
+    return {k: np.array(v) for k, v in out.items()}
+
+
+def test_fit_clip_key_profiles_learns_profiles_and_matches_the_library_scores():
+    """Profiles fitted on training clips, blended with a key head that is right 40 % of the time: the
+    record the library reads finds the keys of new clips, and cross-validation prefers it to the
+    key-and-chord regression on the same folds."""
+    from mirzoo.spec import ModelSpec
+    from mirzoo.tasks.analyze import clip_key_scores
+    from mirzoo.zoo.manifest import get_entry
+    from training.musical import fit_clip_key_profiles, key_mirex, profile_design
+
+    train, valid, test = (_synthetic_profile_inputs(n, seed) for n, seed in ((300, 0), (120, 1), (100, 2)))
+    rec = fit_clip_key_profiles(train, valid, 40, folds=3, corpora=np.array(["a", "b"] * 60))
+    assert rec["form"] == "profiles" and rec["final_frames"] == 40 and np.shape(rec["final_profile"]) == (2, 12)
+    ModelSpec.from_entry("tcn-music", dict(get_entry("tcn-music"), clip_key=rec))  # a record the manifest accepts
+    v = rec["valid"]
+    assert v["clips"] == 120 and v["pieces"] == 60 and v["train_clips"] == 300
+    assert v["key_mirex_cv"] > 0.9 and v["key_mirex_cv"] > v["key_mirex_cv_heads_form"] and v["key_mirex_head_mean"] < 0.7
+    assert set(v["key_mirex_cv_by_corpus"]) == {"a", "b"}
+    lo, hi = v["gain_over_heads_form_95"]
+    assert 0 < lo <= v["key_mirex_cv"] - v["key_mirex_cv_heads_form"] <= hi
+    # what the library scores from the frames is what the fit's designs give: new clips' keys are found
+    pred = [int(np.argmax(clip_key_scores(k[None], c[None], rec, chroma_probs=frames)))
+            for k, c, frames in zip(test["key"], test["chord"], test["frames"])]
+    assert key_mirex(pred, test["ref"]) > 0.9
+    theta = np.r_[rec["bias"], np.ravel(rec["pitch_class_profile"]), np.ravel(rec["final_profile"])]
+    want = np.array(rec["scale"]).repeat(12) * np.log(test["key"][:5] + 1e-6) + profile_design(test["whole"][:5], test["final"][:5]) @ theta
+    np.testing.assert_allclose([clip_key_scores(k[None], c[None], rec, chroma_probs=f) for k, c, f in
+                                zip(test["key"][:5], test["chord"][:5], test["frames"][:5])], want, rtol=1e-9, atol=1e-9)
+    with pytest.raises(SystemExit, match="needs at least 24 training and 20 valid clips"):
+        fit_clip_key_profiles({k: v[:10] for k, v in train.items()}, valid, 40)
+
+
+def test_clip_key_profile_inputs_read_the_clips_as_the_library_does(tiny_corpus, tmp_path):
+    """``fit-key --profile-corpus`` reads each clip as ``analyze()`` would: the pitch-class features of the
+    forward pass's frames, the most frequent labelled frame key; and refuses a corpus too small to fit."""
+    from collections import Counter
+
+    from mirzoo.tasks.analyze import clip_pitch_class_features
+    from training import musical
+    from training.corpus import load_clip_targets
+
+    m = mirzoo.load("tcn-music")
+    rows = musical.clip_key_profile_inputs(m, Path(tiny_corpus), "train", 100)
+    files = [f for f in musical.target_files(Path(tiny_corpus), "train") if (load_clip_targets(f)["key"] >= 0).any()]
+    assert len(rows["ref"]) == len(files) > 0
+    assert rows["whole"].shape == rows["final"].shape == (len(files), 12) and rows["key"].shape == (len(files), 24)
+    t = load_clip_targets(files[0])
+    y, _ = m.load_input(str(Path(tiny_corpus) / t["meta"]["path"]), None)
+    out = m.forward([y], ["key", "pitch_classes"], 16)[0]
+    whole, final = clip_pitch_class_features(out["pitch_classes"], 100)
+    np.testing.assert_allclose(rows["whole"][0], whole, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rows["final"][0], final, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rows["key"][0], out["key"].mean(axis=0), rtol=1e-5, atol=1e-6)
+    assert rows["ref"][0] == Counter(t["key"][t["key"] >= 0].tolist()).most_common(1)[0][0]
+    assert rows["piece"][0] == t["meta"]["piece_id"]
+    with pytest.raises(SystemExit, match="needs at least 24 training and 20 valid clips"):
+        musical.main(["fit-key", "--corpus", str(tiny_corpus), "--split", "train", "--profile-corpus", str(tiny_corpus),
+                      "--out", str(tmp_path / "clip_key.json")])
+    assert not (tmp_path / "clip_key.json").exists()
+
+
 def test_freeze_through_the_embedding_trains_the_heads_alone(tmp_path):
     """``freeze_through: "embedding"``: a fine-tune from the shipped weights changes the heads and leaves
     every layer up to the embedding (all that ``extract()`` returns) bit-identical; a name that is not a

@@ -1171,6 +1171,149 @@ def _fold_predictions(key_means, chord_means, refs, mode_means, chroma_means, fo
     return pred
 
 
+# -- clip key from learnt pitch-class profiles --------------------------------------------------------
+#: the ending a ``"profiles"`` clip key reads (``final_profile``): the last 4 s of the ``pitch_classes`` head
+CLIP_KEY_FINAL_SECONDS = 4.0
+#: L2 penalty of both stages of the ``"profiles"`` fit (session 33: chosen by grouped cross-validation on the
+#: valid clips of three renders, with the ending's length, among six variants)
+CLIP_KEY_PROFILE_L2 = 1e-3
+
+
+def clip_key_profile_inputs(extractor, corpus: Path, split: str, final_frames: int, limit: int = 0) -> dict:
+    """What the ``"profiles"`` fit reads, for every clip of ``split`` with a known key: ``key``, ``chord``,
+    ``mode`` and ``pcs`` (clip means of those heads), ``whole`` and ``final``
+    (:func:`mirzoo.tasks.analyze.clip_pitch_class_features` of the ``pitch_classes`` frames), ``ref`` (the
+    most frequent labelled frame key, as ``benchmarks/musicality.py`` scores) and ``piece``; arrays, one row
+    per clip."""
+    from collections import Counter
+
+    from mirzoo.tasks.analyze import clip_pitch_class_features
+    from training.corpus import load_clip_targets
+
+    if "pitch_classes" not in extractor.heads or "mode" not in extractor.heads:
+        raise SystemExit("the profiles clip key needs the model's 'pitch_classes' and 'mode' heads")
+    files = target_files(corpus, split)
+    if limit:
+        files = files[:limit]
+    rows: dict = {k: [] for k in ("key", "chord", "mode", "pcs", "whole", "final", "ref", "piece")}
+    for path in files:
+        t = load_clip_targets(path)
+        labelled = t["key"][t["key"] >= 0]
+        if not labelled.size:
+            continue
+        y, _ = extractor.load_input(str(corpus / t["meta"]["path"]), None)
+        out = extractor.forward([y], ["key", "chord", "mode", "pitch_classes"], 16)[0]
+        whole, final = clip_pitch_class_features(out["pitch_classes"], final_frames)
+        for name, head in (("key", "key"), ("chord", "chord"), ("mode", "mode"), ("pcs", "pitch_classes")):
+            rows[name].append(out[head].astype(np.float64).mean(axis=0))
+        rows["whole"].append(whole)
+        rows["final"].append(final)
+        rows["ref"].append(int(Counter(labelled.tolist()).most_common(1)[0][0]))
+        rows["piece"].append(t["meta"]["piece_id"])
+    return {k: np.array(v) for k, v in rows.items()}
+
+
+def fit_multinomial(x: np.ndarray, refs: np.ndarray, l2: float) -> np.ndarray:
+    """Weights ``theta`` of a multinomial logistic regression of ``refs`` (class per row) on the design
+    ``x [rows, classes, features]`` (score of class ``k``: ``x[:, k] @ theta``), L2-penalised, by L-BFGS."""
+    from scipy.optimize import minimize  # deferred: scipy is in the corpus and test extras
+
+    x = np.asarray(x, np.float64)
+    y = np.asarray(refs, int)
+    n = len(y)
+
+    def loss(theta):
+        s = x @ theta
+        s -= s.max(axis=1, keepdims=True)
+        p = np.exp(s)
+        p /= p.sum(axis=1, keepdims=True)
+        nll = -np.log(p[np.arange(n), y] + 1e-300).mean()
+        p[np.arange(n), y] -= 1.0
+        return nll + l2 * float(theta @ theta), np.einsum("nk,nkd->d", p, x) / n + 2 * l2 * theta
+
+    return minimize(loss, np.zeros(x.shape[-1]), jac=True, method="L-BFGS-B", options={"maxiter": 3000}).x
+
+
+def profile_design(whole: np.ndarray, final: np.ndarray) -> np.ndarray:
+    """``[clips, 24, 50]``: the stage-1 features of a ``"profiles"`` clip key -- a bias per mode (2), then
+    ``whole`` and ``final`` (``[clips, 12]`` each) seen from each tonic, one weight per mode and interval
+    (``pitch_class_profile [2, 12]``, ``final_profile [2, 12]``)."""
+    rot = (np.arange(12)[:, None] + np.arange(12)[None, :]) % 12
+    whole, final = np.asarray(whole, np.float64), np.asarray(final, np.float64)
+    x = np.zeros((len(whole), 2, 12, 50))
+    for m in range(2):
+        x[:, m, :, m] = 1.0
+        x[:, m, :, 2 + 12 * m: 14 + 12 * m] = whole[:, rot]
+        x[:, m, :, 26 + 12 * m: 38 + 12 * m] = final[:, rot]
+    return x.reshape(len(whole), 24, 50)
+
+
+def _profile_stage2_design(key_means: np.ndarray, stage1: np.ndarray) -> np.ndarray:
+    """``[clips, 24, 3]``: the log key-head mean, one weight per mode, and the stage-1 score."""
+    log_key = np.log(np.asarray(key_means, np.float64) + 1e-6).reshape(-1, 2, 12)
+    x = np.zeros((len(log_key), 2, 12, 3))
+    x[:, 0, :, 0], x[:, 1, :, 1] = log_key[:, 0], log_key[:, 1]
+    x[..., 2] = np.asarray(stage1, np.float64).reshape(-1, 2, 12)
+    return x.reshape(len(log_key), 24, 3)
+
+
+def fit_clip_key_profiles(train: dict, valid: dict, final_frames: int, l2: float = CLIP_KEY_PROFILE_L2,
+                          folds: int = 5, seed: int = 0, corpora=None) -> dict:
+    """A ``"profiles"`` ``clip_key`` record (:func:`mirzoo.tasks.analyze.clip_key_scores`), fitted in two stages.
+
+    1. **Profiles**, on ``train`` (:func:`clip_key_profile_inputs` of training-split clips): a bias per mode
+       and the learnt ``pitch_class_profile`` and ``final_profile`` (:func:`profile_design`).  They read the
+       ``pitch_classes`` head alone, which was fitted on frozen layers, so a training clip's features are
+       no more confident than a new clip's and the thousands of training clips can be used.
+    2. **Blend**, on ``valid`` (clips of pieces the network never trained on): the key head's log clip
+       mean, a scale per mode, plus one scale of the stage-1 score.  The key head is sure of itself on the
+       clips it was trained on, so its weight is only learnt on valid clips.
+
+    ``record["valid"]`` has the blend's ``folds``-fold cross-validated MIREX score grouped by piece, beside
+    the ``"heads"`` form's (:func:`choose_clip_key`'s, best penalty) on the same folds; with ``corpora``
+    (one name per valid clip) each corpus's share of both.
+    """
+    if len(train["ref"]) < 24 or len(valid["ref"]) < 20:
+        raise SystemExit(f"the profiles clip key needs at least 24 training and 20 valid clips with a key, got "
+                         f"{len(train['ref'])} and {len(valid['ref'])}")
+    theta1 = fit_multinomial(profile_design(train["whole"], train["final"]), train["ref"], l2)
+    stage1 = profile_design(valid["whole"], valid["final"]) @ theta1
+    x2, refs = _profile_stage2_design(valid["key"], stage1), np.asarray(valid["ref"], int)
+    theta2 = fit_multinomial(x2, refs, l2)
+    pieces = np.asarray(valid["piece"])
+    uniq = np.unique(pieces)
+    fold_of = dict(zip(uniq, np.random.default_rng(seed).permutation(len(uniq)) % folds))
+    fold = np.array([fold_of[p] for p in pieces])
+    pred = np.full(len(refs), -1, int)
+    for f in range(folds):
+        if (fold == f).any():
+            pred[fold == f] = (x2[fold == f] @ fit_multinomial(x2[fold != f], refs[fold != f], l2)).argmax(axis=1)
+    heads = {l2_: _fold_predictions(valid["key"], valid["chord"], refs, valid["mode"], valid["pcs"], fold, folds,
+                                    ("heads", l2_)) for l2_ in CLIP_KEY_L2}
+    best_heads = max(CLIP_KEY_L2, key=lambda v: key_mirex(heads[v], refs))
+    w = float(theta2[2])
+    record = {"scale": theta2[:2].tolist(), "bias": (w * theta1[:2]).tolist(), "chord": np.zeros((2, 12, 9)).tolist(),
+              "pitch_class_profile": (w * theta1[2:26]).reshape(2, 12).tolist(),
+              "final_profile": (w * theta1[26:50]).reshape(2, 12).tolist(), "final_frames": int(final_frames),
+              "l2": l2, "form": "profiles"}
+    record["valid"] = {"clips": int(len(refs)), "pieces": int(len(uniq)), "train_clips": int(len(train["ref"])),
+                       "key_mirex_head_mean": round(key_mirex(np.asarray(valid["key"]).argmax(axis=1), refs), 4),
+                       "key_mirex_profiles_alone": round(key_mirex(stage1.argmax(axis=1), refs), 4),
+                       "key_mirex_cv": round(key_mirex(pred, refs), 4),
+                       "mode_balanced_accuracy_cv": round(mode_balanced_accuracy(pred, refs), 4),
+                       "key_mirex_cv_heads_form": round(key_mirex(heads[best_heads], refs), 4),
+                       "heads_form_l2": best_heads,
+                       "gain_over_heads_form_95": _paired_piece_interval(pred, heads[best_heads], refs, pieces, seed)}
+    names = np.unique(corpora) if corpora is not None else ()
+    if len(names) > 1:
+        corpora = np.asarray(corpora)
+        record["valid"]["key_mirex_cv_by_corpus"] = {
+            str(c): {"profiles": round(key_mirex(pred[corpora == c], refs[corpora == c]), 4),
+                     "heads_form": round(key_mirex(heads[best_heads][corpora == c], refs[corpora == c]), 4)}
+            for c in names}
+    return record
+
+
 def target_files(corpus: Path, split: str) -> list:
     """The score-target files (``targets/<split>/**/*.npz``) of a version-2 corpus's split, sorted."""
     return sorted(glob.glob(str(corpus / "targets" / split / "**" / "*.npz"), recursive=True))
@@ -1220,9 +1363,47 @@ def update_package_entry(root: Path, update) -> None:
             Path(tmp).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def _paired_piece_interval(pred: np.ndarray, base: np.ndarray, refs: np.ndarray, pieces: np.ndarray, seed: int,
+                          boot: int = 2000) -> list:
+    """The 95 % interval of the mean MIREX gain of ``pred`` over ``base`` (key indices), pieces resampled."""
+    import mir_eval  # deferred: in the corpus and test extras
+
+    from training.corpus_targets import KEYS
+
+    gain = np.array([mir_eval.key.weighted_score(KEYS[r], KEYS[p]) - mir_eval.key.weighted_score(KEYS[r], KEYS[b])
+                     for p, b, r in zip(pred, base, refs)])
+    uniq, inverse = np.unique(pieces, return_inverse=True)
+    total, count = np.bincount(inverse, weights=gain), np.bincount(inverse)
+    rng = np.random.default_rng(seed)
+    draws = [total[i].sum() / count[i].sum() for i in (rng.integers(0, len(uniq), len(uniq)) for _ in range(boot))]
+    return [round(float(v), 4) for v in np.percentile(draws, [2.5, 97.5])]
+
+
+def fit_key_profiles(args, extractor) -> dict:
+    """``fit-key --profile-corpus``: the ``"profiles"`` record (:func:`fit_clip_key_profiles`), its profiles
+    fitted on the train split of each ``--profile-corpus`` and its blend on the ``--split`` clips of each
+    ``--corpus``."""
+    final_frames = int(round(CLIP_KEY_FINAL_SECONDS * extractor.sample_rate / extractor.hop_length))
+
+    def gather(corpora, split):
+        parts = [clip_key_profile_inputs(extractor, Path(c), split, final_frames, args.limit) for c in corpora]
+        names = np.concatenate([[Path(c).name] * len(p["ref"]) for c, p in zip(corpora, parts)])
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, names
+
+    train, _ = gather(args.profile_corpus, "train")
+    valid, names = gather(args.corpus, args.split)
+    record = fit_clip_key_profiles(train, valid, final_frames, corpora=names)
+    record["fitted_on"] = (
+        f"the train clips of {' + '.join(Path(c).name for c in args.profile_corpus)} ({len(train['ref'])}) for the "
+        f"profiles and the {args.split} clips of {' + '.join(Path(c).name for c in args.corpus)} ({len(valid['ref'])} "
+        f"clips of {record['valid']['pieces']} pieces) for the blend (python -m training.musical fit-key --profile-corpus)")
+    return record
+
+
 def fit_key(args) -> None:
     """Fit the ``clip_key`` record of some ``tcn-music`` weights on the valid clips of a corpus."""
     from mirzoo.extractor import Extractor
+    from training.train import hardware_text
     from mirzoo.fileio import write_json_atomic
     from mirzoo.zoo.manifest import get_entry
 
@@ -1242,19 +1423,25 @@ def fit_key(args) -> None:
     entry.pop("clip_key", None)
     extractor = Extractor(full, describe_derived_heads(json.loads(json.dumps(dict(entry, config=config)))))
     t0 = time.time()
-    parts = [clip_key_inputs(extractor, Path(c), args.split, args.limit) for c in args.corpus]
-    for c, part in zip(args.corpus, parts):
-        if len(part[2]) < 20:
-            raise SystemExit(f"{c} split {args.split!r}: {len(part[2])} clips with a key, need at least 20")
-    key_means, chord_means, refs, pieces = (np.concatenate([p[i] for p in parts]) for i in range(4))
-    mode_means = None if parts[0][4] is None else np.concatenate([p[4] for p in parts])
-    chroma_means = None if parts[0][5] is None else np.concatenate([p[5] for p in parts])
-    corpora = np.concatenate([[Path(c).name] * len(p[2]) for c, p in zip(args.corpus, parts)])
-    record = choose_clip_key(key_means, chord_means, refs, pieces, mode_means=mode_means, corpora=corpora,
-                             chroma_means=chroma_means)
+    if args.profile_corpus:
+        record = fit_key_profiles(args, extractor)
+        refs = np.zeros(record["valid"]["clips"])
+    else:
+        parts = [clip_key_inputs(extractor, Path(c), args.split, args.limit) for c in args.corpus]
+        for c, part in zip(args.corpus, parts):
+            if len(part[2]) < 20:
+                raise SystemExit(f"{c} split {args.split!r}: {len(part[2])} clips with a key, need at least 20")
+        key_means, chord_means, refs, pieces = (np.concatenate([p[i] for p in parts]) for i in range(4))
+        mode_means = None if parts[0][4] is None else np.concatenate([p[4] for p in parts])
+        chroma_means = None if parts[0][5] is None else np.concatenate([p[5] for p in parts])
+        corpora = np.concatenate([[Path(c).name] * len(p[2]) for c, p in zip(args.corpus, parts)])
+        record = choose_clip_key(key_means, chord_means, refs, pieces, mode_means=mode_means, corpora=corpora,
+                                 chroma_means=chroma_means)
+        record["fitted_on"] = (" + ".join(Path(c).name for c in args.corpus) + f" split {args.split}: {len(refs)} "
+                               f"clips of {record['valid']['pieces']} pieces (python -m training.musical fit-key)")
     record["weights_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
-    record["fitted_on"] = (" + ".join(Path(c).name for c in args.corpus) + f" split {args.split}: {len(refs)} "
-                           f"clips of {record['valid']['pieces']} pieces (python -m training.musical fit-key)")
+    record["fit_seconds"] = round(time.time() - t0, 1)
+    record["hardware"] = hardware_text()
     if args.out == "manifest":
         # the package's own weights: the record goes into their manifest entry (both copies)
         if args.weights != "shipped":
@@ -1262,13 +1449,21 @@ def fit_key(args) -> None:
 
         def put_record(entry: dict) -> None:
             entry["clip_key"] = record
-            append_command(entry, "python -m training.musical fit-key --corpus CORPUS --weights shipped --out manifest")
+            append_command(entry, "python -m training.musical fit-key --corpus CORPUS --weights shipped --out manifest"
+                           + (" --profile-corpus CORPUS" if args.profile_corpus else ""))
 
         update_package_entry(Path(__file__).resolve().parent.parent, put_record)
         out = "the manifest entry"
     else:
         out = Path(args.out) if args.out else path.parent / "clip_key.json"
         write_json_atomic(out, record)
+    if args.profile_corpus:
+        v = record["valid"]
+        log.info("profiles clip key: stage 1 on %d train clips, blend on %d %s clips (%.0f s): MIREX head mean %.4f, "
+                 "profiles alone %.4f, cross-validated %.4f (heads form %.4f) -> %s", v["train_clips"], v["clips"],
+                 args.split, time.time() - t0, v["key_mirex_head_mean"], v["key_mirex_profiles_alone"], v["key_mirex_cv"],
+                 v["key_mirex_cv_heads_form"], out)
+        return
     log.info("clip key on %d %s clips (%.0f s): MIREX head mean %.4f, clip key (cross-validated, form %s, l2 %g) %.4f%s -> %s",
              len(refs), args.split, time.time() - t0, record["valid"]["key_mirex_head_mean"], record["form"], record["l2"],
              record["valid"]["key_mirex_cv"],
@@ -2338,6 +2533,9 @@ def main(argv=None) -> int:
     k.add_argument("--weights", default="shipped", help="'shipped' or a run's weights file (its state.json beside it)")
     k.add_argument("--out", default=None,
                    help="JSON record (default: clip_key.json beside a run's weights), or 'manifest' (shipped weights only)")
+    k.add_argument("--profile-corpus", action="append", default=[],
+                   help="fit the 'profiles' form instead: learnt pitch-class key profiles on this corpus's train "
+                        "split (repeat for several renders), blended with the key head on the --corpus clips")
     k.add_argument("--limit", type=int, default=0, help=argparse.SUPPRESS)
     pc = sub.add_parser("fit-pitch-classes",
                         help="add a pitch-class (chroma) head to the shipped weights, fitted on the frozen frame vector")

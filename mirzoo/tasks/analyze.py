@@ -11,7 +11,9 @@ How each answer is read (``fps`` is the model's frame rate, 50 for ``tcn-music``
 * **key**: when the model carries a ``clip_key`` record (``tcn-music`` does), the global key
   is scored from the key head's clip average *and* the chord head's (:func:`clip_key_scores`:
   the chords a key uses, weighed per interval from the tonic, fitted on the valid split, and,
-  for a model with a ``mode`` head whose record has a ``mode_scale``, the mode head's clip average);
+  for a model with a ``mode`` head whose record has a ``mode_scale``, the mode head's clip average;
+  a record of the ``"profiles"`` form instead weighs learnt key profiles of the ``pitch_classes`` head,
+  over the whole clip and over its last seconds, where a cadence usually lands on the tonic);
   otherwise it is the mean of the frame key probabilities.  The top three are kept with their
   probabilities.  **Local keys**: the most probable
   key path under a switching penalty (:func:`smooth_labels`, a Viterbi decode whose only
@@ -144,6 +146,7 @@ __all__ = [
     "meter_of_bar_length",
     "clip_key_scores",
     "clip_key_distribution",
+    "clip_pitch_class_features",
     "key_profile_correlations",
     "KRUMHANSL_KESSLER_MAJOR",
     "KRUMHANSL_KESSLER_MINOR",
@@ -372,8 +375,13 @@ def clip_key_scores(key_probs: np.ndarray, chord_probs: np.ndarray, params: Mapp
     A record with a ``chroma_scale`` (two numbers: major, minor) adds
     ``chroma_scale[m] * key_profile_correlations(mean_frames chroma_probs)[t + 12 m]``: the
     Krumhansl-Schmuckler reading of a ``pitch_classes`` head ``[T, 12]`` (the pitch classes sounding in
-    each frame, C first), which must then be given as ``chroma_probs``.  A weight of 0 leaves a term out.
-    The parameters are fitted on the valid split by ``python -m training.musical fit-key``.
+    each frame, C first), which must then be given as ``chroma_probs``.  A record with a
+    ``pitch_class_profile`` (``[2, 12]``: major, minor; interval above the tonic) adds
+    ``sum_i pitch_class_profile[m][i] * c[(t + i) % 12]``, and one with a ``final_profile`` (``[2, 12]``, with
+    ``final_frames``) adds ``sum_i final_profile[m][i] * f[(t + i) % 12]``: learnt key profiles of the
+    ``pitch_classes`` head's clip mean ``c`` and of its last ``final_frames`` frames ``f``, where the
+    cadence that ends a piece usually lands on the tonic (:func:`clip_pitch_class_features`).  A weight
+    of 0 leaves a term out.  The parameters are fitted by ``python -m training.musical fit-key``.
     """
     key_probs = _frames(key_probs, 24, "key_probs")
     chord_probs = _frames(chord_probs, 12 * 9 + 1, "chord_probs")
@@ -392,7 +400,42 @@ def clip_key_scores(key_probs: np.ndarray, chord_probs: np.ndarray, params: Mapp
             raise ParameterError("this clip_key record weighs a pitch_classes head (chroma_scale): give chroma_probs [frames, 12]")
         corr = key_profile_correlations(_frames(chroma_probs, 12, "chroma_probs").mean(axis=0))
         scores = scores + np.asarray(params["chroma_scale"], dtype=np.float64)[:, None] * corr.reshape(2, 12)
+    if params.get("pitch_class_profile") is not None or params.get("final_profile") is not None:
+        if chroma_probs is None:
+            raise ParameterError("this clip_key record weighs a pitch_classes head (pitch_class_profile, final_profile): "
+                                 "give chroma_probs [frames, 12]")
+        whole, final = clip_pitch_class_features(chroma_probs, int(params.get("final_frames") or 1))
+        for name, feature in (("pitch_class_profile", whole), ("final_profile", final)):
+            if params.get(name) is not None:
+                scores = scores + np.einsum("mi,ti->mt", np.asarray(params[name], dtype=np.float64), feature[_TONIC_ROTATION])
     return scores.reshape(24)
+
+
+#: ``_TONIC_ROTATION[t, i]``: the pitch class ``i`` semitones above the tonic ``t``
+_TONIC_ROTATION = (np.arange(12)[:, None] + np.arange(12)[None, :]) % 12
+
+
+def clip_pitch_class_features(chroma_probs: np.ndarray, final_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """What a ``clip_key`` record's ``pitch_class_profile`` and ``final_profile`` weigh, from the frames of a
+    ``pitch_classes`` head ``[T, 12]`` (C first): ``(whole, final)``, each ``[12]``.
+
+    ``whole`` is the clip mean, centred on its own mean and scaled to unit norm (what a correlation with a
+    key profile reads; all zeros for a flat or silent clip).  ``final`` is the mean of the last
+    ``final_frames`` frames (all of them in a shorter clip), centred, and divided by the norm of the centred
+    clip mean, not by its own: an ending that fades out or falls silent weighs little, where a unit norm
+    would blow its noise up into a confident profile.
+    """
+    chroma_probs = _frames(chroma_probs, 12, "chroma_probs").astype(np.float64)
+    if isinstance(final_frames, bool) or not isinstance(final_frames, (int, np.integer)) or final_frames < 1:
+        raise ParameterError(f"final_frames={final_frames!r}: expected a positive whole number of frames")
+    whole = chroma_probs.mean(axis=0)
+    whole = whole - whole.mean()
+    norm = float(np.linalg.norm(whole))
+    final = chroma_probs[-int(final_frames):].mean(axis=0)
+    final = final - final.mean()
+    if norm <= 1e-9:
+        return np.zeros(12), np.zeros(12)
+    return whole / norm, final / norm
 
 
 def key_profile_correlations(chroma: np.ndarray) -> np.ndarray:
