@@ -272,6 +272,17 @@ def test_timgm6mb_refused_for_train_and_valid(tmp_path):
     assert code == 2 and not (tmp_path / "x").exists()
 
 
+def test_opl3_is_reserved_for_the_test_split_too():
+    for splits in (("train",), ("valid",), ("train", "test")):
+        with pytest.raises(cr.SoundfontPolicyError, match=r"soundfont 'OPL3' is reserved for the 'test'"):
+            cr.check_soundfont_for_splits("OPL3", splits)
+    cr.check_soundfont_for_splits("OPL3", ("test",))
+    if os.path.isfile(cr.SOUNDFONTS["OPL3"]):  # spelt as a path it is still OPL3
+        assert cr.resolve_soundfont(cr.SOUNDFONTS["OPL3"])[0] == "OPL3"
+        with pytest.raises(cr.SoundfontPolicyError):
+            tiny_config(soundfont=cr.SOUNDFONTS["OPL3"], splits=("valid",)).validate()
+
+
 def test_heldout_test_split_with_timgm6mb(tmp_path, cache_dir):
     skip_unless_installed(os.path.isfile(cr.SOUNDFONTS["TimGM6mb"]),
                           "TimGM6mb missing (apt-get install timgm6mb-soundfont)")

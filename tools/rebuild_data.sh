@@ -3,10 +3,11 @@
 # in the order the work needs them, on a fresh machine. Every step is deterministic (seed 0) and
 # resumable: rerun the script after an interruption and finished clips are skipped.
 #   usage: tools/rebuild_data.sh [DATA_DIR] [STEP ...]      (default /work/data, all steps)
-#   steps: packages heldout real musicnn teacher corpus mix gmbank cache corpus3 cache3 heldout3
+#   steps: packages heldout real musicnn teacher corpus mix gmbank cache corpus3 cache3 heldout3 heldoutopl3
 #   (corpus3 and cache3, corpus v2 extended to 90 h with the pieces past its 30-h cut, are not in the
 #   default list: about 1 h of rendering and 1.5 h of features on 2 cores), nor is heldout3 (heldout-v2 run on to
-#   10 h: 1539 TimGM6mb clips of 1051 test pieces, heldout-v2's 444 among them; about 4 min on 2 cores)
+#   10 h: 1539 TimGM6mb clips of 1051 test pieces, heldout-v2's 444 among them; about 4 min on 2 cores) or heldoutopl3
+#   (heldout-v2's settings and clips with the OPL3 FM soundfont, test only: a second unseen render)
 #   e.g.   nohup tools/rebuild_data.sh /work/data > rebuild.log 2>&1 &
 # About 1.5-2 hours on 2 cores in all (corpus v2 and its two mixes are most of it); the recipes and
 # why they look like this are in training/README.md ("Corpus v2", "Real recordings").
@@ -19,9 +20,9 @@ steps=("$@")
 mkdir -p "$data"
 cd "$here"
 cache="$data/score-cache"
-build() {  # config out hours workers
+build() {  # config out hours workers [more build flags]
   python3 -m training.corpus build --config "training/configs/$1" --out "$data/$2" --hours "$3" \
-    --workers "$4" --cache-dir "$cache" --no-progress
+    --workers "$4" --cache-dir "$cache" --no-progress "${@:5}"
 }
 for step in "${steps[@]}"; do
   echo "== $step ($(date -u +%H:%M:%S))"
@@ -30,7 +31,7 @@ for step in "${steps[@]}"; do
       export DEBIAN_FRONTEND=noninteractive
       apt-get update -qq
       apt-get install -y -qq --no-install-recommends fluidsynth libfluidsynth3 fluid-soundfont-gm \
-        timgm6mb-soundfont musescore-general-soundfont-small csound-soundfont \
+        timgm6mb-soundfont musescore-general-soundfont-small csound-soundfont opl3-soundfont \
         ufoai-music supertuxkart-data hedgewars-data megaglest-data freedroidrpg-data supertux-data >/dev/null
       python3 -m pip install -q -e ".[corpus]" ;;
     heldout) build corpus-heldout.json heldout-v2 3 2 ;;          # musicality benchmark (TimGM6mb: never trained on)
@@ -49,12 +50,13 @@ for step in "${steps[@]}"; do
     corpus3)  # the same settings as corpus-v2, so its first 30 h are corpus-v2's clips: hard-linked, not rendered again
       [ -e "$data/corpus-v3" ] || { [ -d "$data/corpus-v2" ] && cp -al "$data/corpus-v2" "$data/corpus-v3"; } || true
       build corpus.json corpus-v3 90 2 ;;
+    heldoutopl3) build corpus-heldout.json heldout-opl3 3 2 --soundfont OPL3 ;;  # heldout-v2's settings, OPL3 FM soundfont
     heldout3)  # heldout-v2's settings run on to 10 h: its first 444 clips are heldout-v2's, hard-linked
       [ -e "$data/heldout-v3" ] || { [ -d "$data/heldout-v2" ] && cp -al "$data/heldout-v2" "$data/heldout-v3"; } || true
       build corpus-heldout.json heldout-v3 10 2 ;;
     cache3)
       python3 -m training.musical cache --corpus "$data/corpus-v3" --out "$data/cache-music3" --splits train,valid ;;
-    *) echo "unknown step '$step' (steps: packages heldout real musicnn teacher corpus mix gmbank cache corpus3 cache3 heldout3)" >&2; exit 2 ;;
+    *) echo "unknown step '$step' (steps: packages heldout real musicnn teacher corpus mix gmbank cache corpus3 cache3 heldout3 heldoutopl3)" >&2; exit 2 ;;
   esac
 done
 echo "== done ($(date -u +%H:%M:%S)): $data"

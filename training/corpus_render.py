@@ -40,10 +40,13 @@ SOUNDFONTS = {
     # Debian musescore-general-soundfont-small (MIT) and csound-soundfont (public domain)
     "MuseScore_General_Lite": "/usr/share/sounds/sf3/MuseScore_General_Lite.sf3",
     "sf_GMbank": os.path.join(SOUNDFONT_DIR, "sf_GMbank.sf2"),
+    # Debian opl3-soundfont (GPL-3+): FM synthesis after the OPL3 chip, a timbre no sample-based font has
+    "OPL3": os.path.join(SOUNDFONT_DIR, "OPL-3_FM_128M.sf2"),
 }
 
-#: Soundfonts reserved for the ``test`` generalisation split: never train on them.
-TEST_ONLY_SOUNDFONTS = frozenset({"TimGM6mb"})
+#: Soundfonts reserved for the ``test`` generalisation split: never train on them.  TimGM6mb renders the
+#: musicality benchmark; OPL3 a second held-out render, far from every training timbre.
+TEST_ONLY_SOUNDFONTS = frozenset({"TimGM6mb", "OPL3"})
 
 #: Soundfonts never used at all by the corpus builder (reserved for evaluation elsewhere).
 FORBIDDEN_SOUNDFONT_WORDS = ("freepats", "hydrogen")
@@ -86,7 +89,7 @@ def resolve_soundfont(soundfont: str) -> Tuple[str, str]:
                                    f"the corpus never renders with it")
     if not os.path.isfile(path):
         hint = (" (apt-get install fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont-small "
-                "csound-soundfont)" if name in SOUNDFONTS else "")
+                "csound-soundfont opl3-soundfont)" if name in SOUNDFONTS else "")
         raise ValueError(f"soundfont file not found: '{path}'{hint}")
     return name, path
 
