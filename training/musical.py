@@ -995,27 +995,18 @@ def clip_key_design(key_means: np.ndarray, chord_means: np.ndarray, mode_means: 
     return x.reshape(n, 24, -1)
 
 
-def fit_clip_key(key_means: np.ndarray, chord_means: np.ndarray, refs: np.ndarray, l2: float,
-                 mode_means: np.ndarray | None = None, chroma_means: np.ndarray | None = None,
-                 form: str = "heads") -> dict:
-    """Multinomial logistic regression of the reference keys on :func:`clip_key_design` (L-BFGS, L2 on the
-    chord weights), started from the key head alone (scale 1, everything else 0); with ``mode_means``
-    (a mode head's clip means) also the unpenalised ``mode_scale``, with ``chroma_means`` (a pitch-class
-    head's clip means) the unpenalised ``chroma_scale``.  ``form="pitch-classes"`` (needs
-    ``chroma_means``) fits the pitch-class scores' ``chroma_scale`` and the bias alone, every other
-    weight held at 0 (and the record has no ``mode_scale``)."""
+def fit_multinomial(x: np.ndarray, refs: np.ndarray, l2: float, penalty: np.ndarray | None = None,
+                    start: np.ndarray | None = None, bounds=None, maxiter: int = 3000) -> np.ndarray:
+    """Weights ``theta`` of a multinomial logistic regression of ``refs`` (class per row) on the design
+    ``x [rows, classes, features]`` (score of class ``k``: ``x[:, k] @ theta``), by L-BFGS(-B): mean negative
+    log-likelihood plus ``l2 * sum(penalty * theta**2)`` (``penalty`` 1 for every weight by default), from
+    ``start`` (zeros by default) within ``bounds`` (scipy's ``(low, high)`` pairs, one per weight)."""
     from scipy.optimize import minimize  # deferred: scipy is in the corpus and test extras
 
-    if form not in CLIP_KEY_FORMS:
-        raise ValueError(f"form={form!r}: expected one of {CLIP_KEY_FORMS}")
-    if form == "pitch-classes" and chroma_means is None:
-        raise ValueError("form='pitch-classes' needs chroma_means (a pitch-class head's clip means)")
-    x = clip_key_design(key_means, chord_means, mode_means, chroma_means)
+    x = np.asarray(x, np.float64)
     y = np.asarray(refs, int)
     n, width = len(y), x.shape[-1]
-    with_mode, with_chroma = mode_means is not None, chroma_means is not None
-    penal = np.zeros(width)
-    penal[4:220] = 1.0
+    penal = np.ones(width) if penalty is None else np.asarray(penalty, np.float64)
 
     def loss(theta):
         s = x @ theta
@@ -1027,6 +1018,28 @@ def fit_clip_key(key_means: np.ndarray, chord_means: np.ndarray, refs: np.ndarra
         grad = np.einsum("nk,nkd->d", p, x) / n + 2 * l2 * penal * theta
         return nll + l2 * float((penal * theta ** 2).sum()), grad
 
+    theta0 = np.zeros(width) if start is None else np.asarray(start, np.float64)
+    return minimize(loss, theta0, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": maxiter}).x
+
+
+def fit_clip_key(key_means: np.ndarray, chord_means: np.ndarray, refs: np.ndarray, l2: float,
+                 mode_means: np.ndarray | None = None, chroma_means: np.ndarray | None = None,
+                 form: str = "heads") -> dict:
+    """Multinomial logistic regression of the reference keys on :func:`clip_key_design` (L-BFGS, L2 on the
+    chord weights), started from the key head alone (scale 1, everything else 0); with ``mode_means``
+    (a mode head's clip means) also the unpenalised ``mode_scale``, with ``chroma_means`` (a pitch-class
+    head's clip means) the unpenalised ``chroma_scale``.  ``form="pitch-classes"`` (needs
+    ``chroma_means``) fits the pitch-class scores' ``chroma_scale`` and the bias alone, every other
+    weight held at 0 (and the record has no ``mode_scale``)."""
+    if form not in CLIP_KEY_FORMS:
+        raise ValueError(f"form={form!r}: expected one of {CLIP_KEY_FORMS}")
+    if form == "pitch-classes" and chroma_means is None:
+        raise ValueError("form='pitch-classes' needs chroma_means (a pitch-class head's clip means)")
+    x = clip_key_design(key_means, chord_means, mode_means, chroma_means)
+    width = x.shape[-1]
+    with_mode, with_chroma = mode_means is not None, chroma_means is not None
+    penal = np.zeros(width)
+    penal[4:220] = 1.0
     theta0 = np.zeros(width)
     bounds = [(None, None)] * width
     if form == "heads":
@@ -1034,7 +1047,7 @@ def fit_clip_key(key_means: np.ndarray, chord_means: np.ndarray, refs: np.ndarra
     else:  # the pitch-class scores and the biases only
         theta0[width - 2:] = 10.0
         bounds = [(None, None) if 2 <= i < 4 or i >= width - 2 else (0.0, 0.0) for i in range(width)]
-    theta = minimize(loss, theta0, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": 2000}).x
+    theta = fit_multinomial(x, refs, l2, penalty=penal, start=theta0, bounds=bounds, maxiter=2000)
     record = {"scale": theta[:2].tolist(), "bias": theta[2:4].tolist(),
               "chord": theta[4:220].reshape(2, 12, 9).tolist(), "l2": l2 if form == "heads" else 0.0}
     if with_mode and form == "heads":
@@ -1054,34 +1067,40 @@ def key_mirex(estimates, refs) -> float:
     return float(np.mean([mir_eval.key.weighted_score(KEYS[int(r)], KEYS[int(e)]) for e, r in zip(estimates, refs)]))
 
 
-def clip_key_inputs(extractor, corpus: Path, split: str, limit: int = 0):
-    """Clip means of the key and chord heads and the reference key (the most frequent labelled frame key,
-    as ``benchmarks/musicality.py`` scores) of every clip of ``split`` with a known key; plus piece ids,
-    and the clip means of the ``mode`` and ``pitch_classes`` heads (``None`` for a head the model lacks)."""
+def keyed_clip_outputs(extractor, corpus: Path, split: str, heads, limit: int = 0):
+    """``(reference key, piece id, outputs)`` of every clip of ``split`` with a known key, in file order: the
+    reference is the most frequent labelled frame key (as ``benchmarks/musicality.py`` scores), the outputs
+    ``extractor``'s ``heads`` over the clip's frames."""
     from collections import Counter
 
     from training.corpus import load_clip_targets
 
     files = target_files(corpus, split)
-    if limit:
-        files = files[:limit]
-    keys, chords, modes, chromas, refs, pieces = [], [], [], [], [], []
-    optional = [h for h in ("mode", "pitch_classes") if h in extractor.heads]
-    for path in files:
+    for path in files[:limit] if limit else files:
         t = load_clip_targets(path)
         labelled = t["key"][t["key"] >= 0]
         if not labelled.size:
             continue
         y, _ = extractor.load_input(str(corpus / t["meta"]["path"]), None)
-        out = extractor.forward([y], ["key", "chord"] + optional, 16)[0]
+        yield int(Counter(labelled.tolist()).most_common(1)[0][0]), t["meta"]["piece_id"], \
+            extractor.forward([y], list(heads), 16)[0]
+
+
+def clip_key_inputs(extractor, corpus: Path, split: str, limit: int = 0):
+    """Clip means of the key and chord heads and the reference key (:func:`keyed_clip_outputs`) of every clip
+    of ``split`` with a known key; plus piece ids, and the clip means of the ``mode`` and ``pitch_classes``
+    heads (``None`` for a head the model lacks)."""
+    keys, chords, modes, chromas, refs, pieces = [], [], [], [], [], []
+    optional = [h for h in ("mode", "pitch_classes") if h in extractor.heads]
+    for ref, piece, out in keyed_clip_outputs(extractor, corpus, split, ["key", "chord"] + optional, limit):
         keys.append(out["key"].astype(np.float64).mean(axis=0))
         chords.append(out["chord"].astype(np.float64).mean(axis=0))
         if "mode" in out:
             modes.append(out["mode"].astype(np.float64).mean(axis=0))
         if "pitch_classes" in out:
             chromas.append(out["pitch_classes"].astype(np.float64).mean(axis=0))
-        refs.append(int(Counter(labelled.tolist()).most_common(1)[0][0]))
-        pieces.append(t["meta"]["piece_id"])
+        refs.append(ref)
+        pieces.append(piece)
     return (np.array(keys), np.array(chords), np.array(refs), np.array(pieces), (np.array(modes) if modes else None),
             (np.array(chromas) if chromas else None))
 
@@ -1185,53 +1204,21 @@ def clip_key_profile_inputs(extractor, corpus: Path, split: str, final_frames: i
     (:func:`mirzoo.tasks.analyze.clip_pitch_class_features` of the ``pitch_classes`` frames), ``ref`` (the
     most frequent labelled frame key, as ``benchmarks/musicality.py`` scores) and ``piece``; arrays, one row
     per clip."""
-    from collections import Counter
-
     from mirzoo.tasks.analyze import clip_pitch_class_features
-    from training.corpus import load_clip_targets
 
     if "pitch_classes" not in extractor.heads or "mode" not in extractor.heads:
         raise SystemExit("the profiles clip key needs the model's 'pitch_classes' and 'mode' heads")
-    files = target_files(corpus, split)
-    if limit:
-        files = files[:limit]
     rows: dict = {k: [] for k in ("key", "chord", "mode", "pcs", "whole", "final", "ref", "piece")}
-    for path in files:
-        t = load_clip_targets(path)
-        labelled = t["key"][t["key"] >= 0]
-        if not labelled.size:
-            continue
-        y, _ = extractor.load_input(str(corpus / t["meta"]["path"]), None)
-        out = extractor.forward([y], ["key", "chord", "mode", "pitch_classes"], 16)[0]
+    heads = {"key": "key", "chord": "chord", "mode": "mode", "pcs": "pitch_classes"}
+    for ref, piece, out in keyed_clip_outputs(extractor, corpus, split, heads.values(), limit):
         whole, final = clip_pitch_class_features(out["pitch_classes"], final_frames)
-        for name, head in (("key", "key"), ("chord", "chord"), ("mode", "mode"), ("pcs", "pitch_classes")):
+        for name, head in heads.items():
             rows[name].append(out[head].astype(np.float64).mean(axis=0))
         rows["whole"].append(whole)
         rows["final"].append(final)
-        rows["ref"].append(int(Counter(labelled.tolist()).most_common(1)[0][0]))
-        rows["piece"].append(t["meta"]["piece_id"])
+        rows["ref"].append(ref)
+        rows["piece"].append(piece)
     return {k: np.array(v) for k, v in rows.items()}
-
-
-def fit_multinomial(x: np.ndarray, refs: np.ndarray, l2: float) -> np.ndarray:
-    """Weights ``theta`` of a multinomial logistic regression of ``refs`` (class per row) on the design
-    ``x [rows, classes, features]`` (score of class ``k``: ``x[:, k] @ theta``), L2-penalised, by L-BFGS."""
-    from scipy.optimize import minimize  # deferred: scipy is in the corpus and test extras
-
-    x = np.asarray(x, np.float64)
-    y = np.asarray(refs, int)
-    n = len(y)
-
-    def loss(theta):
-        s = x @ theta
-        s -= s.max(axis=1, keepdims=True)
-        p = np.exp(s)
-        p /= p.sum(axis=1, keepdims=True)
-        nll = -np.log(p[np.arange(n), y] + 1e-300).mean()
-        p[np.arange(n), y] -= 1.0
-        return nll + l2 * float(theta @ theta), np.einsum("nk,nkd->d", p, x) / n + 2 * l2 * theta
-
-    return minimize(loss, np.zeros(x.shape[-1]), jac=True, method="L-BFGS-B", options={"maxiter": 3000}).x
 
 
 def profile_design(whole: np.ndarray, final: np.ndarray) -> np.ndarray:
