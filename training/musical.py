@@ -1412,7 +1412,6 @@ def fit_key(args) -> None:
     t0 = time.time()
     if args.profile_corpus:
         record = fit_key_profiles(args, extractor)
-        refs = np.zeros(record["valid"]["clips"])
     else:
         parts = [clip_key_inputs(extractor, Path(c), args.split, args.limit) for c in args.corpus]
         for c, part in zip(args.corpus, parts):
@@ -1452,7 +1451,7 @@ def fit_key(args) -> None:
                  v["key_mirex_cv_heads_form"], out)
         return
     log.info("clip key on %d %s clips (%.0f s): MIREX head mean %.4f, clip key (cross-validated, form %s, l2 %g) %.4f%s -> %s",
-             len(refs), args.split, time.time() - t0, record["valid"]["key_mirex_head_mean"], record["form"], record["l2"],
+             record["valid"]["clips"], args.split, time.time() - t0, record["valid"]["key_mirex_head_mean"], record["form"], record["l2"],
              record["valid"]["key_mirex_cv"],
              "".join(f"; {k}: cv {v}, fitted on the other corpora {record['valid']['key_mirex_cross_corpus'][k]}"
                      for k, v in record["valid"].get("key_mirex_cv_by_corpus", {}).items()), out)

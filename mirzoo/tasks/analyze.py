@@ -12,8 +12,9 @@ How each answer is read (``fps`` is the model's frame rate, 50 for ``tcn-music``
   is scored from the key head's clip average *and* the chord head's (:func:`clip_key_scores`:
   the chords a key uses, weighed per interval from the tonic, fitted on the valid split, and,
   for a model with a ``mode`` head whose record has a ``mode_scale``, the mode head's clip average;
-  a record of the ``"profiles"`` form instead weighs learnt key profiles of the ``pitch_classes`` head,
-  over the whole clip and over its last seconds, where a cadence usually lands on the tonic);
+  a record of the ``"profiles"`` form weighs the key head with learnt key profiles of the ``pitch_classes``
+  head, over the whole clip and over its last seconds, where a cadence usually lands on the tonic, in
+  place of the chord and mode terms);
   otherwise it is the mean of the frame key probabilities.  The top three are kept with their
   probabilities.  **Local keys**: the most probable
   key path under a switching penalty (:func:`smooth_labels`, a Viterbi decode whose only
