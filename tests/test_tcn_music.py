@@ -311,10 +311,26 @@ def test_choose_clip_key_cross_validates_by_piece():
 
     keys, chords, refs = _synthetic_clip_key_data(120, seed=1)
     pieces = np.array([f"p{i // 2}" for i in range(len(refs))])
-    rec = choose_clip_key(keys, chords, refs, pieces, folds=3)
+    sources = np.array(["written", "analysis"] * 60, dtype=object)
+    rec = choose_clip_key(keys, chords, refs, pieces, folds=3, sources=sources)
     assert rec["l2"] in CLIP_KEY_L2 and set(rec["valid"]["key_mirex_cv_by_l2"]) == {f"{x:g}" for x in CLIP_KEY_L2}
+    by = rec["valid"]["key_mirex_cv_by_source"]
+    assert by["written"]["clips"] == by["analysis"]["clips"] == 60
+    assert (by["written"]["clip_key"] + by["analysis"]["clip_key"]) / 2 == pytest.approx(rec["valid"]["key_mirex_cv"], abs=1e-3)
+    assert "key_mirex_cv_by_source" not in choose_clip_key(keys, chords, refs, pieces, folds=3)["valid"]
     assert rec["valid"]["key_mirex_cv"] == max(rec["valid"]["key_mirex_cv_by_l2"].values()) > rec["valid"]["key_mirex_head_mean"]
     assert rec["valid"]["clips"] == 120 and rec["valid"]["pieces"] == 60
+
+
+def test_key_mirex_by_source_splits_the_pooled_score():
+    from training.musical import key_mirex, key_mirex_by_source
+
+    refs = np.array([0, 0, 12, 7, 9, 21])
+    good, bad = refs.copy(), np.array([0, 7, 12, 0, 0, 9])
+    sources = np.array(["written", "written", "analysis", "analysis", None, "analysis"], dtype=object)
+    out = key_mirex_by_source({"good": good, "bad": bad}, refs, sources)
+    assert out == {"analysis": {"clips": 3, "good": 1.0, "bad": round(key_mirex(bad[[2, 3, 5]], refs[[2, 3, 5]]), 4)},
+                   "written": {"clips": 2, "good": 1.0, "bad": 0.75}}  # a fifth above scores 0.5
 
 
 def test_choose_clip_key_reports_how_the_fit_carries_across_corpora():
@@ -373,7 +389,8 @@ def _synthetic_profile_inputs(n, seed, final_frames=40):
         out["ref"].append(int(ref))
         out["piece"].append(f"p{seed}-{i // 2}")
         out["frames"].append(frames)  # the pitch_classes frames, for the library's own reading
-    return {k: np.array(v) for k, v in out.items()}
+    out["source"] = ["written", "analysis"] * (n // 2) + ["written"] * (n % 2)
+    return {k: np.array(v, dtype=object if k == "source" else None) for k, v in out.items()}
 
 
 def test_fit_clip_key_profiles_learns_profiles_and_matches_the_library_scores():
@@ -393,6 +410,8 @@ def test_fit_clip_key_profiles_learns_profiles_and_matches_the_library_scores():
     assert v["clips"] == 120 and v["pieces"] == 60 and v["train_clips"] == 300
     assert v["key_mirex_cv"] > 0.9 and v["key_mirex_cv"] > v["key_mirex_cv_heads_form"] and v["key_mirex_head_mean"] < 0.7
     assert set(v["key_mirex_cv_by_corpus"]) == {"a", "b"}
+    assert v["key_mirex_cv_by_source"]["written"]["clips"] == v["key_mirex_cv_by_source"]["analysis"]["clips"] == 60
+    assert set(v["key_mirex_cv_by_source"]["written"]) == {"clips", "profiles", "heads_form", "profiles_alone"}
     lo, hi = v["gain_over_heads_form_95"]
     assert 0 < lo <= v["key_mirex_cv"] - v["key_mirex_cv_heads_form"] <= hi
     # what the library scores from the frames is what the fit's designs give: new clips' keys are found
@@ -430,6 +449,10 @@ def test_clip_key_profile_inputs_read_the_clips_as_the_library_does(tiny_corpus,
     np.testing.assert_allclose(rows["key"][0], out["key"].mean(axis=0), rtol=1e-5, atol=1e-6)
     assert rows["ref"][0] == Counter(t["key"][t["key"] >= 0].tolist()).most_common(1)[0][0]
     assert rows["piece"][0] == t["meta"]["piece_id"]
+    from training.corpus_targets import KEY_SOURCES
+
+    codes = Counter(t["key_source"][t["key"] == rows["ref"][0]].tolist())
+    assert rows["source"][0] == KEY_SOURCES[codes.most_common(1)[0][0]] and rows["source"][0] in ("written", "analysis")
     with pytest.raises(SystemExit, match="needs at least 24 training and 20 valid clips"):
         musical.main(["fit-key", "--corpus", str(tiny_corpus), "--split", "train", "--profile-corpus", str(tiny_corpus),
                       "--out", str(tmp_path / "clip_key.json")])

@@ -1068,12 +1068,15 @@ def key_mirex(estimates, refs) -> float:
 
 
 def keyed_clip_outputs(extractor, corpus: Path, split: str, heads, limit: int = 0):
-    """``(reference key, piece id, outputs)`` of every clip of ``split`` with a known key, in file order: the
-    reference is the most frequent labelled frame key (as ``benchmarks/musicality.py`` scores), the outputs
-    ``extractor``'s ``heads`` over the clip's frames."""
+    """``(reference key, piece id, reference source, outputs)`` of every clip of ``split`` with a known key, in
+    file order: the reference is the most frequent labelled frame key (as ``benchmarks/musicality.py``
+    scores), its source where the targets say (``"written"`` or ``"analysis"``, :data:`KEY_SOURCES` of
+    ``training.corpus_targets``; ``None`` in targets without ``key_source``), the outputs ``extractor``'s
+    ``heads`` over the clip's frames."""
     from collections import Counter
 
     from training.corpus import load_clip_targets
+    from training.corpus_targets import KEY_SOURCES
 
     files = target_files(corpus, split)
     for path in files[:limit] if limit else files:
@@ -1081,18 +1084,23 @@ def keyed_clip_outputs(extractor, corpus: Path, split: str, heads, limit: int = 
         labelled = t["key"][t["key"] >= 0]
         if not labelled.size:
             continue
+        ref = int(Counter(labelled.tolist()).most_common(1)[0][0])
+        source = None
+        if "key_source" in t and np.shape(t["key_source"]) == np.shape(t["key"]):
+            code = int(Counter(np.asarray(t["key_source"])[t["key"] == ref].tolist()).most_common(1)[0][0])
+            source = KEY_SOURCES[code] if 0 <= code < len(KEY_SOURCES) else None
         y, _ = extractor.load_input(str(corpus / t["meta"]["path"]), None)
-        yield int(Counter(labelled.tolist()).most_common(1)[0][0]), t["meta"]["piece_id"], \
-            extractor.forward([y], list(heads), 16)[0]
+        yield ref, t["meta"]["piece_id"], source, extractor.forward([y], list(heads), 16)[0]
 
 
 def clip_key_inputs(extractor, corpus: Path, split: str, limit: int = 0):
     """Clip means of the key and chord heads and the reference key (:func:`keyed_clip_outputs`) of every clip
-    of ``split`` with a known key; plus piece ids, and the clip means of the ``mode`` and ``pitch_classes``
-    heads (``None`` for a head the model lacks)."""
-    keys, chords, modes, chromas, refs, pieces = [], [], [], [], [], []
+    of ``split`` with a known key; plus piece ids, the clip means of the ``mode`` and ``pitch_classes``
+    heads (``None`` for a head the model lacks), and the references' sources."""
+    keys, chords, modes, chromas, refs, pieces, sources = [], [], [], [], [], [], []
     optional = [h for h in ("mode", "pitch_classes") if h in extractor.heads]
-    for ref, piece, out in keyed_clip_outputs(extractor, corpus, split, ["key", "chord"] + optional, limit):
+    for ref, piece, source, out in keyed_clip_outputs(extractor, corpus, split, ["key", "chord"] + optional, limit):
+        sources.append(source)
         keys.append(out["key"].astype(np.float64).mean(axis=0))
         chords.append(out["chord"].astype(np.float64).mean(axis=0))
         if "mode" in out:
@@ -1102,7 +1110,7 @@ def clip_key_inputs(extractor, corpus: Path, split: str, limit: int = 0):
         refs.append(ref)
         pieces.append(piece)
     return (np.array(keys), np.array(chords), np.array(refs), np.array(pieces), (np.array(modes) if modes else None),
-            (np.array(chromas) if chromas else None))
+            (np.array(chromas) if chromas else None), np.array(sources, dtype=object))
 
 
 def mode_balanced_accuracy(estimates, refs) -> float:
@@ -1111,11 +1119,26 @@ def mode_balanced_accuracy(estimates, refs) -> float:
     return float(np.mean([np.mean(est[ref == m] == m) for m in np.unique(ref)]))
 
 
+def key_mirex_by_source(predictions: dict, refs, sources) -> dict:
+    """``{source: {"clips": n, name: MIREX score of predictions[name]}}`` over the clips of each reference source
+    (``sources``, one per clip, e.g. ``"written"``, ``"analysis"``; ``None`` left out): a pooled score can hide
+    a fit that gains on one source and loses on the other."""
+    sources = np.asarray(sources, dtype=object)
+    refs = np.asarray(refs)
+    out = {}
+    for source in sorted({s for s in sources.tolist() if s is not None}):
+        own = sources == source
+        out[str(source)] = {"clips": int(own.sum()),
+                            **{name: round(key_mirex(np.asarray(p)[own], refs[own]), 4) for name, p in predictions.items()}}
+    return out
+
+
 def choose_clip_key(key_means, chord_means, refs, pieces, folds: int = 5, seed: int = 0, mode_means=None,
-                    corpora=None, chroma_means=None) -> dict:
+                    corpora=None, chroma_means=None, sources=None) -> dict:
     """Fit :func:`fit_clip_key` in the form (:data:`CLIP_KEY_FORMS`) and with the L2 penalty
     (:data:`CLIP_KEY_L2`) that score best in ``folds``-fold cross-validation grouped by piece; the record
-    carries the cross-validated figures.  ``mode_means`` (a mode head's clip means) and
+    carries the cross-validated figures (with ``sources``, each reference source's share of them and of the
+    key head's clip mean, :func:`key_mirex_by_source`).  ``mode_means`` (a mode head's clip means) and
     ``chroma_means`` (a pitch-class head's) enter the fit; with ``chroma_means`` the
     ``"pitch-classes"`` form competes with the ``"heads"`` fits.
 
@@ -1142,6 +1165,9 @@ def choose_clip_key(key_means, chord_means, refs, pieces, folds: int = 5, seed: 
                        "key_mirex_cv": round(cv[best], 4),
                        "mode_balanced_accuracy_cv": round(mode_balanced_accuracy(preds[best], refs), 4),
                        "key_mirex_cv_by_l2": {f"{l2:g}": round(cv[("heads", l2)], 4) for l2 in CLIP_KEY_L2}}
+    if sources is not None:
+        params["valid"]["key_mirex_cv_by_source"] = key_mirex_by_source(
+            {"clip_key": preds[best], "head_mean": np.asarray(key_means).argmax(axis=1)}, refs, sources)
     if chroma_means is not None:
         from mirzoo.tasks.analyze import key_profile_correlations
 
@@ -1208,9 +1234,10 @@ def clip_key_profile_inputs(extractor, corpus: Path, split: str, final_frames: i
 
     if "pitch_classes" not in extractor.heads or "mode" not in extractor.heads:
         raise SystemExit("the profiles clip key needs the model's 'pitch_classes' and 'mode' heads")
-    rows: dict = {k: [] for k in ("key", "chord", "mode", "pcs", "whole", "final", "ref", "piece")}
+    rows: dict = {k: [] for k in ("key", "chord", "mode", "pcs", "whole", "final", "ref", "piece", "source")}
     heads = {"key": "key", "chord": "chord", "mode": "mode", "pcs": "pitch_classes"}
-    for ref, piece, out in keyed_clip_outputs(extractor, corpus, split, heads.values(), limit):
+    for ref, piece, source, out in keyed_clip_outputs(extractor, corpus, split, heads.values(), limit):
+        rows["source"].append(source)
         whole, final = clip_pitch_class_features(out["pitch_classes"], final_frames)
         for name, head in heads.items():
             rows[name].append(out[head].astype(np.float64).mean(axis=0))
@@ -1218,7 +1245,7 @@ def clip_key_profile_inputs(extractor, corpus: Path, split: str, final_frames: i
         rows["final"].append(final)
         rows["ref"].append(ref)
         rows["piece"].append(piece)
-    return {k: np.array(v) for k, v in rows.items()}
+    return {k: np.array(v, dtype=object if k == "source" else None) for k, v in rows.items()}
 
 
 def profile_design(whole: np.ndarray, final: np.ndarray) -> np.ndarray:
@@ -1258,7 +1285,8 @@ def fit_clip_key_profiles(train: dict, valid: dict, final_frames: int, l2: float
 
     ``record["valid"]`` has the blend's ``folds``-fold cross-validated MIREX score grouped by piece, beside
     the ``"heads"`` form's (:func:`choose_clip_key`'s, best penalty) on the same folds; with ``corpora``
-    (one name per valid clip) each corpus's share of both.
+    (one name per valid clip) each corpus's share of both, and with ``valid["source"]`` (each reference's
+    source) each source's (:func:`key_mirex_by_source`), with the profiles alone beside them.
     """
     if len(train["ref"]) < 24 or len(valid["ref"]) < 20:
         raise SystemExit(f"the profiles clip key needs at least 24 training and 20 valid clips with a key, got "
@@ -1291,6 +1319,10 @@ def fit_clip_key_profiles(train: dict, valid: dict, final_frames: int, l2: float
                        "key_mirex_cv_heads_form": round(key_mirex(heads[best_heads], refs), 4),
                        "heads_form_l2": best_heads,
                        "gain_over_heads_form_95": _paired_piece_interval(pred, heads[best_heads], refs, pieces, seed)}
+    if "source" in valid:
+        record["valid"]["key_mirex_cv_by_source"] = key_mirex_by_source(
+            {"profiles": pred, "heads_form": heads[best_heads], "profiles_alone": stage1.argmax(axis=1)}, refs,
+            valid["source"])
     names = np.unique(corpora) if corpora is not None else ()
     if len(names) > 1:
         corpora = np.asarray(corpora)
@@ -1422,7 +1454,7 @@ def fit_key(args) -> None:
         chroma_means = None if parts[0][5] is None else np.concatenate([p[5] for p in parts])
         corpora = np.concatenate([[Path(c).name] * len(p[2]) for c, p in zip(args.corpus, parts)])
         record = choose_clip_key(key_means, chord_means, refs, pieces, mode_means=mode_means, corpora=corpora,
-                                 chroma_means=chroma_means)
+                                 chroma_means=chroma_means, sources=np.concatenate([p[6] for p in parts]))
         record["fitted_on"] = (" + ".join(Path(c).name for c in args.corpus) + f" split {args.split}: {len(refs)} "
                                f"clips of {record['valid']['pieces']} pieces (python -m training.musical fit-key)")
     record["weights_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
