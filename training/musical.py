@@ -1220,7 +1220,7 @@ def _fold_predictions(key_means, chord_means, refs, mode_means, chroma_means, fo
 #: the ending a ``"profiles"`` clip key reads (``final_profile``): the last 4 s of the ``pitch_classes`` head
 CLIP_KEY_FINAL_SECONDS = 4.0
 #: L2 penalty of both stages of the ``"profiles"`` fit (session 33: chosen by grouped cross-validation on the
-#: valid clips of three renders, with the ending's length, among six variants)
+#: valid clips of three renders, with the ending's length, among about a dozen variants)
 CLIP_KEY_PROFILE_L2 = 1e-3
 
 
