@@ -332,6 +332,7 @@ def model_card(spec: ModelSpec, repo_id: str) -> str:
     if clip_key:
         v = dict(clip_key.get("valid") or {})
         fitted = f", fitted on {clip_key['fitted_on']}" if clip_key.get("fitted_on") else ""
+        fit_time = _fit_time_and_hardware(clip_key)
         if clip_key.get("form") == "profiles":
             secs = ""
             if clip_key.get("final_frames") and spec.sample_rate and spec.hop_length:
@@ -352,7 +353,7 @@ def model_card(spec: ModelSpec, repo_id: str) -> str:
                     + (f" ({v['key_mirex_cv_heads_form']} for the key and chord heads' regression on the same folds)"
                        if "key_mirex_cv_heads_form" in v else "")
                     + f", against {v['key_mirex_head_mean']} for the key head's clip mean alone" if "key_mirex_cv" in v else "")
-                 + (f"; fitted in {_fit_time_and_hardware(clip_key)[2:]}" if _fit_time_and_hardware(clip_key) else "")
+                 + (f"; fitted in {fit_time[2:]}" if fit_time else "")
                  + "."]
     downbeat_model = spec.downbeat_model
     if downbeat_model:

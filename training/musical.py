@@ -1058,13 +1058,18 @@ def fit_clip_key(key_means: np.ndarray, chord_means: np.ndarray, refs: np.ndarra
     return record
 
 
-def key_mirex(estimates, refs) -> float:
-    """Mean MIREX weighted score of key indices (``training.corpus_targets.KEYS``)."""
+def key_scores(estimates, refs) -> np.ndarray:
+    """The MIREX weighted score of each estimated key index against its reference (``training.corpus_targets.KEYS``)."""
     import mir_eval  # deferred: in the corpus and test extras, needed only for this figure
 
     from training.corpus_targets import KEYS
 
-    return float(np.mean([mir_eval.key.weighted_score(KEYS[int(r)], KEYS[int(e)]) for e, r in zip(estimates, refs)]))
+    return np.array([mir_eval.key.weighted_score(KEYS[int(r)], KEYS[int(e)]) for e, r in zip(estimates, refs)])
+
+
+def key_mirex(estimates, refs) -> float:
+    """Mean MIREX weighted score of key indices (:func:`key_scores`)."""
+    return float(np.mean(key_scores(estimates, refs)))
 
 
 def keyed_clip_outputs(extractor, corpus: Path, split: str, heads, limit: int = 0):
@@ -1252,7 +1257,8 @@ def profile_design(whole: np.ndarray, final: np.ndarray) -> np.ndarray:
     """``[clips, 24, 50]``: the stage-1 features of a ``"profiles"`` clip key -- a bias per mode (2), then
     ``whole`` and ``final`` (``[clips, 12]`` each) seen from each tonic, one weight per mode and interval
     (``pitch_class_profile [2, 12]``, ``final_profile [2, 12]``)."""
-    rot = (np.arange(12)[:, None] + np.arange(12)[None, :]) % 12
+    from mirzoo.tasks.analyze import TONIC_ROTATION as rot
+
     whole, final = np.asarray(whole, np.float64), np.asarray(final, np.float64)
     x = np.zeros((len(whole), 2, 12, 50))
     for m in range(2):
@@ -1385,12 +1391,7 @@ def update_package_entry(root: Path, update) -> None:
 def _paired_piece_interval(pred: np.ndarray, base: np.ndarray, refs: np.ndarray, pieces: np.ndarray, seed: int,
                           boot: int = 2000) -> list:
     """The 95 % interval of the mean MIREX gain of ``pred`` over ``base`` (key indices), pieces resampled."""
-    import mir_eval  # deferred: in the corpus and test extras
-
-    from training.corpus_targets import KEYS
-
-    gain = np.array([mir_eval.key.weighted_score(KEYS[r], KEYS[p]) - mir_eval.key.weighted_score(KEYS[r], KEYS[b])
-                     for p, b, r in zip(pred, base, refs)])
+    gain = key_scores(pred, refs) - key_scores(base, refs)
     uniq, inverse = np.unique(pieces, return_inverse=True)
     total, count = np.bincount(inverse, weights=gain), np.bincount(inverse)
     rng = np.random.default_rng(seed)

@@ -148,6 +148,7 @@ __all__ = [
     "clip_key_scores",
     "clip_key_distribution",
     "clip_pitch_class_features",
+    "TONIC_ROTATION",
     "key_profile_correlations",
     "KRUMHANSL_KESSLER_MAJOR",
     "KRUMHANSL_KESSLER_MINOR",
@@ -189,6 +190,11 @@ BEAT_FLOOR = 0.3
 PITCHED_SHARE = 0.005
 #: the key label of a clip without one: mir_eval's "unknown key" (``to_jams`` writes JAMS's ``"N"``)
 NO_KEY = "X"
+
+#: ``TONIC_ROTATION[t, i]``: the pitch class ``i`` semitones above the tonic ``t`` (index a ``[..., 12]`` vector of
+#: pitch classes with it to see it from each of the 12 tonics)
+TONIC_ROTATION = (np.arange(12)[:, None] + np.arange(12)[None, :]) % 12
+TONIC_ROTATION.flags.writeable = False
 
 #: Krumhansl & Kessler's (1982) probe-tone ratings of the 12 pitch classes above a major and a minor
 #: tonic (as in Krumhansl 1990, *Cognitive Foundations of Musical Pitch*, and music21's
@@ -408,12 +414,8 @@ def clip_key_scores(key_probs: np.ndarray, chord_probs: np.ndarray, params: Mapp
         whole, final = clip_pitch_class_features(chroma_probs, int(params.get("final_frames") or 1))
         for name, feature in (("pitch_class_profile", whole), ("final_profile", final)):
             if params.get(name) is not None:
-                scores = scores + np.einsum("mi,ti->mt", np.asarray(params[name], dtype=np.float64), feature[_TONIC_ROTATION])
+                scores = scores + np.einsum("mi,ti->mt", np.asarray(params[name], dtype=np.float64), feature[TONIC_ROTATION])
     return scores.reshape(24)
-
-
-#: ``_TONIC_ROTATION[t, i]``: the pitch class ``i`` semitones above the tonic ``t``
-_TONIC_ROTATION = (np.arange(12)[:, None] + np.arange(12)[None, :]) % 12
 
 
 def clip_pitch_class_features(chroma_probs: np.ndarray, final_frames: int) -> tuple[np.ndarray, np.ndarray]:
@@ -466,7 +468,7 @@ def clip_key_features(key_mean: np.ndarray, chord_mean: np.ndarray) -> tuple[np.
     chord_mean = np.asarray(chord_mean, dtype=np.float64)
     log_key = np.log(key_mean + 1e-6).reshape(key_mean.shape[:-1] + (2, 12))
     chords = chord_mean[..., :108].reshape(chord_mean.shape[:-1] + (12, 9))  # [..., root, quality]
-    rel = chords[..., (np.arange(12)[:, None] + np.arange(12)[None, :]) % 12, :]
+    rel = chords[..., TONIC_ROTATION, :]
     return log_key, rel
 
 
