@@ -62,6 +62,7 @@ from mirzoo.audio import load_audio
 from mirzoo.errors import MirzooError, ParameterError
 from mirzoo.fileio import atomic_directory, atomic_file
 from mirzoo.loader import as_extractor
+from mirzoo.spec import DERIVED_LAYERS
 
 __all__ = ["export", "FORMATS", "QUANTIZATIONS", "export_description", "read_tflite_metadata", "calibration_windows"]
 
@@ -117,11 +118,20 @@ def _input_samples(extractor, samples: Optional[int]) -> int:
 
 
 def _output_layers(extractor, layers: Optional[Sequence[str]]) -> list[str]:
+    """The network outputs to export: ``layers``, checked, or by default every layer of the model that the
+    network computes (not the :data:`~mirzoo.spec.DERIVED_LAYERS`, which come after it)."""
     if layers is None:
-        return list(extractor.layers)
+        return [k for k in extractor.layers if k not in DERIVED_LAYERS]
     if isinstance(layers, str):
         layers = [layers]
     names = list(layers)
+    derived = [n for n in names if n in DERIVED_LAYERS and n in extractor.layers]
+    if derived:
+        raise ParameterError(
+            f"layers={names!r}: {derived} of model {extractor.name!r} are computed after the network from its "
+            f"outputs (beat tracking, in numpy), so an exported network cannot hold them; export the outputs "
+            f"they read and compute them with mirzoo, or leave them out"
+        )
     unknown = [n for n in names if n not in extractor.layers]
     if unknown or not names:
         raise ParameterError(

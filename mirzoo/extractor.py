@@ -27,6 +27,7 @@ per example, so a clip gives the same embedding alone or inside a batch.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -78,6 +79,16 @@ class Extractor(Runner):
             f"<mirzoo.Extractor {self.name!r}: {self.output_kind}-level, {self.sample_rate} Hz, "
             f"layers {list(self.layers)}, {weights}>"
         )
+
+    def derived_outputs(self):
+        """The layers computed after the network (:data:`mirzoo.spec.DERIVED_LAYERS`) that the model's entry
+        names: ``metrical`` (:func:`mirzoo.tasks.analyze.metrical_frames`, from the ``bar_model`` record)."""
+        spec = self.spec
+        if _analyze.METRICAL_LAYER not in spec.layers or spec.is_clip or spec.bar_model is None:
+            return {}
+        compute = functools.partial(_analyze.metrical_frames, heads=self.heads, fps=self.sample_rate / self.hop_length,
+                                    bar_model=spec.bar_model)
+        return {_analyze.METRICAL_LAYER: (tuple(_analyze.metrical_inputs(spec.bar_model)), compute)}
 
     # -- public API ---------------------------------------------------------------------------
     def extract(

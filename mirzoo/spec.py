@@ -23,7 +23,7 @@ from typing import Any, Mapping, Optional
 
 from mirzoo.errors import ManifestError
 
-__all__ = ["HeadSpec", "WeightsSpec", "ModelSpec", "OUTPUT_KINDS", "PITCH_CLASS_LABELS", "BEAT_FEATURES",
+__all__ = ["HeadSpec", "WeightsSpec", "ModelSpec", "OUTPUT_KINDS", "PITCH_CLASS_LABELS", "BEAT_FEATURES", "DERIVED_LAYERS",
            "DOWNBEAT_BAR_LENGTHS", "DOWNBEAT_MODEL_FORM", "bar_candidate_width", "BAR_MODEL_FORM",
            "BAR_MODEL_BEAT_FEATURES", "BAR_MODEL_ARRAYS"]
 
@@ -42,6 +42,12 @@ BAR_MODEL_FORM = "beat-bigru-v1"
 #: the source name, in a ``bar_model`` record's ``sources``, of the :data:`BEAT_FEATURES` block (every other
 #: source is a layer or head whose mean over each beat interval is read)
 BAR_MODEL_BEAT_FEATURES = "beat_features"
+#: layers computed after the network from its outputs, not by it: ``metrical`` (``tcn-music``:
+#: ``mirzoo.tasks.analyze.metrical_frames``, each frame's bar-model probabilities of (beats per bar, position)
+#: at its tracked beat, then the meter head's probabilities).  A model's ``layers`` may name one when it has
+#: what the layer reads (for ``metrical``: a ``bar_model`` record and ``beats``, ``tempo`` and ``meter``
+#: heads); ``extract()`` computes it, and a Keras export, which holds the network alone, leaves it out
+DERIVED_LAYERS = ("metrical",)
 #: the arrays of a ``bar_model`` record, each an encoded array (``mirzoo.tasks.clip_heads.encode_array``)
 BAR_MODEL_ARRAYS = ("mean", "scale", "dense_kernel", "dense_bias",
                     "forward_kernel", "forward_recurrent", "forward_bias",
@@ -306,7 +312,8 @@ class ModelSpec:
             clip_key=_parse_clip_key(where, frozen.get("clip_key"), head, aux),
             downbeat_model=_parse_downbeat_model(where, frozen.get("downbeat_model"), head, aux),
             clip_tags=_parse_clip_tags(where, frozen.get("clip_tags"), head, aux, layers),
-            bar_model=_parse_bar_model(where, frozen.get("bar_model"), head, aux, layers),
+            bar_model=_check_derived_layers(where, layers, _parse_bar_model(where, frozen.get("bar_model"), head, aux,
+                                                                          layers), head, aux),
             entry=MappingProxyType(frozen),
         )
 
@@ -427,15 +434,40 @@ def _parse_clip_tags(where: str, record: Any, head: Optional[HeadSpec], aux: tup
     return MappingProxyType(dict(record))
 
 
+def _check_derived_layers(where: str, layers: Mapping[str, int], bar_model: Optional[Mapping[str, Any]],
+                          head: Optional[HeadSpec], aux: tuple) -> Optional[Mapping[str, Any]]:
+    """``bar_model``, once the :data:`DERIVED_LAYERS` among ``layers`` are checked: ``metrical`` needs a
+    ``bar_model`` record and ``beats``, ``tempo`` and ``meter`` heads, and its size is the record's classes
+    plus the meter head's labels."""
+    if "metrical" not in layers:
+        return bar_model
+    labels = {h.output: h.labels for h in ([head] if head else []) + list(aux)}
+    if bar_model is None:
+        raise ManifestError(f"{where}: layers name 'metrical', which is computed from a bar_model record; "
+                            "the entry has none (python -m training.musical fit-bars)")
+    lacking = [h for h in ("beats", "tempo", "meter") if h not in labels]
+    if lacking:
+        raise ManifestError(f"{where}: layers name 'metrical', which reads the heads {lacking}; the model lacks them")
+    width = len(bar_model["classes"]) + len(labels["meter"])
+    if layers["metrical"] != width:
+        raise ManifestError(f"{where}: layers['metrical']={layers['metrical']!r}, but its bar_model has "
+                            f"{len(bar_model['classes'])} classes and the meter head {len(labels['meter'])} labels "
+                            f"(expected {width})")
+    return bar_model
+
+
 def _parse_bar_model(where: str, record: Any, head: Optional[HeadSpec], aux: tuple,
                      layers: Mapping[str, int]) -> Optional[Mapping[str, Any]]:
     """The ``bar_model`` record, checked: its form, the sources it reads (the beat features, layers or heads of
-    the model), its classes (``[beats per bar, position]``, every position of each bar length) and the
+    the model, not a derived layer, which may be computed from the record), its classes (``[beats per bar, position]``, every position of each bar length) and the
     dtype, shape and byte length of each of its arrays (``mirzoo.tasks.bar_model.BAR_MODEL_ARRAYS``)."""
     if not _is_record_of_form(where, "bar_model", record, BAR_MODEL_FORM, "fit-bars"):
         return None
     heads = {h.output for h in ([head] if head else []) + list(aux)}
     sources = record.get("sources")
+    derived = [s for s in sources if s in DERIVED_LAYERS] if isinstance(sources, (list, tuple)) else []
+    if derived:
+        raise ManifestError(f"{where}: bar_model reads {derived}, which are computed from its own output")
     if not isinstance(sources, (list, tuple)) or not sources or len(set(sources)) != len(sources) \
             or any(not isinstance(s, str) or (s != BAR_MODEL_BEAT_FEATURES and s not in layers) for s in sources):
         raise ManifestError(f"{where}: bar_model['sources']={sources!r:.120} must be distinct names among "

@@ -866,7 +866,12 @@ def test_choose_meter_weighs_the_downbeats_against_the_meter_head():
     frames["meter"] = probs[: frames["beats"].shape[0]]
     frames["beats"] = act[: frames["beats"].shape[0]]
     a = an.analyze_frames(frames, heads, FPS)
-    assert a.meter == "3/4" and a.meter_candidates[0][0] == "4/4"
+    assert a.meter == "3/4" and [c[0] for c in a.meter_candidates[:2]] == ["3/4", "4/4"]  # the reported one first
+    mean = frames["meter"].mean(axis=0)
+    assert [p for _, p in a.meter_candidates[:2]] == pytest.approx([mean[METERS.index("3/4")], mean[METERS.index("4/4")]])
+    assert len(a.meter_candidates) == 3 and a.meter_candidates[2][1] <= a.meter_candidates[1][1]
+    meter_row = next(r for r in a.to_rows() if r["type"] == "meter")  # its confidence is the reported meter's
+    assert meter_row["label"] == "3/4" and meter_row["confidence"] == pytest.approx(mean[METERS.index("3/4")], abs=1e-4)
     np.testing.assert_allclose(a.downbeats, times[0::3], atol=0.021)
     assert an.analyze_frames(frames, heads, FPS, meter_contrast=0.0).meter == "4/4"
 

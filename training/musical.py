@@ -695,12 +695,15 @@ def anchor_tensor(full, name: str):
 
 def anchor_settings(cfg: dict, entry: dict) -> tuple:
     """``(layers, weight)`` of the config's ``anchor`` (``((), 0.0)`` without one), checked: the
-    layers must be ``extract()`` layers or heads of the model's entry (a head the run adds, such as a
-    new ``mode`` head, has no initial output to hold), the weight a number > 0."""
+    layers must be ``extract()`` layers or heads of the model's entry computed by the network (not a derived
+    layer such as ``metrical``; a head the run adds, such as a new ``mode`` head, has no initial output to
+    hold), the weight a number > 0."""
+    from mirzoo.spec import DERIVED_LAYERS
+
     anchor = cfg.get("anchor")
     if not anchor:
         return (), 0.0
-    names = list(entry["layers"])
+    names = [n for n in entry["layers"] if n not in DERIVED_LAYERS]  # the network's own layers
     if not isinstance(anchor, dict) or set(anchor) - {"layers", "weight"}:
         raise SystemExit(f"anchor={anchor!r} must be an object with keys layers and weight")
     layers, weight = anchor.get("layers"), anchor.get("weight", 1.0)
@@ -1520,13 +1523,35 @@ def pitch_class_head_unchanged(entry: dict, config: dict, n_tags: int, before: P
     return True
 
 
+def drop_bar_model(entry: dict) -> bool:
+    """Remove ``entry``'s ``bar_model`` record (in place) and the ``metrical`` layer computed from it
+    (:func:`mirzoo.tasks.analyze.metrical_frames`), which would not load without it; whether it had one."""
+    had = entry.pop("bar_model", None) is not None
+    if "metrical" in entry.get("layers", {}):
+        entry["layers"].pop("metrical")
+        entry["all_layers"] = [layer for layer in entry.get("all_layers", []) if layer != "metrical"]
+        if entry.get("default_layer") == "metrical":
+            entry["default_layer"] = "embedding"
+    return had
+
+
+def put_bar_model(entry: dict, record: dict) -> None:
+    """Set ``entry``'s ``bar_model`` record (in place).  An entry whose layers name ``metrical`` (each frame's
+    probabilities of the record's classes at its beat, then the meter head's) keeps it, sized for the new record;
+    one without it does not gain it (the shipped entry does not name it: session 34)."""
+    entry["bar_model"] = record
+    if "metrical" in entry.get("layers", {}):
+        meter = next(a for a in entry.get("aux_heads", []) + [entry.get("head") or {}] if a.get("output") == "meter")
+        entry["layers"]["metrical"] = len(record["classes"]) + len(meter["labels"])
+
+
 def drop_pitch_class_head(entry: dict) -> dict:
     """Remove the :data:`PITCH_CLASS_HEAD` from ``entry``'s config, layers and aux heads (in place),
     and what reads it: the ``tonal`` layer and the ``downbeat_model`` and ``bar_model`` records (their beat
-    features read the head; an entry that kept them would no longer load)."""
+    features read the head; an entry that kept them would no longer load), with the bar model's ``metrical`` layer."""
     (entry["config"].get("frame_heads") or {}).pop(PITCH_CLASS_HEAD, None)
     entry.pop("downbeat_model", None)
-    entry.pop("bar_model", None)
+    drop_bar_model(entry)
     if entry["config"].pop("tonal", None):
         entry["layers"].pop("tonal", None)
         entry["all_layers"] = [layer for layer in entry.get("all_layers", []) if layer != "tonal"]
@@ -1649,7 +1674,7 @@ def fit_pitch_classes(args) -> None:
         e["weights"] = {"kind": "file", "file": target.name, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
         e.pop("clip_key", None)  # fitted on the weights without the head: rerun fit-key
         e.pop("downbeat_model", None)  # it reads the pitch-class head: rerun fit-downbeats
-        e.pop("bar_model", None)  # so does this one: rerun fit-bars
+        drop_bar_model(e)  # so does this one (and the metrical layer computed from it): rerun fit-bars
         drop_clip_tags_reading(e, [PITCH_CLASS_HEAD])
         e["training"]["pitch_classes"] = record
         command = e["training"].get("command", "")
@@ -1796,7 +1821,7 @@ def fit_tags(args) -> None:
         e["weights"] = {"kind": "file", "file": path.name, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
         e.pop("clip_key", None)  # fitted on the previous file (its heads are unchanged): rerun fit-key
         e.pop("downbeat_model", None)
-        e.pop("bar_model", None)
+        drop_bar_model(e)
         drop_clip_tags_reading(e, ["tags"])
         e["training"]["tags_head"] = record
         append_command(e, "python -m training.musical fit-tags --corpus CORPUS && python -m training.musical fit-key "
@@ -2031,7 +2056,10 @@ def write_fitted_record(args, key: str, record: dict, command: str) -> str:
     def put_record(entry: dict) -> None:
         if entry["weights"]["sha256"] != record["weights_sha256"]:
             raise SystemExit(f"a package manifest's {MODEL} weights are not the ones fitted on: nothing written")
-        entry[key] = record
+        if key == "bar_model":
+            put_bar_model(entry, record)
+        else:
+            entry[key] = record
         append_command(entry, f"python -m training.musical {command} --corpus CORPUS --out manifest")
 
     update_package_entry(Path(args.root) if args.root else Path(__file__).resolve().parent.parent, put_record)
@@ -2419,9 +2447,9 @@ def ship(args) -> None:
     if entry.pop("downbeat_model", None) is not None:
         log.warning("the entry's downbeat_model was fitted on the weights this run replaces: dropped; run "
                     "fit-downbeats --out manifest after shipping")
-    if entry.pop("bar_model", None) is not None:
-        log.warning("the entry's bar_model was fitted on the weights this run replaces: dropped; run "
-                    "fit-bars --out manifest after shipping")
+    if drop_bar_model(entry):
+        log.warning("the entry's bar_model (and its metrical layer) was fitted on the weights this run replaces: "
+                    "dropped; run fit-bars --out manifest after shipping")
     if entry.pop("clip_tags", None) is not None:  # it reads trunk layers the run retrained
         entry["training"].pop("clip_tags", None)
         log.warning("the entry's clip_tags record was fitted on the layers of the weights this run replaces: dropped "

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from typing import Any, Iterable, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import keras
 import numpy as np
@@ -35,7 +35,7 @@ from mirzoo.inference.windows import ClipPlan, FrameChunk, FramePlan, WindowPlan
 from mirzoo.nn.banded import convs_as_matmul
 from mirzoo.nn.fold import fold_batch_norm
 from mirzoo.nn.precision import precision_of
-from mirzoo.spec import ModelSpec
+from mirzoo.spec import DERIVED_LAYERS, ModelSpec
 
 __all__ = [
     "Runner", "AudioInput", "bucket", "split_batch", "progress_bar", "as_list", "MAX_PASS_SAMPLES",
@@ -232,6 +232,37 @@ class Runner:
             )
         return layer, [layer]
 
+    # -- layers computed after the network --------------------------------------------------------
+    def derived_outputs(self) -> dict[str, tuple[tuple[str, ...], Callable[[Mapping[str, np.ndarray]], np.ndarray]]]:
+        """``{layer: (network outputs it reads, function of those outputs -> [T, D])}``: the
+        :data:`~mirzoo.spec.DERIVED_LAYERS` among the model's layers that this runner computes after the
+        network.  The plain runner computes none; :class:`mirzoo.Extractor` supplies them (they are
+        analysis code, which sits above this layer)."""
+        return {}
+
+    def network_keys(self, keys: Sequence[str]) -> list[str]:
+        """The network outputs to run for ``keys``: each derived layer replaced by the outputs it reads."""
+        derived = self.derived_outputs()
+        found: list[str] = []
+        for k in keys:
+            if k in derived:
+                found.extend(derived[k][0])
+            elif k in DERIVED_LAYERS and k in self.layers:
+                raise UnknownLayerError(
+                    f"layer {k!r} of model {self.name!r} is computed after the network from its outputs, which "
+                    f"this {type(self).__name__} cannot do: load the model with mirzoo.load")
+            else:
+                found.append(k)
+        return list(dict.fromkeys(found))
+
+    def with_derived(self, out: dict[str, np.ndarray], keys: Sequence[str]) -> dict[str, np.ndarray]:
+        """``{key: output}`` of ``keys`` from the network outputs ``out`` (:meth:`network_keys` of them), the
+        derived layers among them computed from those outputs."""
+        derived = self.derived_outputs()
+        if not any(k in derived for k in keys):
+            return out
+        return {k: derived[k][1](out) if k in derived else out[k] for k in keys}
+
     def check_head(self, head: Optional[str]) -> str:
         """The output name of ``head`` (default: the primary head); a usage error if the model has none."""
         if not self.heads:
@@ -344,9 +375,12 @@ class Runner:
         (clip models: patches every ``hop`` seconds, default the manifest's)."""
         batch_size = valid_int("batch_size", batch_size)
         plan = self.plan_for(hop)
+        run = self.network_keys(keys)
         if isinstance(plan, ClipPlan):
-            return self._forward_clip(signals, keys, batch_size, progress, plan)
-        return self._forward_frame(signals, keys, batch_size, progress)
+            outputs = self._forward_clip(signals, run, batch_size, progress, plan)
+        else:
+            outputs = self._forward_frame(signals, run, batch_size, progress)
+        return [self.with_derived(out, keys) for out in outputs]
 
     def stream_clip(
         self,
@@ -467,13 +501,16 @@ class Runner:
         same windows, hence the same outputs, as :meth:`forward` on the whole signal.
         """
         expected = int(getattr(blocks, "expected_samples", 0))
+        run = self.network_keys(keys)
         bar = progress_bar(plan.count(expected) if expected else 0, progress, f"{self.name} windows")
         try:
             if isinstance(plan, ClipPlan):
-                return self._stream_clip(blocks, keys, batch_size, plan, bar)
-            return self._stream_frame(blocks, keys, batch_size, plan, expected, bar)
+                out, n = self._stream_clip(blocks, run, batch_size, plan, bar)
+            else:
+                out, n = self._stream_frame(blocks, run, batch_size, plan, expected, bar)
         finally:
             bar.close()
+        return self.with_derived(out, keys), n
 
     def _stream_clip(self, blocks, keys, batch_size, plan: ClipPlan, bar):
         size, step = plan.patch_samples, plan.hop_samples

@@ -61,8 +61,8 @@ How each answer is read (``fps`` is the model's frame rate, 50 for ``tcn-music``
 * **meter**: each bar length (2, 3 or 4 beats, or the meter head's best) scores the log of the
   meter head's probability for it plus ``meter_contrast`` times how much more downbeat
   evidence its best bar phase carries than the other beats (:func:`choose_meter`); the meter
-  is the head's most probable meter of the winning bar length (``meter_candidates``: the head's
-  own top three).
+  is the head's most probable meter of the winning bar length (``meter_candidates``: that meter, then
+  the head's two most probable others, each with the head's clip-mean probability).
 * **downbeats**: given ``b`` beats per bar, the phase ``0 <= p < b`` whose beats
   ``p, p + b, ...`` have the highest mean downbeat evidence.
 * **meter and downbeats together** (a model whose entry has a ``downbeat_model`` record, fitted by
@@ -145,6 +145,11 @@ __all__ = [
     "bar_candidate_scores",
     "choose_bars",
     "meter_of_bar_length",
+    "clip_beats",
+    "METRICAL_LAYER",
+    "metrical_frames",
+    "metrical_inputs",
+    "metrical_width",
     "clip_key_scores",
     "clip_key_distribution",
     "clip_pitch_class_features",
@@ -154,6 +159,9 @@ __all__ = [
     "KRUMHANSL_KESSLER_MINOR",
 ]
 
+#: the layer :func:`metrical_frames` computes from a model's outputs after the network (``tcn-music``'s
+#: ``extract(layer="metrical")``; see :data:`mirzoo.spec.DERIVED_LAYERS`)
+METRICAL_LAYER = "metrical"
 #: heads a model needs for :func:`analyze`
 REQUIRED_HEADS = ("beats", "key", "chord", "meter", "tempo")
 #: heads :func:`analyze` reads when a model has them, for the clip key: ``mode`` (major, minor) and
@@ -231,7 +239,11 @@ class Analysis:
         Notated beats per minute; None where the clip has no beat (:data:`BEAT_FLOOR`);
         ``tempo_candidates`` the tempo head's best three classes either way.
     meter : str or None
-        Time signature, e.g. ``"6/8"`` (None without beats); ``meter_candidates`` the best three.
+        Time signature, e.g. ``"6/8"`` (None without beats); ``meter_candidates`` three ``(label, probability)``:
+        the reported meter first, then the meter head's most probable others, each with the meter head's
+        clip-mean probability (the bars, not the head alone, choose the meter, so the first need not be the
+        most probable; the meter row of :meth:`to_rows` and JAMS carry the reported meter's).  Without beats,
+        the head's best three.
     beats : np.ndarray [shape=(n,)]
         Beat times; ``beat_positions`` their position in the bar (1 = downbeat).
     downbeats : np.ndarray [shape=(m,)]
@@ -1270,16 +1282,8 @@ def analyze_frames(
             key, local_keys = NO_KEY, [Segment(0.0, duration, NO_KEY, float(1.0 - pitched.mean()))]
     meter_top = global_distribution(meter_probs, heads["meter"])
     tempo_top = global_distribution(tempo_probs, heads["tempo"])
-    if beat_tracker not in ("hmm", "dp"):
-        raise ParameterError(f"beat_tracker={beat_tracker!r}: expected 'hmm' or 'dp'")
-    seed = estimate_tempo(tempo_probs, tempo_centres(heads["tempo"]), beats_act[:, 0], fps)
-    beatless = bool(beat_floor) and float(beats_act[:, 0].max(initial=0.0)) < beat_floor
-    if beatless:
-        beat_frames = np.zeros(0, dtype=np.int64)
-    elif beat_tracker == "hmm":
-        beat_frames = track_beats_hmm(beats_act[:, 0], fps, seed, band=beat_band)
-    else:
-        beat_frames = track_beats(beats_act[:, 0], fps, seed, tightness=tightness)
+    beat_frames, seed, beatless = clip_beats(beats_act, tempo_probs, heads["tempo"], fps, beat_tracker=beat_tracker,
+                                             beat_band=beat_band, tightness=tightness, beat_floor=beat_floor)
     tempo = seed
     if beat_frames.size >= 3:
         refined = 60.0 * fps / float(np.median(np.diff(beat_frames)))
@@ -1307,6 +1311,11 @@ def analyze_frames(
     else:
         meter = choose_meter(meter_probs, heads["meter"], beat_frames, beats_act[:, 1], meter_contrast, **evidence)
         _, positions = downbeat_phase(beat_frames, beats_act[:, 1], beats_per_bar(meter), **evidence)
+    if meter is not None and meter_top and meter_top[0][0] != meter:
+        # the reported meter first, with the meter head's probability of it (what the meter row's confidence
+        # reads), then the head's most probable others: the bar reading, not the head alone, chose it
+        ranked = global_distribution(meter_probs, heads["meter"], top_k=len(heads["meter"]))
+        meter_top = [c for c in ranked if c[0] == meter] + [c for c in ranked if c[0] != meter][: len(meter_top) - 1]
     beat_times = beat_frames / fps
     chords = label_segments(smooth_labels(chord_probs, chord_penalty), heads["chord"], fps, duration, chord_probs)
     return Analysis(
@@ -1317,6 +1326,80 @@ def analyze_frames(
         beats=beat_times, beat_positions=positions, downbeats=beat_times[positions == 1],
         chords=tuple(chords), frame_rate=float(fps),
     )
+
+
+def clip_beats(beats: np.ndarray, tempo_probs: np.ndarray, tempo_labels: Sequence[str], fps: float, *,
+               beat_tracker: str = "hmm", beat_band: float = 1.4, tightness: float = 100.0,
+               beat_floor: Optional[float] = BEAT_FLOOR) -> tuple[np.ndarray, float, bool]:
+    """``(beat frames, tempo seed in BPM, beatless)``: the beats :func:`analyze_frames` tracks in a clip's
+    ``beats`` activation (``[T, 2]``, beat and downbeat) from the tempo head's estimate (``tempo_probs``
+    ``[T, len(tempo_labels)]``, :func:`estimate_tempo`); no beats when the beat activation stays below
+    ``beat_floor`` everywhere (``beatless``).  The options are :func:`analyze_frames`'s."""
+    if beat_tracker not in ("hmm", "dp"):
+        raise ParameterError(f"beat_tracker={beat_tracker!r}: expected 'hmm' or 'dp'")
+    act = np.asarray(beats, dtype=np.float64)[:, 0]
+    seed = estimate_tempo(tempo_probs, tempo_centres(tempo_labels), act, fps)
+    beatless = bool(beat_floor) and float(act.max(initial=0.0)) < beat_floor
+    if beatless:
+        beat_frames = np.zeros(0, dtype=np.int64)
+    elif beat_tracker == "hmm":
+        beat_frames = track_beats_hmm(act, fps, seed, band=beat_band)
+    else:
+        beat_frames = track_beats(act, fps, seed, tightness=tightness)
+    return beat_frames, seed, beatless
+
+
+def metrical_inputs(bar_model: Mapping[str, Any]) -> list[str]:
+    """The network outputs :func:`metrical_frames` reads: the ``beats``, ``tempo`` and ``meter`` heads and the
+    frames the ``bar_model`` record's ``sources`` name (all but the beat features it builds itself)."""
+    keys = ["beats", "tempo", "meter"]
+    return keys + [s for s in dict.fromkeys(bar_model["sources"]) if s != BAR_MODEL_BEAT_FEATURES and s not in keys]
+
+
+def metrical_width(bar_model: Mapping[str, Any], heads: Mapping[str, Sequence[str]]) -> int:
+    """Width of the :data:`METRICAL_LAYER`: the ``bar_model`` record's classes and the meter head's labels."""
+    return len(bar_model["classes"]) + len(heads["meter"])
+
+
+def metrical_frames(frames: Mapping[str, np.ndarray], heads: Mapping[str, Sequence[str]], fps: float,
+                    bar_model: Mapping[str, Any], **beat_options) -> np.ndarray:
+    """The :data:`METRICAL_LAYER` of a clip, ``[T, n_classes + n_meters]`` float32: for each frame, the
+    ``bar_model`` record's probabilities of each (beats per bar, position in the bar) of its ``classes``
+    (:func:`~mirzoo.tasks.bar_model.bar_class_probabilities`) at the tracked beat that holds the frame (the
+    last beat at or before it; frames before the first beat take the first beat's), then the meter head's
+    probabilities of the frame.  The beats are the ones :func:`analyze_frames` reports (:func:`clip_beats`,
+    ``beat_options`` as there); a clip without beats has the same probability for every class.
+
+    Where :data:`tonal <mirzoo.nn.tcn.TonicAligned>` sees pitch relative to the tonic, this sees each frame
+    relative to the bar: pooled over a clip (mean and spread), it says how the clip's bars are built, which
+    the network's own layers, pooled, do not (``benchmarks/musicality.py``'s meter probe)."""
+    if not isinstance(bar_model, Mapping):
+        raise ParameterError(f"bar_model={bar_model!r:.80} must be a record of fit-bars (a mapping)")
+    missing = [k for k in ("sources", "classes", *BAR_MODEL_ARRAYS) if k not in bar_model]
+    if missing:
+        raise ParameterError(f"bar_model lacks {missing}; expected a fit-bars record (python -m training.musical fit-bars)")
+    lacking = [k for k in metrical_inputs(bar_model) if k not in frames]
+    if lacking:
+        raise ParameterError(f"frames lack {lacking}, which the metrical layer reads; frames have {sorted(frames)}")
+    beats = np.asarray(frames["beats"], dtype=np.float64)
+    if beats.ndim != 2 or beats.shape[1] < 2:
+        raise ParameterError(f"frames['beats'] must be [frames, 2] (beat, downbeat), got shape {beats.shape}")
+    n = beats.shape[0]
+    meter = _frames(frames["meter"], len(heads["meter"]), "frames['meter']")
+    tempo = _frames(frames["tempo"], len(heads["tempo"]), "frames['tempo']")
+    if meter.shape[0] != n or tempo.shape[0] != n:
+        raise ParameterError(f"frames['meter'] {meter.shape} and frames['tempo'] {tempo.shape} must have the "
+                             f"{n} frames of frames['beats']")
+    n_classes = len(bar_model["classes"])
+    beat_frames, _, _ = clip_beats(beats, tempo, heads["tempo"], fps, **beat_options)
+    beat_frames = beat_frames[beat_frames < n]
+    if beat_frames.size == 0:
+        per_frame = np.full((n, n_classes), 1.0 / n_classes)
+    else:
+        probs = bar_class_probabilities(bar_features(beat_frames, frames, bar_model["sources"]), bar_model)
+        holder = np.searchsorted(beat_frames, np.arange(n), side="right") - 1
+        per_frame = probs[np.clip(holder, 0, beat_frames.size - 1)]
+    return np.ascontiguousarray(np.concatenate([per_frame, meter], axis=1), dtype=np.float32)
 
 
 def analysis_outputs(heads: Mapping[str, Any], sources: Sequence[str] = ()) -> list[str]:

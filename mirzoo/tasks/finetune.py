@@ -32,6 +32,7 @@ from mirzoo._checks import valid_int
 from mirzoo.datasets import Dataset, load_dataset
 from mirzoo.errors import ParameterError
 from mirzoo.inference.runner import Runner
+from mirzoo.spec import DERIVED_LAYERS
 
 __all__ = ["fine_tune", "evaluate", "resolve_dataset", "label_list"]
 
@@ -205,6 +206,10 @@ def fine_tune(
     if layer_name == "all" or len(keys) != 1:
         raise ParameterError("fine_tune needs a single embedding layer, not layer='all'")
     feature = keys[0]
+    if feature in DERIVED_LAYERS:
+        raise ParameterError(f"layer={feature!r} is computed after the network from its outputs (beat tracking, not "
+                             f"a network layer), so no classifier can be trained through it; pick a network "
+                             f"layer such as {base.default_layer!r}")
 
     if multilabel is not None and not isinstance(multilabel, bool):
         raise ParameterError(f"multilabel={multilabel!r}: expected True, False or None")
