@@ -13,7 +13,9 @@ collections, and renders up to ``--max-clips-per-piece`` excerpts of at most
 ``--clip-seconds`` per piece until ``--hours`` of audio are reached
 (:mod:`training.corpus_render`).  Every random draw of a clip comes from a generator
 derived from ``(seed, piece_id, clip_index)``, so the corpus does not depend on the
-number of workers or their scheduling.
+number of workers or their scheduling.  ``--render-seed`` takes the seed's place in the
+order and the draws but not in the splits: a fresh render of the same split (e.g. a
+second test render no decision has read).
 
 Output folder::
 
@@ -161,6 +163,16 @@ class BuildConfig:
     mix_soundfonts: Tuple[str, ...] = ()
     corpus_version: int = CORPUS_VERSION
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    #: seed of the piece order, excerpts and augmentation draws; ``None``: ``seed``.  The split of a piece
+    #: follows ``seed`` alone, so another render seed gives a fresh render of the same split (other
+    #: excerpts, transpositions, tempi and instruments; other pieces where ``hours`` stops short of the
+    #: whole split).  Left out of ``build_config.json`` when ``None``, so earlier builds resume unchanged.
+    render_seed: Optional[int] = None
+
+    @property
+    def draw_seed(self) -> int:
+        """The seed of everything but the splits: ``render_seed``, or ``seed`` without one."""
+        return self.seed if self.render_seed is None else self.render_seed
 
     def validate(self) -> None:
         """Check the values; raise :class:`ValueError` naming the bad one."""
@@ -180,6 +192,9 @@ class BuildConfig:
             raise ValueError(f"max_clips_per_piece={self.max_clips_per_piece}: expected >= 1")
         if self.audio_format not in ("flac", "wav"):
             raise ValueError(f"audio_format={self.audio_format!r}: expected 'flac' or 'wav'")
+        if self.render_seed is not None and (isinstance(self.render_seed, bool) or not isinstance(self.render_seed, int)
+                                             or self.render_seed < 0):
+            raise ValueError(f"render_seed={self.render_seed!r}: expected a whole number >= 0, or None (the seed)")
         if self.corpus_version != CORPUS_VERSION:
             raise ValueError(f"corpus_version={self.corpus_version}: this builder writes version {CORPUS_VERSION}")
         for font in (self.soundfont,) + tuple(self.mix_soundfonts):
@@ -187,8 +202,11 @@ class BuildConfig:
             cr.check_soundfont_for_splits(name, self.splits)
 
     def to_json(self) -> dict:
-        """A JSON-ready dict (tuples become lists)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        """A JSON-ready dict (tuples become lists); no ``render_seed`` key when it is ``None``."""
+        data = json.loads(json.dumps(dataclasses.asdict(self)))
+        if data.get("render_seed") is None:
+            data.pop("render_seed", None)
+        return data
 
     @classmethod
     def from_json(cls, data: dict) -> "BuildConfig":
@@ -355,7 +373,7 @@ def plan_piece(piece: cs.Piece, score: cs.ScoreData, cfg: BuildConfig) -> List[C
     prev_end = first
     end_of_notes = score.onset + score.duration
     for k in range(cfg.max_clips_per_piece):
-        rng = cr.clip_rng(cfg.seed, piece.piece_id, k)
+        rng = cr.clip_rng(cfg.draw_seed, piece.piece_id, k)
         target = first + k * (length - first) / cfg.max_clips_per_piece
         lower = max(target, prev_end)
         if k == 0:
@@ -437,7 +455,7 @@ def plan_piece(piece: cs.Piece, score: cs.ScoreData, cfg: BuildConfig) -> List[C
             cols["channel"].append(np.full(idx.size, channel))
             cols["program"].append(np.full(idx.size, program))
         # -- realism draws (a generator of their own: the draws above stay as in version 1) ----
-        rng2 = cr.clip_rng(cfg.seed, piece.piece_id + "#realism", k)
+        rng2 = cr.clip_rng(cfg.draw_seed, piece.piece_id + "#realism", k)
         u_drums, drum_style_u, kit_u, drum_gain = rng2.random(), rng2.random(), rng2.random(), float(
             rng2.uniform(*aug.drum_gain))
         u_room = rng2.random()
@@ -958,7 +976,7 @@ def build(out: str, cfg: BuildConfig, *, hours: float, workers: Optional[int] = 
     t0 = time.perf_counter()
     catalog = cs.build_catalog(cfg.collections)
     wanted = set(cfg.splits)
-    chosen = [(p, split_of(p.split_key, cfg.seed, cfg.split_fractions)) for p in build_order(catalog, cfg.seed)]
+    chosen = [(p, split_of(p.split_key, cfg.seed, cfg.split_fractions)) for p in build_order(catalog, cfg.draw_seed)]
     chosen = [(p, s) for p, s in chosen if s in wanted]
     if max_pieces is not None:
         chosen = chosen[: int(max_pieces)]
@@ -1134,6 +1152,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, help="output folder")
     b.add_argument("--hours", type=float, required=True, help="hours of audio to render")
     b.add_argument("--seed", type=int, default=None, help="build seed (default 0)")
+    b.add_argument("--render-seed", type=int, default=None,
+                   help="seed of the piece order, excerpts and augmentation (default: --seed); the splits keep "
+                        "--seed's, so another value renders the same split afresh")
     b.add_argument("--soundfont", default=None,
                    help="FluidR3 (default), TimGM6mb (test split only) or a path to an .sf2")
     b.add_argument("--mix-soundfonts", default=None,
@@ -1177,7 +1198,7 @@ def _config_from_args(args) -> BuildConfig:
     if args.config:
         data = json.loads(Path(args.config).read_text())
     cfg = BuildConfig.from_json(data)
-    simple = {"seed": "seed", "sr": "sr", "hop": "hop", "soundfont": "soundfont", "clip_seconds": "clip_seconds",
+    simple = {"seed": "seed", "render_seed": "render_seed", "sr": "sr", "hop": "hop", "soundfont": "soundfont", "clip_seconds": "clip_seconds",
               "min_clip_seconds": "min_clip_seconds", "max_clips_per_piece": "max_clips_per_piece",
               "format": "audio_format", "synth_sr": "synth_sr"}
     for flag, field in simple.items():
