@@ -384,7 +384,11 @@ def model_card(spec: ModelSpec, repo_id: str) -> str:
                     f"features, {seconds['fit']:.0f} s for the network)" if {"inputs", "fit"} <= set(seconds) else "")
                  + (f"; on {v['clips_with_downbeats']} valid clips, downbeat F-measure {v['downbeat_f']} against "
                     f"{v['downbeat_f_evidence']} for the downbeat evidence alone, time signature {v['time_signature']} "
-                    f"against {v['time_signature_evidence']}" if "downbeat_f" in v else "") + "."]
+                    f"against {v['time_signature_evidence']}" if "downbeat_f" in v else "") + "."
+                 + (f" The record also gives the `metrical` layer ({spec.layers['metrical']} values a frame): the "
+                    f"record's probabilities of its {len(bar_model.get('classes', ()))} (beats per bar, position) "
+                    "classes at the tracked beat that holds the frame, then the meter head's; computed after the "
+                    "network, so a Keras export leaves it out." if "metrical" in spec.layers else "")]
     if training.get("command"):
         body += ["", "Reproduce with:", "", "```bash", str(training["command"]), "```"]
     body += ["", "## Metrics", "", _metrics_section(dict(spec.metrics), pretrained)]
