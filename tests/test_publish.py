@@ -310,8 +310,10 @@ def test_committed_model_cards_follow_the_manifest():
 
 
 def test_card_describes_a_downbeat_model_record():
+    from training.musical import drop_bar_model
+
     entry = json.loads(json.dumps(mirzoo.model_info("tcn-music")))
-    entry.pop("bar_model", None)  # the shipped entry's bar model has a paragraph of its own
+    drop_bar_model(entry)  # the shipped entry's bar model (and its metrical layer) has a paragraph of its own
     record = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "results"
                          / "downbeat_model-session19-candidate.json").read_text())
     card = publish.model_card(ModelSpec.from_entry("tcn-music", dict(entry, downbeat_model=record)), "o/tcn-music")
@@ -367,3 +369,10 @@ def test_card_describes_a_bar_model_record():
     card = publish.model_card(ModelSpec.from_entry("tcn-music", dict(entry, bar_model=timed)), "o/tcn-music")
     assert ("3000 clips in 11 min on x86_64, 2 CPU cores, no GPU (496 s for the features, 148 s for the network); "
             "on 1295 valid clips") in card
+    # the metrical layer the record gives, where the entry names it (the shipped one does)
+    metrical = ("The record also gives the `metrical` layer (21 values a frame): the record's probabilities of its 9 "
+                "(beats per bar, position) classes at the tracked beat that holds the frame, then the meter head's;")
+    assert metrical in card and "metrical" in entry["layers"]
+    without = dict(entry, layers={k: v for k, v in entry["layers"].items() if k != "metrical"},
+                   all_layers=[layer for layer in entry["all_layers"] if layer != "metrical"])
+    assert metrical not in publish.model_card(ModelSpec.from_entry("tcn-music", dict(without, bar_model=timed)), "o/tcn-music")
