@@ -285,6 +285,8 @@ class ModelSpec:
         if not isinstance(hub, Mapping):
             raise ManifestError(f"{where}: hub={hub!r} must be an object with 'repo_id' and 'revision'")
         frozen = copy.deepcopy(dict(entry))
+        bar_model = _parse_bar_model(where, frozen.get("bar_model"), head, aux, layers)
+        _check_derived_layers(where, layers, bar_model, head, aux)
         return cls(
             name=name,
             family=entry["family"],
@@ -312,8 +314,7 @@ class ModelSpec:
             clip_key=_parse_clip_key(where, frozen.get("clip_key"), head, aux),
             downbeat_model=_parse_downbeat_model(where, frozen.get("downbeat_model"), head, aux),
             clip_tags=_parse_clip_tags(where, frozen.get("clip_tags"), head, aux, layers),
-            bar_model=_check_derived_layers(where, layers, _parse_bar_model(where, frozen.get("bar_model"), head, aux,
-                                                                          layers), head, aux),
+            bar_model=bar_model,
             entry=MappingProxyType(frozen),
         )
 
@@ -435,12 +436,11 @@ def _parse_clip_tags(where: str, record: Any, head: Optional[HeadSpec], aux: tup
 
 
 def _check_derived_layers(where: str, layers: Mapping[str, int], bar_model: Optional[Mapping[str, Any]],
-                          head: Optional[HeadSpec], aux: tuple) -> Optional[Mapping[str, Any]]:
-    """``bar_model``, once the :data:`DERIVED_LAYERS` among ``layers`` are checked: ``metrical`` needs a
-    ``bar_model`` record and ``beats``, ``tempo`` and ``meter`` heads, and its size is the record's classes
-    plus the meter head's labels."""
+                          head: Optional[HeadSpec], aux: tuple) -> None:
+    """Check the :data:`DERIVED_LAYERS` among ``layers``: ``metrical`` needs a ``bar_model`` record (parsed) and
+    ``beats``, ``tempo`` and ``meter`` heads, and its size is the record's classes plus the meter head's labels."""
     if "metrical" not in layers:
-        return bar_model
+        return
     labels = {h.output: h.labels for h in ([head] if head else []) + list(aux)}
     if bar_model is None:
         raise ManifestError(f"{where}: layers name 'metrical', which is computed from a bar_model record; "
@@ -453,14 +453,14 @@ def _check_derived_layers(where: str, layers: Mapping[str, int], bar_model: Opti
         raise ManifestError(f"{where}: layers['metrical']={layers['metrical']!r}, but its bar_model has "
                             f"{len(bar_model['classes'])} classes and the meter head {len(labels['meter'])} labels "
                             f"(expected {width})")
-    return bar_model
 
 
 def _parse_bar_model(where: str, record: Any, head: Optional[HeadSpec], aux: tuple,
                      layers: Mapping[str, int]) -> Optional[Mapping[str, Any]]:
     """The ``bar_model`` record, checked: its form, the sources it reads (the beat features, layers or heads of
-    the model, not a derived layer, which may be computed from the record), its classes (``[beats per bar, position]``, every position of each bar length) and the
-    dtype, shape and byte length of each of its arrays (``mirzoo.tasks.bar_model.BAR_MODEL_ARRAYS``)."""
+    the model, but no derived layer, which may be computed from the record), its classes (``[beats per bar,
+    position]``, every position of each bar length) and the dtype, shape and byte length of each of its arrays
+    (``mirzoo.tasks.bar_model.BAR_MODEL_ARRAYS``)."""
     if not _is_record_of_form(where, "bar_model", record, BAR_MODEL_FORM, "fit-bars"):
         return None
     heads = {h.output for h in ([head] if head else []) + list(aux)}
