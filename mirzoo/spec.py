@@ -285,6 +285,10 @@ class ModelSpec:
         if not isinstance(hub, Mapping):
             raise ManifestError(f"{where}: hub={hub!r} must be an object with 'repo_id' and 'revision'")
         frozen = copy.deepcopy(dict(entry))
+        # the records in this order, so an entry with several faults is named by the first
+        clip_key = _parse_clip_key(where, frozen.get("clip_key"), head, aux)
+        downbeat_model = _parse_downbeat_model(where, frozen.get("downbeat_model"), head, aux)
+        clip_tags = _parse_clip_tags(where, frozen.get("clip_tags"), head, aux, layers)
         bar_model = _parse_bar_model(where, frozen.get("bar_model"), head, aux, layers)
         _check_derived_layers(where, layers, bar_model, head, aux)
         return cls(
@@ -311,9 +315,9 @@ class ModelSpec:
             metrics=MappingProxyType(dict(frozen.get("metrics") or {})),
             references=tuple(frozen.get("references") or ()),
             saved_from=frozen.get("saved_from"),
-            clip_key=_parse_clip_key(where, frozen.get("clip_key"), head, aux),
-            downbeat_model=_parse_downbeat_model(where, frozen.get("downbeat_model"), head, aux),
-            clip_tags=_parse_clip_tags(where, frozen.get("clip_tags"), head, aux, layers),
+            clip_key=clip_key,
+            downbeat_model=downbeat_model,
+            clip_tags=clip_tags,
             bar_model=bar_model,
             entry=MappingProxyType(frozen),
         )
