@@ -13,7 +13,7 @@ from mirzoo.errors import ManifestError, ParameterError, UnknownLayerError
 from mirzoo.inference.runner import Runner
 from mirzoo.spec import ModelSpec
 from mirzoo.tasks.analyze import (analyze_frames, bar_features, clip_beats, metrical_frames, metrical_inputs,
-                                  metrical_width)
+                                  metrical_width, tempo_centres)
 from mirzoo.tasks.bar_model import bar_class_probabilities
 from mirzoo.zoo.manifest import get_entry
 
@@ -46,7 +46,7 @@ def synthetic_frames(tcn, n=400, period=25, first=7, seed=0):
     beats[first::period, 0] = 0.95
     beats[first::4 * period, 1] = 0.9
     tempo = np.full((n, len(tcn.heads["tempo"])), 1e-3)
-    centres = np.array([float(lab.split()[0]) for lab in tcn.heads["tempo"]])
+    centres = tempo_centres(tcn.heads["tempo"])
     tempo[:, int(np.argmin(np.abs(centres - 120.0)))] = 1.0
     tempo /= tempo.sum(axis=1, keepdims=True)
     meter = rng.dirichlet(np.ones(len(tcn.heads["meter"])), size=n)

@@ -1198,8 +1198,8 @@ def _config_from_args(args) -> BuildConfig:
     if args.config:
         data = json.loads(Path(args.config).read_text())
     cfg = BuildConfig.from_json(data)
-    simple = {"seed": "seed", "render_seed": "render_seed", "sr": "sr", "hop": "hop", "soundfont": "soundfont", "clip_seconds": "clip_seconds",
-              "min_clip_seconds": "min_clip_seconds", "max_clips_per_piece": "max_clips_per_piece",
+    simple = {"seed": "seed", "render_seed": "render_seed", "sr": "sr", "hop": "hop", "soundfont": "soundfont",
+              "clip_seconds": "clip_seconds", "min_clip_seconds": "min_clip_seconds", "max_clips_per_piece": "max_clips_per_piece",
               "format": "audio_format", "synth_sr": "synth_sr"}
     for flag, field in simple.items():
         if getattr(args, flag) is not None:

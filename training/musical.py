@@ -1539,10 +1539,12 @@ def put_bar_model(entry: dict, record: dict) -> None:
     """Set ``entry``'s ``bar_model`` record (in place).  An entry whose layers name ``metrical`` (each frame's
     probabilities of the record's classes at its beat, then the meter head's) keeps it, sized for the new record;
     one without it does not gain it (the shipped entry does not name it: session 34)."""
+    from mirzoo.tasks.analyze import metrical_width
+
     entry["bar_model"] = record
     if "metrical" in entry.get("layers", {}):
         meter = next(a for a in entry.get("aux_heads", []) + [entry.get("head") or {}] if a.get("output") == "meter")
-        entry["layers"]["metrical"] = len(record["classes"]) + len(meter["labels"])
+        entry["layers"]["metrical"] = metrical_width(record, {"meter": meter["labels"]})
 
 
 def drop_pitch_class_head(entry: dict) -> dict:

@@ -146,6 +146,7 @@ __all__ = [
     "choose_bars",
     "meter_of_bar_length",
     "clip_beats",
+    "check_bar_model_record",
     "METRICAL_LAYER",
     "metrical_frames",
     "metrical_inputs",
@@ -1015,6 +1016,16 @@ def bar_features(beat_frames: np.ndarray, frames: Mapping[str, np.ndarray], sour
     return np.concatenate(blocks, axis=1)
 
 
+def check_bar_model_record(record: Any) -> None:
+    """A :class:`ParameterError` unless ``record`` is a ``bar_model`` record of ``fit-bars``: a mapping with its
+    ``sources``, ``classes`` and every array of :data:`~mirzoo.spec.BAR_MODEL_ARRAYS`."""
+    if not isinstance(record, Mapping):
+        raise ParameterError(f"bar_model={record!r:.80} must be a record of fit-bars (a mapping)")
+    missing = [k for k in ("sources", "classes", *BAR_MODEL_ARRAYS) if k not in record]
+    if missing:
+        raise ParameterError(f"bar_model lacks {missing}; expected a fit-bars record (python -m training.musical fit-bars)")
+
+
 def choose_bars_by_model(beat_frames: np.ndarray, frames: Mapping[str, np.ndarray], meter_labels: Sequence[str],
                          record: Mapping[str, Any]) -> Optional[tuple[str, int, int]]:
     """``(meter, beats per bar, phase)`` read by a ``bar_model`` record (:mod:`mirzoo.tasks.bar_model`): the
@@ -1022,11 +1033,7 @@ def choose_bars_by_model(beat_frames: np.ndarray, frames: Mapping[str, np.ndarra
     them best (:func:`~mirzoo.tasks.bar_model.decode_bars`), and the meter head's most probable meter of that
     bar length.  ``None`` when it cannot choose: fewer than two bars of beats, or no meter of the vocabulary
     has the chosen bar length."""
-    if not isinstance(record, Mapping):
-        raise ParameterError(f"bar_model={record!r:.80} must be a record of fit-bars (a mapping)")
-    missing = [k for k in ("sources", "classes", *BAR_MODEL_ARRAYS) if k not in record]
-    if missing:
-        raise ParameterError(f"bar_model lacks {missing}; expected a fit-bars record (python -m training.musical fit-bars)")
+    check_bar_model_record(record)
     beat_frames = np.asarray(beat_frames, dtype=np.int64)
     if beat_frames.size < 2 * min(int(c[0]) for c in record["classes"]):
         return None
@@ -1373,11 +1380,7 @@ def metrical_frames(frames: Mapping[str, np.ndarray], heads: Mapping[str, Sequen
     Where :data:`tonal <mirzoo.nn.tcn.TonicAligned>` sees pitch relative to the tonic, this sees each frame
     relative to the bar: pooled over a clip (mean and spread), it says how the clip's bars are built, which
     the network's own layers, pooled, do not (``benchmarks/musicality.py``'s meter probe)."""
-    if not isinstance(bar_model, Mapping):
-        raise ParameterError(f"bar_model={bar_model!r:.80} must be a record of fit-bars (a mapping)")
-    missing = [k for k in ("sources", "classes", *BAR_MODEL_ARRAYS) if k not in bar_model]
-    if missing:
-        raise ParameterError(f"bar_model lacks {missing}; expected a fit-bars record (python -m training.musical fit-bars)")
+    check_bar_model_record(bar_model)
     lacking = [k for k in metrical_inputs(bar_model) if k not in frames]
     if lacking:
         raise ParameterError(f"frames lack {lacking}, which the metrical layer reads; frames have {sorted(frames)}")
