@@ -4,6 +4,7 @@ The speed itself is measured in ``benchmarks/throughput.py`` and ``benchmarks/vs
 these tests check that the fast paths give the right numbers.
 """
 
+import logging
 import warnings
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 import mirzoo
 from mirzoo.batch import extract_files, read_embeddings
 from mirzoo.errors import ParameterError
+from mirzoo.inference.runner import PredictRetracingFilter
 from mirzoo.nn.fold import FoldedBatchNorm, fold_batch_norm, foldable_pairs
 
 from conftest import SR, tone_mix
@@ -217,6 +219,43 @@ def test_only_the_requested_outputs_are_computed_and_they_equal_the_full_network
         m.network_for(["nope"])
     m.refresh()
     assert m.network_for(["embedding"]) is not emb
+
+
+def test_one_network_per_output_set_does_not_warn_of_retracing():
+    """Each set of outputs asked for has its own network, traced once: TensorFlow's warning that
+    predict functions keep retracing (advice for a tf.function made in a loop) is dropped, and only it."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("TensorFlow's warning")
+    seen = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    logger = logging.getLogger("tensorflow")
+    handler = Collect(level=logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        m = mirzoo.load("tcn-music")
+        y = tone_mix(3.0, seed=4)
+        for head in ("key", "meter", "chord", "tempo", "mode", "tags"):
+            assert m.tag(y, sr=SR, head=head, top_k=1)
+        m.extract(y, sr=SR, layer="tcn2")
+    finally:
+        logger.removeHandler(handler)
+    assert not [s for s in seen if "retracing" in s]
+    assert sum(isinstance(f, PredictRetracingFilter) for f in logger.filters) == 1  # installed once
+
+    def record(message):
+        return logging.LogRecord("tensorflow", logging.WARNING, "x.py", 1, message, None, None)
+
+    quiet = PredictRetracingFilter()
+    assert not quiet.filter(record("5 out of the last 5 calls to <function TensorFlowTrainer.make_predict_function."
+                                   "<locals>.one_step_on_data_distributed at 0x1> triggered tf.function retracing."))
+    assert quiet.filter(record("5 out of the last 5 calls to <function my_step at 0x1> triggered tf.function retracing."))
+    assert quiet.filter(record("make_predict_function: something else"))
 
 
 def test_gpu_benchmark_helpers_and_refusal_without_an_accelerator(capsys, monkeypatch):

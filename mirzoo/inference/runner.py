@@ -20,6 +20,7 @@ the first run; the loaded model and the weights on disk are not changed.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import deque
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
@@ -39,10 +40,40 @@ from mirzoo.spec import DERIVED_LAYERS, ModelSpec
 
 __all__ = [
     "Runner", "AudioInput", "bucket", "split_batch", "progress_bar", "as_list", "MAX_PASS_SAMPLES",
-    "STREAM_MIN_SAMPLES", "frame_pass_size",
+    "STREAM_MIN_SAMPLES", "frame_pass_size", "PredictRetracingFilter", "quiet_predict_retracing",
 ]
 
 AudioInput = Union[str, os.PathLike, np.ndarray]
+
+
+class PredictRetracingFilter(logging.Filter):
+    """Drops one TensorFlow warning: "N out of the last M calls to <function
+    TensorFlowTrainer.make_predict_function...> triggered tf.function retracing".
+
+    :meth:`Runner.network_for` keeps one network per set of outputs asked for (``tag(head="key")``,
+    ``tag(head="meter")``, ``extract()``, ``analyze()`` each ask for a different set), and each traces
+    its Keras predict function once or twice (Keras then relaxes the input length).  TensorFlow counts
+    the predict functions of all Keras models as one function, so a session that asks for five
+    different sets prints that warning and advises against creating a ``tf.function`` in a loop,
+    which does not apply: no network is traced more than it has to be.  Only that warning is dropped;
+    retracing warnings about any other function pass.  Installed once on the ``tensorflow`` logger by
+    the first network built on the TensorFlow backend (:func:`quiet_predict_retracing`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("triggered tf.function retracing" in message and "make_predict_function" in message)
+
+
+_RETRACING_FILTER = PredictRetracingFilter()
+
+
+def quiet_predict_retracing() -> None:
+    """Add :class:`PredictRetracingFilter` to the ``tensorflow`` logger, once (TensorFlow backend only)."""
+    if keras.backend.backend() != "tensorflow":
+        return
+    logger = logging.getLogger("tensorflow")
+    if _RETRACING_FILTER not in logger.filters:
+        logger.addFilter(_RETRACING_FILTER)
 
 
 #: Most input samples one forward pass of a frame model takes (2^21: 131 s at 16 kHz).  A frame
@@ -341,6 +372,7 @@ class Runner:
         # model makes Keras warn about the mismatch on every call (torch backend)
         inputs = full.inputs[0] if len(full.inputs) == 1 else full.inputs
         net = keras.Model(inputs, {k: outputs[k] for k in keys}, name=f"{full.name}_outputs")
+        quiet_predict_retracing()
         self._networks[key] = (full, net)
         return net
 
