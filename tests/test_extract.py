@@ -1,11 +1,14 @@
 """Extractor behaviour: windows, timestamps, batching, determinism, pooling, tags and errors."""
 
+import re
+
 import numpy as np
 import pytest
 import soundfile as sf
 
 import mirzoo
 from mirzoo.embeddings import Embeddings
+from mirzoo.zoo.manifest import get_spec
 
 from conftest import SR, tone_mix
 
@@ -123,6 +126,15 @@ def test_tag_and_predict():
         mirzoo.load("random-cnn").tag(clip)
     with pytest.raises(mirzoo.ParameterError, match="top_k=0"):
         m.tag(clip, top_k=0)
+    # a head another model of the zoo has is named with that model; an unknown head with none
+    with_key = [n for n in mirzoo.list_models() if "key" in get_spec(n).heads]
+    assert with_key == ["tcn-music"]
+    heads = re.escape(str(list(m.heads)))
+    with pytest.raises(mirzoo.ParameterError, match=rf"head='key' is not one of model 'cnn-tagging''s heads {heads}; "
+                                                    r"the zoo's models with a 'key' head: \['tcn-music'\]$"):
+        m.tag(clip, head="key")
+    with pytest.raises(mirzoo.ParameterError, match=rf"head='nope' is not one of model 'cnn-tagging''s heads {heads}$"):
+        m.predict(clip, head="nope")
 
 
 def test_extract_errors():

@@ -37,6 +37,7 @@ from mirzoo.nn.banded import convs_as_matmul
 from mirzoo.nn.fold import fold_batch_norm
 from mirzoo.nn.precision import precision_of
 from mirzoo.spec import DERIVED_LAYERS, ModelSpec
+from mirzoo.zoo.manifest import get_spec, list_models
 
 __all__ = [
     "Runner", "AudioInput", "bucket", "split_batch", "progress_bar", "as_list", "MAX_PASS_SAMPLES",
@@ -303,7 +304,9 @@ class Runner:
         if head is None:
             return self.head_output
         if head not in self.heads:
-            raise ParameterError(f"head={head!r} is not one of model {self.name!r}'s heads {list(self.heads)}")
+            having = [name for name in list_models() if head in get_spec(name).heads]
+            where = f"; the zoo's models with a {head!r} head: {having}" if having else ""
+            raise ParameterError(f"head={head!r} is not one of model {self.name!r}'s heads {list(self.heads)}{where}")
         return head
 
     def plan_for(self, hop: Optional[float] = None) -> WindowPlan:
