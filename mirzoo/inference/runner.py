@@ -304,7 +304,10 @@ class Runner:
         if head is None:
             return self.head_output
         if head not in self.heads:
-            having = [name for name in list_models() if head in get_spec(name).heads]
+            try:  # a hint only: a manifest that cannot be read must not hide this error
+                having = [name for name in list_models() if head in get_spec(name).heads]
+            except MirzooError:
+                having = []
             where = f"; the zoo's models with a {head!r} head: {having}" if having else ""
             raise ParameterError(f"head={head!r} is not one of model {self.name!r}'s heads {list(self.heads)}{where}")
         return head
