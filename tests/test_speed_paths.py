@@ -245,6 +245,8 @@ def test_one_network_per_output_set_does_not_warn_of_retracing():
         m.extract(y, sr=SR, layer="tcn2")
     finally:
         logger.removeHandler(handler)
+    # TensorFlow gives that warning at most twice per process, so in a worker where earlier tests spent
+    # them this first check has nothing to catch; the filter's installation is checked whatever ran before
     assert not [s for s in seen if "retracing" in s]
     assert sum(isinstance(f, PredictRetracingFilter) for f in logger.filters) == 1  # installed once
 
